@@ -1,0 +1,246 @@
+"""The array-backend switch: the one module that decides which array library tinydgl computes with.
+
+tinydgl's ops never import NumPy or CuPy directly. Each op asks its inputs which library they belong to,
+
+    xp = array_namespace(x)
+
+and calls `xp.matmul`, `xp.exp`, ... on it, as DeZero and scikit-learn do. So the same code runs on
+
+- ``numpy``            any laptop (the default);
+- ``cupy``             an NVIDIA GPU;
+- ``array_api_strict`` a *test* backend: a minimal, standard-only array library whose arrays can live on a
+                       fake device and, like CuPy's, refuse silent conversion to NumPy. If the whole test suite
+                       passes on it, the code makes no NumPy-only assumption and will run on CuPy.
+
+What is global here is only the *default* for creating new arrays (parameters, data batches): the active
+backend and its device. Pick it with ``tinydgl.set_backend("cupy")``, the environment variable
+``TINYDGL_BACKEND=cupy``, or the CLI's ``--backend``.
+
+Random numbers are always drawn on the host by a seeded ``numpy.random.Generator`` and then moved to the
+device (`default_rng`, `asarray`). That costs a small copy per draw on a GPU but makes a seed mean the same
+numbers on every backend, so a run on CuPy can be checked against the same run on NumPy.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "array_api_strict")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The active array library: its name, its module (``xp``) and the device new arrays go to."""
+
+    name: str
+    xp: Any
+    device: Any = None
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device!r})"
+
+
+def _import_namespace(name: str):
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        try:
+            import cupy
+        except ImportError as err:  # pragma: no cover - depends on the machine
+            raise ImportError(
+                "The 'cupy' backend needs CuPy. Install it with: pip install 'tinydgl[gpu]' "
+                "(cupy-cuda12x, for CUDA 12), then check that `nvidia-smi` shows a GPU."
+            ) from err
+        return cupy
+    if name == "array_api_strict":
+        try:
+            import array_api_strict
+        except ImportError as err:
+            raise ImportError(
+                "The 'array_api_strict' backend is for portability tests: pip install array-api-strict"
+            ) from err
+        return array_api_strict
+    raise ValueError(f"Unknown backend {name!r}; choose one of {', '.join(BACKENDS)}.")
+
+
+def _make_backend(name: str, device=None) -> Backend:
+    xp = _import_namespace(name)
+    if name == "cupy" and device is not None and not hasattr(device, "use"):
+        device = xp.cuda.Device(int(device))
+    return Backend(name, xp, device)
+
+
+_active = _make_backend(os.environ.get("TINYDGL_BACKEND", "numpy").strip().lower() or "numpy")
+
+
+def set_backend(name: str = "numpy", device=None) -> Backend:
+    """Make `name` ("numpy", "cupy" or "array_api_strict") the backend for newly created arrays.
+
+    `device`: for CuPy a GPU index (or `cupy.cuda.Device`); for array_api_strict an
+    `array_api_strict.Device`; ignored by NumPy. Returns the new active `Backend`.
+    """
+    global _active
+    _active = _make_backend(name.strip().lower(), device)
+    return _active
+
+
+def get_backend() -> Backend:
+    """The active backend (name, module, device)."""
+    return _active
+
+
+@contextlib.contextmanager
+def use_backend(name: str, device=None):
+    """`with use_backend("array_api_strict", device): ...` switches the backend for one block."""
+    global _active
+    previous = _active
+    set_backend(name, device)
+    try:
+        yield _active
+    finally:
+        _active = previous
+
+
+def _is_cupy_array(x) -> bool:
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def array_namespace(*arrays):
+    """The array library (`xp`) the given arrays belong to; None entries are skipped.
+
+    NumPy and CuPy arrays map to the `numpy` / `cupy` modules themselves (so their fast paths are
+    available); any other array-API array maps to its `__array_namespace__()`.
+    """
+    namespaces = []
+    for x in arrays:
+        if x is None or isinstance(x, (int, float, bool)):
+            continue
+        if isinstance(x, (np.ndarray, np.generic)):
+            xp = np
+        elif _is_cupy_array(x):
+            import cupy
+
+            xp = cupy
+        elif hasattr(x, "__array_namespace__"):
+            xp = x.__array_namespace__()
+        else:
+            raise TypeError(f"Expected an array, got {type(x).__name__}.")
+        if not any(xp is seen for seen in namespaces):
+            namespaces.append(xp)
+    if not namespaces:
+        return _active.xp
+    if len(namespaces) > 1:
+        names = ", ".join(getattr(m, "__name__", str(m)) for m in namespaces)
+        raise TypeError(f"Arrays from different libraries were mixed ({names}); move them to one backend.")
+    return namespaces[0]
+
+
+def is_numpy_like(xp) -> bool:
+    """True for NumPy and CuPy, whose extras (`add.at`, `lib.stride_tricks`, ...) allow fast paths.
+
+    Every op that takes such a fast path keeps a portable version, used on any other namespace and tested
+    against the fast one.
+    """
+    return xp is np or getattr(xp, "__name__", "") == "cupy"
+
+
+def device_of(x):
+    """The device of array `x` (None for NumPy)."""
+    return None if isinstance(x, np.ndarray) else getattr(x, "device", None)
+
+
+def _resolve_dtype(xp, dtype):
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    return getattr(xp, dtype)
+
+
+def asarray(data, dtype=None, like=None):
+    """Put `data` (a NumPy array, list or scalar) on a backend's device.
+
+    The backend is the one of array `like` if given (so new arrays land next to it), else the active one.
+    `dtype` may be a string such as "float32".
+    """
+    if like is not None:
+        xp, device = array_namespace(like), device_of(like)
+    else:
+        xp, device = _active.xp, _active.device
+    dtype = _resolve_dtype(xp, dtype)
+    if xp is np:
+        return np.asarray(data, dtype=dtype)
+    if getattr(xp, "__name__", "") == "cupy":
+        if device is None:
+            return xp.asarray(data, dtype=dtype)
+        with device:
+            return xp.asarray(data, dtype=dtype)
+    return xp.asarray(data, dtype=dtype, device=device)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy any backend's array to a NumPy array on the host (a no-op for NumPy arrays)."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
+    if _is_cupy_array(x):
+        return x.get()
+    if isinstance(x, (int, float, bool, list, tuple)):
+        return np.asarray(x)
+    xp = x.__array_namespace__()
+    if getattr(xp, "__name__", "") == "array_api_strict":
+        # array_api_strict refuses __array__ off its CPU device, exactly like CuPy: move explicitly.
+        return np.asarray(x.to_device(xp.Device("CPU_DEVICE")))
+    return np.from_dlpack(x)
+
+
+def to_backend(x, backend: Backend | None = None):
+    """Move array `x` (from any backend) to `backend` (default: the active one), keeping its dtype."""
+    backend = backend or _active
+    host = to_numpy(x)
+    if backend.xp is np:
+        return host
+    if backend.name == "cupy":
+        if backend.device is None:
+            return backend.xp.asarray(host)
+        with backend.device:
+            return backend.xp.asarray(host)
+    return backend.xp.asarray(host, device=backend.device)
+
+
+def zeros_like_on(x, shape, dtype=None):
+    """`xp.zeros(shape)` with `x`'s namespace, device and (by default) dtype."""
+    xp = array_namespace(x)
+    dtype = x.dtype if dtype is None else dtype
+    if xp is np:
+        return np.zeros(shape, dtype=dtype)
+    if getattr(xp, "__name__", "") == "cupy":
+        return xp.zeros(shape, dtype=dtype)  # CuPy allocates on the current device, which holds x
+    return xp.zeros(shape, dtype=dtype, device=x.device)
+
+
+def arange_like(x, n, dtype=None):
+    """`xp.arange(n)` with `x`'s namespace and device."""
+    xp = array_namespace(x)
+    if xp is np or getattr(xp, "__name__", "") == "cupy":
+        return xp.arange(n, dtype=dtype)
+    return xp.arange(n, dtype=dtype, device=x.device)
+
+
+def default_rng(seed=None) -> np.random.Generator:
+    """A seeded host random generator; draws are moved to the device with `asarray`.
+
+    Drawing on the host makes one seed give the same numbers on every backend (see the module docstring).
+    """
+    return np.random.default_rng(seed)
+
+
+def is_gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False

@@ -1,0 +1,168 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library) via im2col + one matrix product.
+
+The idea (lesson 3): every output pixel is a dot product between one kh x kw x C patch of the input and a
+filter. Copy all patches into the rows of a matrix `cols` (M = N*H_out*W_out rows, K = kh*kw*C columns) and
+the whole convolution becomes one matrix product `cols @ w_col`, which BLAS (or cuBLAS) runs at full speed.
+
+Layout choices that make it fast, and why:
+- Inside the op we work *channels-last* (N, H, W, C). A patch row is then kh*kw runs of C contiguous
+  numbers, so building `cols` copies contiguous memory, and the product's result (M, F) already *is* the
+  output in (N, H_out, W_out, F) order: returning it as an (N, F, H_out, W_out) *view* costs nothing.
+  The next elementwise ops keep that layout, and the next conv's channels-last view is free again.
+- Gradients: dw = cols^T @ dout and dcols = dout @ w_col^T are two more products; dx is rebuilt from
+  dcols by adding each of the kh*kw patch offsets back with one strided slice (col2im).
+- Groups (depthwise convs in MobileNet) batch the product over groups: (G, M, K/G) @ (G, K/G, F/G).
+
+Only `im2col` has a NumPy/CuPy-specific fast path (a zero-copy strided window view); `_im2col_sliced`
+builds the same matrix from kh*kw standard slices and is used for every other array library. Tests check
+that both agree.
+"""
+from ..backend import array_namespace, is_numpy_like, zeros_like_on
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis: (size + 2*padding - kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad_channels_last(x, padding):
+    """x: (N, C, H, W) -> (N, H + 2p, W + 2p, C) channels-last, zero padded (a view when padding is 0)."""
+    xp = array_namespace(x)
+    x_nhwc = xp.permute_dims(x, (0, 2, 3, 1))
+    if padding == 0:
+        return x_nhwc
+    n, h, w, c = x_nhwc.shape
+    padded = zeros_like_on(x, (n, h + 2 * padding, w + 2 * padding, c))
+    padded[:, padding : padding + h, padding : padding + w, :] = x_nhwc
+    return padded
+
+
+def _im2col_strided(x_pad, kh, kw, stride, oh, ow):
+    """NumPy/CuPy fast path: a zero-copy (N, oh, ow, kh, kw, C) window view of the padded input."""
+    xp = array_namespace(x_pad)
+    n, _, _, c = x_pad.shape
+    s_n, s_h, s_w, s_c = x_pad.strides
+    return xp.lib.stride_tricks.as_strided(
+        x_pad, shape=(n, oh, ow, kh, kw, c), strides=(s_n, stride * s_h, stride * s_w, s_h, s_w, s_c), writeable=False
+    )
+
+
+def _im2col_sliced(x_pad, kh, kw, stride, oh, ow):
+    """Portable path: stack the kh*kw offset slices into an (N, oh, ow, kh, kw, C) array."""
+    xp = array_namespace(x_pad)
+    n, _, _, c = x_pad.shape
+    parts = [
+        x_pad[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return xp.reshape(xp.stack(parts, axis=3), (n, oh, ow, kh, kw, c))
+
+
+def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
+    """Patch matrix of a channels-last padded input.
+
+    x_pad: (N, Hp, Wp, C) -> cols: (G, M, K) with M = N*oh*ow, K = kh*kw*(C/G); row m of group g holds
+    the patch under output pixel m, ordered (kernel row, kernel column, channel).
+    `portable=None` picks the strided fast path on NumPy/CuPy and the sliced path elsewhere.
+    """
+    xp = array_namespace(x_pad)
+    n, hp, wp, c = x_pad.shape
+    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    if portable is None:
+        portable = not is_numpy_like(xp)
+    windows = (_im2col_sliced if portable else _im2col_strided)(x_pad, kh, kw, stride, oh, ow)
+    m, cg = n * oh * ow, c // groups
+    if groups == 1:
+        return xp.reshape(windows, (1, m, kh * kw * c))  # the one copy im2col must make
+    windows = xp.reshape(windows, (n, oh, ow, kh, kw, groups, cg))
+    return xp.reshape(xp.permute_dims(windows, (5, 0, 1, 2, 3, 4, 6)), (groups, m, kh * kw * cg))
+
+
+def col2im(dcols, x_pad_shape, kh, kw, stride, groups=1):
+    """Adjoint of `im2col`: dcols (G, M, K) -> d x_pad (N, Hp, Wp, C), summing overlapping patches."""
+    xp = array_namespace(dcols)
+    n, hp, wp, c = x_pad_shape
+    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    cg = c // groups
+    if groups == 1:
+        patches = xp.reshape(dcols, (n, oh, ow, kh, kw, c))
+    else:
+        patches = xp.reshape(dcols, (groups, n, oh, ow, kh, kw, cg))
+        patches = xp.reshape(xp.permute_dims(patches, (1, 2, 3, 4, 5, 0, 6)), (n, oh, ow, kh, kw, c))
+    dx_pad = zeros_like_on(dcols, x_pad_shape)
+    for i in range(kh):
+        for j in range(kw):
+            dx_pad[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride, :] += patches[
+                :, :, :, i, j, :
+            ]
+    return dx_pad
+
+
+def _check_conv_args(x, w, b, stride, padding, groups):
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"conv2d expects x (N, C, H, W) and w (F, C/groups, KH, KW); got {tuple(x.shape)}, {tuple(w.shape)}.")
+    c, f = x.shape[1], w.shape[0]
+    if groups < 1 or c % groups or f % groups:
+        raise ValueError(f"groups={groups} must divide both input channels ({c}) and filters ({f}).")
+    if w.shape[1] != c // groups:
+        raise ValueError(
+            f"conv2d weight has {w.shape[1]} input channels per group, but the input has {c} channels "
+            f"in {groups} group(s), i.e. {c // groups} per group."
+        )
+    if b is not None and tuple(b.shape) != (f,):
+        raise ValueError(f"conv2d bias must have shape ({f},), got {tuple(b.shape)}.")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"conv2d needs stride >= 1 and padding >= 0, got stride={stride}, padding={padding}.")
+    if x.shape[2] + 2 * padding < w.shape[2] or x.shape[3] + 2 * padding < w.shape[3]:
+        raise ValueError(f"conv2d kernel {tuple(w.shape[2:])} is larger than the padded input {tuple(x.shape[2:])}.")
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
+    """Convolution of NCHW images with zero padding.
+
+    x: (N, C, H, W), w: (F, C // groups, KH, KW), b: (F,) or None.
+    Returns out: (N, F, H_out, W_out) with H_out = (H + 2*padding - KH) // stride + 1, and a cache.
+    `out` is stored channels-last in memory (see the module docstring); its shape and values are NCHW.
+    """
+    _check_conv_args(x, w, b, stride, padding, groups)
+    xp = array_namespace(x, w, b)
+    n = x.shape[0]
+    f, cg, kh, kw = w.shape
+    x_pad = _pad_channels_last(x, padding)
+    cols = im2col(x_pad, kh, kw, stride, groups, portable)  # (G, M, K)
+    # w (F, Cg, KH, KW) -> w_col (G, K, F/G), rows ordered (kernel row, kernel column, channel) like cols.
+    w_col = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)), (groups, kh * kw * cg, f // groups))
+    out_g = cols @ w_col  # (G, M, F/G)
+    out_flat = out_g[0] if groups == 1 else xp.reshape(xp.permute_dims(out_g, (1, 0, 2)), (cols.shape[1], f))
+    if b is not None:
+        out_flat = out_flat + b
+    oh = conv_output_size(x.shape[2], kh, stride, padding)
+    ow = conv_output_size(x.shape[3], kw, stride, padding)
+    out = xp.permute_dims(xp.reshape(out_flat, (n, oh, ow, f)), (0, 3, 1, 2))
+    cache = (cols, w_col, tuple(w.shape), tuple(x_pad.shape), tuple(x.shape), stride, padding, groups, b is not None)
+    return out, cache
+
+
+def conv2d_backward(dout, cache, compute_dx=True):
+    """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) or None.
+
+    `compute_dx=False` skips the input gradient (returns dx=None): a first layer, or a block whose input is
+    a constant in local learning, needs none.
+    """
+    cols, w_col, w_shape, x_pad_shape, x_shape, stride, padding, groups, has_bias = cache
+    xp = array_namespace(dout)
+    f, cg, kh, kw = w_shape
+    m = cols.shape[1]
+    dout_flat = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (m, f))  # free when dout is channels-last
+    dout_g = xp.reshape(dout_flat, (1, m, f)) if groups == 1 else xp.permute_dims(xp.reshape(dout_flat, (m, groups, f // groups)), (1, 0, 2))
+    db = xp.sum(dout_flat, axis=0) if has_bias else None
+    dw_col = cols.mT @ dout_g  # (G, K, F/G)
+    dw = xp.reshape(xp.permute_dims(xp.reshape(dw_col, (groups, kh, kw, cg, f // groups)), (0, 4, 3, 1, 2)), w_shape)
+    dx = None
+    if compute_dx:
+        dcols = dout_g @ w_col.mT  # (G, M, K)
+        dx_pad = col2im(dcols, x_pad_shape, kh, kw, stride, groups)
+        h, w = x_shape[2], x_shape[3]
+        dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
+    return dx, dw, db

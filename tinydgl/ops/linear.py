@@ -1,0 +1,25 @@
+"""Fully connected (affine) layer: out = x @ w + b."""
+from ..backend import array_namespace
+
+
+def linear_forward(x, w, b=None):
+    """x: (N, D), w: (D, M), b: (M,) or None -> out: (N, M), cache."""
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"linear_forward expects x (N, D) and w (D, M); got x {tuple(x.shape)}, w {tuple(w.shape)}.")
+    out = x @ w
+    if b is not None:
+        out = out + b
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout, cache, compute_dx=True):
+    """dout: (N, M) -> dx: (N, D), dw: (D, M), db: (M,) or None.
+
+    `compute_dx=False` returns dx=None, for a first layer whose input needs no gradient.
+    """
+    x, w, has_bias = cache
+    xp = array_namespace(dout)
+    dx = dout @ w.T if compute_dx else None
+    dw = x.T @ dout
+    db = xp.sum(dout, axis=0) if has_bias else None
+    return dx, dw, db

@@ -1,0 +1,58 @@
+"""Losses that return (loss, gradient): softmax cross-entropy and mean squared error."""
+from ..backend import arange_like, array_namespace
+
+
+def softmax(logits):
+    """logits: (N, C) -> probabilities (N, C). Subtracting the row max first keeps exp() from overflowing."""
+    xp = array_namespace(logits)
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
+def log_softmax(logits):
+    """logits: (N, C) -> log-probabilities (N, C), computed stably as z - max - log(sum(exp(z - max)))."""
+    xp = array_namespace(logits)
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+def one_hot(y, num_classes, dtype):
+    """y: (N,) integer labels -> (N, num_classes) one-hot rows of `dtype`, on y's device."""
+    xp = array_namespace(y)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class indices, got shape {tuple(y.shape)}.")
+    return xp.astype(y[:, None] == arange_like(y, num_classes, dtype=y.dtype), dtype)
+
+
+def softmax_cross_entropy(logits, y, label_smoothing=0.0):
+    """Mean cross-entropy of softmax(logits) against integer labels.
+
+    logits: (N, C), y: (N,) ints in [0, C). With label smoothing s the target is (1 - s) * onehot + s / C,
+    as in PyTorch. Returns (loss: float, dlogits: (N, C)); dlogits = (softmax - target) / N.
+    """
+    xp = array_namespace(logits)
+    if logits.ndim != 2 or y.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"softmax_cross_entropy expects logits (N, C) and labels (N,); got {tuple(logits.shape)} and {tuple(y.shape)}."
+        )
+    n, num_classes = logits.shape
+    target = one_hot(y, num_classes, logits.dtype)
+    if label_smoothing:
+        target = (1.0 - label_smoothing) * target + label_smoothing / num_classes
+    logp = log_softmax(logits)
+    loss = -float(xp.sum(target * logp)) / n
+    dlogits = (xp.exp(logp) - target) / n
+    return loss, dlogits
+
+
+def mse_loss(pred, target):
+    """Mean over all elements of (pred - target)^2. Returns (loss: float, dpred) with pred's shape."""
+    xp = array_namespace(pred)
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"mse_loss shapes differ: pred {tuple(pred.shape)} vs target {tuple(target.shape)}.")
+    diff = pred - target
+    size = 1
+    for s in pred.shape:
+        size *= s
+    return float(xp.sum(diff * diff)) / size, (2.0 / size) * diff

@@ -1,0 +1,130 @@
+"""Pooling: max, average and adaptive average, over windows of NCHW inputs (no padding).
+
+Max and average pooling loop over the k*k offsets inside a window, not over the windows: each offset is
+one strided slice of the whole batch (`x[:, :, i::s, j::s]`), so a 2x2 pool is four vectorised steps.
+This needs nothing beyond standard slicing, so the same code runs on NumPy, CuPy and any array-API
+library, and it does not care whether the array is stored channels-first or channels-last.
+"""
+from ..backend import array_namespace, zeros_like_on
+
+
+def _pair(v, name):
+    if isinstance(v, int):
+        return v, v
+    if len(v) != 2:
+        raise ValueError(f"{name} must be an int or a pair, got {v!r}.")
+    return int(v[0]), int(v[1])
+
+
+def _pool_geometry(x, kernel_size, stride):
+    if x.ndim != 4:
+        raise ValueError(f"pooling expects (N, C, H, W) input, got shape {tuple(x.shape)}.")
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    h, w = x.shape[2], x.shape[3]
+    if kh > h or kw > w or min(kh, kw, sh, sw) < 1:
+        raise ValueError(f"pool window {kh}x{kw} (stride {sh}x{sw}) does not fit a {h}x{w} input.")
+    return kh, kw, sh, sw, (h - kh) // sh + 1, (w - kw) // sw + 1
+
+
+def _window_offset(i, j, sh, sw, oh, ow):
+    """The slice that picks, for every window, its element at offset (i, j)."""
+    return (slice(None), slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
+
+
+def maxpool2d_forward(x, kernel_size, stride=None):
+    """Max pooling over kh x kw windows.
+
+    x: (N, C, H, W). Returns out: (N, C, H_out, W_out), H_out = (H - kh) // sh + 1, and a cache.
+    stride defaults to kernel_size; windows overlap when stride < kernel_size. The cache records which
+    offset won in each window (the first one on ties).
+    """
+    xp = array_namespace(x)
+    kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
+    out = x[_window_offset(0, 0, sh, sw, oh, ow)]
+    winner = zeros_like_on(x, out.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32)
+    for i in range(kh):
+        for j in range(kw):
+            if i == 0 and j == 0:
+                continue
+            candidate = x[_window_offset(i, j, sh, sw, oh, ow)]
+            better = candidate > out  # strict: an earlier offset keeps ties
+            out = xp.where(better, candidate, out)
+            winner = xp.where(better, i * kw + j, winner)
+    return out, (tuple(x.shape), winner, kh, kw, sh, sw)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W). Each window's gradient goes to its (first) max."""
+    x_shape, winner, kh, kw, sh, sw = cache
+    xp = array_namespace(dout)
+    oh, ow = dout.shape[2], dout.shape[3]
+    dx = zeros_like_on(dout, x_shape)
+    for i in range(kh):
+        for j in range(kw):
+            dx[_window_offset(i, j, sh, sw, oh, ow)] += xp.where(winner == i * kw + j, dout, 0.0)
+    return dx
+
+
+def avgpool2d_forward(x, kernel_size, stride=None):
+    """Average pooling over kh x kw windows. x: (N, C, H, W) -> out: (N, C, H_out, W_out), cache."""
+    kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            part = x[_window_offset(i, j, sh, sw, oh, ow)]
+            out = part if out is None else out + part
+    return out * (1.0 / (kh * kw)), (tuple(x.shape), kh, kw, sh, sw)
+
+
+def avgpool2d_backward(dout, cache):
+    """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W); each input gets 1/(kh*kw) of each window it is in."""
+    x_shape, kh, kw, sh, sw = cache
+    oh, ow = dout.shape[2], dout.shape[3]
+    share = dout * (1.0 / (kh * kw))
+    dx = zeros_like_on(dout, x_shape)
+    for i in range(kh):
+        for j in range(kw):
+            dx[_window_offset(i, j, sh, sw, oh, ow)] += share
+    return dx
+
+
+def adaptive_windows(size, out_size):
+    """PyTorch's adaptive-pooling windows: window i covers [floor(i*size/out), ceil((i+1)*size/out)).
+
+    Windows may differ in length and overlap when size is not a multiple of out_size
+    (size 7 -> 2 gives [0, 4) and [3, 7)).
+    """
+    return [((i * size) // out_size, -((-(i + 1) * size) // out_size)) for i in range(out_size)]
+
+
+def adaptive_avgpool2d_forward(x, output_size):
+    """Average-pool x: (N, C, H, W) to out: (N, C, oh, ow) with PyTorch's window rule (`adaptive_windows`).
+
+    Averaging over a rectangle is separable, so we pool the rows first, then the columns:
+    oh + ow slice-means instead of oh * ow.
+    """
+    xp = array_namespace(x)
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avgpool2d expects (N, C, H, W) input, got shape {tuple(x.shape)}.")
+    oh, ow = _pair(output_size, "output_size")
+    h, w = x.shape[2], x.shape[3]
+    if min(oh, ow) < 1:
+        raise ValueError(f"output_size must be positive, got {output_size!r}.")
+    rows, cols = adaptive_windows(h, oh), adaptive_windows(w, ow)
+    pooled_rows = xp.stack([xp.mean(x[:, :, a:b, :], axis=2) for a, b in rows], axis=2)  # (N, C, oh, W)
+    out = xp.stack([xp.mean(pooled_rows[:, :, :, a:b], axis=3) for a, b in cols], axis=3)  # (N, C, oh, ow)
+    return out, (tuple(x.shape), rows, cols)
+
+
+def adaptive_avgpool2d_backward(dout, cache):
+    """dout: (N, C, oh, ow) -> dx: (N, C, H, W), undoing the two separable means in reverse order."""
+    x_shape, rows, cols = cache
+    n, c, h, w = x_shape
+    d_rows = zeros_like_on(dout, (n, c, len(rows), w))
+    for j, (a, b) in enumerate(cols):
+        d_rows[:, :, :, a:b] += dout[:, :, :, j : j + 1] * (1.0 / (b - a))
+    dx = zeros_like_on(dout, x_shape)
+    for i, (a, b) in enumerate(rows):
+        dx[:, :, a:b, :] += d_rows[:, :, i : i + 1, :] * (1.0 / (b - a))
+    return dx

@@ -1,0 +1,14 @@
+"""Shape-only ops: flatten."""
+from ..backend import array_namespace
+
+
+def flatten_forward(x):
+    """x: (N, ...) -> out: (N, prod(...)), in C order (channel, then row, then column for NCHW)."""
+    xp = array_namespace(x)
+    return xp.reshape(x, (x.shape[0], -1)), tuple(x.shape)
+
+
+def flatten_backward(dout, cache):
+    """dout: (N, D) -> dx with the input's shape."""
+    xp = array_namespace(dout)
+    return xp.reshape(dout, cache)
