@@ -1,0 +1,210 @@
+"""The layer library: each layer wraps one functional op (tinydgl.functional) and owns its parameters.
+
+Initialisation follows PyTorch's defaults (weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), BN
+gamma = 1, beta = 0), so runs can be compared with the papers' official PyTorch code.
+"""
+import math
+
+from .. import functional as F
+from ..backend import default_rng
+from .module import Module, Parameter, init_constant, init_uniform
+
+
+class Linear(Module):
+    """y = x @ W + b. x: (N, in_features) -> (N, out_features); W is stored (in_features, out_features)."""
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype="float32"):
+        super().__init__()
+        rng = rng if rng is not None else default_rng()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = Parameter(init_uniform(rng, (in_features, out_features), bound, dtype))
+        self.bias = Parameter(init_uniform(rng, (out_features,), bound, dtype)) if bias else None
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x):
+        out, self._cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        dx, self.weight.grad, db = F.linear_backward(dout, self._cache, compute_dx=need_input_grad)
+        if self.bias is not None:
+            self.bias.grad = db
+        return dx
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"
+
+
+class Conv2d(Module):
+    """2-D convolution, NCHW. x: (N, C_in, H, W) -> (N, C_out, H_out, W_out); weight (C_out, C_in/groups, k, k)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=True, rng=None, dtype="float32"):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}.")
+        rng = rng if rng is not None else default_rng()
+        k = kernel_size
+        fan_in = (in_channels // groups) * k * k
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = Parameter(init_uniform(rng, (out_channels, in_channels // groups, k, k), bound, dtype))
+        self.bias = Parameter(init_uniform(rng, (out_channels,), bound, dtype)) if bias else None
+        self.stride, self.padding, self.groups = stride, padding, groups
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
+
+    def forward(self, x):
+        bias = self.bias.data if self.bias is not None else None
+        out, self._cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding, self.groups)
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        dx, self.weight.grad, db = F.conv2d_backward(dout, self._cache, compute_dx=need_input_grad)
+        if self.bias is not None:
+            self.bias.grad = db
+        return dx
+
+    def __repr__(self):
+        extra = f", groups={self.groups}" if self.groups != 1 else ""
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}{extra}, bias={self.bias is not None})")
+
+
+class _BatchNorm(Module):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype="float32"):
+        super().__init__()
+        self.weight = Parameter(init_constant((num_features,), 1.0, dtype))  # gamma
+        self.bias = Parameter(init_constant((num_features,), 0.0, dtype))  # beta
+        self.buffers = {"running_mean": init_constant((num_features,), 0.0, dtype),
+                        "running_var": init_constant((num_features,), 1.0, dtype)}
+        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+
+    def forward(self, x):
+        if x.ndim != self._ndim or x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {tuple(x.shape)}.")
+        out, self._cache = F.batchnorm_forward(
+            x, self.weight.data, self.bias.data, self.buffers["running_mean"], self.buffers["running_var"],
+            self.training, self.momentum, self.eps)
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        dx, self.weight.grad, self.bias.grad = F.batchnorm_backward(dout, self._cache)
+        return dx
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C) inputs: per-feature statistics over the batch."""
+    _ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W) inputs: per-channel statistics over batch and space."""
+    _ndim = 4
+
+
+class _Stateless(Module):
+    """A layer without parameters: forward/backward are one functional op pair."""
+
+    def backward(self, dout, need_input_grad=True):
+        return self._backward(dout, self._cache) if need_input_grad else None
+
+
+class ReLU(_Stateless):
+    def forward(self, x):
+        out, self._cache = F.relu_forward(x)
+        return out
+
+    _backward = staticmethod(F.relu_backward)
+
+    def __repr__(self):
+        return "ReLU()"
+
+
+class LeakyReLU(_Stateless):
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        out, self._cache = F.leaky_relu_forward(x, self.negative_slope)
+        return out
+
+    _backward = staticmethod(F.leaky_relu_backward)
+
+    def __repr__(self):
+        return f"LeakyReLU({self.negative_slope})"
+
+
+class MaxPool2d(_Stateless):
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        out, self._cache = F.maxpool2d_forward(x, self.kernel_size, self.stride)
+        return out
+
+    _backward = staticmethod(F.maxpool2d_backward)
+
+    def __repr__(self):
+        return f"MaxPool2d({self.kernel_size}, stride={self.stride or self.kernel_size})"
+
+
+class AvgPool2d(_Stateless):
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        out, self._cache = F.avgpool2d_forward(x, self.kernel_size, self.stride)
+        return out
+
+    _backward = staticmethod(F.avgpool2d_backward)
+
+    def __repr__(self):
+        return f"AvgPool2d({self.kernel_size}, stride={self.stride or self.kernel_size})"
+
+
+class AdaptiveAvgPool2d(_Stateless):
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        out, self._cache = F.adaptive_avgpool2d_forward(x, self.output_size)
+        return out
+
+    _backward = staticmethod(F.adaptive_avgpool2d_backward)
+
+    def __repr__(self):
+        return f"AdaptiveAvgPool2d({self.output_size})"
+
+
+class Flatten(_Stateless):
+    def forward(self, x):
+        out, self._cache = F.flatten_forward(x)
+        return out
+
+    _backward = staticmethod(F.flatten_backward)
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Dropout(_Stateless):
+    """Inverted dropout with its own seeded host generator (part of the checkpointed state)."""
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        self.p = p
+        self.rng = rng if rng is not None else default_rng()
+
+    def forward(self, x):
+        out, self._cache = F.dropout_forward(x, self.p, self.training, self.rng)
+        return out
+
+    _backward = staticmethod(F.dropout_backward)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
