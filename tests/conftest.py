@@ -1,0 +1,76 @@
+"""Shared test fixtures: the backends every portable test runs on.
+
+- numpy-float64 / numpy-float32: plain NumPy.
+- strict-device1: `array_api_strict` arrays on a non-default device. Like CuPy, this library refuses silent
+  conversion to NumPy and refuses to mix devices, so passing here is our proof (without a GPU) that the
+  code path CuPy would take makes no NumPy-only assumption.
+- cupy (marker `gpu`): only where CuPy sees a GPU.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import tinydgl
+from tinydgl.backend import is_gpu_available, to_numpy
+
+
+@dataclass
+class BackendCase:
+    name: str  # backend name for tinydgl.set_backend
+    dtype: str
+    device: object = None
+    rtol: float = 1e-10
+
+    def put(self, array, dtype=None):
+        """A NumPy array -> this backend's array (floats cast to the case's dtype)."""
+        array = np.asarray(array)
+        if dtype is None and array.dtype.kind == "f":
+            dtype = self.dtype
+        with tinydgl.use_backend(self.name, self.device):
+            return tinydgl.backend.asarray(array, dtype=dtype)
+
+    def use(self):
+        return tinydgl.use_backend(self.name, self.device)
+
+    def check_device(self, array):
+        """Assert `array` lives on this case's backend and device."""
+        if self.name == "numpy":
+            assert isinstance(array, np.ndarray), type(array)
+        elif self.name == "array_api_strict":
+            assert array.device == self.device, array.device
+        assert str(array.dtype).endswith(self.dtype) or array.dtype.kind not in "f" if hasattr(array.dtype, "kind") else True
+
+
+def _strict_case():
+    xps = pytest.importorskip("array_api_strict")
+    return BackendCase("array_api_strict", "float64", xps.Device("device1"))
+
+
+CASES = {
+    "numpy-float64": lambda: BackendCase("numpy", "float64"),
+    "numpy-float32": lambda: BackendCase("numpy", "float32", rtol=2e-4),
+    "strict-device1": _strict_case,
+}
+
+
+@pytest.fixture(params=list(CASES))
+def backend_case(request):
+    """Each portable test runs once per backend case."""
+    return CASES[request.param]()
+
+
+@pytest.fixture
+def gpu_case():
+    if not is_gpu_available():
+        pytest.skip("CuPy cannot see a CUDA GPU on this machine (install tinydgl[gpu] on a GPU host to run)")
+    return BackendCase("cupy", "float32", rtol=2e-4)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def numpy_of(x):
+    return None if x is None else to_numpy(x)
