@@ -134,7 +134,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     # w (F, Cg, KH, KW) -> w_col (G, K, F/G), rows ordered (kernel row, kernel column, channel) like cols.
     w_col = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)), (groups, kh * kw * cg, f // groups))
     out_g = cols @ w_col  # (G, M, F/G)
-    out_flat = out_g[0] if groups == 1 else xp.reshape(xp.permute_dims(out_g, (1, 0, 2)), (cols.shape[1], f))
+    out_flat = out_g[0, ...] if groups == 1 else xp.reshape(xp.permute_dims(out_g, (1, 0, 2)), (cols.shape[1], f))
     if b is not None:
         out_flat = out_flat + b
     oh = conv_output_size(x.shape[2], kh, stride, padding)
