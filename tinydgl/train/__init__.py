@@ -1,0 +1,6 @@
+"""The shared training loop, checkpoints and plots."""
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .loop import TrainingDiverged, fit
+from .plot import plot_history
+
+__all__ = ["CheckpointError", "TrainingDiverged", "fit", "load_checkpoint", "plot_history", "save_checkpoint"]

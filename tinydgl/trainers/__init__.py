@@ -1,0 +1,15 @@
+"""Training methods. Each trainer decides only where each block's gradient comes from."""
+from .backprop import BackpropTrainer
+from .base import Trainer
+
+TRAINERS = {"bp": BackpropTrainer}
+
+
+def build_trainer(name, model, make_optimizer, **options):
+    """`build_trainer("bp", model, make_optimizer)`; `make_optimizer(params) -> Optimizer`."""
+    if name not in TRAINERS:
+        raise ValueError(f"Unknown trainer {name!r}; choose one of: {', '.join(TRAINERS)}.")
+    return TRAINERS[name](model, make_optimizer, **options)
+
+
+__all__ = ["BackpropTrainer", "Trainer", "TRAINERS", "build_trainer"]

@@ -1,0 +1,34 @@
+"""Backpropagation: the reference every other method is compared with.
+
+Where does each block's gradient come from? **From the block above it**: the loss gradient enters the
+last block and each block's input gradient becomes the output gradient of the block below. This is the
+source of all three locks: no block can update before the whole forward pass, the loss, and the backward
+pass of every block above it have run.
+"""
+from .. import functional as F
+from .base import Trainer
+
+
+class BackpropTrainer(Trainer):
+    name = "bp"
+
+    def __init__(self, model, make_optimizer, label_smoothing=0.0):
+        super().__init__(model)
+        self.optimizer = make_optimizer(model.parameters())
+        self.label_smoothing = label_smoothing
+
+    def optimizers(self):
+        return [self.optimizer]
+
+    def train_step(self, x, y):
+        blocks = self.model.layers
+        h = x
+        for block in blocks:
+            h = block.forward(h)
+        loss, grad = F.softmax_cross_entropy(h, y, self.label_smoothing)
+        for i in reversed(range(len(blocks))):
+            # The gradient of block i's output is what block i+1 sent back. The first block's input is the
+            # data, which needs no gradient.
+            grad = blocks[i].backward(grad, need_input_grad=i > 0)
+        self.optimizer.step()
+        return loss
