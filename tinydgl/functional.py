@@ -21,7 +21,7 @@ from .ops.naive import (
     maxpool2d_backward_naive,
     maxpool2d_forward_naive,
 )
-from .ops.norm import batchnorm_backward, batchnorm_forward
+from .ops.norm import batchnorm_backward, batchnorm_forward, l2_normalize_backward, l2_normalize_forward
 from .ops.pool import (
     adaptive_avgpool2d_backward,
     adaptive_avgpool2d_forward,

@@ -175,4 +175,8 @@ def build_model(name, in_channels=1, image_size=28, num_classes=10, seed=0, dtyp
     """Build model `name` (one of MODELS) for images of in_channels x image_size x image_size."""
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
-    return MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes, seed=seed, dtype=dtype, **kwargs)
+    model = MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes, seed=seed, dtype=dtype, **kwargs)
+    # Trainers that attach heads to blocks (DGL, LLS, DNI) read the input shape to size them.
+    model.input_shape = (in_channels, image_size, image_size)
+    model.num_classes = num_classes
+    return model

@@ -46,6 +46,8 @@ def _sha256(path):
 def _flatten(trainer_state):
     """Split a trainer state into arrays (for the .npz) and JSON-able scalars."""
     arrays = {f"model/{k}": v for k, v in trainer_state["model"].items()}
+    for name, state in trainer_state.get("aux", {}).items():
+        arrays.update({f"aux/{name}/{k}": v for k, v in state.items()})
     optimizers = []
     for i, opt in enumerate(trainer_state["optimizers"]):
         arrays.update({f"optim{i}/{k}": v for k, v in opt["buffers"].items()})
@@ -97,8 +99,13 @@ def load_checkpoint(directory):
     with np.load(npz_path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    aux = {}
+    for key, value in arrays.items():
+        if key.startswith("aux/"):
+            name, rest = key[len("aux/"):].split("/", 1)
+            aux.setdefault(name, {})[rest] = value
     optimizers = []
     for i, opt in enumerate(meta["optimizers"]):
         buffers = {k: arrays[f"optim{i}/{k}"] for k in opt["buffers"]}
         optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"], "buffers": buffers})
-    return {"model": model, "optimizers": optimizers}, meta
+    return {"model": model, "aux": aux, "optimizers": optimizers}, meta

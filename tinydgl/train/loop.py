@@ -60,6 +60,7 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
         log(f"resumed from {checkpoint_dir} after epoch {start}")
     for epoch in range(start, epochs):
         train_loader.set_epoch(epoch)
+        trainer.start_epoch(epoch)
         trainer.model.train()
         loss_sum, samples, steps = 0.0, 0, 0
         t0 = time.perf_counter()

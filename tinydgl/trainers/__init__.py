@@ -1,8 +1,17 @@
 """Training methods. Each trainer decides only where each block's gradient comes from."""
 from .backprop import BackpropTrainer
 from .base import Trainer
+from .dgl import DGLTrainer, GreedyTrainer
+from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer
 
-TRAINERS = {"bp": BackpropTrainer}
+TRAINERS = {
+    "bp": BackpropTrainer,
+    "greedy": GreedyTrainer,
+    "dgl": DGLTrainer,
+    "lls": LLSTrainer,
+    "lls-m": LLSMTrainer,
+    "lls-mxm": LLSMxMTrainer,
+}
 
 
 def build_trainer(name, model, make_optimizer, **options):
@@ -12,4 +21,5 @@ def build_trainer(name, model, make_optimizer, **options):
     return TRAINERS[name](model, make_optimizer, **options)
 
 
-__all__ = ["BackpropTrainer", "Trainer", "TRAINERS", "build_trainer"]
+__all__ = ["BackpropTrainer", "DGLTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "Trainer",
+           "TRAINERS", "build_trainer"]

@@ -26,6 +26,13 @@ class Trainer:
         """Every optimizer this trainer steps, in a fixed order (saved in checkpoints)."""
         return []
 
+    def auxiliary_modules(self) -> dict:
+        """Trained modules outside the model (auxiliary heads, synthesizers), by stable name."""
+        return {}
+
+    def start_epoch(self, epoch: int):
+        """Called by the training loop before each epoch (0-based); e.g. greedy training picks its stage."""
+
     def predict(self, x):
         """Logits (N, classes) of the whole model in evaluation mode (inference is a plain forward pass)."""
         self.model.eval()
@@ -51,11 +58,17 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """{"model": {name: array}, "optimizers": [optimizer state, ...]}."""
-        return {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.optimizers()]}
+        """{"model": {name: array}, "aux": {module name: {name: array}}, "optimizers": [state, ...]}."""
+        return {
+            "model": self.model.state_dict(),
+            "aux": {name: m.state_dict() for name, m in self.auxiliary_modules().items()},
+            "optimizers": [o.state_dict() for o in self.optimizers()],
+        }
 
     def load_state_dict(self, state: dict):
         self.model.load_state_dict(state["model"])
+        for name, module in self.auxiliary_modules().items():
+            module.load_state_dict(state["aux"].get(name, {}))
         optimizers = self.optimizers()
         if len(optimizers) != len(state["optimizers"]):
             raise ValueError(f"checkpoint has {len(state['optimizers'])} optimizer states, this trainer has {len(optimizers)}.")

@@ -1,0 +1,86 @@
+"""Layers that local losses are built from: L2 normalisation, a projection on a fixed matrix, scalings.
+
+LLS (tinydgl.trainers.lls) assembles its local classifier from these plus the ordinary pooling layers:
+
+    AdaptiveAvgPool2d(p) -> Flatten -> L2Normalize -> FixedLinear(basis) [-> ClassScale m | Linear M] -> Scale(1/T)
+"""
+from .. import functional as F
+from ..backend import array_namespace
+from .module import Module, Parameter
+
+
+class L2Normalize(Module):
+    """Each row of (N, D) scaled to unit length (see F.l2_normalize_forward)."""
+
+    def __init__(self, eps=1e-12):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        out, self._cache = F.l2_normalize_forward(x, self.eps)
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        return F.l2_normalize_backward(dout, self._cache) if need_input_grad else None
+
+    def __repr__(self):
+        return "L2Normalize()"
+
+
+class FixedLinear(Module):
+    """out = x @ matrix.T with a fixed (never trained) matrix of shape (out_features, in_features).
+
+    The matrix is a buffer, not a parameter: no optimizer sees it, and it is built once, not per step.
+    """
+
+    def __init__(self, matrix):
+        super().__init__()
+        self.buffers = {"matrix": matrix}
+
+    def forward(self, x):
+        out, self._cache = F.linear_forward(x, self.buffers["matrix"].T, None)
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        return dout @ self.buffers["matrix"] if need_input_grad else None
+
+    def __repr__(self):
+        rows, cols = self.buffers["matrix"].shape
+        return f"FixedLinear({cols} -> {rows}, fixed)"
+
+
+class Scale(Module):
+    """out = factor * x for a constant factor (e.g. 1 / temperature)."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x):
+        return x * self.factor
+
+    def backward(self, dout, need_input_grad=True):
+        return dout * self.factor if need_input_grad else None
+
+    def __repr__(self):
+        return f"Scale({self.factor:g})"
+
+
+class ClassScale(Module):
+    """A learnable scale per output column: out = x * m, x: (N, K), m: (K,)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = Parameter(m)
+
+    def forward(self, x):
+        self._x = x
+        return x * self.m.data
+
+    def backward(self, dout, need_input_grad=True):
+        xp = array_namespace(dout)
+        self.m.grad = xp.sum(dout * self._x, axis=0)
+        return dout * self.m.data if need_input_grad else None
+
+    def __repr__(self):
+        return f"ClassScale({self.m.shape[0]})"

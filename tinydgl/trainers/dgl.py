@@ -1,0 +1,79 @@
+"""Decoupled Greedy Learning (Belilovsky, Eickenberg, Oyallon, ICML 2020) and sequential greedy training.
+
+Where does each block's gradient come from? **From its module's auxiliary head** (`tinydgl.trainers.heads`):
+module j minimises CE(y, g_j(f_j(x_{j-1}))) and passes f_j(x_{j-1}) on as a constant. The last module's
+head is the network's own classifier.
+
+- `DGLTrainer` (Algorithm 1): every batch visits every module in order; all modules learn at once.
+- `GreedyTrainer` (Bengio et al. 2007; Belilovsky et al. 2019): module 1 alone for E epochs, then it is
+  frozen (batch-norm statistics included) and module 2 trains on its outputs, and so on.
+"""
+from .heads import aux_head
+from .local import LocalTrainer, modules_from_groups, split_blocks
+
+
+def _head_factory(model, aux, seed):
+    def make_head(j, shape, block):
+        dtype = str(block.parameters()[0].data.dtype) if block.parameters() else "float32"
+        return aux_head(aux, shape, model.num_classes, seed=seed + 1000 + j, dtype=dtype)
+
+    return make_head
+
+
+class DGLTrainer(LocalTrainer):
+    """Synchronous DGL. modules=K or boundaries=[...] cut the hidden blocks (default: one module per block)."""
+
+    name = "dgl"
+
+    def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, label_smoothing=0.0, seed=0):
+        super().__init__(model)
+        self.groups = split_blocks(len(model.layers) - 1, modules, boundaries)
+        self.modules = modules_from_groups(model, self.groups, _head_factory(model, aux, seed), make_optimizer, label_smoothing)
+
+
+class GreedyTrainer(DGLTrainer):
+    """Sequential greedy layer-wise training: one module at a time, `epochs_per_module` epochs each.
+
+    Earlier modules are frozen (evaluation mode: their batch-norm statistics no longer move) and only
+    forward their output; later modules wait. Until the last stage, predictions use the current module's
+    auxiliary head, since the layers above it are still untrained.
+    """
+
+    name = "greedy"
+
+    def __init__(self, model, make_optimizer, epochs_per_module=1, aux="mlp", modules=None, boundaries=None,
+                 label_smoothing=0.0, seed=0):
+        super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed)
+        if epochs_per_module < 1:
+            raise ValueError(f"epochs_per_module must be at least 1, got {epochs_per_module}.")
+        self.epochs_per_module = epochs_per_module
+        self.stage = 0
+
+    def start_epoch(self, epoch):
+        self.stage = min(epoch // self.epochs_per_module, len(self.modules) - 1)
+
+    def train_step(self, x, y):
+        for module in self.modules[: self.stage]:
+            module.body.eval()  # frozen: batch norm uses its running statistics and they stay put
+            x = module.forward(x)
+        current = self.modules[self.stage]
+        current.body.train()
+        loss, _ = current.step(x, y)
+        return loss
+
+    def predict(self, x):
+        self.model.eval()
+        try:
+            for module in self.modules[: self.stage + 1]:
+                x = module.forward(x)
+            current = self.modules[self.stage]
+            if current.head is None:
+                return x
+            current.head.eval()
+            logits = current.head.forward(x)
+            current.head.train()
+            return logits
+        finally:
+            self.model.train()
+            for module in self.modules[: self.stage]:
+                module.body.eval()

@@ -1,0 +1,340 @@
+"""Synthetic gradients: Decoupled Neural Interfaces (DNI) and their label-conditioned form (cDNI).
+
+Where does each block's gradient come from? **From a synthesizer** — a small model `M_i` that looks at the
+block's output `h_i` (and, for cDNI, the one-hot label) and predicts dL/dh_i. The block backpropagates that
+prediction through itself only and steps its optimizer at once: it never waits for the blocks above
+(update unlocking). Only the top block (the classifier) sees the true loss gradient.
+
+Each synthesizer learns by regression, mse(M_i(h_i), target_i), where the target is what block i+1 sends
+back to its input when it backpropagates *its own* gradient: the true gradient at the top interface,
+bootstrapped synthetic gradients below (Jaderberg et al. 2017, sec. 2; spec: /shared/specs/dni.md).
+
+    trainer = DNITrainer(model, lambda params: Adam(params, lr=1e-3), conditioned=True)   # cDNI
+    loss = trainer.train_step(x, y)
+
+Blocks between two interfaces form a *group* trained by ordinary backprop inside the group; by default
+there is an interface after every block except the classifier.
+
+A note on speed. In one process DNI does *more* arithmetic than backprop: the same forward and backward
+passes through the model, plus a forward and backward pass through every synthesizer (an MLP synthesizer
+with two 1024-unit layers is several times larger than a 256-unit MNIST layer). Decoupling can only pay
+off when blocks run in parallel on separate devices, or when blocks update less often (`update_prob`).
+"""
+import numpy as np
+
+from .. import functional as F
+from ..backend import array_namespace, default_rng, zeros_like_on
+from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Module, ReLU, Sequential
+from .base import Trainer
+
+SYNTHESIZERS = ("auto", "linear", "mlp", "conv")
+
+
+# --- synthesizers --------------------------------------------------------------------------------------
+
+class ConcatLabel(Module):
+    """cDNI for flat activations: (N, D) and a one-hot label (N, K) -> (N, D + K).
+
+    Its input is a constant for the synthesizer (the block output and the label), so backward returns None.
+    """
+
+    def forward(self, h, label):
+        xp = array_namespace(h)
+        concat = getattr(xp, "concat", None) or xp.concatenate  # `concat` is the array-API name
+        return concat([h, label], axis=1)
+
+    def backward(self, dout, need_input_grad=False):
+        return None
+
+    def __repr__(self):
+        return "ConcatLabel()"
+
+
+class LabelBias2d(Module):
+    """cDNI for conv activations: add a per-channel bias computed from the one-hot label, broadcast over space.
+
+    h: (N, C, H, W), label: (N, K) one-hot -> h + reshape(Linear(K, C)(label), (N, C, 1, 1)). Concatenating
+    K constant planes to a conv's input would do the same away from the borders; a bias is cheaper.
+    """
+
+    def __init__(self, num_classes, channels, rng, dtype):
+        super().__init__()
+        self.project = Linear(num_classes, channels, rng=rng, dtype=dtype)
+
+    def children(self):
+        return [self.project]
+
+    def forward(self, h, label):
+        xp = array_namespace(h)
+        bias = self.project.forward(label)
+        return h + xp.reshape(bias, (bias.shape[0], bias.shape[1], 1, 1))
+
+    def backward(self, dout, need_input_grad=True):
+        xp = array_namespace(dout)
+        self.project.backward(xp.sum(dout, axis=(2, 3)), need_input_grad=False)  # the label needs no gradient
+        return dout
+
+    def __repr__(self):
+        return f"LabelBias2d({self.project.in_features} -> {self.project.out_features} channels)"
+
+
+class Synthesizer(Module):
+    """M_i: predicts the gradient dL/dh of a block's output h, optionally from the one-hot label too.
+
+    forward(h, label=None) -> synthetic gradient with h's shape. backward(dout) fills the parameters'
+    gradients (the synthesizer's inputs are constants, so nothing is returned).
+    """
+
+    def __init__(self, body: Sequential, conditioning: Module | None = None):
+        super().__init__()
+        self.body, self.conditioning = body, conditioning
+
+    def children(self):
+        return [self.body] + ([self.conditioning] if self.conditioning is not None else [])
+
+    def forward(self, h, label=None):
+        if self.conditioning is not None:
+            h = self.conditioning.forward(h, label)
+        return self.body.forward(h)
+
+    def backward(self, dout, need_input_grad=False):
+        trains_conditioning = self.conditioning is not None and bool(self.conditioning.parameters())
+        d = self.body.backward(dout, need_input_grad=trains_conditioning)
+        if trains_conditioning:
+            self.conditioning.backward(d)
+        return None
+
+    def __repr__(self):
+        inner = "\n".join("  " + line for m in self.children() for line in repr(m).splitlines())
+        return f"Synthesizer(\n{inner}\n)"
+
+
+def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=1024, conv_channels=128):
+    """A synthesizer for activations of per-example `shape` ((D,) or (C, H, W)).
+
+    kind: "linear" (one Linear, or one resolution-preserving 5x5 conv for 4-D activations); "mlp" (two
+    hidden layers of `hidden` units with BN and ReLU, flat activations); "conv" (two 5x5 convs of
+    `conv_channels` with BN and ReLU and a final 5x5 conv, all resolution-preserving, 4-D activations);
+    "auto": mlp for flat activations, conv for 4-D ones. num_classes: None for DNI, K for cDNI.
+    The last layer is zero-initialised, so every synthetic gradient is exactly zero before training.
+    """
+    flat = len(shape) == 1
+    if len(shape) not in (1, 3):
+        raise ValueError(f"synthesizers handle activations of shape (N, D) or (N, C, H, W), got per-example {shape}.")
+    if kind == "auto":
+        kind = "mlp" if flat else "conv"
+    if kind == "mlp" and not flat:
+        raise ValueError(f"the 'mlp' synthesizer is for flat activations, got per-example shape {shape}; use 'conv' or 'linear'.")
+    if kind == "conv" and flat:
+        raise ValueError(f"the 'conv' synthesizer is for 4-D activations, got per-example shape {shape}; use 'mlp' or 'linear'.")
+    width = shape[0]
+    conditioning = None
+    if num_classes is not None:
+        conditioning = ConcatLabel() if flat else LabelBias2d(num_classes, width, rng, dtype)
+    width_in = width + (num_classes if num_classes is not None and flat else 0)
+
+    def conv(cin, cout):
+        return Conv2d(cin, cout, 5, padding=2, rng=rng, dtype=dtype)  # 5x5, "same" padding: keeps H x W
+
+    if kind == "linear":
+        layers = [Linear(width_in, width, rng=rng, dtype=dtype) if flat else conv(width_in, width)]
+    elif kind == "mlp":
+        layers = [Linear(width_in, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
+                  Linear(hidden, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
+                  Linear(hidden, width, rng=rng, dtype=dtype)]
+    elif kind == "conv":
+        layers = [conv(width_in, conv_channels), BatchNorm2d(conv_channels, dtype=dtype), ReLU(),
+                  conv(conv_channels, conv_channels), BatchNorm2d(conv_channels, dtype=dtype), ReLU(),
+                  conv(conv_channels, width)]
+    else:
+        raise ValueError(f"Unknown synthesizer {kind!r}; choose one of: {', '.join(SYNTHESIZERS)}.")
+    # Zero-initialise the last layer (Jaderberg et al. 2017, sec. 3): training starts from zero synthetic
+    # gradients, so no block is pushed around by an untrained synthesizer's noise.
+    for p in layers[-1].parameters():
+        p.data = zeros_like_on(p.data, p.shape)
+    return Synthesizer(Sequential(*layers), conditioning)
+
+
+# --- the trainer ---------------------------------------------------------------------------------------
+
+class DNITrainer(Trainer):
+    """Synthetic-gradient training (DNI; cDNI with `conditioned=True`).
+
+    make_optimizer(params) -> Optimizer: one optimizer per group of blocks and, unless `synth_optimizer`
+        (same signature) is given, one per synthesizer.
+    synthesizer: "auto" (MLP for flat activations, conv for 4-D ones), "linear", "mlp" or "conv".
+    interfaces: indices of the blocks *after* which a synthesizer sits (default: every block but the last,
+        the classifier). Blocks between two interfaces are trained together by backprop.
+    update_prob: each step, each group independently runs its backward pass and optimizer step with this
+        probability (Jaderberg et al. show cDNI still converges at 0.05); a group that skips still runs
+        forward. Synthesizer M_i trains whenever group i+1 runs backward, since that is where its target
+        comes from. Draws come from a generator seeded with (seed, epoch, batch), so a resumed run repeats them.
+    sg_scale: multiplies the gradient each non-top group is updated with (a damping factor on synthetic
+        gradients). The synthesizers regress onto *unscaled* targets: backward is linear in its output
+        gradient, so dividing what a group sends back by sg_scale gives exactly what the unscaled gradient
+        would have sent.
+    bp_lambda: BP(lambda) mixing, a backprop analogue of TD(lambda). A group's gradient becomes
+            g_i = sg_scale * ((1 - lambda) * M_i(h_i) + lambda * delta_i),
+        where delta_i is what group i+1 sent back when it backpropagated its own g_{i+1} (undone of
+        sg_scale) — available only when group i+1 ran backward this step, else g_i = sg_scale * M_i(h_i).
+        delta_i is also M_i's regression target, so the targets mix true and synthetic gradients: lambda = 0
+        is DNI (pure bootstrapping, update unlocked), lambda = 1 gives every group the true gradient (exactly
+        backprop) and M_i regresses onto it. With lambda > 0 a group must wait for the group above it, and
+        that one for the one above it, so the step runs a full forward pass and then updates the groups top
+        down: the mixing buys accuracy with the update lock DNI exists to remove. A true gradient for every
+        interface in one step needs that full backward pass; there is no cheaper way to mix it in.
+    conditioned: cDNI — every synthesizer also sees the one-hot label (concatenated to flat activations,
+        a per-channel bias for conv ones).
+    input_shape: (C, H, W) of one example. If given, the synthesizers are built now (needed to load a
+        checkpoint before the first step); otherwise they are built on the first batch. Either way their
+        sizes come from a dry forward pass of two zero images in evaluation mode, and their initial
+        weights from `seed`.
+    synth_hidden: width of the MLP synthesizer's hidden layers (1024 in the paper).
+    """
+
+    name = "dni"
+
+    def __init__(self, model, make_optimizer, synthesizer="auto", interfaces=None, update_prob=1.0, sg_scale=1.0,
+                 bp_lambda=0.0, conditioned=False, label_smoothing=0.0, seed=0, synth_optimizer=None,
+                 input_shape=None, synth_hidden=1024):
+        super().__init__(model)
+        if synthesizer not in SYNTHESIZERS:
+            raise ValueError(f"Unknown synthesizer {synthesizer!r}; choose one of: {', '.join(SYNTHESIZERS)}.")
+        if not 0.0 < update_prob <= 1.0:
+            raise ValueError(f"update_prob is a probability in (0, 1], got {update_prob}.")
+        if not sg_scale > 0.0:
+            raise ValueError(f"sg_scale must be positive, got {sg_scale}.")
+        if not 0.0 <= bp_lambda <= 1.0:
+            raise ValueError(f"bp_lambda mixes two gradients and must be in [0, 1], got {bp_lambda}.")
+        blocks = list(model.layers)
+        self.interfaces = self._check_interfaces(interfaces, len(blocks))
+        bounds = [0] + [i + 1 for i in self.interfaces] + [len(blocks)]
+        # A group is a view on consecutive blocks: the same layer objects, so no layer math is repeated here.
+        self.groups = [Sequential(*blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.group_optimizers = [make_optimizer(g.parameters()) for g in self.groups]
+        self.make_synth_optimizer = synth_optimizer or make_optimizer
+        self.synthesizer_kind, self.synth_hidden = synthesizer, synth_hidden
+        self.update_prob, self.sg_scale, self.bp_lambda = update_prob, sg_scale, bp_lambda
+        self.conditioned, self.label_smoothing, self.seed = conditioned, label_smoothing, seed
+        self.name = "cdni" if conditioned else "dni"
+        self.synthesizers, self.synth_optimizers, self.num_classes = None, [], None
+        self.synthesizer_losses = [None] * len(self.interfaces)  # last regression loss of each synthesizer
+        self._epoch, self._batch = 0, 0
+        if input_shape is not None:
+            self._build(tuple(input_shape))
+
+    @staticmethod
+    def _check_interfaces(interfaces, num_blocks):
+        if interfaces is None:
+            return list(range(num_blocks - 1))
+        chosen = sorted(set(int(i) for i in interfaces))
+        if chosen and (chosen[0] < 0 or chosen[-1] > num_blocks - 2):
+            raise ValueError(f"interfaces are indices of blocks followed by a synthesizer, in 0..{num_blocks - 2} "
+                             f"for this {num_blocks}-block model (not the classifier); got {list(interfaces)}.")
+        return chosen
+
+    def _build(self, input_shape):
+        """Find each interface's activation shape by a dry forward pass, then build the synthesizers."""
+        first = self.model.parameters()[0].data
+        was_training = self.model.training
+        self.model.eval()  # evaluation mode: the dry pass must not touch batch-norm running statistics
+        try:
+            h, shapes = zeros_like_on(first, (2, *input_shape)), []
+            for group in self.groups:
+                h = group.forward(h)
+                shapes.append(tuple(h.shape[1:]))
+        finally:
+            self.model.train(was_training)
+        self.num_classes, self.dtype = shapes[-1][0], h.dtype
+        rng = default_rng(self.seed)
+        self.synthesizers = [
+            build_synthesizer(self.synthesizer_kind, shape, self.num_classes if self.conditioned else None, rng, self.dtype,
+                              hidden=self.synth_hidden)
+            for shape in shapes[:-1]
+        ]
+        self.synth_optimizers = [self.make_synth_optimizer(m.parameters()) for m in self.synthesizers]
+
+    def optimizers(self):
+        return self.group_optimizers + self.synth_optimizers
+
+    def auxiliary_modules(self):
+        return {f"synth{i}": m for i, m in enumerate(self.synthesizers or [])}
+
+    def start_epoch(self, epoch):
+        self._epoch, self._batch = epoch, 0
+
+    def load_state_dict(self, state):
+        if self.synthesizers is None and state.get("aux"):
+            raise ValueError("This DNI trainer has not built its synthesizers yet, so it cannot load a checkpoint: "
+                             "construct it with input_shape=(C, H, W) of one example.")
+        super().load_state_dict(state)
+
+    # --- one step ------------------------------------------------------------------------------
+    def _draw_updates(self):
+        """Which groups update this step (all of them unless update_prob < 1)."""
+        if self.update_prob >= 1.0:
+            return [True] * len(self.groups)
+        rng = np.random.default_rng([self.seed, self._epoch, self._batch])
+        self._batch += 1
+        return [bool(u) for u in rng.random(len(self.groups)) < self.update_prob]
+
+    def train_step(self, x, y):
+        if self.synthesizers is None:
+            self._build(tuple(x.shape[1:]))
+        top = len(self.groups) - 1
+        updates = self._draw_updates()
+        label = F.one_hot(y, self.num_classes, self.dtype) if self.conditioned else None
+        self._synthetic = [None] * top
+        self.synthesizer_losses = [None] * top
+        h = x
+        for i, group in enumerate(self.groups):
+            h = group.forward(h)  # its input, block i-1's output, is a constant: no gradient flows into it
+            if i == top:
+                loss, self._true_gradient = F.softmax_cross_entropy(h, y, self.label_smoothing)
+            elif updates[i] or updates[i + 1]:  # needed to update group i, or as what M_i is trained on
+                self._synthetic[i] = self.synthesizers[i].forward(h, label)
+            if self.bp_lambda == 0.0 and updates[i]:
+                self._update_group(i, from_above=None)  # update unlocking: nothing above is awaited
+        if self.bp_lambda > 0.0:
+            from_above = None
+            for i in reversed(range(top + 1)):  # BP(lambda): each group waits for the gradient from above
+                from_above = self._update_group(i, from_above) if updates[i] else None
+        self._synthetic = self._true_gradient = None
+        return loss
+
+    def _gradient(self, i, from_above):
+        """Where group i's output gradient comes from: the loss at the top, its synthesizer elsewhere."""
+        if i == len(self.groups) - 1:
+            return self._true_gradient
+        synthetic = self._synthetic[i]
+        if from_above is not None:  # BP(lambda) only
+            synthetic = (1.0 - self.bp_lambda) * synthetic + self.bp_lambda * from_above
+        return self.sg_scale * synthetic
+
+    def _update_group(self, i, from_above):
+        """Backpropagate group i's gradient through group i only, step its optimizer, and train the
+        synthesizer below on what group i sends back. Returns that (unscaled) input gradient, or None."""
+        dx = self.groups[i].backward(self._gradient(i, from_above), need_input_grad=i > 0)
+        self.group_optimizers[i].step()
+        if i == 0:
+            return None
+        scale = 1.0 if i == len(self.groups) - 1 else self.sg_scale
+        target = dx if scale == 1.0 else dx / scale  # what the unscaled gradient sends back (backward is linear)
+        self._train_synthesizer(i - 1, target)
+        return target
+
+    def _train_synthesizer(self, i, target):
+        """Regress M_i's last prediction onto `target` (a constant: bootstrapping, no gradient through it)."""
+        self.synthesizer_losses[i], d_prediction = F.mse_loss(self._synthetic[i], target)
+        self.synthesizers[i].backward(d_prediction)
+        self.synth_optimizers[i].step()
+
+
+class CDNITrainer(DNITrainer):
+    """cDNI: DNI whose synthesizers also see the one-hot label (Jaderberg et al. 2017, sec. 3)."""
+
+    name = "cdni"
+
+    def __init__(self, model, make_optimizer, **options):
+        options.setdefault("conditioned", True)
+        super().__init__(model, make_optimizer, **options)

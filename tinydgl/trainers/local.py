@@ -1,0 +1,128 @@
+"""Local learning: the network is cut into modules and each module learns from a loss of its own.
+
+Where does each block's gradient come from? **From its module's own head**: an auxiliary classifier (DGL),
+a fixed projection (LLS), or, for the module that ends with the network's classifier, the task loss
+itself. A module's input is a constant and its output is passed on as a constant, so no gradient ever
+crosses a module boundary: a module can update as soon as its input arrives (no update or backward
+locking), which is what lets modules run in parallel.
+
+`LocalModule.step` is that one rule, written once; DGL, greedy, async DGL and LLS differ only in how they
+cut the network, which heads they attach, and when each module runs.
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import asarray
+from ..nn import Sequential
+from .base import Trainer
+
+
+class LocalModule:
+    """A piece of the network (`body`, consecutive blocks), its local head and its own optimizer.
+
+    head=None means the body ends with the network's classifier: its output already is the logits.
+    """
+
+    def __init__(self, body, head, make_optimizer, label_smoothing=0.0):
+        self.body, self.head = body, head
+        self.label_smoothing = label_smoothing
+        self.optimizer = make_optimizer(self.parameters())
+
+    def parameters(self):
+        return self.body.parameters() + (self.head.parameters() if self.head is not None else [])
+
+    def forward(self, x):
+        """The module's output for input x, without learning."""
+        return self.body.forward(x)
+
+    def local_loss(self, out, y):
+        """Cross-entropy of the local head's logits; returns (loss, gradient with respect to `out`)."""
+        logits = out if self.head is None else self.head.forward(out)
+        loss, dlogits = F.softmax_cross_entropy(logits, y, self.label_smoothing)
+        return loss, (dlogits if self.head is None else self.head.backward(dlogits))
+
+    def step(self, x, y):
+        """One local update on a constant input x: returns (loss, output passed on as a constant)."""
+        out = self.body.forward(x)
+        loss, dout = self.local_loss(out, y)
+        # need_input_grad=False: the gradient stops here. Nothing flows into the module below, and the first
+        # parametrised layer does not even compute its input gradient.
+        self.body.backward(dout, need_input_grad=False)
+        self.optimizer.step()
+        return loss, out
+
+
+def block_output_shapes(model):
+    """Shape (without the batch axis) of each block's output, from a dry run in evaluation mode.
+
+    Evaluation mode, so batch norm uses (and does not update) its running statistics.
+    """
+    was_training = model.training
+    model.eval()
+    x = asarray(np.zeros((2, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
+    shapes = []
+    for block in model.layers:
+        x = block.forward(x)
+        shapes.append(tuple(x.shape[1:]))
+    model.train(was_training)
+    return shapes
+
+
+def split_blocks(num_hidden, modules=None, boundaries=None):
+    """Group hidden blocks 0..num_hidden-1 into consecutive modules; returns a list of index lists.
+
+    modules=K: K groups as equal in size as possible (earlier groups get the extra block).
+    boundaries=[b1, b2, ...]: a new module starts at each listed block index.
+    Neither: one module per block.
+    """
+    if boundaries:
+        cuts = sorted(set(int(b) for b in boundaries))
+        if cuts[0] <= 0 or cuts[-1] >= num_hidden:
+            raise ValueError(f"module boundaries must lie in 1..{num_hidden - 1} (block indices), got {boundaries}.")
+        edges = [0, *cuts, num_hidden]
+    else:
+        k = num_hidden if modules is None else int(modules)
+        if not 1 <= k <= num_hidden:
+            raise ValueError(f"--modules must be between 1 and {num_hidden} (the model's hidden blocks), got {modules}.")
+        sizes = [num_hidden // k + (1 if i < num_hidden % k else 0) for i in range(k)]
+        edges = [0, *np.cumsum(sizes).tolist()]
+    return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class LocalTrainer(Trainer):
+    """Trains a list of `LocalModule`s, each on its own loss; subclasses build the modules.
+
+    train_step runs the modules in order on each batch (Algorithm 1 of DGL): module j learns from the
+    constant output of module j-1. The reported loss is the last module's (the network's own loss).
+    """
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.modules: list[LocalModule] = []
+
+    def optimizers(self):
+        return [m.optimizer for m in self.modules]
+
+    def auxiliary_modules(self):
+        return {f"head{j}": m.head for j, m in enumerate(self.modules) if m.head is not None}
+
+    def train_step(self, x, y):
+        loss = math.nan
+        for module in self.modules:
+            loss, x = module.step(x, y)
+        return loss
+
+
+def modules_from_groups(model, groups, make_head, make_optimizer, label_smoothing=0.0):
+    """LocalModules for hidden-block groups; the last group gets the classifier block and no head."""
+    blocks = model.layers
+    shapes = block_output_shapes(model)
+    modules = []
+    for j, group in enumerate(groups):
+        last = j == len(groups) - 1
+        body = Sequential(*[blocks[i] for i in group], *([blocks[-1]] if last else []))
+        head = None if last else make_head(j, shapes[group[-1]], blocks[group[-1]])
+        modules.append(LocalModule(body, head, make_optimizer, label_smoothing))
+    return modules
