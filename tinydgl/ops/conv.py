@@ -9,9 +9,13 @@ Layout choices that make it fast, and why:
   numbers, so building `cols` copies contiguous memory, and the product's result (M, F) already *is* the
   output in (N, H_out, W_out, F) order: returning it as an (N, F, H_out, W_out) *view* costs nothing.
   The next elementwise ops keep that layout, and the next conv's channels-last view is free again.
-- Gradients: dw = cols^T @ dout and dcols = dout @ w_col^T are two more products; dx is rebuilt from
-  dcols by adding each of the kh*kw patch offsets back with one strided slice (col2im).
+- Gradients: dw = cols^T @ dout is one more product. dx is the adjoint of im2col: each of the kh*kw kernel
+  offsets adds its share back onto the strided slice of the input it read. With one group we compute
+  each share as its own product, dout @ w[:, :, i, j]^T, a contiguous (M, C) block (`_input_grad_by_offset`);
+  with groups we form all of dcols = dout @ w_col^T first and scatter it (`col2im`). Same sum, but the first
+  never holds the (M, K) dcols matrix, which is as large as `cols`.
 - Groups (depthwise convs in MobileNet) batch the product over groups: (G, M, K/G) @ (G, K/G, F/G).
+- With one group every product is a plain 2-D one, which NumPy passes to BLAS in a single call.
 
 Only `im2col` has a NumPy/CuPy-specific fast path (a zero-copy strided window view); `_im2col_sliced`
 builds the same matrix from kh*kw standard slices and is used for every other array library. Tests check
@@ -133,13 +137,18 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     cols = im2col(x_pad, kh, kw, stride, groups, portable)  # (G, M, K)
     # w (F, Cg, KH, KW) -> w_col (G, K, F/G), rows ordered (kernel row, kernel column, channel) like cols.
     w_col = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)), (groups, kh * kw * cg, f // groups))
-    out_g = cols @ w_col  # (G, M, F/G)
-    out_flat = out_g[0, ...] if groups == 1 else xp.reshape(xp.permute_dims(out_g, (1, 0, 2)), (cols.shape[1], f))
-    if b is not None:
-        out_flat = out_flat + b
+    if groups == 1:
+        out_flat = cols[0, ...] @ w_col[0, ...]  # a plain 2-D product: NumPy hands it to BLAS as one call
+    else:
+        out_flat = xp.reshape(xp.permute_dims(cols @ w_col, (1, 0, 2)), (cols.shape[1], f))  # (M, F)
     oh = conv_output_size(x.shape[2], kh, stride, padding)
     ow = conv_output_size(x.shape[3], kw, stride, padding)
-    out = xp.permute_dims(xp.reshape(out_flat, (n, oh, ow, f)), (0, 3, 1, 2))
+    # The same memory as (N*H_out, W_out*F) rows: NumPy adds a bias tiled to W_out*F numbers much faster than
+    # a (F,) bias broadcast over (M, F), whose inner loop runs only F numbers at a time.
+    out_rows = xp.reshape(out_flat, (n * oh, ow * f))
+    if b is not None:
+        out_rows += xp.tile(b, (ow,))  # in place: out_rows is a new array
+    out = xp.permute_dims(xp.reshape(out_rows, (n, oh, ow, f)), (0, 3, 1, 2))
     cache = (cols, w_col, tuple(w.shape), tuple(x_pad.shape), tuple(x.shape), stride, padding, groups, b is not None)
     return out, cache
 
@@ -155,14 +164,41 @@ def conv2d_backward(dout, cache, compute_dx=True):
     f, cg, kh, kw = w_shape
     m = cols.shape[1]
     dout_flat = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (m, f))  # free when dout is channels-last
-    dout_g = xp.reshape(dout_flat, (1, m, f)) if groups == 1 else xp.permute_dims(xp.reshape(dout_flat, (m, groups, f // groups)), (1, 0, 2))
-    db = xp.sum(dout_flat, axis=0) if has_bias else None
-    dw_col = cols.mT @ dout_g  # (G, K, F/G)
+    db = xp.ones_like(dout_flat[:, 0]) @ dout_flat if has_bias else None  # column sums, by BLAS (see ops.norm)
+    if groups == 1:
+        dw_col = xp.reshape(cols[0, ...].mT @ dout_flat, (1, kh * kw * cg, f))  # (G, K, F/G)
+    else:
+        dout_g = xp.permute_dims(xp.reshape(dout_flat, (m, groups, f // groups)), (1, 0, 2))  # (G, M, F/G)
+        dw_col = cols.mT @ dout_g
     dw = xp.reshape(xp.permute_dims(xp.reshape(dw_col, (groups, kh, kw, cg, f // groups)), (0, 4, 3, 1, 2)), w_shape)
     dx = None
     if compute_dx:
-        dcols = dout_g @ w_col.mT  # (G, M, K)
-        dx_pad = col2im(dcols, x_pad_shape, kh, kw, stride, groups)
+        if groups == 1:
+            dx_pad = _input_grad_by_offset(dout_flat, w_col[0, ...], x_pad_shape, kh, kw, stride)
+        else:
+            dx_pad = col2im(dout_g @ w_col.mT, x_pad_shape, kh, kw, stride, groups)  # via dcols: (G, M, K)
         h, w = x_shape[2], x_shape[3]
         dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
     return dx, dw, db
+
+
+def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
+    """d x_pad (N, Hp, Wp, C) from dout_flat (M, F) and w_col (K, F), for groups == 1.
+
+    The same sum as col2im(dout_flat @ w_col^T), one kernel offset at a time: offset (i, j) saw the slice
+    x_pad[:, i::stride, j::stride, :] through the weights w[:, :, i, j], so its share of the gradient,
+    dout_flat @ w[:, :, i, j]^T, is one contiguous (M, C) block added back onto that slice. This never
+    builds the (M, K) matrix of patch gradients (as large as `cols`) and adds whole rows at a time.
+    """
+    xp = array_namespace(dout_flat)
+    n, hp, wp, c = x_pad_shape
+    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    w_offsets = xp.reshape(w_col, (kh, kw, c, w_col.shape[1]))  # rows of w_col are ordered (i, j, channel)
+    dx_pad = zeros_like_on(dout_flat, x_pad_shape)
+    for i in range(kh):
+        for j in range(kw):
+            share = dout_flat @ w_offsets[i, j, ...].mT  # (M, C)
+            dx_pad[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride, :] += xp.reshape(
+                share, (n, oh, ow, c)
+            )
+    return dx_pad

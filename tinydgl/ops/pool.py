@@ -1,11 +1,16 @@
 """Pooling: max, average and adaptive average, over windows of NCHW inputs (no padding).
 
 Max and average pooling loop over the k*k offsets inside a window, not over the windows: each offset is
-one strided slice of the whole batch (`x[:, :, i::s, j::s]`), so a 2x2 pool is four vectorised steps.
+one strided slice of the whole batch (`x[:, i::s, j::s, :]`), so a 2x2 pool is four vectorised steps.
 This needs nothing beyond standard slicing, so the same code runs on NumPy, CuPy and any array-API
-library, and it does not care whether the array is stored channels-first or channels-last.
+library.
+
+The ops index a channels-last *view* of their input, `permute_dims(x, (0, 2, 3, 1))`, and build their
+outputs and gradients channels-last too, returned as NCHW views (shape (N, C, H, W)). tinydgl's conv
+produces channels-last activations (see `tinydgl.ops.conv`), so this keeps every slice a run of
+contiguous channels and hands the next conv an input it can use without reordering.
 """
-from ..backend import array_namespace, zeros_like_on
+from ..backend import array_namespace, is_numpy_like, zeros_like_on
 
 
 def _pair(v, name):
@@ -28,8 +33,16 @@ def _pool_geometry(x, kernel_size, stride):
 
 
 def _window_offset(i, j, sh, sw, oh, ow):
-    """The slice that picks, for every window, its element at offset (i, j)."""
-    return (slice(None), slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
+    """The slice of a channels-last (N, H, W, C) array that picks, for every window, its element at offset (i, j)."""
+    return (slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw), slice(None))
+
+
+def _nhwc(x):
+    return array_namespace(x).permute_dims(x, (0, 2, 3, 1))
+
+
+def _nchw(x_nhwc):
+    return array_namespace(x_nhwc).permute_dims(x_nhwc, (0, 3, 1, 2))
 
 
 def maxpool2d_forward(x, kernel_size, stride=None):
@@ -41,52 +54,67 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     """
     xp = array_namespace(x)
     kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
-    out = x[_window_offset(0, 0, sh, sw, oh, ow)]
+    x_nhwc = _nhwc(x)
+    out = x_nhwc[_window_offset(0, 0, sh, sw, oh, ow)]
     winner = zeros_like_on(x, out.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32)
+    out_is_ours = False
     for i in range(kh):
         for j in range(kw):
             if i == 0 and j == 0:
                 continue
-            candidate = x[_window_offset(i, j, sh, sw, oh, ow)]
+            candidate = x_nhwc[_window_offset(i, j, sh, sw, oh, ow)]
             better = candidate > out  # strict: an earlier offset keeps ties
-            out = xp.where(better, candidate, out)
-            winner = xp.where(better, i * kw + j, winner)
-    return out, (tuple(x.shape), winner, kh, kw, sh, sw)
+            # Offsets are visited in increasing order, so "offset k if better, else the old winner" is a max.
+            winner = xp.maximum(winner, xp.astype(better, winner.dtype) * (i * kw + j))
+            if is_numpy_like(xp) and out_is_ours:
+                xp.maximum(out, candidate, out=out)  # in place: saves allocating a new output per offset
+            else:
+                out = xp.maximum(out, candidate)
+            out_is_ours = True  # (the first `out` was a view of x, which must not be written)
+    return _nchw(out), (tuple(x.shape), winner, kh, kw, sh, sw)
 
 
 def maxpool2d_backward(dout, cache):
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W). Each window's gradient goes to its (first) max."""
     x_shape, winner, kh, kw, sh, sw = cache
     xp = array_namespace(dout)
+    n, c, h, w = x_shape
     oh, ow = dout.shape[2], dout.shape[3]
-    dx = zeros_like_on(dout, x_shape)
+    dout_nhwc = _nhwc(dout)
+    dx = zeros_like_on(dout, (n, h, w, c))
     for i in range(kh):
         for j in range(kw):
-            dx[_window_offset(i, j, sh, sw, oh, ow)] += xp.where(winner == i * kw + j, dout, 0.0)
-    return dx
+            share = xp.astype(winner == i * kw + j, dout.dtype)
+            share *= dout_nhwc
+            if sh >= kh and sw >= kw:  # windows do not overlap: each input is in one window at most
+                dx[_window_offset(i, j, sh, sw, oh, ow)] = share
+            else:
+                dx[_window_offset(i, j, sh, sw, oh, ow)] += share
+    return _nchw(dx)
 
 
 def avgpool2d_forward(x, kernel_size, stride=None):
     """Average pooling over kh x kw windows. x: (N, C, H, W) -> out: (N, C, H_out, W_out), cache."""
     kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
+    x_nhwc = _nhwc(x)
     out = None
     for i in range(kh):
         for j in range(kw):
-            part = x[_window_offset(i, j, sh, sw, oh, ow)]
+            part = x_nhwc[_window_offset(i, j, sh, sw, oh, ow)]
             out = part if out is None else out + part
-    return out * (1.0 / (kh * kw)), (tuple(x.shape), kh, kw, sh, sw)
+    return _nchw(out * (1.0 / (kh * kw))), (tuple(x.shape), kh, kw, sh, sw)
 
 
 def avgpool2d_backward(dout, cache):
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W); each input gets 1/(kh*kw) of each window it is in."""
-    x_shape, kh, kw, sh, sw = cache
+    (n, c, h, w), kh, kw, sh, sw = cache
     oh, ow = dout.shape[2], dout.shape[3]
-    share = dout * (1.0 / (kh * kw))
-    dx = zeros_like_on(dout, x_shape)
+    share = _nhwc(dout) * (1.0 / (kh * kw))
+    dx = zeros_like_on(dout, (n, h, w, c))
     for i in range(kh):
         for j in range(kw):
             dx[_window_offset(i, j, sh, sw, oh, ow)] += share
-    return dx
+    return _nchw(dx)
 
 
 def adaptive_windows(size, out_size):
@@ -112,19 +140,20 @@ def adaptive_avgpool2d_forward(x, output_size):
     if min(oh, ow) < 1:
         raise ValueError(f"output_size must be positive, got {output_size!r}.")
     rows, cols = adaptive_windows(h, oh), adaptive_windows(w, ow)
-    pooled_rows = xp.stack([xp.mean(x[:, :, a:b, :], axis=2) for a, b in rows], axis=2)  # (N, C, oh, W)
-    out = xp.stack([xp.mean(pooled_rows[:, :, :, a:b], axis=3) for a, b in cols], axis=3)  # (N, C, oh, ow)
-    return out, (tuple(x.shape), rows, cols)
+    x_nhwc = _nhwc(x)
+    pooled_rows = xp.stack([xp.mean(x_nhwc[:, a:b, :, :], axis=1) for a, b in rows], axis=1)  # (N, oh, W, C)
+    out = xp.stack([xp.mean(pooled_rows[:, :, a:b, :], axis=2) for a, b in cols], axis=2)  # (N, oh, ow, C)
+    return _nchw(out), (tuple(x.shape), rows, cols)
 
 
 def adaptive_avgpool2d_backward(dout, cache):
     """dout: (N, C, oh, ow) -> dx: (N, C, H, W), undoing the two separable means in reverse order."""
-    x_shape, rows, cols = cache
-    n, c, h, w = x_shape
-    d_rows = zeros_like_on(dout, (n, c, len(rows), w))
+    (n, c, h, w), rows, cols = cache
+    dout_nhwc = _nhwc(dout)
+    d_rows = zeros_like_on(dout, (n, len(rows), w, c))
     for j, (a, b) in enumerate(cols):
-        d_rows[:, :, :, a:b] += dout[:, :, :, j : j + 1] * (1.0 / (b - a))
-    dx = zeros_like_on(dout, x_shape)
+        d_rows[:, :, a:b, :] += dout_nhwc[:, :, j : j + 1, :] * (1.0 / (b - a))
+    dx = zeros_like_on(dout, (n, h, w, c))
     for i, (a, b) in enumerate(rows):
-        dx[:, :, a:b, :] += d_rows[:, :, i : i + 1, :] * (1.0 / (b - a))
-    return dx
+        dx[:, a:b, :, :] += d_rows[:, i : i + 1, :, :] * (1.0 / (b - a))
+    return _nchw(dx)
