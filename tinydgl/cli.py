@@ -9,16 +9,18 @@ Errors a person can fix (an unknown name, missing data, a diverging run) print o
 with status 1; argparse's usage errors exit with 2.
 """
 import argparse
+import inspect
 import json
 import os
 import platform
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 
 from . import __version__
-from .backend import BACKENDS, set_backend
+from .backend import BACKENDS, get_backend, set_backend
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, build_optimizer
 from .trainers import TRAINERS, build_trainer
@@ -44,6 +46,54 @@ def _positive_float(text):
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _trainer_list(text):
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TRAINERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}")
+    return names
+
+
+def _int_list(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text}") from err
+
+
+# CLI option -> trainer keyword argument.
+METHOD_OPTIONS = {
+    "label_smoothing": "label_smoothing", "aux": "aux", "modules": "modules", "boundaries": "boundaries",
+    "epochs_per_module": "epochs_per_module", "waveform": "waveform", "temperature": "temperature",
+    "synthesizer": "synthesizer", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
+    "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
+    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup",
+}
+
+
+def trainer_options(args, trainer_name, strict=True):
+    """The method options the user set that trainer `trainer_name` accepts.
+
+    strict=True (train): an option the trainer does not have is an error, so nothing is silently ignored.
+    strict=False (compare): each trainer takes the options it has.
+    """
+    accepted = inspect.signature(TRAINERS[trainer_name].__init__).parameters
+    options, unused = {}, []
+    for flag, keyword in METHOD_OPTIONS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if keyword in accepted:
+            options[keyword] = value
+        else:
+            unused.append("--" + flag.replace("_", "-"))
+    if "seed" in accepted:
+        options["seed"] = args.seed
+    if unused and strict:
+        raise CommandError(f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}.")
+    return options
 
 
 def _choice(kind, names):
@@ -78,6 +128,25 @@ def add_training_arguments(parser):
     parser.add_argument("--limit-test", type=_positive_int, default=None, help="use only the first N test images (stratified)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                         help="random crop (4-pixel zero padding) and, except for digits, horizontal flip")
+    group = parser.add_argument_group("method options (each applies to the trainers that have it)")
+    group.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of every cross-entropy loss")
+    group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear")
+    group.add_argument("--modules", type=_positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
+    group.add_argument("--boundaries", type=_int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
+    group.add_argument("--epochs-per-module", type=_positive_int, default=None, help="greedy: epochs spent on each module")
+    group.add_argument("--waveform", default=None, help="LLS basis: sin (default), square, cosine, random")
+    group.add_argument("--temperature", type=_positive_float, default=None, help="LLS temperature T (default 0.5)")
+    group.add_argument("--synthesizer", default=None, help="DNI synthetic-gradient model: auto, linear, mlp, conv")
+    group.add_argument("--update-prob", type=float, default=None, help="DNI: probability that a layer updates at a step")
+    group.add_argument("--sg-scale", type=float, default=None, help="DNI: scale applied to synthetic gradients")
+    group.add_argument("--bp-lambda", type=float, default=None, help="DNI: BP(lambda) mixing of true and synthetic targets")
+    group.add_argument("--buffer-size", type=_positive_int, default=None, help="async DGL: batches held per replay buffer (M)")
+    group.add_argument("--schedule", default=None, help="async DGL: random (default) or round-robin")
+    group.add_argument("--slow-module", type=int, default=None, help="async DGL: index of the slowed module")
+    group.add_argument("--slowdown", type=_positive_float, default=None, help="async DGL: slowdown factor of --slow-module")
+    group.add_argument("--reuse-cap", type=_positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
+    group.add_argument("--buffer-codec", default=None, help="async DGL: vq to store activations as vector-quantised codes")
+    group.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="async DGL: skip the warm-up")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -92,6 +161,10 @@ def build_parser():
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint after every epoch here")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
+    compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
+                         help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
+    add_training_arguments(compare)
     return parser
 
 
@@ -107,7 +180,7 @@ def load_data(args):
     return dataset, train_loader, test_loader
 
 
-def make_trainer(args, trainer_name, dataset):
+def make_trainer(args, trainer_name, dataset, strict=True):
     channels, size, _ = dataset.input_shape
     try:
         model = build_model(args.model, in_channels=channels, image_size=size, num_classes=dataset.num_classes, seed=args.seed)
@@ -119,10 +192,13 @@ def make_trainer(args, trainer_name, dataset):
     def make_optimizer(params):
         return build_optimizer(args.optimizer, params, lr=lr, **options)
 
-    return build_trainer(trainer_name, model, make_optimizer), lr
+    try:
+        return build_trainer(trainer_name, model, make_optimizer, **trainer_options(args, trainer_name, strict)), lr
+    except ValueError as err:
+        raise CommandError(f"--trainer {trainer_name}: {err}") from err
 
 
-def run_summary(args, trainer_name, lr, history, num_parameters):
+def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
     total_seconds = sum(h["seconds"] for h in history)
     total_samples = sum(h["seconds"] * h["samples_per_second"] for h in history)
     return {
@@ -139,6 +215,8 @@ def run_summary(args, trainer_name, lr, history, num_parameters):
         "environment": {"tinydgl": __version__, "backend": os.environ.get("TINYDGL_BACKEND", args.backend or "numpy"),
                         "numpy": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count()},
         "history": history,
+        # per-method counters, e.g. async DGL's steps, skips, reuse and staleness per module
+        "trainer_stats": trainer.stats() if hasattr(trainer, "stats") else None,
     }
 
 
@@ -166,7 +244,7 @@ def cmd_train(args):
     started = time.perf_counter()
     history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                   progress=not args.no_progress)
-    summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters())
+    summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epoch(s); "
           f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")
     if args.metrics_json:
@@ -178,13 +256,70 @@ def cmd_train(args):
     return 0
 
 
+class PeakMemory:
+    """Peak memory of a block of work: tracemalloc (which sees NumPy's allocations) on NumPy; the size the
+    memory pool grew to on CuPy (the pool keeps freed blocks, so its total is the peak)."""
+
+    def __init__(self, backend_name):
+        self.backend_name, self.peak_bytes = backend_name, None
+
+    def __enter__(self):
+        if self.backend_name == "cupy":
+            import cupy
+
+            self.pool = cupy.get_default_memory_pool()
+            self.pool.free_all_blocks()
+        else:
+            tracemalloc.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.backend_name == "cupy":
+            self.peak_bytes = int(self.pool.total_bytes())
+        else:
+            self.peak_bytes = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+
+
+def cmd_compare(args):
+    from .train import fit, plot_history
+
+    if args.backend:
+        set_backend(args.backend)
+    dataset, train_loader, test_loader = load_data(args)
+    print(f"tinydgl compare on {args.model}, {dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
+          f"images, {args.epochs} epoch(s), batch {args.batch_size}, {args.optimizer}, seed {args.seed}")
+    runs, rows = [], []
+    for name in args.trainers:
+        trainer, lr = make_trainer(args, name, dataset, strict=False)
+        print(f"--- {name} ---")
+        with PeakMemory(get_backend().name) as memory:
+            history = fit(trainer, train_loader, test_loader, args.epochs, progress=not args.no_progress)
+        summary = run_summary(args, name, lr, history, trainer.model.num_parameters(), trainer)
+        summary["peak_memory_bytes"] = memory.peak_bytes
+        runs.append(summary)
+        rows.append((name, summary["test_accuracy"], summary["train_seconds"] / len(history), summary["samples_per_second"],
+                     memory.peak_bytes / 2**20))
+    header = f"{'trainer':<10} {'test acc':>9} {'s/epoch':>9} {'samples/s':>10} {'peak MiB':>9}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for name, acc, sec, sps, mib in rows:
+        print(f"{name:<10} {acc:>9.4f} {sec:>9.2f} {sps:>10.0f} {mib:>9.1f}")
+    if args.metrics_json:
+        write_json(args.metrics_json, {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "runs": runs})
+        print(f"metrics written to {args.metrics_json}")
+    if args.plot:
+        plot_history({r["trainer"]: r["history"] for r in runs}, args.plot, title=f"{args.model} on {args.dataset}")
+        print(f"learning curves written to {args.plot}")
+    return 0
+
+
 def main(argv=None):
     from .data import DataFileError, DatasetNotFoundError, DownloadError
     from .train import CheckpointError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train}[args.command](args)
+        return {"train": cmd_train, "compare": cmd_compare}[args.command](args)
     except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError) as err:
         print(f"tinydgl: error: {err}", file=sys.stderr)
         return 1

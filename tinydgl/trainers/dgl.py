@@ -14,7 +14,7 @@ from .local import LocalTrainer, modules_from_groups, split_blocks
 
 def _head_factory(model, aux, seed):
     def make_head(j, shape, block):
-        dtype = str(block.parameters()[0].data.dtype) if block.parameters() else "float32"
+        dtype = model.parameters()[0].data.dtype
         return aux_head(aux, shape, model.num_classes, seed=seed + 1000 + j, dtype=dtype)
 
     return make_head

@@ -84,7 +84,7 @@ class LLSTrainer(LocalTrainer):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
         blocks, shapes = model.layers, block_output_shapes(model)
-        dtype = str(model.parameters()[0].data.dtype)
+        dtype = model.parameters()[0].data.dtype
         for j, block in enumerate(blocks[:-1]):
             head = lls_head(shapes[j], block.local_pool, model.num_classes, waveform, temperature, self.modulation,
                             seed=seed + 2000 + j, dtype=dtype)
