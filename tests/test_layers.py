@@ -69,8 +69,23 @@ def test_sequential_skips_work_when_no_input_gradient_is_needed(rng):
     assert block.backward(dout, need_input_grad=False) is None
     assert calls == []  # the max-pool in front of the conv never ran backward
     assert block.layers[1].weight.grad is not None
+    assert all(getattr(layer, "_cache", None) is None for layer in block.layers)  # activations freed
+    block.forward(x)
     full = block.backward(dout)
     assert full.shape == x.shape and calls == [1]
+
+
+def test_backward_needs_a_training_forward_and_runs_once(rng):
+    layer = nn.Conv2d(2, 3, 3, rng=rng)
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    dout = np.ones((2, 3, 3, 3), np.float32)
+    layer.forward(x)
+    layer.backward(dout)
+    with pytest.raises(RuntimeError, match="forward pass in training mode"):
+        layer.backward(dout)
+    layer.eval()
+    layer.forward(x)  # evaluation keeps no activations
+    assert layer._cache is None
 
 
 def test_zero_grad_train_eval_recurse():

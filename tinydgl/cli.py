@@ -176,7 +176,8 @@ def load_data(args):
                            progress=not args.no_progress)
     train_loader = DataLoader(dataset.x_train, dataset.y_train, args.batch_size, shuffle=True, seed=args.seed,
                               augment=args.augment, hflip=args.dataset not in DIGIT_DATASETS, mean=dataset.mean, std=dataset.std)
-    test_loader = DataLoader(dataset.x_test, dataset.y_test, 500, shuffle=False, mean=dataset.mean, std=dataset.std)
+    # Evaluate in batches no larger than training ones, so evaluation never sets the peak memory.
+    test_loader = DataLoader(dataset.x_test, dataset.y_test, min(args.batch_size, 500), shuffle=False, mean=dataset.mean, std=dataset.std)
     return dataset, train_loader, test_loader
 
 

@@ -22,11 +22,12 @@ class Linear(Module):
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x):
-        out, self._cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
+        out, cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
+        self._remember(cache)
         return out
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, db = F.linear_backward(dout, self._cache, compute_dx=need_input_grad)
+        dx, self.weight.grad, db = F.linear_backward(dout, self._recall(), compute_dx=need_input_grad)
         if self.bias is not None:
             self.bias.grad = db
         return dx
@@ -53,11 +54,12 @@ class Conv2d(Module):
 
     def forward(self, x):
         bias = self.bias.data if self.bias is not None else None
-        out, self._cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding, self.groups)
+        out, cache = F.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding, self.groups)
+        self._remember(cache)
         return out
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, db = F.conv2d_backward(dout, self._cache, compute_dx=need_input_grad)
+        dx, self.weight.grad, db = F.conv2d_backward(dout, self._recall(), compute_dx=need_input_grad)
         if self.bias is not None:
             self.bias.grad = db
         return dx
@@ -80,13 +82,14 @@ class _BatchNorm(Module):
     def forward(self, x):
         if x.ndim != self._ndim or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {tuple(x.shape)}.")
-        out, self._cache = F.batchnorm_forward(
+        out, cache = F.batchnorm_forward(
             x, self.weight.data, self.bias.data, self.buffers["running_mean"], self.buffers["running_var"],
             self.training, self.momentum, self.eps)
+        self._remember(cache)
         return out
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, self.bias.grad = F.batchnorm_backward(dout, self._cache)
+        dx, self.weight.grad, self.bias.grad = F.batchnorm_backward(dout, self._recall())
         return dx
 
     def __repr__(self):
@@ -107,12 +110,14 @@ class _Stateless(Module):
     """A layer without parameters: forward/backward are one functional op pair."""
 
     def backward(self, dout, need_input_grad=True):
-        return self._backward(dout, self._cache) if need_input_grad else None
+        cache = self._recall()
+        return self._backward(dout, cache) if need_input_grad else None
 
 
 class ReLU(_Stateless):
     def forward(self, x):
-        out, self._cache = F.relu_forward(x)
+        out, cache = F.relu_forward(x)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.relu_backward)
@@ -127,7 +132,8 @@ class LeakyReLU(_Stateless):
         self.negative_slope = negative_slope
 
     def forward(self, x):
-        out, self._cache = F.leaky_relu_forward(x, self.negative_slope)
+        out, cache = F.leaky_relu_forward(x, self.negative_slope)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.leaky_relu_backward)
@@ -142,7 +148,8 @@ class MaxPool2d(_Stateless):
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
-        out, self._cache = F.maxpool2d_forward(x, self.kernel_size, self.stride)
+        out, cache = F.maxpool2d_forward(x, self.kernel_size, self.stride)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.maxpool2d_backward)
@@ -157,7 +164,8 @@ class AvgPool2d(_Stateless):
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
-        out, self._cache = F.avgpool2d_forward(x, self.kernel_size, self.stride)
+        out, cache = F.avgpool2d_forward(x, self.kernel_size, self.stride)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.avgpool2d_backward)
@@ -172,7 +180,8 @@ class AdaptiveAvgPool2d(_Stateless):
         self.output_size = output_size
 
     def forward(self, x):
-        out, self._cache = F.adaptive_avgpool2d_forward(x, self.output_size)
+        out, cache = F.adaptive_avgpool2d_forward(x, self.output_size)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.adaptive_avgpool2d_backward)
@@ -183,7 +192,8 @@ class AdaptiveAvgPool2d(_Stateless):
 
 class Flatten(_Stateless):
     def forward(self, x):
-        out, self._cache = F.flatten_forward(x)
+        out, cache = F.flatten_forward(x)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.flatten_backward)
@@ -201,7 +211,8 @@ class Dropout(_Stateless):
         self.rng = rng if rng is not None else default_rng()
 
     def forward(self, x):
-        out, self._cache = F.dropout_forward(x, self.p, self.training, self.rng)
+        out, cache = F.dropout_forward(x, self.p, self.training, self.rng)
+        self._remember(cache)
         return out
 
     _backward = staticmethod(F.dropout_backward)

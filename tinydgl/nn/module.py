@@ -52,6 +52,24 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    def _remember(self, cache):
+        """Keep what backward needs: in training mode only, so evaluation holds no activations."""
+        self._cache = cache if self.training else None
+
+    def _recall(self):
+        """Hand the cache to backward and drop it: a block's activations are freed as soon as it has run
+        backward (this is what lets local learning hold one block's activations at a time)."""
+        cache, self._cache = getattr(self, "_cache", None), None
+        if cache is None:
+            raise RuntimeError(f"{self!r}.backward() needs a forward pass in training mode first (and runs once per forward).")
+        return cache
+
+    def forget(self):
+        """Drop any stored forward cache (here and in children) without running backward."""
+        self._cache = None
+        for child in self.children():
+            child.forget()
+
     # --- structure ------------------------------------------------------------------------------
     def children(self) -> list["Module"]:
         return []
@@ -179,6 +197,8 @@ class Sequential(Module):
             stop = with_params[0] if with_params else len(self.layers)
         for i in range(len(self.layers) - 1, stop - 1, -1):
             dout = self.layers[i].backward(dout, need_input_grad=need_input_grad or i > stop)
+        for layer in self.layers[:stop]:
+            layer.forget()  # skipped layers never run backward: free their activations now
         return dout if need_input_grad else None
 
     def __repr__(self):

@@ -17,11 +17,13 @@ class L2Normalize(Module):
         self.eps = eps
 
     def forward(self, x):
-        out, self._cache = F.l2_normalize_forward(x, self.eps)
+        out, cache = F.l2_normalize_forward(x, self.eps)
+        self._remember(cache)
         return out
 
     def backward(self, dout, need_input_grad=True):
-        return F.l2_normalize_backward(dout, self._cache) if need_input_grad else None
+        cache = self._recall()
+        return F.l2_normalize_backward(dout, cache) if need_input_grad else None
 
     def __repr__(self):
         return "L2Normalize()"
@@ -38,8 +40,7 @@ class FixedLinear(Module):
         self.buffers = {"matrix": matrix}
 
     def forward(self, x):
-        out, self._cache = F.linear_forward(x, self.buffers["matrix"].T, None)
-        return out
+        return x @ self.buffers["matrix"].T
 
     def backward(self, dout, need_input_grad=True):
         return dout @ self.buffers["matrix"] if need_input_grad else None
@@ -74,12 +75,12 @@ class ClassScale(Module):
         self.m = Parameter(m)
 
     def forward(self, x):
-        self._x = x
+        self._remember(x)
         return x * self.m.data
 
     def backward(self, dout, need_input_grad=True):
         xp = array_namespace(dout)
-        self.m.grad = xp.sum(dout * self._x, axis=0)
+        self.m.grad = xp.sum(dout * self._recall(), axis=0)
         return dout * self.m.data if need_input_grad else None
 
     def __repr__(self):
