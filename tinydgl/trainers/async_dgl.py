@@ -1,0 +1,223 @@
+"""Asynchronous Decoupled Greedy Learning with replay buffers (DGL Algorithm 2), simulated in one process.
+
+Where does each block's gradient come from? **From its module's auxiliary head**, exactly as in `dgl`
+(every update is `LocalModule.step`). What changes is *when* each module runs and *which* input it sees:
+modules run at different speeds, so module j learns from batches that module j-1 produced some time ago
+and left in a replay buffer B_{j-1}, possibly several times over:
+
+    while training:
+        sample j ~ p                                  (p models the modules' relative speeds)
+        if j == 1: (x, y) <- next data batch           else: (x, y) <- B_{j-1}.take()   (skip if nothing)
+        x_j <- f_j(x); update module j on its local loss
+        if j < J: B_j.push(x_j, y)                     (replacing the oldest batch when full)
+
+As in the paper's simulation (`buffer_experiments/cifar_buffer.py`), nothing runs in parallel: the
+schedule decides the order of updates, and that order is what asynchrony does to learning.
+
+How `train_step(x, y)` maps onto the event loop: the data stream is the training loop's batches, so each
+call is the event that hands module 1 the batch x, plus every event the schedule puts before module 1's
+next turn. Concretely, a call (1) runs module 1 on x, then (2) keeps drawing modules and running their
+events until the schedule next picks module 1; that pick is kept for the next call. So one epoch of `fit`
+is one epoch of module 1, and module j > 1 runs about p_j / p_1 times per call. In the very first call,
+picks drawn before module 1's first turn are run too (as skips: every buffer is still empty), and the
+warm-up's two visits of module 1 span the first two calls.
+
+Round-robin scheduling with buffer_size=1 and no warm-up is synchronous DGL, exactly: each call runs
+modules 1..J in order, each on the batch its predecessor has just produced (tested bit for bit).
+
+Statistics (`stats()`, plain Python numbers for the metrics JSON), per module:
+- picks: times the schedule drew it; steps: updates it made; skips: picks with nothing to learn from;
+- mean_reuse: updates per distinct buffered batch it learned from (1.0 = every batch used once);
+- mean_staleness: for each update, how many updates the *producing* module had made since it produced
+  that batch (0 = the batch came from the producer's current weights), averaged; max_staleness likewise;
+- dropped_unused (its input buffer): batches replaced before anyone learned from them.
+Module 1 learns from fresh data: reuse 1.0, staleness 0.
+
+Resume: weights, heads, optimizers and VQ codebooks are checkpointed (codebooks as auxiliary modules
+`codec0`, ...); buffer contents, counters and the schedule are not: a resumed run starts with empty
+buffers and redoes the warm-up, so it is not bit-identical to an uninterrupted one.
+"""
+import math
+
+import numpy as np
+
+from ..backend import default_rng
+from .buffers import ReplayBuffer, build_codec
+from .dgl import DGLTrainer
+from .local import block_output_shapes
+
+SCHEDULES = ("random", "round-robin")
+
+
+class AsyncDGLTrainer(DGLTrainer):
+    """Algorithm 2 of DGL in one process. Options (keyword, with defaults, for `build_trainer`):
+
+    buffer_size: M, batches each buffer holds. schedule: "random" (draw j ~ p each event) or
+    "round-robin" (1, 2, ..., J, 1, ...). slow_module / slowdown: module index (0-based) whose weight in p
+    is 1/slowdown (the official `noise` is 1 - 1/slowdown); every other module has weight 1.
+    warmup: visit modules 1,1,2,2,...,J,J first so buffers fill before the schedule starts (official code).
+    reuse_cap: serve a buffered batch at most this many times (None: no cap). buffer_codec: None (raw
+    float activations) or "vq" (`buffers.VQCodec`, `codebook_size` codewords, 2-D activations cut into
+    sub-vectors of `vq_subvector` numbers). seed: the schedule's random generator (and the heads', codecs').
+    """
+
+    name = "async-dgl"
+
+    def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, buffer_size=4,
+                 schedule="random", slow_module=None, slowdown=1.0, warmup=True, reuse_cap=None, buffer_codec=None,
+                 codebook_size=256, vq_subvector=8, label_smoothing=0.0, seed=0):
+        super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed)
+        if schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
+        n = len(self.modules)
+        if slow_module is not None and not 0 <= int(slow_module) < n:
+            raise ValueError(f"slow_module must be a module index in 0..{n - 1} (this split has {n} modules), got {slow_module}.")
+        if not slowdown >= 1.0:
+            raise ValueError(f"slowdown must be >= 1 (1 = as fast as the others; 2 = picked half as often), got {slowdown}.")
+        self.schedule, self.warmup = schedule, bool(warmup)
+        self.probabilities = self._probabilities(n, slow_module, slowdown)
+        self.slow_module, self.slowdown = slow_module, float(slowdown)
+        self.rng = default_rng(seed)
+
+        shapes = block_output_shapes(model)
+        dtype = str(model.parameters()[0].data.dtype).split(".")[-1]  # "float32" (array_api_strict prefixes its name)
+        # buffers[j] sits after module j: module j pushes into it, module j + 1 takes from it.
+        self.codecs = [build_codec(buffer_codec, shapes[group[-1]], codebook_size, vq_subvector, seed=seed + 2000 + j,
+                                   dtype=dtype) for j, group in enumerate(self.groups[:-1])]
+        self.buffer_codec = buffer_codec if buffer_codec not in ("raw", "none") else None
+        self.buffers = [ReplayBuffer(buffer_size, codec, reuse_cap) for codec in self.codecs]
+        self.raw_bytes_per_sample = [int(math.prod(shapes[g[-1]])) * np.dtype(dtype).itemsize for g in self.groups[:-1]]
+
+        self._warmup_queue = [j for j in range(n) for _ in range(2)] if self.warmup else []
+        self._next = None  # the pick the schedule made after the last call's events: module 1's next turn
+        self._cursor = -1  # round-robin position
+        self.events = 0
+        self.counters = [dict(picks=0, steps=0, skips=0, staleness_sum=0, max_staleness=0, served_entries=0)
+                         for _ in range(n)]
+        self.last_losses = [math.nan] * n
+        self._call_losses = []
+
+    @staticmethod
+    def _probabilities(n, slow_module, slowdown):
+        weights = np.ones(n)
+        if slow_module is not None:
+            weights[int(slow_module)] = 1.0 / float(slowdown)
+        return weights / weights.sum()
+
+    def auxiliary_modules(self):
+        modules = super().auxiliary_modules()
+        for j, codec in enumerate(self.codecs):
+            if codec.name == "vq":
+                modules[f"codec{j}"] = codec
+        return modules
+
+    # --- the schedule ---------------------------------------------------------------------------
+    def _draw(self):
+        """The next module the schedule picks: warm-up first, then round-robin or a draw from p."""
+        if self._warmup_queue:
+            return self._warmup_queue.pop(0)
+        if self.schedule == "round-robin":
+            self._cursor = (self._cursor + 1) % len(self.modules)
+            return self._cursor
+        return int(self.rng.choice(len(self.modules), p=self.probabilities))
+
+    def _pick(self):
+        j = self._draw() if self._next is None else self._next
+        self._next = None
+        return j
+
+    def _peek(self):
+        if self._next is None:
+            self._next = self._draw()
+        return self._next
+
+    # --- one event of Algorithm 2 ---------------------------------------------------------------
+    def _event(self, j, data=None):
+        """Module j takes its turn: learn from `data` (module 1) or from buffer j-1; push its output."""
+        self.events += 1
+        counter = self.counters[j]
+        counter["picks"] += 1
+        if j == 0:
+            x, y = data
+        else:
+            served = self.buffers[j - 1].take()
+            if served is None:  # nothing (left) to learn from: the module idles this turn
+                counter["skips"] += 1
+                return
+            x, y, entry = served
+            staleness = self.counters[j - 1]["steps"] - entry.produced_at
+            counter["staleness_sum"] += staleness
+            counter["max_staleness"] = max(counter["max_staleness"], staleness)
+            counter["served_entries"] += entry.uses == 1
+        loss, out = self.modules[j].step(x, y)  # the same local update as synchronous DGL
+        counter["steps"] += 1
+        self.last_losses[j] = loss
+        if j == len(self.modules) - 1:
+            self._call_losses.append(loss)
+        else:
+            self.buffers[j].push(out, y, produced_at=counter["steps"])
+
+    def train_step(self, x, y):
+        """Feed data batch (x, y) to module 1, then run the events scheduled before module 1's next turn.
+
+        Returns the last module's loss: its mean over this call's updates, or its latest loss if it made
+        none in this call; before its first update (warm-up), the latest loss of the deepest module so far.
+        """
+        self._call_losses = []  # the last module's losses in this call (filled by _event)
+        while (j := self._pick()) != 0:  # only in the first call: picks before module 1's first turn
+            self._event(j)
+        self._event(0, (x, y))
+        while self._peek() != 0:
+            self._event(self._pick())
+        if self._call_losses:
+            return float(np.mean(self._call_losses))
+        return next(loss for loss in reversed(self.last_losses) if not math.isnan(loss))
+
+    def predict(self, x):
+        """Logits of the whole model in evaluation mode. With VQ buffers, activations cross each module
+        boundary quantised (encoded and decoded, codebooks frozen), as they did in training and as they would
+        travel between workers; otherwise this is the plain forward pass."""
+        if self.buffer_codec is None:
+            return super().predict(x)
+        self.model.eval()
+        try:
+            for j, module in enumerate(self.modules):
+                x = module.forward(x)
+                if j < len(self.codecs):
+                    x = self.codecs[j].forward(x)
+            return x
+        finally:
+            self.model.train()
+
+    # --- statistics -----------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Scheduling and buffer statistics since construction, as plain Python numbers (JSON-ready)."""
+        modules = []
+        for j, c in enumerate(self.counters):
+            from_buffer = j > 0
+            entry = {
+                "module": j,
+                "probability": float(self.probabilities[j]),
+                "picks": c["picks"],
+                "steps": c["steps"],
+                "skips": c["skips"],
+                "pick_share": c["picks"] / self.events if self.events else 0.0,
+                "mean_reuse": (c["steps"] / c["served_entries"] if c["served_entries"] else 0.0) if from_buffer else 1.0,
+                "mean_staleness": (c["staleness_sum"] / c["steps"] if c["steps"] else 0.0) if from_buffer else 0.0,
+                "max_staleness": c["max_staleness"],
+            }
+            if from_buffer:
+                entry["dropped_unused"] = self.buffers[j - 1].dropped_unused
+            modules.append(entry)
+        buffers = []
+        for j, (buffer, raw) in enumerate(zip(self.buffers, self.raw_bytes_per_sample)):
+            stored = buffer.bytes_per_sample()  # measured over every push; 0.0 before the first
+            info = {"after_module": j, "codec": buffer.codec.name, "raw_bytes_per_sample": raw,
+                    "stored_bytes_per_sample": float(stored), "compression": raw / stored if stored else None}
+            if buffer.codec.name == "vq":
+                info["codebook_bytes"] = buffer.codec.codebook_bytes()
+            buffers.append(info)
+        return {"schedule": self.schedule, "buffer_size": self.buffers[0].capacity if self.buffers else 0,
+                "reuse_cap": self.buffers[0].reuse_cap if self.buffers else None, "warmup": self.warmup,
+                "slow_module": self.slow_module, "slowdown": self.slowdown, "events": self.events,
+                "modules": modules, "buffers": buffers}
