@@ -1,4 +1,5 @@
 """Training methods. Each trainer decides only where each block's gradient comes from."""
+from .async_dgl import AsyncDGLTrainer
 from .backprop import BackpropTrainer
 from .base import Trainer
 from .dgl import DGLTrainer, GreedyTrainer
@@ -8,6 +9,7 @@ TRAINERS = {
     "bp": BackpropTrainer,
     "greedy": GreedyTrainer,
     "dgl": DGLTrainer,
+    "async-dgl": AsyncDGLTrainer,
     "lls": LLSTrainer,
     "lls-m": LLSMTrainer,
     "lls-mxm": LLSMxMTrainer,
@@ -21,5 +23,5 @@ def build_trainer(name, model, make_optimizer, **options):
     return TRAINERS[name](model, make_optimizer, **options)
 
 
-__all__ = ["BackpropTrainer", "DGLTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "Trainer",
+__all__ = ["AsyncDGLTrainer", "BackpropTrainer", "DGLTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "Trainer",
            "TRAINERS", "build_trainer"]
