@@ -1,13 +1,14 @@
 """Elementwise nonlinearities: ReLU and LeakyReLU.
 
 Written with `maximum` and multiplications rather than `where(mask, a, b)`: in NumPy a `where` with a
-boolean mask is 5-10x slower than a multiply, and these ops touch the largest activations of a CNN. Like
+boolean mask is more than 10x slower than a multiply, and these ops touch the largest activations of a CNN. Like
 every elementwise op they keep their input's memory layout (channels-last stays channels-last; see
 `tinydgl.ops.conv`).
 
-On NumPy and CuPy the second step runs in place (`out=`): a fresh activation-sized array costs as much as
-the arithmetic itself (the memory must be mapped and zeroed by the OS), so one array per op instead of two
-halves the op's time. Other libraries get the same expression without `out=`.
+On NumPy and CuPy the second step runs in place (`out=`): a fresh activation-sized array can cost more
+than the arithmetic on it (freed memory goes back to the OS, which must map and zero it again), so one
+new array per op instead of two about halves the op's time. Other libraries get the same expression
+without `out=`.
 """
 from ..backend import array_namespace, is_numpy_like
 

@@ -103,9 +103,12 @@ def batchnorm_backward(dout, cache):
     scale = gamma * inv_std
     if not training:
         return _from_rows(rows * _tiled(scale, rows), x_shape), dgamma, dbeta
-    dx = rows - _tiled(dbeta / count, rows)
+    # The same formula, as scale * (dout - mean(dout) - centered * inv_std * mean(dout * x_hat)), built in
+    # one new array with in-place steps: a second activation-sized temporary costs as much as a pass.
+    dx = centered * _tiled(-inv_std * dgamma / count, rows)
+    dx += rows
+    dx -= _tiled(dbeta / count, rows)
     dx *= _tiled(scale, rows)
-    dx -= centered * _tiled(scale * inv_std * dgamma / count, rows)
     return _from_rows(dx, x_shape), dgamma, dbeta
 
 
