@@ -172,3 +172,19 @@ def test_torch_oracle_conv_bn_pool():
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-10)
     pooled, _ = F.adaptive_avgpool2d_forward(x, (2, 3))
     np.testing.assert_allclose(pooled, torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), (2, 3)).numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv_in_workspace_slices_matches_naive(monkeypatch, groups, rng):
+    """With a tiny workspace the batch is processed a few images at a time; results must not change."""
+    import tinydgl.ops.conv as conv
+
+    monkeypatch.setattr(conv, "WORKSPACE_BYTES", 2000)
+    assert len(conv._image_slices(5, 49, 36, 8)) == 5  # one image per slice here
+    x, w, b = rng.standard_normal((5, 4, 7, 7)), rng.standard_normal((6, 4 // groups, 3, 3)), rng.standard_normal(6)
+    out, cache = F.conv2d_forward(x, w, b, 1, 1, groups)
+    ref, ref_cache = F.conv2d_forward_naive(x, w, b, 1, 1, groups)
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(F.conv2d_backward(dout, cache), F.conv2d_backward_naive(dout, ref_cache)):
+        np.testing.assert_allclose(got, want, atol=1e-12)

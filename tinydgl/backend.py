@@ -220,6 +220,15 @@ def zeros_like_on(x, shape, dtype=None):
     return xp.zeros(shape, dtype=dtype, device=x.device)
 
 
+def empty_like_on(x, shape, dtype=None):
+    """`xp.empty(shape)` (uninitialised) with `x`'s namespace, device and (by default) dtype."""
+    xp = array_namespace(x)
+    dtype = x.dtype if dtype is None else dtype
+    if xp is np or getattr(xp, "__name__", "") == "cupy":
+        return xp.empty(shape, dtype=dtype)
+    return xp.empty(shape, dtype=dtype, device=x.device)
+
+
 def arange_like(x, n, dtype=None):
     """`xp.arange(n)` with `x`'s namespace and device."""
     xp = array_namespace(x)

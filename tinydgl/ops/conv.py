@@ -16,12 +16,31 @@ Layout choices that make it fast, and why:
   never holds the (M, K) dcols matrix, which is as large as `cols`.
 - Groups (depthwise convs in MobileNet) batch the product over groups: (G, M, K/G) @ (G, K/G, F/G).
 - With one group every product is a plain 2-D one, which NumPy passes to BLAS in a single call.
+- Memory: `cols` is kh*kw times larger than the input (604 MB for VGG8's second conv at batch 128), so we
+  never keep it. The cache holds the padded input, and `cols` is built in slices of the batch that fit a
+  fixed workspace (`WORKSPACE_BYTES`, like cuDNN's workspace), once for the forward product and again for
+  dw in backward. That costs a second patch copy per step but bounds a conv's extra memory, which is what
+  lets a local learner hold only one block's activations at a time.
 
 Only `im2col` has a NumPy/CuPy-specific fast path (a zero-copy strided window view); `_im2col_sliced`
 builds the same matrix from kh*kw standard slices and is used for every other array library. Tests check
 that both agree.
 """
-from ..backend import array_namespace, is_numpy_like, zeros_like_on
+from ..backend import array_namespace, empty_like_on, is_numpy_like, zeros_like_on
+
+# Largest patch matrix built at once (bytes). Larger batches are processed in slices of images.
+WORKSPACE_BYTES = 32 * 2**20
+
+
+def _itemsize(dtype):
+    return getattr(dtype, "itemsize", 8)  # array_api_strict's dtypes do not say; assume the widest
+
+
+def _image_slices(n, rows_per_image, k, itemsize):
+    """Consecutive (start, stop) slices of the batch whose patch matrices fit WORKSPACE_BYTES (>= 1 image)."""
+    per_image = max(rows_per_image * k * itemsize, 1)
+    step = max(1, WORKSPACE_BYTES // per_image)
+    return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -134,22 +153,25 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     n = x.shape[0]
     f, cg, kh, kw = w.shape
     x_pad = _pad_channels_last(x, padding)
-    cols = im2col(x_pad, kh, kw, stride, groups, portable)  # (G, M, K)
     # w (F, Cg, KH, KW) -> w_col (G, K, F/G), rows ordered (kernel row, kernel column, channel) like cols.
     w_col = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)), (groups, kh * kw * cg, f // groups))
-    if groups == 1:
-        out_flat = cols[0, ...] @ w_col[0, ...]  # a plain 2-D product: NumPy hands it to BLAS as one call
-    else:
-        out_flat = xp.reshape(xp.permute_dims(cols @ w_col, (1, 0, 2)), (cols.shape[1], f))  # (M, F)
     oh = conv_output_size(x.shape[2], kh, stride, padding)
     ow = conv_output_size(x.shape[3], kw, stride, padding)
+    rows = oh * ow  # output pixels per image
+    out_flat = empty_like_on(x, (n * rows, f))  # (M, F)
+    for start, stop in _image_slices(n, rows, kh * kw * cg * groups, _itemsize(x.dtype)):
+        cols = im2col(x_pad[start:stop, ...], kh, kw, stride, groups, portable)  # (G, rows * images, K)
+        if groups == 1:
+            out_flat[start * rows : stop * rows, :] = cols[0, ...] @ w_col[0, ...]  # a plain 2-D product: one BLAS call
+        else:
+            out_flat[start * rows : stop * rows, :] = xp.reshape(xp.permute_dims(cols @ w_col, (1, 0, 2)), (cols.shape[1], f))
     # The same memory as (N*H_out, W_out*F) rows: NumPy adds a bias tiled to W_out*F numbers much faster than
     # a (F,) bias broadcast over (M, F), whose inner loop runs only F numbers at a time.
     out_rows = xp.reshape(out_flat, (n * oh, ow * f))
     if b is not None:
         out_rows += xp.tile(b, (ow,))  # in place: out_rows is a new array
     out = xp.permute_dims(xp.reshape(out_rows, (n, oh, ow, f)), (0, 3, 1, 2))
-    cache = (cols, w_col, tuple(w.shape), tuple(x_pad.shape), tuple(x.shape), stride, padding, groups, b is not None)
+    cache = (x_pad, w_col, tuple(w.shape), tuple(x.shape), stride, padding, groups, b is not None, portable)
     return out, cache
 
 
@@ -159,24 +181,31 @@ def conv2d_backward(dout, cache, compute_dx=True):
     `compute_dx=False` skips the input gradient (returns dx=None): a first layer, or a block whose input is
     a constant in local learning, needs none.
     """
-    cols, w_col, w_shape, x_pad_shape, x_shape, stride, padding, groups, has_bias = cache
+    x_pad, w_col, w_shape, x_shape, stride, padding, groups, has_bias, portable = cache
     xp = array_namespace(dout)
     f, cg, kh, kw = w_shape
-    m = cols.shape[1]
+    n = x_pad.shape[0]
+    m = dout.shape[0] * dout.shape[2] * dout.shape[3]
+    rows = m // n
     dout_flat = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (m, f))  # free when dout is channels-last
     db = xp.ones_like(dout_flat[:, 0]) @ dout_flat if has_bias else None  # column sums, by BLAS (see ops.norm)
-    if groups == 1:
-        dw_col = xp.reshape(cols[0, ...].mT @ dout_flat, (1, kh * kw * cg, f))  # (G, K, F/G)
-    else:
+    if groups > 1:
         dout_g = xp.permute_dims(xp.reshape(dout_flat, (m, groups, f // groups)), (1, 0, 2))  # (G, M, F/G)
-        dw_col = cols.mT @ dout_g
+    dw_col = None
+    for start, stop in _image_slices(n, rows, kh * kw * cg * groups, _itemsize(dout.dtype)):
+        cols = im2col(x_pad[start:stop, ...], kh, kw, stride, groups, portable)  # rebuilt: the cache holds x_pad
+        if groups == 1:
+            part = xp.reshape(cols[0, ...].mT @ dout_flat[start * rows : stop * rows, :], (1, kh * kw * cg, f))
+        else:
+            part = cols.mT @ dout_g[:, start * rows : stop * rows, :]
+        dw_col = part if dw_col is None else dw_col + part  # (G, K, F/G)
     dw = xp.reshape(xp.permute_dims(xp.reshape(dw_col, (groups, kh, kw, cg, f // groups)), (0, 4, 3, 1, 2)), w_shape)
     dx = None
     if compute_dx:
         if groups == 1:
-            dx_pad = _input_grad_by_offset(dout_flat, w_col[0, ...], x_pad_shape, kh, kw, stride)
+            dx_pad = _input_grad_by_offset(dout_flat, w_col[0, ...], tuple(x_pad.shape), kh, kw, stride)
         else:
-            dx_pad = col2im(dout_g @ w_col.mT, x_pad_shape, kh, kw, stride, groups)  # via dcols: (G, M, K)
+            dx_pad = col2im(dout_g @ w_col.mT, tuple(x_pad.shape), kh, kw, stride, groups)  # via dcols: (G, M, K)
         h, w = x_shape[2], x_shape[3]
         dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
     return dx, dw, db
