@@ -58,14 +58,15 @@ class AsyncDGLTrainer(DGLTrainer):
     warmup: visit modules 1,1,2,2,...,J,J first so buffers fill before the schedule starts (official code).
     reuse_cap: serve a buffered batch at most this many times (None: no cap). buffer_codec: None (raw
     float activations) or "vq" (`buffers.VQCodec`, `codebook_size` codewords, 2-D activations cut into
-    sub-vectors of `vq_subvector` numbers). seed: the schedule's random generator (and the heads', codecs').
+    sub-vectors of `vq_subvector` numbers); quantised_eval: evaluate through the codecs (see `predict`).
+    seed: the schedule's random generator (and the heads', codecs').
     """
 
     name = "async-dgl"
 
     def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, buffer_size=4,
                  schedule="random", slow_module=None, slowdown=1.0, warmup=True, reuse_cap=None, buffer_codec=None,
-                 codebook_size=256, vq_subvector=8, label_smoothing=0.0, seed=0):
+                 codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0):
         super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed)
         if schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
@@ -85,6 +86,7 @@ class AsyncDGLTrainer(DGLTrainer):
         self.codecs = [build_codec(buffer_codec, shapes[group[-1]], codebook_size, vq_subvector, seed=seed + 2000 + j,
                                    dtype=dtype) for j, group in enumerate(self.groups[:-1])]
         self.buffer_codec = buffer_codec if buffer_codec not in ("raw", "none") else None
+        self.quantised_eval = bool(quantised_eval)
         self.buffers = [ReplayBuffer(buffer_size, codec, reuse_cap) for codec in self.codecs]
         self.raw_bytes_per_sample = [int(math.prod(shapes[g[-1]])) * np.dtype(dtype).itemsize for g in self.groups[:-1]]
 
@@ -174,10 +176,12 @@ class AsyncDGLTrainer(DGLTrainer):
         return next(loss for loss in reversed(self.last_losses) if not math.isnan(loss))
 
     def predict(self, x):
-        """Logits of the whole model in evaluation mode. With VQ buffers, activations cross each module
-        boundary quantised (encoded and decoded, codebooks frozen), as they did in training and as they would
-        travel between workers; otherwise this is the plain forward pass."""
-        if self.buffer_codec is None:
+        """Logits of the whole model in evaluation mode: the plain forward pass (the default), or, with
+        quantised_eval=True and VQ buffers, with activations quantised (codebooks frozen) at every module
+        boundary, as they were in training. Buffers are a training-time device, and a saved model is
+        evaluated with the plain pass anywhere else, so that is the default; on our runs it was also as
+        good or better (benchmarks/RESULTS.md)."""
+        if not (self.quantised_eval and self.buffer_codec):
             return super().predict(x)
         self.model.eval()
         try:
