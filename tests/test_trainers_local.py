@@ -191,22 +191,54 @@ def digits():
     return load_dataset("mnist-small")
 
 
-# Measured on mnist-small (4,000 train / 1,000 test, seed 0, Adam 2e-3, batch 128), test accuracy:
-# dgl (cnn, aux mlp) 0.95+ after 2 epochs; lls family (smallconv) 0.90+ after 3 epochs. Chance is 0.10 and
-# a trainer whose blocks receive no useful gradient stays near the accuracy of a linear probe on random
-# features (< 0.85 here); thresholds sit a few points under what we measured.
-LEARNING = [("dgl", "cnn", 2, 0.93), ("greedy", "cnn", 2, 0.90), ("lls", "smallconv", 3, 0.88),
-            ("lls-m", "smallconv", 3, 0.88), ("lls-mxm", "smallconv", 3, 0.88)]
+def _head_accuracy(trainer, j, loader):
+    """Test accuracy of module j's own local head (auxiliary head or LLS projection), in evaluation mode."""
+    correct = 0
+    trainer.model.eval()
+    head = trainer.modules[j].head
+    head.eval()
+    for x, y in loader:
+        for module in trainer.modules[: j + 1]:
+            x = module.forward(x)
+        correct += int(np.sum(np.argmax(head.forward(x), axis=1) == y))
+    head.train()
+    trainer.model.train()
+    return correct / len(loader.y)
+
+
+# Why these checks can fail: on 4,000 digits even *frozen random* hidden layers feed a classifier that
+# reaches 0.91 (smallconv) or 0.95 (cnn), so the final accuracy alone cannot tell a working local rule from
+# one whose blocks never learn. A local head can: measured (seed 0, Adam 2e-3, 2 epochs) with frozen
+# hidden blocks the heads stay at chance (0.09-0.15), while trained they reach LLS 0.87, LLS-M 0.88,
+# LLS-MxM 0.87 (best block), DGL 0.90 (module 0's auxiliary head). Final accuracies measured: LLS 0.81,
+# LLS-M 0.86, LLS-MxM 0.83 (batch-norm running statistics still lag the fast-moving blocks after 2 short
+# epochs), DGL 0.95.
+LEARNING = [("lls", "smallconv", 0.65, 0.7), ("lls-m", "smallconv", 0.65, 0.7), ("lls-mxm", "smallconv", 0.65, 0.7),
+            ("dgl", "cnn", 0.8, 0.93)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, model_name, epochs, threshold", LEARNING)
-def test_learns_real_digits(digits, name, model_name, epochs, threshold):
+@pytest.mark.parametrize("name, model_name, head_threshold, final_threshold", LEARNING)
+def test_learns_real_digits(digits, name, model_name, head_threshold, final_threshold):
     ds = digits
     train = DataLoader(ds.x_train, ds.y_train, 128, seed=0, mean=ds.mean, std=ds.std)
     test = DataLoader(ds.x_test, ds.y_test, 500, shuffle=False, mean=ds.mean, std=ds.std)
-    model = build_model(model_name, 1, 28, 10, seed=0)
-    options = {"epochs_per_module": 1} if name == "greedy" else {}
-    trainer = build_trainer(name, model, lambda p: Adam(p, lr=2e-3), **options)
-    history = fit(trainer, train, test, epochs, progress=False, log=lambda *_: None)
-    assert history[-1]["test_accuracy"] > threshold, history
+    trainer = build_trainer(name, build_model(model_name, 1, 28, 10, seed=0), lambda p: Adam(p, lr=2e-3))
+    history = fit(trainer, train, test, 2, progress=False, log=lambda *_: None)
+    best_head = max(_head_accuracy(trainer, j, test) for j in range(len(trainer.modules) - 1))
+    assert best_head > head_threshold, best_head
+    assert history[-1]["test_accuracy"] > final_threshold, history
+
+
+@pytest.mark.slow
+def test_greedy_learns_stage_by_stage(digits):
+    """Epochs 1-2 train module 0 alone and are scored by its auxiliary head (chance 0.10 if it did not learn);
+    epochs 3-4 train the rest on module 0's frozen features. Measured: 0.32, 0.90, 0.89, 0.95 (after a single
+    epoch the head's batch-norm statistics still lag, hence two epochs per module)."""
+    ds = digits
+    train = DataLoader(ds.x_train, ds.y_train, 128, seed=0, mean=ds.mean, std=ds.std)
+    test = DataLoader(ds.x_test, ds.y_test, 500, shuffle=False, mean=ds.mean, std=ds.std)
+    trainer = build_trainer("greedy", build_model("cnn", 1, 28, 10, seed=0), lambda p: Adam(p, lr=2e-3),
+                            epochs_per_module=2, modules=2)
+    history = fit(trainer, train, test, 4, progress=False, log=lambda *_: None)
+    assert history[1]["test_accuracy"] > 0.85 and history[-1]["test_accuracy"] > 0.92, history

@@ -67,10 +67,24 @@ def _int_list(text):
 METHOD_OPTIONS = {
     "label_smoothing": "label_smoothing", "aux": "aux", "modules": "modules", "boundaries": "boundaries",
     "epochs_per_module": "epochs_per_module", "waveform": "waveform", "temperature": "temperature",
-    "synthesizer": "synthesizer", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
+    "synthesizer": "synthesizer", "interfaces": "interfaces", "synth_hidden": "synth_hidden",
+    "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
     "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
     "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup",
 }
+
+
+def _keyword_options(cls):
+    """Names of the keyword options a trainer class accepts, following `**options` up to its parents."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        names |= {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return names
 
 
 def trainer_options(args, trainer_name, strict=True):
@@ -79,7 +93,7 @@ def trainer_options(args, trainer_name, strict=True):
     strict=True (train): an option the trainer does not have is an error, so nothing is silently ignored.
     strict=False (compare): each trainer takes the options it has.
     """
-    accepted = inspect.signature(TRAINERS[trainer_name].__init__).parameters
+    accepted = _keyword_options(TRAINERS[trainer_name])
     options, unused = {}, []
     for flag, keyword in METHOD_OPTIONS.items():
         value = getattr(args, flag, None)
@@ -137,6 +151,9 @@ def add_training_arguments(parser):
     group.add_argument("--waveform", default=None, help="LLS basis: sin (default), square, cosine, random")
     group.add_argument("--temperature", type=_positive_float, default=None, help="LLS temperature T (default 0.5)")
     group.add_argument("--synthesizer", default=None, help="DNI synthetic-gradient model: auto, linear, mlp, conv")
+    group.add_argument("--interfaces", type=_int_list, default=None, help="DNI: blocks after which a synthesizer sits, e.g. 0,1")
+    group.add_argument("--synth-hidden", type=_positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
+    group.add_argument("--synth-channels", type=_positive_int, default=None, help="DNI: channels of conv synthesizers (128)")
     group.add_argument("--update-prob", type=float, default=None, help="DNI: probability that a layer updates at a step")
     group.add_argument("--sg-scale", type=float, default=None, help="DNI: scale applied to synthetic gradients")
     group.add_argument("--bp-lambda", type=float, default=None, help="DNI: BP(lambda) mixing of true and synthetic targets")

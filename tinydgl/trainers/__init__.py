@@ -3,10 +3,13 @@ from .async_dgl import AsyncDGLTrainer
 from .backprop import BackpropTrainer
 from .base import Trainer
 from .dgl import DGLTrainer, GreedyTrainer
+from .dni import CDNITrainer, DNITrainer
 from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer
 
 TRAINERS = {
     "bp": BackpropTrainer,
+    "dni": DNITrainer,
+    "cdni": CDNITrainer,
     "greedy": GreedyTrainer,
     "dgl": DGLTrainer,
     "async-dgl": AsyncDGLTrainer,
@@ -23,5 +26,5 @@ def build_trainer(name, model, make_optimizer, **options):
     return TRAINERS[name](model, make_optimizer, **options)
 
 
-__all__ = ["AsyncDGLTrainer", "BackpropTrainer", "DGLTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "Trainer",
+__all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DNITrainer", "DGLTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "Trainer",
            "TRAINERS", "build_trainer"]
