@@ -30,6 +30,8 @@ def make(name, model_name, shape, num_classes, args):
     channels, size = shape[0], shape[1]
     model = build_model(model_name, channels, size, num_classes, seed=args.seed)
     options = {"temperature": args.temperature, "waveform": args.waveform} if name.startswith("lls") else {}
+    if name in ("dni", "cdni"):
+        options = {"synthesizer": args.synthesizer}
     return build_trainer(name, model, lambda p: build_optimizer(args.optimizer, p, lr=args.lr), **options)
 
 
@@ -91,6 +93,7 @@ def main():
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--waveform", default="sin")
     parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--synthesizer", default="linear", help="dni/cdni synthesizer (auto is far slower on convs)")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--limit-test", type=int, default=None)
     parser.add_argument("--steps", type=int, default=3)

@@ -173,7 +173,7 @@ def test_dgl_with_one_module_is_backprop():
         np.testing.assert_allclose(p.data, q.data, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("name", LOCAL)
+@pytest.mark.parametrize("name", ["bp"] + LOCAL)
 def test_a_step_on_every_backend(backend_case, name):
     x, y = _batch(size=8)
     with backend_case.use():

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace, asarray, to_numpy
+from .backend import array_namespace, asarray, is_numpy_like, to_numpy
 
 
 class Optimizer:
@@ -91,14 +91,28 @@ class Adam(Optimizer):
         xp = array_namespace(p.data)
         g = self._decay(p, p.grad)
         t = state.get("t", 0) + 1  # per parameter: a block that skips a step keeps its own count
-        m = state.get("m")
-        v = state.get("v")
-        m = (1 - self.beta1) * g if m is None else self.beta1 * m + (1 - self.beta1) * g
-        v = (1 - self.beta2) * (g * g) if v is None else self.beta2 * v + (1 - self.beta2) * (g * g)
-        state.update(m=m, v=v, t=t)
-        m_hat = m / (1 - self.beta1**t)
-        v_hat = v / (1 - self.beta2**t)
-        p.data = p.data - self.lr * m_hat / (xp.sqrt(v_hat) + self.eps)
+        state["t"] = t
+        if "m" not in state:
+            state["m"], state["v"] = xp.zeros_like(g), xp.zeros_like(g)
+        step_size = self.lr / (1 - self.beta1**t)  # bias corrections folded into two scalars
+        root_correction = (1 - self.beta2**t) ** 0.5
+        if is_numpy_like(xp):
+            # In place: the same arithmetic without a fresh parameter-sized array per term (for a 1.3 M
+            # parameter synthesizer the allocations cost more than the arithmetic).
+            m, v = state["m"], state["v"]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            denom = xp.sqrt(v)
+            denom /= root_correction
+            denom += self.eps
+            p.data -= step_size * (m / denom)
+        else:
+            m = self.beta1 * state["m"] + (1 - self.beta1) * g
+            v = self.beta2 * state["v"] + (1 - self.beta2) * (g * g)
+            state["m"], state["v"] = m, v
+            p.data = p.data - step_size * m / (xp.sqrt(v) / root_correction + self.eps)
 
 
 class AdamW(Adam):
