@@ -243,6 +243,20 @@ def build_codec(name, shape, codebook_size=256, subvector=8, seed=0, dtype="floa
 
 
 # --- the replay buffer -----------------------------------------------------------------------------
+def replay_choice(uses, serials, reuse_cap=None):
+    """The replay policy on plain numbers: which stored batch to serve next, or None if none may be.
+
+    uses[i], serials[i]: how often stored batch i was served, and its push order (higher = fresher).
+    Among the batches served fewer than `reuse_cap` times (any number if None), the ones served the fewest
+    times, and of those the freshest. Shared by `ReplayBuffer` and the multi-process
+    `tinydgl.runtime.SharedRing`, so both serve the same batch in the same situation.
+    """
+    servable = [i for i, u in enumerate(uses) if reuse_cap is None or u < reuse_cap]
+    if not servable:
+        return None
+    return min(servable, key=lambda i: (uses[i], -serials[i]))  # fewest uses, then the freshest
+
+
 class ReplayEntry:
     """One stored batch: its payload (codec output), labels, how often it was served, and provenance."""
 
@@ -297,10 +311,10 @@ class ReplayBuffer:
 
         The entry's `uses` already counts this serve.
         """
-        servable = [e for e in self.entries if self.reuse_cap is None or e.uses < self.reuse_cap]
-        if not servable:
+        i = replay_choice([e.uses for e in self.entries], [e.serial for e in self.entries], self.reuse_cap)
+        if i is None:
             return None
-        entry = min(servable, key=lambda e: (e.uses, -e.serial))  # fewest uses, then the freshest
+        entry = self.entries[i]
         entry.uses += 1
         return self.codec.decode(entry.payload), entry.labels, entry
 

@@ -1,0 +1,15 @@
+"""The module-parallel runtime: modules of a locally trained network running in separate worker processes.
+
+Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so module j+1 only
+needs module j's output batches. This package will run each module (or group of modules) in its own
+worker; what sits between two consecutive workers is a bounded buffer of (activation, label) batches:
+
+- `shm_ring.SharedRing`: that buffer, in one shared-memory segment, with the replay policy of DGL's
+  Algorithm 2 (`policy="replay"`) or strict FIFO for synchronous pipelining (`policy="fifo"`).
+
+The engine that starts the workers and watches them is built on top of it (see the `shm_ring` docstring,
+"Faults, and what the engine builds on this").
+"""
+from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
+
+__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing"]

@@ -1,0 +1,497 @@
+"""A bounded buffer of (activation, label) batches in shared memory, between two worker processes.
+
+In the module-parallel runtime each module (or group of modules) runs in its own process. Module j's worker
+puts every batch it produces into a `SharedRing`; module j+1's worker gets batches out of it. The ring is
+one `multiprocessing.shared_memory.SharedMemory` segment cut into M fixed-size *slots*, so a batch crosses
+processes with two memory copies (into the slot, out of the slot) and no pickling:
+
+    segment = [ring header | M slot headers | M activation slots | M label slots]
+
+- ring header (int64): batches pushed and served, batches overwritten before anyone used them, waiter
+  counts, and the `aborted` flag;
+- slot header (int64, one row per slot): state (FREE / WRITING / READY / TAKEN), number of readers copying
+  out of it, serial (push order), produced_at (the producer's step or weight version, for staleness),
+  samples (the batch size) and uses (times served);
+- activation slot: room for `max_batch` samples of `sample_shape` and `dtype` (64-byte aligned);
+- label slot: `max_batch` int64 labels.
+
+Two policies, i.e. what happens when the ring is full or has nothing new:
+
+- `"fifo"`: strict first-in, first-out, every batch served exactly once. `put` blocks while all M slots
+  hold unread batches; `get` blocks while none does. This is synchronous pipelining (Algorithm 1 of DGL
+  run across processes): module j may run at most M batches ahead of module j+1.
+- `"replay"`: Algorithm 2's buffer B_j, the policy of `tinydgl.trainers.buffers.ReplayBuffer` (same
+  selection function, `replay_choice`): `put` never waits for the consumer, a push into a full ring
+  replaces the oldest batch; `get` serves, among stored batches with the fewest uses, the freshest, and
+  a batch is kept after it is served, so a slow producer's batches are reused. With `reuse_cap`, a batch
+  served that many times is not served again; `get(timeout)` returns None when nothing is servable
+  (within the timeout), and the caller counts a skip.
+
+Synchronisation. A `multiprocessing.Lock` guards all headers; it is held only to read or change a few
+integers, never during a copy. Copies go into and out of a slot while the slot is *reserved* in its
+header: a producer writes a slot in state WRITING, which no consumer looks at; a consumer copies out of a
+slot whose `readers` count (replay) or TAKEN state (fifo) stops any producer from reusing it. So a
+producer never overwrites a batch while a consumer is reading it, and a consumer never sees half a batch.
+Blocking uses semaphores, not `multiprocessing.Condition`: a Condition's `notify` waits for each sleeper
+to wake up, so a waiter killed with SIGKILL would hang the notifier forever; a semaphore just keeps a
+count. In "fifo" the two semaphores count free slots and ready batches (the textbook bounded buffer); in
+"replay" they are wake-up signals ("a slot may be writable", "a batch may be servable"), released once per
+registered waiter, and every waiter re-checks the headers when it wakes.
+
+`get` returns a *copy* (a fresh NumPy array), never a view into the segment: it stays valid however long
+the caller keeps it, and the slot is free for the producer again as soon as `get` returns. `put` copies
+the caller's array into the slot before returning, so the caller may reuse or change its array at once
+(unlike `multiprocessing.Queue`, whose feeder thread pickles the array *later*: mutate it after `put` and
+the receiver sees the change). Arrays of any backend are accepted (moved to the host first); `get`
+returns NumPy arrays, which the worker moves to its own backend.
+
+Lifetime. The creating process owns the segment: `close()` (or leaving a `with` block) unmaps and unlinks
+it, and a `weakref.finalize` does the same if the ring is garbage-collected or the interpreter exits
+without `close()`. Other processes *attach* (`SharedRing.attach(ring.handle)`, or just pass the ring as a
+`Process` argument: it pickles as its handle) and only unmap on `close()`. Attach from processes started
+by the creator (spawn, forkserver or fork): they share its `multiprocessing` resource tracker, which also
+unlinks the segment if the creator itself is killed before it can (with a "leaked shared_memory" warning).
+
+Faults, and what the engine builds on this. A worker killed while blocked in `put`/`get` (waiting on a
+semaphore) holds nothing: the ring stays consistent and usable (tested with SIGKILL). A worker killed in
+the microseconds it holds the lock, or while it has a slot reserved, leaves the ring in a state nobody
+else can repair; the engine does not try to: it watches its workers (`Process.sentinel`), and when one
+dies it calls `abort()` on every ring, which makes every blocked or later `put`/`get` in every process
+raise `RingClosed` within `POLL_S` seconds (the flag is read without the lock, so this works even if the
+dead worker held it); a lock that stays held longer than `lock_timeout` raises `RingBroken`. Then the
+engine joins or kills the workers and closes the rings it created, by the names it recorded
+(`ring.name`), so no segment outlives the run.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import secrets
+import time
+import weakref
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..trainers.buffers import replay_choice
+
+POLICIES = ("fifo", "replay")
+POLL_S = 0.1  # blocking waits wake up this often to notice `abort()`
+_ALIGN = 64  # bytes: slots start on cache-line boundaries
+
+# Slot states.
+FREE, WRITING, READY, TAKEN = 0, 1, 2, 3
+_STATE_NAMES = {FREE: "free", WRITING: "writing", READY: "ready", TAKEN: "taken"}
+# Slot header columns (int64).
+STATE, READERS, SERIAL, PRODUCED_AT, SAMPLES, USES = range(6)
+_SLOT_FIELDS = 8
+# Ring header fields (int64).
+PUSHED, SERVED, DROPPED_UNUSED, OVERWRITTEN, DATA_WAITERS, SPACE_WAITERS, ABORTED = range(7)
+_RING_FIELDS = 16
+
+
+class RingClosed(RuntimeError):
+    """The ring was aborted (a worker failed or the run is stopping) or closed in this process."""
+
+
+class RingBroken(RuntimeError):
+    """The ring's lock stayed held too long: a process probably died inside `put`/`get`."""
+
+
+@dataclass(frozen=True)
+class RingEntry:
+    """What `get` says about the batch it served (the same names as `trainers.buffers.ReplayEntry`).
+
+    serial: push order (0, 1, ...); produced_at: the producer's step or weight version when it pushed it;
+    samples: batch size; uses: times it has been served, this time included; slot: where it was stored.
+    """
+
+    serial: int
+    produced_at: int
+    samples: int
+    uses: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class RingHandle:
+    """Everything another process needs to attach to a ring: the segment's name, its layout and the
+    synchronisation primitives. Picklable only while starting a process (a `Process` argument), because
+    `multiprocessing` locks and semaphores can only be inherited, not sent later."""
+
+    name: str
+    slots: int
+    max_batch: int
+    sample_shape: tuple
+    dtype: str
+    policy: str
+    reuse_cap: int | None
+    lock: Any
+    space: Any  # fifo: counts free slots; replay: "a slot may be writable" signal
+    data: Any  # fifo: counts ready batches; replay: "a batch may be servable" signal
+    lock_timeout: float = 5.0
+
+    def attach(self) -> "SharedRing":
+        return SharedRing.attach(self)
+
+
+def _align(n):
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _layout(handle):
+    """Byte offsets in the segment: (slot headers, activations, labels, total size, elements per slot)."""
+    slot_headers = _RING_FIELDS * 8
+    data = _align(slot_headers + handle.slots * _SLOT_FIELDS * 8)
+    per_sample = math.prod(handle.sample_shape)
+    slot_bytes = _align(handle.max_batch * per_sample * np.dtype(handle.dtype).itemsize)
+    labels = data + handle.slots * slot_bytes
+    total = labels + handle.slots * handle.max_batch * 8
+    return slot_headers, data, labels, total, slot_bytes // np.dtype(handle.dtype).itemsize
+
+
+def _release_segment(shm, unlink):
+    """Unmap the segment (and unlink its name, for the creator). Runs from close() or a finalizer."""
+    try:
+        shm.close()
+    except BufferError:  # array views still exist (finalizer during collection): unmapped when they go
+        pass
+    if unlink:
+        try:
+            shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _attach(handle):
+    return SharedRing.attach(handle)
+
+
+class SharedRing:
+    """M slots of (activations, int64 labels) batches in one shared-memory segment; see the module docstring.
+
+    slots: M, batches the ring holds. max_batch, sample_shape, dtype: the largest batch a slot holds,
+    e.g. max_batch=128, sample_shape=(3, 32, 32), dtype="float32" (1.5 MiB per slot); smaller batches fit.
+    policy: "fifo" or "replay". reuse_cap: replay only, serve a batch at most this many times (None: no
+    cap). name: the segment's name (default: a fresh unique one). ctx: the multiprocessing context whose
+    Lock/Semaphore to use (default: spawn). lock_timeout: seconds to wait for the header lock before
+    concluding that a dead process holds it (`RingBroken`).
+
+    put(x, labels, produced_at=0, timeout=None) -> bool and get(timeout=None) -> (x, labels, RingEntry) or
+    None; `timeout=None` blocks, `timeout=0` never waits.
+    """
+
+    def __init__(self, slots, max_batch, sample_shape, dtype="float32", policy="fifo", reuse_cap=None,
+                 name=None, ctx=None, lock_timeout=5.0):
+        if int(slots) < 1:
+            raise ValueError(f"A ring needs at least 1 slot, got slots={slots}.")
+        if int(max_batch) < 1:
+            raise ValueError(f"max_batch must be at least 1 sample, got {max_batch}.")
+        if policy not in POLICIES:
+            raise ValueError(f"Unknown ring policy {policy!r}; choose 'fifo' (strict order, blocking) or "
+                             f"'replay' (Algorithm 2: overwrite the oldest, serve fewest-used then freshest).")
+        if reuse_cap is not None and (policy != "replay" or int(reuse_cap) < 1):
+            raise ValueError(f"reuse_cap must be None or >= 1, and only applies to policy='replay' "
+                             f"(got reuse_cap={reuse_cap}, policy={policy!r}).")
+        ctx = ctx or mp.get_context("spawn")
+        slots = int(slots)
+        handle = RingHandle(
+            name=name or f"tdgl_{os.getpid()}_{secrets.token_hex(4)}",
+            slots=slots, max_batch=int(max_batch), sample_shape=tuple(int(s) for s in sample_shape),
+            dtype=np.dtype(dtype).name, policy=policy, reuse_cap=None if reuse_cap is None else int(reuse_cap),
+            lock=ctx.Lock(), space=ctx.Semaphore(slots if policy == "fifo" else 0), data=ctx.Semaphore(0),
+            lock_timeout=float(lock_timeout))
+        total = _layout(handle)[3]
+        shm = shared_memory.SharedMemory(name=handle.name, create=True, size=total)
+        self._open(handle, shm, owner=True)
+        self._ring[:] = 0
+        self._slots[:] = 0  # every slot FREE
+
+    @classmethod
+    def attach(cls, handle: RingHandle) -> "SharedRing":
+        """Open the ring `handle` describes in this process (a worker). close() unmaps; it never unlinks."""
+        try:
+            shm = shared_memory.SharedMemory(name=handle.name)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"Shared ring {handle.name!r} does not exist (any more): its creator closed "
+                                    f"it or exited. Attach while the creating process keeps it open.") from None
+        ring = cls.__new__(cls)
+        ring._open(handle, shm, owner=False)
+        return ring
+
+    def _open(self, handle, shm, owner):
+        self.handle, self.owner, self._shm = handle, owner, shm
+        self._lock, self._space, self._data = handle.lock, handle.space, handle.data
+        slot_headers, data, labels, _, slot_elems = _layout(handle)
+        buf = shm.buf
+        self._ring = np.ndarray((_RING_FIELDS,), np.int64, buf, 0)
+        self._slots = np.ndarray((handle.slots, _SLOT_FIELDS), np.int64, buf, slot_headers)
+        self._activations = np.ndarray((handle.slots, slot_elems), np.dtype(handle.dtype), buf, data)
+        self._labels = np.ndarray((handle.slots, handle.max_batch), np.int64, buf, labels)
+        self._per_sample = math.prod(handle.sample_shape)
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release_segment, shm, owner)
+
+    # --- plain properties -------------------------------------------------------------------------
+    name = property(lambda self: self.handle.name, doc="The shared-memory segment's name (under /dev/shm on Linux).")
+    slots = property(lambda self: self.handle.slots)
+    policy = property(lambda self: self.handle.policy)
+    reuse_cap = property(lambda self: self.handle.reuse_cap)
+    nbytes = property(lambda self: self._shm.size, doc="Size of the segment in bytes.")
+
+    def __repr__(self):
+        h = self.handle
+        return (f"SharedRing({h.name!r}, slots={h.slots}, max_batch={h.max_batch}, sample_shape={h.sample_shape}, "
+                f"dtype={h.dtype!r}, policy={h.policy!r}, reuse_cap={h.reuse_cap}, "
+                f"{'owner' if self.owner else 'attached'}{', closed' if self._closed else ''})")
+
+    def __reduce__(self):
+        # Sent to a spawned worker as its handle; the worker attaches (and never unlinks).
+        return _attach, (self.handle,)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- locking and waiting ----------------------------------------------------------------------
+    def _check_open(self):
+        if self._closed:
+            raise RingClosed(f"Shared ring {self.name!r} was closed in this process; create or attach a new one.")
+        if self._ring[ABORTED]:  # read without the lock on purpose: see the module docstring
+            raise RingClosed(f"Shared ring {self.name!r} was aborted (a worker failed or the run is stopping).")
+
+    def _acquire_lock(self):
+        if not self._lock.acquire(timeout=self.handle.lock_timeout):
+            raise RingBroken(f"The lock of shared ring {self.name!r} stayed held for {self.handle.lock_timeout:g} s: "
+                             f"a process probably died inside put/get. Abort the run and restart it.")
+
+    def _acquire(self, sem, deadline):
+        """Take one count of `sem` by `deadline` (time.monotonic(); None: no limit), waking every POLL_S
+        to notice an abort. Returns False if the deadline passed."""
+        while True:
+            self._check_open()
+            wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+            if wait <= 0:
+                return sem.acquire(False)
+            if sem.acquire(True, wait):
+                return True
+
+    def _wait_for(self, sem, waiters, deadline):
+        """Replay's wait, called and returning with the lock held: register as a waiter on signal `sem`,
+        drop the lock, sleep until woken or `deadline`. False if the deadline passed (nobody woke us)."""
+        self._ring[waiters] += 1
+        self._lock.release()
+        try:
+            woken = self._acquire(sem, deadline)
+        finally:
+            self._acquire_lock()
+        if not woken:
+            if self._ring[waiters] > 0:
+                self._ring[waiters] -= 1  # still registered: unregister
+            else:
+                sem.acquire(False)  # a wake-up was released for us as we timed out: take it back
+        return woken
+
+    def _wake(self, sem, waiters):
+        """Wake every registered waiter on signal `sem` (lock held); each re-checks the headers."""
+        for _ in range(int(self._ring[waiters])):
+            sem.release()
+        self._ring[waiters] = 0
+
+    # --- put ------------------------------------------------------------------------------------------
+    def _check_batch(self, x, labels):
+        x, labels = to_numpy(x), to_numpy(labels)
+        h = self.handle
+        n = int(x.shape[0]) if x.ndim else 0
+        if x.ndim != 1 + len(h.sample_shape) or tuple(x.shape[1:]) != h.sample_shape or not 1 <= n <= h.max_batch:
+            raise ValueError(f"Shared ring {h.name!r} holds batches of shape (1..{h.max_batch}, "
+                             f"{', '.join(map(str, h.sample_shape))}), got {tuple(x.shape)}.")
+        if labels.shape != (n,):
+            raise ValueError(f"Expected {n} labels (one per sample, shape ({n},)), got shape {tuple(labels.shape)}.")
+        if not np.can_cast(x.dtype, h.dtype, "same_kind") or not np.can_cast(labels.dtype, np.int64, "same_kind"):
+            raise TypeError(f"Shared ring {h.name!r} stores {h.dtype} activations and int64 labels; "
+                            f"got {x.dtype} and {labels.dtype}.")
+        return x, labels, n
+
+    def put(self, x, labels, produced_at=0, timeout=None):
+        """Copy batch x (N, *sample_shape) and its N labels into a slot; N <= max_batch.
+
+        produced_at: the producer's step (or weight version), returned with the batch for staleness.
+        fifo: waits for a free slot, up to `timeout` seconds (None: forever); False if none came free.
+        replay: takes a free slot or replaces the oldest stored batch; it waits (and may return False) only
+        in the rare case that every slot is being written or read at this moment. True once stored.
+        x may be changed by the caller as soon as put returns.
+        """
+        self._check_open()
+        x, labels, n = self._check_batch(x, labels)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.handle.policy == "fifo":
+            if not self._acquire(self._space, deadline):
+                return False
+        self._acquire_lock()
+        try:
+            slot = self._reserve_for_writing(deadline)
+        finally:
+            self._lock.release()
+        if slot is None:
+            return False
+        try:
+            np.copyto(self._activations[slot, :n * self._per_sample].reshape(x.shape), x, casting="same_kind")
+            self._labels[slot, :n] = labels
+        except BaseException:  # give the slot back rather than leave it reserved forever
+            self._acquire_lock()
+            self._slots[slot, STATE] = FREE
+            self._lock.release()
+            if self.handle.policy == "fifo":
+                self._space.release()
+            raise
+        self._acquire_lock()
+        try:
+            self._slots[slot, :6] = (READY, 0, self._ring[PUSHED], int(produced_at), n, 0)
+            self._ring[PUSHED] += 1
+            if self.handle.policy == "replay":
+                self._wake(self._data, DATA_WAITERS)
+        finally:
+            self._lock.release()
+        if self.handle.policy == "fifo":
+            self._data.release()
+        return True
+
+    def _reserve_for_writing(self, deadline):
+        """With the lock held: mark a slot WRITING and return its index (None: replay, deadline passed)."""
+        states = self._slots[:, STATE]
+        while True:
+            free = np.flatnonzero(states == FREE)
+            if free.size:
+                slot = int(free[0])
+                break
+            if self.handle.policy == "fifo":  # we hold a count of `space`, so a FREE slot must exist
+                raise RingBroken(f"Shared ring {self.name!r} has no free slot although its semaphore said so "
+                                 f"(slot states {self._describe_states()}): a process died inside put/get.")
+            # replay: replace the oldest stored batch that nobody is reading
+            idle = np.flatnonzero((states == READY) & (self._slots[:, READERS] == 0))
+            if idle.size:
+                slot = int(idle[np.argmin(self._slots[idle, SERIAL])])
+                self._ring[OVERWRITTEN] += 1
+                self._ring[DROPPED_UNUSED] += self._slots[slot, USES] == 0
+                break
+            if not self._wait_for(self._space, SPACE_WAITERS, deadline):
+                return None
+        self._slots[slot, STATE] = WRITING
+        return slot
+
+    # --- get ------------------------------------------------------------------------------------------
+    def get(self, timeout=None):
+        """Serve a batch: returns (x, labels, entry), x and labels fresh NumPy copies, or None.
+
+        fifo: the oldest unread batch, waiting up to `timeout` seconds (None: forever) for one.
+        replay: by the replay policy (fewest uses, then freshest, under the reuse cap); a served batch
+        stays stored. Waits up to `timeout` for a servable batch; None means there was none (a skip).
+        """
+        self._check_open()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fifo = self.handle.policy == "fifo"
+        if fifo and not self._acquire(self._data, deadline):
+            return None
+        self._acquire_lock()
+        try:
+            slot = self._reserve_for_reading(deadline)
+            if slot is None:
+                return None
+            self._ring[SERVED] += 1
+            serial, produced_at, n, uses = (int(v) for v in self._slots[slot, [SERIAL, PRODUCED_AT, SAMPLES, USES]])
+        finally:
+            self._lock.release()
+        try:
+            x = self._activations[slot, :n * self._per_sample].reshape((n, *self.handle.sample_shape)).copy()
+            labels = self._labels[slot, :n].copy()
+        finally:
+            self._acquire_lock()
+            try:
+                if fifo:
+                    self._slots[slot, STATE] = FREE
+                else:
+                    self._slots[slot, READERS] -= 1
+                    if self._slots[slot, READERS] == 0:
+                        self._wake(self._space, SPACE_WAITERS)
+            finally:
+                self._lock.release()
+            if fifo:
+                self._space.release()
+        return x, labels, RingEntry(serial, produced_at, n, uses, slot)
+
+    def _reserve_for_reading(self, deadline):
+        """With the lock held: pick the slot to serve, count the use, reserve it; None if none by deadline."""
+        if self.handle.policy == "fifo":  # we hold a count of `data`: a READY slot exists; serve the oldest
+            ready = np.flatnonzero(self._slots[:, STATE] == READY)
+            if not ready.size:
+                raise RingBroken(f"Shared ring {self.name!r} has no ready batch although its semaphore said so "
+                                 f"(slot states {self._describe_states()}): a process died inside put/get.")
+            slot = int(ready[np.argmin(self._slots[ready, SERIAL])])
+            self._slots[slot, STATE] = TAKEN
+            self._slots[slot, USES] = 1
+            return slot
+        expired = deadline is not None and deadline <= time.monotonic()
+        while True:
+            ready = np.flatnonzero(self._slots[:, STATE] == READY)
+            i = replay_choice(self._slots[ready, USES].tolist(), self._slots[ready, SERIAL].tolist(),
+                              self.handle.reuse_cap)
+            if i is not None:
+                slot = int(ready[i])
+                self._slots[slot, USES] += 1
+                self._slots[slot, READERS] += 1
+                return slot
+            if expired:
+                return None
+            expired = not self._wait_for(self._data, DATA_WAITERS, deadline)  # then look one last time
+
+    # --- inspection and shutdown ------------------------------------------------------------------
+    def _describe_states(self):
+        return [_STATE_NAMES.get(int(s), str(int(s))) for s in self._slots[:, STATE]]
+
+    def __len__(self):
+        """Batches stored and not being written (replay: served ones included; fifo: unread ones)."""
+        self._check_open()
+        self._acquire_lock()
+        try:
+            return int(np.sum(self._slots[:, STATE] == READY))
+        finally:
+            self._lock.release()
+
+    def stats(self) -> dict:
+        """Counters since creation, shared by every process: pushed, served, overwritten (replay: batches
+        replaced when full), dropped_unused (replaced before ever being served), stored (len)."""
+        self._check_open()
+        self._acquire_lock()
+        try:
+            r = self._ring
+            return {"policy": self.policy, "slots": self.slots, "pushed": int(r[PUSHED]), "served": int(r[SERVED]),
+                    "overwritten": int(r[OVERWRITTEN]), "dropped_unused": int(r[DROPPED_UNUSED]),
+                    "stored": int(np.sum(self._slots[:, STATE] == READY))}
+        finally:
+            self._lock.release()
+
+    def abort(self):
+        """Stop the ring for every process: blocked and later put/get raise RingClosed within POLL_S.
+
+        Needs no lock (a dead process may hold it); meant for the engine when a worker fails."""
+        if not self._closed:
+            self._ring[ABORTED] = 1
+
+    @property
+    def aborted(self):
+        return not self._closed and bool(self._ring[ABORTED])
+
+    def close(self):
+        """Unmap the segment in this process; the creator also unlinks it (its name disappears). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ring = self._slots = self._activations = self._labels = None  # drop views so the buffer can be released
+        self._finalizer()
