@@ -3,6 +3,9 @@
     # fidelity and speed: full Fashion-MNIST (Debian's dataset-fashion-mnist), SmallConv, the LLS recipe
     python benchmarks/bench_trainers.py accuracy --trainers bp,lls,lls-m,lls-mxm,dgl,cdni --epochs 3
 
+    # step time of each method relative to backprop, steps interleaved so background load hits all alike
+    python benchmarks/bench_trainers.py speed --trainers bp,lls,lls-m,lls-mxm,dgl --steps 20
+
     # peak memory of a few training steps on VGG8, batch 128, 3x32x32 inputs
     python benchmarks/bench_trainers.py memory --trainers bp,dgl,lls --model vgg8
 
@@ -56,6 +59,31 @@ def run_accuracy(args):
         print(f"{name:<9}" + "".join(f" {h['test_accuracy']:8.4f}" for h in history) + f" {seconds:8.1f} {ratio}")
 
 
+def run_speed(args):
+    """Median step time of each method, steps interleaved (a, b, c, a, b, c, ...) on the same batches, so
+    load from other processes hits every method alike; ratios to bp are the number to read."""
+    import statistics
+
+    ds = load_dataset(args.dataset, limit_train=args.batch_size * 8)
+    loader = DataLoader(ds.x_train, ds.y_train, args.batch_size, seed=args.seed, mean=ds.mean, std=ds.std)
+    batches = list(loader)
+    trainers = {name: make(name, args.model, ds.input_shape, ds.num_classes, args) for name in args.trainers}
+    times = {name: [] for name in trainers}
+    for step in range(args.steps + 2):
+        x, y = batches[step % len(batches)]
+        for name, trainer in trainers.items():
+            t0 = time.perf_counter()
+            trainer.train_step(x, y)
+            if step >= 2:  # two warm-up steps
+                times[name].append(time.perf_counter() - t0)
+    print(f"median step time, {args.model} on {ds.name}, batch {args.batch_size}, {args.steps} interleaved steps")
+    bp = statistics.median(times["bp"]) if "bp" in times else None
+    print(f"\n{'trainer':<9} {'ms/step':>8} {'x bp':>6}\n" + "-" * 25)
+    for name, ts in times.items():
+        ms = statistics.median(ts) * 1000
+        print(f"{name:<9} {ms:8.1f} {(ms / 1000 / bp if bp else float('nan')):6.2f}")
+
+
 def run_memory(args):
     rng = np.random.default_rng(args.seed)
     shape = (3, 32, 32)
@@ -82,7 +110,7 @@ def run_memory(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["accuracy", "memory"])
+    parser.add_argument("what", choices=["accuracy", "speed", "memory"])
     parser.add_argument("--trainers", default="bp,lls,lls-m,lls-mxm,dgl", type=lambda s: s.split(","))
     parser.add_argument("--model", default="smallconv")
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -102,7 +130,7 @@ def main():
     unknown = [t for t in args.trainers if t not in TRAINERS]
     if unknown:
         parser.error(f"unknown trainers {unknown}; choose from {', '.join(TRAINERS)}")
-    (run_accuracy if args.what == "accuracy" else run_memory)(args)
+    {"accuracy": run_accuracy, "speed": run_speed, "memory": run_memory}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def add_training_arguments(parser):
     group.add_argument("--bp-lambda", type=float, default=None, help="DNI: BP(lambda) mixing of true and synthetic targets")
     group.add_argument("--buffer-size", type=_positive_int, default=None, help="async DGL: batches held per replay buffer (M)")
     group.add_argument("--schedule", default=None, help="async DGL: random (default) or round-robin")
-    group.add_argument("--slow-module", type=int, default=None, help="async DGL: index of the slowed module")
+    group.add_argument("--slow-module", type=int, default=None, help="async DGL: index of the slowed module, counting from 0")
     group.add_argument("--slowdown", type=_positive_float, default=None, help="async DGL: slowdown factor of --slow-module")
     group.add_argument("--reuse-cap", type=_positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
     group.add_argument("--buffer-codec", default=None, help="async DGL: vq to store activations as vector-quantised codes")

@@ -25,7 +25,9 @@ def lls_basis(n_classes, d, waveform="sin", rng=None):
     With t = 0..d-1 and f = linspace(50, 512, n_classes):
       sin:    B[k, t] = sin(f[k] * t)          (the official code's default, named "cosine" there)
       square: sign(sin(f[k] * t))              (the paper's Tables 2 and 3)
-      cosine: f = linspace(100, 512, n_classes), B[k, t] = cos(pi * f[k] * (t + 0.5) / d)  (first public code)
+      cosine: f = linspace(100, 512, n_classes), B[k, t] = cos(pi * f[k] * (t + 0.5) / d)  (first public code;
+              beware: when 512 / d is an integer the last row degenerates, e.g. all zeros for d = 512,
+              so the last class gets no local signal. Kept as specified; lesson 9 explores it)
       random: 0.1 * N(0, 1), an ablation (used without L2 normalisation). The official code draws it at a
               fixed width and average-pools it to d; we draw it at width d directly.
     """

@@ -1,0 +1,57 @@
+"""Fidelity check: the same SmallConv, data order and optimizer in PyTorch, to compare with tinydgl's bp.
+
+    python benchmarks/torch_smallconv_fmnist.py --epochs 1
+
+Uses tinydgl's DataLoader (same batches, same order for the same seed) and PyTorch's default
+initialisation; prints test accuracy after each epoch. PyTorch is used only here and in optional tests.
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinydgl.data import DataLoader, load_dataset
+
+
+def smallconv(channels=1, classes=10):
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01)]
+
+    return nn.Sequential(*block(channels, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), *block(64, 128),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(512, 512), nn.BatchNorm1d(512),
+                         nn.LeakyReLU(0.01), nn.Linear(512, classes))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    ds = load_dataset("fashion-mnist")
+    train = DataLoader(ds.x_train, ds.y_train, 128, seed=args.seed, mean=ds.mean, std=ds.std)
+    test = DataLoader(ds.x_test, ds.y_test, 500, shuffle=False, mean=ds.mean, std=ds.std)
+    model = smallconv(ds.input_shape[0], ds.num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    for epoch in range(args.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for x, y in train:
+            loss = nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(torch.from_numpy(x)).argmax(1).numpy() == y).sum()) for x, y in test)
+        print(f"torch epoch {epoch + 1}: test acc {correct / len(ds.y_test):.4f}  {seconds:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
