@@ -1,0 +1,85 @@
+"""The notebooks (notebooks/*.py, paired with notebooks/*.ipynb by jupytext) are in sync, stripped, and run.
+
+Each notebook is stored twice: a jupytext percent-format `.py` (what people edit and review) and the
+`.ipynb` (what people open). These tests check that the two hold the same cells, that the committed
+`.ipynb` carries no outputs, and run every notebook's `.py` in fast mode (`TINYDGL_FAST=1`, a headless
+matplotlib backend, a temporary working directory), so `python -m pytest -q` covers them.
+
+After editing a notebook, sync its pair with `jupytext --sync notebooks/NN_name.py` (or `.ipynb`).
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+FAST_MODE_SECONDS = 60  # a notebook takes a few seconds in fast mode; this only catches a runaway one
+
+
+def test_there_is_one_notebook_per_lesson():
+    lessons = sorted((ROOT / "lessons").glob("[0-9][0-9]-*.md"))
+    assert [p.name[:2] for p in SOURCES] == [p.name[:2] for p in lessons], (
+        "expected one notebooks/NN_*.py per lessons/NN-*.md")
+
+
+def cells(notebook):
+    return [(cell.cell_type, cell.source.strip()) for cell in notebook.cells]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_py_and_ipynb_hold_the_same_cells(source):
+    # No importorskip: jupytext and nbformat are in the test extra, and a skipped pairing test would let
+    # the two files drift apart unnoticed.
+    import jupytext
+    import nbformat
+
+    paired = source.with_suffix(".ipynb")
+    assert paired.exists(), f"{paired.name} is missing: run `jupytext --sync notebooks/{source.name}`"
+    from_py = jupytext.read(source)
+    from_ipynb = nbformat.read(paired, as_version=4)
+    assert cells(from_py) == cells(from_ipynb), (
+        f"{source.name} and {paired.name} differ: run `jupytext --sync notebooks/{source.name}` "
+        "(it updates whichever of the two is older)")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_committed_ipynb_has_no_outputs(source):
+    import nbformat
+
+    notebook = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    for i, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"{source.with_suffix('.ipynb').name}, cell {i} has outputs: clear them before committing "
+                "(Kernel > Restart and Clear Outputs, or `jupytext --to ipynb` from the .py)")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_links_its_lesson_and_documents_fast_mode(source):
+    import jupytext
+
+    first = jupytext.read(source).cells[0]
+    links = re.findall(r"\]\((\.\./lessons/[^)]+\.md)\)", first.source)
+    assert links, f"{source.name}: the first cell should link its chapter in lessons/"
+    assert all((NOTEBOOKS / link).resolve().exists() for link in links), f"{source.name}: broken link {links}"
+    assert links[0].split("/")[-1][:2] == source.name[:2], f"{source.name} links {links[0]}"
+    assert "TINYDGL_FAST" in first.source, f"{source.name}: the first cell should explain fast mode"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode(source, tmp_path):
+    env = dict(os.environ, TINYDGL_FAST="1", MPLBACKEND="Agg")
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    t0 = time.perf_counter()
+    result = subprocess.run([sys.executable, str(source)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=4 * FAST_MODE_SECONDS)
+    seconds = time.perf_counter() - t0
+    assert result.returncode == 0, f"{source.name} failed in fast mode:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert seconds < FAST_MODE_SECONDS, f"{source.name} took {seconds:.0f}s in fast mode (limit {FAST_MODE_SECONDS}s)"
