@@ -80,3 +80,14 @@ def rng():
 
 def numpy_of(x):
     return None if x is None else to_numpy(x)
+
+
+def pytest_configure(config):
+    """Register the assignments' markers: `task_<id>` for each task, `assignment_a1`... for each assignment
+    (tinydgl/assignments.py lists them; `python -m pytest -m task_a1_relu_backward` runs one task's tests)."""
+    from tinydgl.assignments import ASSIGNMENTS, TASKS, assignment_marker
+
+    for a in ASSIGNMENTS:
+        config.addinivalue_line("markers", f"{assignment_marker(a.id)}: the tests of assignment {a.id[1:]}, {a.title}")
+    for t in TASKS:
+        config.addinivalue_line("markers", f"{t.marker}: the tests of task {t.id} ({t.title})")

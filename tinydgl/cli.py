@@ -20,6 +20,7 @@ import tracemalloc
 import numpy as np
 
 from . import __version__
+from .assignments import add_assignments_parser
 from .backend import BACKENDS, get_backend, set_backend
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, build_optimizer
@@ -182,6 +183,7 @@ def build_parser():
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
     add_training_arguments(compare)
+    add_assignments_parser(sub)
     return parser
 
 
@@ -331,13 +333,22 @@ def cmd_compare(args):
     return 0
 
 
+def cmd_assignments(args):
+    from .assignments import AssignmentError, run_command
+
+    try:
+        return run_command(args)
+    except AssignmentError as err:
+        raise CommandError(str(err)) from err
+
+
 def main(argv=None):
     from .data import DataFileError, DatasetNotFoundError, DownloadError
     from .train import CheckpointError, TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "compare": cmd_compare}[args.command](args)
+        return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
     except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError) as err:
         print(f"tinydgl: error: {err}", file=sys.stderr)
         return 1

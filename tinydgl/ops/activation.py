@@ -22,8 +22,11 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """dout: same shape as x -> dx. The gradient passes where x > 0 (at x == 0 we use 0, as PyTorch does)."""
     xp = array_namespace(dout)
+    # BEGIN SOLUTION a1-relu-backward
+    # hint: the cache is the boolean mask x > 0; dout passes where it is True, 0 elsewhere
     dx = xp.astype(cache, dout.dtype)
     dx *= dout
+    # END SOLUTION
     return dx
 
 

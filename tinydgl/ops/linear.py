@@ -19,7 +19,10 @@ def linear_backward(dout, cache, compute_dx=True):
     """
     x, w, has_bias = cache
     xp = array_namespace(dout)
+    # BEGIN SOLUTION a1-linear-backward
+    # hint: chain rule on out = x @ w + b; each gradient has its input's shape, db sums over the batch
     dx = dout @ w.T if compute_dx else None
     dw = x.T @ dout
     db = xp.sum(dout, axis=0) if has_bias else None
+    # END SOLUTION
     return dx, dw, db

@@ -9,6 +9,8 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, groups=1):
     n, c, h, w_in = x.shape
     f, cg, kh, kw = w.shape
     fg = f // groups
+    # BEGIN SOLUTION a1-conv-naive-forward
+    # hint: pad x; out[i, k, r, s] = sum(patch * w[k]) + b[k]; filter k sees the channels of group k // fg
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     oh = (h + 2 * padding - kh) // stride + 1
     ow = (w_in + 2 * padding - kw) // stride + 1
@@ -20,6 +22,7 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, groups=1):
                 for s in range(ow):
                     patch = x_pad[i, g * cg : (g + 1) * cg, r * stride : r * stride + kh, s * stride : s * stride + kw]
                     out[i, k, r, s] = np.sum(patch * w[k]) + (b[k] if b is not None else 0.0)
+    # END SOLUTION
     return out, (x, w, b, stride, padding, groups)
 
 
@@ -29,6 +32,9 @@ def conv2d_backward_naive(dout, cache):
     n, f, oh, ow = dout.shape
     _, cg, kh, kw = w.shape
     fg = f // groups
+    # BEGIN SOLUTION a1-conv-naive-backward
+    # hint: loop as in forward; each dout[i, k, r, s] adds dout * patch to dw[k] and dout * w[k] to the patch of dx
+    # hint: (work on the padded x, then crop); db sums dout over everything but the filter axis
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     dx_pad = np.zeros_like(x_pad)
     dw = np.zeros_like(w)
@@ -45,6 +51,7 @@ def conv2d_backward_naive(dout, cache):
     h, w_in = x.shape[2], x.shape[3]
     dx = dx_pad[:, :, padding : padding + h, padding : padding + w_in]
     db = dout.sum(axis=(0, 2, 3)) if b is not None else None
+    # END SOLUTION
     return dx, dw, db
 
 
@@ -69,12 +76,16 @@ def maxpool2d_backward_naive(dout, cache):
     """dout -> dx: each window's gradient goes to the first position of its maximum (row-major order)."""
     x, k, stride = cache
     dx = np.zeros_like(x)
+    # BEGIN SOLUTION a1-maxpool-naive-backward
+    # hint: for every window (see _windows), image and channel, add dout to the position of the window's first
+    # hint: maximum (np.argmax, np.unravel_index); windows may overlap
     for r, s, (rows, cols) in _windows(x, k, k, stride, stride):
         for i in range(x.shape[0]):
             for ch in range(x.shape[1]):
                 window = x[i, ch, rows, cols]
                 a, bb = np.unravel_index(np.argmax(window), window.shape)
                 dx[i, ch, rows.start + a, cols.start + bb] += dout[i, ch, r, s]
+    # END SOLUTION
     return dx
 
 

@@ -105,10 +105,14 @@ def batchnorm_backward(dout, cache):
         return _from_rows(rows * _tiled(scale, rows), x_shape), dgamma, dbeta
     # The same formula, as scale * (dout - mean(dout) - centered * inv_std * mean(dout * x_hat)), built in
     # one new array with in-place steps: a second activation-sized temporary costs as much as a pass.
+    # BEGIN SOLUTION a1-batchnorm-backward
+    # hint: per channel, mean(dout) = dbeta / count and mean(dout * x_hat) = dgamma / count; _tiled lines a (C,)
+    # hint: vector up with the columns of rows; x_hat = centered * inv_std
     dx = centered * _tiled(-inv_std * dgamma / count, rows)
     dx += rows
     dx -= _tiled(dbeta / count, rows)
     dx *= _tiled(scale, rows)
+    # END SOLUTION
     return _from_rows(dx, x_shape), dgamma, dbeta
 
 
@@ -133,5 +137,9 @@ def l2_normalize_backward(dout, cache):
     """
     out, denom, clipped = cache
     xp = array_namespace(dout)
+    # BEGIN SOLUTION a3-l2-normalize-backward
+    # hint: remove from dout its component along out (a row-wise dot product), divide by the norm; where the norm
+    # hint: was clipped to eps, dx = dout / eps
     radial = xp.sum(dout * out, axis=1, keepdims=True)
     return xp.where(clipped, (dout - out * radial) / denom, dout / denom)
+    # END SOLUTION

@@ -21,6 +21,9 @@ class BackpropTrainer(Trainer):
         return [self.optimizer]
 
     def train_step(self, x, y):
+        # BEGIN SOLUTION a2-bp-train-step
+        # hint: forward through every block, the loss at the top, backward from the top block down (block 0 needs
+        # hint: no input gradient), then step the optimizer
         blocks = self.model.layers
         h = x
         for block in blocks:
@@ -31,4 +34,5 @@ class BackpropTrainer(Trainer):
             # data, which needs no gradient.
             grad = blocks[i].backward(grad, need_input_grad=i > 0)
         self.optimizer.step()
+        # END SOLUTION
         return loss

@@ -304,12 +304,16 @@ class DNITrainer(Trainer):
 
     def _gradient(self, i, from_above):
         """Where group i's output gradient comes from: the loss at the top, its synthesizer elsewhere."""
+        # BEGIN SOLUTION a2-dni-gradient
+        # hint: the top group gets self._true_gradient; the others self._synthetic[i] (for BP(lambda) mixed with
+        # hint: from_above), scaled by sg_scale and back from per-example units (divide by the batch size)
         if i == len(self.groups) - 1:
             return self._true_gradient
         synthetic = self._synthetic[i]
         if from_above is not None:  # BP(lambda) only
             synthetic = (1.0 - self.bp_lambda) * synthetic + self.bp_lambda * from_above
         return (self.sg_scale / self._batch_size) * synthetic  # back from per-example units (class docstring)
+        # END SOLUTION
 
     def _update_group(self, i, from_above):
         """Backpropagate group i's gradient through group i only, step its optimizer, and train the
@@ -318,12 +322,16 @@ class DNITrainer(Trainer):
         self.group_optimizers[i].step()
         if i == 0:
             return None
+        # BEGIN SOLUTION a2-dni-synthesizer-target
+        # hint: M_(i-1)'s target is dx in per-example units (times the batch size) and undone of sg_scale (except
+        # hint: at the top); train M_(i-1) on it and return it
         scale = 1.0 if i == len(self.groups) - 1 else self.sg_scale
         # In per-example units, and undone of sg_scale: backward is linear in its output gradient, so this is
         # exactly what the unscaled estimate would have sent back.
         target = dx * (self._batch_size / scale)
         self._train_synthesizer(i - 1, target)
         return target
+        # END SOLUTION
 
     def _train_synthesizer(self, i, target):
         """Regress M_i's last prediction onto `target` (a constant: bootstrapping, no gradient through it)."""

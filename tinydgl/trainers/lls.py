@@ -33,6 +33,8 @@ def lls_basis(n_classes, d, waveform="sin", rng=None):
     """
     if waveform not in WAVEFORMS:
         raise ValueError(f"Unknown waveform {waveform!r}; choose one of: {', '.join(WAVEFORMS)}.")
+    # BEGIN SOLUTION a3-lls-basis
+    # hint: follow the docstring: t = 0..d-1 as a row, one frequency per class as a column (np.linspace), broadcast
     t = np.arange(d, dtype=np.float64)[None, :]
     if waveform == "random":
         rng = rng if rng is not None else default_rng(0)
@@ -43,6 +45,7 @@ def lls_basis(n_classes, d, waveform="sin", rng=None):
     f = np.linspace(50, 512, n_classes)[:, None]
     basis = np.sin(f * t)
     return np.sign(basis) if waveform == "square" else basis
+    # END SOLUTION
 
 
 def lls_head(shape, local_pool, n_classes, waveform="sin", temperature=0.5, modulation=None, seed=0, dtype="float32"):

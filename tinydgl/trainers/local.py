@@ -45,12 +45,16 @@ class LocalModule:
 
     def step(self, x, y):
         """One local update on a constant input x: returns (loss, output passed on as a constant)."""
+        # BEGIN SOLUTION a3-local-step
+        # hint: forward the body; local_loss gives the loss and its gradient; backward through the body only (no
+        # hint: gradient for the input), then step this module's optimizer
         out = self.body.forward(x)
         loss, dout = self.local_loss(out, y)
         # need_input_grad=False: the gradient stops here. Nothing flows into the module below, and the first
         # parametrised layer does not even compute its input gradient.
         self.body.backward(dout, need_input_grad=False)
         self.optimizer.step()
+        # END SOLUTION
         return loss, out
 
 
@@ -77,6 +81,8 @@ def split_blocks(num_hidden, modules=None, boundaries=None):
     boundaries=[b1, b2, ...]: a new module starts at each listed block index.
     Neither: one module per block.
     """
+    # BEGIN SOLUTION a3-split-blocks
+    # hint: find the edges [0, ..., num_hidden] of the groups; reject impossible requests with a ValueError
     if boundaries:
         cuts = sorted(set(int(b) for b in boundaries))
         if cuts[0] <= 0 or cuts[-1] >= num_hidden:
@@ -88,6 +94,7 @@ def split_blocks(num_hidden, modules=None, boundaries=None):
             raise ValueError(f"--modules must be between 1 and {num_hidden} (the model's hidden blocks), got {modules}.")
         sizes = [num_hidden // k + (1 if i < num_hidden % k else 0) for i in range(k)]
         edges = [0, *np.cumsum(sizes).tolist()]
+    # END SOLUTION
     return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
 
 

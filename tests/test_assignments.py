@@ -1,0 +1,124 @@
+"""The assignments and their autograder (tinydgl/assignments.py), checked end to end:
+
+- the solution markers are balanced, task ids unique, every task has a region and tests, every task marker
+  names a real task;
+- the solution tree (this repository) scores full marks through `tinydgl assignments grade`;
+- the built student copy compiles, has a stub per task and the handouts; in it every task's tests fail and
+  everything else (the task-free tests listed in INDEPENDENT_TESTS) still passes;
+- each stub on its own fails its own task's tests with its own NotImplementedError, so every test really
+  reaches the code of the task it grades.
+
+This file is for instructors: it is not copied into the student copy.
+"""
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tinydgl import assignments as A
+from tinydgl.cli import main
+
+
+def test_markers_ids_and_tests_are_consistent():
+    assert A.check() == []
+    regions = A.find_regions()
+    assert sorted(r.task_id for r in regions) == sorted(t.id for t in A.TASKS)
+    assert len(A.ASSIGNMENTS) >= 3 and len(A.TASKS) >= 12
+    assert {t.assignment for t in A.TASKS} == {a.id for a in A.ASSIGNMENTS}
+    tests, unknown = A.find_task_tests()
+    assert unknown == [] and set(tests) == set(A.TASKS_BY_ID)
+
+
+GOOD = "def f(x):\n    # BEGIN SOLUTION a9-demo\n    # hint: return twice x\n    y = 2 * x\n    # END SOLUTION\n    return y\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD.replace("    # END SOLUTION\n", ""), "never closed"),
+    (GOOD.replace("    # BEGIN SOLUTION a9-demo\n", ""), "without a BEGIN"),
+    (GOOD.replace("    y = 2 * x\n", "    # BEGIN SOLUTION a9-other\n    # hint: h\n    y = 2 * x\n"), "cannot nest"),
+    (GOOD.replace("a9-demo", "A demo with spaces"), "expected '# BEGIN SOLUTION <task-id>'"),
+    (GOOD.replace("    # hint: return twice x\n", ""), "has no hint"),
+    (GOOD.replace("    y = 2 * x\n", ""), "holds no code"),
+    (GOOD.replace("    # END SOLUTION", "# END SOLUTION"), "not indented like its BEGIN"),
+    (GOOD.replace("    # END SOLUTION", "    # END SOLUTION a9-demo"), "takes nothing after it"),
+    (GOOD.replace("    # BEGIN SOLUTION a9-demo", "    # BEGIN-SOLUTION a9-demo  (BEGIN SOLUTION)"), "malformed marker"),
+])
+def test_bad_markers_are_explained(text, message):
+    with pytest.raises(A.AssignmentError, match=message):
+        A.scan_markers(text, "demo.py")
+
+
+def test_a_good_region_and_its_stub():
+    (region,) = A.scan_markers(GOOD, "demo.py")
+    assert (region.task_id, region.begin, region.end, region.hint) == ("a9-demo", 2, 5, "return twice x")
+    lines = GOOD.splitlines()
+    lines[region.begin - 1:region.end] = A.stub(region, "assignments/A9.md")
+    namespace = {}
+    exec("\n".join(lines), namespace)
+    with pytest.raises(NotImplementedError, match="^a9-demo: return twice x$"):
+        namespace["f"](1)
+
+
+def test_the_solution_tree_gets_full_marks(capsys, tmp_path):
+    assert main(["assignments", "grade", str(A.source_root()), "--json", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["points"] == scores["max_points"] == sum(t.points for t in A.TASKS), scores
+    assert all(row["tests"] > 0 for row in scores["tasks"])
+    assert f"{len(A.TASKS)}/{len(A.TASKS)}" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("assignments") / "student"
+    assert main(["assignments", "build", str(out)]) == 0
+    return out
+
+
+def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
+    for path in (student / "tinydgl").rglob("*.py"):
+        text = path.read_text()
+        compile(text, str(path), "exec")
+        if path.name != "assignments.py":
+            assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path
+    manifest = json.loads((student / "assignments" / "manifest.json").read_text())
+    assert [t["id"] for t in manifest["tasks"]] == [t.id for t in A.TASKS]
+    for t in manifest["tasks"]:
+        source = (student / t["file"]).read_text()
+        assert f"# TODO {t['id']} " in source and f'raise NotImplementedError(' in source
+        assert t["stubbed"] and t["tests"] and t["function"] and t["marker"] == A.marker_name(t["id"])
+        handout = (student / "assignments" / f"{t['assignment']}.md").read_text()
+        assert f"`{t['id']}`" in handout and f"-m {t['marker']}" in handout
+    assert (student / "assignments" / "README.md").is_file()
+    assert not (student / "tests" / "test_assignments.py").exists()  # instructors only
+    with pytest.raises(A.AssignmentError, match="not empty"):
+        A.build(student)
+
+
+def test_in_the_student_copy_every_task_fails_and_everything_else_passes(student):
+    result = A.run_tests(student, (A.TASK_TESTS, *A.INDEPENDENT_TESTS))
+    assert result["collection_errors"] == [], result["output"][-3000:]
+    for row in A.score(result):
+        assert row["tests"] > 0 and row["passed"] == 0, row
+    others = {n: e for n, e in result["tests"].items() if not e["tasks"]}
+    assert len(others) > 20
+    broken = {n: e["message"] for n, e in others.items() if e["outcome"] not in ("passed", "skipped")}
+    assert broken == {}, broken
+
+
+def test_each_stub_alone_fails_exactly_its_own_tests(tmp_path):
+    """A copy with one task stubbed: that task's tests all fail, each with the task's own NotImplementedError.
+    (The other tasks' tests are not run here: many use earlier tasks, as a backprop step uses the layers.)"""
+
+    def run(task):
+        tree = tmp_path / task.id
+        A.build(tree, task_ids=[task.id])
+        # (no hypothesis plugin: the task tests do not use it, and loading it doubles a run's start-up time)
+        return task, A.run_tests(tree, (A.TASK_TESTS,), markexpr=task.marker, extra_args=("-p", "no:hypothesispytest"))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(run, A.TASKS))
+    for task, result in results:
+        assert result["tests"], (task.id, result["output"][-2000:])
+        for nodeid, entry in result["tests"].items():
+            assert entry["outcome"] == "failed", (task.id, nodeid)
+            assert entry["message"].startswith(f"NotImplementedError: {task.id}:"), (task.id, nodeid, entry["message"])

@@ -1,0 +1,611 @@
+"""Assignments and their autograder: the library is the solution, the student copy is built from it.
+
+Solutions are marked in the library's own code, around the lines a student is to write:
+
+    # BEGIN SOLUTION a1-relu-backward
+    # hint: the cache is the boolean mask x > 0; dout passes where it is True, 0 elsewhere
+    dx = xp.astype(cache, dout.dtype)
+    dx *= dout
+    # END SOLUTION
+
+The markers are comments, so the library runs exactly as if they were not there. `build` copies what a
+student needs (tinydgl/, tests/, lessons/, pyproject.toml, README.md) and replaces every marked region by
+
+    # TODO a1-relu-backward (assignments/A1.md)
+    raise NotImplementedError("a1-relu-backward: the cache is the boolean mask x > 0; ...")
+
+then writes a handout per assignment and a manifest. `grade` runs the task tests of a tree and scores them
+task by task. The `hint:` comment lines just after a BEGIN line become the stub's message.
+
+Every task has tests in tests/test_assignments_tasks.py marked `task_<id>` (dashes become underscores, as
+pytest markers cannot contain them), so `python -m pytest -m task_a1_relu_backward` checks one task.
+Assignments build on each other (a backprop step needs the layers' backward passes): do them in order.
+
+    tinydgl assignments build OUT [--assignment A1] [--task ID]   # the student copy
+    tinydgl assignments grade [TREE] [--json PATH]                # the score table (TREE: default .)
+    tinydgl assignments check                                     # markers, ids and tests are consistent
+"""
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+TASK_TESTS = "tests/test_assignments_tasks.py"  # where every task's tests live
+INSTRUCTOR_ONLY = ("tests/test_assignments.py",)  # checks of the build itself: not copied to students
+# What a student tree needs. The rest of the repository (benchmarks, scripts, notebooks) is left out.
+STUDENT_COPY = ("tinydgl", "tests", "lessons", "pyproject.toml", "README.md", "LICENSE")
+# "Everything else" for the CI check: test files that use no marked code, so they pass in a student tree
+# before any task is done. (Most other test files train models, which needs assignment 1's backward passes.)
+INDEPENDENT_TESTS = ("tests/test_data_idx.py", "tests/test_data_cifar.py", "tests/test_loader.py")
+
+
+class AssignmentError(Exception):
+    """Something an instructor can fix: a bad marker, an output folder in the way, a tree without tests."""
+
+
+@dataclass(frozen=True)
+class Assignment:
+    id: str
+    title: str
+    lessons: tuple  # lesson files (lessons/...) to read first
+    intro: str
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    title: str
+    what: str  # what to implement, for the handout (the hint is in the code's marker)
+    points: int = 10
+
+    @property
+    def assignment(self):
+        return self.id.split("-")[0].upper()
+
+    @property
+    def marker(self):
+        return marker_name(self.id)
+
+
+ASSIGNMENTS = (
+    Assignment("A1", "Layers and their gradients",
+               ("02-linear-softmax-gradcheck.md", "03-convolution.md", "04-pooling-relu-batchnorm.md"),
+               "Every layer is a pair of functions: `forward` returns `(out, cache)`, `backward(dout, cache)` returns "
+               "the gradients of its inputs. Write the backward passes (and the naive convolution) and check each one "
+               "numerically: a gradient is right when it matches a central difference."),
+    Assignment("A2", "Backprop versus synthetic gradients",
+               ("05-backprop-and-locks.md", "06-synthetic-gradients.md"),
+               "Where does each block's gradient come from? In backprop, from the block above, which locks every "
+               "block until the whole network has run. DNI replaces it by a synthesizer's prediction, trained by "
+               "regression on what the block above sends back. Write the backprop step, the regression loss, and "
+               "the two places where DNI decides a gradient."),
+    Assignment("A3", "Local learning: DGL and LLS",
+               ("07-greedy-and-dgl.md", "09-lls.md"),
+               "Cut the network into modules that each learn from a loss of their own, so that no gradient crosses "
+               "a module boundary. Write how the network is cut, the local update every local method shares, and "
+               "LLS's fixed basis of waves with the normalisation in front of it."),
+)
+
+TASKS = (
+    Task("a1-linear-backward", "Linear layer: backward",
+         "`linear_backward(dout, cache, compute_dx)`: the gradients of `out = x @ w + b` with respect to x, w and b "
+         "(dx is None when `compute_dx=False`, db is None without a bias)."),
+    Task("a1-relu-backward", "ReLU: backward",
+         "`relu_backward(dout, cache)`: pass the gradient where the input was positive (0 at x == 0, as PyTorch does); "
+         "keep dout's dtype."),
+    Task("a1-softmax-ce", "Softmax cross-entropy and its gradient",
+         "`softmax_cross_entropy(logits, y, label_smoothing)`: the mean cross-entropy of softmax(logits) against the "
+         "(optionally smoothed) one-hot labels, computed stably with `log_softmax`, and dlogits = (softmax - target) / N."),
+    Task("a1-conv-naive-forward", "Convolution with loops: forward",
+         "`conv2d_forward_naive`: four nested loops over images, filters and output pixels, with stride, zero padding "
+         "and groups. It is the reference the fast im2col convolution is tested against."),
+    Task("a1-conv-naive-backward", "Convolution with loops: backward",
+         "`conv2d_backward_naive`: scatter each output pixel's gradient back to its input patch (dx) and to its "
+         "filter (dw); db sums dout."),
+    Task("a1-maxpool-naive-backward", "Max pooling with loops: backward",
+         "`maxpool2d_backward_naive`: each window's gradient goes to the first position of its maximum; overlapping "
+         "windows add up."),
+    Task("a1-batchnorm-backward", "Batch norm: backward in training mode",
+         "`batchnorm_backward`: in training mode the batch statistics depend on every input, which gives "
+         "dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat)) per channel. dgamma and dbeta are "
+         "given; build dx in the channels-last `rows` layout the function already uses.", points=15),
+    Task("a2-bp-train-step", "The backprop training step",
+         "`BackpropTrainer.train_step`: forward through every block, softmax cross-entropy at the top, backward from "
+         "the top block down (each block's input gradient is the output gradient of the block below; the first block "
+         "needs none), then one optimizer step. Return the loss."),
+    Task("a2-mse-loss", "Mean squared error, the synthesizers' loss",
+         "`mse_loss(pred, target)`: the mean over all elements of (pred - target)^2 as a Python float, and its "
+         "gradient with pred's shape."),
+    Task("a2-dni-gradient", "DNI: where a group's gradient comes from",
+         "`DNITrainer._gradient(i, from_above)`: the true loss gradient for the top group; for the others the "
+         "synthesizer's prediction (mixed with `from_above` under BP(lambda)), scaled by `sg_scale` and converted "
+         "from per-example units (see the class docstring, \"Units\")."),
+    Task("a2-dni-synthesizer-target", "DNI: the synthesizers' regression target",
+         "In `DNITrainer._update_group`: what group i sends back (dx) is the regression target of the synthesizer "
+         "below it, M_(i-1), in per-example units and without `sg_scale`. Train M_(i-1) on it and return it."),
+    Task("a3-split-blocks", "Cutting the network into modules",
+         "`split_blocks(num_hidden, modules, boundaries)`: consecutive groups of block indices, either starting at "
+         "the given boundaries or K groups as equal as possible (earlier ones larger); one module per block by "
+         "default. Impossible requests raise a ValueError that says what is allowed."),
+    Task("a3-local-step", "The local update",
+         "`LocalModule.step(x, y)`: forward the module's body, take its local loss, backpropagate through the body "
+         "only (no gradient reaches the input: that is what unlocks the modules), step its optimizer, and return "
+         "the loss and the output."),
+    Task("a3-l2-normalize-backward", "L2 normalisation: backward",
+         "`l2_normalize_backward`: the gradient of out = x / ||x|| per row, (dout - out * <dout, out>) / ||x||, and "
+         "dout / eps for rows whose norm was below eps."),
+    Task("a3-lls-basis", "LLS: the fixed basis of waves",
+         "`lls_basis(n_classes, d, waveform, rng)`: the matrix B of the docstring for the sin, square, cosine and "
+         "random waveforms."),
+)
+TASKS_BY_ID = {t.id: t for t in TASKS}
+
+
+def marker_name(task_id):
+    """The pytest marker of a task: `a1-relu-backward` -> `task_a1_relu_backward`."""
+    return "task_" + task_id.replace("-", "_")
+
+
+def assignment_marker(assignment_id):
+    """The pytest marker of every task of an assignment: `A1` -> `assignment_a1`."""
+    return "assignment_" + assignment_id.lower()
+
+
+def source_root():
+    """The repository this tinydgl was imported from (a source checkout, with tests/)."""
+    return Path(__file__).resolve().parent.parent
+
+
+# --- markers --------------------------------------------------------------------------------------------
+
+BEGIN = re.compile(r"^(?P<indent>\s*)# BEGIN SOLUTION(?P<rest>.*)$")
+END = re.compile(r"^(?P<indent>\s*)# END SOLUTION(?P<rest>.*)$")
+HINT = re.compile(r"^\s*# hint: ?(?P<text>.*)$")
+TASK_ID = re.compile(r"^[a-z][0-9]+(-[a-z0-9]+)+$")
+
+
+@dataclass(frozen=True)
+class Region:
+    task_id: str
+    file: str  # relative to the root, with forward slashes
+    begin: int  # 1-based line numbers of the BEGIN and END lines
+    end: int
+    indent: str
+    hint: str
+
+
+def scan_markers(text, file):
+    """The marked regions of one file's text. Raises AssignmentError on a malformed, unbalanced or nested marker."""
+    regions, open_region = [], None
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        where = f"{file}:{number}"
+        begin, end = BEGIN.match(line), END.match(line)
+        if begin:
+            if open_region is not None:
+                raise AssignmentError(f"{where}: BEGIN SOLUTION inside the region opened at line {open_region[1]} "
+                                      "(regions cannot nest): close that one with '# END SOLUTION' first.")
+            task_id = begin["rest"].strip()
+            if not TASK_ID.match(task_id):
+                raise AssignmentError(f"{where}: expected '# BEGIN SOLUTION <task-id>' with an id like a1-relu-backward "
+                                      f"(the hint goes on '# hint:' lines below), got {line.strip()!r}.")
+            open_region = (task_id, number, begin["indent"])
+        elif end:
+            if open_region is None:
+                raise AssignmentError(f"{where}: END SOLUTION without a BEGIN SOLUTION above it.")
+            task_id, start, indent = open_region
+            if end["rest"].strip():
+                raise AssignmentError(f"{where}: '# END SOLUTION' takes nothing after it, got {line.strip()!r}.")
+            if end["indent"] != indent:
+                raise AssignmentError(f"{where}: END SOLUTION is not indented like its BEGIN (line {start}).")
+            body = lines[start:number - 1]
+            hints = []
+            for body_line in body:
+                hint = HINT.match(body_line)
+                if not hint:
+                    break
+                hints.append(hint["text"].strip())
+            code = [b for b in body[len(hints):] if b.strip()]
+            if not code:
+                raise AssignmentError(f"{where}: the region of {task_id} (from line {start}) holds no code.")
+            if not hints:
+                raise AssignmentError(f"{file}:{start}: {task_id} has no hint: add '# hint: ...' lines under BEGIN.")
+            if any(not b.startswith(indent) for b in code):
+                raise AssignmentError(f"{file}:{start}: a line of {task_id}'s region is indented less than its markers.")
+            regions.append(Region(task_id, file, start, number, indent, " ".join(hints)))
+            open_region = None
+        elif "BEGIN SOLUTION" in line or "END SOLUTION" in line:
+            if line.strip().startswith("#"):
+                raise AssignmentError(f"{where}: malformed marker {line.strip()!r}: a marker is a comment line on its "
+                                      "own, '# BEGIN SOLUTION <task-id>' or '# END SOLUTION'.")
+    if open_region is not None:
+        raise AssignmentError(f"{file}:{open_region[1]}: BEGIN SOLUTION {open_region[0]} is never closed by '# END SOLUTION'.")
+    return regions
+
+
+def find_regions(root=None):
+    """Every marked region under root/tinydgl, in file order. This module (which describes them) is skipped."""
+    root = Path(root or source_root())
+    regions = []
+    for path in sorted((root / "tinydgl").rglob("*.py")):
+        if path.name == "assignments.py" and path.parent.name == "tinydgl":
+            continue
+        regions += scan_markers(path.read_text(), path.relative_to(root).as_posix())
+    return regions
+
+
+def find_task_tests(root=None):
+    """{task id: [test node ids]} from the `@task("...")` decorators and `pytest.mark.task_*` marks of tests/."""
+    root = Path(root or source_root())
+    by_marker = {t.marker: t.id for t in TASKS}
+    found, unknown = {}, []
+    for path in sorted((root / "tests").glob("test_*.py")):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), rel)):
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test"):
+                continue
+            for deco in node.decorator_list:
+                target = deco.func if isinstance(deco, ast.Call) else deco
+                ids = []
+                if isinstance(deco, ast.Call) and isinstance(target, ast.Name) and target.id == "task":
+                    ids = [a.value for a in deco.args if isinstance(a, ast.Constant)]
+                elif isinstance(target, ast.Attribute) and target.attr.startswith("task_"):
+                    ids = [by_marker.get(target.attr, target.attr)]
+                for task_id in ids:
+                    if task_id not in TASKS_BY_ID:
+                        unknown.append(f"{rel}::{node.name} is marked for unknown task {task_id!r}")
+                    else:
+                        found.setdefault(task_id, []).append(f"{rel}::{node.name}")
+    return found, unknown
+
+
+def check(root=None):
+    """Problems with the markers, task ids and task tests (an empty list when all is well)."""
+    root = Path(root or source_root())
+    problems = []
+    try:
+        regions = find_regions(root)
+    except AssignmentError as err:
+        return [str(err)]
+    seen = {}
+    for r in regions:
+        if r.task_id in seen:
+            problems.append(f"task {r.task_id} is marked twice: {seen[r.task_id]} and {r.file}:{r.begin} (ids are unique)")
+        seen[r.task_id] = f"{r.file}:{r.begin}"
+        if r.task_id not in TASKS_BY_ID:
+            problems.append(f"{r.file}:{r.begin}: region for unknown task {r.task_id!r}: add it to TASKS in tinydgl/assignments.py")
+    if len({t.id for t in TASKS}) != len(TASKS):
+        problems.append("TASKS lists a task id twice")
+    tests, unknown = find_task_tests(root)
+    problems += unknown
+    for t in TASKS:
+        if t.id not in seen:
+            problems.append(f"task {t.id} has no marked region in tinydgl/")
+        if not tests.get(t.id):
+            problems.append(f"task {t.id} has no test marked {t.marker} (use @task({t.id!r}) in {TASK_TESTS})")
+        if t.assignment not in {a.id for a in ASSIGNMENTS}:
+            problems.append(f"task {t.id} belongs to no assignment ({t.assignment})")
+    return problems
+
+
+def enclosing_function(text, line):
+    """`Class.method` or `function` whose body holds `line` (1-based), or '' at module level."""
+    best = ""
+
+    def visit(node, prefix):
+        nonlocal best
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.ClassDef)) and child.lineno <= line <= child.end_lineno:
+                name = prefix + child.name
+                if isinstance(child, ast.FunctionDef):
+                    best = name
+                visit(child, name + ".")
+
+    visit(ast.parse(text), "")
+    return best
+
+
+# --- build ----------------------------------------------------------------------------------------------
+
+def stub(region, handout):
+    """The lines that replace a region in the student copy."""
+    message = f"{region.task_id}: {region.hint}"
+    ind = region.indent
+    chunks = textwrap.wrap(message, width=max(40, 112 - len(ind)), drop_whitespace=False)
+    lines = [f"{ind}# TODO {region.task_id} ({handout})"]
+    if len(chunks) == 1:
+        lines.append(f"{ind}raise NotImplementedError({_quoted(message)})")
+    else:
+        lines.append(f"{ind}raise NotImplementedError(")
+        lines += [f"{ind}    {_quoted(c)}" for c in chunks]
+        lines.append(f"{ind})")
+    return lines
+
+
+def _quoted(text):
+    """A double-quoted Python string literal of `text`."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _select(assignments=None, task_ids=None):
+    chosen = [t for t in TASKS if (not assignments or t.assignment in {a.upper() for a in assignments})
+              and (not task_ids or t.id in task_ids)]
+    unknown = sorted(set(task_ids or ()) - set(TASKS_BY_ID))
+    if unknown:
+        raise AssignmentError(f"unknown task(s) {', '.join(unknown)}; the tasks are: {', '.join(TASKS_BY_ID)}")
+    if not chosen:
+        raise AssignmentError("no task matches the given --assignment/--task")
+    return chosen
+
+
+def build(out, root=None, assignments=None, task_ids=None):
+    """Write a student copy of the library to `out`: returns the manifest (also written to out/assignments/).
+
+    assignments (e.g. ["A1"]) or task_ids choose the tasks to stub (default: all); the others stay solved.
+    """
+    root, out = Path(root or source_root()), Path(out)
+    if not (root / TASK_TESTS).is_file():
+        raise AssignmentError(f"{root} is not a source checkout of tinydgl (no {TASK_TESTS}); build from a clone of "
+                              "the repository, installed with pip install -e .")
+    if out.exists() and any(out.iterdir()):
+        raise AssignmentError(f"{out} exists and is not empty: choose a new folder (build never overwrites).")
+    problems = check(root)
+    if problems:
+        raise AssignmentError("the solution markers are inconsistent:\n  " + "\n  ".join(problems))
+    chosen = _select(assignments, task_ids)
+    chosen_ids = {t.id for t in chosen}
+    regions = {r.task_id: r for r in find_regions(root)}
+    tests, _ = find_task_tests(root)
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".hypothesis")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in STUDENT_COPY:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, out / name, ignore=ignore)
+        elif src.is_file():
+            shutil.copy2(src, out / name)
+    for rel in INSTRUCTOR_ONLY:
+        (out / rel).unlink(missing_ok=True)
+
+    by_file = {}
+    for task_id in chosen_ids:
+        by_file.setdefault(regions[task_id].file, []).append(regions[task_id])
+    for file, file_regions in by_file.items():
+        lines = (root / file).read_text().splitlines()
+        for r in sorted(file_regions, key=lambda r: r.begin, reverse=True):  # bottom up: line numbers stay valid
+            lines[r.begin - 1:r.end] = stub(r, f"assignments/{TASKS_BY_ID[r.task_id].assignment}.md")
+        text = "\n".join(lines) + "\n"
+        try:
+            compile(text, file, "exec")
+        except SyntaxError as err:
+            raise AssignmentError(f"the student copy of {file} does not compile ({err}): check its markers.") from err
+        (out / file).write_text(text)
+
+    texts = {r.file: (root / r.file).read_text() for r in regions.values()}
+    manifest = {
+        "format": 1,
+        "grade_command": "tinydgl assignments grade",
+        "task_tests": TASK_TESTS,
+        "independent_tests": list(INDEPENDENT_TESTS),
+        "assignments": [{"id": a.id, "title": a.title, "handout": f"assignments/{a.id}.md",
+                         "tasks": [t.id for t in TASKS if t.assignment == a.id]} for a in ASSIGNMENTS],
+        "tasks": [{
+            "id": t.id, "assignment": t.assignment, "title": t.title, "points": t.points, "marker": t.marker,
+            "file": regions[t.id].file, "function": enclosing_function(texts[regions[t.id].file], regions[t.id].begin),
+            "solution_lines": [regions[t.id].begin, regions[t.id].end], "hint": regions[t.id].hint,
+            "stubbed": t.id in chosen_ids, "tests": tests[t.id],
+        } for t in TASKS],
+    }
+    handouts = out / "assignments"
+    handouts.mkdir(exist_ok=True)
+    (handouts / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for a in ASSIGNMENTS:
+        (handouts / f"{a.id}.md").write_text(handout(a, manifest))
+    (handouts / "README.md").write_text(index(manifest))
+    return manifest
+
+
+def handout(assignment, manifest):
+    """The Markdown handout of one assignment."""
+    tasks = [t for t in manifest["tasks"] if t["assignment"] == assignment.id]
+    total = sum(t["points"] for t in tasks)
+    reading = ", ".join(f"[{name[:2].lstrip('0')}. {name[3:-3].replace('-', ' ')}](../lessons/{name})"
+                        for name in assignment.lessons)
+    lines = [
+        f"# Assignment {assignment.id[1:]}: {assignment.title}", "",
+        assignment.intro, "",
+        f"**Read first:** lessons {reading}.", "",
+        "**How it works.** Each task is a place in the library that raises `NotImplementedError(\"<task id>: <hint>\")` "
+        "under a `# TODO <task id>` comment. Replace those lines with your code; the rest of the function is "
+        "given. Each task has its own tests: a task is done when they all pass.", "",
+        "```console",
+        f"$ python -m pytest -q -m {assignment_marker(assignment.id)}     # every task of this assignment",
+        f"$ python -m pytest -q -m {tasks[0]['marker']}     # one task",
+        "$ tinydgl assignments grade                          # the score table of all assignments",
+        "```", "",
+        f"| task | what | where | points |",
+        "|---|---|---|---|",
+    ]
+    for t in tasks:
+        lines.append(f"| `{t['id']}` | {t['title']} | [`{t['function']}`](../{t['file']}) | {t['points']} |")
+    lines += [f"| | **total** | | **{total}** |", ""]
+    for t in tasks:
+        task = TASKS_BY_ID[t["id"]]
+        tests = ", ".join(f"`{n.split('::')[1]}`" for n in t["tests"])
+        lines += [
+            f"## `{t['id']}`: {t['title']} ({t['points']} points)", "",
+            f"In [`{t['file']}`](../{t['file']}): {task.what}", "",
+            f"*Hint:* {t['hint']}", "",
+            f"*Graded by* `python -m pytest -q -m {t['marker']}` ({tests} in [`{manifest['task_tests']}`](../{manifest['task_tests']})).",
+            "",
+        ]
+    if not any(t["stubbed"] for t in tasks):
+        lines += ["(In this copy every task of this assignment is already solved.)", ""]
+    return "\n".join(lines)
+
+
+def index(manifest):
+    lines = ["# Assignments", "",
+             "Three assignments, each a set of tasks in the library's own code, graded task by task. Do them in "
+             "order: later tasks use earlier ones (a backprop step needs the layers' backward passes).", "",
+             "| assignment | tasks | points |", "|---|---|---|"]
+    for a in manifest["assignments"]:
+        points = sum(t["points"] for t in manifest["tasks"] if t["id"] in a["tasks"])
+        lines.append(f"| [{a['id']}: {a['title']}]({a['id']}.md) | {len(a['tasks'])} | {points} |")
+    lines += ["", "Setup and grading:", "", "```console", "$ pip install -e \".[test]\"",
+              "$ tinydgl assignments grade        # one line per task: tests passed, points", "```", "",
+              "`manifest.json` lists every task, its file, function, marker and tests.", ""]
+    return "\n".join(lines)
+
+
+# --- running tests and grading --------------------------------------------------------------------------
+
+# Runs in the graded tree's Python, so it depends on nothing of that tree: records each test's outcome and its
+# task markers into the JSON file named by argv[1]; the rest of argv goes to pytest.
+_RUNNER = r'''
+import json, sys
+import pytest
+
+class Recorder:
+    def __init__(self):
+        self.tests, self.errors = {}, []
+
+    def pytest_collection_finish(self, session):
+        for item in session.items:
+            tasks = sorted({m.name for m in item.iter_markers() if m.name.startswith("task_")})
+            self.tests[item.nodeid] = {"tasks": tasks, "outcome": "not run", "message": ""}
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.errors.append(f"{report.nodeid}: {str(report.longrepr).strip().splitlines()[-1]}")
+
+    def pytest_runtest_logreport(self, report):
+        entry = self.tests.setdefault(report.nodeid, {"tasks": [], "outcome": "not run", "message": ""})
+        if report.failed and entry["outcome"] != "failed":
+            crash = getattr(report.longrepr, "reprcrash", None)
+            entry["outcome"] = "failed"
+            entry["message"] = crash.message if crash is not None else str(report.longrepr).strip().splitlines()[-1]
+        elif report.skipped and entry["outcome"] == "not run":
+            entry["outcome"] = "skipped"
+        elif report.when == "call" and report.passed and entry["outcome"] != "failed":
+            entry["outcome"] = "passed"
+
+recorder = Recorder()
+status = pytest.main(sys.argv[2:], plugins=[recorder])
+with open(sys.argv[1], "w") as f:
+    json.dump({"status": int(status), "tests": recorder.tests, "collection_errors": recorder.errors}, f)
+'''
+
+
+def run_tests(tree, paths=(TASK_TESTS,), markexpr=None, extra_args=(), timeout=900):
+    """Run pytest on `paths` of `tree` in a fresh Python whose `tinydgl` is the tree's own.
+
+    Returns {"status", "tests": {nodeid: {"tasks": [markers], "outcome", "message"}}, "collection_errors", "output"}.
+    extra_args go to pytest (e.g. "-p", "no:hypothesispytest" saves a second where no test uses hypothesis).
+    """
+    tree = Path(tree).resolve()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        args = ["-q", "-p", "no:cacheprovider", "--continue-on-collection-errors", *extra_args, *paths]
+        if markexpr:
+            args += ["-m", markexpr]
+        proc = subprocess.run([sys.executable, "-c", _RUNNER, str(report), *args], cwd=tree, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if not report.exists():
+            raise AssignmentError(f"pytest did not run in {tree} (exit status {proc.returncode}):\n"
+                                  + (proc.stdout + proc.stderr)[-3000:])
+        result = json.loads(report.read_text())
+    result["output"] = proc.stdout + proc.stderr
+    return result
+
+
+def score(result, tasks=TASKS):
+    """Per task: its tests' outcomes from a `run_tests` result. A task earns its points when all its tests pass."""
+    rows = []
+    for t in tasks:
+        mine = {n: e for n, e in result["tests"].items() if t.marker in e["tasks"]}
+        passed = sum(e["outcome"] == "passed" for e in mine.values())
+        failures = [e["message"] for e in mine.values() if e["outcome"] not in ("passed", "skipped")]
+        done = bool(mine) and passed == len(mine)
+        reason = "" if done else (failures[0] if failures else "no test of this task ran")
+        rows.append({"task": t.id, "assignment": t.assignment, "tests": len(mine), "passed": passed,
+                     "done": done, "points": t.points if done else 0, "max_points": t.points, "reason": reason})
+    return rows
+
+
+def grade(tree=".", tasks=TASKS):
+    """Run every task's tests in `tree` (one pytest run) and score them: returns the rows of `score`."""
+    tree = Path(tree)
+    if not (tree / TASK_TESTS).is_file():
+        raise AssignmentError(f"{tree.resolve()} has no {TASK_TESTS}: give the root of a tinydgl student copy "
+                              "(made by 'tinydgl assignments build').")
+    expr = " or ".join(t.marker for t in tasks)
+    result = run_tests(tree, ("tests",), markexpr=expr)
+    rows = score(result, tasks)
+    return rows, result["collection_errors"]
+
+
+def format_table(rows):
+    width = max(len(r["task"]) for r in rows)
+    lines = [f"{'task':<{width}}  {'tests':>7}  {'result':<6}  {'points':>7}  why not", "-" * (width + 40)]
+    for r in rows:
+        reason = r["reason"] if len(r["reason"]) <= 70 else r["reason"][:67] + "..."
+        lines.append(f"{r['task']:<{width}}  {r['passed']:>3}/{r['tests']:<3}  {'pass' if r['done'] else 'FAIL':<6}  "
+                     f"{r['points']:>3}/{r['max_points']:<3}  {reason}".rstrip())
+    got, total = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
+    lines += ["-" * (width + 40), f"{'total':<{width}}  {sum(r['done'] for r in rows):>3}/{len(rows):<3}  tasks   "
+              f"{got:>3}/{total:<3}"]
+    return "\n".join(lines)
+
+
+# --- the command line (wired into tinydgl.cli) ----------------------------------------------------------
+
+def add_assignments_parser(subparsers):
+    parser = subparsers.add_parser("assignments", help="build the student copy of the assignments, or grade one")
+    sub = parser.add_subparsers(dest="assignments_command", required=True)
+    b = sub.add_parser("build", help="write a student copy (solutions replaced by stubs) with handouts to OUT")
+    b.add_argument("out", metavar="OUT", help="a new (or empty) folder")
+    b.add_argument("--assignment", action="append", choices=[a.id for a in ASSIGNMENTS],
+                   help="stub only this assignment's tasks (repeatable; default: all)")
+    b.add_argument("--task", action="append", help="stub only this task (repeatable)")
+    g = sub.add_parser("grade", help="run each task's tests in TREE and print the score table")
+    g.add_argument("tree", metavar="TREE", nargs="?", default=".", help="root of the student copy (default: .)")
+    g.add_argument("--json", default=None, help="also write the scores as JSON here")
+    sub.add_parser("check", help="check that the solution markers, task ids and task tests are consistent")
+    return parser
+
+
+def run_command(args):
+    """`tinydgl assignments ...`; raises AssignmentError for errors a person can fix."""
+    if args.assignments_command == "build":
+        manifest = build(args.out, assignments=args.assignment, task_ids=args.task)
+        stubbed = [t for t in manifest["tasks"] if t["stubbed"]]
+        print(f"student copy written to {args.out}: {len(stubbed)} task(s) stubbed in "
+              f"{len({t['file'] for t in stubbed})} files; handouts in {Path(args.out) / 'assignments'}")
+        print(f"grade it with: tinydgl assignments grade {args.out}")
+        return 0
+    if args.assignments_command == "grade":
+        rows, errors = grade(args.tree)
+        for error in errors:
+            print(f"could not collect {error}")
+        print(format_table(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"tasks": rows, "points": sum(r["points"] for r in rows),
+                                                   "max_points": sum(r["max_points"] for r in rows)}, indent=2) + "\n")
+        return 0
+    problems = check()
+    for p in problems:
+        print(p)
+    print(f"{len(TASKS)} tasks in {len(ASSIGNMENTS)} assignments: " + ("consistent" if not problems else f"{len(problems)} problem(s)"))
+    return 1 if problems else 0
