@@ -89,6 +89,13 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
         handout = (student / "assignments" / f"{t['assignment']}.md").read_text()
         assert f"`{t['id']}`" in handout and f"-m {t['marker']}" in handout
     assert (student / "assignments" / "README.md").is_file()
+    for a in A.ASSIGNMENTS:  # the notebook: valid JSON, one code cell per task that runs the task's tests
+        nb = json.loads((student / "assignments" / f"{a.id}.ipynb").read_text())
+        code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+        for source in code:
+            compile(source, f"{a.id}.ipynb", "exec")
+        assert [c for c in code if c.startswith("check(")] == [f'check("{t.marker}")' for t in A.TASKS
+                                                             if t.assignment == a.id]
     assert not (student / "tests" / "test_assignments.py").exists()  # instructors only
     with pytest.raises(A.AssignmentError, match="not empty"):
         A.build(student)
@@ -99,6 +106,8 @@ def test_in_the_student_copy_every_task_fails_and_everything_else_passes(student
     assert result["collection_errors"] == [], result["output"][-3000:]
     for row in A.score(result):
         assert row["tests"] > 0 and row["passed"] == 0, row
+        # the reason shown: this task's stub, or an earlier task's stub its tests need (say, the layers' backward)
+        assert row["reason"].startswith((f"NotImplementedError: {row['task']}: ", "needs a")), row
     others = {n: e for n, e in result["tests"].items() if not e["tasks"]}
     assert len(others) > 20
     broken = {n: e["message"] for n, e in others.items() if e["outcome"] not in ("passed", "skipped")}

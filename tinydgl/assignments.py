@@ -39,8 +39,8 @@ from pathlib import Path
 
 TASK_TESTS = "tests/test_assignments_tasks.py"  # where every task's tests live
 INSTRUCTOR_ONLY = ("tests/test_assignments.py",)  # checks of the build itself: not copied to students
-# What a student tree needs. The rest of the repository (benchmarks, scripts, notebooks) is left out.
-STUDENT_COPY = ("tinydgl", "tests", "lessons", "pyproject.toml", "README.md", "LICENSE")
+# What a student tree needs. The rest of the repository (benchmarks, scripts) is left out.
+STUDENT_COPY = ("tinydgl", "tests", "lessons", "notebooks", "pyproject.toml", "README.md", "LICENSE")
 # "Everything else" for the CI check: test files that use no marked code, so they pass in a student tree
 # before any task is done. (Most other test files train models, which needs assignment 1's backward passes.)
 INDEPENDENT_TESTS = ("tests/test_data_idx.py", "tests/test_data_cifar.py", "tests/test_loader.py")
@@ -409,6 +409,7 @@ def build(out, root=None, assignments=None, task_ids=None):
     (handouts / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for a in ASSIGNMENTS:
         (handouts / f"{a.id}.md").write_text(handout(a, manifest))
+        (handouts / f"{a.id}.ipynb").write_text(json.dumps(notebook(a, manifest), indent=1) + "\n")
     (handouts / "README.md").write_text(index(manifest))
     return manifest
 
@@ -452,6 +453,41 @@ def handout(assignment, manifest):
     return "\n".join(lines)
 
 
+def notebook(assignment, manifest):
+    """A Jupyter notebook (nbformat 4) to work through one assignment: the handout, then a cell per task that
+    runs its tests. The tests run in a fresh Python each time, so edits to the library count without a restart."""
+
+    def cell(kind, text):
+        extra = {"execution_count": None, "outputs": []} if kind == "code" else {}
+        return {"cell_type": kind, "metadata": {}, "source": text.strip("\n").splitlines(keepends=True), **extra}
+
+    cells = [cell("markdown", handout(assignment, manifest).split("\n## ")[0]), cell("code", """
+import os
+import subprocess
+import sys
+
+ROOT = os.path.abspath("..")  # the student copy: this notebook lives in its assignments/ folder
+
+
+def check(marker):
+    \"\"\"Run the tests with this pytest marker (one task, or a whole assignment) and show pytest's report.\"\"\"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
+                           "tests/test_assignments_tasks.py"], cwd=ROOT, capture_output=True, text=True)
+    print((done.stdout + done.stderr)[-6000:])
+""")]
+    for t in manifest["tasks"]:
+        if t["assignment"] == assignment.id:
+            cells += [cell("markdown", f"## `{t['id']}`: {t['title']}\n\n{TASKS_BY_ID[t['id']].what}\n\n"
+                                       f"Edit [`{t['file']}`](../{t['file']}), then run the tests:"),
+                      cell("code", f'check("{t["marker"]}")')]
+    cells += [cell("markdown", "## Your score"),
+              cell("code", 'print(subprocess.run([sys.executable, "-m", "tinydgl", "assignments", "grade", ROOT],\n'
+                           '                     capture_output=True, text=True).stdout)')]
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 4,
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                         "language_info": {"name": "python"}}}
+
+
 def index(manifest):
     lines = ["# Assignments", "",
              "Three assignments, each a set of tasks in the library's own code, graded task by task. Do them in "
@@ -462,7 +498,8 @@ def index(manifest):
         lines.append(f"| [{a['id']}: {a['title']}]({a['id']}.md) | {len(a['tasks'])} | {points} |")
     lines += ["", "Setup and grading:", "", "```console", "$ pip install -e \".[test]\"",
               "$ tinydgl assignments grade        # one line per task: tests passed, points", "```", "",
-              "`manifest.json` lists every task, its file, function, marker and tests.", ""]
+              "Each assignment has a handout (`A1.md`, ...) and a notebook (`A1.ipynb`, ...) that runs each task's "
+              "tests. `manifest.json` lists every task, its file, function, marker and tests.", ""]
     return "\n".join(lines)
 
 
@@ -530,6 +567,9 @@ def run_tests(tree, paths=(TASK_TESTS,), markexpr=None, extra_args=(), timeout=9
     return result
 
 
+STUB_ERROR = re.compile(r"^NotImplementedError: (?P<task>[a-z][0-9]+(-[a-z0-9]+)+):")
+
+
 def score(result, tasks=TASKS):
     """Per task: its tests' outcomes from a `run_tests` result. A task earns its points when all its tests pass."""
     rows = []
@@ -539,6 +579,9 @@ def score(result, tasks=TASKS):
         failures = [e["message"] for e in mine.values() if e["outcome"] not in ("passed", "skipped")]
         done = bool(mine) and passed == len(mine)
         reason = "" if done else (failures[0] if failures else "no test of this task ran")
+        other = STUB_ERROR.match(reason)
+        if other and other["task"] != t.id:  # the tests reached another task's stub first
+            reason = f"needs {other['task']} first ({reason})"
         rows.append({"task": t.id, "assignment": t.assignment, "tests": len(mine), "passed": passed,
                      "done": done, "points": t.points if done else 0, "max_points": t.points, "reason": reason})
     return rows
@@ -558,14 +601,14 @@ def grade(tree=".", tasks=TASKS):
 
 def format_table(rows):
     width = max(len(r["task"]) for r in rows)
-    lines = [f"{'task':<{width}}  {'tests':>7}  {'result':<6}  {'points':>7}  why not", "-" * (width + 40)]
+    lines = [f"{'task':<{width}}  {'tests':<7}  {'result':<6}  {'points':<7}  why not", "-" * (width + 40)]
     for r in rows:
         reason = r["reason"] if len(r["reason"]) <= 70 else r["reason"][:67] + "..."
-        lines.append(f"{r['task']:<{width}}  {r['passed']:>3}/{r['tests']:<3}  {'pass' if r['done'] else 'FAIL':<6}  "
-                     f"{r['points']:>3}/{r['max_points']:<3}  {reason}".rstrip())
+        tests, points = f"{r['passed']}/{r['tests']}", f"{r['points']}/{r['max_points']}"
+        lines.append(f"{r['task']:<{width}}  {tests:<7}  {'pass' if r['done'] else 'FAIL':<6}  {points:<7}  {reason}".rstrip())
     got, total = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
-    lines += ["-" * (width + 40), f"{'total':<{width}}  {sum(r['done'] for r in rows):>3}/{len(rows):<3}  tasks   "
-              f"{got:>3}/{total:<3}"]
+    tasks_done, points = f"{sum(r['done'] for r in rows)}/{len(rows)}", f"{got}/{total}"
+    lines += ["-" * (width + 40), f"{'total':<{width}}  {tasks_done:<7}  {'tasks':<6}  {points:<7}"]
     return "\n".join(lines)
 
 
