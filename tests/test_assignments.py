@@ -84,7 +84,7 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
     assert [t["id"] for t in manifest["tasks"]] == [t.id for t in A.TASKS]
     for t in manifest["tasks"]:
         source = (student / t["file"]).read_text()
-        assert f"# TODO {t['id']} " in source and f'raise NotImplementedError(' in source
+        assert f"# TODO {t['id']} " in source and 'raise NotImplementedError(' in source
         assert t["stubbed"] and t["tests"] and t["function"] and t["marker"] == A.marker_name(t["id"])
         handout = (student / "assignments" / f"{t['assignment']}.md").read_text()
         assert f"`{t['id']}`" in handout and f"-m {t['marker']}" in handout

@@ -432,7 +432,7 @@ def handout(assignment, manifest):
         f"$ python -m pytest -q -m {tasks[0]['marker']}     # one task",
         "$ tinydgl assignments grade                          # the score table of all assignments",
         "```", "",
-        f"| task | what | where | points |",
+        "| task | what | where | points |",
         "|---|---|---|---|",
     ]
     for t in tasks:
