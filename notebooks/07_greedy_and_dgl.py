@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -135,6 +140,11 @@ ax.set(ylabel="test accuracy", ylim=(0, 1), title="DGL on smallconv: accuracy of
 ax.grid(alpha=0.3, axis="y")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Does accuracy grow with depth? On ImageNet it does (the DGL papers' per-module results); on a few
+# thousand small digits even module 1's features separate the classes well, and the bars may be close or
+# even fall with depth: deeper modules learn from features that are still moving. Try more epochs.
 
 # %% [markdown]
 # ## Side by side: backprop, sequential greedy, DGL

@@ -61,7 +61,7 @@ def test_committed_ipynb_has_no_outputs(source):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_notebook_links_its_lesson_and_documents_fast_mode(source):
+def test_notebook_links_its_lesson_documents_fast_mode_and_links_work(source):
     import jupytext
 
     first = jupytext.read(source).cells[0]
@@ -70,6 +70,11 @@ def test_notebook_links_its_lesson_and_documents_fast_mode(source):
     assert all((NOTEBOOKS / link).resolve().exists() for link in links), f"{source.name}: broken link {links}"
     assert links[0].split("/")[-1][:2] == source.name[:2], f"{source.name} links {links[0]}"
     assert "TINYDGL_FAST" in first.source, f"{source.name}: the first cell should explain fast mode"
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type == "markdown":
+            for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", cell.source):
+                if "://" not in target:
+                    assert (NOTEBOOKS / target).resolve().exists(), f"{source.name}: link to a missing file {target}"
 
 
 @pytest.mark.slow
