@@ -179,6 +179,8 @@ def build_parser():
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint after every epoch here")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    train.add_argument("--workers", type=_positive_int, default=None,
+                       help="local trainers: run the modules in J worker processes (default: in-process)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
@@ -262,8 +264,18 @@ def cmd_train(args):
           f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
           f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}")
     started = time.perf_counter()
-    history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                  progress=not args.no_progress)
+    if args.workers:
+        from .runtime import fit_module_parallel
+
+        if args.checkpoint_dir or args.resume:
+            raise CommandError("--workers does not save checkpoints yet; drop --checkpoint-dir/--resume or --workers.")
+        try:
+            history = fit_module_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers)
+        except ValueError as err:
+            raise CommandError(f"--workers {args.workers}: {err}") from err
+    else:
+        history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir,
+                      resume=args.resume, progress=not args.no_progress)
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epoch(s); "
           f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")

@@ -7,9 +7,13 @@ worker; what sits between two consecutive workers is a bounded buffer of (activa
 - `shm_ring.SharedRing`: that buffer, in one shared-memory segment, with the replay policy of DGL's
   Algorithm 2 (`policy="replay"`) or strict FIFO for synchronous pipelining (`policy="fifo"`).
 
-The engine that starts the workers and watches them is built on top of it (see the `shm_ring` docstring,
-"Faults, and what the engine builds on this").
+- `engine.run_module_parallel`: starts J spawned workers (contiguous module groups), feeds the data into
+  the first ring, watches the workers (a dead one stops the run cleanly: `WorkerFailed`) and copies the
+  trained modules back into the parent's trainer (see the `shm_ring` docstring, "Faults, and what the
+  engine builds on this").
 """
+from .engine import WorkerFailed, fit_module_parallel, run_module_parallel, split_modules
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
-__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing"]
+__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_module_parallel",
+           "run_module_parallel", "split_modules"]

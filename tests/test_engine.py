@@ -1,0 +1,143 @@
+"""The module-parallel engine (tinydgl.runtime.engine): local trainers' modules in spawned worker processes.
+
+Each spawned worker costs about a second to start on a busy machine, so the tests are few and tiny.
+"""
+import json
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+
+from tinydgl.data import DataLoader, load_dataset
+from tinydgl.models import build_model
+from tinydgl.optim import build_optimizer
+from tinydgl.runtime.engine import WorkerFailed, run_module_parallel, split_modules
+from tinydgl.train import fit
+from tinydgl.trainers import build_trainer
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = load_dataset("mnist-small", limit_train=256, limit_test=128, progress=False)
+    test = DataLoader(ds.x_test, ds.y_test, 128, shuffle=False, mean=ds.mean, std=ds.std)
+    return ds, test
+
+
+def _loader(ds):
+    return DataLoader(ds.x_train, ds.y_train, 64, seed=0, mean=ds.mean, std=ds.std)
+
+
+def _trainer(name, model="mlp", **options):
+    m = build_model(model, in_channels=1, image_size=28, num_classes=10, seed=0)
+    return build_trainer(name, m, lambda p: build_optimizer("adam", p, lr=1e-3), **options)
+
+
+def _segments_of_this_process():
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_")) if os.path.isdir("/dev/shm") else []
+
+
+def test_split_modules_is_contiguous():
+    assert split_modules(5, 2) == [[0, 1, 2], [3, 4]]
+    assert split_modules(3, 3) == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="workers must be between 1 and 3"):
+        split_modules(3, 4)
+
+
+@pytest.mark.parametrize("trainer_name, model, workers", [("dgl", "mlp", 1), ("dgl", "cnn", 2), ("lls", "mlp", 2)])
+def test_fifo_pipeline_gives_the_in_process_weights(data, trainer_name, model, workers):
+    """No gradient crosses a module boundary and fifo rings keep every batch in order, so each module sees
+    exactly the in-process trainer's inputs: same weights, same test accuracy."""
+    ds, test = data
+    reference = _trainer(trainer_name, model)
+    history = fit(reference, _loader(ds), test, 1, progress=False, log=lambda *a: None)
+    trainer = _trainer(trainer_name, model)
+    metrics = run_module_parallel(trainer, _loader(ds), 1, workers=workers, timeout=60)
+    expected, got = reference.state_dict(), trainer.state_dict()
+    for key in expected["model"]:
+        np.testing.assert_allclose(got["model"][key], expected["model"][key], rtol=0, atol=1e-6, err_msg=key)
+    for name in expected["aux"]:
+        for key in expected["aux"][name]:
+            np.testing.assert_allclose(got["aux"][name][key], expected["aux"][name][key], rtol=0, atol=1e-6)
+    assert [o["steps"] for o in got["optimizers"]] == [o["steps"] for o in expected["optimizers"]]
+    assert trainer.evaluate(test)["accuracy"] == pytest.approx(history[0]["test_accuracy"])
+    assert metrics["train_loss"][0] == pytest.approx(history[0]["train_loss"], abs=1e-5)
+    assert [w["steps"] for w in metrics["workers"]] == [len(_loader(ds))] * workers
+    json.dumps(metrics)  # JSON-ready
+    assert _segments_of_this_process() == [] and mp.active_children() == []
+
+
+def test_async_dgl_uses_replay_rings_and_reports_per_worker_metrics(data):
+    ds, test = data
+    trainer = _trainer("async-dgl", buffer_size=2)
+    initial = trainer.state_dict()["model"]
+    metrics = run_module_parallel(trainer, _loader(ds), 2, workers=2, timeout=60)
+    json.dumps(metrics)
+    assert metrics["policy"] == "replay" and metrics["rings"][1]["policy"] == "replay"
+    assert metrics["rings"][1]["slots"] == 2
+    first, second = metrics["workers"]
+    assert first["steps"] == 2 * len(_loader(ds)) and 1 <= second["steps"] <= first["steps"]
+    for w in metrics["workers"]:
+        assert w["busy_seconds"] > 0 and w["idle_seconds"] >= 0 and w["samples_per_second"] > 0
+    learned = trainer.state_dict()["model"]
+    assert all(not np.array_equal(learned[k], initial[k]) for k in initial if k.endswith("weight"))  # weights came back
+    assert np.isfinite(trainer.evaluate(test)["loss"])
+    assert _segments_of_this_process() == [] and mp.active_children() == []
+
+
+def test_killed_worker_stops_the_run_cleanly(data):
+    ds, _ = data
+    trainer = _trainer("dgl")
+    killed = {}
+
+    def kill_worker_1():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            workers = [p for p in mp.active_children() if p.name == "tinydgl-worker-1"]
+            if workers:
+                time.sleep(1.0)  # let the run get going
+                killed["pid"] = workers[0].pid
+                killed["pids"] = [p.pid for p in mp.active_children()]
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed["at"] = time.monotonic()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_worker_1)
+    killer.start()
+    with pytest.raises(WorkerFailed, match=r"worker 1 \(module 1\) died \(signal SIGKILL\)") as caught:
+        run_module_parallel(trainer, _loader(ds), 5000, workers=2, timeout=60)  # far longer than the test
+    raised_at = time.monotonic()
+    killer.join()
+    assert "at" in killed, "the worker was never seen running"
+    assert raised_at - killed["at"] < 10
+    assert mp.active_children() == []
+    for pid in killed["pids"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert len(caught.value.ring_names) == 2
+    for name in caught.value.ring_names:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+    assert _segments_of_this_process() == []
+
+
+def test_cli_workers_matches_in_process_and_rejects_other_trainers(tmp_path, capsys):
+    from tinydgl.cli import main
+
+    common = ["train", "--no-progress", "--trainer", "dgl", "--model", "mlp", "--limit-train", "256", "--limit-test", "100",
+              "--epochs", "2"]
+    assert main([*common, "--metrics-json", str(tmp_path / "a.json")]) == 0
+    assert main([*common, "--workers", "2", "--metrics-json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    for x, y in zip(a["history"], b["history"]):
+        assert y["test_accuracy"] == pytest.approx(x["test_accuracy"])
+        assert y["train_loss"] == pytest.approx(x["train_loss"], abs=1e-5)
+    assert [w["modules"] for w in b["history"][0]["workers"]] == [[0], [1]]
+    assert main(["train", "--no-progress", "--model", "mlp", "--limit-train", "256", "--workers", "2"]) != 0
+    assert "runs local trainers" in capsys.readouterr().err
+    assert mp.active_children() == [] and _segments_of_this_process() == []

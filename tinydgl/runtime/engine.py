@@ -1,0 +1,360 @@
+"""The module-parallel engine: the modules of a locally trained network in J worker processes.
+
+Local learning (DGL, LLS, async DGL) sends nothing backwards across a module boundary, so module j+1 only
+needs module j's output batches. `run_module_parallel` cuts the trainer's modules into J contiguous groups,
+one per worker process, and connects consecutive workers with `SharedRing`s:
+
+    parent (reads the loader) -> ring 0 -> worker 0 -> ring 1 -> worker 1 -> ... -> worker J-1 (the loss)
+
+- The *parent* reads the data loader and feeds every batch into ring 0 (always "fifo": each data batch is
+  seen exactly once, in the loader's order). Workers never touch the data set.
+- Worker w gets a batch from its input ring, runs `LocalModule.step` for each of its modules in order
+  (inside a worker the modules run as in synchronous DGL), and puts the output and labels into ring w+1.
+  The last worker keeps the losses of its last module (the network's own loss).
+- Rings between workers use policy "fifo" for `dgl` and `lls*` (synchronous pipelining: every module sees
+  every batch, in order, so the weights equal the in-process trainer's) and "replay" for `async-dgl`
+  (Algorithm 2, buffer size and reuse cap from the trainer). In replay a worker whose input ring has
+  nothing servable counts a *skip*; a worker stops after as many steps as there are data batches, or once
+  its producer has stopped. The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is
+  not used here: the workers' real speeds are the schedule, and the trainer's in-process counters
+  (`AsyncDGLTrainer.stats`) stay untouched: the engine returns per-worker metrics of its own.
+
+Modules travel by pickling: each worker receives its `LocalModule`s (body, head, optimizer with its
+state) as a `Process` argument, and sends them back through a `Pipe` when it is done; the parent copies
+their parameters, buffers (batch-norm statistics) and optimizer states into its own trainer, so
+`trainer.evaluate` and checkpoints work in the parent afterwards. NumPy backend only, for now.
+
+Faults. The parent watches every worker's `Process.sentinel` (and its result pipe) with
+`multiprocessing.connection.wait`. If a worker dies before reporting, or reports an exception, the parent
+aborts every ring (blocked `put`/`get` everywhere raise `RingClosed` within `POLL_S`), joins the other
+workers (terminate, then kill, if they do not stop), closes and unlinks every ring it created and raises
+`WorkerFailed` naming the worker, its modules and its exit code. No process or segment outlives the run.
+
+BLAS threads. Each worker gets `threads_per_worker` BLAS/OpenMP threads: the variables are set in the
+parent's environment just while the workers start (spawn: the child reads them before importing NumPy).
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from multiprocessing.connection import wait
+
+import numpy as np
+
+from ..backend import asarray, get_backend, to_numpy
+from .shm_ring import RingClosed, SharedRing
+
+_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_ERROR, _DONE = "error", "done"
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process died or raised; the run was stopped and cleaned up.
+
+    ring_names: the shared-memory segments the run created (all unlinked by the time this is raised)."""
+
+    ring_names: tuple = ()
+
+
+def split_modules(num_modules, workers):
+    """Cut modules 0..num_modules-1 into `workers` contiguous groups (earlier groups get the extra ones)."""
+    if not 1 <= int(workers) <= num_modules:
+        raise ValueError(f"workers must be between 1 and {num_modules} (the trainer's modules), got {workers}.")
+    k = int(workers)
+    sizes = [num_modules // k + (1 if i < num_modules % k else 0) for i in range(k)]
+    edges = np.cumsum([0, *sizes]).tolist()
+    return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _module_output_shapes(trainer):
+    """Shape (without the batch axis) of each module's output, from a dry run in evaluation mode."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    x = asarray(np.zeros((2, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
+    shapes = []
+    for module in trainer.modules:
+        x = module.forward(x)
+        shapes.append(tuple(x.shape[1:]))
+    model.train(was_training)
+    return shapes
+
+
+def _check_trainer(trainer):
+    from ..trainers.async_dgl import AsyncDGLTrainer
+    from ..trainers.dgl import GreedyTrainer
+    from ..trainers.local import LocalTrainer
+
+    if not isinstance(trainer, LocalTrainer) or isinstance(trainer, GreedyTrainer):
+        raise ValueError(f"The module-parallel engine runs local trainers (dgl, lls, lls-m, lls-mxm, async-dgl), "
+                         f"got {getattr(trainer, 'name', type(trainer).__name__)!r}. Train it in-process instead.")
+    if get_backend().name != "numpy":
+        raise ValueError(f"The module-parallel engine runs on the NumPy backend only for now (active backend: "
+                         f"{get_backend().name!r}).")
+    if isinstance(trainer, AsyncDGLTrainer):
+        if trainer.buffer_codec:
+            raise ValueError("The module-parallel engine stores raw activations in its rings; buffer_codec="
+                             f"{trainer.buffer_codec!r} is only supported in-process.")
+        return "replay", (trainer.buffers[0].capacity if trainer.buffers else 1), \
+            (trainer.buffers[0].reuse_cap if trainer.buffers else None)
+    return "fifo", None, None
+
+
+# --- the worker (module level, so spawn can import it) ----------------------------------------------------
+def _check_parent(parent):
+    if os.getppid() != parent:  # the parent died without stopping us: nobody will read our results
+        raise SystemExit(3)
+
+
+def _worker(index, modules, in_ring, out_ring, conn, total_batches, producer_done, done, replay_input, parent):
+    """Worker `index`: get, step each module, put; report ("done", modules, metrics, losses) or ("error", text)."""
+    busy = idle = 0.0
+    steps = skips = samples = 0
+    losses = []  # last worker: (loss, samples) per step
+    try:
+        while steps < total_batches:
+            t0 = time.perf_counter()
+            if replay_input:
+                stopped = producer_done.is_set()
+                if stopped and steps > 0:
+                    break  # the producer stopped: stop too (Algorithm 2 has no end; this run does)
+                got = in_ring.get(timeout=0.05)
+                if got is None:
+                    if stopped:
+                        break
+                    skips += 1
+                    idle += time.perf_counter() - t0
+                    _check_parent(parent)
+                    continue
+            else:
+                while (got := in_ring.get(timeout=1.0)) is None:
+                    _check_parent(parent)
+            x, y, _ = got
+            t1 = time.perf_counter()
+            idle += t1 - t0
+            loss = math.nan
+            for module in modules:
+                loss, x = module.step(x, y)
+            steps += 1
+            samples += int(y.shape[0])
+            t2 = time.perf_counter()
+            busy += t2 - t1
+            if out_ring is None:
+                losses.append((float(loss), int(y.shape[0])))
+            else:
+                while not out_ring.put(to_numpy(x), y, produced_at=steps, timeout=1.0):
+                    _check_parent(parent)
+                idle += time.perf_counter() - t2
+        done.set()
+        metrics = {"worker": index, "steps": steps, "skips": skips, "samples": samples, "busy_seconds": busy,
+                   "idle_seconds": idle, "samples_per_second": samples / (busy + idle) if busy + idle else 0.0}
+        conn.send((_DONE, index, modules, metrics, losses))
+    except RingClosed:
+        done.set()
+        conn.send((_ERROR, index, "stopped: a ring was aborted (another worker failed)"))
+    except BaseException:
+        done.set()
+        conn.send((_ERROR, index, traceback.format_exc()))
+        raise SystemExit(1)
+    finally:
+        conn.close()
+        in_ring.close()
+        if out_ring is not None:
+            out_ring.close()
+
+
+# --- the parent -------------------------------------------------------------------------------------------
+class _Run:
+    """Processes, pipes and rings of one run, and how to stop them all."""
+
+    def __init__(self, groups):
+        self.groups = groups
+        self.processes, self.conns, self.rings, self.results = [], [], [], {}
+
+    def describe(self, w):
+        g = self.groups[w]
+        return f"worker {w} (modules {g[0]}..{g[-1]})" if len(g) > 1 else f"worker {w} (module {g[0]})"
+
+    def poll(self, timeout):
+        """Wait up to `timeout` s for a result or a worker's exit; raise WorkerFailed on a failure."""
+        pending = [w for w in range(len(self.processes)) if w not in self.results]
+        waitables = [self.conns[w] for w in pending] + [self.processes[w].sentinel for w in pending]
+        ready = wait(waitables, timeout) if waitables else []
+        for w in pending:
+            if self.conns[w] in ready or self.processes[w].sentinel in ready:
+                self._receive(w)
+
+    def _receive(self, w):
+        conn, process = self.conns[w], self.processes[w]
+        message = None
+        try:
+            if conn.poll(0):
+                message = conn.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is not None and message[0] == _DONE:
+            self.results[w] = message
+            return
+        if message is not None:
+            raise WorkerFailed(f"{self.describe(w)} failed:\n{message[2]}")
+        if process.is_alive():
+            return  # woke for nothing (the pipe had no full message yet)
+        process.join(1)
+        code = process.exitcode
+        why = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        raise WorkerFailed(f"{self.describe(w)} died ({why}) before it finished; the run was stopped. "
+                           f"Check memory (a killed process often means out of memory) and run again.")
+
+    def stop(self):
+        """Abort the rings, stop every worker, release every segment. Safe to call twice."""
+        for ring in self.rings:
+            ring.abort()
+        for process in self.processes:
+            process.join(2)
+            if process.is_alive():
+                process.terminate()
+                process.join(2)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.close()
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+        for ring in self.rings:
+            ring.close()
+
+
+def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, threads_per_worker=1,
+                        start_epoch=0, timeout=None, log=None):
+    """Train `trainer`'s modules for `epochs` epochs in `workers` processes; returns metrics (JSON-ready).
+
+    trainer: a `LocalTrainer` (dgl, lls, lls-m, lls-mxm, async-dgl); afterwards it holds the trained
+    weights. train_loader: batches (x, y) with `set_epoch` and `batch_size`. slots: batches per ring
+    between workers (default 2 for fifo; the trainer's buffer_size for async-dgl's replay rings).
+    threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
+    limit). Returns {"workers": [per-worker steps, skips, busy/idle seconds, samples/s], "seconds",
+    "samples", "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [stats]}.
+    """
+    policy, replay_slots, reuse_cap = _check_trainer(trainer)
+    groups = split_modules(len(trainer.modules), workers)
+    shapes = _module_output_shapes(trainer)
+    model = trainer.model
+    dtype = str(model.parameters()[0].data.dtype).split(".")[-1]
+    ctx = mp.get_context("spawn")
+    batches_per_epoch = len(train_loader)
+    total = batches_per_epoch * (epochs - start_epoch)
+    if total < 1:
+        raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {batches_per_epoch} batch(es).")
+    max_batch = int(train_loader.batch_size)
+
+    run = _Run(groups)
+    saved_env = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    started = time.perf_counter()
+    try:
+        run.rings.append(SharedRing(2, max_batch, model.input_shape, "float32", "fifo", ctx=ctx))
+        for group in groups[:-1]:
+            run.rings.append(SharedRing(slots or replay_slots or 2, max_batch, shapes[group[-1]], dtype, policy,
+                                        reuse_cap=reuse_cap if policy == "replay" else None, ctx=ctx))
+        done = [ctx.Event() for _ in groups]
+        feeder_done = ctx.Event()
+        os.environ.update({k: str(int(threads_per_worker)) for k in _THREAD_VARIABLES})
+        try:
+            for w, group in enumerate(groups):
+                receiver, sender = ctx.Pipe(duplex=False)
+                last = w == len(groups) - 1
+                process = ctx.Process(
+                    target=_worker, name=f"tinydgl-worker-{w}", daemon=True,
+                    args=(w, [trainer.modules[j] for j in group], run.rings[w], None if last else run.rings[w + 1],
+                          sender, total, done[w - 1] if w else feeder_done, done[w], w > 0 and policy == "replay", os.getpid()))
+                process.start()
+                sender.close()  # the child holds the sending end; EOF here once it exits
+                run.processes.append(process)
+                run.conns.append(receiver)
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        if log:
+            log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {policy}")
+        deadline = None if timeout is None else started + timeout
+
+        def check_time():
+            if deadline is not None and time.perf_counter() > deadline:
+                raise WorkerFailed(f"The module-parallel run took longer than timeout={timeout} s; it was stopped.")
+
+        feed = run.rings[0]
+        for epoch in range(start_epoch, epochs):
+            train_loader.set_epoch(epoch)
+            trainer.start_epoch(epoch)
+            for x, y in train_loader:
+                while not feed.put(to_numpy(x), to_numpy(y), produced_at=epoch, timeout=0.05):
+                    run.poll(0)
+                    check_time()
+                run.poll(0)
+        feeder_done.set()
+        while len(run.results) < len(groups):
+            run.poll(0.2)
+            check_time()
+        seconds = time.perf_counter() - started
+        ring_stats = [ring.stats() for ring in run.rings]
+        for process in run.processes:
+            process.join(10)
+    except WorkerFailed as err:
+        run.stop()
+        err.ring_names = tuple(ring.name for ring in run.rings)
+        raise
+    except BaseException:
+        run.stop()
+        raise
+    run.close()
+
+    # Copy what the workers learned into the parent's modules (the model's blocks are the modules' bodies).
+    for w, group in enumerate(groups):
+        _, _, modules, _, _ = run.results[w]
+        for j, learned in zip(group, modules):
+            mine = trainer.modules[j]
+            mine.body.load_state_dict(learned.body.state_dict())
+            if mine.head is not None:
+                mine.head.load_state_dict(learned.head.state_dict())
+            mine.optimizer.load_state_dict(learned.optimizer.state_dict())
+
+    worker_metrics = [run.results[w][3] for w in range(len(groups))]
+    for m, group in zip(worker_metrics, groups):
+        m["modules"] = group
+    losses = run.results[len(groups) - 1][4]
+    train_loss = []
+    if policy == "fifo":
+        for e in range(epochs - start_epoch):
+            chunk = losses[e * batches_per_epoch:(e + 1) * batches_per_epoch]
+            n = sum(s for _, s in chunk)
+            train_loss.append(sum(loss * s for loss, s in chunk) / n if n else math.nan)
+    samples = worker_metrics[0]["samples"]
+    return {"workers": worker_metrics, "policy": policy, "seconds": seconds, "samples": samples,
+            "samples_per_second": samples / seconds, "train_loss": train_loss,
+            "last_loss": losses[-1][0] if losses else math.nan, "rings": ring_stats}
+
+
+def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, **options):
+    """`tinydgl.train.fit`'s history (one dict per epoch) for a module-parallel run, plus each epoch's
+    per-worker metrics. Each epoch starts fresh workers and ends with an evaluation in the parent, so an
+    epoch's seconds include the workers' start (about a second) and async-dgl's replay rings start empty
+    every epoch (as after a resume). options: passed to `run_module_parallel`."""
+    history = []
+    for epoch in range(epochs):
+        run = run_module_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, **options)
+        metrics = trainer.evaluate(test_loader)
+        entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0] if run["train_loss"] else run["last_loss"],
+                 "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"], "seconds": run["seconds"],
+                 "samples_per_second": run["samples_per_second"], "workers": run["workers"]}
+        history.append(entry)
+        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
+            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({workers} workers)")
+    return history
