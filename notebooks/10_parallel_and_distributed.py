@@ -19,10 +19,11 @@
 # A step-through companion to [lesson 10](../lessons/10-parallel-and-distributed.md): why breaking the
 # locks matters only when the pieces run at the same time.
 #
-# **Status.** tinydgl has no multi-worker training command yet; the runtime is being built. What exists
-# is its first block, [`SharedRing`](../tinydgl/runtime/shm_ring.py), a shared-memory buffer of
-# (activation, label) batches between processes. This notebook uses it in a *hand-written* two-process
-# sketch; everything else is simulated in one process.
+# **Status.** tinydgl's runtime is young: [`SharedRing`](../tinydgl/runtime/shm_ring.py), a shared-memory
+# buffer of (activation, label) batches between processes, and a first local engine
+# (`tinydgl train --trainer dgl --workers 2`) exist; data-parallel and multi-machine training do not yet.
+# This notebook uses the ring in a *hand-written* two-process sketch, to show the mechanics; everything
+# else is simulated in one process.
 #
 # **Fast mode.** `TINYDGL_FAST=1` shrinks data and training so that the whole notebook runs in seconds
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.
