@@ -43,6 +43,11 @@ def _segments_of_this_process():
 
 def test_split_modules_is_contiguous():
     assert split_modules(5, 2) == [[0, 1, 2], [3, 4]]
+    # by cost: the pipeline's pace is its most loaded worker; the best contiguous split minimises it
+    assert split_modules(5, 2, costs=[5, 1, 1, 1, 1]) == [[0], [1, 2, 3, 4]]
+    assert split_modules(5, 2, costs=[1, 1, 1, 1, 5]) == [[0, 1, 2, 3], [4]]
+    assert split_modules(4, 2, costs=[2, 3, 3, 2]) == [[0, 1], [2, 3]]
+    assert split_modules(3, 3, costs=[1, 9, 1]) == [[0], [1], [2]]
     assert split_modules(3, 3) == [[0], [1], [2]]
     with pytest.raises(ValueError, match="workers must be between 1 and 3"):
         split_modules(3, 4)

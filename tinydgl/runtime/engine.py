@@ -60,14 +60,66 @@ class WorkerFailed(RuntimeError):
     ring_names: tuple = ()
 
 
-def split_modules(num_modules, workers):
-    """Cut modules 0..num_modules-1 into `workers` contiguous groups (earlier groups get the extra ones)."""
+def split_modules(num_modules, workers, costs=None):
+    """Cut modules 0..num_modules-1 into `workers` contiguous groups.
+
+    Without `costs`: groups of equal size (earlier groups get the extra ones). With `costs` (one number per
+    module): the contiguous split whose most loaded group costs least, because a pipeline runs at the pace
+    of its slowest stage (the classic linear-partition problem, solved exactly by dynamic programming).
+    """
     if not 1 <= int(workers) <= num_modules:
         raise ValueError(f"workers must be between 1 and {num_modules} (the trainer's modules), got {workers}.")
     k = int(workers)
-    sizes = [num_modules // k + (1 if i < num_modules % k else 0) for i in range(k)]
-    edges = np.cumsum([0, *sizes]).tolist()
+    if costs is None:
+        sizes = [num_modules // k + (1 if i < num_modules % k else 0) for i in range(k)]
+        edges = np.cumsum([0, *sizes]).tolist()
+        return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+    if len(costs) != num_modules:
+        raise ValueError(f"costs has {len(costs)} entries for {num_modules} modules.")
+    prefix = np.cumsum([0.0, *costs])
+    # best[g][n]: the least possible maximum load when the first n modules form g groups; cut[g][n]: where
+    # the last of those groups starts.
+    best = np.full((k + 1, num_modules + 1), np.inf)
+    cut = np.zeros((k + 1, num_modules + 1), dtype=int)
+    best[0][0] = 0.0
+    for g in range(1, k + 1):
+        for n in range(g, num_modules + 1):
+            for start in range(g - 1, n):
+                load = max(best[g - 1][start], prefix[n] - prefix[start])
+                if load < best[g][n]:
+                    best[g][n], cut[g][n] = load, start
+    edges, n = [num_modules], num_modules
+    for g in range(k, 0, -1):
+        n = cut[g][n]
+        edges.append(n)
+    edges = edges[::-1]
     return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def module_costs(trainer, batch_size, repeats=2):
+    """Seconds of one forward pass (body and local head) of each module on a zero batch, in evaluation
+    mode, so nothing is learned and no statistics move: a cheap proxy for each module's share of a step."""
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    x = asarray(np.zeros((batch_size, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
+    costs = []
+    for module in trainer.modules:
+        if module.head is not None:
+            module.head.eval()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = module.forward(x)
+            if module.head is not None:
+                module.head.forward(out)
+            best = min(best, time.perf_counter() - t0)
+        if module.head is not None:
+            module.head.train()
+        costs.append(best)
+        x = out
+    model.train(was_training)
+    return costs
 
 
 def _module_output_shapes(trainer):
@@ -231,18 +283,19 @@ class _Run:
 
 
 def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, threads_per_worker=1,
-                        start_epoch=0, timeout=None, log=None):
+                        start_epoch=0, timeout=None, log=None, balance=True):
     """Train `trainer`'s modules for `epochs` epochs in `workers` processes; returns metrics (JSON-ready).
 
     trainer: a `LocalTrainer` (dgl, lls, lls-m, lls-mxm, async-dgl); afterwards it holds the trained
     weights. train_loader: batches (x, y) with `set_epoch` and `batch_size`. slots: batches per ring
     between workers (default 2 for fifo; the trainer's buffer_size for async-dgl's replay rings).
     threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
-    limit). Returns {"workers": [per-worker steps, skips, busy/idle seconds, samples/s], "seconds",
+    limit). balance: split the modules by their measured forward cost (`module_costs`) rather than count. Returns {"workers": [per-worker steps, skips, busy/idle seconds, samples/s], "seconds",
     "samples", "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [stats]}.
     """
     policy, replay_slots, reuse_cap = _check_trainer(trainer)
-    groups = split_modules(len(trainer.modules), workers)
+    costs = module_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
+    groups = split_modules(len(trainer.modules), workers, costs)
     shapes = _module_output_shapes(trainer)
     model = trainer.model
     dtype = str(model.parameters()[0].data.dtype).split(".")[-1]
