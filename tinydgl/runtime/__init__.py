@@ -11,9 +11,13 @@ worker; what sits between two consecutive workers is a bounded buffer of (activa
   the first ring, watches the workers (a dead one stops the run cleanly: `WorkerFailed`) and copies the
   trained modules back into the parent's trainer (see the `shm_ring` docstring, "Faults, and what the
   engine builds on this").
+
+- `data_parallel.run_data_parallel`: synchronous data-parallel SGD (`dp-sync`): W workers, one model copy
+  and one shard of every batch each, gradients averaged through shared memory every step.
 """
+from .data_parallel import fit_data_parallel, run_data_parallel
 from .engine import WorkerFailed, fit_module_parallel, run_module_parallel, split_modules
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
-__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_module_parallel",
-           "run_module_parallel", "split_modules"]
+__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_data_parallel", "fit_module_parallel",
+           "run_data_parallel", "run_module_parallel", "split_modules"]
