@@ -55,7 +55,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import _THREAD_VARIABLES, WorkerFailed
+from .engine import WorkerFailed, worker_thread_environment
 
 _ERROR, _DONE = "error", "done"
 POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
@@ -292,11 +292,9 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
 
     header, x_shared, y_shared, _ = _views(shm.buf, layout)
     header[:] = 0
-    saved_env = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
     started = time.perf_counter()
     try:
-        os.environ.update({k: str(int(threads_per_worker)) for k in _THREAD_VARIABLES})
-        try:
+        with worker_thread_environment(threads_per_worker):
             for w in range(workers):
                 receiver, sender = ctx.Pipe(duplex=False)
                 process = ctx.Process(target=_worker, name=f"tinydgl-dp-worker-{w}", daemon=True,
@@ -305,12 +303,6 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
                 sender.close()
                 processes.append(process)
                 conns.append(receiver)
-        finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         if log:
             log(f"data-parallel: {workers} workers, {num_grads:,} gradients averaged per step")
         for epoch in range(start_epoch, epochs):

@@ -35,6 +35,7 @@ parent's environment just while the workers start (spawn: the child reads them b
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import os
@@ -49,6 +50,22 @@ from ..backend import asarray, get_backend, to_numpy
 from .shm_ring import RingClosed, SharedRing
 
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def worker_thread_environment(threads):
+    """Set the BLAS/OpenMP thread variables while worker processes start (a spawned child reads them when it
+    imports NumPy), then restore the parent's own values."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: str(int(threads)) for k in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 _ERROR, _DONE = "error", "done"
 
 
@@ -307,7 +324,6 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     max_batch = int(train_loader.batch_size)
 
     run = _Run(groups)
-    saved_env = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
     started = time.perf_counter()
     try:
         run.rings.append(SharedRing(2, max_batch, model.input_shape, "float32", "fifo", ctx=ctx))
@@ -316,8 +332,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                                         reuse_cap=reuse_cap if policy == "replay" else None, ctx=ctx))
         done = [ctx.Event() for _ in groups]
         feeder_done = ctx.Event()
-        os.environ.update({k: str(int(threads_per_worker)) for k in _THREAD_VARIABLES})
-        try:
+        with worker_thread_environment(threads_per_worker):
             for w, group in enumerate(groups):
                 receiver, sender = ctx.Pipe(duplex=False)
                 last = w == len(groups) - 1
@@ -329,12 +344,6 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                 sender.close()  # the child holds the sending end; EOF here once it exits
                 run.processes.append(process)
                 run.conns.append(receiver)
-        finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         if log:
             log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {policy}")
         deadline = None if timeout is None else started + timeout
