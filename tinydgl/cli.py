@@ -29,6 +29,8 @@ from .trainers import TRAINERS, build_trainer
 # A mirrored digit is not the same digit: no horizontal flips for these.
 DIGIT_DATASETS = ("mnist", "mnist-small")
 DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05}
+# Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
+DATA_PARALLEL = {"dp-sync": "bp"}
 
 
 class CommandError(Exception):
@@ -175,12 +177,16 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"tinydgl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model with one method")
-    train.add_argument("--trainer", type=_choice("trainer", list(TRAINERS)), default="bp", help=f"one of: {', '.join(TRAINERS)}")
+    names = [*TRAINERS, *DATA_PARALLEL]
+    train.add_argument("--trainer", type=_choice("trainer", names), default="bp",
+                       help=f"one of: {', '.join(names)} ({', '.join(DATA_PARALLEL)}: with --workers)")
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint after every epoch here")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
-    train.add_argument("--workers", type=_positive_int, default=None,
-                       help="local trainers: run the modules in J worker processes (default: in-process)")
+    parallel = train.add_argument_group("parallel runs")
+    parallel.add_argument("--workers", type=_positive_int, default=None,
+                          help="dgl, lls*, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
+                               "workers (default: in-process)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
@@ -259,20 +265,15 @@ def cmd_train(args):
     if args.backend:
         set_backend(args.backend)
     dataset, train_loader, test_loader = load_data(args)
-    trainer, lr = make_trainer(args, args.trainer, dataset)
+    if args.trainer in DATA_PARALLEL and not args.workers:
+        raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
+    trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
     print(f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
           f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
           f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}")
     started = time.perf_counter()
     if args.workers:
-        from .runtime import fit_module_parallel
-
-        if args.checkpoint_dir or args.resume:
-            raise CommandError("--workers does not save checkpoints yet; drop --checkpoint-dir/--resume or --workers.")
-        try:
-            history = fit_module_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers)
-        except ValueError as err:
-            raise CommandError(f"--workers {args.workers}: {err}") from err
+        history = fit_on_workers(args, trainer, train_loader, test_loader)
     else:
         history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir,
                       resume=args.resume, progress=not args.no_progress)
@@ -285,7 +286,29 @@ def cmd_train(args):
     if args.plot:
         plot_history({args.trainer: history}, args.plot, title=f"{args.model} on {args.dataset}")
         print(f"learning curves written to {args.plot}")
+        if args.workers:
+            from .runtime.metrics import plot_timeline
+
+            path = os.path.splitext(args.plot)[0] + "-timeline.png"
+            plot_timeline([w for h in history for w in h.get("workers", [])], path,
+                          title=f"{args.trainer} on {args.model}, {args.workers} workers")
+            print(f"worker timeline written to {path}")
     return 0
+
+
+def fit_on_workers(args, trainer, train_loader, test_loader):
+    """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
+    from .runtime import WorkerFailed, fit_data_parallel, fit_module_parallel
+
+    fit_parallel = fit_data_parallel if args.trainer in DATA_PARALLEL else fit_module_parallel
+    try:
+        return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    except ValueError as err:
+        raise CommandError(f"--workers {args.workers}: {err}") from err
+    except WorkerFailed as err:
+        where = " Resume from the last finished epoch with --resume." if args.checkpoint_dir else ""
+        raise CommandError(f"{err}{where}") from err
 
 
 class PeakMemory:

@@ -56,6 +56,7 @@ import numpy as np
 
 from ..backend import get_backend, to_numpy
 from .engine import WorkerFailed, worker_thread_environment
+from .fit import fit_parallel
 
 _ERROR, _DONE = "error", "done"
 POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
@@ -363,17 +364,13 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
             "last_loss": step_losses[-1][0]}
 
 
-def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, **options):
-    """`tinydgl.train.fit`'s history (one dict per epoch) for a data-parallel run. Each epoch starts fresh
-    workers (about a second) and ends with an evaluation in the parent. options: for `run_data_parallel`."""
-    history = []
-    for epoch in range(epochs):
-        run = run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, **options)
-        metrics = trainer.evaluate(test_loader)
-        entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0], "test_accuracy": metrics["accuracy"],
-                 "test_loss": metrics["loss"], "seconds": run["seconds"],
-                 "samples_per_second": run["samples_per_second"], "workers": run["workers"]}
-        history.append(entry)
-        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
-            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({workers} data-parallel workers)")
-    return history
+def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
+                      resume=False, **options):
+    """`tinydgl.train.fit`'s history (one dict per epoch) for a data-parallel run; checkpoints and resume as
+    in `runtime.fit.fit_parallel`. Each epoch starts fresh workers (about a second) and ends with an
+    evaluation in the parent. options: for `run_data_parallel`."""
+    def run_epoch(epoch, run_started):
+        return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, **options)
+
+    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers", checkpoint_dir,
+                        resume, log)

@@ -47,6 +47,8 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ..backend import asarray, get_backend, to_numpy
+from .fit import fit_parallel
+from .metrics import WorkerRecorder
 from .shm_ring import RingClosed, SharedRing
 
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -174,54 +176,69 @@ def _check_trainer(trainer):
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
-def _check_parent(parent):
-    if os.getppid() != parent:  # the parent died without stopping us: nobody will read our results
-        raise SystemExit(3)
+def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_input=False,
+                         producer_stopped=lambda: False, keep_alive=lambda: None):
+    """The loop every module-parallel worker runs, whatever carries its batches (shared-memory rings here,
+    MPI messages in `mpi_engine`): get a batch, step each of its modules in order, pass the output on.
+
+    source.get(timeout) -> (x, labels, entry) or None when nothing came within `timeout` s (entry: a
+    `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout) -> False when there was no
+    room within `timeout` s; sink None for the last worker. replay_input: the source is a replay buffer, so
+    "nothing servable" is a skip and the worker stops once `producer_stopped()` (Algorithm 2 has no end;
+    this run does). keep_alive(): called while waiting (raises to stop the worker, e.g. the parent died).
+    recorder: the worker's `WorkerRecorder`. Returns the last worker's [(loss, samples)] per step.
+    """
+    losses = []
+    while recorder.steps < total_batches:
+        t0 = recorder.now()
+        if replay_input:
+            stopped = producer_stopped()
+            if stopped and recorder.steps > 0:
+                break
+            got = source.get(timeout=0.05)
+            if got is None:
+                if stopped:
+                    break
+                recorder.skipped(time.time() - t0)
+                keep_alive()
+                continue
+        else:
+            while (got := source.get(timeout=1.0)) is None:
+                keep_alive()
+        x, y, entry = got
+        t1 = time.time()
+        recorder.waited(t1 - t0)
+        recorder.got(entry)
+        loss = math.nan
+        for module in modules:
+            loss, x = module.step(x, y)  # the local rule: each module learns from its own head
+        t2 = time.time()
+        recorder.computed(t1, t2, int(y.shape[0]))
+        if sink is None:
+            losses.append((float(loss), int(y.shape[0])))
+        else:
+            while not sink.put(to_numpy(x), y, produced_at=recorder.steps, timeout=1.0):
+                keep_alive()
+            recorder.waited(time.time() - t2)
+    return losses
 
 
-def _worker(index, modules, in_ring, out_ring, conn, total_batches, producer_done, done, replay_input, parent):
-    """Worker `index`: get, step each module, put; report ("done", modules, metrics, losses) or ("error", text)."""
-    busy = idle = 0.0
-    steps = skips = samples = 0
-    losses = []  # last worker: (loss, samples) per step
+def _worker(index, modules, in_ring, out_ring, conn, total_batches, producer_done, done, replay_input, parent,
+            run_started):
+    """Worker `index`: `pipeline_worker_loop` over its rings; reports ("done", modules, metrics, losses) or
+    ("error", text). Ctrl-C is the parent's to handle: it stops every worker through the rings."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    recorder = WorkerRecorder(index, run_started, input_is_data=index == 0)
+
+    def keep_alive():
+        if os.getppid() != parent:  # the parent died without stopping us: nobody will read our results
+            raise SystemExit(3)
+
     try:
-        while steps < total_batches:
-            t0 = time.perf_counter()
-            if replay_input:
-                stopped = producer_done.is_set()
-                if stopped and steps > 0:
-                    break  # the producer stopped: stop too (Algorithm 2 has no end; this run does)
-                got = in_ring.get(timeout=0.05)
-                if got is None:
-                    if stopped:
-                        break
-                    skips += 1
-                    idle += time.perf_counter() - t0
-                    _check_parent(parent)
-                    continue
-            else:
-                while (got := in_ring.get(timeout=1.0)) is None:
-                    _check_parent(parent)
-            x, y, _ = got
-            t1 = time.perf_counter()
-            idle += t1 - t0
-            loss = math.nan
-            for module in modules:
-                loss, x = module.step(x, y)
-            steps += 1
-            samples += int(y.shape[0])
-            t2 = time.perf_counter()
-            busy += t2 - t1
-            if out_ring is None:
-                losses.append((float(loss), int(y.shape[0])))
-            else:
-                while not out_ring.put(to_numpy(x), y, produced_at=steps, timeout=1.0):
-                    _check_parent(parent)
-                idle += time.perf_counter() - t2
+        losses = pipeline_worker_loop(modules, in_ring, out_ring, total_batches, recorder, replay_input,
+                                      producer_done.is_set, keep_alive)
         done.set()
-        metrics = {"worker": index, "steps": steps, "skips": skips, "samples": samples, "busy_seconds": busy,
-                   "idle_seconds": idle, "samples_per_second": samples / (busy + idle) if busy + idle else 0.0}
-        conn.send((_DONE, index, modules, metrics, losses))
+        conn.send((_DONE, index, modules, recorder.summary(), losses))
     except RingClosed:
         done.set()
         conn.send((_ERROR, index, "stopped: a ring was aborted (another worker failed)"))
@@ -300,15 +317,18 @@ class _Run:
 
 
 def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, threads_per_worker=1,
-                        start_epoch=0, timeout=None, log=None, balance=True):
+                        start_epoch=0, timeout=None, log=None, balance=True, run_started=None):
     """Train `trainer`'s modules for `epochs` epochs in `workers` processes; returns metrics (JSON-ready).
 
     trainer: a `LocalTrainer` (dgl, lls, lls-m, lls-mxm, async-dgl); afterwards it holds the trained
     weights. train_loader: batches (x, y) with `set_epoch` and `batch_size`. slots: batches per ring
     between workers (default 2 for fifo; the trainer's buffer_size for async-dgl's replay rings).
     threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
-    limit). balance: split the modules by their measured forward cost (`module_costs`) rather than count. Returns {"workers": [per-worker steps, skips, busy/idle seconds, samples/s], "seconds",
-    "samples", "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [stats]}.
+    limit). balance: split the modules by their measured forward cost (`module_costs`) rather than count.
+    run_started: `time.time()` the workers' timelines count from (default: now).
+
+    Returns {"workers": [per-worker `WorkerRecorder.summary()` + "modules"], "policy", "seconds", "samples",
+    "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
     policy, replay_slots, reuse_cap = _check_trainer(trainer)
     costs = module_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
@@ -325,6 +345,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
 
     run = _Run(groups)
     started = time.perf_counter()
+    run_started = time.time() if run_started is None else run_started
     try:
         run.rings.append(SharedRing(2, max_batch, model.input_shape, "float32", "fifo", ctx=ctx))
         for group in groups[:-1]:
@@ -339,7 +360,8 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                 process = ctx.Process(
                     target=_worker, name=f"tinydgl-worker-{w}", daemon=True,
                     args=(w, [trainer.modules[j] for j in group], run.rings[w], None if last else run.rings[w + 1],
-                          sender, total, done[w - 1] if w else feeder_done, done[w], w > 0 and policy == "replay", os.getpid()))
+                          sender, total, done[w - 1] if w else feeder_done, done[w], w > 0 and policy == "replay", os.getpid(),
+                          run_started))
                 process.start()
                 sender.close()  # the child holds the sending end; EOF here once it exits
                 run.processes.append(process)
@@ -352,12 +374,13 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
             if deadline is not None and time.perf_counter() > deadline:
                 raise WorkerFailed(f"The module-parallel run took longer than timeout={timeout} s; it was stopped.")
 
-        feed = run.rings[0]
+        feed, fed = run.rings[0], 0
         for epoch in range(start_epoch, epochs):
             train_loader.set_epoch(epoch)
             trainer.start_epoch(epoch)
             for x, y in train_loader:
-                while not feed.put(to_numpy(x), to_numpy(y), produced_at=epoch, timeout=0.05):
+                fed += 1
+                while not feed.put(to_numpy(x), to_numpy(y), produced_at=fed, timeout=0.05):
                     run.poll(0)
                     check_time()
                 run.poll(0)
@@ -404,19 +427,15 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
             "last_loss": losses[-1][0] if losses else math.nan, "rings": ring_stats}
 
 
-def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, **options):
+def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
+                        resume=False, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a module-parallel run, plus each epoch's
-    per-worker metrics. Each epoch starts fresh workers and ends with an evaluation in the parent, so an
-    epoch's seconds include the workers' start (about a second) and async-dgl's replay rings start empty
-    every epoch (as after a resume). options: passed to `run_module_parallel`."""
-    history = []
-    for epoch in range(epochs):
-        run = run_module_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, **options)
-        metrics = trainer.evaluate(test_loader)
-        entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0] if run["train_loss"] else run["last_loss"],
-                 "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"], "seconds": run["seconds"],
-                 "samples_per_second": run["samples_per_second"], "workers": run["workers"]}
-        history.append(entry)
-        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
-            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({workers} workers)")
-    return history
+    per-worker metrics and ring statistics; checkpoints and resume as in `runtime.fit.fit_parallel`. Each
+    epoch starts fresh workers and ends with an evaluation in the parent, so an epoch's seconds include the
+    workers' start (about a second) and async-dgl's replay rings start empty every epoch (as after a
+    resume). options: passed to `run_module_parallel`."""
+    def run_epoch(epoch, run_started):
+        return run_module_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
+                                   run_started=run_started, **options)
+
+    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log)

@@ -107,7 +107,9 @@ class RingEntry:
     """What `get` says about the batch it served (the same names as `trainers.buffers.ReplayEntry`).
 
     serial: push order (0, 1, ...); produced_at: the producer's step or weight version when it pushed it;
-    samples: batch size; uses: times it has been served, this time included; slot: where it was stored.
+    samples: batch size; uses: times it has been served, this time included; slot: where it was stored;
+    pushed: batches pushed into the ring so far (so `pushed - 1 - serial` newer batches exist: the batch's
+    staleness); stored: batches stored in the ring when this one was served (its occupancy).
     """
 
     serial: int
@@ -115,6 +117,8 @@ class RingEntry:
     samples: int
     uses: int
     slot: int
+    pushed: int = 0
+    stored: int = 0
 
 
 @dataclass(frozen=True)
@@ -406,6 +410,7 @@ class SharedRing:
                 return None
             self._ring[SERVED] += 1
             serial, produced_at, n, uses = (int(v) for v in self._slots[slot, [SERIAL, PRODUCED_AT, SAMPLES, USES]])
+            pushed, stored = int(self._ring[PUSHED]), int(np.sum(self._slots[:, STATE] == READY)) + fifo  # this one included
         finally:
             self._lock.release()
         try:
@@ -424,7 +429,7 @@ class SharedRing:
                 self._lock.release()
             if fifo:
                 self._space.release()
-        return x, labels, RingEntry(serial, produced_at, n, uses, slot)
+        return x, labels, RingEntry(serial, produced_at, n, uses, slot, pushed, stored)
 
     def _reserve_for_reading(self, deadline):
         """With the lock held: pick the slot to serve, count the use, reserve it; None if none by deadline."""

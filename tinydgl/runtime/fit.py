@@ -1,0 +1,45 @@
+"""`fit` for the parallel engines: epochs of worker runs, an evaluation after each, checkpoints, resume.
+
+Every parallel engine (module-parallel, dp-sync, Downpour) trains one epoch with fresh workers and hands the
+learned weights back to the parent's trainer at the end of it. So the parent holds the whole model at every
+epoch boundary, which is where `fit_parallel` evaluates it and saves a checkpoint (the same atomic format as
+`tinydgl.train.fit`, so `--resume` works the same way: a run stopped mid-epoch, by Ctrl-C, a crash or a
+killed worker, resumes from the last finished epoch).
+"""
+from __future__ import annotations
+
+import time
+
+from ..train.checkpoint import load_checkpoint, save_checkpoint
+
+
+def fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=None, resume=False, log=print):
+    """Train `epochs` epochs (in total, counting resumed ones) with `run_epoch`; returns the history.
+
+    run_epoch(epoch, run_started) -> the engine's metrics of that one epoch, a dict with "seconds",
+    "samples_per_second", "train_loss" (a one-element list, or empty), "last_loss" and "workers";
+    run_started is the `time.time()` of the fit's start, so the workers' timelines of every epoch share one
+    clock. label: how the log line names the engine ("2 workers"). Each history entry: epoch, train_loss,
+    test_accuracy, test_loss, seconds, samples_per_second, and every other key of the engine's metrics
+    (per-worker metrics, ring statistics, staleness, ...).
+    """
+    history, start = [], 0
+    if resume:
+        state, meta = load_checkpoint(checkpoint_dir)
+        trainer.load_state_dict(state)
+        history, start = meta["history"], meta["epoch"]
+        log(f"resumed from {checkpoint_dir} after epoch {start}")
+    run_started = time.time()
+    for epoch in range(start, epochs):
+        run = run_epoch(epoch, run_started)
+        metrics = trainer.evaluate(test_loader)
+        entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0] if run.get("train_loss") else run["last_loss"],
+                 "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"], "seconds": run["seconds"],
+                 "samples_per_second": run["samples_per_second"]}
+        entry.update({k: v for k, v in run.items() if k not in entry and k not in ("train_loss", "last_loss")})
+        history.append(entry)
+        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
+            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({label})")
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, trainer, epoch + 1, history, extra={"engine": label})
+    return history
