@@ -55,7 +55,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, worker_thread_environment
+from .engine import WorkerFailed, start_worker, worker_thread_environment
 from .fit import fit_parallel
 
 _ERROR, _DONE = "error", "done"
@@ -149,11 +149,14 @@ class _AveragedGradients:
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
-def _worker(index, trainer, segment_name, layout, go, done, arrived, conn, parent):
-    """Worker `index`: per step, its shard through `trainer.train_step` with averaged gradients; reports
-    ("done", index, metrics, losses, state or None) or ("error", index, traceback)."""
+def _worker(index, segment_name, layout, go, done, arrived, parent, conn):
+    """Worker `index`: receives its model copy (a trainer), then per step its shard through
+    `trainer.train_step` with averaged gradients; reports ("done", index, metrics, losses, state or None)
+    or ("error", index, traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
     shm = None
     try:
+        trainer = conn.recv()
         shm = shared_memory.SharedMemory(name=segment_name)
         header, x, y, grads = _views(shm.buf, layout)
         workers = layout["workers"]
@@ -297,13 +300,10 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     try:
         with worker_thread_environment(threads_per_worker):
             for w in range(workers):
-                receiver, sender = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, name=f"tinydgl-dp-worker-{w}", daemon=True,
-                                      args=(w, trainer, shm.name, layout, go[w], done[w], arrived, sender, os.getpid()))
-                process.start()
-                sender.close()
+                process, conn = start_worker(ctx, _worker, f"tinydgl-dp-worker-{w}",
+                                             (w, shm.name, layout, go[w], done[w], arrived, os.getpid()), trainer)
                 processes.append(process)
-                conns.append(receiver)
+                conns.append(conn)
         if log:
             log(f"data-parallel: {workers} workers, {num_grads:,} gradients averaged per step")
         for epoch in range(start_epoch, epochs):

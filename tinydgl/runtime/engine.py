@@ -20,7 +20,8 @@ one per worker process, and connects consecutive workers with `SharedRing`s:
   (`AsyncDGLTrainer.stats`) stay untouched: the engine returns per-worker metrics of its own.
 
 Modules travel by pickling: each worker receives its `LocalModule`s (body, head, optimizer with its
-state) as a `Process` argument, and sends them back through a `Pipe` when it is done; the parent copies
+state) through a socket pair right after it starts (`start_worker` says why not as a `Process`
+argument), and sends them back the same way when it is done; the parent copies
 their parameters, buffers (batch-norm statistics) and optimizer states into its own trainer, so
 `trainer.evaluate` and checkpoints work in the parent afterwards. NumPy backend only, for now.
 
@@ -69,6 +70,33 @@ def worker_thread_environment(threads):
             else:
                 os.environ[k] = v
 _ERROR, _DONE = "error", "done"
+
+
+def start_worker(ctx, target, name, args, payload):
+    """Start a spawned worker `target(*args, conn)` and send it `payload` (its modules or trainer) through
+    `conn`, one end of a socket pair; returns (process, the parent's end).
+
+    Why the payload is not a `Process` argument: spawn writes a process's arguments into a pipe whose read
+    end the *parent itself* keeps open until the write finishes. A child that dies before reading them all
+    (a script without `if __name__ == "__main__":` makes every child re-run it and die) leaves the parent
+    blocked forever once the payload is larger than the pipe's 64 KiB. A socket whose other end is gone
+    makes `send` fail at once instead. The worker's first act is `conn.recv()`.
+    """
+    mine, theirs = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=target, name=name, daemon=True, args=(*args, theirs))
+    process.start()
+    theirs.close()  # the child holds its end now; ours sees EOF once the child exits
+    try:
+        mine.send(payload)
+    except OSError as err:
+        process.join(2)
+        code = process.exitcode
+        why = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        mine.close()
+        raise WorkerFailed(f"{name} died ({why}) before it received its work ({err.__class__.__name__}). If you "
+                           f"started the run from a script, put the code under `if __name__ == \"__main__\":` "
+                           f"(spawned workers re-import the main script).") from None
+    return process, mine
 
 
 class WorkerFailed(RuntimeError):
@@ -223,11 +251,12 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
     return losses
 
 
-def _worker(index, modules, in_ring, out_ring, conn, total_batches, producer_done, done, replay_input, parent,
-            run_started):
-    """Worker `index`: `pipeline_worker_loop` over its rings; reports ("done", modules, metrics, losses) or
-    ("error", text). Ctrl-C is the parent's to handle: it stops every worker through the rings."""
+def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay_input, parent, run_started, conn):
+    """Worker `index`: receives its modules, runs `pipeline_worker_loop` over its rings; reports ("done",
+    modules, metrics, losses) or ("error", text). Ctrl-C is the parent's to handle: it stops every worker
+    through the rings."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    modules = conn.recv()
     recorder = WorkerRecorder(index, run_started, input_is_data=index == 0)
 
     def keep_alive():
@@ -355,17 +384,13 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         feeder_done = ctx.Event()
         with worker_thread_environment(threads_per_worker):
             for w, group in enumerate(groups):
-                receiver, sender = ctx.Pipe(duplex=False)
                 last = w == len(groups) - 1
-                process = ctx.Process(
-                    target=_worker, name=f"tinydgl-worker-{w}", daemon=True,
-                    args=(w, [trainer.modules[j] for j in group], run.rings[w], None if last else run.rings[w + 1],
-                          sender, total, done[w - 1] if w else feeder_done, done[w], w > 0 and policy == "replay", os.getpid(),
-                          run_started))
-                process.start()
-                sender.close()  # the child holds the sending end; EOF here once it exits
+                args = (w, run.rings[w], None if last else run.rings[w + 1], total, done[w - 1] if w else feeder_done,
+                        done[w], w > 0 and policy == "replay", os.getpid(), run_started)
+                process, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
+                                             [trainer.modules[j] for j in group])
                 run.processes.append(process)
-                run.conns.append(receiver)
+                run.conns.append(conn)
         if log:
             log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {policy}")
         deadline = None if timeout is None else started + timeout
