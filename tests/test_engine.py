@@ -146,3 +146,26 @@ def test_cli_workers_matches_in_process_and_rejects_other_trainers(tmp_path, cap
     assert main(["train", "--no-progress", "--model", "mlp", "--limit-train", "256", "--workers", "2"]) != 0
     assert "runs local trainers" in capsys.readouterr().err
     assert mp.active_children() == [] and _segments_of_this_process() == []
+
+
+def test_devices_need_the_cupy_backend(data):
+    ds, _ = data
+    with pytest.raises(ValueError, match="needs the CuPy backend"):
+        run_module_parallel(_trainer("dgl"), _loader(ds), 1, workers=2, devices=[0, 1])
+
+
+@pytest.mark.gpu
+def test_workers_on_gpus_give_the_in_process_weights(data):
+    """CuPy backend: worker j on GPU j % n, batches staged through host memory in the rings; fifo keeps the
+    in-process weights (up to float32 reduction order on the GPU)."""
+    from tinydgl.backend import is_gpu_available, to_numpy, use_backend
+
+    if not is_gpu_available():
+        pytest.skip("needs CuPy and a visible NVIDIA GPU")
+    ds, test = data
+    with use_backend("cupy", 0):
+        reference, parallel = _trainer("dgl", "cnn"), _trainer("dgl", "cnn")
+        fit(reference, _loader(ds), test, 1, progress=False, log=lambda *a: None)
+        run_module_parallel(parallel, _loader(ds), 1, workers=2)
+        for p, q in zip(reference.model.parameters(), parallel.model.parameters()):
+            np.testing.assert_allclose(to_numpy(p.data), to_numpy(q.data), rtol=1e-4, atol=1e-5)

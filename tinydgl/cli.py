@@ -187,6 +187,8 @@ def build_parser():
     parallel.add_argument("--workers", type=_positive_int, default=None,
                           help="dgl, lls*, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
                                "workers (default: in-process)")
+    parallel.add_argument("--devices", type=_int_list, default=None,
+                          help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
@@ -265,6 +267,8 @@ def cmd_train(args):
     if args.backend:
         set_backend(args.backend)
     dataset, train_loader, test_loader = load_data(args)
+    if args.devices and not args.workers:
+        raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
     if args.trainer in DATA_PARALLEL and not args.workers:
         raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
     trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
@@ -300,10 +304,16 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
     from .runtime import WorkerFailed, fit_data_parallel, fit_module_parallel
 
-    fit_parallel = fit_data_parallel if args.trainer in DATA_PARALLEL else fit_module_parallel
+    options = {}
+    if args.trainer in DATA_PARALLEL:
+        fit_parallel = fit_data_parallel
+        if args.devices:
+            raise CommandError(f"--devices applies to the module-parallel engine, not --trainer {args.trainer}.")
+    else:
+        fit_parallel, options["devices"] = fit_module_parallel, args.devices
     try:
         return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
-                            checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume, **options)
     except ValueError as err:
         raise CommandError(f"--workers {args.workers}: {err}") from err
     except WorkerFailed as err:

@@ -23,7 +23,12 @@ Modules travel by pickling: each worker receives its `LocalModule`s (body, head,
 state) through a socket pair right after it starts (`start_worker` says why not as a `Process`
 argument), and sends them back the same way when it is done; the parent copies
 their parameters, buffers (batch-norm statistics) and optimizer states into its own trainer, so
-`trainer.evaluate` and checkpoints work in the parent afterwards. NumPy backend only, for now.
+`trainer.evaluate` and checkpoints work in the parent afterwards.
+
+GPUs. On the CuPy backend worker w uses GPU `devices[w % len(devices)]` (`--devices`, default every visible
+GPU): it selects the device before receiving its modules, so their arrays land there; the rings hold host
+copies (`put` stages through host memory), and each worker moves the batches it gets to its own device.
+Written with care but untested here: no GPU was available to this project (tests marked `gpu`).
 
 Faults. The parent watches every worker's `Process.sentinel` (and its result pipe) with
 `multiprocessing.connection.wait`. If a worker dies before reporting, or reports an exception, the parent
@@ -191,8 +196,8 @@ def _check_trainer(trainer):
     if not isinstance(trainer, LocalTrainer) or isinstance(trainer, GreedyTrainer):
         raise ValueError(f"The module-parallel engine runs local trainers (dgl, lls, lls-m, lls-mxm, async-dgl), "
                          f"got {getattr(trainer, 'name', type(trainer).__name__)!r}. Train it in-process instead.")
-    if get_backend().name != "numpy":
-        raise ValueError(f"The module-parallel engine runs on the NumPy backend only for now (active backend: "
+    if get_backend().name not in ("numpy", "cupy"):
+        raise ValueError(f"The module-parallel engine runs on the NumPy or CuPy backend (active backend: "
                          f"{get_backend().name!r}).")
     if isinstance(trainer, AsyncDGLTrainer):
         if trainer.buffer_codec:
@@ -201,6 +206,23 @@ def _check_trainer(trainer):
         return "replay", (trainer.buffers[0].capacity if trainer.buffers else 1), \
             (trainer.buffers[0].reuse_cap if trainer.buffers else None)
     return "fifo", None, None
+
+
+def _worker_devices(workers, devices):
+    """The CUDA device of each worker (None for each on NumPy): worker w gets devices[w % len(devices)]."""
+    if get_backend().name != "cupy":
+        if devices:
+            raise ValueError(f"devices={list(devices)} needs the CuPy backend (--backend cupy); the active "
+                             f"backend is {get_backend().name!r}.")
+        return [None] * workers
+    import cupy
+
+    visible = cupy.cuda.runtime.getDeviceCount()
+    devices = list(range(visible)) if not devices else [int(d) for d in devices]
+    bad = [d for d in devices if not 0 <= d < visible]
+    if bad or not devices:
+        raise ValueError(f"devices {devices}: CuPy sees {visible} GPU(s), ids 0..{visible - 1}.")
+    return [devices[w % len(devices)] for w in range(workers)]
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
@@ -235,6 +257,7 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
                 keep_alive()
         x, y, entry = got
         t1 = time.time()
+        x, y = asarray(x), asarray(y)  # to this worker's backend and device (a no-op on NumPy)
         recorder.waited(t1 - t0)
         recorder.got(entry)
         loss = math.nan
@@ -251,11 +274,16 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
     return losses
 
 
-def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay_input, parent, run_started, conn):
+def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay_input, parent, run_started,
+            gpu, conn):
     """Worker `index`: receives its modules, runs `pipeline_worker_loop` over its rings; reports ("done",
-    modules, metrics, losses) or ("error", text). Ctrl-C is the parent's to handle: it stops every worker
-    through the rings."""
+    modules, metrics, losses) or ("error", text). gpu: the CUDA device it uses with CuPy (None: NumPy).
+    Ctrl-C is the parent's to handle: it stops every worker through the rings."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu is not None:
+        from ..backend import set_backend
+
+        set_backend("cupy", gpu).device.use()  # before receiving: unpickled CuPy arrays land on this device
     modules = conn.recv()
     recorder = WorkerRecorder(index, run_started, input_is_data=index == 0)
 
@@ -346,7 +374,7 @@ class _Run:
 
 
 def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, threads_per_worker=1,
-                        start_epoch=0, timeout=None, log=None, balance=True, run_started=None):
+                        start_epoch=0, timeout=None, log=None, balance=True, run_started=None, devices=None):
     """Train `trainer`'s modules for `epochs` epochs in `workers` processes; returns metrics (JSON-ready).
 
     trainer: a `LocalTrainer` (dgl, lls, lls-m, lls-mxm, async-dgl); afterwards it holds the trained
@@ -354,12 +382,15 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     between workers (default 2 for fifo; the trainer's buffer_size for async-dgl's replay rings).
     threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
     limit). balance: split the modules by their measured forward cost (`module_costs`) rather than count.
-    run_started: `time.time()` the workers' timelines count from (default: now).
+    run_started: `time.time()` the workers' timelines count from (default: now). devices: with the CuPy
+    backend, the GPU ids to use, worker w on devices[w % len(devices)] (default: every visible GPU);
+    activations cross devices through the rings, staged in host memory. Must be None on NumPy.
 
     Returns {"workers": [per-worker `WorkerRecorder.summary()` + "modules"], "policy", "seconds", "samples",
     "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
     policy, replay_slots, reuse_cap = _check_trainer(trainer)
+    gpus = _worker_devices(workers, devices)
     costs = module_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
     groups = split_modules(len(trainer.modules), workers, costs)
     shapes = _module_output_shapes(trainer)
@@ -386,7 +417,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
             for w, group in enumerate(groups):
                 last = w == len(groups) - 1
                 args = (w, run.rings[w], None if last else run.rings[w + 1], total, done[w - 1] if w else feeder_done,
-                        done[w], w > 0 and policy == "replay", os.getpid(), run_started)
+                        done[w], w > 0 and policy == "replay", os.getpid(), run_started, gpus[w])
                 process, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
                                              [trainer.modules[j] for j in group])
                 run.processes.append(process)
