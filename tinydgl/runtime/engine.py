@@ -15,7 +15,7 @@ one per worker process, and connects consecutive workers with `SharedRing`s:
   every batch, in order, so the weights equal the in-process trainer's) and "replay" for `async-dgl`
   (Algorithm 2, buffer size and reuse cap from the trainer). In replay a worker whose input ring has
   nothing servable counts a *skip*; a worker stops after as many steps as there are data batches, or once
-  its producer has stopped. The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is
+  its producer has stopped and every batch it left has been served once. The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is
   not used here: the workers' real speeds are the schedule, and the trainer's in-process counters
   (`AsyncDGLTrainer.stats`) stay untouched: the engine returns per-worker metrics of its own.
 
@@ -42,6 +42,7 @@ parent's environment just while the workers start (spawn: the child reads them b
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import multiprocessing as mp
 import os
@@ -149,28 +150,23 @@ def split_modules(num_modules, workers, costs=None):
 
 
 def module_costs(trainer, batch_size, repeats=2):
-    """Seconds of one forward pass (body and local head) of each module on a zero batch, in evaluation
-    mode, so nothing is learned and no statistics move: a cheap proxy for each module's share of a step."""
+    """Seconds of one training step (forward, local head, backward, update) of each module on a zero batch,
+    timed on a deep copy of the module, so the trainer's own weights, statistics and optimizer state do not
+    move: each module's share of a pipeline step. (A forward pass alone misleads: the last module carries
+    the classifier and its loss, and backward costs differ from forward's.)"""
     model = trainer.model
-    was_training = model.training
-    model.eval()
     x = asarray(np.zeros((batch_size, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
+    y = asarray(np.arange(batch_size) % max(int(getattr(model, "num_classes", 2)), 1))
     costs = []
     for module in trainer.modules:
-        if module.head is not None:
-            module.head.eval()
+        scratch = copy.deepcopy(module)
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            out = module.forward(x)
-            if module.head is not None:
-                module.head.forward(out)
+            _, out = scratch.step(x, y)
             best = min(best, time.perf_counter() - t0)
-        if module.head is not None:
-            module.head.train()
         costs.append(best)
         x = out
-    model.train(was_training)
     return costs
 
 
@@ -234,21 +230,19 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
     source.get(timeout) -> (x, labels, entry) or None when nothing came within `timeout` s (entry: a
     `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout) -> False when there was no
     room within `timeout` s; sink None for the last worker. replay_input: the source is a replay buffer, so
-    "nothing servable" is a skip and the worker stops once `producer_stopped()` (Algorithm 2 has no end;
-    this run does). keep_alive(): called while waiting (raises to stop the worker, e.g. the parent died).
+    "nothing servable" is a skip, and once `producer_stopped()` the worker serves what was never served
+    and stops (Algorithm 2 has no end; this run does, without replays past the last fresh batch). keep_alive(): called while waiting (raises to stop the worker, e.g. the parent died).
     recorder: the worker's `WorkerRecorder`. Returns the last worker's [(loss, samples)] per step.
     """
     losses = []
     while recorder.steps < total_batches:
         t0 = recorder.now()
         if replay_input:
-            stopped = producer_stopped()
-            if stopped and recorder.steps > 0:
-                break
+            stopped = producer_stopped()  # read before get: whatever was pushed before the stop is seen
             got = source.get(timeout=0.05)
+            if stopped and (got is None or got[2].uses > 1):
+                break  # the producer is done and nothing fresh is left: no replays after the end
             if got is None:
-                if stopped:
-                    break
                 recorder.skipped(time.time() - t0)
                 keep_alive()
                 continue

@@ -1,0 +1,109 @@
+"""Scaling of the parallel engines: in-process vs the local engine vs the MPI engine, J = 1, 2, 4 workers.
+
+    # the issue's table: dgl and async-dgl, J = 1, 2, 4, local and MPI engines, against the in-process run
+    python benchmarks/bench_engines.py --trainers dgl,async-dgl --workers 1,2,4 --engines local,mpi
+
+    # quicker: one trainer, the bundled digits
+    python benchmarks/bench_engines.py --trainers dgl --workers 1,2 --dataset mnist-small --model smallconv
+
+Every run is a separate `tinydgl train` process (`mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi`
+for MPI), so each gets exactly the BLAS threads it is given: in-process runs with 1 thread and with
+`--cores` threads (the "same total threads" as `--cores` single-threaded workers), workers with 1 thread
+each. samples/s is the training throughput the run reports (data samples through the first module per
+second of training, worker start included, evaluation excluded); speed-up is against the in-process run
+with the same total threads. Not a test: prints a table to paste into benchmarks/RESULTS.md with the
+command, and writes every run's metrics to --out.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run(cmd, threads, timeout):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        print(f"FAILED ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return time.perf_counter() - t0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainers", default="dgl,async-dgl")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--engines", default="local", help="local, mpi or local,mpi")
+    parser.add_argument("--model", default="smallconvl")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--limit-train", type=int, default=10000)
+    parser.add_argument("--limit-test", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--cores", type=int, default=os.cpu_count())
+    parser.add_argument("--extra", default="", help="more `tinydgl train` options, e.g. '--reuse-cap 2'")
+    parser.add_argument("--out", default="engines.json")
+    parser.add_argument("--timeout", type=int, default=1800)
+    args = parser.parse_args()
+
+    common = ["--model", args.model, "--dataset", args.dataset, "--limit-train", str(args.limit_train),
+              "--limit-test", str(args.limit_test), "--epochs", str(args.epochs), "--batch-size",
+              str(args.batch_size), "--no-progress", *args.extra.split()]
+    mpiexec = shutil.which("mpiexec") or os.path.join(sys.prefix, "bin", "mpiexec")
+    print("command: python " + " ".join(sys.argv))
+    print(f"machine: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
+    rows, results = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for trainer in args.trainers.split(","):
+            cases = [("in-process", 0, 1), ("in-process", 0, args.cores)] if args.cores > 1 else [("in-process", 0, 1)]
+            cases += [(engine, int(j), 1) for engine in args.engines.split(",") for j in args.workers.split(",")]
+            baseline = {}
+            for engine, workers, threads in cases:
+                metrics = os.path.join(tmp, f"{trainer}-{engine}-{workers}-{threads}.json")
+                cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", trainer, *common, "--metrics-json", metrics]
+                if engine == "local":
+                    cmd += ["--workers", str(workers)]
+                elif engine == "mpi":
+                    if not os.path.exists(mpiexec):
+                        print("mpiexec not found: skipping the MPI engine", file=sys.stderr)
+                        continue
+                    cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "mpi4py", *cmd[1:], "--engine", "mpi"]
+                wall = run(cmd, threads, args.timeout)
+                if wall is None:
+                    continue
+                summary = json.load(open(metrics))
+                summary.update(engine=engine, workers=workers, threads=threads, wall_seconds=wall)
+                results.append(summary)
+                sps = summary["samples_per_second"]
+                if engine == "in-process":
+                    baseline[threads] = sps
+                per_worker = summary["history"][-1].get("workers") or []
+                busy = " ".join(f"{100 * w.get('busy_fraction', 0):.0f}%" for w in per_worker)
+                replays = sum(w.get("replayed", 0) for w in per_worker)
+                skips = sum(w.get("skips", 0) for w in per_worker)
+                same_threads = baseline.get(min(max(workers, 1) * threads, args.cores))
+                rows.append((trainer, engine, workers or "-", threads, sps,
+                             sps / baseline[1] if 1 in baseline else float("nan"),
+                             sps / same_threads if same_threads else float("nan"),
+                             summary["test_accuracy"], busy or "-", f"{replays}/{skips}" if per_worker else "-"))
+                print(f"  {trainer} {engine} J={workers} threads={threads}: {sps:.0f} samples/s, "
+                      f"acc {summary['test_accuracy']:.4f}", flush=True)
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
+    header = ("| trainer | engine | J | BLAS threads each | samples/s | vs in-process 1 thread | "
+              "vs in-process, same total threads | test acc | worker busy | replays/skips |")
+    print(header + "\n|" + "---|" * 10)
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.2f}x | {r[6]:.2f}x | {r[7]:.4f} | {r[8]} | {r[9]} |")
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nmetrics of every run: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
