@@ -57,6 +57,7 @@ import numpy as np
 from ..backend import get_backend, to_numpy
 from .engine import WorkerFailed, start_worker, worker_thread_environment
 from .fit import fit_parallel
+from .metrics import WorkerRecorder
 
 _ERROR, _DONE = "error", "done"
 POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
@@ -149,7 +150,7 @@ class _AveragedGradients:
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
-def _worker(index, segment_name, layout, go, done, arrived, parent, conn):
+def _worker(index, segment_name, layout, go, done, arrived, parent, run_started, conn):
     """Worker `index`: receives its model copy (a trainer), then per step its shard through
     `trainer.train_step` with averaged gradients; reports ("done", index, metrics, losses, state or None)
     or ("error", index, traceback)."""
@@ -168,33 +169,34 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, conn):
         averaged = _AveragedGradients(trainer.optimizer, grads, index, all_rows_written)
         trainer.optimizer = averaged
         trainer.model.train()
-        busy = wait_a = 0.0
-        steps = samples = 0
+        recorder = WorkerRecorder(index, run_started, input_is_data=True)
         losses = []  # (shard loss, shard size) per step
         while True:
-            t0 = time.perf_counter()
+            t0 = recorder.now()
             _take(go, header, parent)  # the parent wrote a batch (or the stop signal)
-            t1 = time.perf_counter()
-            wait_a += t1 - t0
+            t1 = time.time()
+            recorder.waited(t1 - t0)
             n, stop = int(header[0]), int(header[1])
             if stop:
                 break
             bounds = shard_bounds(n, workers)
             averaged.shard_sizes = [b - a for a, b in bounds]
             lo, hi = bounds[index]
+            waited_before = averaged.wait_seconds
             if hi > lo:
                 loss = trainer.train_step(x[lo:hi].copy(), y[lo:hi].copy())
             else:
                 loss = 0.0
                 averaged.step()  # nothing to learn from, but the exchange and the common update still happen
-            steps += 1
-            samples += hi - lo
             losses.append((float(loss), hi - lo))
             arrived.release()  # done reading the rows
-            busy += time.perf_counter() - t1
-        wait_seconds = wait_a + averaged.wait_seconds
-        metrics = {"worker": index, "steps": steps, "samples": samples, "busy_seconds": busy - averaged.wait_seconds,
-                   "wait_seconds": wait_seconds}
+            t2 = time.time()
+            # busy = the step minus its wait for the other workers' gradient rows (counted as idle)
+            all_reduce_wait = averaged.wait_seconds - waited_before
+            recorder.computed(t1, t2 - all_reduce_wait, hi - lo)
+            recorder.waited(all_reduce_wait)
+        metrics = recorder.summary()
+        metrics["wait_seconds"] = metrics["idle_seconds"]
         trainer.optimizer = averaged.optimizer
         state = trainer.state_dict() if index == 0 else None
         del header, x, y, grads, averaged
@@ -232,15 +234,16 @@ def _describe_exit(process):
 
 
 def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_worker=1, start_epoch=0,
-                      timeout=None, log=None):
+                      timeout=None, log=None, run_started=None):
     """Train `trainer` (a BackpropTrainer) with synchronous data-parallel SGD in `workers` processes.
 
     Every batch of `train_loader` is split over the workers (see `shard_bounds`); the update equals the
     single-process update on the whole batch (module docstring). Afterwards the trainer holds worker 0's
     weights, buffers and optimizer state. threads_per_worker: BLAS threads of each worker. timeout: seconds
-    before the run is stopped (None: no limit).
+    before the run is stopped (None: no limit). run_started: `time.time()` the workers' timelines count
+    from (default: now).
 
-    Returns (JSON-ready) {"workers": [per-worker steps, samples, busy_seconds, wait_seconds], "steps",
+    Returns (JSON-ready) {"workers": [per-worker `WorkerRecorder.summary()` + wait_seconds], "steps",
     "samples", "seconds" (from the first spawn to the last result), "samples_per_second", "train_loss" (per
     epoch, sample-weighted), "last_loss"}.
     """
@@ -297,11 +300,12 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     header, x_shared, y_shared, _ = _views(shm.buf, layout)
     header[:] = 0
     started = time.perf_counter()
+    run_started = time.time() if run_started is None else run_started
     try:
         with worker_thread_environment(threads_per_worker):
             for w in range(workers):
                 process, conn = start_worker(ctx, _worker, f"tinydgl-dp-worker-{w}",
-                                             (w, shm.name, layout, go[w], done[w], arrived, os.getpid()), trainer)
+                                             (w, shm.name, layout, go[w], done[w], arrived, os.getpid(), run_started), trainer)
                 processes.append(process)
                 conns.append(conn)
         if log:
@@ -370,7 +374,8 @@ def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log
     in `runtime.fit.fit_parallel`. Each epoch starts fresh workers (about a second) and ends with an
     evaluation in the parent. options: for `run_data_parallel`."""
     def run_epoch(epoch, run_started):
-        return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, **options)
+        return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
+                                 run_started=run_started, **options)
 
     return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers", checkpoint_dir,
                         resume, log)
