@@ -234,7 +234,7 @@ class _MpiSource:
             if got is not None:
                 self.served += 1
                 x, labels, entry = got
-                return (x if self.on_device else asarray(x)), labels, entry
+                return asarray(x), asarray(labels), entry  # host -> device on CuPy; no copy on NumPy
             if self.stopped or (deadline is not None and time.monotonic() > deadline):
                 return None
             time.sleep(POLL_S)
@@ -296,6 +296,9 @@ class _DataSource:
     def get(self, timeout=None):
         x, y = next(self.batches)
         return x, y, None
+
+    def close(self):
+        self.batches.close()  # the loader's iteration ends here, not whenever the generator is collected
 
 
 class _FailAfterFirstBatch:
@@ -402,6 +405,8 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
                                   replay_input, source.producer_stopped if replay_input else (lambda: False))
     if rank > 0:
         source.finish()
+    else:
+        source.close()
     if sink is not None:
         sink.finish()
     seconds = time.perf_counter() - started
