@@ -99,6 +99,17 @@ def test_fifo_dgl_over_mpi_gives_the_in_process_weights_and_resumes(tmp_path):
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
 
+def test_three_ranks_a_middle_rank_both_receives_and_sends(tmp_path):
+    """With 3 ranks, rank 1 has a source and a sink: the end-of-run handshake runs on both of its links."""
+    small = ["--model", "smallconv", "--trainer", "dgl", "--epochs", "1"]
+    _train(tmp_path, "ref3", *small, mpi=False)
+    metrics, _ = _train(tmp_path, "mpi3", *small, "--engine", "mpi", ranks=3)
+    _assert_same_weights(tmp_path / "mpi3", tmp_path / "ref3")
+    workers = metrics["history"][0]["workers"]
+    assert [w["steps"] for w in workers] == [4, 4, 4]
+    assert sorted(j for w in workers for j in w["modules"]) == [0, 1, 2, 3]  # every module, each once
+
+
 def test_async_dgl_over_mpi_uses_replay_links_and_reports_them(tmp_path):
     metrics, _ = _train(tmp_path, "async", "--trainer", "async-dgl", "--buffer-size", "2", "--engine", "mpi",
                         "--epochs", "2")
@@ -127,6 +138,9 @@ def test_cli_refuses_a_wrong_launch():
     assert alone.returncode == 1 and "mpiexec -n J python -m mpi4py -m tinydgl" in alone.stderr
     mismatch = _run(["train", *COMMON, "--trainer", "dgl", "--engine", "mpi", "--workers", "3"])
     assert mismatch.returncode != 0 and "--workers 3 but mpiexec started 2 rank(s)" in mismatch.stderr
+    # an error raised on every rank inside the run: each aborts, none carries on with a missing history
+    wrong = _run(["train", *COMMON, "--trainer", "bp", "--engine", "mpi"])
+    assert wrong.returncode != 0 and "runs local trainers" in wrong.stderr and "NoneType" not in wrong.stderr
 
 
 DP_SCRIPT = textwrap.dedent("""

@@ -370,6 +370,7 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
         print(f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}", file=sys.stderr,
               flush=True)
         comm.Abort(1)
+        raise SystemExit(1)  # Abort does not always end this process at once (e.g. another rank aborted first)
 
 
 class PeakMemory:
