@@ -11,6 +11,9 @@ Every run is one `tinydgl train` command in a fresh process (the MPI ones under 
 mpi4py -m tinydgl`), so each pays its own start-up like a user would; the table reads the metrics JSON each
 run writes. samples/s is the CLI's (training samples over training seconds, evaluation excluded; for the
 parallel engines the seconds include starting the workers (local) or the end-of-epoch gather (MPI)).
+Careful: the local engine's seconds include spawning its workers (about a second per epoch), the MPI
+engine's do not include mpiexec starting the ranks (before training); "wall s", the whole command from
+launch to exit (data loading and evaluation included), is the fair end-to-end comparison.
 speedup: against the in-process run (dp-sync: against J = 1 of the same engine). busy: each worker's
 busy_fraction, the pipeline's balance at a glance. Needs the `mpi` extra for the MPI rows (they are
 skipped, with a note, if mpi4py or mpiexec is missing). Not a test: it prints a Markdown table to paste into
@@ -24,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_PARALLEL = ("dp-sync",)
@@ -41,11 +45,15 @@ def run(label, prefix, args, workdir, threads):
     env.update({k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     command = [*prefix, "train", "--no-progress", *args, "--metrics-json", path]
     print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
     out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
     if out.returncode != 0:
         print(out.stdout + out.stderr, file=sys.stderr)
         return None
-    return json.load(open(path))
+    metrics = json.load(open(path))
+    metrics["wall_seconds"] = wall
+    return metrics
 
 
 def main(argv=None):
@@ -96,17 +104,17 @@ def main(argv=None):
 
     print(f"\n{args.trainer} on {args.model}, {args.dataset} (limit-train {args.limit_train}), {args.epochs} epoch(s), "
           f"batch {args.batch_size}, {args.threads} BLAS thread(s) per process, {os.cpu_count()} CPUs\n")
-    print("| engine | J | samples/s | speedup | test acc | busy fraction per worker |")
-    print("|---|---|---|---|---|---|")
+    print("| engine | J | samples/s | speedup | wall s | test acc | busy fraction per worker |")
+    print("|---|---|---|---|---|---|---|")
     for engine, j, m in rows:
         if m is None:
-            print(f"| {engine} | {j} | failed | | | |")
+            print(f"| {engine} | {j} | failed | | | | |")
             continue
         sps = m["samples_per_second"]
         reference = baseline(engine)
         speedup = f"{sps / reference:.2f}x" if reference else "-"
         busy = ", ".join(f"{busy_fraction(w):.2f}" for w in m["history"][-1].get("workers", [])) or "-"
-        print(f"| {engine} | {j} | {sps:,.0f} | {speedup} | {m['test_accuracy']:.4f} | {busy} |")
+        print(f"| {engine} | {j} | {sps:,.0f} | {speedup} | {m['wall_seconds']:.1f} | {m['test_accuracy']:.4f} | {busy} |")
 
 
 if __name__ == "__main__":
