@@ -189,7 +189,8 @@ def build_parser():
                                "workers (default: in-process)")
     parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
                           help="local: worker processes on this machine; mpi: one MPI rank per worker, launched as "
-                               "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra)")
+                               "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
+                               "--workers, if given, must be J)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
@@ -355,6 +356,7 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
     from mpi4py import MPI
 
     from .runtime.mpi_engine import fit_data_parallel_mpi, fit_module_parallel_mpi
+    from .train import CheckpointError, TrainingDiverged
 
     comm = MPI.COMM_WORLD
     fit_parallel = fit_data_parallel_mpi if args.trainer in DATA_PARALLEL else fit_module_parallel_mpi
@@ -366,8 +368,16 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
             if isinstance(err, ValueError):
                 raise CommandError(f"--engine mpi: {err}") from err
             raise
-        detail = str(err) if isinstance(err, (ValueError, CommandError)) else traceback.format_exc()
-        print(f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}", file=sys.stderr,
+        request_error = isinstance(err, (ValueError, CommandError, CheckpointError))  # the person's to fix
+        if isinstance(err, KeyboardInterrupt):
+            detail = "interrupted"
+        elif request_error or isinstance(err, TrainingDiverged):
+            detail = str(err)
+        else:
+            detail = traceback.format_exc()
+        resumable = args.checkpoint_dir and not request_error
+        where = " Resume from the last finished epoch with --resume." if resumable else ""
+        print(f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}{where}", file=sys.stderr,
               flush=True)
         comm.Abort(1)
         raise SystemExit(1)  # Abort does not always end this process at once (e.g. another rank aborted first)
