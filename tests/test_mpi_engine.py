@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -41,10 +42,24 @@ def _env(**extra):
     return env
 
 
+def _job(command, env=None):
+    """Run `command` in its own process group; on a timeout kill the whole group (mpiexec, its proxies and
+    every rank), so a hung job fails the test and leaves nothing behind."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"{' '.join(command)} did not finish within {TIMEOUT} s (a deadlock?)")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def _run(args, ranks=2, mpi=True, env=None):
     command = ([_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "tinydgl"] if mpi
                else [sys.executable, "-m", "tinydgl"]) + args
-    return subprocess.run(command, cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=TIMEOUT)
+    return _job(command, env)
 
 
 def _train(tmp_path, name, *args, ranks=2, mpi=True, env=None):
@@ -175,7 +190,7 @@ def test_dp_sync_over_mpi_matches_single_process_large_batch_sgd(tmp_path):
     script = tmp_path / "dp.py"
     script.write_text(DP_SCRIPT)
     command = [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", str(script), str(tmp_path / "dp.npz")]
-    out = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    out = _job(command)
     assert out.returncode == 0, out.stdout + out.stderr
 
     ds = load_dataset("mnist-small", limit_train=150, limit_test=64, progress=False)

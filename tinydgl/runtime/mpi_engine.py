@@ -235,6 +235,9 @@ class _MpiSource:
                 self.served += 1
                 x, labels, entry = got
                 return asarray(x), asarray(labels), entry  # host -> device on CuPy; no copy on NumPy
+            if self.stopped and self.replay is None:  # fifo promises every batch: a short stream is a bug
+                raise RuntimeError(f"rank {self.src} stopped after sending {self.received} batches, fewer than "
+                                   f"this rank was told to expect; the ranks disagree about the run's length.")
             if self.stopped or (deadline is not None and time.monotonic() > deadline):
                 return None
             time.sleep(POLL_S)
