@@ -136,7 +136,8 @@ class _MpiSink:
         return bye
 
     def put(self, x, labels, produced_at=0, timeout=None):
-        """Send batch x (N, ...) and its N labels; False if no credit came within `timeout` seconds."""
+        """Send batch x (N, ...) and its N labels; False if no credit came within `timeout` seconds. As with
+        `SharedRing.put`, the caller may change x as soon as put returns: the Isend reads a copy."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._read_credits()
         while self.credits < 1:
@@ -144,8 +145,10 @@ class _MpiSink:
                 return False
             time.sleep(POLL_S)
             self._read_credits()
-        x = np.ascontiguousarray(to_numpy(x), dtype=self.dtype)
-        labels = np.ascontiguousarray(to_numpy(labels), dtype=np.int64)
+        # Copies: an Isend reads its buffer until the receiver has it (a large message waits for the matching
+        # Recv), while the caller goes on computing and might reuse its arrays.
+        x = np.array(to_numpy(x), dtype=self.dtype, order="C", copy=True)
+        labels = np.array(to_numpy(labels), dtype=np.int64, order="C", copy=True)
         header = np.array([x.shape[0], int(produced_at), self.serial, 0], np.int64)
         reqs = [self.comm.Isend(header, self.dest, HEADER), self.comm.Isend(x, self.dest, X),
                 self.comm.Isend(labels, self.dest, LABELS)]
