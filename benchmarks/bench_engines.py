@@ -10,8 +10,10 @@ Every run is a separate `tinydgl train` process (`mpiexec -n J python -m mpi4py 
 for MPI), so each gets exactly the BLAS threads it is given: in-process runs with 1 thread and with
 `--cores` threads (the "same total threads" as `--cores` single-threaded workers), workers with 1 thread
 each. samples/s is the training throughput the run reports (data samples through the first module per
-second of training, worker start included, evaluation excluded); speed-up is against the in-process run
-with the same total threads. Not a test: prints a table to paste into benchmarks/RESULTS.md with the
+second of training, evaluation excluded; the local engine's seconds include spawning its workers, about
+a second per epoch, the MPI engine's do not include mpiexec starting the ranks, so "wall s", the whole
+command from launch to exit, is the fair end-to-end comparison); speed-up is against the in-process run
+with the same total threads (dp-sync: against in-process backprop, whose update it equals). Not a test: prints a table to paste into benchmarks/RESULTS.md with the
 command, and writes every run's metrics to --out.
 """
 import argparse
@@ -66,7 +68,9 @@ def main():
             baseline = {}
             for engine, workers, threads in cases:
                 metrics = os.path.join(tmp, f"{trainer}-{engine}-{workers}-{threads}.json")
-                cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", trainer, *common, "--metrics-json", metrics]
+                # dp-sync's in-process counterpart is backprop on the whole batch (what its update equals)
+                name = "bp" if engine == "in-process" and trainer == "dp-sync" else trainer
+                cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", name, *common, "--metrics-json", metrics]
                 if engine == "local":
                     cmd += ["--workers", str(workers)]
                 elif engine == "mpi":
@@ -88,18 +92,19 @@ def main():
                 replays = sum(w.get("replayed", 0) for w in per_worker)
                 skips = sum(w.get("skips", 0) for w in per_worker)
                 same_threads = baseline.get(min(max(workers, 1) * threads, args.cores))
-                rows.append((trainer, engine, workers or "-", threads, sps,
+                rows.append((trainer, engine, workers or "-", threads, sps, wall,
                              sps / baseline[1] if 1 in baseline else float("nan"),
                              sps / same_threads if same_threads else float("nan"),
                              summary["test_accuracy"], busy or "-", f"{replays}/{skips}" if per_worker else "-"))
                 print(f"  {trainer} {engine} J={workers} threads={threads}: {sps:.0f} samples/s, "
                       f"acc {summary['test_accuracy']:.4f}", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
-    header = ("| trainer | engine | J | BLAS threads each | samples/s | vs in-process 1 thread | "
+    header = ("| trainer | engine | J | BLAS threads each | samples/s | wall s | vs in-process 1 thread | "
               "vs in-process, same total threads | test acc | worker busy | replays/skips |")
-    print(header + "\n|" + "---|" * 10)
+    print(header + "\n|" + "---|" * 11)
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.2f}x | {r[6]:.2f}x | {r[7]:.4f} | {r[8]} | {r[9]} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.1f} | {r[6]:.2f}x | {r[7]:.2f}x | {r[8]:.4f} | "
+              f"{r[9]} | {r[10]} |")
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nmetrics of every run: {args.out}")

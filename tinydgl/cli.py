@@ -189,6 +189,10 @@ def build_parser():
                                "workers (default: in-process)")
     parallel.add_argument("--devices", type=_int_list, default=None,
                           help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
+    parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
+                          help="local: worker processes on this machine; mpi: one MPI rank per worker, launched as "
+                               "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
+                               "--workers, if given, must be J)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
@@ -266,6 +270,8 @@ def cmd_train(args):
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
     if args.backend:
         set_backend(args.backend)
+    if getattr(args, "engine", "local") == "mpi":
+        prepare_mpi(args)
     dataset, train_loader, test_loader = load_data(args)
     if args.devices and not args.workers:
         raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
@@ -304,6 +310,10 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
     from .runtime import WorkerFailed, fit_data_parallel, fit_module_parallel
 
+    if getattr(args, "engine", "local") == "mpi":
+        if args.devices:
+            raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
+        return fit_on_mpi(args, trainer, train_loader, test_loader)
     options = {}
     if args.trainer in DATA_PARALLEL:
         fit_parallel = fit_data_parallel
@@ -319,6 +329,70 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     except WorkerFailed as err:
         where = " Resume from the last finished epoch with --resume." if args.checkpoint_dir else ""
         raise CommandError(f"{err}{where}") from err
+
+
+# --- --engine mpi -----------------------------------------------------------------------------------
+MPI_LAUNCH = "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ..."
+# Set by mpiexec/mpirun (MPICH's Hydra, Open MPI, PMIx, Slurm): a world of size 1 without them is a plain
+# `python -m tinydgl`, which MPI starts as a "singleton" rather than an error.
+_LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID")
+
+
+def prepare_mpi(args):
+    """--engine mpi: check the launch, set args.workers to the world size, and silence every rank but 0
+    (no prints, no metrics file, no plots; rank 0 also writes the checkpoints)."""
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise CommandError(f"--engine mpi needs mpi4py and an MPI library: pip install 'tinydgl[mpi]' "
+                           f"(mpi4py and the mpich wheel), then launch with {MPI_LAUNCH} ({err}).") from err
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    if size == 1 and not any(v in os.environ for v in _LAUNCHER_VARIABLES):
+        raise CommandError(f"--engine mpi runs one MPI rank per worker, but this is a single process started "
+                           f"without mpiexec. Launch it as: {MPI_LAUNCH} (J = the number of workers).")
+    if args.workers is not None and args.workers != size:
+        raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --engine mpi the "
+                           f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}.")
+    args.workers = size
+    if comm.Get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")
+        args.metrics_json = args.plot = None
+
+
+def fit_on_mpi(args, trainer, train_loader, test_loader):
+    """The parallel runtime over MPI (every rank runs this). A failure on any rank aborts the whole job
+    (MPI_Abort), so no rank is left waiting for a message; mpiexec then exits non-zero."""
+    import traceback
+
+    from mpi4py import MPI
+
+    from .runtime.mpi_engine import fit_data_parallel_mpi, fit_module_parallel_mpi
+    from .train import CheckpointError, TrainingDiverged
+
+    comm = MPI.COMM_WORLD
+    fit_parallel = fit_data_parallel_mpi if args.trainer in DATA_PARALLEL else fit_module_parallel_mpi
+    try:
+        return fit_parallel(trainer, train_loader, test_loader, args.epochs, comm=comm,
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    except BaseException as err:
+        if comm.Get_size() == 1:
+            if isinstance(err, ValueError):
+                raise CommandError(f"--engine mpi: {err}") from err
+            raise
+        request_error = isinstance(err, (ValueError, CommandError, CheckpointError))  # the person's to fix
+        if isinstance(err, KeyboardInterrupt):
+            detail = "interrupted"
+        elif request_error or isinstance(err, TrainingDiverged):
+            detail = str(err)
+        else:
+            detail = traceback.format_exc()
+        resumable = args.checkpoint_dir and not request_error
+        where = " Resume from the last finished epoch with --resume." if resumable else ""
+        print(f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}{where}", file=sys.stderr,
+              flush=True)
+        comm.Abort(1)
+        raise SystemExit(1)  # Abort does not always end this process at once (e.g. another rank aborted first)
 
 
 class PeakMemory:

@@ -113,9 +113,12 @@ class _AveragedGradients:
     worker's p.grad (weights n_w / n) before the ordinary update runs.
     """
 
-    def __init__(self, optimizer, grads, index, all_rows_written):
+    def __init__(self, optimizer, grads, index, all_rows_written, all_reduce=None):
         self.optimizer, self.grads, self.index = optimizer, grads, index
         self.all_rows_written = all_rows_written  # blocks until every worker wrote its row
+        # all_reduce(weighted_row) -> the sum of every worker's weighted row (MPI's Allreduce in
+        # mpi_engine.run_data_parallel_mpi): then no worker reads the others' rows
+        self.all_reduce = all_reduce
         self.shard_sizes = [0] * grads.shape[0]
         self.wait_seconds = 0.0
 
@@ -134,14 +137,18 @@ class _AveragedGradients:
                 offset += p.data.size
         else:
             row[:] = 0
-        t0 = time.perf_counter()
-        self.all_rows_written()
-        self.wait_seconds += time.perf_counter() - t0
         total = sum(self.shard_sizes)
-        # The same rows, weights and order in every worker: the averages (and so the copies) are bit-identical.
-        average = self.grads[0] * (self.shard_sizes[0] / total)
-        for w in range(1, len(self.shard_sizes)):
-            average += self.grads[w] * (self.shard_sizes[w] / total)
+        t0 = time.perf_counter()
+        if self.all_reduce is not None:
+            average = self.all_reduce(row * (self.shard_sizes[self.index] / total))
+            self.wait_seconds += time.perf_counter() - t0
+        else:
+            self.all_rows_written()
+            self.wait_seconds += time.perf_counter() - t0
+            # The same rows, weights and order in every worker: the averages (and the copies) are bit-identical.
+            average = self.grads[0] * (self.shard_sizes[0] / total)
+            for w in range(1, len(self.shard_sizes)):
+                average += self.grads[w] * (self.shard_sizes[w] / total)
         offset = 0
         for p in params:
             p.grad = average[offset:offset + p.data.size].reshape(p.data.shape).astype(p.data.dtype, copy=True)
