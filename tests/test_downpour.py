@@ -1,5 +1,6 @@
 """Downpour SGD (tinydgl.runtime.downpour): W spawned workers push gradients computed at stale weights to
 the parent, the parameter server. Each spawn costs about a second, so the tests are few and tiny."""
+import json
 import math
 import multiprocessing as mp
 import os
@@ -11,6 +12,7 @@ import pytest
 
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
+from tinydgl.nn import Parameter
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime import fit_downpour, run_downpour
 from tinydgl.runtime.downpour import staleness_stats
@@ -94,9 +96,9 @@ def _check_push_log(metrics):
         assert fetched == sorted(fetched)  # a worker's fetched versions never go back
 
 
-@pytest.mark.parametrize("n_fetch, n_push", [(1, 1), (2, 3)])
-def test_staleness_bookkeeping(data, n_fetch, n_push):
-    trainer = _trainer("mlp", "sgd", batchnorm=False)
+@pytest.mark.parametrize("n_fetch, n_push, batchnorm", [(1, 1, False), (2, 3, True)])
+def test_staleness_bookkeeping(data, n_fetch, n_push, batchnorm):
+    trainer = _trainer("mlp", "sgd", batchnorm=batchnorm)
     metrics = run_downpour(trainer, _loader(data, 16), 2, workers=2, n_fetch=n_fetch, n_push=n_push, timeout=60)
     steps = 2 * math.ceil(150 / 16)
     assert metrics["steps"] == sum(m["steps"] for m in metrics["workers"]) == steps
@@ -108,7 +110,10 @@ def test_staleness_bookkeeping(data, n_fetch, n_push):
     if n_push == 1:
         assert metrics["pushes"] == steps
     _check_push_log(metrics)
+    json.dumps(metrics)  # JSON-ready
     assert trainer.optimizer.steps == metrics["pushes"]  # the parent's optimizer is the server's
+    if batchnorm:  # running statistics came back from a worker
+        assert any(np.any(b != 0) for name, b in trainer.model.named_buffers() if name.endswith("mean"))
     _assert_clean()
 
 
@@ -147,6 +152,17 @@ class _Loader:
             if self.on_batch:
                 self.on_batch(i)
             yield batch
+
+
+def test_a_worker_exception_stops_the_run_cleanly():
+    m = build_model("mlp", in_channels=1, image_size=28, num_classes=10, seed=0, dtype="float64", batchnorm=False)
+    stray = Parameter(np.zeros(3))  # in the optimizer but not in the model: no gradient, so every worker raises
+    trainer = build_trainer("bp", m, lambda p: build_optimizer("sgd", [*p, stray], lr=0.1))
+    rng = np.random.default_rng(0)
+    batches = [(rng.standard_normal((8, 1, 28, 28)), rng.integers(0, 10, 8)) for _ in range(4)]
+    with pytest.raises(WorkerFailed, match=r"(?s)worker \d failed.*got no gradient"):
+        run_downpour(trainer, _Loader(batches), 1, workers=2, timeout=60)
+    _assert_clean()
 
 
 def test_a_killed_worker_stops_the_run_cleanly():

@@ -57,8 +57,8 @@ worker. Here nobody waits; instead, gradients are computed at stale weights, and
 as many (smaller) steps per epoch: one per push, each from one worker's mini-batches.
 
 BatchNorm caveat: the server only sees gradients; batch-norm running statistics are buffers, not
-parameters, so each worker keeps its own (computed with its own stale weights) and the parent takes worker
-0's at the end (as dp-sync does). Evaluation with them is slightly off from what the server's weights would
+parameters, so each worker keeps its own (computed with its own stale weights) and the parent takes those of
+the worker that took the most steps at the end (dp-sync takes worker 0's). Evaluation with them is slightly off from what the server's weights would
 produce; models without BatchNorm (`cnn`, `mlp(batchnorm=False)`) have no such issue. Dropout masks come
 from each worker's copy of the generator.
 
@@ -143,7 +143,7 @@ class _PushedGradients:
 def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data_ring, push_ring, n_fetch, n_push,
             conn, parent):
     """Worker `index`: batches from the data ring, gradients at the fetched weights, pushes. Reports
-    ("done", index, metrics, losses, buffers or None) or ("error", index, traceback)."""
+    ("done", index, metrics, losses, buffers) or ("error", index, traceback)."""
     shm = None
     try:
         shm = shared_memory.SharedMemory(name=weights_name)
@@ -221,7 +221,7 @@ def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data
             waited += time.perf_counter() - t0
         metrics = {"worker": index, "steps": steps, "samples": samples, "pushes": pushes, "fetches": fetches,
                    "busy_seconds": busy, "wait_seconds": waited}
-        buffers = {name: to_numpy(b).copy() for name, b in trainer.model.named_buffers()} if index == 0 else None
+        buffers = {name: to_numpy(b).copy() for name, b in trainer.model.named_buffers()}
         del header, weights
         conn.send((_DONE, index, metrics, losses, buffers))
     except (_Aborted, RingClosed):
@@ -314,8 +314,8 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     Each batch of `train_loader` is taken by one worker (whichever is free); a worker fetches the weights
     every `n_fetch` of its steps and pushes its summed gradients every `n_push` steps (and at the end); the
     server applies each push with the trainer's optimizer as it arrives (module docstring). Afterwards the
-    trainer holds the server's final weights and optimizer state (and worker 0's batch-norm statistics).
-    threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
+    trainer holds the server's final weights and optimizer state (and the batch-norm statistics of the
+    worker with the most steps). Versions count the pushes applied in this run, from 0. threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
     limit).
 
     Returns (JSON-ready) {"workers": [per worker: worker, steps, samples, pushes, fetches, busy_seconds,
@@ -453,8 +453,9 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
         shm.close()
         shm.unlink()
 
-    # The trainer's weights and optimizer already are the server's; batch-norm statistics come from worker 0.
-    buffers = results[0][4]
+    # The trainer's weights and optimizer already are the server's; batch-norm statistics come from the
+    # worker that saw the most batches (module docstring, "BatchNorm caveat").
+    buffers = max((results[w] for w in range(workers)), key=lambda r: r[2]["steps"])[4]
     if buffers:
         state = trainer.model.state_dict()
         state.update(buffers)
