@@ -51,16 +51,19 @@ Choices, and why:
 - Weights are read under a `multiprocessing.Lock` (held only for one copy), never torn: a push's weights and
   version are written together.
 
-What differs from `dp-sync` (data_parallel.py): there, every step all W gradients are averaged and applied
-together, so the copies stay identical and equal large-batch SGD, but every step waits for the slowest
-worker. Here nobody waits; instead, gradients are computed at stale weights, and the server takes W times
-as many (smaller) steps per epoch: one per push, each from one worker's mini-batches.
+What differs from `dp-sync` (data_parallel.py): there, each batch is cut into W shards, the W shard
+gradients are averaged and every copy applies the same update, so the copies stay identical and equal
+single-process SGD, but every step waits for the slowest worker. Here each whole batch goes to one worker,
+W batches are in flight at once and nobody waits for anybody; the price is that gradients are computed at
+stale weights. The server takes one optimizer step per push (per batch when n_push = 1), so an epoch has as
+many updates as single-process SGD, not W times fewer as in dp-sync with a W-times-larger batch.
 
 BatchNorm caveat: the server only sees gradients; batch-norm running statistics are buffers, not
-parameters, so each worker keeps its own (computed with its own stale weights) and the parent takes those of
-the worker that took the most steps at the end (dp-sync takes worker 0's). Evaluation with them is slightly off from what the server's weights would
-produce; models without BatchNorm (`cnn`, `mlp(batchnorm=False)`) have no such issue. Dropout masks come
-from each worker's copy of the generator.
+parameters, so each worker keeps its own (computed on its batches, with its own stale weights) and the
+parent takes those of the worker that took the most steps (dp-sync takes worker 0's). Evaluation then uses
+statistics that do not quite belong to the server's final weights; models without BatchNorm (`cnn`,
+`mlp(batchnorm=False)`) have no such issue. Dropout: every worker starts from the same generator state, so
+the workers draw the same sequence of masks (on different batches).
 
 Faults (as in `data_parallel.py` and `engine.py`). While it waits for anything (a free slot in the data
 ring, a push, the weights' lock) the parent checks, at least every POLL_S, every worker's
@@ -72,7 +75,6 @@ goes through the same cleanup. Workers poll too: a worker whose parent died exit
 """
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import os
 import secrets
@@ -201,7 +203,8 @@ def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data
                 waited += t1 - t0
                 offset = 0
                 for p in params:
-                    p.data = snapshot[offset:offset + p.data.size].reshape(p.data.shape).astype(p.data.dtype, copy=False)
+                    view = snapshot[offset:offset + p.data.size].reshape(p.data.shape)
+                    p.data = view.astype(p.data.dtype, copy=False)  # the snapshot is private: views are safe
                     offset += p.data.size
             else:
                 t1 = time.perf_counter()
@@ -315,7 +318,8 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     every `n_fetch` of its steps and pushes its summed gradients every `n_push` steps (and at the end); the
     server applies each push with the trainer's optimizer as it arrives (module docstring). Afterwards the
     trainer holds the server's final weights and optimizer state (and the batch-norm statistics of the
-    worker with the most steps). Versions count the pushes applied in this run, from 0. threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
+    worker with the most steps). Versions count the pushes applied in this run, from 0.
+    threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
     limit).
 
     Returns (JSON-ready) {"workers": [per worker: worker, steps, samples, pushes, fetches, busy_seconds,
