@@ -194,3 +194,12 @@ def test_rejects_bad_input(data):
         with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
             run_downpour(bp, _loader(data), 1, **{option: value})
     _assert_clean()
+
+
+def test_rejects_other_backends(data):
+    pytest.importorskip("array_api_strict")
+    import tinydgl
+
+    bp = _trainer("mlp", "sgd", batchnorm=False)
+    with tinydgl.use_backend("array_api_strict"), pytest.raises(ValueError, match="NumPy backend only"):
+        run_downpour(bp, _loader(data), 1)
