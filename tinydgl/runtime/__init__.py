@@ -14,10 +14,14 @@ worker; what sits between two consecutive workers is a bounded buffer of (activa
 
 - `data_parallel.run_data_parallel`: synchronous data-parallel SGD (`dp-sync`): W workers, one model copy
   and one shard of every batch each, gradients averaged through shared memory every step.
+
+- `downpour.run_downpour`: Downpour SGD (`downpour`): W workers push gradients computed at stale weights
+  to the parent, a parameter server that applies each push as it arrives; staleness is recorded per push.
 """
 from .data_parallel import fit_data_parallel, run_data_parallel
+from .downpour import fit_downpour, run_downpour
 from .engine import WorkerFailed, fit_module_parallel, run_module_parallel, split_modules
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
-__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_data_parallel", "fit_module_parallel",
-           "run_data_parallel", "run_module_parallel", "split_modules"]
+__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_data_parallel", "fit_downpour",
+           "fit_module_parallel", "run_data_parallel", "run_downpour", "run_module_parallel", "split_modules"]
