@@ -129,8 +129,9 @@ def test_two_workers_learn():
     test = DataLoader(ds.x_test, ds.y_test, 250, shuffle=False, mean=ds.mean, std=ds.std)
     history = fit_downpour(trainer, loader, test, 2, workers=2, log=lambda s: None, timeout=60)
     assert [h["epoch"] for h in history] == [1, 2]
-    assert set(history[0]) == {"epoch", "train_loss", "test_accuracy", "test_loss", "seconds", "samples_per_second",
-                               "workers", "staleness"}
+    assert {"epoch", "train_loss", "test_accuracy", "test_loss", "seconds", "samples_per_second", "workers",
+            "staleness", "push_log", "pushes"} <= set(history[0])
+    assert {"busy_seconds", "idle_seconds", "timeline", "pushes", "fetches"} <= set(history[0]["workers"][0])
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_accuracy"] >= 0.75, history
     _assert_clean()

@@ -236,3 +236,14 @@ def test_a_worker_that_dies_while_starting_stops_the_run(tmp_path):
     assert proc.returncode != 0
     assert "WorkerFailed" in proc.stderr and "worker" in proc.stderr, proc.stderr[-2000:]
     assert time.time() - started < 60
+
+
+def test_cli_downpour_reports_staleness(tmp_path, capsys):
+    metrics = str(tmp_path / "m.json")
+    assert main(["train", "--trainer", "downpour", "--workers", "2", "--n-fetch", "2", "--n-push", "1", "--model", "mlp",
+                 *SMALL, "--metrics-json", metrics]) == 0
+    entry = json.load(open(metrics))["history"][0]
+    assert entry["pushes"] == 4 and len(entry["push_log"]) == 4  # one push per step, 4 batches
+    assert entry["staleness"]["max"] >= 0 and len(entry["workers"]) == 2
+    assert main(["train", "--trainer", "dgl", "--workers", "2", "--n-push", "2", *SMALL]) == 1
+    assert "downpour only" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from .trainers import TRAINERS, build_trainer
 DIGIT_DATASETS = ("mnist", "mnist-small")
 DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05}
 # Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
-DATA_PARALLEL = {"dp-sync": "bp"}
+DATA_PARALLEL = {"dp-sync": "bp", "downpour": "bp"}
 
 
 class CommandError(Exception):
@@ -187,6 +187,10 @@ def build_parser():
     parallel.add_argument("--workers", type=_positive_int, default=None,
                           help="dgl, lls*, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
                                "workers (default: in-process)")
+    parallel.add_argument("--n-fetch", type=_positive_int, default=None,
+                          help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
+    parallel.add_argument("--n-push", type=_positive_int, default=None,
+                          help="downpour: a worker pushes its summed gradients every N of its steps (default 1)")
     parallel.add_argument("--devices", type=_int_list, default=None,
                           help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
     parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
@@ -308,19 +312,25 @@ def cmd_train(args):
 
 def fit_on_workers(args, trainer, train_loader, test_loader):
     """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
-    from .runtime import WorkerFailed, fit_data_parallel, fit_module_parallel
+    from .runtime import WorkerFailed, fit_data_parallel, fit_downpour, fit_module_parallel
 
+    if (args.n_fetch or args.n_push) and args.trainer != "downpour":
+        raise CommandError("--n-fetch/--n-push apply to --trainer downpour only.")
     if getattr(args, "engine", "local") == "mpi":
+        if args.trainer == "downpour":
+            raise CommandError("downpour runs on the local engine (worker processes on one machine); "
+                               "over MPI there are dgl, lls*, async-dgl and dp-sync.")
         if args.devices:
             raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
         return fit_on_mpi(args, trainer, train_loader, test_loader)
-    options = {}
-    if args.trainer in DATA_PARALLEL:
-        fit_parallel = fit_data_parallel
-        if args.devices:
-            raise CommandError(f"--devices applies to the module-parallel engine, not --trainer {args.trainer}.")
+    if args.trainer in DATA_PARALLEL and args.devices:
+        raise CommandError(f"--devices applies to the module-parallel engine, not --trainer {args.trainer}.")
+    if args.trainer == "downpour":
+        fit_parallel, options = fit_downpour, {"n_fetch": args.n_fetch or 1, "n_push": args.n_push or 1}
+    elif args.trainer == "dp-sync":
+        fit_parallel, options = fit_data_parallel, {}
     else:
-        fit_parallel, options["devices"] = fit_module_parallel, args.devices
+        fit_parallel, options = fit_module_parallel, {"devices": args.devices}
     try:
         return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume, **options)

@@ -1,8 +1,9 @@
-"""The module-parallel runtime: modules of a locally trained network running in separate worker processes.
+"""The parallel runtime: training spread over worker processes (one machine) or MPI ranks (machines).
 
 Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so module j+1 only
-needs module j's output batches. This package will run each module (or group of modules) in its own
-worker; what sits between two consecutive workers is a bounded buffer of (activation, label) batches:
+needs module j's output batches. This package runs each module (or group of modules) in its own worker;
+what sits between two consecutive workers is a bounded buffer of (activation, label) batches. It also runs
+data-parallel SGD (every worker a whole model copy), synchronous and asynchronous, on the same machinery:
 
 - `shm_ring.SharedRing`: that buffer, in one shared-memory segment, with the replay policy of DGL's
   Algorithm 2 (`policy="replay"`) or strict FIFO for synchronous pipelining (`policy="fifo"`).
@@ -17,11 +18,22 @@ worker; what sits between two consecutive workers is a bounded buffer of (activa
 
 - `downpour.run_downpour`: Downpour SGD (`downpour`): W workers push gradients computed at stale weights
   to the parent, a parameter server that applies each push as it arrives; staleness is recorded per push.
+
+- `engine.pipeline_worker_loop`: the loop every module worker runs, whatever carries its batches;
+  `metrics.WorkerRecorder`: what each worker did and when (busy/idle, staleness, replays, occupancy,
+  timeline), `metrics.plot_timeline`; `fit.fit_parallel`: epochs, evaluation and checkpoints for every engine.
+
+- `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline and dp-sync with one MPI
+  rank per worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ...`.
 """
 from .data_parallel import fit_data_parallel, run_data_parallel
 from .downpour import fit_downpour, run_downpour
-from .engine import WorkerFailed, fit_module_parallel, run_module_parallel, split_modules
+from .engine import WorkerFailed, fit_module_parallel, pipeline_worker_loop, run_module_parallel, split_modules
+from .fit import fit_parallel
+from .metrics import WorkerRecorder, plot_timeline
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
-__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_data_parallel", "fit_downpour",
-           "fit_module_parallel", "run_data_parallel", "run_downpour", "run_module_parallel", "split_modules"]
+__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
+           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "fit_parallel",
+           "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour", "run_module_parallel",
+           "split_modules"]

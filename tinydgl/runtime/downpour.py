@@ -78,6 +78,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import secrets
+import signal
 import time
 import traceback
 from multiprocessing import shared_memory
@@ -87,7 +88,9 @@ import numpy as np
 
 from ..backend import get_backend, to_numpy
 from .data_parallel import _describe_exit
-from .engine import WorkerFailed, worker_thread_environment
+from .engine import WorkerFailed, start_worker, worker_thread_environment
+from .fit import fit_parallel
+from .metrics import WorkerRecorder
 from .shm_ring import RingBroken, RingClosed, SharedRing
 
 _ERROR, _DONE = "error", "done"
@@ -142,12 +145,15 @@ class _PushedGradients:
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
-def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data_ring, push_ring, n_fetch, n_push,
-            conn, parent):
-    """Worker `index`: batches from the data ring, gradients at the fetched weights, pushes. Reports
-    ("done", index, metrics, losses, buffers) or ("error", index, traceback)."""
+def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, push_ring, n_fetch, n_push,
+            parent, run_started, conn):
+    """Worker `index`: receives its model copy (a trainer), then batches from the data ring, gradients at
+    the fetched weights, pushes. Reports ("done", index, metrics, losses, buffers) or ("error", index,
+    traceback). Ctrl-C is the parent's: it stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     shm = None
     try:
+        trainer = conn.recv()
         shm = shared_memory.SharedMemory(name=weights_name)
         header, weights = _weights_views(shm.buf, num_params, dtype)
 
@@ -161,8 +167,8 @@ def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data
         trainer.optimizer = pushed
         trainer.model.train()
         params = pushed.optimizer.params
-        busy = waited = 0.0
-        steps = samples = pushes = fetches = unacknowledged = 0
+        recorder = WorkerRecorder(index, run_started, input_is_data=True)
+        pushes = fetches = unacknowledged = 0
         fetched_version = 0
         losses = []  # (batch number in the run, loss, batch size)
 
@@ -177,16 +183,16 @@ def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data
             unacknowledged += 1
 
         while True:
-            t0 = time.perf_counter()
+            t0 = recorder.now()
             item = data_ring.get(timeout=POLL_S)
             while item is None:
                 check()
                 item = data_ring.get(timeout=POLL_S)
             x, y, entry = item
             if entry.produced_at == _STOP:
-                waited += time.perf_counter() - t0
+                recorder.waited(time.time() - t0)
                 break
-            if steps % n_fetch == 0:
+            if recorder.steps % n_fetch == 0:
                 # Read your own writes: the server has applied every push of ours before we fetch.
                 while unacknowledged:
                     while not applied.acquire(timeout=POLL_S):
@@ -199,31 +205,29 @@ def _worker(index, trainer, weights_name, num_params, dtype, lock, applied, data
                 finally:
                     lock.release()
                 fetches += 1
-                t1 = time.perf_counter()
-                waited += t1 - t0
+                t1 = time.time()
+                recorder.waited(t1 - t0)
                 offset = 0
                 for p in params:
                     view = snapshot[offset:offset + p.data.size].reshape(p.data.shape)
                     p.data = view.astype(p.data.dtype, copy=False)  # the snapshot is private: views are safe
                     offset += p.data.size
             else:
-                t1 = time.perf_counter()
-                waited += t1 - t0
+                t1 = time.time()
+                recorder.waited(t1 - t0)
             loss = trainer.train_step(x, y)  # backprop at the fetched weights; the "update" only accumulates
             losses.append((entry.produced_at, float(loss), int(y.shape[0])))
-            steps += 1
-            samples += int(y.shape[0])
-            t2 = time.perf_counter()
-            busy += t2 - t1
-            if steps % n_push == 0:
+            t2 = time.time()
+            recorder.computed(t1, t2, int(y.shape[0]))
+            if recorder.steps % n_push == 0:
                 push()
-                waited += time.perf_counter() - t2
+                recorder.waited(time.time() - t2)
         if pushed.steps:  # the rest of the accumulator, so no gradient is lost
-            t0 = time.perf_counter()
+            t0 = time.time()
             push()
-            waited += time.perf_counter() - t0
-        metrics = {"worker": index, "steps": steps, "samples": samples, "pushes": pushes, "fetches": fetches,
-                   "busy_seconds": busy, "wait_seconds": waited}
+            recorder.waited(time.time() - t0)
+        metrics = recorder.summary()
+        metrics.update(pushes=pushes, fetches=fetches, wait_seconds=metrics["idle_seconds"])
         buffers = {name: to_numpy(b).copy() for name, b in trainer.model.named_buffers()}
         del header, weights
         conn.send((_DONE, index, metrics, losses, buffers))
@@ -311,7 +315,7 @@ class _Server:
 
 
 def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, threads_per_worker=1, start_epoch=0,
-                 timeout=None, log=None):
+                 timeout=None, log=None, run_started=None):
     """Train `trainer` (a BackpropTrainer) with Downpour SGD: `workers` processes, the parent as parameter server.
 
     Each batch of `train_loader` is taken by one worker (whichever is free); a worker fetches the weights
@@ -350,6 +354,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     rings, processes, conns, results = [], [], [], {}
     deadline = None if timeout is None else time.perf_counter() + timeout
     started = time.perf_counter()
+    run_started = time.time() if run_started is None else run_started
     try:
         data_ring = SharedRing(2 * workers, int(train_loader.batch_size), trainer.model.input_shape,
                                getattr(train_loader, "dtype", "float32"), policy="fifo", name=f"{prefix}_data",
@@ -406,14 +411,11 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 
         with worker_thread_environment(threads_per_worker):
             for w in range(workers):
-                receiver, sender = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker, name=f"tinydgl-downpour-worker-{w}", daemon=True,
-                                      args=(w, trainer, shm.name, num_params, dtype.name, lock, applied[w], data_ring,
-                                            push_ring, n_fetch, n_push, sender, os.getpid()))
-                process.start()
-                sender.close()
+                process, conn = start_worker(ctx, _worker, f"tinydgl-downpour-worker-{w}",
+                                             (w, shm.name, num_params, dtype.name, lock, applied[w], data_ring,
+                                              push_ring, n_fetch, n_push, os.getpid(), run_started), trainer)
                 processes.append(process)
-                conns.append(receiver)
+                conns.append(conn)
         if log:
             log(f"downpour: {workers} workers, n_fetch={n_fetch}, n_push={n_push}, {num_params:,} weights on the "
                 f"parameter server (the parent process)")
@@ -484,20 +486,17 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
             "samples_per_second": samples / seconds, "train_loss": train_loss, "last_loss": step_losses[-1][1]}
 
 
-def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, **options):
-    """`tinydgl.train.fit`'s history (one dict per epoch) for a Downpour run. Each epoch starts fresh workers
+def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None, resume=False,
+                 **options):
+    """`tinydgl.train.fit`'s history (one dict per epoch, with the run's staleness and push log) for a
+    Downpour run; checkpoints and resume as in `runtime.fit.fit_parallel`. Each epoch starts fresh workers
     (about a second) and ends with an evaluation in the parent, with the server's weights; the server's
     optimizer state carries over. options: for `run_downpour` (n_fetch, n_push, threads_per_worker, timeout)."""
-    history = []
-    for epoch in range(epochs):
-        run = run_downpour(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, **options)
-        metrics = trainer.evaluate(test_loader)
-        entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0], "test_accuracy": metrics["accuracy"],
-                 "test_loss": metrics["loss"], "seconds": run["seconds"],
-                 "samples_per_second": run["samples_per_second"], "workers": run["workers"],
-                 "staleness": run["staleness"]}
-        history.append(entry)
-        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
-            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({workers} Downpour workers,"
-            f" staleness mean {entry['staleness']['mean']:.2f} max {entry['staleness']['max']})")
-    return history
+    def run_epoch(epoch, run_started):
+        run = run_downpour(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
+                           run_started=run_started, **options)
+        log(f"  staleness of {run['pushes']} pushes: mean {run['staleness']['mean']:.2f}, max {run['staleness']['max']}")
+        return run
+
+    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
+                        resume, log)
