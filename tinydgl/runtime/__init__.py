@@ -14,10 +14,15 @@ worker; what sits between two consecutive workers is a bounded buffer of (activa
 
 - `data_parallel.run_data_parallel`: synchronous data-parallel SGD (`dp-sync`): W workers, one model copy
   and one shard of every batch each, gradients averaged through shared memory every step.
+
+- `simulate.simulate_pipeline` / `simulate.pipeline_throughput`: a documented model (per-stage compute,
+  link bandwidth and latency, buffer policy, compressed buffers, shared cores) that predicts the
+  throughput of J modules on J devices, by event-driven simulation and in closed form.
 """
 from .data_parallel import fit_data_parallel, run_data_parallel
 from .engine import WorkerFailed, fit_module_parallel, run_module_parallel, split_modules
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
+from .simulate import pipeline_throughput, simulate_pipeline
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed", "fit_data_parallel", "fit_module_parallel",
-           "run_data_parallel", "run_module_parallel", "split_modules"]
+           "pipeline_throughput", "run_data_parallel", "run_module_parallel", "simulate_pipeline", "split_modules"]
