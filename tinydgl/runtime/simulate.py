@@ -237,8 +237,10 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
     Returns a dict: "seconds" (until the last stage stops), "input_samples_per_s" (fresh samples taken by
     stage 0, over the time until its last step ends), "output_samples_per_s" (steps of the last stage, fresh
     or replayed, over "seconds"), "steady_input_samples_per_s" / "steady_output_samples_per_s" (the same
-    rates from the middle half of each stage's steps, without start-up and drain), "in_process_samples_per_s"
-    and "speedup" (steady input rate over it), and "stages": per stage, steps, fresh_steps, replays, skips,
+    rates from the middle half of stage 0's / the last stage's steps, without start-up and drain),
+    "steady_samples_per_s" (the pipeline's steady throughput: the output rate for fifo, the fresh input rate
+    for replay; `pipeline_throughput` predicts it), "in_process_samples_per_s" and "speedup" (steady over
+    in-process), and "stages": per stage, steps, fresh_steps, replays, skips,
     busy / starved / blocked fractions of "seconds", and for the link into it (stages > 0) batches sent,
     dropped_before_send and overwritten_unused.
     """
@@ -390,14 +392,18 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
 
     first, last = stages[0], stages[-1]
     steady_in = batch_size * middle_rate(first.finished_at)
+    steady_out = batch_size * middle_rate(last.finished_at)
+    # The pipeline's steady throughput. fifo: what the last stage completes (every batch once; stage 0's own
+    # rate runs ahead while the buffers fill, which in a long pipeline reaches into the middle of the run).
+    # replay: fresh batches into stage 0 (the last stage's steps include replays).
+    steady = steady_out if policy == "fifo" else steady_in
     baseline = in_process_throughput(stage_seconds, batch_size)
     result = {
         "policy": policy, "stages_count": J, "devices": devices, "batches": int(batches), "seconds": total,
         "input_samples_per_s": batch_size * first.steps / first.finished_at[-1],
         "output_samples_per_s": batch_size * last.steps / total,
-        "steady_input_samples_per_s": steady_in,
-        "steady_output_samples_per_s": batch_size * middle_rate(last.finished_at),
-        "in_process_samples_per_s": baseline, "speedup": steady_in / baseline,
+        "steady_input_samples_per_s": steady_in, "steady_output_samples_per_s": steady_out,
+        "steady_samples_per_s": steady, "in_process_samples_per_s": baseline, "speedup": steady / baseline,
         "stages": [],
     }
     for j, s in enumerate(stages):
