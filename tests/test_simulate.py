@@ -117,6 +117,20 @@ def test_replay_producer_never_blocks_and_consumer_replays():
     assert replay["stages"][1]["overwritten_unused"] > 50
 
 
+def test_max_steps_stops_a_fast_replaying_consumer_early_and_gives_its_core_back():
+    # 2 cores, 3 stages: the replaying consumers share the cores with stage 0 until they have done 100 steps
+    unlimited = simulate_pipeline([0.1, 0.05, 0.05], batches=100, policy="replay", devices=2)
+    limited = simulate_pipeline([0.1, 0.05, 0.05], batches=100, policy="replay", devices=2, max_steps=100)
+    assert [s["steps"] for s in limited["stages"]] == [100, 100, 100]
+    # by hand: all three compute at 2/3 speed until the consumers' 100 steps end at 7.5 s (stage 0: 50 steps
+    # done), then stage 0 runs alone at 10 steps/s for 5 s more: 100 / 12.5 s = 8 (unlimited: 6.67)
+    assert unlimited["input_samples_per_s"] == pytest.approx(20 / 3, rel=0.01)
+    assert limited["input_samples_per_s"] == pytest.approx(8.0, rel=0.01)
+    assert limited["stages"][2]["fresh_steps"] < 100  # it stopped before every batch reached it
+    with pytest.raises(ValueError):
+        simulate_pipeline([0.1, 0.05], batches=100, policy="fifo", max_steps=50)
+
+
 def test_replay_on_shared_cores_steals_time_from_the_producer():
     # replaying stages always have work, so on 2 cores with 4 stages the first stage gets half a core
     result = simulate_pipeline([0.1, 0.1, 0.1, 0.1], batches=200, policy="replay", devices=2)

@@ -226,13 +226,16 @@ class _Link:
 
 
 def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf, latency=0.0, slots=2,
-                      policy="fifo", reuse_cap=None, compression=None, devices=None, batch_size=1):
+                      policy="fifo", reuse_cap=None, compression=None, devices=None, batch_size=1, max_steps=None):
     """Run `batches` data batches through the pipeline of the module docstring, event by event.
 
     stage_seconds: compute seconds per batch of each of the J stages (own device). bytes_out: bytes per
     batch each link carries (J - 1 numbers, or one for all). bandwidth (bytes/s), latency (s): of every
     link. slots: buffer size M at each receiver. policy: "fifo" or "replay" (with optional reuse_cap).
-    compression: a `Compression` or None. devices: None (one per stage) or P shared cores.
+    compression: a `Compression` or None. devices: None (one per stage) or P shared cores. max_steps: every
+    stage stops after this many steps, fresh or replayed (the engine's rule: a worker does at most as many
+    steps as there are data batches, so under replay a fast consumer may stop before its producer); None: a
+    stage stops only when its input runs out. With fifo it must be None or >= batches.
 
     Returns a dict: "seconds" (until the last stage stops), "input_samples_per_s" (fresh samples taken by
     stage 0, over the time until its last step ends), "output_samples_per_s" (steps of the last stage, fresh
@@ -248,6 +251,9 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
                             batch_size, reuse_cap)
     if int(batches) != batches or batches < 1:
         raise ValueError(f"batches must be an integer >= 1, got {batches}.")
+    if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1 or (policy == "fifo" and max_steps < batches)):
+        raise ValueError(f"max_steps must be None or an integer >= 1 (and >= batches = {batches} for fifo, where a "
+                         f"stage that stops early would block its producer forever), got {max_steps}.")
     stages = [_Stage(s) for s in c]
     links = [_Link(s) for s in t[:-1]]  # links[j]: stage j -> stage j+1, with stage j+1's buffer
     data_left = int(batches)
@@ -266,6 +272,9 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
     def try_take_input(j):
         nonlocal data_left
         stage = stages[j]
+        if max_steps is not None and stage.steps >= max_steps:
+            stage.state = "done"
+            return
         if j == 0:
             if data_left > 0:
                 data_left -= 1
