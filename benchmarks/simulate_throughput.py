@@ -23,6 +23,12 @@ sharing), fifo rings of 2 slots, links free (the copies are the transfer and are
 Modules are split over workers as the engine splits them (`module_costs` + `split_modules`). The engine's
 start (spawning workers, about a second) is not modelled: the measured table shows samples/s with and
 without it ("wall" and "steady": samples over the slowest worker's busy + idle seconds).
+With `--trainer async-dgl` the rings between workers replay (Algorithm 2, `--buffer-size` slots, no reuse
+cap) and the prediction is the fresh samples/s into worker 0, simulated with the engine's rule that every
+worker stops after as many steps as there are batches (fast replaying workers stop early); the feeder is
+left out there, since the model uses one policy for all links (its work is ~0.1 ms per batch).
+
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.simulate_throughput --measure --trainer async-dgl --skip-figure
 
 (c) The figure: a documented synthetic deep model, because no bundled model has 16 modules: 16 identical
 DGL modules, each a 3x3 conv block of 256 channels on 16x16 maps (conv + BN + LeakyReLU, the middle of a
@@ -64,9 +70,11 @@ def load_average():
         return "load average unknown"
 
 
-def make_trainer(args, shape, num_classes):
+def make_trainer(args, shape, num_classes, name=None):
+    name = name or args.trainer
     model = build_model("smallconv", shape[0], shape[1], num_classes, seed=args.seed)
-    return build_trainer("dgl", model, lambda p: build_optimizer("adam", p, lr=args.lr), seed=args.seed)
+    options = {"buffer_size": args.buffer_size} if name == "async-dgl" else {}
+    return build_trainer(name, model, lambda p: build_optimizer("adam", p, lr=args.lr), seed=args.seed, **options)
 
 
 def median_seconds(fn, repeat):
@@ -104,9 +112,9 @@ def measure_costs(args, ds):
     return trainer, step_seconds, [a.nbytes for a in outputs], copy_in, loader_seconds
 
 
-def engine_stages(step_seconds, copy_seconds, loader_seconds, groups):
+def engine_stages(step_seconds, copy_seconds, loader_seconds, groups, feeder=True):
     """The local engine as a pipeline: [feeder] + one stage per worker (module steps + copy in + copy out)."""
-    stages = [loader_seconds + copy_seconds[0]]  # the parent: prepare the batch, put it into ring 0
+    stages = [loader_seconds + copy_seconds[0]] if feeder else []  # the parent: prepare a batch, put it in ring 0
     for w, group in enumerate(groups):
         last = w == len(groups) - 1
         stages.append(sum(step_seconds[j] for j in group) + copy_seconds[group[0]]
@@ -115,7 +123,7 @@ def engine_stages(step_seconds, copy_seconds, loader_seconds, groups):
 
 
 def local_prediction(args, ds):
-    print(f"(a) per-module costs: DGL on smallconv, {ds.name}, batch {args.batch_size}, adam lr {args.lr:g}, "
+    print(f"(a) per-module costs: DGL modules of smallconv (as {args.trainer} builds them), {ds.name}, batch {args.batch_size}, adam lr {args.lr:g}, "
           f"median of {args.repeat} steps, in-process, {load_average()}")
     trainer, step_seconds, out_bytes, copy_seconds, loader_seconds = measure_costs(args, ds)
     print(f"\n{'module':<8} {'step ms':>8} {'output':>18} {'copy out ms':>12}")
@@ -130,29 +138,54 @@ def local_prediction(args, ds):
     batches = math.ceil(len(ds.y_train) / args.batch_size)
     cores = args.cores or os.cpu_count()
     forward_costs = module_costs(trainer, args.batch_size)
+    replay = args.trainer == "async-dgl"
     rows = []
     for J in args.workers:
         groups = split_modules(len(step_seconds), J, forward_costs if J > 1 else None)
-        stages = engine_stages(step_seconds, copy_seconds, loader_seconds, groups)
-        sim = simulate_pipeline(stages, batches, slots=2, devices=cores, batch_size=args.batch_size)
-        closed = pipeline_throughput(stages, devices=cores, batch_size=args.batch_size)
-        own = pipeline_throughput(stages, batch_size=args.batch_size)
-        rows.append((J, groups, stages, sim, closed, own))
-    print(f"\n(b) predicted: the engine with J workers + the feeding parent on P = {cores} shared cores, "
-          f"{batches} batches of {args.batch_size}, fifo rings of 2 slots")
-    print(f"\n{'J':>2} {'modules':<20} {'stage ms (feeder, workers)':<34} {'simulated':>10} {'formula':>9} "
-          f"{'own cores':>10}   samples/s")
-    for J, groups, stages, sim, closed, own in rows:
+        if replay:
+            # The model has one policy for all links, so the feeder (a fifo ring, 0.1 ms of work per batch) is
+            # left out: worker 0 reads from a source that is always ready. Replay rings of the trainer's buffer
+            # size, no reuse cap, and the engine's rule that a worker stops after `batches` steps.
+            stages = engine_stages(step_seconds, copy_seconds, loader_seconds, groups, feeder=False)
+            sim = simulate_pipeline(stages, batches, slots=args.buffer_size, policy="replay", devices=cores,
+                                    batch_size=args.batch_size, max_steps=batches)
+            closed = pipeline_throughput(stages, policy="replay", devices=cores, batch_size=args.batch_size)
+            own = pipeline_throughput(stages, policy="replay", batch_size=args.batch_size)
+            predicted = sim["input_samples_per_s"]
+        else:
+            stages = engine_stages(step_seconds, copy_seconds, loader_seconds, groups)
+            sim = simulate_pipeline(stages, batches, slots=2, devices=cores, batch_size=args.batch_size)
+            closed = pipeline_throughput(stages, devices=cores, batch_size=args.batch_size)
+            own = pipeline_throughput(stages, batch_size=args.batch_size)
+            predicted = sim["output_samples_per_s"]
+        rows.append((J, groups, stages, sim, closed, own, predicted))
+    if replay:
+        print(f"\n(b) predicted: async-dgl, the engine's J workers (replay rings of {args.buffer_size} slots, no reuse cap, "
+              f"at most {batches} steps each) on P = {cores} shared cores, {batches} batches of {args.batch_size}")
+        head = "stage ms (workers)"
+    else:
+        print(f"\n(b) predicted: the engine with J workers + the feeding parent on P = {cores} shared cores, "
+              f"{batches} batches of {args.batch_size}, fifo rings of 2 slots")
+        head = "stage ms (feeder, workers)"
+    print(f"\n{'J':>2} {'modules':<20} {head:<34} {'simulated':>10} {'formula':>9} {'own cores':>10}   samples/s")
+    for J, groups, stages, sim, closed, own, predicted in rows:
         ms = ", ".join(f"{s * 1e3:.0f}" for s in stages)
-        print(f"{J:>2} {str(groups):<20} {ms:<34} {sim['output_samples_per_s']:10.0f} {closed:9.0f} {own:10.0f}")
-    print("simulated: whole run incl. pipeline fill; formula: min(1/max stage, P/sum) (an upper bound on P < J+1 "
-          "cores); own cores: one core per stage")
+        print(f"{J:>2} {str(groups):<20} {ms:<34} {predicted:10.0f} {closed:9.0f} {own:10.0f}")
+        if replay and J > 1:
+            print("   simulated steps (fresh + replayed) per worker: "
+                  + ", ".join(f"{st['fresh_steps']} + {st['replays']}" for st in sim["stages"]))
+    if replay:
+        print("simulated: fresh samples/s into worker 0 over its whole run; formula: min(1, P/J) / c_0 (a lower bound "
+              "here: it ignores that workers stop after their steps); own cores: one core per worker")
+    else:
+        print("simulated: whole run incl. pipeline fill; formula: min(1/max stage, P/sum) (an upper bound on P < J+1 "
+              "cores); own cores: one core per stage")
     return rows
 
 
 def measure_local(args, ds, rows):
     train = DataLoader(ds.x_train, ds.y_train, args.batch_size, seed=args.seed, mean=ds.mean, std=ds.std)
-    trainer = make_trainer(args, ds.input_shape, ds.num_classes)
+    trainer = make_trainer(args, ds.input_shape, ds.num_classes, name="dgl")  # every module once per batch
     print(f"\n(b) measured, {load_average()}")
     t0 = time.perf_counter()
     samples = 0
@@ -169,13 +202,14 @@ def measure_local(args, ds, rows):
         slowest = max(w["busy_seconds"] + w["idle_seconds"] for w in run["workers"])
         measured.append((run["samples_per_second"], run["samples"] / slowest, run))
         print(f"  J={J}: {run['samples_per_second']:.0f} samples/s wall, workers "
-              + ", ".join(f"{w['modules']} busy {w['busy_seconds']:.1f} s idle {w['idle_seconds']:.1f} s" for w in run["workers"]))
+              + ", ".join(f"{w['modules']} {w['steps']} steps ({w['skips']} skips) busy {w['busy_seconds']:.1f} s "
+                          f"idle {w['idle_seconds']:.1f} s" for w in run["workers"]))
     print(f"\n{'J':>2} {'predicted (sim)':>16} {'measured wall':>14} {'measured steady':>16} {'pred/steady':>12}")
-    print(f"{'in':>2} {in_process_throughput(rows[0][2], args.batch_size):16.0f} {in_process:14.0f} {'':>16}")
-    for (J, groups, stages, sim, closed, own), (wall, steady, _) in zip(rows, measured):
-        print(f"{J:>2} {sim['output_samples_per_s']:16.0f} {wall:14.0f} {steady:16.0f} {sim['output_samples_per_s'] / steady:12.2f}")
-    print("'in' row: predicted = batch / (sum of module steps + loader); measured = the in-process loop. "
-          f"Ended at {load_average()}.")
+    print(f"{'in':>2} {args.batch_size / sum(rows[0][2]):16.0f} {in_process:14.0f} {'':>16}")
+    for (J, groups, stages, sim, closed, own, predicted), (wall, steady, _) in zip(rows, measured):
+        print(f"{J:>2} {predicted:16.0f} {wall:14.0f} {steady:16.0f} {predicted / steady:12.2f}")
+    print("'in' row: predicted = batch / (the J=1 row's stage seconds); measured = an in-process DGL train_step loop. "
+          f"measured: fresh samples (worker 0's) / seconds. Ended at {load_average()}.")
 
 
 # --- (c) J up to 16 -------------------------------------------------------------------------------------------
@@ -275,6 +309,9 @@ def deep_model_figure(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--measure", action="store_true", help="also run run_module_parallel for each J")
+    parser.add_argument("--trainer", default="dgl", choices=["dgl", "async-dgl"],
+                        help="dgl: fifo rings; async-dgl: replay rings (Algorithm 2)")
+    parser.add_argument("--buffer-size", type=int, default=4, help="async-dgl: slots per replay ring")
     parser.add_argument("--skip-local", action="store_true", help="only the J <= 16 figure")
     parser.add_argument("--skip-figure", action="store_true")
     parser.add_argument("--dataset", default="fashion-mnist")
