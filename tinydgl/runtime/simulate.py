@@ -53,7 +53,8 @@ the two of `shm_ring.SharedRing`:
   freshest (`buffers.replay_choice`); a batch is kept after use, so a stage whose producer is slower
   reuses batches instead of waiting, up to `reuse_cap` uses per batch. With nothing servable it waits
   (one `skips` per wait). Every step of a stage, fresh or replayed, sends an output downstream. A
-  consumer stops once its producer has stopped and it has no unused batch left.
+  consumer stops once its producer has stopped and it has no unused batch left, or, with `max_steps`
+  (the engine's rule), after that many steps.
 
 Compression. With `compression=Compression(ratio, encode_seconds, decode_seconds)` every link carries
 `bytes_out / ratio` bytes; the producer spends `encode_seconds` more per batch it sends (computing the
