@@ -123,7 +123,8 @@ def engine_stages(step_seconds, copy_seconds, loader_seconds, groups, feeder=Tru
 
 
 def local_prediction(args, ds):
-    print(f"(a) per-module costs: DGL modules of smallconv (as {args.trainer} builds them), {ds.name}, batch {args.batch_size}, adam lr {args.lr:g}, "
+    print(f"(a) per-module costs: DGL modules of smallconv (as {args.trainer} builds them), {ds.name}, "
+          f"batch {args.batch_size}, adam lr {args.lr:g}, "
           f"median of {args.repeat} steps, in-process, {load_average()}")
     trainer, step_seconds, out_bytes, copy_seconds, loader_seconds = measure_costs(args, ds)
     print(f"\n{'module':<8} {'step ms':>8} {'output':>18} {'copy out ms':>12}")

@@ -158,7 +158,8 @@ def _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, c
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}.")
     codec = compression or Compression()
     if not isinstance(codec, Compression):
-        raise ValueError(f"compression must be a Compression(ratio, encode_seconds, decode_seconds) or None, got {compression!r}.")
+        raise ValueError(f"compression must be a Compression(ratio, encode_seconds, decode_seconds) or None, "
+                         f"got {compression!r}.")
     if not codec.ratio >= 1 or codec.encode_seconds < 0 or codec.decode_seconds < 0:
         raise ValueError(f"compression needs ratio >= 1 and codec seconds >= 0, got {codec}.")
     c = [s + (codec.encode_seconds if j < J - 1 else 0.0) + (codec.decode_seconds if j > 0 else 0.0)
