@@ -81,12 +81,14 @@ transfer time of link j (0 for the last stage):
   while a stage starves or blocks; the simulation says how far below it a pipeline runs.
 - replay: stage 0 never blocks, so it runs at its own speed on a device of its own (exact). On P < J
   cores, a replaying stage always has work (without `reuse_cap`), so all J stages compute all the time
-  and stage 0 gets P / J of a core: exact without a cap, a *lower bound* with one (capped stages wait and
-  give their share back). Downstream stages run faster than fresh batches arrive, by replaying.
+  and stage 0 gets P / J of a core: exact without a cap, a *lower bound* with a cap or `max_steps`
+  (stages that wait or stop give their share back). Downstream stages step at their own pace: replaying
+  when faster than their producer, losing (overwriting) batches when slower.
 
-Not modelled: variation between batches, contention between links or for memory bandwidth, start-up
-(spawning workers, first-batch warm-up), the codebook traffic of VQ, and the data loader's own cost
-unless given as a stage.
+Not modelled: variation between batches, contention between links or for memory bandwidth, steps that
+get slower when processes share cores (caches, memory bandwidth: measured in RESULTS.md), load from other
+processes (the P cores are assumed to be ours), start-up (spawning workers, first-batch warm-up), the
+codebook traffic of VQ, and the data loader's own cost unless given as a stage.
 """
 from __future__ import annotations
 
