@@ -25,6 +25,10 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
 
 - `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline and dp-sync with one MPI
   rank per worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ...`.
+
+- `simulate.simulate_pipeline` / `simulate.pipeline_throughput`: a documented model (per-stage compute,
+  link bandwidth and latency, buffer policy, compressed buffers, shared cores) that predicts the
+  throughput of J modules on J devices, by event-driven simulation and in closed form.
 """
 from .data_parallel import fit_data_parallel, run_data_parallel
 from .downpour import fit_downpour, run_downpour
@@ -32,8 +36,9 @@ from .engine import WorkerFailed, fit_module_parallel, pipeline_worker_loop, run
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, plot_timeline
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
+from .simulate import pipeline_throughput, simulate_pipeline
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
            "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "fit_parallel",
-           "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour", "run_module_parallel",
-           "split_modules"]
+           "pipeline_throughput", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour",
+           "run_module_parallel", "simulate_pipeline", "split_modules"]

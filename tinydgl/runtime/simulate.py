@@ -1,0 +1,432 @@
+"""How fast would a pipeline of J modules run on J devices? A documented model, simulated and solved.
+
+`run_module_parallel` really runs DGL's modules in worker processes, but only on this machine. This file
+predicts what the same pipeline would do on J GPUs or machines joined by links of a given bandwidth and
+latency, with or without compressed (vector-quantised) buffers, and on P < J shared cores (which is how
+the local engine's predictions are checked against its measured runs, see
+`benchmarks/simulate_throughput.py`). Two ways to get the answer:
+
+- `simulate_pipeline(...)`: an event-driven simulation of N batches through the pipeline. It returns
+  throughput, per-stage busy / starved / blocked fractions and, for replay buffers, how often each stage
+  replayed, skipped and lost batches.
+- `pipeline_throughput(...)`: the closed-form steady state. For long runs the simulation converges to it
+  (tested), except where this docstring says the formula is only a bound.
+- `in_process_throughput(...)`: the baseline, one process running every module in turn; a pipeline's
+  speed-up is `pipeline / in-process`.
+
+The model (every assumption the numbers rest on)
+------------------------------------------------
+
+Stages. The pipeline has J *stages* (workers, devices), stage j holding a contiguous group of modules.
+`stage_seconds[j]` is the time stage j needs for one batch on a device of its own: the forward, local
+loss, backward and update of each of its modules (`LocalModule.step`). Times are deterministic (every
+batch costs the same) and do not depend on what else runs. Per-module times can be grouped into J stages
+with `group_stages`, which uses the engine's own `split_modules` (the contiguous split whose slowest
+stage is fastest).
+
+Data. Stage 0 reads from a data source that always has the next batch ready (the engine's parent
+process feeds ring 0; to model the feeder as a cost, make it a stage of its own). Every batch has
+`batch_size` samples; throughputs are reported in samples per second.
+
+Links. Between stage j and stage j+1 there is one link of its own (a point-to-point connection: no two
+links share bandwidth). Sending the `bytes_out[j]` bytes of one batch keeps that link busy for
+
+    transfer_j = latency + bytes_out[j] / bandwidth
+
+seconds, one batch at a time (a send counts as finished when the receiver has it, so latency is paid per
+batch and not hidden by pipelining several sends on one link). Transfers overlap with computing: a
+stage hands its output to its link and starts the next batch at once (a separate copy engine / NIC, as
+with CUDA streams or a sender thread). Nothing travels backwards (local learning sends no gradients);
+labels are part of `bytes_out` if you want to count them.
+
+Buffers. The receiving side of each link has a buffer of `slots` (M) batches, with one of two policies,
+the two of `shm_ring.SharedRing`:
+
+- "fifo" (DGL Algorithm 1, pipelined): every batch is used exactly once, in order. A send reserves a
+  slot of the receiver's buffer when it starts; if all M slots are reserved (in flight or waiting to be
+  used), the producer stage *blocks* with its finished output until the consumer takes a batch (which
+  frees its slot when the consumer starts computing on it). A blocked stage does not compute.
+- "replay" (DGL Algorithm 2): the producer never blocks. If the link is busy, the finished output waits
+  in a one-batch outbox, and a newer output replaces it (counted in `dropped_before_send`). A batch that
+  arrives at a full buffer replaces the oldest stored batch (`overwritten_unused` counts those replaced
+  before any use). When a stage needs input, it takes, among stored batches with the fewest uses, the
+  freshest (`buffers.replay_choice`); a batch is kept after use, so a stage whose producer is slower
+  reuses batches instead of waiting, up to `reuse_cap` uses per batch. With nothing servable it waits
+  (one `skips` per wait). Every step of a stage, fresh or replayed, sends an output downstream. A
+  consumer stops once its producer has stopped and it has no unused batch left, or, with `max_steps`
+  (the engine's rule), after that many steps.
+
+Compression. With `compression=Compression(ratio, encode_seconds, decode_seconds)` every link carries
+`bytes_out / ratio` bytes; the producer spends `encode_seconds` more per batch it sends (computing the
+codes) and the consumer `decode_seconds` more per batch it uses (a replayed batch is decoded again, as in
+`ReplayBuffer`, which stores codes). Codebook updates sent to the receiver are not modelled (for VQ they
+are K * dim numbers, small next to a conv batch and amortised over many batches; see RESULTS.md).
+
+Devices. `devices=None` (default): every stage has a device of its own. `devices=P` with P < J: the J
+stages share P identical cores by *processor sharing*, the idealised time-slicing of an operating
+system: while n stages compute, each progresses at min(1, P / n) of its own-device speed. Waiting
+(starved or blocked) stages use no core, and neither do links (a DMA engine / NIC does the copy; to
+charge a local memory copy to a core, add its time to the stages' seconds).
+
+The closed form (`pipeline_throughput`), with c_j = stage_seconds[j] plus codec seconds and t_j the
+transfer time of link j (0 for the last stage):
+
+    fifo:    batches/s = min( 1 / max_j max(c_j, t_j),  P / sum_j c_j )
+    replay:  fresh batches/s into stage 0 = min(1, P / J) / c_0
+
+- fifo, P >= J: a chain of single servers (stages and links) with deterministic times runs at the pace
+  of its slowest server, for any M >= 1 (blocking only delays, it never loses work). Exact.
+- fifo, P < J: each stage still needs c_j of core time per batch, and there are only P cores: the second
+  term. It is an *upper bound*: it assumes at least P stages are always ready to compute, which fails
+  while a stage starves or blocks; the simulation says how far below it a pipeline runs.
+- replay: stage 0 never blocks, so it runs at its own speed on a device of its own (exact). On P < J
+  cores, a replaying stage always has work (without `reuse_cap`), so all J stages compute all the time
+  and stage 0 gets P / J of a core: exact without a cap, a *lower bound* with a cap or `max_steps`
+  (stages that wait or stop give their share back). Downstream stages step at their own pace: replaying
+  when faster than their producer, losing (overwriting) batches when slower.
+
+Not modelled: variation between batches, contention between links or for memory bandwidth, steps that
+get slower when processes share cores (caches, memory bandwidth: measured in RESULTS.md), load from other
+processes (the P cores are assumed to be ours), start-up (spawning workers, first-batch warm-up), the
+codebook traffic of VQ, and the data loader's own cost unless given as a stage.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..trainers.buffers import replay_choice
+from .engine import split_modules
+
+POLICIES = ("fifo", "replay")
+_EPS = 1e-12  # seconds: events closer than this happen together
+
+# Link speeds used in the benchmark's figure, in bytes per second, with typical one-way latencies (s).
+# Nominal rates; what an application sees is lower (TCP, protocol overheads), which the model does not try
+# to guess.
+LINKS = {
+    "1 Gb/s Ethernet": (1e9 / 8, 50e-6),
+    "10 Gb/s Ethernet": (10e9 / 8, 20e-6),
+    "PCIe 4.0 x16 (~25 GB/s)": (25e9, 5e-6),
+}
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Compressed buffers: links carry bytes / ratio; the producer pays `encode_seconds` per batch it sends
+    and the consumer `decode_seconds` per batch it uses (seconds on the stage's own device)."""
+
+    ratio: float = 1.0
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+
+# --- inputs -------------------------------------------------------------------------------------------------
+def _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, compression, devices, batch_size,
+                  reuse_cap=None):
+    """Validate and normalise; returns (c, t, J): per-stage compute incl. codec, per-link transfer time."""
+    try:
+        seconds = [float(s) for s in stage_seconds]
+    except TypeError:
+        raise ValueError(f"stage_seconds must be a list of seconds per batch, one per stage, got {stage_seconds!r}.") from None
+    J = len(seconds)
+    if J < 1:
+        raise ValueError("stage_seconds is empty: give one compute time (seconds per batch) per stage.")
+    if any(not math.isfinite(s) or s <= 0 for s in seconds):
+        raise ValueError(f"stage_seconds must be finite and > 0 (every stage does some work per batch), got {seconds}.")
+    if isinstance(bytes_out, (int, float)):
+        sent = [float(bytes_out)] * (J - 1)
+    else:
+        sent = [float(b) for b in bytes_out]
+        if len(sent) != J - 1:
+            raise ValueError(f"bytes_out needs one number per link, i.e. J - 1 = {J - 1} for {J} stages (the last "
+                             f"stage sends nothing), got {len(sent)}; or one number for every link.")
+    if any(not math.isfinite(b) or b < 0 for b in sent):
+        raise ValueError(f"bytes_out must be finite and >= 0, got {sent}.")
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0 bytes/s (math.inf for free links), got {bandwidth}.")
+    if not (math.isfinite(latency) and latency >= 0):
+        raise ValueError(f"latency must be a finite number of seconds >= 0, got {latency}.")
+    if int(slots) != slots or slots < 1:
+        raise ValueError(f"slots (buffer size M) must be an integer >= 1, got {slots}.")
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES} ('fifo': producer blocks on a full buffer; 'replay': "
+                         f"never blocks, consumer reuses batches), got {policy!r}.")
+    if reuse_cap is not None and (int(reuse_cap) != reuse_cap or reuse_cap < 1):
+        raise ValueError(f"reuse_cap must be None or an integer >= 1, got {reuse_cap}.")
+    if devices is not None and (int(devices) != devices or devices < 1):
+        raise ValueError(f"devices must be None (one device per stage) or an integer >= 1, got {devices}.")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}.")
+    codec = compression or Compression()
+    if not isinstance(codec, Compression):
+        raise ValueError(f"compression must be a Compression(ratio, encode_seconds, decode_seconds) or None, "
+                         f"got {compression!r}.")
+    if not codec.ratio >= 1 or codec.encode_seconds < 0 or codec.decode_seconds < 0:
+        raise ValueError(f"compression needs ratio >= 1 and codec seconds >= 0, got {codec}.")
+    c = [s + (codec.encode_seconds if j < J - 1 else 0.0) + (codec.decode_seconds if j > 0 else 0.0)
+         for j, s in enumerate(seconds)]
+    t = [latency + (b / codec.ratio) / bandwidth for b in sent] + [0.0]
+    return c, t, J
+
+
+def group_stages(module_seconds, module_bytes_out, stages):
+    """Group per-module costs into `stages` contiguous stages, as the engine does (`split_modules` by cost).
+
+    module_seconds: seconds per batch of each module; module_bytes_out: bytes per batch each module outputs
+    (len = modules; the last one's is not used). Returns (stage_seconds, bytes_out per link, groups).
+    """
+    if len(module_bytes_out) != len(module_seconds):
+        raise ValueError(f"module_bytes_out has {len(module_bytes_out)} entries for {len(module_seconds)} modules.")
+    groups = split_modules(len(module_seconds), stages, list(module_seconds))
+    stage_seconds = [sum(module_seconds[i] for i in g) for g in groups]
+    bytes_out = [module_bytes_out[g[-1]] for g in groups[:-1]]
+    return stage_seconds, bytes_out, groups
+
+
+# --- closed form ----------------------------------------------------------------------------------------------
+def in_process_throughput(stage_seconds, batch_size=1):
+    """Samples/s of one process running every module in turn: batch_size / sum(stage_seconds)."""
+    return batch_size / sum(float(s) for s in stage_seconds)
+
+
+def pipeline_throughput(stage_seconds, bytes_out=0.0, bandwidth=math.inf, latency=0.0, policy="fifo",
+                        compression=None, devices=None, batch_size=1):
+    """Steady-state samples/s entering the pipeline (see the module docstring for the formula and when it
+    is exact): fifo: min(1 / max_j max(c_j, t_j), P / sum_j c_j); replay: min(1, P / J) / c_0, times
+    batch_size. c_j includes the codec's seconds; t_j = latency + bytes_out[j] / ratio / bandwidth."""
+    c, t, J = _check_inputs(stage_seconds, bytes_out, bandwidth, latency, 1, policy, compression, devices, batch_size)
+    share = 1.0 if devices is None else min(1.0, devices / J)
+    if policy == "replay":
+        return batch_size * share / c[0]
+    slowest = max(max(cj, tj) for cj, tj in zip(c, t))
+    rate = 1.0 / slowest if slowest > 0 else math.inf
+    if devices is not None:
+        rate = min(rate, devices / sum(c))
+    return batch_size * rate
+
+
+# --- event-driven simulation --------------------------------------------------------------------------------
+class _Stage:
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.state = "starved"  # starved (waiting for input) | computing | blocked (fifo: output can't go) | done
+        self.remaining = 0.0  # seconds of own-device work left in the current step
+        self.item_fresh = True
+        self.finished_at = []  # completion time of each step
+        self.time = {"computing": 0.0, "starved": 0.0, "blocked": 0.0, "done": 0.0}
+        self.skip_counted = False
+        self.steps = self.fresh_steps = self.replays = self.skips = 0
+        self.waiting = False  # replay: nothing servable; the wait counts as a skip once time passes in it
+
+
+class _Link:
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.outbox = None  # a finished output waiting for the link (serial)
+        self.in_flight = None  # (serial, arrival time)
+        self.buffer = []  # stored batches at the receiver: [serial, uses]
+        self.sent = self.dropped_before_send = self.overwritten_unused = 0
+
+
+def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf, latency=0.0, slots=2,
+                      policy="fifo", reuse_cap=None, compression=None, devices=None, batch_size=1, max_steps=None):
+    """Run `batches` data batches through the pipeline of the module docstring, event by event.
+
+    stage_seconds: compute seconds per batch of each of the J stages (own device). bytes_out: bytes per
+    batch each link carries (J - 1 numbers, or one for all). bandwidth (bytes/s), latency (s): of every
+    link. slots: buffer size M at each receiver. policy: "fifo" or "replay" (with optional reuse_cap).
+    compression: a `Compression` or None. devices: None (one per stage) or P shared cores. max_steps: every
+    stage stops after this many steps, fresh or replayed (the engine's rule: a worker does at most as many
+    steps as there are data batches, so under replay a fast consumer may stop before its producer); None: a
+    stage stops only when its input runs out. With fifo it must be None or >= batches.
+
+    Returns a dict: "seconds" (until the last stage stops), "input_samples_per_s" (fresh samples taken by
+    stage 0, over the time until its last step ends), "output_samples_per_s" (steps of the last stage, fresh
+    or replayed, over "seconds"), "steady_input_samples_per_s" / "steady_output_samples_per_s" (the same
+    rates from the middle half of stage 0's / the last stage's steps, without start-up and drain),
+    "steady_samples_per_s" (the pipeline's steady throughput: the output rate for fifo, the fresh input rate
+    for replay; `pipeline_throughput` predicts it), "in_process_samples_per_s" and "speedup" (steady over
+    in-process), and "stages": per stage, steps, fresh_steps, replays, skips,
+    busy / starved / blocked fractions of "seconds", and for the link into it (stages > 0) batches sent,
+    dropped_before_send and overwritten_unused.
+    """
+    c, t, J = _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, compression, devices,
+                            batch_size, reuse_cap)
+    if int(batches) != batches or batches < 1:
+        raise ValueError(f"batches must be an integer >= 1, got {batches}.")
+    if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1 or (policy == "fifo" and max_steps < batches)):
+        raise ValueError(f"max_steps must be None or an integer >= 1 (and >= batches = {batches} for fifo, where a "
+                         f"stage that stops early would block its producer forever), got {max_steps}.")
+    stages = [_Stage(s) for s in c]
+    links = [_Link(s) for s in t[:-1]]  # links[j]: stage j -> stage j+1, with stage j+1's buffer
+    data_left = int(batches)
+    serial = 0
+    now = 0.0
+
+    def upstream_finished(j):
+        """Stage j's producer has stopped and nothing is on its way to stage j any more."""
+        link = links[j - 1]
+        return stages[j - 1].state == "done" and link.outbox is None and link.in_flight is None
+
+    def start_step(stage, fresh):
+        stage.state, stage.remaining, stage.item_fresh = "computing", stage.seconds, fresh
+        stage.waiting = stage.skip_counted = False
+
+    def try_take_input(j):
+        nonlocal data_left
+        stage = stages[j]
+        if max_steps is not None and stage.steps >= max_steps:
+            stage.state = "done"
+            return
+        if j == 0:
+            if data_left > 0:
+                data_left -= 1
+                start_step(stage, True)
+            else:
+                stage.state = "done"
+            return
+        link = links[j - 1]
+        if policy == "fifo":
+            if link.buffer and link.buffer[0] is not None:  # None: a reserved slot whose batch is still in flight
+                link.buffer.pop(0)  # oldest first; its slot is free again
+                start_step(stage, True)
+            elif upstream_finished(j):
+                stage.state = "done"
+            return
+        # replay: among stored batches with the fewest uses, the freshest (the engine's replay_choice)
+        unused = [entry for entry in link.buffer if entry[1] == 0]
+        if not unused and upstream_finished(j):
+            stage.state = "done"
+            return
+        pick = replay_choice([e[1] for e in link.buffer], [e[0] for e in link.buffer], reuse_cap) if link.buffer else None
+        if pick is None:
+            stage.waiting = True
+            return
+        entry = link.buffer[pick]
+        entry[1] += 1
+        start_step(stage, entry[1] == 1)
+
+    def try_send(j):
+        """Move stage j's finished output onto link j if the link (and, for fifo, a slot) is free."""
+        link, stage = links[j], stages[j]
+        if link.outbox is None or link.in_flight is not None:
+            return
+        if policy == "fifo" and len(link.buffer) >= slots:
+            return  # every slot reserved: the producer stays blocked
+        link.in_flight = (link.outbox, now + link.seconds)
+        link.outbox = None
+        link.sent += 1
+        if policy == "fifo":
+            link.buffer.append(None)  # reserve the slot now; filled on arrival
+            stage.state = "starved"  # its output is on its way: ready for the next batch
+
+    def finish_step(j):
+        nonlocal serial
+        stage = stages[j]
+        stage.steps += 1
+        stage.fresh_steps += stage.item_fresh
+        stage.replays += not stage.item_fresh
+        stage.finished_at.append(now)
+        if j == J - 1:
+            stage.state = "starved"
+            return
+        link = links[j]
+        if link.outbox is not None:  # replay only: fifo never computes with a full outbox
+            link.dropped_before_send += 1
+        link.outbox = serial
+        serial += 1
+        stage.state = "blocked" if policy == "fifo" else "starved"
+
+    def arrive(j):
+        link = links[j]
+        sent_serial, _ = link.in_flight
+        link.in_flight = None
+        if policy == "fifo":
+            link.buffer[link.buffer.index(None)] = [sent_serial, 0]
+            return
+        if len(link.buffer) >= slots:  # replace the oldest stored batch
+            oldest = min(range(len(link.buffer)), key=lambda i: link.buffer[i][0])
+            link.overwritten_unused += link.buffer[oldest][1] == 0
+            link.buffer.pop(oldest)
+        link.buffer.append([sent_serial, 0])
+
+    def settle():
+        """Apply every consequence of the current state at `now` until nothing changes."""
+        changed = True
+        while changed:
+            before = _snapshot()
+            for j, link in enumerate(links):
+                if link.in_flight is not None and link.in_flight[1] <= now + _EPS:  # zero-time transfers
+                    arrive(j)
+            for j in range(J - 1):
+                try_send(j)
+            for j in range(J):
+                if stages[j].state == "starved":
+                    try_take_input(j)
+            changed = _snapshot() != before
+
+    def _snapshot():
+        return (tuple(s.state for s in stages), tuple((l.outbox, l.in_flight, len(l.buffer),
+                tuple(tuple(e) if e else None for e in l.buffer)) for l in links), data_left)
+
+    settle()
+    while any(s.state != "done" for s in stages):
+        computing = [s for s in stages if s.state == "computing"]
+        rate = 1.0 if devices is None or not computing else min(1.0, devices / len(computing))
+        candidates = [now + s.remaining / rate for s in computing]
+        candidates += [l.in_flight[1] for l in links if l.in_flight is not None]
+        if not candidates:
+            raise RuntimeError("simulate_pipeline: no event can happen but stages are not done (a bug in the model).")
+        later = min(candidates)
+        dt = later - now
+        for s in stages:
+            if s.waiting and s.state == "starved" and dt > _EPS and not s.skip_counted:
+                s.skips += 1  # a wait that takes time (not one resolved by an arrival at the same instant)
+                s.skip_counted = True
+            s.time[s.state] += dt
+            if s.state == "computing":
+                s.remaining -= dt * rate
+        now = later
+        for j, s in enumerate(stages):
+            if s.state == "computing" and s.remaining <= _EPS * max(1.0, s.seconds):
+                finish_step(j)
+        settle()  # arrivals due now, then sends and takes
+
+    total = now
+
+    def middle_rate(times):
+        """Steps per second between the end of the first quarter of the steps and the end of the third."""
+        n = len(times)
+        a, b = n // 4, (3 * n) // 4
+        if a < 1 or b <= a:  # too few steps for a middle: the average over the whole run
+            return n / times[-1]
+        return (b - a) / (times[b - 1] - times[a - 1])
+
+    first, last = stages[0], stages[-1]
+    steady_in = batch_size * middle_rate(first.finished_at)
+    steady_out = batch_size * middle_rate(last.finished_at)
+    # The pipeline's steady throughput. fifo: what the last stage completes (every batch once; stage 0's own
+    # rate runs ahead while the buffers fill, which in a long pipeline reaches into the middle of the run).
+    # replay: fresh batches into stage 0 (the last stage's steps include replays).
+    steady = steady_out if policy == "fifo" else steady_in
+    baseline = in_process_throughput(stage_seconds, batch_size)
+    result = {
+        "policy": policy, "stages_count": J, "devices": devices, "batches": int(batches), "seconds": total,
+        "input_samples_per_s": batch_size * first.steps / first.finished_at[-1],
+        "output_samples_per_s": batch_size * last.steps / total,
+        "steady_input_samples_per_s": steady_in, "steady_output_samples_per_s": steady_out,
+        "steady_samples_per_s": steady, "in_process_samples_per_s": baseline, "speedup": steady / baseline,
+        "stages": [],
+    }
+    for j, s in enumerate(stages):
+        entry = {"stage": j, "steps": s.steps, "fresh_steps": s.fresh_steps, "replays": s.replays, "skips": s.skips,
+                 "busy": s.time["computing"] / total if total else 0.0,
+                 "starved": s.time["starved"] / total if total else 0.0,
+                 "blocked": s.time["blocked"] / total if total else 0.0}
+        if j > 0:
+            link = links[j - 1]
+            entry.update(received=link.sent, dropped_before_send=link.dropped_before_send,
+                         overwritten_unused=link.overwritten_unused)
+        result["stages"].append(entry)
+    return result
