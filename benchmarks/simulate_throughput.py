@@ -146,10 +146,11 @@ def local_prediction(args, ds):
         if replay:
             # The model has one policy for all links, so the feeder (a fifo ring, 0.1 ms of work per batch) is
             # left out: worker 0 reads from a source that is always ready. Replay rings of the trainer's buffer
-            # size, no reuse cap, and the engine's rule that a worker stops after `batches` steps.
+            # size, no reuse cap; a replay worker stops once its producer has stopped and nothing fresh is left,
+            # as in the engine.
             stages = engine_stages(step_seconds, copy_seconds, loader_seconds, groups, feeder=False)
             sim = simulate_pipeline(stages, batches, slots=args.buffer_size, policy="replay", devices=cores,
-                                    batch_size=args.batch_size, max_steps=batches)
+                                    batch_size=args.batch_size)
             closed = pipeline_throughput(stages, policy="replay", devices=cores, batch_size=args.batch_size)
             own = pipeline_throughput(stages, policy="replay", batch_size=args.batch_size)
             predicted = sim["input_samples_per_s"]

@@ -85,7 +85,13 @@ def test_async_dgl_uses_replay_rings_and_reports_per_worker_metrics(data):
     assert metrics["policy"] == "replay" and metrics["rings"][1]["policy"] == "replay"
     assert metrics["rings"][1]["slots"] == 2
     first, second = metrics["workers"]
-    assert first["steps"] == 2 * len(_loader(ds)) and 1 <= second["steps"] <= first["steps"]
+    assert first["steps"] == 2 * len(_loader(ds)) and first["replayed"] == 0  # the data: each batch once
+    # The consumer replays while it waits (no reuse cap), so its steps are fresh batches plus replays; it
+    # can take each fresh batch only once, and it stops only after its producer did.
+    fresh = second["steps"] - second["replayed"]
+    # (the ring may count one more serve than steps: the replay it offered after the producer stopped)
+    assert 1 <= fresh <= first["steps"] and metrics["rings"][1]["served"] - second["steps"] in (0, 1)
+    assert fresh + metrics["rings"][1]["dropped_unused"] == first["steps"]  # every batch: served or overwritten unseen
     for w in metrics["workers"]:
         assert w["busy_seconds"] > 0 and w["idle_seconds"] >= 0 and w["samples_per_second"] > 0
     learned = trainer.state_dict()["model"]

@@ -14,8 +14,8 @@ one per worker process, and connects consecutive workers with `SharedRing`s:
 - Rings between workers use policy "fifo" for `dgl` and `lls*` (synchronous pipelining: every module sees
   every batch, in order, so the weights equal the in-process trainer's) and "replay" for `async-dgl`
   (Algorithm 2, buffer size and reuse cap from the trainer). In replay a worker whose input ring has
-  nothing servable counts a *skip*; a worker stops after as many steps as there are data batches, or once
-  its producer has stopped and every batch it left has been served once. The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is
+  nothing servable counts a *skip*; a fifo worker stops after as many steps as there are data batches, a
+  replay worker once its producer has stopped and every batch it left has been served once. The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is
   not used here: the workers' real speeds are the schedule, and the trainer's in-process counters
   (`AsyncDGLTrainer.stats`) stay untouched: the engine returns per-worker metrics of its own.
 
@@ -235,7 +235,9 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
     recorder: the worker's `WorkerRecorder`. Returns the last worker's [(loss, samples)] per step.
     """
     losses = []
-    while recorder.steps < total_batches:
+    # fifo: exactly one step per data batch. replay: replays are steps too, so the count says nothing about
+    # the data; such a worker runs until its producer has stopped and every fresh batch has been served.
+    while replay_input or recorder.steps < total_batches:
         t0 = recorder.now()
         if replay_input:
             stopped = producer_stopped()  # read before get: whatever was pushed before the stop is seen
