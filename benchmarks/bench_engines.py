@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--extra", default="", help="more `tinydgl train` options, e.g. '--reuse-cap 2'")
+    parser.add_argument("--baseline-extra", default="",
+                        help="options for the in-process runs only, e.g. '--schedule round-robin' for async-dgl")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; the table shows medians")
     parser.add_argument("--out", default="engines.json")
     parser.add_argument("--timeout", type=int, default=1800)
     args = parser.parse_args()
@@ -60,17 +64,21 @@ def main():
     mpiexec = shutil.which("mpiexec") or os.path.join(sys.prefix, "bin", "mpiexec")
     print("command: python " + " ".join(sys.argv))
     print(f"machine: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
-    rows, results = [], []
+    results = []
+    trainers = args.trainers.split(",")
+    cases = [(t, "in-process", 0, th) for t in trainers for th in sorted({1, args.cores})]
+    cases += [(t, e, int(j), 1) for t in trainers for e in args.engines.split(",") for j in args.workers.split(",")]
+    runs = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
-        for trainer in args.trainers.split(","):
-            cases = [("in-process", 0, 1), ("in-process", 0, args.cores)] if args.cores > 1 else [("in-process", 0, 1)]
-            cases += [(engine, int(j), 1) for engine in args.engines.split(",") for j in args.workers.split(",")]
-            baseline = {}
-            for engine, workers, threads in cases:
-                metrics = os.path.join(tmp, f"{trainer}-{engine}-{workers}-{threads}.json")
+        for repeat in range(args.repeat):  # interleaved, so a change in background load hits every case alike
+            for case in cases:
+                trainer, engine, workers, threads = case
+                metrics = os.path.join(tmp, f"{trainer}-{engine}-{workers}-{threads}-{repeat}.json")
                 # dp-sync's in-process counterpart is backprop on the whole batch (what its update equals)
                 name = "bp" if engine == "in-process" and trainer == "dp-sync" else trainer
                 cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", name, *common, "--metrics-json", metrics]
+                if engine == "in-process" and args.baseline_extra:
+                    cmd += args.baseline_extra.split()
                 if engine == "local":
                     cmd += ["--workers", str(workers)]
                 elif engine == "mpi":
@@ -82,29 +90,39 @@ def main():
                 if wall is None:
                     continue
                 summary = json.load(open(metrics))
-                summary.update(engine=engine, workers=workers, threads=threads, wall_seconds=wall)
+                summary.update(engine=engine, workers=workers, threads=threads, wall_seconds=wall, repeat=repeat)
                 results.append(summary)
-                sps = summary["samples_per_second"]
-                if engine == "in-process":
-                    baseline[threads] = sps
-                per_worker = summary["history"][-1].get("workers") or []
-                busy = " ".join(f"{100 * w.get('busy_fraction', 0):.0f}%" for w in per_worker)
-                replays = sum(w.get("replayed", 0) for w in per_worker)
-                skips = sum(w.get("skips", 0) for w in per_worker)
-                same_threads = baseline.get(min(max(workers, 1) * threads, args.cores))
-                rows.append((trainer, engine, workers or "-", threads, sps, wall,
-                             sps / baseline[1] if 1 in baseline else float("nan"),
-                             sps / same_threads if same_threads else float("nan"),
-                             summary["test_accuracy"], busy or "-", f"{replays}/{skips}" if per_worker else "-"))
-                print(f"  {trainer} {engine} J={workers} threads={threads}: {sps:.0f} samples/s, "
+                runs[case].append(summary)
+                print(f"  [{repeat + 1}/{args.repeat}] {trainer} {engine} J={workers} threads={threads}: "
+                      f"{summary['samples_per_second']:.0f} samples/s, {wall:.1f} s wall, "
                       f"acc {summary['test_accuracy']:.4f}", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
+    print(f"median of {args.repeat} run(s) each (samples/s: min-max in brackets)\n")
     header = ("| trainer | engine | J | BLAS threads each | samples/s | wall s | vs in-process 1 thread | "
-              "vs in-process, same total threads | test acc | worker busy | replays/skips |")
-    print(header + "\n|" + "---|" * 11)
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:,.0f} | {r[5]:.1f} | {r[6]:.2f}x | {r[7]:.2f}x | {r[8]:.4f} | "
-              f"{r[9]} | {r[10]} |")
+              "vs in-process, same total threads | wall vs in-process, same threads | test acc | worker busy | "
+              "replays/skips |")
+    print(header + "\n|" + "---|" * 12)
+    median = statistics.median
+    for case in cases:
+        got = runs[case]
+        if not got:
+            continue
+        trainer, engine, workers, threads = case
+        sps = [r["samples_per_second"] for r in got]
+        wall = median([r["wall_seconds"] for r in got])
+        base = {th: runs.get((trainer, "in-process", 0, th)) for th in (1, args.cores)}
+        base_sps = {th: median([r["samples_per_second"] for r in b]) for th, b in base.items() if b}
+        base_wall = {th: median([r["wall_seconds"] for r in b]) for th, b in base.items() if b}
+        same = min(max(workers, 1) * threads, args.cores)
+        last = got[len(got) // 2]
+        per_worker = last["history"][-1].get("workers") or []
+        busy = " ".join(f"{100 * w.get('busy_fraction', 0):.0f}%" for w in per_worker) or "-"
+        replays = f"{sum(w.get('replayed', 0) for w in per_worker)}/{sum(w.get('skips', 0) for w in per_worker)}"
+        ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"  # noqa: E731
+        print(f"| {trainer} | {engine} | {workers or '-'} | {threads} | {median(sps):,.0f} [{min(sps):,.0f}-{max(sps):,.0f}] "
+              f"| {wall:.1f} | {ratio(median(sps), base_sps.get(1))} | {ratio(median(sps), base_sps.get(same))} | "
+              f"{ratio(base_wall.get(same, 0), wall)} | {median([r['test_accuracy'] for r in got]):.4f} | {busy} | "
+              f"{replays if per_worker else '-'} |")
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nmetrics of every run: {args.out}")

@@ -251,7 +251,8 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     from (default: now).
 
     Returns (JSON-ready) {"workers": [per-worker `WorkerRecorder.summary()` + wait_seconds], "steps",
-    "samples", "seconds" (from the first spawn to the last result), "samples_per_second", "train_loss" (per
+    "samples", "seconds" (training: from every worker started to the last result), "startup_seconds"
+    (spawning the workers), "samples_per_second", "train_loss" (per
     epoch, sample-weighted), "last_loss"}.
     """
     _check_trainer(trainer)
@@ -315,6 +316,7 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
                                              (w, shm.name, layout, go[w], done[w], arrived, os.getpid(), run_started), trainer)
                 processes.append(process)
                 conns.append(conn)
+        ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"data-parallel: {workers} workers, {num_grads:,} gradients averaged per step")
         for epoch in range(start_epoch, epochs):
@@ -336,7 +338,7 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
             sem.release()
         while len(results) < workers:
             check(1.0)
-        seconds = time.perf_counter() - started
+        seconds, startup_seconds = time.perf_counter() - ready, ready - started
     finally:
         if len(results) < workers:
             header[2] = 1  # abort: waiting workers see it at their next wake-up
@@ -371,7 +373,8 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
         train_loss.append(sum(loss * s for loss, s in chunk) / n)
     samples = sum(s for _, s in step_losses)
     return {"workers": [results[w][2] for w in range(workers)], "steps": len(step_losses), "samples": samples,
-            "seconds": seconds, "samples_per_second": samples / seconds, "train_loss": train_loss,
+            "seconds": seconds, "startup_seconds": startup_seconds, "samples_per_second": samples / seconds,
+            "train_loss": train_loss,
             "last_loss": step_losses[-1][0]}
 
 

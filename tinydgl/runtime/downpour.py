@@ -329,7 +329,8 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     Returns (JSON-ready) {"workers": [per worker: worker, steps, samples, pushes, fetches, busy_seconds,
     wait_seconds, staleness], "steps", "samples", "pushes", "n_fetch", "n_push", "staleness" (overall:
     pushes, mean, max, histogram), "push_log" ([worker, fetched version, applied version, staleness] per
-    push, in the order applied), "server_seconds" (applying pushes), "seconds" (from the first spawn to the
+    push, in the order applied), "server_seconds" (applying pushes), "startup_seconds" (spawning the workers),
+    "seconds" (training: from every worker started to the
     last result), "samples_per_second", "train_loss" (per epoch, sample-weighted), "last_loss" (on the
     loader's last batch)}.
     """
@@ -416,6 +417,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
                                               push_ring, n_fetch, n_push, os.getpid(), run_started), trainer)
                 processes.append(process)
                 conns.append(conn)
+        ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"downpour: {workers} workers, n_fetch={n_fetch}, n_push={n_push}, {num_params:,} weights on the "
                 f"parameter server (the parent process)")
@@ -437,7 +439,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
         except (RingBroken, RingClosed):  # a worker died inside put/get: name it if we can
             check(1.0)
             raise
-        seconds = time.perf_counter() - started
+        seconds, startup_seconds = time.perf_counter() - ready, ready - started
     finally:
         if len(results) < workers:
             header[ABORT] = 1  # waiting workers see it within POLL_S
@@ -483,6 +485,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     return {"workers": metrics, "steps": len(step_losses), "samples": samples, "pushes": len(records),
             "n_fetch": n_fetch, "n_push": n_push, "staleness": staleness_stats([r[3] for r in records]),
             "push_log": [list(r) for r in records], "server_seconds": server.seconds, "seconds": seconds,
+            "startup_seconds": startup_seconds,
             "samples_per_second": samples / seconds, "train_loss": train_loss, "last_loss": step_losses[-1][1]}
 
 

@@ -382,7 +382,9 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     backend, the GPU ids to use, worker w on devices[w % len(devices)] (default: every visible GPU);
     activations cross devices through the rings, staged in host memory. Must be None on NumPy.
 
-    Returns {"workers": [per-worker `WorkerRecorder.summary()` + "modules"], "policy", "seconds", "samples",
+    Returns {"workers": [per-worker `WorkerRecorder.summary()` + "modules"], "policy", "seconds" (training:
+    from the moment every worker has started and received its modules to the last result),
+    "startup_seconds" (spawning the workers and handing them their modules), "samples",
     "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
     policy, replay_slots, reuse_cap = _check_trainer(trainer)
@@ -418,6 +420,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                                              [trainer.modules[j] for j in group])
                 run.processes.append(process)
                 run.conns.append(conn)
+        ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {policy}")
         deadline = None if timeout is None else started + timeout
@@ -440,7 +443,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         while len(run.results) < len(groups):
             run.poll(0.2)
             check_time()
-        seconds = time.perf_counter() - started
+        seconds, startup_seconds = time.perf_counter() - ready, ready - started
         ring_stats = [ring.stats() for ring in run.rings]
         for process in run.processes:
             process.join(10)
@@ -474,7 +477,8 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
             n = sum(s for _, s in chunk)
             train_loss.append(sum(loss * s for loss, s in chunk) / n if n else math.nan)
     samples = worker_metrics[0]["samples"]
-    return {"workers": worker_metrics, "policy": policy, "seconds": seconds, "samples": samples,
+    return {"workers": worker_metrics, "policy": policy, "seconds": seconds, "startup_seconds": startup_seconds,
+            "samples": samples,
             "samples_per_second": samples / seconds, "train_loss": train_loss,
             "last_loss": losses[-1][0] if losses else math.nan, "rings": ring_stats}
 
