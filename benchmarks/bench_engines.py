@@ -13,7 +13,7 @@ each. samples/s is the training throughput the run reports (data samples through
 second of training, evaluation excluded; the local engine's seconds include spawning its workers, about
 a second per epoch, the MPI engine's do not include mpiexec starting the ranks, so "wall s", the whole
 command from launch to exit, is the fair end-to-end comparison); speed-up is against the in-process run
-with the same total threads (dp-sync: against in-process backprop, whose update it equals). Not a test: prints a table to paste into benchmarks/RESULTS.md with the
+with the same total threads (dp-sync, downpour: against in-process backprop on the same batches). Not a test: prints a table to paste into benchmarks/RESULTS.md with the
 command, and writes every run's metrics to --out.
 """
 import argparse
@@ -74,8 +74,9 @@ def main():
             for case in cases:
                 trainer, engine, workers, threads = case
                 metrics = os.path.join(tmp, f"{trainer}-{engine}-{workers}-{threads}-{repeat}.json")
-                # dp-sync's in-process counterpart is backprop on the whole batch (what its update equals)
-                name = "bp" if engine == "in-process" and trainer == "dp-sync" else trainer
+                # data-parallel methods' in-process counterpart is backprop on the whole batch (what dp-sync's
+                # update equals, and what Downpour approximates with stale weights)
+                name = "bp" if engine == "in-process" and trainer in ("dp-sync", "downpour") else trainer
                 cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", name, *common, "--metrics-json", metrics]
                 if engine == "in-process" and args.baseline_extra:
                     cmd += args.baseline_extra.split()
@@ -118,7 +119,7 @@ def main():
         per_worker = last["history"][-1].get("workers") or []
         busy = " ".join(f"{100 * w.get('busy_fraction', 0):.0f}%" for w in per_worker) or "-"
         replays = f"{sum(w.get('replayed', 0) for w in per_worker)}/{sum(w.get('skips', 0) for w in per_worker)}"
-        ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"  # noqa: E731
+        ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
         print(f"| {trainer} | {engine} | {workers or '-'} | {threads} | {median(sps):,.0f} [{min(sps):,.0f}-{max(sps):,.0f}] "
               f"| {wall:.1f} | {ratio(median(sps), base_sps.get(1))} | {ratio(median(sps), base_sps.get(same))} | "
               f"{ratio(base_wall.get(same, 0), wall)} | {median([r['test_accuracy'] for r in got]):.4f} | {busy} | "

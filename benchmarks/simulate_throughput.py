@@ -24,8 +24,8 @@ Modules are split over workers as the engine splits them (`module_costs` + `spli
 start (spawning workers, about a second) is not modelled: the measured table shows samples/s with and
 without it ("wall" and "steady": samples over the slowest worker's busy + idle seconds).
 With `--trainer async-dgl` the rings between workers replay (Algorithm 2, `--buffer-size` slots, no reuse
-cap) and the prediction is the fresh samples/s into worker 0, simulated with the engine's rule that every
-worker stops after as many steps as there are batches (fast replaying workers stop early); the feeder is
+cap) and the prediction is the fresh samples/s into worker 0, simulated with the engine's rule that a
+replaying worker stops once its producer has stopped and nothing fresh is left; the feeder is
 left out there, since the model uses one policy for all links (its work is ~0.1 ms per batch).
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.simulate_throughput --measure --trainer async-dgl --skip-figure
@@ -177,8 +177,8 @@ def local_prediction(args, ds):
             print("   simulated steps (fresh + replayed) per worker: "
                   + ", ".join(f"{st['fresh_steps']} + {st['replays']}" for st in sim["stages"]))
     if replay:
-        print("simulated: fresh samples/s into worker 0 over its whole run; formula: min(1, P/J) / c_0 (a lower bound "
-              "here: it ignores that workers stop after their steps); own cores: one core per worker")
+        print("simulated: fresh samples/s into worker 0 over its whole run; formula: min(1, P/J) / c_0 (exact without "
+              "a reuse cap, as here); own cores: one core per worker")
     else:
         print("simulated: whole run incl. pipeline fill; formula: min(1/max stage, P/sum) (an upper bound on P < J+1 "
               "cores); own cores: one core per stage")
@@ -198,9 +198,10 @@ def measure_local(args, ds, rows):
     in_process = samples / (time.perf_counter() - t0)
     print(f"in-process train_step loop: {in_process:.0f} samples/s")
     measured = []
-    for J, *_ in rows:
+    for J, groups, *_ in rows:
         trainer = make_trainer(args, ds.input_shape, ds.num_classes)
-        run = run_module_parallel(trainer, train, 1, workers=J, threads_per_worker=1)
+        # the split the prediction was made for (the engine would time the modules again and may pick another)
+        run = run_module_parallel(trainer, train, 1, groups=groups, threads_per_worker=1)
         slowest = max(w["busy_seconds"] + w["idle_seconds"] for w in run["workers"])
         measured.append((run["samples_per_second"], run["samples"] / slowest, run))
         print(f"  J={J}: {run['samples_per_second']:.0f} samples/s wall, workers "

@@ -19,18 +19,22 @@
 # A step-through companion to [lesson 10](../lessons/10-parallel-and-distributed.md): why breaking the
 # locks matters only when the pieces run at the same time.
 #
-# **Status.** tinydgl's runtime is young: [`SharedRing`](../tinydgl/runtime/shm_ring.py), a shared-memory
-# buffer of (activation, label) batches between processes, and a first local engine
-# (`tinydgl train --trainer dgl --workers 2`) exist; data-parallel and multi-machine training do not yet.
-# This notebook uses the ring in a *hand-written* two-process sketch, to show the mechanics; everything
-# else is simulated in one process.
+# **What is here.** First a *hand-written* two-process pipeline built on
+# [`SharedRing`](../tinydgl/runtime/shm_ring.py), the shared-memory buffer of (activation, label) batches,
+# to show the mechanics; then the real runtime ([`tinydgl/runtime/`](../tinydgl/runtime/__init__.py)) in
+# one command, with its per-worker record and timeline; then single-process simulations of synchronous
+# data-parallel SGD and Downpour (the runtime runs both for real: `--trainer dp-sync|downpour --workers W`).
 #
 # **Fast mode.** `TINYDGL_FAST=1` shrinks data and training so that the whole notebook runs in seconds
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.
 
 # %%
+import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -41,7 +45,7 @@ from tinydgl import functional as F
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import SGD, Adam
-from tinydgl.runtime import SharedRing
+from tinydgl.runtime import SharedRing, plot_timeline
 from tinydgl.trainers import build_trainer
 from tinydgl.trainers.local import block_output_shapes
 
@@ -106,7 +110,7 @@ with SharedRing(slots=2, max_batch=4, sample_shape=(3,), policy="fifo") as ring:
 # %% [markdown]
 # ## A two-worker DGL pipeline, written by hand
 #
-# This is a sketch of what the runtime will do, not the runtime. A `cnn` is cut into two DGL modules. A
+# This is a sketch of what the runtime does, not the runtime (that comes next). A `cnn` is cut into two DGL modules. A
 # child process trains module 1 and puts each output batch (with its labels) into a FIFO ring; this
 # process trains module 2 on what it gets from the ring. Each side records when each of its steps ran.
 # At the end the child sends back its timeline and module 1's weights.
@@ -183,6 +187,39 @@ print(f"work done: {busy:.2f}s of steps in {wall:.2f}s of wall time ({busy / wal
 # Where the bars of the two rows overlap, both modules were learning at the same time, on different
 # batches: that is what the local losses bought. (On a busy machine with few cores the overlap shrinks:
 # the two processes share the CPUs.)
+
+# %% [markdown]
+# ## The real runtime, in one command
+#
+# `tinydgl train --workers 2` does what the sketch above did, for any local trainer: it times each
+# module's step, splits the modules into the two groups whose slower one is fastest, starts two worker
+# processes connected by rings, and records what every worker did. We run it as a separate command (a
+# notebook cannot be re-imported by the spawned workers, a script or the command line can), with async DGL,
+# whose replay buffer never makes the first worker wait, and read the record back.
+
+# %%
+record = os.path.join(tempfile.mkdtemp(), "run.json")
+command = [sys.executable, "-m", "tinydgl", "train", "--trainer", "async-dgl", "--model", "cnn", "--workers", "2",
+           "--limit-train", "512" if FAST else "4096", "--limit-test", "300", "--batch-size", "64",
+           "--no-progress", "--metrics-json", record]
+subprocess.run(command, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+epoch = json.load(open(record))["history"][-1]
+for w in epoch["workers"]:
+    print(f"worker {w['worker']} (modules {w['modules']}): {w['steps']} steps, {w['replayed']} replays, "
+          f"{w['skips']} skips, busy {100 * w['busy_fraction']:.0f}%, staleness mean {w['staleness_mean']:.2f}")
+print("ring between the workers:", epoch["rings"][1])
+
+# %% [markdown]
+# Each bar is one step of one worker; gaps are waiting. Where the gaps are tells which worker holds the
+# pipeline back. (`--plot run.png` on the command line draws the same chart next to the learning curves.)
+
+# %%
+timeline_png = plot_timeline(epoch["workers"], os.path.join(tempfile.mkdtemp(), "timeline.png"),
+                             title="async DGL, cnn, 2 workers")
+plt.figure(figsize=(10, 2.2))
+plt.imshow(plt.imread(timeline_png))
+plt.axis("off")
+plt.show()
 
 # %% [markdown]
 # ## Synchronous data-parallel SGD: the same gradient, split in two

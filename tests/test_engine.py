@@ -175,3 +175,11 @@ def test_workers_on_gpus_give_the_in_process_weights(data):
         run_module_parallel(parallel, _loader(ds), 1, workers=2)
         for p, q in zip(reference.model.parameters(), parallel.model.parameters()):
             np.testing.assert_allclose(to_numpy(p.data), to_numpy(q.data), rtol=1e-4, atol=1e-5)
+
+
+def test_an_explicit_split_is_used_and_checked(data):
+    ds, _ = data
+    metrics = run_module_parallel(_trainer("dgl", "cnn"), _loader(ds), 1, groups=[[0], [1]])
+    assert [w["modules"] for w in metrics["workers"]] == [[0], [1]]
+    with pytest.raises(ValueError, match="contiguous"):
+        run_module_parallel(_trainer("dgl", "cnn"), _loader(ds), 1, groups=[[1], [0]])

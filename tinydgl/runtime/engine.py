@@ -370,7 +370,8 @@ class _Run:
 
 
 def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, threads_per_worker=1,
-                        start_epoch=0, timeout=None, log=None, balance=True, run_started=None, devices=None):
+                        start_epoch=0, timeout=None, log=None, balance=True, run_started=None, devices=None,
+                        groups=None):
     """Train `trainer`'s modules for `epochs` epochs in `workers` processes; returns metrics (JSON-ready).
 
     trainer: a `LocalTrainer` (dgl, lls, lls-m, lls-mxm, async-dgl); afterwards it holds the trained
@@ -378,6 +379,8 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     between workers (default 2 for fifo; the trainer's buffer_size for async-dgl's replay rings).
     threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
     limit). balance: split the modules by their measured forward cost (`module_costs`) rather than count.
+    groups: an explicit split, e.g. [[0, 1], [2, 3]] (contiguous, every module once; overrides `workers`
+    and `balance`), to run exactly the pipeline a prediction was made for.
     run_started: `time.time()` the workers' timelines count from (default: now). devices: with the CuPy
     backend, the GPU ids to use, worker w on devices[w % len(devices)] (default: every visible GPU);
     activations cross devices through the rings, staged in host memory. Must be None on NumPy.
@@ -388,9 +391,16 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
     policy, replay_slots, reuse_cap = _check_trainer(trainer)
+    if groups is not None:
+        groups = [list(map(int, g)) for g in groups]
+        if [j for g in groups for j in g] != list(range(len(trainer.modules))) or not all(groups):
+            raise ValueError(f"groups {groups} must cut modules 0..{len(trainer.modules) - 1} into contiguous, "
+                             f"non-empty groups, in order.")
+        workers = len(groups)
+    else:
+        costs = module_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
+        groups = split_modules(len(trainer.modules), workers, costs)
     gpus = _worker_devices(workers, devices)
-    costs = module_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
-    groups = split_modules(len(trainer.modules), workers, costs)
     shapes = _module_output_shapes(trainer)
     model = trainer.model
     dtype = str(model.parameters()[0].data.dtype).split(".")[-1]
