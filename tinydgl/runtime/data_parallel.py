@@ -55,7 +55,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, start_worker, worker_thread_environment
+from .engine import WorkerFailed, receive_result, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .metrics import WorkerRecorder
 
@@ -234,12 +234,6 @@ def _check_trainer(trainer):
                          f"{get_backend().name!r}).")
 
 
-def _describe_exit(process):
-    process.join(1)
-    code = process.exitcode
-    return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-
-
 def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_worker=1, start_epoch=0,
                       timeout=None, log=None, run_started=None):
     """Train `trainer` (a BackpropTrainer) with synchronous data-parallel SGD in `workers` processes.
@@ -276,18 +270,9 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
 
     def receive(w):
         """Store worker w's result, or raise WorkerFailed if it reported an error or died."""
-        try:
-            message = conns[w].recv() if conns[w].poll(0) else None
-        except (EOFError, OSError):
-            message = None
-        if message is not None and message[0] == _DONE:
+        message = receive_result(conns[w], processes[w], f"data-parallel worker {w}")
+        if message is not None:
             results[w] = message
-        elif message is not None:
-            raise WorkerFailed(f"data-parallel worker {w} failed:\n{message[2]}")
-        elif not processes[w].is_alive():
-            raise WorkerFailed(f"data-parallel worker {w} died ({_describe_exit(processes[w])}) before it finished; "
-                               f"the run was stopped. Check memory (a killed process often means out of memory) "
-                               f"and run again.")
 
     def check(timeout_s):
         """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
@@ -344,14 +329,7 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
             header[2] = 1  # abort: waiting workers see it at their next wake-up
             for sem in go + done:
                 sem.release()
-        for process in processes:
-            process.join(2)
-            if process.is_alive():
-                process.terminate()
-                process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        stop_processes(processes)
         for conn in conns:
             conn.close()
         del header, x_shared, y_shared

@@ -87,8 +87,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .data_parallel import _describe_exit
-from .engine import WorkerFailed, start_worker, worker_thread_environment
+from .engine import WorkerFailed, receive_result, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .metrics import WorkerRecorder
 from .shm_ring import RingBroken, RingClosed, SharedRing
@@ -366,18 +365,9 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 
         def receive(w):
             """Store worker w's result, or raise WorkerFailed if it reported an error or died."""
-            try:
-                message = conns[w].recv() if conns[w].poll(0) else None
-            except (EOFError, OSError):
-                message = None
-            if message is not None and message[0] == _DONE:
+            message = receive_result(conns[w], processes[w], f"Downpour worker {w}")
+            if message is not None:
                 results[w] = message
-            elif message is not None:
-                raise WorkerFailed(f"Downpour worker {w} failed:\n{message[2]}")
-            elif not processes[w].is_alive():
-                raise WorkerFailed(f"Downpour worker {w} died ({_describe_exit(processes[w])}) before it finished; "
-                                   f"the run was stopped. Check memory (a killed process often means out of memory) "
-                                   f"and run again.")
 
         last_check = [0.0]
 
@@ -445,14 +435,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
             header[ABORT] = 1  # waiting workers see it within POLL_S
             for ring in rings:
                 ring.abort()
-        for process in processes:
-            process.join(2)
-            if process.is_alive():
-                process.terminate()
-                process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        stop_processes(processes)
         for conn in conns:
             conn.close()
         for ring in rings:

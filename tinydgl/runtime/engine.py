@@ -113,6 +113,42 @@ class WorkerFailed(RuntimeError):
     ring_names: tuple = ()
 
 
+def describe_exit(process):
+    """'exit code 1' or 'signal SIGKILL': how a finished worker process ended."""
+    process.join(1)
+    code = process.exitcode
+    return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+
+
+def receive_result(conn, process, name):
+    """A worker's ("done", ...) message from `conn`, or None if none has arrived yet (the worker is still
+    running). Raises WorkerFailed if the worker reported an error or died without reporting."""
+    try:
+        message = conn.recv() if conn.poll(0) else None
+    except (EOFError, OSError):
+        message = None
+    if message is not None and message[0] == _DONE:
+        return message
+    if message is not None:
+        raise WorkerFailed(f"{name} failed:\n{message[2]}")
+    if not process.is_alive():
+        raise WorkerFailed(f"{name} died ({describe_exit(process)}) before it finished; the run was stopped. "
+                           f"Check memory (a killed process often means out of memory) and run again.")
+    return None
+
+
+def stop_processes(processes):
+    """Wait briefly for each worker to exit, then terminate it, then kill it: none outlives the run."""
+    for process in processes:
+        process.join(2)
+        if process.is_alive():
+            process.terminate()
+            process.join(2)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 def split_modules(num_modules, workers, costs=None):
     """Cut modules 0..num_modules-1 into `workers` contiguous groups.
 
@@ -328,38 +364,15 @@ class _Run:
                 self._receive(w)
 
     def _receive(self, w):
-        conn, process = self.conns[w], self.processes[w]
-        message = None
-        try:
-            if conn.poll(0):
-                message = conn.recv()
-        except (EOFError, OSError):
-            message = None
-        if message is not None and message[0] == _DONE:
-            self.results[w] = message
-            return
+        message = receive_result(self.conns[w], self.processes[w], self.describe(w))
         if message is not None:
-            raise WorkerFailed(f"{self.describe(w)} failed:\n{message[2]}")
-        if process.is_alive():
-            return  # woke for nothing (the pipe had no full message yet)
-        process.join(1)
-        code = process.exitcode
-        why = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-        raise WorkerFailed(f"{self.describe(w)} died ({why}) before it finished; the run was stopped. "
-                           f"Check memory (a killed process often means out of memory) and run again.")
+            self.results[w] = message
 
     def stop(self):
         """Abort the rings, stop every worker, release every segment. Safe to call twice."""
         for ring in self.rings:
             ring.abort()
-        for process in self.processes:
-            process.join(2)
-            if process.is_alive():
-                process.terminate()
-                process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        stop_processes(self.processes)
         self.close()
 
     def close(self):
