@@ -57,7 +57,7 @@ import numpy as np
 from ..backend import get_backend, to_numpy
 from .engine import WorkerFailed, receive_result, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
-from .metrics import WorkerRecorder
+from .metrics import WorkerRecorder, epoch_losses
 
 _ERROR, _DONE = "error", "done"
 POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
@@ -343,12 +343,7 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     for shards in zip(*per_step):
         n = sum(s for _, s in shards)
         step_losses.append((sum(loss * s for loss, s in shards) / n, n))
-    batches = len(train_loader)
-    train_loss = []
-    for e in range(epochs - start_epoch):
-        chunk = step_losses[e * batches:(e + 1) * batches]
-        n = sum(s for _, s in chunk)
-        train_loss.append(sum(loss * s for loss, s in chunk) / n)
+    train_loss = epoch_losses(step_losses, len(train_loader), epochs - start_epoch)
     samples = sum(s for _, s in step_losses)
     return {"workers": [results[w][2] for w in range(workers)], "steps": len(step_losses), "samples": samples,
             "seconds": seconds, "startup_seconds": startup_seconds, "samples_per_second": samples / seconds,

@@ -55,7 +55,7 @@ import numpy as np
 
 from ..backend import asarray, get_backend, to_numpy
 from .fit import fit_parallel
-from .metrics import WorkerRecorder
+from .metrics import WorkerRecorder, epoch_losses
 from .shm_ring import RingClosed, SharedRing
 
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -493,12 +493,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     for m, group in zip(worker_metrics, groups):
         m["modules"] = group
     losses = run.results[len(groups) - 1][4]
-    train_loss = []
-    if policy == "fifo":
-        for e in range(epochs - start_epoch):
-            chunk = losses[e * batches_per_epoch:(e + 1) * batches_per_epoch]
-            n = sum(s for _, s in chunk)
-            train_loss.append(sum(loss * s for loss, s in chunk) / n if n else math.nan)
+    train_loss = epoch_losses(losses, batches_per_epoch, epochs - start_epoch) if policy == "fifo" else []
     samples = worker_metrics[0]["samples"]
     return {"workers": worker_metrics, "policy": policy, "seconds": seconds, "startup_seconds": startup_seconds,
             "samples": samples,

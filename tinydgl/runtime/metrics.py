@@ -20,6 +20,7 @@ busy interval): where the pipeline's bubbles are is easier to see than to read.
 """
 from __future__ import annotations
 
+import math
 import time
 
 MAX_INTERVALS = 2000  # timeline bars kept per worker; beyond it neighbouring bars are merged
@@ -90,6 +91,16 @@ class WorkerRecorder:
                 "staleness_max": self.staleness_max,
                 "occupancy_mean": self.occupancy_sum / gets if self.gets else 0.0,
                 "timeline": [[round(a, 5), round(b, 5)] for a, b in self.intervals]}
+
+
+def epoch_losses(step_losses, batches_per_epoch, epochs):
+    """Sample-weighted mean loss of each epoch from [(loss, samples)] per step (NaN for an empty epoch)."""
+    means = []
+    for e in range(epochs):
+        chunk = step_losses[e * batches_per_epoch:(e + 1) * batches_per_epoch]
+        n = sum(s for _, s in chunk)
+        means.append(sum(loss * s for loss, s in chunk) / n if n else math.nan)
+    return means
 
 
 def plot_timeline(workers, path, title=None):

@@ -77,7 +77,7 @@ from ..backend import asarray, get_backend, to_numpy, use_backend
 from ..trainers.buffers import ReplayBuffer
 from .engine import _check_trainer, _module_output_shapes, module_costs, pipeline_worker_loop, split_modules
 from .fit import fit_parallel
-from .metrics import WorkerRecorder
+from .metrics import WorkerRecorder, epoch_losses
 from .shm_ring import RingEntry
 
 HEADER, X, LABELS, CREDIT = 11, 12, 13, 14  # message tags
@@ -435,12 +435,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
             rings.append({**gathered[r][2], **gathered[r - 1][3]})
         losses = gathered[-1][4]
         seconds = max(entry[5] for entry in gathered)
-        train_loss = []
-        if policy == "fifo":
-            for e in range(epochs - start_epoch):
-                chunk = losses[e * batches_per_epoch:(e + 1) * batches_per_epoch]
-                n = sum(s for _, s in chunk)
-                train_loss.append(sum(loss * s for loss, s in chunk) / n if n else math.nan)
+        train_loss = epoch_losses(losses, batches_per_epoch, epochs - start_epoch) if policy == "fifo" else []
         samples = workers[0]["samples"]
         result = {"workers": workers, "policy": policy, "seconds": seconds, "samples": samples,
                   "samples_per_second": samples / seconds, "train_loss": train_loss,
@@ -563,12 +558,7 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
         for shards in zip(*(g[1] for g in gathered)):
             n = sum(s for _, s in shards)
             step_losses.append((sum(loss * s for loss, s in shards) / n, n))
-        batches = len(train_loader)
-        train_loss = []
-        for e in range(epochs - start_epoch):
-            chunk = step_losses[e * batches:(e + 1) * batches]
-            n = sum(s for _, s in chunk)
-            train_loss.append(sum(loss * s for loss, s in chunk) / n)
+        train_loss = epoch_losses(step_losses, len(train_loader), epochs - start_epoch)
         samples = sum(s for _, s in step_losses)
         seconds = max(g[2] for g in gathered)
         result = {"workers": [g[0] for g in gathered], "steps": len(step_losses), "samples": samples,
