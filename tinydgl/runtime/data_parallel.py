@@ -50,12 +50,11 @@ import signal
 import time
 import traceback
 from multiprocessing import shared_memory
-from multiprocessing.connection import wait
 
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, receive_result, start_worker, stop_processes, worker_thread_environment
+from .engine import WorkerFailed, poll_workers, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses
 
@@ -268,19 +267,9 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     processes, conns, results = [], [], {}
     deadline = None if timeout is None else time.perf_counter() + timeout
 
-    def receive(w):
-        """Store worker w's result, or raise WorkerFailed if it reported an error or died."""
-        message = receive_result(conns[w], processes[w], f"data-parallel worker {w}")
-        if message is not None:
-            results[w] = message
-
     def check(timeout_s):
         """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
-        pending = [w for w in range(workers) if w not in results]
-        ready = wait([conns[w] for w in pending] + [processes[w].sentinel for w in pending], timeout_s)
-        for w in pending:
-            if conns[w] in ready or processes[w].sentinel in ready:
-                receive(w)
+        poll_workers(conns, processes, results, lambda w: f"data-parallel worker {w}", timeout_s)
         if deadline is not None and time.perf_counter() > deadline:
             raise WorkerFailed(f"The data-parallel run took longer than timeout={timeout} s; it was stopped.")
 

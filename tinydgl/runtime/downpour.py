@@ -82,12 +82,11 @@ import signal
 import time
 import traceback
 from multiprocessing import shared_memory
-from multiprocessing.connection import wait
 
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, receive_result, start_worker, stop_processes, worker_thread_environment
+from .engine import WorkerFailed, poll_workers, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .metrics import WorkerRecorder
 from .shm_ring import RingBroken, RingClosed, SharedRing
@@ -363,22 +362,12 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
         push_ring = SharedRing(2 * workers, 1, (num_params,), dtype, policy="fifo", name=f"{prefix}_push", ctx=ctx)
         rings.append(push_ring)
 
-        def receive(w):
-            """Store worker w's result, or raise WorkerFailed if it reported an error or died."""
-            message = receive_result(conns[w], processes[w], f"Downpour worker {w}")
-            if message is not None:
-                results[w] = message
-
         last_check = [0.0]
 
         def check(timeout_s=0.0):
             """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
             last_check[0] = time.perf_counter()
-            pending = [w for w in range(workers) if w not in results]
-            ready = wait([conns[w] for w in pending] + [processes[w].sentinel for w in pending], timeout_s)
-            for w in pending:
-                if conns[w] in ready or processes[w].sentinel in ready:
-                    receive(w)
+            poll_workers(conns, processes, results, lambda w: f"Downpour worker {w}", timeout_s)
             if deadline is not None and time.perf_counter() > deadline:
                 raise WorkerFailed(f"The Downpour run took longer than timeout={timeout} s; it was stopped.")
 

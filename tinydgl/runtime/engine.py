@@ -137,6 +137,20 @@ def receive_result(conn, process, name):
     return None
 
 
+def poll_workers(conns, processes, results, name, timeout):
+    """Wait up to `timeout` s for a message or the exit of any worker that has not reported yet; store each
+    ("done", ...) message in `results[w]`. Raises WorkerFailed if a worker reported an error or died.
+    name(w): how errors name worker w."""
+    pending = [w for w in range(len(processes)) if w not in results]
+    waitables = [conns[w] for w in pending] + [processes[w].sentinel for w in pending]
+    ready = wait(waitables, timeout) if waitables else []
+    for w in pending:
+        if conns[w] in ready or processes[w].sentinel in ready:
+            message = receive_result(conns[w], processes[w], name(w))
+            if message is not None:
+                results[w] = message
+
+
 def stop_processes(processes):
     """Wait briefly for each worker to exit, then terminate it, then kill it: none outlives the run."""
     for process in processes:
@@ -356,17 +370,7 @@ class _Run:
 
     def poll(self, timeout):
         """Wait up to `timeout` s for a result or a worker's exit; raise WorkerFailed on a failure."""
-        pending = [w for w in range(len(self.processes)) if w not in self.results]
-        waitables = [self.conns[w] for w in pending] + [self.processes[w].sentinel for w in pending]
-        ready = wait(waitables, timeout) if waitables else []
-        for w in pending:
-            if self.conns[w] in ready or self.processes[w].sentinel in ready:
-                self._receive(w)
-
-    def _receive(self, w):
-        message = receive_result(self.conns[w], self.processes[w], self.describe(w))
-        if message is not None:
-            self.results[w] = message
+        poll_workers(self.conns, self.processes, self.results, self.describe, timeout)
 
     def stop(self):
         """Abort the rings, stop every worker, release every segment. Safe to call twice."""
