@@ -222,16 +222,9 @@ def module_costs(trainer, batch_size, repeats=2):
 
 def _module_output_shapes(trainer):
     """Shape (without the batch axis) of each module's output, from a dry run in evaluation mode."""
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    x = asarray(np.zeros((2, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
-    shapes = []
-    for module in trainer.modules:
-        x = module.forward(x)
-        shapes.append(tuple(x.shape[1:]))
-    model.train(was_training)
-    return shapes
+    from ..trainers.local import block_output_shapes
+
+    return block_output_shapes(trainer.model, trainer.modules)
 
 
 def _check_trainer(trainer):

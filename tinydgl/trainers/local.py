@@ -58,17 +58,19 @@ class LocalModule:
         return loss, out
 
 
-def block_output_shapes(model):
-    """Shape (without the batch axis) of each block's output, from a dry run in evaluation mode.
+def block_output_shapes(model, stages=None):
+    """Shape (without the batch axis) of the output of each stage, from a dry run in evaluation mode.
 
-    Evaluation mode, so batch norm uses (and does not update) its running statistics.
+    stages: anything with `forward`, applied in turn (default: the model's blocks; the module-parallel
+    engine passes a trainer's LocalModules). Evaluation mode, so batch norm uses (and does not update) its
+    running statistics.
     """
     was_training = model.training
     model.eval()
     x = asarray(np.zeros((2, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
     shapes = []
-    for block in model.layers:
-        x = block.forward(x)
+    for stage in (model.layers if stages is None else stages):
+        x = stage.forward(x)
         shapes.append(tuple(x.shape[1:]))
     model.train(was_training)
     return shapes
