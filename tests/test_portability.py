@@ -65,8 +65,11 @@ def test_losses_on_backend(backend_case, rng):
 
 
 # Small inputs keep the deep models quick; mobilenet and vgg8 need a few pixels to survive their strides.
+# MobileNet halves the image five times: at 32x32 its last blocks see 1x1 maps, so batch norm normalises
+# 4 numbers per channel (batch 4), an ill-conditioned step that magnified float32 rounding past the test's
+# tolerance on OpenBLAS's Haswell kernel (AMD EPYC) though not on SkylakeX. 64x64 leaves 2x2 maps.
 MODEL_INPUTS = {"mlp": (1, 8), "cnn": (1, 8), "smallconv": (1, 8), "smallconvl": (1, 8), "vgg8": (3, 8),
-                "mobilenet_v1": (3, 32), "dni_cnn": (3, 27)}
+                "mobilenet_v1": (3, 64), "dni_cnn": (3, 27)}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
