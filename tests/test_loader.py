@@ -122,7 +122,7 @@ def test_exception_in_thread_surfaces_in_caller():
     x, y = toy()
     loader = DataLoader(x, y, 10, prefetch=2)
 
-    def broken(indices, epoch, batch):
+    def broken(indices, epoch, batch, stream=0):
         if batch == 3:
             raise RuntimeError("augmentation exploded")
         return x[indices].astype(np.float32), y[indices]

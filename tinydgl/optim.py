@@ -3,6 +3,11 @@
 An optimizer holds a list of `Parameter`s and updates `p.data` from `p.grad` in `step()`. Parameters whose
 `grad` is None are skipped (their block did not run this step). Each optimizer can save and restore its
 state (`state_dict` / `load_state_dict`) as host NumPy arrays for checkpoints.
+
+Every optimizer has `train()` and `eval()`, which the training loop calls before training and before
+evaluating. They do nothing, except for the *schedule-free* optimizers (`ScheduleFreeAdamW`,
+`ScheduleFreeSGD`): those train at one point y and evaluate at another, x, and the two calls move the
+parameters between them.
 """
 import math
 
@@ -26,6 +31,12 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def train(self):
+        """Put the weights that training steps from into the parameters (a no-op except for schedule-free)."""
+
+    def eval(self):
+        """Put the weights to evaluate into the parameters (a no-op except for schedule-free)."""
+
     def step(self):
         self.steps += 1
         for p, state in zip(self.params, self.state):
@@ -35,14 +46,23 @@ class Optimizer:
     def _update(self, p, state):
         raise NotImplementedError
 
+    # Optimizer-wide numbers besides lr and steps that a checkpoint must keep (schedule-free's averaging
+    # weights and its train/eval mode); each is a plain float, int or bool attribute.
+    scalar_names = ()
+
     def state_dict(self):
-        """{"lr", "steps", "buffers": {"<param index>.<name>": ndarray}}."""
+        """{"lr", "steps", "buffers": {"<param index>.<name>": ndarray}, "counts": {...: int},
+        "scalars": {name: number}}."""
         buffers = {f"{i}.{k}": to_numpy(v).copy() for i, s in enumerate(self.state) for k, v in s.items() if not isinstance(v, int)}
         counts = {f"{i}.{k}": v for i, s in enumerate(self.state) for k, v in s.items() if isinstance(v, int)}
-        return {"lr": self.lr, "steps": self.steps, "buffers": buffers, "counts": counts}
+        scalars = {name: getattr(self, name) for name in self.scalar_names}
+        return {"lr": self.lr, "steps": self.steps, "buffers": buffers, "counts": counts, "scalars": scalars}
 
     def load_state_dict(self, state):
         self.lr, self.steps = state["lr"], state["steps"]
+        for name in self.scalar_names:
+            if name in state.get("scalars", {}):
+                setattr(self, name, type(getattr(self, name))(state["scalars"][name]))
         self.state = [dict() for _ in self.params]
         for key, value in state["buffers"].items():
             i, name = key.split(".", 1)
@@ -131,11 +151,140 @@ class AdamW(Adam):
         super()._update(p, state)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class _ScheduleFree(Optimizer):
+    """What both schedule-free optimizers share (Defazio et al., "The Road Less Scheduled", 2024): the
+    iterate averaging and the train/eval swap. Spec: ../shared/specs/protocol.md section 2, which follows
+    the copy in the official LLS code (an older variant of facebookresearch/schedule_free).
+
+    Three sequences per parameter: z (the plain optimizer's iterates), x (a weighted average of the z's:
+    the weights to evaluate) and y = beta * x + (1 - beta) * z (where gradients are taken). Only y and z
+    are stored: the parameter holds y in train mode and x in eval mode, z lives in the state.
+    Averaging weights: step k (0-based) has weight (k + 1)**r * lr_max**weight_lr_power, and
+    c = weight / (sum of the weights so far) is how far x moves towards z. With r = 0 and a constant lr
+    this is c = 1 / (k + 1): x is the plain average of every z so far.
+
+    `step()` refuses to run in eval mode (it would take a gradient step from x). The training loop calls
+    `train()` before training and `eval()` before evaluating, recalibrating batch norm or checkpointing.
+    """
+
+    scalar_names = ("lr_max", "weight_sum", "train_mode")
+
+    def __init__(self, params, lr, beta, weight_decay, warmup_steps, r, weight_lr_power):
+        super().__init__(params, lr)
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"The averaging coefficient (beta1 / momentum) must lie in (0, 1), got {beta}.")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+        self.beta, self.weight_decay = beta, weight_decay
+        self.warmup_steps, self.r, self.weight_lr_power = int(warmup_steps), r, weight_lr_power
+        self.lr_max, self.weight_sum, self.train_mode = -1.0, 0.0, True
+
+    def train(self):
+        """x -> y = x + (1 - beta) * (z - x), i.e. beta * x + (1 - beta) * z."""
+        if not self.train_mode:
+            self._move_towards_z(1 - self.beta)
+            self.train_mode = True
+
+    def eval(self):
+        """y -> x = y + (1 - 1 / beta) * (z - y), i.e. (y - (1 - beta) * z) / beta."""
+        if self.train_mode:
+            self._move_towards_z(1 - 1 / self.beta)
+            self.train_mode = False
+
+    def _move_towards_z(self, weight):
+        for p, state in zip(self.params, self.state):
+            if "z" in state:  # a parameter that has never had a gradient has no z yet: x = y = z
+                p.data = p.data + weight * (state["z"] - p.data)
+
+    def _step_size(self, k):
+        """This step's learning rate (warm-up and, for Adam, bias correction folded in)."""
+        raise NotImplementedError
+
+    def step(self):
+        if not self.train_mode:
+            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged "
+                               f"weights x, not the training point y. Call optimizer.train() (or "
+                               f"trainer.to_train_weights()) before training.")
+        k = self.steps
+        lr_t = self._step_size(k)
+        self.lr_max = max(self.lr_max, lr_t)
+        weight = (k + 1) ** self.r * self.lr_max**self.weight_lr_power
+        self.weight_sum += weight
+        c = weight / self.weight_sum
+        for p, state in zip(self.params, self.state):
+            if p.grad is not None:
+                if "z" not in state:  # z starts at the parameter's value when it first learns
+                    state["z"] = array_namespace(p.data).asarray(p.data, copy=True)
+                self._update(p, state, lr_t, c)
+        self.steps = k + 1
+
+    def _warmup(self, k):
+        return (k + 1) / self.warmup_steps if k < self.warmup_steps else 1.0
+
+
+class ScheduleFreeAdamW(_ScheduleFree):
+    """Schedule-free AdamW, the optimizer of every table in the LLS paper. Per parameter, gradient g at y:
+
+        v  = beta2 * v + (1 - beta2) * g**2
+        gh = g / (sqrt(v) + eps) + weight_decay * y          (decay taken at y)
+        y  = y + c * (z - y)
+        y  = y + lr_t * (beta1 * (1 - c) - 1) * gh
+        z  = z - lr_t * gh
+    with lr_t = lr * warmup * sqrt(1 - beta2**(k + 1)): this older variant folds Adam's second-moment bias
+    correction into the step size and has no first moment (the averaging plays its part).
+    Defaults are the official copy's (lr 0.0025; the paper trains with 5e-3).
+    """
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
+                 weight_lr_power=2.0):
+        super().__init__(params, lr, betas[0], weight_decay, warmup_steps, r, weight_lr_power)
+        self.beta1, self.beta2, self.eps = betas[0], betas[1], eps
+
+    def _step_size(self, k):
+        return self.lr * self._warmup(k) * math.sqrt(1 - self.beta2 ** (k + 1))
+
+    def _update(self, p, state, lr_t, c):
+        xp = array_namespace(p.data)
+        g, y, z = p.grad, p.data, state["z"]
+        v = state["v"] = self.beta2 * state.get("v", xp.zeros_like(g)) + (1 - self.beta2) * (g * g)
+        gh = g / (xp.sqrt(v) + self.eps)
+        if self.weight_decay:
+            gh = gh + self.weight_decay * y
+        y = y + c * (z - y)
+        p.data = y + (lr_t * (self.beta1 * (1 - c) - 1)) * gh
+        state["z"] = z - lr_t * gh
+
+
+class ScheduleFreeSGD(_ScheduleFree):
+    """Schedule-free SGD: the same construction with `momentum` in place of beta1, no second moment, and
+    lr_t = lr * warmup. Per parameter, gradient g at y:
+
+        g = g + weight_decay * y;  y = y + c * (z - y);  y = y + lr_t * (momentum * (1 - c) - 1) * g;
+        z = z - lr_t * g
+    Defaults are the official copy's (lr 1.0, momentum 0.9).
+    """
+
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0):
+        super().__init__(params, lr, momentum, weight_decay, warmup_steps, r, weight_lr_power)
+        self.momentum = momentum
+
+    def _step_size(self, k):
+        return self.lr * self._warmup(k)
+
+    def _update(self, p, state, lr_t, c):
+        g, y, z = p.grad, p.data, state["z"]
+        if self.weight_decay:
+            g = g + self.weight_decay * y
+        y = y + c * (z - y)
+        p.data = y + (lr_t * (self.momentum * (1 - c) - 1)) * g
+        state["z"] = z - lr_t * g
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamw-sf": ScheduleFreeAdamW, "sgd-sf": ScheduleFreeSGD}
 
 
 def build_optimizer(name, params, lr, **kwargs):
-    """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, adam, adamw."""
+    """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, adam, adamw, adamw-sf, sgd-sf."""
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     return OPTIMIZERS[name](params, lr=lr, **kwargs)

@@ -11,6 +11,11 @@ seeded with (seed, e[, batch]) alone, never from state carried over from earlier
 ``set_epoch(k)`` (and ``start_batch``, for a crash mid-epoch) reproduces epoch k exactly, whether or not
 epochs 0..k-1 ran in this process. Iterating without `set_epoch` runs epochs 0, 1, 2, ... in turn.
 
+Extra passes. `fresh_pass(epoch, batches)` serves the first batches of *another* shuffled, augmented pass
+over the same data, with its own order and crops (a separate `stream` of the same seed): what batch-norm
+recalibration reads after epoch e (protocol.md section 1: the official code starts a new iterator over the
+training loader), reproducible like every epoch and independent of the training pass.
+
 Overlap. With ``prefetch > 0`` a background thread assembles, augments and normalises the next `prefetch`
 batches (NumPy releases the GIL in its copies and arithmetic) while the caller computes. The move to the
 device (`tinydgl.backend.asarray`) happens in the caller's thread, since the active backend and CuPy's
@@ -75,21 +80,22 @@ class DataLoader:
         """Make the next iteration run epoch `epoch`, starting at batch `start_batch` (to resume mid-epoch)."""
         self.epoch, self.start_batch = int(epoch), int(start_batch)
 
-    def order(self, epoch: int) -> np.ndarray:
-        """The example indices of `epoch`, in the order they are served."""
+    def order(self, epoch: int, stream: int = 0) -> np.ndarray:
+        """The example indices of `epoch`, in the order they are served (stream 0: the training pass)."""
         if not self.shuffle:
             return np.arange(len(self.x))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+        return np.random.default_rng([self.seed, epoch, *([stream] if stream else [])]).permutation(len(self.x))
 
-    def batch_indices(self, epoch: int):
-        order = self.order(epoch)
+    def batch_indices(self, epoch: int, stream: int = 0):
+        order = self.order(epoch, stream)
         return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
 
-    def make_batch(self, indices, epoch: int, batch: int):
+    def make_batch(self, indices, epoch: int, batch: int, stream: int = 0):
         """Host-side batch (float x (B, C, H, W), int64 y): gathered, augmented, normalised."""
         x = self.x[indices]
         if self.augment:
-            rng = np.random.default_rng([self.seed, epoch, batch, 1])  # 1: a stream apart from the shuffle's
+            # 1: a stream apart from the shuffle's (and, for extra passes, their own stream number)
+            rng = np.random.default_rng([self.seed, epoch, batch, 1, *([stream] if stream else [])])
             x = random_crop(x, self.crop_padding, rng) if self.crop_padding > 0 else x
             x = random_hflip(x, rng) if self.hflip else x
         x = x.astype(np.float32) * np.float32(1 / 255)
@@ -99,9 +105,16 @@ class DataLoader:
             x /= self.std
         return x, self.y[indices]
 
-    def _host_batches(self, epoch: int, start: int):
-        for b, indices in enumerate(self.batch_indices(epoch)[start:], start):
-            yield self.make_batch(indices, epoch, b)
+    def _host_batches(self, epoch: int, start: int, stop=None, stream: int = 0):
+        for b, indices in enumerate(self.batch_indices(epoch, stream)[start:stop], start):
+            yield self.make_batch(indices, epoch, b, stream)
+
+    def fresh_pass(self, epoch: int, batches: int, stream: int = 1):
+        """The first `batches` batches (at most an epoch's) of another pass over the data for `epoch`:
+        shuffled and augmented like training batches, in an order of its own (module docstring).
+        Does not change which epoch the next plain iteration runs."""
+        host = self._host_batches(epoch, 0, max(0, int(batches)), stream)
+        return self._to_device(host if self.prefetch <= 0 else _prefetch(host, self.prefetch))
 
     def __iter__(self):
         epoch, start = self.epoch, self.start_batch

@@ -341,7 +341,7 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
 
 
 def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
-                      resume=False, **options):
+                      resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a data-parallel run; checkpoints and resume as
     in `runtime.fit.fit_parallel`. Each epoch starts fresh workers (about a second) and ends with an
     evaluation in the parent. options: for `run_data_parallel`."""
@@ -350,4 +350,4 @@ def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log
                                  run_started=run_started, **options)
 
     return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers", checkpoint_dir,
-                        resume, log)
+                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

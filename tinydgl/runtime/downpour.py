@@ -462,7 +462,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 
 
 def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None, resume=False,
-                 **options):
+                 bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch, with the run's staleness and push log) for a
     Downpour run; checkpoints and resume as in `runtime.fit.fit_parallel`. Each epoch starts fresh workers
     (about a second) and ends with an evaluation in the parent, with the server's weights; the server's
@@ -474,4 +474,4 @@ def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=prin
         return run
 
     return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
-                        resume, log)
+                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

@@ -499,7 +499,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
 
 
 def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
-                        resume=False, **options):
+                        resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a module-parallel run, plus each epoch's
     per-worker metrics and ring statistics; checkpoints and resume as in `runtime.fit.fit_parallel`. Each
     epoch starts fresh workers and ends with an evaluation in the parent, so an epoch's seconds include the
@@ -509,4 +509,5 @@ def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, l
         return run_module_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
                                    run_started=run_started, **options)
 
-    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log)
+    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log,
+                        train_loader=train_loader, bn_recalibrate=bn_recalibrate)

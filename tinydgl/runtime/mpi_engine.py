@@ -443,7 +443,8 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     return comm.bcast(result, root=0)
 
 
-def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume):
+def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
+                  bn_recalibrate=0):
     """`fit_parallel` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
     from ..train.checkpoint import load_checkpoint
@@ -452,7 +453,8 @@ def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, che
     if rank == 0:
         start = load_checkpoint(checkpoint_dir)[1]["epoch"] if resume else 0
         comm.bcast(start, root=0)
-        history = fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log)
+        history = fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log,
+                               train_loader=train_loader, bn_recalibrate=bn_recalibrate)
     else:
         start = comm.bcast(None, root=0)
         for epoch in range(start, epochs):
@@ -462,7 +464,7 @@ def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, che
 
 
 def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
-                            resume=False, **options):
+                            resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history for a module-parallel run over MPI; call it on every rank.
 
     Rank 0 evaluates after every epoch, logs (log is used on rank 0 only) and saves the checkpoint (the
@@ -479,7 +481,7 @@ def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=Non
                                        run_started=run_started, log=log if comm.Get_rank() == 0 else None, **options)
 
     return _fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
-                         resume)
+                         resume, train_loader, bn_recalibrate)
 
 
 # --- dp-sync over MPI ---------------------------------------------------------------------------------
@@ -568,7 +570,7 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
 
 
 def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
-                          resume=False, **options):
+                          resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history for dp-sync over MPI; call it on every rank. Rank 0 evaluates, logs and
     checkpoints (`fit_parallel`); on resume it reads the checkpoint and each run broadcasts its state. Every
     rank returns rank 0's history."""
@@ -579,4 +581,4 @@ def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None,
                                      log=log if comm.Get_rank() == 0 else None, **options)
 
     return _fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{comm.Get_size()} data-parallel MPI ranks",
-                         comm, log, checkpoint_dir, resume)
+                         comm, log, checkpoint_dir, resume, train_loader, bn_recalibrate)

@@ -3,7 +3,8 @@
 Layout of a checkpoint directory:
 
     state-epoch0003.npz   model parameters/buffers and optimizer buffers (np.savez, allow_pickle=False)
-    latest.json           epoch, history, RNG states, optimizer scalars, config, and which .npz to load
+    latest.json           epoch, history, RNG states, optimizer scalars (Python floats, written by `json` with
+                          enough digits to read back exactly), config, and which .npz to load
 
 Writing is atomic: each file is written under a temporary name, flushed to disk, then renamed. The rename
 of `latest.json` is the commit point, so a run killed at any moment leaves either the previous complete
@@ -51,7 +52,8 @@ def _flatten(trainer_state):
     optimizers = []
     for i, opt in enumerate(trainer_state["optimizers"]):
         arrays.update({f"optim{i}/{k}": v for k, v in opt["buffers"].items()})
-        optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"], "buffers": sorted(opt["buffers"])})
+        optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"],
+                           "scalars": opt.get("scalars", {}), "buffers": sorted(opt["buffers"])})
     return arrays, optimizers
 
 
@@ -107,5 +109,6 @@ def load_checkpoint(directory):
     optimizers = []
     for i, opt in enumerate(meta["optimizers"]):
         buffers = {k: arrays[f"optim{i}/{k}"] for k in opt["buffers"]}
-        optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"], "buffers": buffers})
+        optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"],
+                           "scalars": opt.get("scalars", {}), "buffers": buffers})
     return {"model": model, "aux": aux, "optimizers": optimizers}, meta

@@ -33,6 +33,32 @@ class Trainer:
     def start_epoch(self, epoch: int):
         """Called by the training loop before each epoch (0-based); e.g. greedy training picks its stage."""
 
+    # --- where the weights are: training point or evaluation point ---------------------------------------
+    def to_train_weights(self):
+        """Before training: every optimizer puts its training weights into the parameters (schedule-free
+        optimizers train at y; the others have one set of weights and do nothing)."""
+        for optimizer in self.optimizers():
+            optimizer.train()
+
+    def to_eval_weights(self):
+        """Before evaluating, recalibrating batch norm or saving the model: the weights to evaluate (x, the
+        average, for schedule-free optimizers; a no-op for the others)."""
+        for optimizer in self.optimizers():
+            optimizer.eval()
+
+    def recalibration_forward(self, x):
+        """One forward pass that only refreshes batch-norm running statistics: training mode (batch
+        statistics, running averages updated), no labels, so nothing learns (protocol.md section 1)."""
+        self.model.train()
+        self.model.forward(x)
+        self.model.forget()  # training mode kept every layer's cache; no backward will use it
+
+    def fresh_samples_per_module(self):
+        """Samples each module has learned from for the first time, since construction (a list, one int per
+        module), for trainers whose modules may skip or replay batches; None when every module learns from
+        every batch the loop feeds, once (then the loop's own count is the work done)."""
+        return None
+
     def predict(self, x):
         """Logits (N, classes) of the whole model in evaluation mode (inference is a plain forward pass)."""
         self.model.eval()

@@ -52,6 +52,30 @@ class GreedyTrainer(DGLTrainer):
     def start_epoch(self, epoch):
         self.stage = min(epoch // self.epochs_per_module, len(self.modules) - 1)
 
+    def to_train_weights(self):
+        # Only the current module trains. Frozen modules keep their evaluation weights (a schedule-free
+        # optimizer's average x) for good, rather than swapping x -> y -> x every epoch.
+        for j, module in enumerate(self.modules):
+            if j == self.stage:
+                module.optimizer.train()
+            else:
+                module.optimizer.eval()
+
+    def recalibration_forward(self, x):
+        # Frozen modules' statistics stay put, as in training; the current module (and the head that
+        # makes the predictions until the last stage) re-estimates its own.
+        for module in self.modules[: self.stage]:
+            module.body.eval()
+            x = module.forward(x)
+        current = self.modules[self.stage]
+        current.body.train()
+        x = current.body.forward(x)
+        if current.head is not None:
+            current.head.train()
+            current.head.forward(x)
+            current.head.forget()
+        current.body.forget()
+
     def train_step(self, x, y):
         for module in self.modules[: self.stage]:
             module.body.eval()  # frozen: batch norm uses its running statistics and they stay put

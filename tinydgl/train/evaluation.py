@@ -1,0 +1,69 @@
+"""How a model is evaluated at the end of an epoch: the protocol of the LLS authors' code, shared by the
+in-process loop (`fit`) and every parallel engine (`runtime.fit.fit_parallel`).
+
+Spec: ../shared/specs/protocol.md, sections 1 and 2. After each epoch's training and before testing:
+
+1. the trainer puts its evaluation weights into the parameters (`to_eval_weights`: a schedule-free
+   optimizer's average x; a no-op for every other optimizer);
+2. if `bn_recalibrate` = N > 0, batch-norm statistics are re-estimated at those weights: the first N batches
+   of a fresh pass over the training loader go through the model in training mode, with no labels, so no
+   layer, head or synthesizer learns anything (`recalibrate_batchnorm`);
+3. the model is tested in evaluation mode.
+
+Why 2 matters: BN's running statistics are averages over the epoch, taken at weights that kept moving. For
+local learners, whose blocks change fast, they lag the weights they are used with; with schedule-free
+optimizers they were even taken at other weights (y, not x). With momentum 0.1, 50 batches leave the old
+statistics 0.9**50 = 0.5 % of their weight: the statistics are, in effect, measured again. What it is
+worth, measured: benchmarks/RESULTS.md, "Reproducing the LLS protocol". What it costs: N forward passes (no backward), e.g. about 1/3 of the time of N training steps.
+
+The loop calls `to_train_weights` again before the next epoch's training.
+"""
+from __future__ import annotations
+
+import time
+
+from ..nn import BatchNorm1d, BatchNorm2d
+
+
+def _modules(module):
+    yield module
+    for child in module.children():
+        yield from _modules(child)
+
+
+def has_batchnorm(module) -> bool:
+    """Whether any layer of `module` keeps batch-norm running statistics."""
+    return any(isinstance(m, (BatchNorm1d, BatchNorm2d)) for m in _modules(module))
+
+
+def recalibrate_batchnorm(trainer, train_loader, batches, epoch) -> int:
+    """Re-estimate the batch-norm running statistics of `trainer`'s model at its current weights.
+
+    train_loader: a `DataLoader` (its `fresh_pass(epoch, batches)` gives the batches: shuffled and augmented
+    like training, in an order of their own and reproducible, so a resumed run recalibrates exactly as an
+    uninterrupted one). batches: how many (at most one epoch's). Returns the number of batches used (0 when
+    the model has no batch norm: then there is nothing to do).
+    """
+    if batches <= 0 or not has_batchnorm(trainer.model):
+        return 0
+    if not hasattr(train_loader, "fresh_pass"):
+        raise TypeError(f"Batch-norm recalibration reads a fresh pass over the training data: the train loader "
+                        f"must be a tinydgl DataLoader (with fresh_pass), got {type(train_loader).__name__}. "
+                        f"Pass bn_recalibrate=0 to evaluate without it.")
+    used = 0
+    for x, _ in train_loader.fresh_pass(epoch, batches):
+        trainer.recalibration_forward(x)
+        used += 1
+    return used
+
+
+def evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate=0) -> dict:
+    """Steps 1-3 of the module docstring. Returns {"accuracy", "loss", "bn_recalibrate_batches",
+    "bn_recalibrate_seconds"}. Leaves the evaluation weights in the parameters (call
+    `trainer.to_train_weights()` before training on)."""
+    trainer.to_eval_weights()
+    t0 = time.perf_counter()
+    used = recalibrate_batchnorm(trainer, train_loader, bn_recalibrate, epoch)
+    seconds = time.perf_counter() - t0
+    metrics = trainer.evaluate(test_loader)
+    return {**metrics, "bn_recalibrate_batches": used, "bn_recalibrate_seconds": seconds}
