@@ -50,6 +50,7 @@ def test_shard_bounds_cover_the_batch_evenly():
 @pytest.mark.parametrize("model, kwargs, optimizer, workers", [
     ("cnn", {}, "sgd", 2),
     ("mlp", {"batchnorm": False}, "adam", 3),
+    ("cnn", {}, "adamw-sf", 2),  # schedule-free: the averaged gradient feeds the same y/z update everywhere
 ])
 def test_matches_single_process_large_batch_sgd(data, model, kwargs, optimizer, workers):
     """The issue's requirement: the averaged shard gradients are the whole batch's gradient, so the weights

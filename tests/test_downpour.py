@@ -53,6 +53,7 @@ def test_staleness_stats():
 @pytest.mark.parametrize("model, kwargs, optimizer", [
     ("cnn", {}, "sgd"),
     ("mlp", {"batchnorm": False}, "adam"),
+    ("mlp", {"batchnorm": False}, "sgd-sf"),  # the server's schedule-free step at y; workers fetch y
 ])
 def test_one_worker_equals_single_process_sgd(data, model, kwargs, optimizer):
     """W=1, n_fetch=n_push=1: every push is applied before the next fetch, so staleness is always 0 and

@@ -322,7 +322,7 @@ def check_output_paths(args):
         if not path:
             continue
         if kind == "file" and os.path.isdir(path):
-            raise CommandError(f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}).")
+            raise CommandError(f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}); nothing was trained.")
         if kind == "folder" and not getattr(args, "resume", False) and os.path.exists(os.path.join(path, "latest.json")):
             raise CommandError(f"{option} {path} already holds a checkpoint. Add --resume to continue that run, or "
                                f"choose another folder; nothing was overwritten.")
