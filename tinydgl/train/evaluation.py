@@ -57,13 +57,19 @@ def recalibrate_batchnorm(trainer, train_loader, batches, epoch) -> int:
     return used
 
 
-def evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate=0) -> dict:
+def evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate=0, also_before=False) -> dict:
     """Steps 1-3 of the module docstring. Returns {"accuracy", "loss", "bn_recalibrate_batches",
-    "bn_recalibrate_seconds"}. Leaves the evaluation weights in the parameters (call
-    `trainer.to_train_weights()` before training on)."""
+    "bn_recalibrate_seconds"}, and with also_before=True "accuracy_before_recalibration" (the same weights
+    tested with the statistics the epoch left: what recalibration changed, at the cost of one more test
+    pass). Leaves the evaluation weights in the parameters (call `trainer.to_train_weights()` before
+    training on)."""
     trainer.to_eval_weights()
+    before = trainer.evaluate(test_loader)["accuracy"] if also_before else None
     t0 = time.perf_counter()
     used = recalibrate_batchnorm(trainer, train_loader, bn_recalibrate, epoch)
     seconds = time.perf_counter() - t0
     metrics = trainer.evaluate(test_loader)
-    return {**metrics, "bn_recalibrate_batches": used, "bn_recalibrate_seconds": seconds}
+    result = {**metrics, "bn_recalibrate_batches": used, "bn_recalibrate_seconds": seconds}
+    if also_before:
+        result["accuracy_before_recalibration"] = before
+    return result

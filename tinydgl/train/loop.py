@@ -48,7 +48,7 @@ def _progress(iterable, total, desc, enabled):
 
 
 def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=False, progress=True, log=print,
-        on_epoch_end=None, bn_recalibrate=0):
+        on_epoch_end=None, bn_recalibrate=0, evaluate_before_recalibration=False):
     """Train for `epochs` epochs (in total, counting any resumed ones) and return the history.
 
     train_loader / test_loader: iterables of (x, y) batches; train_loader must have `set_epoch(e)` so each
@@ -56,7 +56,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     checkpoint_dir: save after every epoch (atomically); with resume=True, continue from the last save.
     bn_recalibrate: before every evaluation, re-estimate batch-norm statistics on this many batches of a
     fresh pass over train_loader (the LLS authors' protocol, `evaluation.py`; 0: evaluate with the
-    statistics the epoch left; the `tinydgl` command's default is 50).
+    statistics the epoch left; the `tinydgl` command's default is 50). evaluate_before_recalibration: also
+    test before recalibrating (history key test_accuracy_before_recalibration), to see what it changed.
     Schedule-free optimizers evaluate, recalibrate and checkpoint at their average x and train at y; when
     fit returns, the parameters hold x (the model to use).
     Returns a list with one dict per epoch: epoch, train_loss, test_accuracy, test_loss, seconds (training
@@ -104,7 +105,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             # modules that skip or replay batches (async DGL): count what every module learned from
             before = fresh_before or [0] * len(fresh_after)
             learned = min(after - start for after, start in zip(fresh_after, before))
-        metrics = evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate)
+        metrics = evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate,
+                                 also_before=evaluate_before_recalibration)
         entry = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / samples,
@@ -115,6 +117,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             "bn_recalibrate_batches": metrics["bn_recalibrate_batches"],
             "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"],
         }
+        if evaluate_before_recalibration:
+            entry["test_accuracy_before_recalibration"] = metrics["accuracy_before_recalibration"]
         history.append(entry)
         recalibrated = (f"  (BN recalibrated on {entry['bn_recalibrate_batches']} batches, "
                         f"{entry['bn_recalibrate_seconds']:.1f}s)" if entry["bn_recalibrate_batches"] else "")
