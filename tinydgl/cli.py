@@ -545,7 +545,8 @@ def cmd_compare(args):
     check_output_paths(args)
     dataset, train_loader, test_loader = load_data(args)
     print(f"tinydgl compare on {args.model}, {dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
-          f"images, {args.epochs} epoch(s), batch {args.batch_size}, {args.optimizer}, seed {args.seed}")
+          f"images, {args.epochs} epoch(s), batch {args.batch_size}, {args.optimizer}, seed {args.seed}, "
+          f"BN recalibration on {args.bn_recalibrate} batches (models with batch norm)")
     runs, rows = [], []
     for name in args.trainers:
         trainer, lr = make_trainer(args, name, dataset, strict=False)
