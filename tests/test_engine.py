@@ -17,6 +17,7 @@ from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime.engine import WorkerFailed, run_module_parallel, split_modules
+from tinydgl.runtime.metrics import work_summary
 from tinydgl.train import fit
 from tinydgl.trainers import build_trainer
 
@@ -72,6 +73,12 @@ def test_fifo_pipeline_gives_the_in_process_weights(data, trainer_name, model, w
     assert trainer.evaluate(test)["accuracy"] == pytest.approx(history[0]["test_accuracy"])
     assert metrics["train_loss"][0] == pytest.approx(history[0]["train_loss"], abs=1e-5)
     assert [w["steps"] for w in metrics["workers"]] == [len(_loader(ds))] * workers
+    # fifo: every worker learns from every batch once, so samples/s counts every sample fed
+    for w in metrics["workers"]:
+        assert (w["fresh_batches"], w["fresh_samples"], w["replayed_batches"], w["skipped_batches"]) == (4, 256, 0, 0)
+    assert metrics["samples"] == metrics["fed_samples"] == 256
+    assert metrics["samples_per_second"] == pytest.approx(256 / metrics["seconds"])
+    assert work_summary(metrics["workers"]) == ""
     json.dumps(metrics)  # JSON-ready
     assert _segments_of_this_process() == [] and mp.active_children() == []
 
@@ -85,18 +92,59 @@ def test_async_dgl_uses_replay_rings_and_reports_per_worker_metrics(data):
     assert metrics["policy"] == "replay" and metrics["rings"][1]["policy"] == "replay"
     assert metrics["rings"][1]["slots"] == 2
     first, second = metrics["workers"]
-    assert first["steps"] == 2 * len(_loader(ds)) and first["replayed"] == 0  # the data: each batch once
+    assert first["steps"] == 2 * len(_loader(ds)) and first["replayed_batches"] == 0  # the data: each batch once
     # The consumer replays while it waits (no reuse cap), so its steps are fresh batches plus replays; it
     # can take each fresh batch only once, and it stops only after its producer did.
-    fresh = second["steps"] - second["replayed"]
+    fresh = second["fresh_batches"]
+    assert fresh == second["steps"] - second["replayed_batches"]
     # (the ring may count one more serve than steps: the replay it offered after the producer stopped)
     assert 1 <= fresh <= first["steps"] and metrics["rings"][1]["served"] - second["steps"] in (0, 1)
     assert fresh + metrics["rings"][1]["dropped_unused"] == first["steps"]  # every batch: served or overwritten unseen
+    assert second["skipped_batches"] == metrics["rings"][1]["dropped_unused"]
+    assert metrics["samples"] == second["fresh_samples"] and metrics["fed_samples"] == first["samples"] == 512
     for w in metrics["workers"]:
         assert w["busy_seconds"] > 0 and w["idle_seconds"] >= 0 and w["samples_per_second"] > 0
     learned = trainer.state_dict()["model"]
     assert all(not np.array_equal(learned[k], initial[k]) for k in initial if k.endswith("weight"))  # weights came back
     assert np.isfinite(trainer.evaluate(test)["loss"])
+    assert _segments_of_this_process() == [] and mp.active_children() == []
+
+
+@pytest.mark.parametrize("hidden, groups", [
+    ((16, 1024, 1024), [[0], [1, 2]]),   # the issue's case: the consumer is far slower and skips batches
+    ((1024, 16, 16), [[0], [1], [2]]),   # a slow first stage: worker 1 replays and passes the replays on
+], ids=["slow-consumer", "replays-passed-on"])
+def test_replay_samples_per_second_counts_what_every_worker_learned_from(data, hidden, groups):
+    """protocol.md section 4: an asynchronous pipeline's samples/s is the samples *every* module learned
+    from (min over workers of fresh samples) per second, not what the first worker took. Each worker's
+    counts add up: fresh + replayed = its steps, fresh + skipped = the batches fed.
+
+    slow-consumer: modules 1-2 cost ~25x module 0 (whose head is 16 wide), so worker 1 takes a few of the 8
+    batches and the ring overwrites the rest unseen (the old figure, worker 0's samples, was far too high).
+    replays-passed-on: worker 1 waits for a slow worker 0 and replays meanwhile; each replay's output is a
+    new entry in ring 2 (uses 1) computed from data worker 2 may have learned from already. Counting new
+    entries would make worker 2 learn from more batches than were fed; counting origins cannot."""
+    ds, _ = data
+    loader = DataLoader(ds.x_train, ds.y_train, 32, seed=0, mean=ds.mean, std=ds.std)  # 8 batches
+    model = build_model("mlp", in_channels=1, image_size=28, num_classes=10, seed=0, hidden=hidden)
+    trainer = build_trainer("async-dgl", model, lambda p: build_optimizer("adam", p, lr=1e-3), buffer_size=2)
+    metrics = run_module_parallel(trainer, loader, 1, groups=groups, timeout=60)
+    workers, fed = metrics["workers"], len(loader)
+    for w in workers:
+        assert w["fresh_batches"] + w["replayed_batches"] == w["steps"]
+        assert w["fresh_samples"] + w["replayed_samples"] == w["samples"]
+        assert w["fresh_batches"] + w["skipped_batches"] == fed and w["skipped_batches"] >= 0
+    assert workers[0]["fresh_samples"] == metrics["fed_samples"] == 256
+    assert metrics["samples"] == min(w["fresh_samples"] for w in workers)
+    assert metrics["samples_per_second"] == pytest.approx(metrics["samples"] / metrics["seconds"])
+    if len(groups) == 2:
+        assert workers[1]["skipped_batches"] > 0, workers[1]  # the setup makes worker 1 miss batches
+        assert workers[1]["skipped_batches"] == metrics["rings"][1]["dropped_unused"]
+        assert metrics["samples_per_second"] < metrics["fed_samples"] / metrics["seconds"]
+        assert "skipped" in work_summary(workers)
+    else:
+        assert metrics["rings"][2]["pushed"] > fed, metrics["rings"]  # worker 1 passed replays on
+        assert workers[2]["replayed_batches"] > 0
     assert _segments_of_this_process() == [] and mp.active_children() == []
 
 

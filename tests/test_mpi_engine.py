@@ -133,10 +133,54 @@ def test_async_dgl_over_mpi_uses_replay_links_and_reports_them(tmp_path):
         assert epoch["policy"] == "replay" and epoch["rings"][1]["policy"] == "replay"
         assert epoch["rings"][1]["slots"] == 2
         assert first["steps"] == 4 and 1 <= second["steps"] <= 4
-        for key in ("skips", "replayed", "staleness_mean", "occupancy_mean"):
+        for key in ("empty_polls", "replayed_batches", "staleness_mean", "occupancy_mean"):
             assert second[key] >= 0
         assert epoch["rings"][1]["sent"] == 4  # every batch was sent; the consumer stored, replayed or dropped it
+        for w in (first, second):  # the counts add up, and samples/s counts what both ranks learned from
+            assert w["fresh_batches"] + w["skipped_batches"] == 4
+            assert w["fresh_samples"] + w["replayed_samples"] == w["samples"]
+        assert epoch["fed_samples"] == first["fresh_samples"] == 512
+        assert epoch["samples_per_second"] * epoch["seconds"] == pytest.approx(second["fresh_samples"])
     assert np.isfinite(metrics["history"][-1]["test_loss"])
+
+
+SLOW_CONSUMER_SCRIPT = textwrap.dedent("""
+    import json
+    import sys
+    from mpi4py import MPI
+    from tinydgl.data import DataLoader, load_dataset
+    from tinydgl.models import build_model
+    from tinydgl.optim import build_optimizer
+    from tinydgl.runtime.mpi_engine import run_module_parallel_mpi
+    from tinydgl.trainers import build_trainer
+
+    ds = load_dataset("mnist-small", limit_train=256, limit_test=64, progress=False)
+    loader = DataLoader(ds.x_train, ds.y_train, 32, seed=0, mean=ds.mean, std=ds.std)
+    # split by count: rank 1's modules (16 -> 1024 with a 1024-wide head, 1024 -> 1024) cost ~50 ms a step,
+    # over 10x rank 0's (784 -> 16 -> 16, heads 16 wide)
+    model = build_model("mlp", in_channels=1, image_size=28, num_classes=10, seed=0, hidden=(16, 16, 1024, 1024))
+    trainer = build_trainer("async-dgl", model, lambda p: build_optimizer("adam", p, lr=1e-3), buffer_size=2)
+    metrics = run_module_parallel_mpi(trainer, loader, 1, balance=False)
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        json.dump(metrics, open(sys.argv[1], "w"))
+""")
+
+
+def test_replay_over_mpi_counts_only_what_every_rank_learned_from(tmp_path):
+    """The issue's case over MPI: rank 1 is far slower than rank 0 and skips most batches (its replay buffer
+    overwrites them unseen), so samples/s is rank 1's fresh samples per second, not rank 0's."""
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_CONSUMER_SCRIPT)
+    out = _job([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", str(script), str(tmp_path / "m.json")])
+    assert out.returncode == 0, out.stdout + out.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    first, second = metrics["workers"]
+    assert [w["modules"] for w in metrics["workers"]] == [[0, 1], [2, 3]]
+    assert first["fresh_batches"] == 8 and metrics["fed_samples"] == 256
+    assert second["skipped_batches"] > 0 and second["fresh_batches"] + second["skipped_batches"] == 8
+    assert second["fresh_batches"] + second["replayed_batches"] == second["steps"]
+    assert metrics["samples"] == second["fresh_samples"] < metrics["fed_samples"]
+    assert metrics["samples_per_second"] == pytest.approx(metrics["samples"] / metrics["seconds"])
 
 
 def test_a_failing_rank_stops_the_whole_job(tmp_path):

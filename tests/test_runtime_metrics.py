@@ -1,5 +1,5 @@
 """The parallel runtime's bookkeeping and its command line: the worker loop's metrics (staleness, replays,
-occupancy, skips, timeline), `tinydgl train --workers` with checkpoints, resume and the timeline plot,
+occupancy, fresh/replayed/skipped batches, empty polls, timeline), `tinydgl train --workers` with checkpoints, resume and the timeline plot,
 `--trainer dp-sync`, and stopping: Ctrl-C, and a worker that dies before it ever runs (spawn re-import).
 """
 import json
@@ -16,7 +16,7 @@ import pytest
 
 from tinydgl.cli import main
 from tinydgl.runtime.engine import pipeline_worker_loop
-from tinydgl.runtime.metrics import WorkerRecorder, plot_timeline
+from tinydgl.runtime.metrics import WorkerRecorder, pipeline_counts, plot_timeline, work_summary
 from tinydgl.runtime.shm_ring import RingEntry, SharedRing
 
 SMALL = ["--dataset", "mnist-small", "--limit-train", "256", "--limit-test", "128", "--batch-size", "64", "--no-progress"]
@@ -41,15 +41,17 @@ class _ListSource:
 
 class _ListSink:
     def __init__(self):
-        self.items = []
+        self.items, self.origins = [], []
 
-    def put(self, x, labels, produced_at=0, timeout=None):
+    def put(self, x, labels, produced_at=0, timeout=None, origin=None):
         self.items.append((x.copy(), labels.copy(), produced_at))
+        self.origins.append(origin)
         return True
 
 
-def _entry(serial, pushed, stored=1, uses=1):
-    return RingEntry(serial=serial, produced_at=serial + 1, samples=2, uses=uses, slot=0, pushed=pushed, stored=stored)
+def _entry(serial, pushed, stored=1, uses=1, origin=None):
+    return RingEntry(serial=serial, produced_at=serial + 1, samples=2, uses=uses, slot=0, pushed=pushed, stored=stored,
+                     origin=origin)
 
 
 def test_worker_loop_records_staleness_replays_and_occupancy():
@@ -61,7 +63,7 @@ def test_worker_loop_records_staleness_replays_and_occupancy():
     sink = _ListSink()
     pipeline_worker_loop([_Double(), _Double()], _ListSource(items), sink, 3, recorder)
     m = recorder.summary()
-    assert (m["steps"], m["samples"], m["replayed"], m["skips"]) == (3, 6, 1, 0)
+    assert (m["steps"], m["samples"], m["replayed_batches"], m["empty_polls"]) == (3, 6, 1, 0)
     assert m["staleness_max"] == 2 and m["staleness_mean"] == pytest.approx((0 + 2 + 2) / 3)
     assert m["occupancy_mean"] == pytest.approx((1 + 3 + 1) / 3)
     # both modules ran, in order, and the producer's step numbers went out with the batches
@@ -71,7 +73,7 @@ def test_worker_loop_records_staleness_replays_and_occupancy():
     assert m["busy_seconds"] >= 0 and 0 <= m["busy_fraction"] <= 1
 
 
-def test_worker_loop_counts_skips_and_stops_with_its_replay_producer():
+def test_worker_loop_counts_empty_polls_and_stops_with_its_replay_producer():
     x, y = np.ones((2, 3)), np.array([0, 1])
     source = _ListSource([None, (x, y, _entry(0, 1)), None, None])
     stopped = iter([False, False, False, True, True])
@@ -79,8 +81,63 @@ def test_worker_loop_counts_skips_and_stops_with_its_replay_producer():
     losses = pipeline_worker_loop([_Double()], source, None, 100, recorder, replay_input=True,
                                   producer_stopped=lambda: next(stopped))
     m = recorder.summary()
-    assert m["steps"] == 1 and m["skips"] == 2  # two empty looks, then the producer had stopped
+    assert m["steps"] == 1 and m["empty_polls"] == 2  # two empty looks, then the producer had stopped
     assert losses == [(1.0, 2)]  # the last worker keeps (loss, samples) per step
+
+
+def test_fresh_means_new_data_not_a_new_ring_entry():
+    """A third pipeline stage: its producer replayed data batch 0 and pushed the result as a new entry (uses
+    1 again). By origin that is a replay; the stage learned from data batches 0 and 2 of the 4 fed, skipped 2,
+    and passed each origin on with its output."""
+    x, y = np.ones((2, 3)), np.array([0, 1])
+    items = [(x, y, _entry(0, pushed=1, origin=0)),
+             (x, y, _entry(1, pushed=2, origin=0)),           # a new entry computed from old data
+             (x, y, _entry(1, pushed=2, uses=2, origin=0)),   # that entry again
+             (x, y, _entry(2, pushed=3, origin=2))]
+    recorder = WorkerRecorder(2, time.time(), fed_batches=4)
+    sink = _ListSink()
+    pipeline_worker_loop([_Double()], _ListSource(items), sink, 4, recorder)
+    m = recorder.summary()
+    assert (m["fresh_batches"], m["fresh_samples"], m["replayed_batches"], m["replayed_samples"]) == (2, 4, 2, 4)
+    assert m["skipped_batches"] == 2 and m["steps"] == 4 and m["samples"] == 8
+    assert sink.origins == [0, 0, 0, 2]
+    # an entry without an origin (a ring used on its own) is its own data: fresh on its first serve only
+    alone = WorkerRecorder(1, time.time())
+    alone.got(_entry(5, pushed=6))
+    alone.computed(0.0, 1.0, 2)
+    alone.got(_entry(5, pushed=6, uses=2))
+    alone.computed(1.0, 2.0, 2)
+    assert (alone.fresh_batches, alone.replayed_batches) == (1, 1)
+
+
+def test_data_readers_learn_from_every_batch_they_take():
+    """The data-reading stage (got called with the data ring's entries or None) and a data-parallel worker
+    (no got at all): every step fresh, nothing replayed; a worker that knows no fed_batches skips nothing."""
+    reader = WorkerRecorder(0, time.time(), input_is_data=True, fed_batches=3)
+    for i in range(3):
+        assert reader.got(_entry(i, pushed=i + 1) if i else None) == i  # origins: the data batch numbers
+        reader.computed(float(i), i + 0.5, 2)
+    parallel = WorkerRecorder(1, time.time(), input_is_data=True)
+    for i in range(3):
+        parallel.computed(float(i), i + 0.5, 5)
+    for m, n in ((reader.summary(), 2), (parallel.summary(), 5)):
+        assert (m["fresh_batches"], m["fresh_samples"], m["replayed_batches"], m["skipped_batches"]) == (3, 3 * n, 0, 0)
+
+
+def test_pipeline_counts_and_work_summary():
+    def worker(index, fresh, replayed=0, skipped=0, batch=10):
+        return {"worker": index, "fresh_batches": fresh, "fresh_samples": fresh * batch, "replayed_batches": replayed,
+                "skipped_batches": skipped}
+
+    every_batch_once = [worker(0, 40), worker(1, 40)]
+    assert work_summary(every_batch_once) == ""
+    assert pipeline_counts(every_batch_once, 2.0) == {"samples": 400, "fed_samples": 400, "samples_per_second": 200.0}
+    skipping = [worker(0, 40), worker(1, 31, replayed=12, skipped=9)]
+    assert pipeline_counts(skipping, 2.0) == {"samples": 310, "fed_samples": 400, "samples_per_second": 155.0}
+    assert work_summary(skipping) == "learned from: w0 40/40; w1 31/40 + 12 replayed, 9 skipped"
+    modules = [{"module": 0, "fresh_batches": 5, "replayed_batches": 0, "skipped_batches": 0},
+               {"module": 1, "fresh_batches": 5, "replayed_batches": 3, "skipped_batches": 0}]
+    assert work_summary(modules) == "learned from: m0 5/5; m1 5/5 + 3 replayed"
 
 
 def test_the_data_reading_worker_reports_no_staleness():

@@ -14,10 +14,16 @@ one per worker process, and connects consecutive workers with `SharedRing`s:
 - Rings between workers use policy "fifo" for `dgl` and `lls*` (synchronous pipelining: every module sees
   every batch, in order, so the weights equal the in-process trainer's) and "replay" for `async-dgl`
   (Algorithm 2, buffer size and reuse cap from the trainer). In replay a worker whose input ring has
-  nothing servable counts a *skip*; a fifo worker stops after as many steps as there are data batches, a
-  replay worker once its producer has stopped and every batch it left has been served once. The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is
-  not used here: the workers' real speeds are the schedule, and the trainer's in-process counters
-  (`AsyncDGLTrainer.stats`) stay untouched: the engine returns per-worker metrics of its own.
+  nothing servable counts an *empty poll*; a fifo worker stops after as many steps as there are data
+  batches, a replay worker once its producer has stopped and every batch it left has been served once.
+  The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is not used here: the workers'
+  real speeds are the schedule, and the trainer's in-process counters (`AsyncDGLTrainer.stats`) stay
+  untouched: the engine returns per-worker metrics of its own.
+- Samples per second (protocol.md section 4) counts the samples *every* module learned from: the minimum
+  over workers of fresh samples (`metrics.pipeline_counts`). In fifo that is every sample fed; in replay a
+  later worker may replay batches (steps, but nothing new) and skip others (overwritten in its ring before
+  it took them), and each worker's summary says how many of each. Every batch carries its data batch's
+  number (`origin`) from ring to ring, so "fresh" means new data, not just a new ring entry.
 
 Modules travel by pickling: each worker receives its `LocalModule`s (body, head, optimizer with its
 state) through a socket pair right after it starts (`start_worker` says why not as a `Process`
@@ -55,7 +61,7 @@ import numpy as np
 
 from ..backend import asarray, get_backend, to_numpy
 from .fit import fit_parallel
-from .metrics import WorkerRecorder, epoch_losses
+from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
 from .shm_ring import RingClosed, SharedRing
 
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -271,11 +277,13 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
     MPI messages in `mpi_engine`): get a batch, step each of its modules in order, pass the output on.
 
     source.get(timeout) -> (x, labels, entry) or None when nothing came within `timeout` s (entry: a
-    `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout) -> False when there was no
-    room within `timeout` s; sink None for the last worker. replay_input: the source is a replay buffer, so
-    "nothing servable" is a skip, and once `producer_stopped()` the worker serves what was never served
-    and stops (Algorithm 2 has no end; this run does, without replays past the last fresh batch). keep_alive(): called while waiting (raises to stop the worker, e.g. the parent died).
-    recorder: the worker's `WorkerRecorder`. Returns the last worker's [(loss, samples)] per step.
+    `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout, origin) -> False when there
+    was no room within `timeout` s; sink None for the last worker. replay_input: the source is a replay
+    buffer, so "nothing servable" is an empty poll, and once `producer_stopped()` the worker serves what
+    was never served and stops (Algorithm 2 has no end; this run does, without replays past the last fresh
+    batch). keep_alive(): called while waiting (raises to stop the worker, e.g. the parent died).
+    recorder: the worker's `WorkerRecorder`; each output goes on with the origin (data batch number) that
+    `recorder.got` returned for its input. Returns the last worker's [(loss, samples)] per step.
     """
     losses = []
     # fifo: exactly one step per data batch. replay: replays are steps too, so the count says nothing about
@@ -288,7 +296,7 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
             if stopped and (got is None or got[2].uses > 1):
                 break  # the producer is done and nothing fresh is left: no replays after the end
             if got is None:
-                recorder.skipped(time.time() - t0)
+                recorder.empty_poll(time.time() - t0)
                 keep_alive()
                 continue
         else:
@@ -298,7 +306,7 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
         t1 = time.time()
         x, y = asarray(x), asarray(y)  # to this worker's backend and device (a no-op on NumPy)
         recorder.waited(t1 - t0)
-        recorder.got(entry)
+        origin = recorder.got(entry)
         loss = math.nan
         for module in modules:
             loss, x = module.step(x, y)  # the local rule: each module learns from its own head
@@ -307,7 +315,7 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
         if sink is None:
             losses.append((float(loss), int(y.shape[0])))
         else:
-            while not sink.put(to_numpy(x), y, produced_at=recorder.steps, timeout=1.0):
+            while not sink.put(to_numpy(x), y, produced_at=recorder.steps, timeout=1.0, origin=origin):
                 keep_alive()
             recorder.waited(time.time() - t2)
     return losses
@@ -324,7 +332,7 @@ def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay
 
         set_backend("cupy", gpu).device.use()  # before receiving: unpickled CuPy arrays land on this device
     modules = conn.recv()
-    recorder = WorkerRecorder(index, run_started, input_is_data=index == 0)
+    recorder = WorkerRecorder(index, run_started, input_is_data=index == 0, fed_batches=total_batches)
 
     def keep_alive():
         if os.getppid() != parent:  # the parent died without stopping us: nobody will read our results
@@ -397,8 +405,9 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
 
     Returns {"workers": [per-worker `WorkerRecorder.summary()` + "modules"], "policy", "seconds" (training:
     from the moment every worker has started and received its modules to the last result),
-    "startup_seconds" (spawning the workers and handing them their modules), "samples",
-    "samples_per_second", "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
+    "startup_seconds" (spawning the workers and handing them their modules), "samples" (that every module
+    learned from), "fed_samples" (that the first worker took from the data), "samples_per_second" (samples /
+    seconds), "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
     policy, replay_slots, reuse_cap = _check_trainer(trainer)
     if groups is not None:
@@ -491,10 +500,8 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         m["modules"] = group
     losses = run.results[len(groups) - 1][4]
     train_loss = epoch_losses(losses, batches_per_epoch, epochs - start_epoch) if policy == "fifo" else []
-    samples = worker_metrics[0]["samples"]
     return {"workers": worker_metrics, "policy": policy, "seconds": seconds, "startup_seconds": startup_seconds,
-            "samples": samples,
-            "samples_per_second": samples / seconds, "train_loss": train_loss,
+            **pipeline_counts(worker_metrics, seconds), "train_loss": train_loss,
             "last_loss": losses[-1][0] if losses else math.nan, "rings": ring_stats}
 
 

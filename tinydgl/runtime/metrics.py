@@ -1,13 +1,30 @@
-"""What each worker of a parallel run did, and when: busy/idle time, staleness, replays, buffer occupancy.
+"""What each worker of a parallel run did, and when: busy/idle time, what it learned from, staleness, replays,
+buffer occupancy.
 
-Every worker of the module-parallel engines (local and MPI) owns one `WorkerRecorder`. The worker loop
-tells it when it started waiting for a batch, when it got one (with what the buffer said about it), and
-when it finished computing; the recorder keeps running sums and a bounded *timeline* of busy intervals, and
-`summary()` turns them into the JSON-ready dict that lands in the metrics file:
+Every worker of the parallel engines (module-parallel, local and MPI; dp-sync; Downpour) owns one
+`WorkerRecorder`. The worker loop tells it when it started waiting for a batch, when it got one (with what
+the buffer said about it), and when it finished computing; the recorder keeps running sums and a bounded
+*timeline* of busy intervals, and `summary()` turns them into the JSON-ready dict that lands in the
+metrics file:
 
-    steps, skips, samples, busy_seconds, idle_seconds, busy_fraction, samples_per_second,
-    replayed (steps on a batch that had been served before), staleness_mean / staleness_max,
-    occupancy_mean (batches waiting in the input buffer when one was taken), timeline [[start, end], ...]
+    steps, samples (every step's samples, replays included), busy_seconds, idle_seconds, busy_fraction,
+    samples_per_second (samples / (busy + idle): how fast this worker computed, replays included),
+    fresh_batches / fresh_samples (steps on data this worker had never learned from),
+    replayed_batches / replayed_samples (steps on data it had learned from before),
+    skipped_batches (data batches of the run it never learned from: overwritten in a replay buffer first),
+    empty_polls (looks into a replay buffer that found nothing servable; the worker waited),
+    staleness_mean / staleness_max, occupancy_mean (batches waiting in the input buffer when one was
+    taken), timeline [[start, end], ...]
+
+What counts as the same data. Every batch a pipeline stage passes on carries its *origin*, the number of
+the data batch it was computed from (`RingEntry.origin`). A step is fresh when this worker has not learned
+from that origin yet. Counting `uses == 1` would do for the second stage only: a stage that replays a
+batch pushes a brand-new entry computed from the same data, which the third stage would count again.
+
+The run's throughput (protocol.md section 4). A module pipeline has learned from a sample only once
+*every* stage has, so `pipeline_counts` reports the minimum over workers of fresh samples as the run's
+"samples" and "samples_per_second", next to "fed_samples" (what the data-reading worker took).
+`work_summary` says in one line, for the epoch's log, when some stage skipped or replayed batches.
 
 Staleness of a batch, in a module pipeline: how many more batches the producing worker had pushed into
 the buffer between pushing this one and our taking it, i.e. how many updates the module below made since it
@@ -27,13 +44,22 @@ MAX_INTERVALS = 2000  # timeline bars kept per worker; beyond it neighbouring ba
 
 
 class WorkerRecorder:
-    """Running metrics of one worker. Times come from `time.time()` (seconds, shared across processes)."""
+    """Running metrics of one worker. Times come from `time.time()` (seconds, shared across processes).
 
-    def __init__(self, index, run_started, input_is_data=False, max_intervals=MAX_INTERVALS):
-        # input_is_data: the worker reads the data set (its "staleness" would only be the loader's backlog)
+    input_is_data: the worker reads the data set, each batch once, in order (its "staleness" would only be
+    the loader's backlog). fed_batches: the data batches of the run this worker is meant to learn from (a
+    pipeline stage: every one), so that the summary can count those it skipped; None for a data-parallel
+    worker, which shares the batches out with the other copies of the model: none of them is skipped.
+    """
+
+    def __init__(self, index, run_started, input_is_data=False, fed_batches=None, max_intervals=MAX_INTERVALS):
         self.index, self.run_started, self.max_intervals = index, float(run_started), int(max_intervals)
         self.input_is_data = bool(input_is_data)
-        self.steps = self.skips = self.samples = self.replayed = 0
+        self.fed_batches = None if fed_batches is None else int(fed_batches)
+        self.steps = self.samples = self.empty_polls = 0
+        self.fresh_batches = self.fresh_samples = self.replayed_batches = self.replayed_samples = 0
+        self.learned = set()  # origins (data batch numbers) this worker has learned from
+        self.fresh = True  # whether the batch of the coming step is new to this worker (set by `got`)
         self.busy = self.idle = 0.0
         self.staleness_sum = self.staleness_max = 0
         self.occupancy_sum = 0
@@ -51,26 +77,42 @@ class WorkerRecorder:
     def waited(self, seconds):
         self.idle += seconds
 
-    def skipped(self, seconds):
-        """A replay buffer had nothing servable: a skip (the worker waited `seconds` for one)."""
-        self.skips += 1
+    def empty_poll(self, seconds):
+        """A replay buffer had nothing servable (the worker waited `seconds` for one and found none)."""
+        self.empty_polls += 1
         self.idle += seconds
 
     def got(self, entry):
-        """A batch was taken from the input buffer; `entry` is the buffer's `RingEntry` (or None: the data)."""
+        """A batch was taken from the input buffer; `entry` is the buffer's `RingEntry` (or None: the data).
+
+        Returns the batch's origin, the number of the data batch it was computed from, which the worker
+        passes on with its output (module docstring)."""
         if entry is None or self.input_is_data:
-            return
-        self.gets += 1
-        staleness = max(0, int(entry.pushed) - 1 - int(entry.serial))
-        self.staleness_sum += staleness
-        self.staleness_max = max(self.staleness_max, staleness)
-        self.occupancy_sum += int(entry.stored)
-        self.replayed += int(entry.uses) > 1
+            origin = self.steps  # the data reader takes every data batch once, in order: its steps number them
+        else:
+            origin = int(entry.serial if entry.origin is None else entry.origin)
+            self.gets += 1
+            staleness = max(0, int(entry.pushed) - 1 - int(entry.serial))
+            self.staleness_sum += staleness
+            self.staleness_max = max(self.staleness_max, staleness)
+            self.occupancy_sum += int(entry.stored)
+        self.fresh = origin not in self.learned
+        self.learned.add(origin)
+        return origin
 
     def computed(self, start, end, samples):
-        """One step (every module of the worker) ran from `start` to `end` (time.time()) on `samples`."""
+        """One step (every module of the worker) ran from `start` to `end` (time.time()) on `samples`.
+
+        A step without `got` before it (a data-parallel worker reading its batch directly) is fresh."""
         self.steps += 1
         self.samples += int(samples)
+        if self.fresh:
+            self.fresh_batches += 1
+            self.fresh_samples += int(samples)
+        else:
+            self.replayed_batches += 1
+            self.replayed_samples += int(samples)
+        self.fresh = True
         self.busy += end - start
         self.intervals.append([start - self.run_started, end - self.run_started])
         if len(self.intervals) > self.max_intervals:
@@ -83,14 +125,49 @@ class WorkerRecorder:
     def summary(self):
         span = self.busy + self.idle
         gets = max(self.gets, 1)
-        return {"worker": self.index, "steps": self.steps, "skips": self.skips, "samples": self.samples,
-                "replayed": self.replayed, "busy_seconds": self.busy, "idle_seconds": self.idle,
+        skipped = self.fed_batches - self.fresh_batches if self.fed_batches is not None else 0
+        return {"worker": self.index, "steps": self.steps, "samples": self.samples,
+                "fresh_batches": self.fresh_batches, "fresh_samples": self.fresh_samples,
+                "replayed_batches": self.replayed_batches, "replayed_samples": self.replayed_samples,
+                "skipped_batches": skipped, "empty_polls": self.empty_polls,
+                "busy_seconds": self.busy, "idle_seconds": self.idle,
                 "busy_fraction": self.busy / span if span else 0.0,
                 "samples_per_second": self.samples / span if span else 0.0,
                 "staleness_mean": self.staleness_sum / gets if self.gets else 0.0,
                 "staleness_max": self.staleness_max,
                 "occupancy_mean": self.occupancy_sum / gets if self.gets else 0.0,
                 "timeline": [[round(a, 5), round(b, 5)] for a, b in self.intervals]}
+
+
+def pipeline_counts(workers, seconds):
+    """The run's throughput figures for a module pipeline, from its workers' summaries (stage order):
+    {"samples": fresh samples of the worker that learned from the fewest, i.e. the samples every module
+    learned from (protocol.md section 4), "fed_samples": what the first, data-reading worker took,
+    "samples_per_second": samples / seconds}."""
+    samples = min(w["fresh_samples"] for w in workers)
+    return {"samples": samples, "fed_samples": workers[0]["fresh_samples"], "samples_per_second": samples / seconds}
+
+
+def work_summary(workers):
+    """One short line for an epoch's log: what each worker (or module) learned from, in batches.
+
+    workers: per-worker summaries (or async DGL's per-module `stats()["modules"]`) with fresh_batches,
+    replayed_batches and skipped_batches. Returns "" when every one learned from every batch exactly once
+    (fifo pipelines, data-parallel engines), so the usual line stays as it is; otherwise e.g.
+    "learned from: w0 40/40; w1 31/40 + 12 replayed, 9 skipped" (fresh/fed batches, then the rest).
+    """
+    if all(w["replayed_batches"] == 0 and w["skipped_batches"] == 0 for w in workers):
+        return ""
+    parts = []
+    for w in workers:
+        name = f"w{w['worker']}" if "worker" in w else f"m{w['module']}"
+        text = f"{name} {w['fresh_batches']}/{w['fresh_batches'] + w['skipped_batches']}"
+        if w["replayed_batches"]:
+            text += f" + {w['replayed_batches']} replayed"
+        if w["skipped_batches"]:
+            text += f", {w['skipped_batches']} skipped"
+        parts.append(text)
+    return "learned from: " + "; ".join(parts)
 
 
 def epoch_losses(step_losses, batches_per_epoch, epochs):

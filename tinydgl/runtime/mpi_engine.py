@@ -18,13 +18,15 @@ reads the data loader itself and the last rank computes the network's loss:
 
     ==> one batch = three messages (tags HEADER, X, LABELS), NumPy buffers sent with Isend, received with
         Recv into arrays of the right shape: no pickling. HEADER is int64 [samples, produced_at, serial,
-        stop]; the receiver knows the activation shape and dtype (every rank built the same model).
+        stop, origin] (origin: the data batch it was computed from, see `metrics`); the receiver knows the
+        activation shape and dtype (every rank built the same model).
     <-- a credit (tag CREDIT, one int64) gives the producer room for one more batch.
 
 The same loop as the local engine. Each rank runs `engine.pipeline_worker_loop` unchanged; only its
 `source` and `sink` differ: `_MpiSource.get` and `_MpiSink.put` have the interface of `SharedRing.get/put`
-and return the same `RingEntry`s, so `WorkerRecorder` measures staleness, occupancy, replays and skips the
-same way. The two policies of `shm_ring` map onto credits like this:
+and return the same `RingEntry`s, so `WorkerRecorder` measures staleness, occupancy, fresh, replayed and
+skipped batches and empty polls the same way, and the run reports the same samples per second (the samples
+every module learned from, `metrics.pipeline_counts`). The two policies of `shm_ring` map onto credits like this:
 
 - "fifo" (dgl, lls*): the producer starts with `slots` credits and spends one per batch; the consumer
   hands a credit back when it *serves* a batch. So at most `slots` batches are in flight or waiting, and
@@ -32,8 +34,8 @@ same way. The two policies of `shm_ring` map onto credits like this:
   once: the weights equal the in-process trainer's.
 - "replay" (async-dgl): the consumer *drains* every batch that has arrived (Iprobe) into a local
   `ReplayBuffer` (Algorithm 2's B_j: capacity M, push replaces the oldest) and hands the credit back at
-  once; it serves by `replay_choice` (fewest uses, then the freshest, under the reuse cap) and counts a skip
-  when nothing is servable. So the producer waits only if `slots` batches are still on the wire, undrained,
+  once; it serves by `replay_choice` (fewest uses, then the freshest, under the reuse cap) and counts an
+  empty poll when nothing is servable. So the producer waits only if `slots` batches are still on the wire, undrained,
   i.e. if the consumer is in the middle of one long step (the bounded window); it never waits for a batch
   to be used.
 
@@ -77,7 +79,7 @@ from ..backend import asarray, get_backend, to_numpy, use_backend
 from ..trainers.buffers import ReplayBuffer
 from .engine import _check_trainer, _module_output_shapes, module_costs, pipeline_worker_loop, split_modules
 from .fit import fit_parallel
-from .metrics import WorkerRecorder, epoch_losses
+from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
 from .shm_ring import RingEntry
 
 HEADER, X, LABELS, CREDIT = 11, 12, 13, 14  # message tags
@@ -135,9 +137,10 @@ class _MpiSink:
         self.in_flight = [(reqs, arrays) for reqs, arrays in self.in_flight if not _all_done(reqs)]
         return bye
 
-    def put(self, x, labels, produced_at=0, timeout=None):
+    def put(self, x, labels, produced_at=0, timeout=None, origin=None):
         """Send batch x (N, ...) and its N labels; False if no credit came within `timeout` seconds. As with
-        `SharedRing.put`, the caller may change x as soon as put returns: the Isend reads a copy."""
+        `SharedRing.put`, the caller may change x as soon as put returns: the Isend reads a copy. origin: the
+        data batch x was computed from (None: this batch's serial)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._read_credits()
         while self.credits < 1:
@@ -149,7 +152,8 @@ class _MpiSink:
         # Recv), while the caller goes on computing and might reuse its arrays.
         x = np.array(to_numpy(x), dtype=self.dtype, order="C", copy=True)
         labels = np.array(to_numpy(labels), dtype=np.int64, order="C", copy=True)
-        header = np.array([x.shape[0], int(produced_at), self.serial, 0], np.int64)
+        origin = self.serial if origin is None else int(origin)
+        header = np.array([x.shape[0], int(produced_at), self.serial, 0, origin], np.int64)
         reqs = [self.comm.Isend(header, self.dest, HEADER), self.comm.Isend(x, self.dest, X),
                 self.comm.Isend(labels, self.dest, LABELS)]
         self.in_flight.append((reqs, (header, x, labels)))
@@ -160,7 +164,7 @@ class _MpiSink:
 
     def finish(self):
         """Send the stop header, read credits up to the consumer's BYE, complete every Isend."""
-        stop = np.array([0, 0, self.serial, 1], np.int64)
+        stop = np.array([0, 0, self.serial, 1, 0], np.int64)
         request = self.comm.Isend(stop, self.dest, HEADER)
         while not self._read_credits():
             time.sleep(POLL_S)
@@ -190,16 +194,17 @@ class _MpiSource:
         self.stopped = False
         self.credits_out = []  # Isend requests of credits (their buffer is the constant self._one)
         self._one, self._bye = np.ones(1, np.int64), np.array([BYE], np.int64)
-        self._header = np.zeros(4, np.int64)
+        self._header = np.zeros(5, np.int64)
 
     def _give_credit(self):
         self.credits_out = [r for r in self.credits_out if not r.Test()]
         self.credits_out.append(self.comm.Isend(self._one, self.src, CREDIT))
 
     def _receive_one(self):
-        """Receive one batch whose header has arrived; returns (x, labels, produced_at, serial) or None (stop)."""
+        """Receive one batch whose header has arrived; returns (x, labels, produced_at, serial, origin) or
+        None (stop)."""
         self.comm.Recv(self._header, source=self.src, tag=HEADER)
-        n, produced_at, serial, stop = (int(v) for v in self._header)
+        n, produced_at, serial, stop, origin = (int(v) for v in self._header)
         if stop:
             self.stopped = True
             return None
@@ -213,7 +218,7 @@ class _MpiSource:
         self.comm.Recv(x, source=self.src, tag=X)  # sent right after its header: already here or on its way
         self.comm.Recv(labels, source=self.src, tag=LABELS)
         self.received += 1
-        return x, labels, produced_at, serial
+        return x, labels, produced_at, serial, origin
 
     def _drain(self):
         """Take in every batch that has arrived (fifo: queue it; replay: store it and credit it at once)."""
@@ -224,8 +229,8 @@ class _MpiSource:
             if self.replay is None:
                 self.waiting.append(got)
             else:
-                x, labels, produced_at, _ = got
-                self.replay.push(x, labels, produced_at)  # serial = push order = the producer's serial
+                x, labels, produced_at, _, origin = got
+                self.replay.push(x, labels, produced_at, origin)  # serial = push order = the producer's serial
                 self._give_credit()
 
     def get(self, timeout=None):
@@ -251,14 +256,15 @@ class _MpiSource:
             if not self.waiting:
                 return None
             stored = len(self.waiting)  # this one included, as SharedRing counts it
-            x, labels, produced_at, serial = self.waiting.popleft()
+            x, labels, produced_at, serial, origin = self.waiting.popleft()
             self._give_credit()
-            return x, labels, RingEntry(serial, produced_at, int(labels.shape[0]), 1, -1, pushed, stored)
+            return x, labels, RingEntry(serial, produced_at, int(labels.shape[0]), 1, -1, pushed, stored, origin)
         taken = self.replay.take()
         if taken is None:
             return None
         x, labels, e = taken
-        return x, labels, RingEntry(e.serial, e.produced_at, e.samples, e.uses, -1, pushed, len(self.replay))
+        return x, labels, RingEntry(e.serial, e.produced_at, e.samples, e.uses, -1, pushed, len(self.replay),
+                                    e.origin)
 
     def producer_stopped(self):
         self._drain()
@@ -354,8 +360,9 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     rank 0) rather than by count. log: called on rank 0 only.
 
     Returns, on every rank, the dict of `engine.run_module_parallel`: {"workers": [per-rank
-    `WorkerRecorder.summary()` + "modules"], "policy", "seconds", "samples", "samples_per_second",
-    "train_loss" (per epoch; fifo), "last_loss", "rings"} plus "transport": "mpi". rings[0] stands for the
+    `WorkerRecorder.summary()` + "modules"], "policy", "seconds", "samples" (that every module learned
+    from), "fed_samples", "samples_per_second", "train_loss" (per epoch; fifo), "last_loss", "rings"} plus
+    "transport": "mpi". rings[0] stands for the
     loader (rank 0 reads it: slots 0); rings[r] is rank r's input link, with "bytes_sent" by rank r-1.
     Afterwards rank 0's trainer holds every module's learned state; rank r's holds its own modules'.
     """
@@ -405,7 +412,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     started_at = time.time() if rank == 0 else None
     run_started = comm.bcast(run_started if run_started is not None else started_at, root=0)
     started = time.perf_counter()
-    recorder = WorkerRecorder(rank, run_started, input_is_data=rank == 0)
+    recorder = WorkerRecorder(rank, run_started, input_is_data=rank == 0, fed_batches=total)
     replay_input = rank > 0 and policy == "replay"
     losses = pipeline_worker_loop([trainer.modules[j] for j in group], worker_source, sink, total, recorder,
                                   replay_input, source.producer_stopped if replay_input else (lambda: False))
@@ -436,9 +443,8 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
         losses = gathered[-1][4]
         seconds = max(entry[5] for entry in gathered)
         train_loss = epoch_losses(losses, batches_per_epoch, epochs - start_epoch) if policy == "fifo" else []
-        samples = workers[0]["samples"]
-        result = {"workers": workers, "policy": policy, "seconds": seconds, "samples": samples,
-                  "samples_per_second": samples / seconds, "train_loss": train_loss,
+        result = {"workers": workers, "policy": policy, "seconds": seconds, **pipeline_counts(workers, seconds),
+                  "train_loss": train_loss,
                   "last_loss": losses[-1][0] if losses else math.nan, "rings": rings, "transport": "mpi"}
     return comm.bcast(result, root=0)
 

@@ -11,7 +11,7 @@ processes with two memory copies (into the slot, out of the slot) and no picklin
   counts, and the `aborted` flag;
 - slot header (int64, one row per slot): state (FREE / WRITING / READY / TAKEN), number of readers copying
   out of it, serial (push order), produced_at (the producer's step or weight version, for staleness),
-  samples (the batch size) and uses (times served);
+  samples (the batch size), uses (times served) and origin (the data batch it was computed from);
 - activation slot: room for `max_batch` samples of `sample_shape` and `dtype` (64-byte aligned);
 - label slot: `max_batch` int64 labels.
 
@@ -87,7 +87,7 @@ _ALIGN = 64  # bytes: slots start on cache-line boundaries
 FREE, WRITING, READY, TAKEN = 0, 1, 2, 3
 _STATE_NAMES = {FREE: "free", WRITING: "writing", READY: "ready", TAKEN: "taken"}
 # Slot header columns (int64).
-STATE, READERS, SERIAL, PRODUCED_AT, SAMPLES, USES = range(6)
+STATE, READERS, SERIAL, PRODUCED_AT, SAMPLES, USES, ORIGIN = range(7)
 _SLOT_FIELDS = 8
 # Ring header fields (int64).
 PUSHED, SERVED, DROPPED_UNUSED, OVERWRITTEN, DATA_WAITERS, SPACE_WAITERS, ABORTED = range(7)
@@ -109,7 +109,10 @@ class RingEntry:
     serial: push order (0, 1, ...); produced_at: the producer's step or weight version when it pushed it;
     samples: batch size; uses: times it has been served, this time included; slot: where it was stored;
     pushed: batches pushed into the ring so far (so `pushed - 1 - serial` newer batches exist: the batch's
-    staleness); stored: batches stored in the ring when this one was served (its occupancy).
+    staleness); stored: batches stored in the ring when this one was served (its occupancy); origin: the
+    number of the data batch it was computed from (None: unknown, take the serial). A pipeline passes the
+    origin on from stage to stage, because past the second stage `uses` no longer tells new data from old:
+    a stage that replays a batch pushes a new entry (uses 0) computed from the same data.
     """
 
     serial: int
@@ -119,6 +122,7 @@ class RingEntry:
     slot: int
     pushed: int = 0
     stored: int = 0
+    origin: int | None = None
 
 
 @dataclass(frozen=True)
@@ -323,10 +327,11 @@ class SharedRing:
                             f"got {x.dtype} and {labels.dtype}.")
         return x, labels, n
 
-    def put(self, x, labels, produced_at=0, timeout=None):
+    def put(self, x, labels, produced_at=0, timeout=None, origin=None):
         """Copy batch x (N, *sample_shape) and its N labels into a slot; N <= max_batch.
 
         produced_at: the producer's step (or weight version), returned with the batch for staleness.
+        origin: the data batch x was computed from, returned with it (None: the batch's own serial).
         fifo: waits for a free slot, up to `timeout` seconds (None: forever); False if none came free.
         replay: takes a free slot or replaces the oldest stored batch; it waits (and may return False) only
         in the rare case that every slot is being written or read at this moment. True once stored.
@@ -357,7 +362,9 @@ class SharedRing:
             raise
         self._acquire_lock()
         try:
-            self._slots[slot, :6] = (READY, 0, self._ring[PUSHED], int(produced_at), n, 0)
+            serial = int(self._ring[PUSHED])
+            origin = serial if origin is None else int(origin)
+            self._slots[slot, :7] = (READY, 0, serial, int(produced_at), n, 0, origin)
             self._ring[PUSHED] += 1
             if self.handle.policy == "replay":
                 self._wake(self._data, DATA_WAITERS)
@@ -409,7 +416,8 @@ class SharedRing:
             if slot is None:
                 return None
             self._ring[SERVED] += 1
-            serial, produced_at, n, uses = (int(v) for v in self._slots[slot, [SERIAL, PRODUCED_AT, SAMPLES, USES]])
+            serial, produced_at, n, uses, origin = (int(v) for v in
+                                                    self._slots[slot, [SERIAL, PRODUCED_AT, SAMPLES, USES, ORIGIN]])
             pushed, stored = int(self._ring[PUSHED]), int(np.sum(self._slots[:, STATE] == READY)) + fifo  # this one included
         finally:
             self._lock.release()
@@ -429,7 +437,7 @@ class SharedRing:
                 self._lock.release()
             if fifo:
                 self._space.release()
-        return x, labels, RingEntry(serial, produced_at, n, uses, slot, pushed, stored)
+        return x, labels, RingEntry(serial, produced_at, n, uses, slot, pushed, stored, origin)
 
     def _reserve_for_reading(self, deadline):
         """With the lock held: pick the slot to serve, count the use, reserve it; None if none by deadline."""

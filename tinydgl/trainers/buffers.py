@@ -258,13 +258,14 @@ def replay_choice(uses, serials, reuse_cap=None):
 
 
 class ReplayEntry:
-    """One stored batch: its payload (codec output), labels, how often it was served, and provenance."""
+    """One stored batch: its payload (codec output), labels, how often it was served, and provenance
+    (serial: push order; produced_at: the producer's step; origin: the data batch it was computed from)."""
 
-    __slots__ = ("payload", "labels", "uses", "serial", "produced_at", "samples")
+    __slots__ = ("payload", "labels", "uses", "serial", "produced_at", "samples", "origin")
 
-    def __init__(self, payload, labels, serial, produced_at, samples):
+    def __init__(self, payload, labels, serial, produced_at, samples, origin):
         self.payload, self.labels = payload, labels
-        self.uses, self.serial, self.produced_at, self.samples = 0, serial, produced_at, samples
+        self.uses, self.serial, self.produced_at, self.samples, self.origin = 0, serial, produced_at, samples, origin
 
 
 class ReplayBuffer:
@@ -293,15 +294,18 @@ class ReplayBuffer:
     def __len__(self):
         return len(self.entries)
 
-    def push(self, x, labels, produced_at=0):
-        """Store batch x (N, ...) with its labels; produced_at: the producer's step count (for staleness)."""
+    def push(self, x, labels, produced_at=0, origin=None):
+        """Store batch x (N, ...) with its labels; produced_at: the producer's step count (for staleness);
+        origin: the number of the data batch x was computed from (None: this push's serial), so that a
+        consumer can tell new data from a replay of old data that its producer passed on."""
         payload = self.codec.encode(x)
         n = int(x.shape[0])
         if len(self.entries) == self.capacity:
             oldest = min(self.entries, key=lambda e: e.serial)
             self.dropped_unused += oldest.uses == 0
             self.entries.remove(oldest)
-        self.entries.append(ReplayEntry(payload, labels, self.pushed, produced_at, n))
+        origin = self.pushed if origin is None else int(origin)
+        self.entries.append(ReplayEntry(payload, labels, self.pushed, produced_at, n, origin))
         self.pushed += 1
         self.stored_bytes += self.codec.payload_bytes(payload)
         self.stored_samples += n
