@@ -88,7 +88,7 @@ shown = slice(0, 120)
 fig, (ax_time, ax_stale) = plt.subplots(2, 1, figsize=(10, 4.5), sharex=True)
 module, learned, staleness = events_array[shown].T
 ax_time.scatter(np.flatnonzero(learned) , module[learned == 1] + 1, marker="s", s=18, label="learns")
-ax_time.scatter(np.flatnonzero(learned == 0), module[learned == 0] + 1, marker="x", s=30, color="C3", label="skips (nothing to take)")
+ax_time.scatter(np.flatnonzero(learned == 0), module[learned == 0] + 1, marker="x", s=30, color="C3", label="empty polls (nothing to take)")
 ax_time.set(ylabel="module", yticks=[1, 2, 3], ylim=(0.5, 4), title="which module runs at each event (first 120 events)")
 ax_time.legend(loc="upper right", fontsize=8, ncol=2)
 for j, color in ((1, "C1"), (2, "C2")):
@@ -107,7 +107,7 @@ plt.show()
 
 # %%
 for m in trainer.stats()["modules"]:
-    print("module", m["module"] + 1, "p=%.2f" % m["probability"], "steps", m["steps"], "skips", m["skips"],
+    print("module", m["module"] + 1, "p=%.2f" % m["probability"], "steps", m["steps"], "empty polls", m["empty_polls"],
           "reuse %.2f" % m["mean_reuse"], "staleness %.2f" % m["mean_staleness"], "dropped", m.get("dropped_unused"))
 print("test accuracy", history[-1]["test_accuracy"])
 

@@ -2,7 +2,7 @@
 
 - equivalence: buffer size 1 + round-robin + no warm-up is synchronous DGL, bit for bit;
 - isolation: an event of module j changes module j's parameters and optimizer state and nothing else;
-- scheduling: pick frequencies follow the delay distribution; reuse, skips and staleness react to it;
+- scheduling: pick frequencies follow the delay distribution; reuse, empty polls and staleness react to it;
 - replay policy: fewest uses, then freshest; reuse cap; a full buffer drops its oldest batch;
 - VQ codec: uint8 codes, 32x / 128x fewer bytes, a codebook that learns clustered data;
 - learning on the bundled real digits (mnist-small), raw and VQ buffers;
@@ -71,7 +71,7 @@ def test_buffer_size_1_round_robin_is_exactly_dgl(digits, model_name):
             np.testing.assert_array_equal(s1["buffers"][key], s2["buffers"][key])
     stats = asyn.stats()
     assert [m["steps"] for m in stats["modules"]] == [4] * len(asyn.modules)
-    assert all(m["skips"] == 0 and m["mean_staleness"] == 0 and m["mean_reuse"] == 1.0 for m in stats["modules"])
+    assert all(m["empty_polls"] == 0 and m["mean_staleness"] == 0 and m["mean_reuse"] == 1.0 for m in stats["modules"])
 
 
 # --- isolation ------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_pick_frequencies_follow_the_delay_distribution():
     assert m0["steps"] == m0["picks"] == 600  # one data batch per call
     assert stats["events"] == sum(m["picks"] for m in stats["modules"])
     for m in stats["modules"]:
-        assert m["steps"] + m["skips"] == m["picks"]
+        assert m["steps"] + m["empty_polls"] == m["picks"]
     assert m1["mean_reuse"] < 1.05 and m1["dropped_unused"] > 200  # module 1 cannot keep up with module 0
     assert m2["mean_reuse"] > 2.5  # module 2 re-learns from module 1's rare batches: ~4x on average
     assert 0 < m1["mean_staleness"] < 1.0  # the freshest batch is served: module 0 rarely moved on since
@@ -148,7 +148,7 @@ def test_staleness_counts_the_producers_updates_since_the_batch():
 
 def test_round_robin_and_reuse_cap():
     """Round-robin picks every module equally often; with a reuse cap of 1 behind a slow module the
-    consumer skips instead of re-learning."""
+    consumer polls an empty buffer instead of re-learning."""
     trainer = AsyncDGLTrainer(_small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=2, schedule="round-robin",
                               seed=0)
     for x, y in _batches(10, batch=8, size=4):
@@ -161,7 +161,46 @@ def test_round_robin_and_reuse_cap():
     for x, y in _batches(100, batch=8, size=4):
         capped.train_step(x, y)
     m1 = capped.stats()["modules"][1]
-    assert m1["mean_reuse"] == 1.0 and m1["skips"] > 50
+    assert m1["mean_reuse"] == 1.0 and m1["empty_polls"] > 50
+
+
+@pytest.mark.parametrize("slow_module", [1, 0])
+def test_fresh_replayed_and_skipped_batches_add_up_and_fit_counts_what_every_module_learned(slow_module):
+    """Per module: fresh + replayed = the samples of its steps, fresh + skipped = the data batches module 1
+    took (module 1 itself: all fresh). fit's samples/s times its seconds is, each epoch, the fewest fresh
+    samples any module learned from in that epoch (protocol.md section 4).
+
+    slow_module=1: module 2 is picked a third as often, misses most of module 1's batches (skipped), and
+    samples/s falls well below what module 1 took. slow_module=0: modules 2 and 3 wait for module 1 and
+    replay; every replay of module 2 pushes a new buffer entry of old data, which module 3 must count as a
+    replay (by the data batch it came from), else it would learn from more batches than were fed."""
+    batch, n_batches = 8, 12
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * n_batches, 1, 4, 4), dtype=np.uint8)
+    y = rng.integers(0, 10, batch * n_batches)
+    train, test = DataLoader(x, y, batch, seed=0), DataLoader(x, y, 48, shuffle=False)
+    trainer = AsyncDGLTrainer(_small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=2, slow_module=slow_module,
+                              slowdown=3.0, seed=0)
+    fresh = [trainer.fresh_samples_per_module()]
+    history = fit(trainer, train, test, epochs=2, progress=False, log=lambda *_: None,
+                  on_epoch_end=lambda entry: fresh.append(trainer.fresh_samples_per_module()))
+    for e, entry in enumerate(history):
+        learned = min(after - before for before, after in zip(fresh[e], fresh[e + 1]))
+        assert entry["samples_per_second"] * entry["seconds"] == pytest.approx(learned)
+    modules = trainer.stats()["modules"]
+    fed = modules[0]["steps"]
+    assert fed == 2 * n_batches and modules[0]["fresh_samples"] == fed * batch
+    for m in modules:
+        assert m["fresh_samples"] + m["replayed_samples"] == m["steps"] * batch
+        assert m["fresh_batches"] + m["replayed_batches"] == m["steps"]
+        assert m["fresh_batches"] + m["skipped_batches"] == fed and m["skipped_batches"] >= 0
+    assert [m["fresh_samples"] for m in modules] == fresh[-1]
+    if slow_module == 1:
+        assert modules[1]["skipped_batches"] > fed // 3
+        assert sum(h["samples_per_second"] * h["seconds"] for h in history) < 0.7 * fed * batch
+    else:
+        assert trainer.counters[2]["served_entries"] > fed  # module 3 took more new entries than data batches...
+        assert modules[2]["fresh_batches"] <= fed and modules[2]["replayed_batches"] > 0  # ...but not new data
 
 
 def test_replay_policy_fewest_uses_then_freshest():

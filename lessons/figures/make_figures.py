@@ -237,7 +237,8 @@ def replay_buffer():
     ax.text(14.6, 0.4, "take(): fewest uses,\nthen the freshest (batch 4)", ha="center", fontsize=8, color=GREEN)
 
     # Bottom: replay a random schedule over 3 modules (module 2 slowed 2x) through tinydgl's ReplayBuffer,
-    # with reuse_cap=2 so that skips happen; the number under a dot is how often that batch has been served.
+    # with reuse_cap=2 so that empty polls happen; the number under a dot is how often that batch has been
+    # served.
     ax = fig.add_axes([0.07, 0.08, 0.9, 0.36])
     probabilities = AsyncDGLTrainer._probabilities(3, slow_module=1, slowdown=2.0)
     rng = np.random.default_rng(5)

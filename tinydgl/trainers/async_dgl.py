@@ -7,7 +7,7 @@ and left in a replay buffer B_{j-1}, possibly several times over:
 
     while training:
         sample j ~ p                                  (p models the modules' relative speeds)
-        if j == 1: (x, y) <- next data batch           else: (x, y) <- B_{j-1}.take()   (skip if nothing)
+        if j == 1: (x, y) <- next data batch           else: (x, y) <- B_{j-1}.take()   (idle if nothing)
         x_j <- f_j(x); update module j on its local loss
         if j < J: B_j.push(x_j, y)                     (replacing the oldest batch when full)
 
@@ -19,14 +19,21 @@ call is the event that hands module 1 the batch x, plus every event the schedule
 next turn. Concretely, a call (1) runs module 1 on x, then (2) keeps drawing modules and running their
 events until the schedule next picks module 1; that pick is kept for the next call. So one epoch of `fit`
 is one epoch of module 1, and module j > 1 runs about p_j / p_1 times per call. In the very first call,
-picks drawn before module 1's first turn are run too (as skips: every buffer is still empty), and the
-warm-up's two visits of module 1 span the first two calls.
+picks drawn before module 1's first turn are run too (as empty polls: every buffer is still empty), and
+the warm-up's two visits of module 1 span the first two calls.
 
 Round-robin scheduling with buffer_size=1 and no warm-up is synchronous DGL, exactly: each call runs
 modules 1..J in order, each on the batch its predecessor has just produced (tested bit for bit).
 
 Statistics (`stats()`, plain Python numbers for the metrics JSON), per module:
-- picks: times the schedule drew it; steps: updates it made; skips: picks with nothing to learn from;
+- picks: times the schedule drew it; steps: updates it made; empty_polls: picks with nothing to learn from;
+- fresh_batches / fresh_samples: updates on data it had never learned from; replayed_batches /
+  replayed_samples: updates on data it had learned from before; skipped_batches: data batches module 1
+  took that it has not learned from (overwritten in a buffer, or still on their way). "The same data"
+  follows each batch's origin, the number of the data batch it was computed from, which every push
+  passes on: a module that replays a batch pushes a new buffer entry, but not new data. The samples every
+  module learned from, min over modules of fresh_samples (`fresh_samples_per_module`), are what `fit`
+  reports as samples per second (protocol.md section 4);
 - mean_reuse: updates per distinct buffered batch it learned from (1.0 = every batch used once);
 - mean_staleness: for each update, how many updates the *producing* module had made since it produced
   that batch (0 = the batch came from the producer's current weights), averaged; max_staleness likewise;
@@ -94,8 +101,10 @@ class AsyncDGLTrainer(DGLTrainer):
         self._next = None  # the pick the schedule made after the last call's events: module 1's next turn
         self._cursor = -1  # round-robin position
         self.events = 0
-        self.counters = [dict(picks=0, steps=0, skips=0, staleness_sum=0, max_staleness=0, served_entries=0)
+        self.counters = [dict(picks=0, steps=0, empty_polls=0, staleness_sum=0, max_staleness=0, served_entries=0,
+                              fresh_batches=0, fresh_samples=0, replayed_batches=0, replayed_samples=0)
                          for _ in range(n)]
+        self.learned = [set() for _ in range(n)]  # per module: origins (data batch numbers) it learned from
         self.last_losses = [math.nan] * n
         self._call_losses = []
 
@@ -141,23 +150,32 @@ class AsyncDGLTrainer(DGLTrainer):
         counter["picks"] += 1
         if j == 0:
             x, y = data
+            origin = counter["steps"]  # module 1 takes each data batch once, in order: its steps number them
         else:
             served = self.buffers[j - 1].take()
             if served is None:  # nothing (left) to learn from: the module idles this turn
-                counter["skips"] += 1
+                counter["empty_polls"] += 1
                 return
             x, y, entry = served
+            origin = entry.origin
             staleness = self.counters[j - 1]["steps"] - entry.produced_at
             counter["staleness_sum"] += staleness
             counter["max_staleness"] = max(counter["max_staleness"], staleness)
             counter["served_entries"] += entry.uses == 1
         loss, out = self.modules[j].step(x, y)  # the same local update as synchronous DGL
         counter["steps"] += 1
+        if origin in self.learned[j]:  # data this module learned from before (a replay, maybe of a new entry)
+            counter["replayed_batches"] += 1
+            counter["replayed_samples"] += int(y.shape[0])
+        else:
+            self.learned[j].add(origin)
+            counter["fresh_batches"] += 1
+            counter["fresh_samples"] += int(y.shape[0])
         self.last_losses[j] = loss
         if j == len(self.modules) - 1:
             self._call_losses.append(loss)
         else:
-            self.buffers[j].push(out, y, produced_at=counter["steps"])
+            self.buffers[j].push(out, y, produced_at=counter["steps"], origin=origin)
 
     def train_step(self, x, y):
         """Feed data batch (x, y) to module 1, then run the events scheduled before module 1's next turn.
@@ -194,6 +212,11 @@ class AsyncDGLTrainer(DGLTrainer):
             self.model.train()
 
     # --- statistics -----------------------------------------------------------------------------
+    def fresh_samples_per_module(self):
+        """Samples each module has learned from for the first time since construction (one int per module):
+        module 1 every data batch it stepped on, module j > 1 every batch whose data it had not seen."""
+        return [c["fresh_samples"] for c in self.counters]
+
     def stats(self) -> dict:
         """Scheduling and buffer statistics since construction, as plain Python numbers (JSON-ready)."""
         modules = []
@@ -204,7 +227,12 @@ class AsyncDGLTrainer(DGLTrainer):
                 "probability": float(self.probabilities[j]),
                 "picks": c["picks"],
                 "steps": c["steps"],
-                "skips": c["skips"],
+                "empty_polls": c["empty_polls"],
+                "fresh_batches": c["fresh_batches"],
+                "fresh_samples": c["fresh_samples"],
+                "replayed_batches": c["replayed_batches"],
+                "replayed_samples": c["replayed_samples"],
+                "skipped_batches": self.counters[0]["steps"] - c["fresh_batches"],
                 "pick_share": c["picks"] / self.events if self.events else 0.0,
                 "mean_reuse": (c["steps"] / c["served_entries"] if c["served_entries"] else 0.0) if from_buffer else 1.0,
                 "mean_staleness": (c["staleness_sum"] / c["steps"] if c["steps"] else 0.0) if from_buffer else 0.0,
