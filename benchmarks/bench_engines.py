@@ -101,7 +101,7 @@ def main():
     print(f"median of {args.repeat} run(s) each (samples/s: min-max in brackets)\n")
     header = ("| trainer | engine | J | BLAS threads each | samples/s | wall s | vs in-process 1 thread | "
               "vs in-process, same total threads | wall vs in-process, same threads | test acc | worker busy | "
-              "replays/skips |")
+              "replayed/skipped batches |")
     print(header + "\n|" + "---|" * 12)
     median = statistics.median
     for case in cases:
@@ -118,7 +118,8 @@ def main():
         last = got[len(got) // 2]
         per_worker = last["history"][-1].get("workers") or []
         busy = " ".join(f"{100 * w.get('busy_fraction', 0):.0f}%" for w in per_worker) or "-"
-        replays = f"{sum(w.get('replayed', 0) for w in per_worker)}/{sum(w.get('skips', 0) for w in per_worker)}"
+        replays = (f"{sum(w.get('replayed_batches', 0) for w in per_worker)}/"
+                   f"{sum(w.get('skipped_batches', 0) for w in per_worker)}")
         ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
         print(f"| {trainer} | {engine} | {workers or '-'} | {threads} | {median(sps):,.0f} [{min(sps):,.0f}-{max(sps):,.0f}] "
               f"| {wall:.1f} | {ratio(median(sps), base_sps.get(1))} | {ratio(median(sps), base_sps.get(same))} | "

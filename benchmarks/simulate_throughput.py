@@ -205,7 +205,8 @@ def measure_local(args, ds, rows):
         slowest = max(w["busy_seconds"] + w["idle_seconds"] for w in run["workers"])
         measured.append((run["samples_per_second"], run["samples"] / slowest, run))
         print(f"  J={J}: {run['samples_per_second']:.0f} samples/s wall, workers "
-              + ", ".join(f"{w['modules']} {w['steps']} steps ({w['skips']} skips) busy {w['busy_seconds']:.1f} s "
+              + ", ".join(f"{w['modules']} {w['steps']} steps ({w['fresh_batches']} fresh, {w['skipped_batches']} "
+                          f"skipped, {w['empty_polls']} empty polls) busy {w['busy_seconds']:.1f} s "
                           f"idle {w['idle_seconds']:.1f} s" for w in run["workers"]))
     # The per-module costs of (a) come from a few steps and move by +-15% from run to run here; scaling every
     # prediction by measured / predicted at J=1 separates the pipeline model's error from that noise.

@@ -205,8 +205,9 @@ command = [sys.executable, "-m", "tinydgl", "train", "--trainer", "async-dgl", "
 subprocess.run(command, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
 epoch = json.load(open(record))["history"][-1]
 for w in epoch["workers"]:
-    print(f"worker {w['worker']} (modules {w['modules']}): {w['steps']} steps, {w['replayed']} replays, "
-          f"{w['skips']} skips, busy {100 * w['busy_fraction']:.0f}%, staleness mean {w['staleness_mean']:.2f}")
+    print(f"worker {w['worker']} (modules {w['modules']}): {w['steps']} steps: {w['fresh_batches']} fresh, "
+          f"{w['replayed_batches']} replayed, {w['skipped_batches']} skipped, {w['empty_polls']} empty polls, "
+          f"busy {100 * w['busy_fraction']:.0f}%, staleness mean {w['staleness_mean']:.2f}")
 print("ring between the workers:", epoch["rings"][1])
 
 # %% [markdown]
