@@ -4,6 +4,8 @@
 
 Uses tinydgl's DataLoader (same batches, same order for the same seed) and PyTorch's default
 initialisation; prints test accuracy after each epoch. PyTorch is used only here and in optional tests.
+`smallconv`, `train_step` and `train_epoch` are also what bench_step.py times on the PyTorch side, so the
+architecture and the step are written once.
 """
 import argparse
 import time
@@ -24,6 +26,26 @@ def smallconv(channels=1, classes=10):
                          nn.LeakyReLU(0.01), nn.Linear(512, classes))
 
 
+def train_step(model, optimizer, x, y):
+    """One Adam step on NumPy arrays x: (N, C, H, W) float32, y: (N,) int64; returns the loss as a float."""
+    loss = nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def train_epoch(model, optimizer, loader):
+    """One epoch over `loader`'s batches; returns (mean training loss per sample, seconds of training)."""
+    model.train()
+    loss_sum, samples = 0.0, 0
+    t0 = time.perf_counter()
+    for x, y in loader:
+        loss_sum += train_step(model, optimizer, x, y) * len(y)
+        samples += len(y)
+    return loss_sum / samples, time.perf_counter() - t0
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
@@ -39,14 +61,8 @@ def main():
     model = smallconv(ds.input_shape[0], ds.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     for epoch in range(args.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        for x, y in train:
-            loss = nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        seconds = time.perf_counter() - t0
+        train.set_epoch(epoch)
+        _, seconds = train_epoch(model, opt, train)
         model.eval()
         with torch.no_grad():
             correct = sum(int((model(torch.from_numpy(x)).argmax(1).numpy() == y).sum()) for x, y in test)
