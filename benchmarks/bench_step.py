@@ -1,88 +1,63 @@
-"""Time one SmallConv training step (forward, backward, Adam update) in tinydgl and, if installed, PyTorch.
+"""SmallConv training speed, tinydgl against PyTorch CPU: one step (forward, backward, Adam), or one epoch.
 
-    python benchmarks/bench_step.py                      # both input sizes, batch 128, float32
-    python benchmarks/bench_step.py --sizes 3x32 --repeat 20 --no-torch
+    # step time, both input sizes, batch 128, 1 thread and all cores, 3 processes of each library per case
+    python benchmarks/bench_step.py
+    python benchmarks/bench_step.py --threads 1 --sizes 3x32 --rounds 5 --repeat 30
+
+    # one whole epoch of Fashion-MNIST, batch 128, Adam lr 5e-3, in each library
+    python benchmarks/bench_step.py --epoch
+    python benchmarks/bench_step.py --epoch --limit-train 512 --rounds 1     # a smoke test
+
+    # where tinydgl's step time goes: per-layer times and each convolution's GFLOP/s (tinydgl only)
+    python benchmarks/bench_step.py --breakdown --no-torch
+
+How it is timed (protocol.md section 4). Every measurement runs in a child process of its own
+(`bench_step.py --child tinydgl|torch|breakdown ...`) that imports one library and times it alone, with
+OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS set to the thread count before NumPy or PyTorch
+starts (and torch.set_num_threads in PyTorch's child). Timing the two in one process, or interleaving their
+steps, would make them share spinning BLAS/OpenMP threads: the one that runs next loses cores to the one
+that just ran (PyTorch's step measured ~146 ms that way on this project's 2-core machine, ~75-85 ms alone).
+The parent times nothing; it alternates the children, tinydgl, PyTorch, tinydgl, PyTorch, ... for
+`--rounds` rounds, each round covering every thread count (`--threads`, default 1 and all cores) and input
+size, so a change in background load hits every case alike.
 
 What is printed:
-1. the machine: cores, NumPy and its BLAS (library, kernel, threads), PyTorch's thread count;
-2. step time per input size: median of `--repeat` timed steps after `--warmup` untimed ones, for tinydgl
-   and PyTorch CPU with the same number of threads, and their ratio (the issue's target is <= 1.25x);
-3. tinydgl's per-layer breakdown: the median time of each layer's forward and backward, the loss and the
-   optimizer, so you can see where a step's time goes;
-4. each convolution's GFLOP/s (forward; backward = dw and, except in the first layer, dx), next to NumPy's
-   own float32 matmul GFLOP/s for the same matrix shapes and for one large square product.
+1. the machine: command, CPU, cores, NumPy's BLAS, PyTorch's version, the load average (with a warning
+   when other processes are busy before we start); each child's progress as it ends; the load at the end;
+2. step mode: per input size and thread count, each library's step time in ms: the median of every timed
+   step of every process (`--repeat` steps after `--warmup` untimed ones, per process) and in brackets the
+   spread, the lowest and highest per-process median; then tinydgl / PyTorch, the ratio of the medians;
+3. epoch mode: seconds of one epoch's training (data loading and evaluation excluded) per library and
+   thread count, median of the processes [min-max], the ratio, and each library's mean training loss
+   (a check that both did the same work: same batches in the same order from tinydgl's DataLoader with
+   `--seed`; the initial weights differ, each library using its own default initialisation);
+4. with `--breakdown`: tinydgl's per-layer forward / backward times and each convolution's GFLOP/s beside
+   NumPy's own matmul on the same shapes, from a tinydgl-only child per thread count.
 
-Both libraries see the same data (seeded), and PyTorch is told to use as many threads as NumPy's BLAS
-(read with threadpoolctl when it is installed, else from the environment). PyTorch may appear in
-benchmarks and optional tests only; tinydgl itself never imports it.
+Both libraries train the same architecture: tinydgl's `build_model("smallconv")` and the PyTorch model in
+torch_smallconv_fmnist.py. PyTorch appears in benchmarks and optional tests only; tinydgl never imports it.
+Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
 """
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 
-import numpy as np
+import numpy as np  # in a child, the parent has already set the thread variables this reads at import
 
+import _processes as procs
 import tinydgl
 from tinydgl import functional as F
+from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam
+from tinydgl.train import fit
+from tinydgl.trainers import build_trainer
 
 NUM_CLASSES = 10
 LR = 5e-3
-
-
-# --- the machine --------------------------------------------------------------------------------------
-def blas_info():
-    """(threads, description) of NumPy's BLAS, via threadpoolctl when available."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-        return (int(threads) if threads else os.cpu_count()), "unknown (pip install threadpoolctl to see it)"
-    pools = [p for p in threadpool_info() if p["user_api"] == "blas" and "numpy" in p["filepath"]]
-    pools = pools or [p for p in threadpool_info() if p["user_api"] == "blas"]
-    if not pools:
-        return os.cpu_count(), "not found by threadpoolctl"
-    p = pools[0]
-    kernel = p.get("architecture", "?")
-    desc = f"{p['internal_api']} {p.get('version')} kernel={kernel} threads={p['num_threads']}"
-    return p["num_threads"], desc
-
-
-def print_machine(threads, blas_desc, torch):
-    print(f"machine : {platform.processor() or platform.machine()}, nproc={os.cpu_count()}, python {platform.python_version()}")
-    print(f"numpy   : {np.__version__}, BLAS {blas_desc}")
-    coretype = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"env     : {coretype or 'OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE not set'}")
-    if torch is not None:
-        print(f"torch   : {torch.__version__}, threads={torch.get_num_threads()} (matched to NumPy's BLAS: {threads})")
-    else:
-        print("torch   : not installed (tinydgl only)")
-
-
-# --- timing helpers -----------------------------------------------------------------------------------
-def median_time(fn, warmup, repeat):
-    return median_times([fn], warmup, repeat)[0]
-
-
-def median_times(fns, warmup, repeat):
-    """Median wall time of each function, running them in turn (a, b, a, b, ...).
-
-    Interleaving means a burst of load from another process slows both libraries alike, so their ratio
-    stays meaningful on a shared machine.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, record in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - t0)
-    return [statistics.median(record) for record in times]
+LIBRARIES = {"tinydgl": "tinydgl", "torch": "PyTorch"}
 
 
 def make_data(batch, channels, size, seed=0):
@@ -92,7 +67,20 @@ def make_data(batch, channels, size, seed=0):
     return x, y
 
 
-# --- tinydgl ------------------------------------------------------------------------------------------
+def parse_size(text):
+    """'3x32' (or '3x32x32') -> (3, 32)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts) or (len(parts) == 3 and parts[1] != parts[2]):
+        raise ValueError(f"an input size is CxS (channels x side, square images), e.g. 1x28 or 3x32; got {text!r}.")
+    return int(parts[0]), int(parts[1])
+
+
+def size_label(text):
+    channels, size = parse_size(text)
+    return f"{channels}x{size}x{size}"
+
+
+# --- child: tinydgl ------------------------------------------------------------------------------------
 def tinydgl_step_fn(channels, size, x, y):
     model = build_model("smallconv", channels, size, NUM_CLASSES, seed=0)
     optimizer = Adam(model.parameters(), lr=LR)
@@ -108,6 +96,36 @@ def tinydgl_step_fn(channels, size, x, y):
     return model, optimizer, step
 
 
+def tinydgl_epoch(train_loader, test_loader, channels, size, seed):
+    """One epoch of backprop with the library's own loop; returns (mean training loss, training seconds)."""
+    model = build_model("smallconv", channels, size, NUM_CLASSES, seed=seed)
+    trainer = build_trainer("bp", model, lambda params: Adam(params, lr=LR))
+    # fit's `seconds` cover the training batches only, not the evaluation after the epoch
+    history = fit(trainer, train_loader, test_loader, 1, progress=False, log=lambda line: None)
+    return history[0]["train_loss"], history[0]["seconds"]
+
+
+# --- child: PyTorch ------------------------------------------------------------------------------------
+def import_torch(threads):
+    """PyTorch with `threads` intra-op threads (OMP_NUM_THREADS from the parent says the same; set both
+    so a child started by hand is right too). Only PyTorch's children import it."""
+    try:
+        import torch
+    except ImportError:
+        sys.exit("PyTorch is not installed: pip install torch (CPU build), or run with --no-torch.")
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_model(torch, channels, seed):
+    from torch_smallconv_fmnist import smallconv  # the one PyTorch copy of the architecture
+
+    torch.manual_seed(seed)
+    model = smallconv(channels, NUM_CLASSES)
+    return model, torch.optim.Adam(model.parameters(), lr=LR)
+
+
+# --- child: the per-layer breakdown (tinydgl only) -----------------------------------------------------
 def leaf_layers(module, prefix=""):
     """(dotted name, layer) for every layer that is not a container, in forward order."""
     children = module.children()
@@ -172,7 +190,7 @@ def matmul_gflops(m, k, n, warmup=2, repeat=7):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
-    t = median_time(lambda: a @ b, warmup, repeat)
+    t = statistics.median(procs.timed(lambda: a @ b, warmup, repeat))
     return 2.0 * m * k * n / t / 1e9
 
 
@@ -195,98 +213,187 @@ def print_conv_rates(label, model, median, batch, size):
         print(f"  {name:<7} {f'{m} x {k} x {f}':<22} {fwd:7.1f} {bwd:7.1f} {ref:18.1f}")
 
 
-# --- PyTorch ------------------------------------------------------------------------------------------
-def torch_step_fn(torch, channels, x, y):
-    nn = torch.nn
-
-    def block(cin, cout, pool_first):
-        layers = [nn.MaxPool2d(2)] if pool_first else []
-        return layers + [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.01)]
-
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        *block(channels, 32, False), *block(32, 64, True), *block(64, 128, True),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(512, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.01),
-        nn.Linear(512, NUM_CLASSES),
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(xt), yt)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
-
-
-# --- main ---------------------------------------------------------------------------------------------
-def parse_size(text):
-    channels, size = text.lower().split("x")
-    return int(channels), int(size)
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1x28,3x32", help="comma-separated CxS input sizes (default: 1x28,3x32)")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
-    parser.add_argument("--repeat", type=int, default=15, help="timed steps; the median is reported")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for both NumPy's BLAS (needs threadpoolctl) and PyTorch (default: BLAS's own count)")
-    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
-    parser.add_argument("--no-breakdown", action="store_true", help="skip the per-layer and GFLOP/s tables")
-    args = parser.parse_args()
-
+# --- the child process ---------------------------------------------------------------------------------
+def run_child(args):
+    """Time one library alone (this process's only work) and print one JSON line, or print the breakdown."""
+    counts, sizes = procs.parse_threads(args.threads), args.sizes.split(",")
+    one_size = len(sizes) == 1 or args.epoch or args.child == "breakdown"  # a step child times one size
+    if len(counts) != 1 or not one_size:
+        sys.exit("a --child process times one thread count and one size (--threads 2 --sizes 1x28); "
+                 "run the script without --child, and it passes them.")
+    threads = counts[0]
     tinydgl.set_backend("numpy")
-    if args.threads is not None:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            parser.error("--threads needs threadpoolctl (pip install threadpoolctl), or set OPENBLAS_NUM_THREADS")
-        threadpool_limits(limits=args.threads, user_api="blas")
-    threads, blas_desc = blas_info()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
+    if args.child == "breakdown":
+        return child_breakdown(args, threads)
+    torch = import_torch(threads) if args.child == "torch" else None
+    seen = torch.get_num_threads() if torch else procs.blas_threads()
+    result = {"library": args.child, "threads": threads, "threads_seen": seen}
+    if args.epoch:
+        ds = load_dataset("fashion-mnist", limit_train=args.limit_train, progress=False)
+        train = DataLoader(ds.x_train, ds.y_train, args.batch, seed=args.seed, mean=ds.mean, std=ds.std)
+        channels, size = ds.input_shape[0], ds.input_shape[1]
+        if torch:
+            from torch_smallconv_fmnist import train_epoch
 
-            torch.set_num_threads(threads)
-        except ImportError:
-            torch = None
-    print_machine(threads, blas_desc, torch)
-    print(f"load    : {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1/5/15-min load average at start: other processes were busy if it is well above 0)")
-    print(f"setup   : SmallConv, float32, batch {args.batch}, Adam lr={LR}; median of {args.repeat} steps after {args.warmup} warm-up")
+            model, optimizer = torch_model(torch, channels, args.seed)
+            train.set_epoch(0)  # epoch 0's order, as fit gives tinydgl
+            loss, seconds = train_epoch(model, optimizer, train)
+        else:
+            # fit evaluates after the epoch (untimed); one test batch keeps that short
+            test = DataLoader(ds.x_test[: args.batch], ds.y_test[: args.batch], args.batch, shuffle=False,
+                              mean=ds.mean, std=ds.std)
+            loss, seconds = tinydgl_epoch(train, test, channels, size, args.seed)
+        result.update(epoch_seconds=seconds, train_loss=loss, steps=len(train), samples=len(ds.y_train))
+    else:
+        size_text = sizes[0]
+        channels, size = parse_size(size_text)
+        x, y = make_data(args.batch, channels, size, args.seed)
+        if torch:
+            from torch_smallconv_fmnist import train_step
 
-    results = []
+            model, optimizer = torch_model(torch, channels, args.seed)
+            model.train()
+            step = lambda: train_step(model, optimizer, x, y)  # noqa: E731
+        else:
+            _, _, step = tinydgl_step_fn(channels, size, x, y)
+        result.update(input=size_label(size_text), step_seconds=procs.timed(step, args.warmup, args.repeat))
+    procs.report(result)
+
+
+def child_breakdown(args, threads):
+    print(f"\n=== tinydgl breakdown, {threads} thread(s) (BLAS reports {procs.blas_threads()}) ===")
     for size_text in args.sizes.split(","):
         channels, size = parse_size(size_text)
-        x, y = make_data(args.batch, channels, size)
-        _, _, step = tinydgl_step_fn(channels, size, x, y)
-        steps = [step] + ([torch_step_fn(torch, channels, x, y)] if torch else [])
-        t_tiny, t_torch = (median_times(steps, args.warmup, args.repeat) + [None])[:2]
-        results.append((f"{channels}x{size}x{size}", t_tiny, t_torch))
-
-    print(f"\n{'input':<10} {'tinydgl ms':>11} {'torch ms':>9} {'ratio':>6}")
-    for label, t_tiny, t_torch in results:
-        torch_col = f"{t_torch * 1e3:9.1f}" if t_torch else f"{'-':>9}"
-        ratio_col = f"{t_tiny / t_torch:5.2f}x" if t_torch else f"{'-':>6}"
-        print(f"{label:<10} {t_tiny * 1e3:11.1f} {torch_col} {ratio_col}")
-
-    if args.no_breakdown:
-        return
-    for size_text in args.sizes.split(","):
-        channels, size = parse_size(size_text)
-        x, y = make_data(args.batch, channels, size)
-        label = f"{channels}x{size}x{size}"
+        x, y = make_data(args.batch, channels, size, args.seed)
+        label = f"{size_label(size_text)}, {threads} thread(s)"
         model, rows, median = layer_breakdown(channels, size, x, y, args.warmup, args.repeat)
         print_breakdown(label, rows)
         print_conv_rates(label, model, median, args.batch, size)
     big = 2048
-    print(f"\nload at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"np float32 matmul {big}x{big}x{big}: {matmul_gflops(big, big, big):.1f} GFLOP/s (the BLAS's practical peak here)")
+    print(f"\nnp float32 matmul {big}x{big}x{big}, {threads} thread(s): {matmul_gflops(big, big, big):.1f} GFLOP/s "
+          "(the BLAS's practical peak here)", flush=True)
+
+
+# --- the parent: alternate the children, then tabulate ------------------------------------------------
+def child_args(args, library, threads, size=None):
+    """The command line of one child: the parent's settings, one library, one thread count (one size)."""
+    out = [__file__, "--child", library, "--threads", threads, "--batch", args.batch, "--seed", args.seed,
+           "--warmup", args.warmup, "--repeat", args.repeat, "--sizes", size or args.sizes]
+    if args.epoch:
+        out += ["--epoch"] + (["--limit-train", args.limit_train] if args.limit_train else [])
+    return out
+
+
+def compare_steps(args, libraries, thread_counts):
+    sizes = args.sizes.split(",")
+    cases = [(threads, size, lib) for threads in thread_counts for size in sizes for lib in libraries]
+    print(f"\nstep: SmallConv, float32, batch {args.batch}, Adam lr {LR}; per process {args.warmup} warm-up + "
+          f"{args.repeat} timed steps; {args.rounds} round(s) of {len(cases)} processes\n")
+    results = procs.alternate(
+        cases, args.rounds,
+        lambda case: procs.child_result(child_args(args, case[2], case[0], case[1]), case[0], args.timeout),
+        lambda case, r: f"{LIBRARIES[case[2]]:<7} {case[0]} thread(s) {size_label(case[1])}: "
+                        f"median {statistics.median(r['step_seconds']) * 1e3:.1f} ms",
+    )
+    check_threads(results)
+    procs.print_load("end")
+    print(f"\nstep time in ms: median of all {args.rounds} x {args.repeat} timed steps "
+          f"[lowest-highest median of the {args.rounds} processes]\n")
+    print("| input | threads | tinydgl ms | PyTorch ms | tinydgl / PyTorch |\n|---|---|---|---|---|")
+    for threads in thread_counts:
+        for size in sizes:
+            got = {lib: procs.summarize([r["step_seconds"] for r in results[(threads, size, lib)]])
+                   for lib in libraries}
+            print(f"| {size_label(size)} | {threads} | " + " | ".join(cells(got, 1e3)) + " |")
+
+
+def compare_epochs(args, libraries, thread_counts):
+    cases = [(threads, lib) for threads in thread_counts for lib in libraries]
+    subset = f"the first {args.limit_train:,} (class-balanced) training images" if args.limit_train else "60,000 images"
+    print(f"\nepoch: SmallConv on Fashion-MNIST ({subset}), batch {args.batch}, Adam lr {LR}, "
+          f"seed {args.seed}; {args.rounds} round(s) of {len(cases)} processes, one epoch each\n")
+    results = procs.alternate(
+        cases, args.rounds,
+        lambda case: procs.child_result(child_args(args, case[1], case[0]), case[0], args.timeout),
+        lambda case, r: f"{LIBRARIES[case[1]]:<7} {case[0]} thread(s): {r['epoch_seconds']:.1f} s "
+                        f"({r['steps']} steps), train loss {r['train_loss']:.4f}",
+    )
+    check_threads(results)
+    procs.print_load("end")
+    print(f"\nseconds of training in one epoch: median of {args.rounds} process(es) [min-max]; "
+          "mean training loss (median)\n")
+    print("| threads | tinydgl s | PyTorch s | tinydgl / PyTorch | loss tinydgl | loss PyTorch |\n"
+          "|---|---|---|---|---|---|")
+    for threads in thread_counts:
+        got = {lib: procs.summarize([[r["epoch_seconds"]] for r in results[(threads, lib)]]) for lib in libraries}
+        loss = {lib: statistics.median(r["train_loss"] for r in results[(threads, lib)]) for lib in libraries}
+        print(f"| {threads} | " + " | ".join(cells(got, 1.0)) + " | "
+              + " | ".join(f"{loss[lib]:.4f}" if lib in loss else "-" for lib in LIBRARIES) + " |")
+
+
+def cells(got, scale):
+    """The tinydgl and PyTorch cells of a row, then their ratio ('-' where a library was not run)."""
+    row = [procs.format_summary(got[lib], scale) if lib in got else "-" for lib in LIBRARIES]
+    ratio = f"{got['tinydgl'].median / got['torch'].median:.2f}x" if len(got) == 2 else "-"
+    return row + [ratio]
+
+
+def check_threads(results):
+    for case, runs in results.items():
+        for r in runs:
+            procs.warn_threads(f"{r['library']} {case}", r["threads"], r["threads_seen"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", default="1,all",
+                        help="comma-separated thread counts, 'all' = os.cpu_count() (default: 1,all)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="processes per library and case, alternated (default: 3)")
+    parser.add_argument("--sizes", default="1x28,3x32", help="comma-separated CxS input sizes (default: 1x28,3x32)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per process before timing")
+    parser.add_argument("--repeat", type=int, default=15, help="timed steps per process")
+    parser.add_argument("--epoch", action="store_true",
+                        help="time one whole epoch of Fashion-MNIST instead of single steps on random data")
+    parser.add_argument("--limit-train", type=int, default=None,
+                        help="--epoch on a class-balanced subset of this many training images (smoke tests)")
+    parser.add_argument("--seed", type=int, default=0, help="data (and, in epoch mode, batch order and weights)")
+    parser.add_argument("--no-torch", action="store_true", help="time tinydgl only")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print tinydgl's per-layer times and conv GFLOP/s (a tinydgl-only child per "
+                             "thread count)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds one child may run (default: 3600)")
+    parser.add_argument("--child", choices=["tinydgl", "torch", "breakdown"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(args)
+
+    try:
+        thread_counts = procs.parse_threads(args.threads)
+        for size in args.sizes.split(","):
+            parse_size(size)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.rounds < 1 or args.repeat < 1 or args.warmup < 0:
+        parser.error("--rounds and --repeat must be at least 1, --warmup at least 0.")
+    if args.breakdown and args.epoch:
+        parser.error("--breakdown times single steps; run it without --epoch.")
+    libraries = ["tinydgl"]
+    if not args.no_torch:
+        if procs.torch_version() is None:
+            print("PyTorch is not installed: timing tinydgl only (pip install torch for the comparison).")
+        else:
+            libraries.append("torch")
+    procs.print_machine(with_torch="torch" in libraries)
+    try:
+        (compare_epochs if args.epoch else compare_steps)(args, libraries, thread_counts)
+        if args.breakdown:
+            for threads in thread_counts:
+                print(procs.run_child(child_args(args, "breakdown", threads), threads, args.timeout), end="")
+    except procs.ChildFailed as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
