@@ -26,12 +26,12 @@ import sys
 import tempfile
 import time
 
+from _processes import thread_env
+
 
 def run(cmd, threads, timeout):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         print(f"FAILED ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}", file=sys.stderr)
         return None
