@@ -170,8 +170,9 @@ def print_machine(with_torch=False):
     print(f"numpy   : {numpy_blas()}")
     if with_torch:
         print(f"torch   : {torch_version() or 'not installed'}")
-    print(f"threads : each child gets {', '.join(THREAD_VARIABLES)} = its thread count before importing NumPy "
-          "or PyTorch (and torch.set_num_threads); the tables say what each child reported")
+    print(f"threads : each child gets {', '.join(THREAD_VARIABLES)} = its thread count before importing NumPy"
+          + (" or PyTorch (and torch.set_num_threads)" if with_torch else "")
+          + "; a warning follows the runs if a child's pool reported another count")
     coretype = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     if coretype:
         print(f"env     : {coretype}")
@@ -184,9 +185,11 @@ def print_load(when):
     print(f"load    : {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15-min average at {when}"
           + (")" if when == "start" else "; includes this benchmark's own processes)"), flush=True)
     if when == "start" and one > QUIET_LOAD:
+        # All-core runs suffer most: a BLAS thread that waits for one on a busy core spins, so a step can
+        # take many times longer (seen here: 2-thread SmallConv steps of ~6 s instead of ~0.15 s at load 4).
         print(f"WARNING : the 1-minute load average is {one:.2f} before anything of ours runs: other processes are "
-              "using the CPU, so these times will be inflated and noisy. For figures to quote, wait until `uptime` "
-              f"shows less than {QUIET_LOAD}.", flush=True)
+              "using the CPU, so these times will be inflated and noisy, the all-cores ones most. For figures to "
+              f"quote, wait until `uptime` shows less than {QUIET_LOAD}.", flush=True)
 
 
 def format_summary(s, scale=1.0, digits=1):
