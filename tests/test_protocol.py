@@ -315,3 +315,16 @@ def test_bn_recalibrate_must_not_be_negative(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--bn-recalibrate", "-1"])
     assert exit_info.value.code == 2 and "must be 0 or more" in capsys.readouterr().err
+
+
+def test_the_epoch_line_says_what_every_module_learned_from_when_modules_skip(digits):
+    """In-process async DGL with a slowed last module: samples/s counts the samples every module learned
+    from, and the epoch line says so next to what was fed."""
+    train, test = _loaders(digits, n_train=512)
+    trainer = _trainer("async-dgl", slow_module=1, slowdown=4.0, buffer_size=1, seed=0)
+    lines = []
+    history = fit(trainer, train, test, 1, progress=False, log=lines.append)
+    entry = history[0]
+    assert entry["fed_samples"] == 512 and min(entry["fresh_samples_per_module"]) < 512
+    assert entry["samples_per_second"] * entry["seconds"] == pytest.approx(min(entry["fresh_samples_per_module"]))
+    assert f"every module learned from {min(entry['fresh_samples_per_module']):,} of the 512 samples fed" in lines[0]

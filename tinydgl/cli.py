@@ -305,7 +305,7 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         "environment": {"tinydgl": __version__, "backend": os.environ.get("TINYDGL_BACKEND", args.backend or "numpy"),
                         "numpy": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count()},
         "history": history,
-        # per-method counters, e.g. async DGL's steps, skips, reuse and staleness per module
+        # per-method counters, e.g. async DGL's steps, empty polls, fresh/replayed/skipped batches per module
         "trainer_stats": trainer.stats() if hasattr(trainer, "stats") else None,
     }
 

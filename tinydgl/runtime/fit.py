@@ -18,6 +18,7 @@ import time
 
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.evaluation import evaluate_epoch
+from .metrics import work_summary
 
 
 def fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=None, resume=False, log=print,
@@ -54,10 +55,13 @@ def fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=
                  "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"]}
         entry.update({k: v for k, v in run.items() if k not in entry and k not in ("train_loss", "last_loss")})
         history.append(entry)
-        recalibrated = (f", BN recalibrated on {entry['bn_recalibrate_batches']} batches" 
+        recalibrated = (f", BN recalibrated on {entry['bn_recalibrate_batches']} batches"
                         if entry["bn_recalibrate_batches"] else "")
+        # samples/s counts what every module learned from; when workers skipped or replayed batches, say so
+        work = work_summary(run["workers"]) if run.get("workers") else ""
         log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
-            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({label}{recalibrated})")
+            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({label}{recalibrated})"
+            + (f"\n              {work}" if work else ""))
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, trainer, epoch + 1, history, extra={"engine": label})
     return history

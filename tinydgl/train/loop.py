@@ -99,12 +99,13 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
         seconds = time.perf_counter() - t0
         if samples == 0:
             raise ValueError("The training data produced no batches.")
-        learned = samples
+        learned, fresh = samples, None
         fresh_after = trainer.fresh_samples_per_module()
         if fresh_after is not None:
             # modules that skip or replay batches (async DGL): count what every module learned from
             before = fresh_before or [0] * len(fresh_after)
-            learned = min(after - start for after, start in zip(fresh_after, before))
+            fresh = [after - start for after, start in zip(fresh_after, before)]
+            learned = min(fresh)
         metrics = evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate,
                                  also_before=evaluate_before_recalibration)
         entry = {
@@ -119,12 +120,16 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
         }
         if evaluate_before_recalibration:
             entry["test_accuracy_before_recalibration"] = metrics["accuracy_before_recalibration"]
+        if fresh is not None:
+            entry["fed_samples"], entry["fresh_samples_per_module"] = samples, fresh
         history.append(entry)
         recalibrated = (f"  (BN recalibrated on {entry['bn_recalibrate_batches']} batches, "
                         f"{entry['bn_recalibrate_seconds']:.1f}s)" if entry["bn_recalibrate_batches"] else "")
         log(
             f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
             f"  {seconds:6.1f}s  {entry['samples_per_second']:7.0f} samples/s{recalibrated}"
+            + (f"\n              every module learned from {learned:,} of the {samples:,} samples fed (fresh per "
+               f"module: {', '.join(f'{n:,}' for n in fresh)})" if fresh is not None and learned != samples else "")
         )
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, trainer, epoch + 1, history, extra={"rng_states": _rng_states(trainer)})
