@@ -89,8 +89,11 @@ def test_fifo_dgl_over_mpi_gives_the_in_process_weights_and_resumes(tmp_path):
     """No gradient crosses a module boundary and the fifo links keep every batch in order, so each rank's
     module sees exactly the in-process trainer's inputs: same weights after 2 epochs, whether run in one go
     or stopped after epoch 1 and resumed (rank 0 reads the checkpoint and scatters it)."""
-    reference, _ = _train(tmp_path, "ref", "--trainer", "dgl", "--epochs", "2", mpi=False)
-    metrics, out = _train(tmp_path, "mpi", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2",
+    # mlp (batch norm) with schedule-free AdamW and recalibration: rank 0 swaps x/y around each epoch,
+    # recalibrates the whole model it holds, and scatters the training weights for the next epoch
+    protocol = ["--model", "mlp", "--optimizer", "adamw-sf", "--bn-recalibrate", "2"]
+    reference, _ = _train(tmp_path, "ref", "--trainer", "dgl", "--epochs", "2", *protocol, mpi=False)
+    metrics, out = _train(tmp_path, "mpi", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2", *protocol,
                           "--plot", str(tmp_path / "curves.png"))
     _assert_same_weights(tmp_path / "mpi", tmp_path / "ref")
     assert out.stdout.count("test accuracy") == 1  # rank 0 alone prints
@@ -107,8 +110,9 @@ def test_fifo_dgl_over_mpi_gives_the_in_process_weights_and_resumes(tmp_path):
     assert epoch["rings"][1]["pushed"] == epoch["rings"][1]["served"] == epoch["rings"][1]["sent"] == 4
     assert (tmp_path / "curves.png").exists() and (tmp_path / "curves-timeline.png").exists()
 
-    _train(tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "1")
-    resumed, out = _train(tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2", "--resume")
+    _train(tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "1", *protocol)
+    resumed, out = _train(tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2", *protocol,
+                          "--resume")
     assert "resumed from" in out.stdout
     _assert_same_weights(tmp_path / "resumed", tmp_path / "ref")
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
@@ -252,3 +256,14 @@ def test_dp_sync_over_mpi_matches_single_process_large_batch_sgd(tmp_path):
     for e in range(2):
         n = sum(s for _, s in losses[e])
         assert got["train_loss"][e] == pytest.approx(sum(l * s for l, s in losses[e]) / n, abs=1e-10)
+
+
+def test_cli_dp_sync_over_mpi_reports_the_same_work_counts_as_the_other_engines(tmp_path):
+    """Through the command (fit_parallel's epoch line, the metrics file): every rank learned from its shard
+    of every batch once, reported with the keys every engine's workers have."""
+    metrics, out = _train(tmp_path, "dp", "--trainer", "dp-sync", "--engine", "mpi", "--epochs", "1")
+    assert "test accuracy" in out.stdout and "learned from" not in out.stdout
+    workers = metrics["history"][0]["workers"]
+    assert [w["fresh_batches"] for w in workers] == [4, 4]  # 512 images in batches of 128
+    assert all(w["replayed_batches"] == w["skipped_batches"] == 0 for w in workers)
+    assert metrics["history"][0]["samples"] == 512

@@ -156,8 +156,8 @@ def work_summary(workers):
     (fifo pipelines, data-parallel engines), so the usual line stays as it is; otherwise e.g.
     "learned from: w0 40/40; w1 31/40 + 12 replayed, 9 skipped" (fresh/fed batches, then the rest).
     """
-    if all(w["replayed_batches"] == 0 and w["skipped_batches"] == 0 for w in workers):
-        return ""
+    if all(w.get("replayed_batches", 0) == 0 and w.get("skipped_batches", 0) == 0 for w in workers):
+        return ""  # (a worker that does not count them learned from every batch it was given, once)
     parts = []
     for w in workers:
         name = f"w{w['worker']}" if "worker" in w else f"m{w['module']}"

@@ -557,8 +557,10 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
     finally:
         trainer.optimizer = averaged.optimizer
     seconds = time.perf_counter() - started
+    # every rank learns from its shard of every batch, once: the same work counts as the other engines report
     metrics = {"worker": rank, "steps": steps, "samples": samples, "busy_seconds": busy - averaged.wait_seconds,
-               "wait_seconds": averaged.wait_seconds}
+               "wait_seconds": averaged.wait_seconds, "fresh_batches": steps, "fresh_samples": samples,
+               "replayed_batches": 0, "replayed_samples": 0, "skipped_batches": 0}
     gathered = comm.gather((metrics, losses, seconds), root=0)
     result = None
     if rank == 0:
