@@ -11,14 +11,31 @@ parent switches its trainer to the evaluation weights (schedule-free optimizers:
 if asked (`bn_recalibrate` batches of a fresh pass over the training loader, in the parent, which holds
 the whole model), tests, and saves that model; before the next epoch it switches back to the training
 weights (y), which is what the next epoch's workers receive.
+
+Why no mid-epoch checkpoints here: inside an epoch the workers' modules are at different batches (and,
+with replay, at points no serial run passes through), so the epoch boundary is the last point where one
+consistent model exists. `--checkpoint-every` applies to in-process runs; a parallel run stopped by
+SIGTERM or Ctrl-C resumes from its last finished epoch.
 """
 from __future__ import annotations
 
 import time
 
-from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, where
 from ..train.evaluation import evaluate_epoch
 from .metrics import work_summary
+
+
+def load_epoch_checkpoint(checkpoint_dir, resume, trainer):
+    """The checkpoint a parallel run resumes from (resume: True/"latest" or "previous"): it must belong to
+    this run and sit at an epoch boundary. Returns (state, meta); raises CheckpointError."""
+    state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
+    if meta["step"]:
+        raise CheckpointError(f"{checkpoint_dir} holds a mid-epoch checkpoint ({where(meta)}), written by an "
+                              f"in-process run; the parallel engines resume at epoch boundaries only. Resume it "
+                              f"in-process (without --workers), or with --resume previous if that one is at an "
+                              f"epoch boundary.")
+    return state, meta
 
 
 def fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=None, resume=False, log=print,
@@ -39,7 +56,7 @@ def fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=
         raise ValueError("bn_recalibrate needs the train_loader to draw its batches from.")
     history, start = [], 0
     if resume:
-        state, meta = load_checkpoint(checkpoint_dir)
+        state, meta = load_epoch_checkpoint(checkpoint_dir, resume, trainer)
         trainer.load_state_dict(state)
         history, start = meta["history"], meta["epoch"]
         log(f"resumed from {checkpoint_dir} after epoch {start}")

@@ -453,11 +453,11 @@ def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, che
                   bn_recalibrate=0):
     """`fit_parallel` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
-    from ..train.checkpoint import load_checkpoint
+    from .fit import load_epoch_checkpoint
 
     rank = comm.Get_rank()
     if rank == 0:
-        start = load_checkpoint(checkpoint_dir)[1]["epoch"] if resume else 0
+        start = load_epoch_checkpoint(checkpoint_dir, resume, trainer)[1]["epoch"] if resume else 0
         comm.bcast(start, root=0)
         history = fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log,
                                train_loader=train_loader, bn_recalibrate=bn_recalibrate)

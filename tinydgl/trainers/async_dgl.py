@@ -41,15 +41,18 @@ Statistics (`stats()`, plain Python numbers for the metrics JSON), per module:
 Module 1 learns from fresh data: reuse 1.0, staleness 0.
 
 Resume: weights, heads, optimizers and VQ codebooks are checkpointed (codebooks as auxiliary modules
-`codec0`, ...); buffer contents, counters and the schedule are not: a resumed run starts with empty
-buffers and redoes the warm-up, so it is not bit-identical to an uninterrupted one.
+`codec0`, ...), and so is everything else the next event depends on (`resume_state`): every buffer's
+stored batches with their uses and provenance, the schedule (its generator, the warm-up still to do, the
+pick already made, the round-robin cursor), the counters and which data each module learned from, and the
+VQ codecs' generators. A run resumed from any checkpoint, mid-epoch included, is bit-identical to one
+that was never stopped (tests/test_long_runs.py).
 """
 import math
 
 import numpy as np
 
-from ..backend import default_rng
-from .buffers import ReplayBuffer, build_codec
+from ..backend import asarray, default_rng, to_numpy
+from .buffers import ReplayBuffer, ReplayEntry, build_codec
 from .dgl import DGLTrainer
 from .local import block_output_shapes
 
@@ -210,6 +213,52 @@ class AsyncDGLTrainer(DGLTrainer):
             return x
         finally:
             self.model.train()
+
+    # --- resume ---------------------------------------------------------------------------------
+    def resume_state(self):
+        """Adds the buffers' contents and bookkeeping, the schedule and the counters (module docstring)."""
+        arrays, values = super().resume_state()
+        buffers = []
+        for j, buffer in enumerate(self.buffers):
+            entries = []
+            for k, e in enumerate(buffer.entries):
+                arrays[f"buffer{j}/entry{k}/payload"] = to_numpy(e.payload)
+                arrays[f"buffer{j}/entry{k}/labels"] = to_numpy(e.labels)
+                entries.append({"uses": e.uses, "serial": e.serial, "produced_at": e.produced_at,
+                                "samples": e.samples, "origin": e.origin})
+            buffers.append({"entries": entries, "pushed": buffer.pushed, "dropped_unused": buffer.dropped_unused,
+                            "stored_bytes": buffer.stored_bytes, "stored_samples": buffer.stored_samples,
+                            "codec_rng": buffer.codec.rng.bit_generator.state if hasattr(buffer.codec, "rng") else None})
+        values.update({
+            "schedule_rng": self.rng.bit_generator.state, "warmup_queue": list(self._warmup_queue),
+            "next": self._next, "cursor": self._cursor, "events": self.events,
+            "counters": [dict(c) for c in self.counters], "learned": [sorted(s) for s in self.learned],
+            "last_losses": [None if math.isnan(v) else float(v) for v in self.last_losses], "buffers": buffers,
+        })
+        return arrays, values
+
+    def load_resume_state(self, arrays, values):
+        super().load_resume_state(arrays, values)
+        if "buffers" not in values:  # a checkpoint without them (format 1): start with empty buffers
+            return
+        self.rng.bit_generator.state = values["schedule_rng"]
+        self._warmup_queue, self._next, self._cursor = list(values["warmup_queue"]), values["next"], values["cursor"]
+        self.events = values["events"]
+        self.counters = [dict(c) for c in values["counters"]]
+        self.learned = [set(s) for s in values["learned"]]
+        self.last_losses = [math.nan if v is None else v for v in values["last_losses"]]
+        for j, (buffer, saved) in enumerate(zip(self.buffers, values["buffers"])):
+            buffer.entries = []
+            for k, e in enumerate(saved["entries"]):
+                entry = ReplayEntry(asarray(arrays[f"buffer{j}/entry{k}/payload"]),
+                                    asarray(arrays[f"buffer{j}/entry{k}/labels"]),
+                                    e["serial"], e["produced_at"], e["samples"], e["origin"])
+                entry.uses = e["uses"]
+                buffer.entries.append(entry)
+            buffer.pushed, buffer.dropped_unused = saved["pushed"], saved["dropped_unused"]
+            buffer.stored_bytes, buffer.stored_samples = saved["stored_bytes"], saved["stored_samples"]
+            if saved["codec_rng"] is not None:
+                buffer.codec.rng.bit_generator.state = saved["codec_rng"]
 
     # --- statistics -----------------------------------------------------------------------------
     def fresh_samples_per_module(self):

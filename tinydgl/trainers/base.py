@@ -14,6 +14,9 @@ class Trainer:
     """Base class. Subclasses set `name` and implement `train_step`; most also override `optimizers`."""
 
     name = "trainer"
+    # What run this is (model, dataset, parameter-shaping options), recorded in checkpoints and compared on
+    # resume (`tinydgl.train.checkpoint.check_fits`); the `tinydgl` command fills it in.
+    run_info: dict = {}
 
     def __init__(self, model):
         self.model = model
@@ -90,6 +93,32 @@ class Trainer:
             "aux": {name: m.state_dict() for name, m in self.auxiliary_modules().items()},
             "optimizers": [o.state_dict() for o in self.optimizers()],
         }
+
+    def resume_state(self):
+        """Everything besides weights and optimizer buffers that the next `train_step` depends on, so that a
+        run resumed from a checkpoint (mid-epoch included) continues bit-identically: (arrays, values), a
+        dict of arrays for the .npz and a JSON-able dict. Here: the host generators of dropout layers, in the
+        model and the auxiliary modules. Trainers with more state (counters, schedules, replay buffers)
+        extend both."""
+        return {}, {"dropout_rng": [layer.rng.bit_generator.state for layer in self._dropout_layers()]}
+
+    def load_resume_state(self, arrays, values):
+        """Restore what `resume_state` returned (after `load_state_dict` and `start_epoch`)."""
+        for layer, state in zip(self._dropout_layers(), values.get("dropout_rng", [])):
+            layer.rng.bit_generator.state = state
+
+    def _dropout_layers(self):
+        from ..nn import Dropout
+
+        def walk(module):
+            if isinstance(module, Dropout):
+                yield module
+            for child in module.children():
+                yield from walk(child)
+
+        yield from walk(self.model)
+        for name in sorted(self.auxiliary_modules()):
+            yield from walk(self.auxiliary_modules()[name])
 
     def load_state_dict(self, state: dict):
         self.model.load_state_dict(state["model"])

@@ -270,6 +270,15 @@ class DNITrainer(Trainer):
     def start_epoch(self, epoch):
         self._epoch, self._batch = epoch, 0
 
+    def resume_state(self):
+        """Adds the step's position in the epoch, which seeds the draw of who updates (update_prob < 1)."""
+        arrays, values = super().resume_state()
+        return arrays, {**values, "batch": self._batch}
+
+    def load_resume_state(self, arrays, values):
+        super().load_resume_state(arrays, values)
+        self._batch = int(values.get("batch", 0))
+
     # --- one step ------------------------------------------------------------------------------
     def _draw_updates(self):
         """Which groups update this step (all of them unless update_prob < 1)."""
