@@ -239,12 +239,15 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
-def test_ctrl_c_stops_every_worker_and_frees_the_rings(tmp_path):
-    """SIGINT to the parent (as Ctrl-C in a terminal, which also reaches the workers: they ignore it and
-    are stopped by the parent): exit status 130 within seconds, no worker left, no shared memory left."""
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_or_sigterm_stops_every_worker_and_frees_the_rings(signame, code, tmp_path):
+    """SIGINT (as Ctrl-C in a terminal) or SIGTERM (as a cluster's pre-emption) to the whole process group:
+    the workers ignore it and are stopped by the parent; exit status 130 / 143 within seconds, no worker
+    left, no shared memory left, and the last epoch's checkpoint is named with the command to resume."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", "dgl", "--model", "cnn", "--workers", "2",
-           "--dataset", "mnist-small", "--epochs", "20", "--batch-size", "32", "--no-progress"]
+           "--dataset", "mnist-small", "--epochs", "20", "--batch-size", "32", "--no-progress",
+           "--checkpoint-dir", str(tmp_path)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 90
@@ -255,16 +258,19 @@ def test_ctrl_c_stops_every_worker_and_frees_the_rings(tmp_path):
         assert proc.poll() is None, proc.communicate()
     assert len(kids) >= 3, f"workers did not start: children {kids}"
     time.sleep(2.0)  # let them train a little
-    os.killpg(proc.pid, signal.SIGINT)  # the whole process group, as a terminal's Ctrl-C does
+    os.killpg(proc.pid, getattr(signal, signame))  # the whole process group, as a terminal's Ctrl-C does
     started = time.time()
     try:
         _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert time.time() - started < 15
-    assert "interrupted" in err
+    assert f"interrupted by {'Ctrl-C' if signame == 'SIGINT' else 'SIGTERM'}; every worker process was stopped" in err
+    assert "Traceback" not in err
+    if (tmp_path / "latest.json").exists():
+        assert "--resume" in err.splitlines()[-1]
     time.sleep(0.5)
     assert not [k for k in kids if _alive(k)], "a worker outlived the run"
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{proc.pid}_")]

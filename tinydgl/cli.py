@@ -3,7 +3,8 @@
     tinydgl train [--trainer bp] [--model cnn] [--dataset mnist-small] [--epochs 1] [--batch-size 128]
                   [--optimizer adam|adamw|sgd|adamw-sf|sgd-sf] [--lr ...] [--seed 0] [--backend numpy|cupy]
                   [--data-dir DIR] [--limit-train N] [--limit-test N] [--augment/--no-augment]
-                  [--bn-recalibrate 50] [--checkpoint-dir DIR] [--resume] [--metrics-json PATH] [--plot PATH]
+                  [--bn-recalibrate 50] [--checkpoint-dir DIR] [--checkpoint-every N] [--resume [previous]]
+                  [--metrics-json PATH] [--plot PATH]
 
 Errors a person can fix (an unknown name, missing data, a diverging run, an output path that cannot be
 written) print one clear message and exit with status 1, before any training where they can be known
@@ -202,8 +203,20 @@ def build_parser():
     train.add_argument("--trainer", type=_choice("trainer", names), default="bp",
                        help=f"one of: {', '.join(names)} ({', '.join(DATA_PARALLEL)}: with --workers)")
     add_training_arguments(train)
-    train.add_argument("--checkpoint-dir", default=None, help="save a checkpoint after every epoch here")
-    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    train.add_argument("--checkpoint-dir", default=None,
+                       help="save a checkpoint after every epoch here (and every N steps with --checkpoint-every); "
+                            "the last two are kept. SIGTERM or Ctrl-C stop the run after its current step with a "
+                            "checkpoint (exit 143 / 130; a second Ctrl-C stops at once)")
+    train.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                       help="also checkpoint every N training steps, mid-epoch; a run killed at any moment resumes "
+                            "from the last one and ends bit-identical to an uninterrupted run. In-process runs "
+                            "only: with --workers, checkpoints stay at epoch boundaries, the last point where "
+                            "the workers' modules form one consistent model (a stopped parallel run resumes "
+                            "from its last finished epoch)")
+    train.add_argument("--resume", nargs="?", const="latest", default=None, choices=("latest", "previous"),
+                       help="continue from the checkpoint in --checkpoint-dir: the latest (default) or the one "
+                            "before it (previous), e.g. when the latest is damaged. The checkpoint must come from "
+                            "the same trainer, model, dataset, optimizer and parameter-shaping options")
     parallel = train.add_argument_group("parallel runs")
     parallel.add_argument("--workers", type=_positive_int, default=None,
                           help="dgl, lls*, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
@@ -255,6 +268,37 @@ def make_trainer(args, trainer_name, dataset, strict=True):
         return build_trainer(trainer_name, model, make_optimizer, **trainer_options(args, trainer_name, strict)), lr
     except ValueError as err:
         raise CommandError(f"--trainer {trainer_name}: {err}") from err
+
+
+# Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
+# values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
+SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
+                   "buffer_codec", "waveform")
+
+
+def run_identity(args):
+    """What a checkpoint of this run records about it, and what `--resume` must match."""
+    return {"trainer": args.trainer, "model": args.model, "dataset": args.dataset, "optimizer": args.optimizer,
+            "options": {k: getattr(args, k) for k in SHAPING_OPTIONS if getattr(args, k, None) is not None},
+            "batch_size": args.batch_size, "seed": args.seed, "limit_train": args.limit_train}
+
+
+def resume_command(argv):
+    """The command line that resumes a stopped run: the same one, with --resume."""
+    import shlex
+
+    kept, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume":
+            skip = i + 1 < len(argv) and argv[i + 1] in ("latest", "previous")
+            continue
+        if arg.startswith("--resume="):
+            continue
+        kept.append(arg)
+    return "tinydgl " + shlex.join([*kept, "--resume"])
 
 
 def recalibration_note(args, trainer):
@@ -369,16 +413,26 @@ def cmd_train(args):
         raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
     if args.trainer in DATA_PARALLEL and not args.workers:
         raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
     trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
+    trainer.run_info = run_identity(args)
     print(f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
           f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
           f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}{recalibration_note(args, trainer)}")
     started = time.perf_counter()
     if args.workers:
-        history = fit_on_workers(args, trainer, train_loader, test_loader)
+        if args.checkpoint_every:
+            print("note: --checkpoint-every applies to in-process runs; with --workers, checkpoints are written at "
+                  "epoch boundaries, the last point where the workers' modules form one consistent model.")
+        from .train.stopping import raise_on_sigterm
+
+        with raise_on_sigterm():
+            history = fit_on_workers(args, trainer, train_loader, test_loader)
     else:
         history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir,
-                      resume=args.resume, progress=not args.no_progress, bn_recalibrate=args.bn_recalibrate)
+                      resume=args.resume, progress=not args.no_progress, bn_recalibrate=args.bn_recalibrate,
+                      checkpoint_every=args.checkpoint_every, stop_on_signals=True)
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     print(f"{accuracy_line(summary)} after {summary['epochs']} epoch(s); "
           f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")
@@ -485,6 +539,7 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
 
     from .runtime.mpi_engine import fit_data_parallel_mpi, fit_module_parallel_mpi
     from .train import CheckpointError, TrainingDiverged
+    from .train.stopping import Terminated
 
     comm = MPI.COMM_WORLD
     fit_parallel = fit_data_parallel_mpi if args.trainer in DATA_PARALLEL else fit_module_parallel_mpi
@@ -498,8 +553,8 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
                 raise CommandError(f"--engine mpi: {err}") from err
             raise
         request_error = isinstance(err, (ValueError, CommandError, CheckpointError))  # the person's to fix
-        if isinstance(err, KeyboardInterrupt):
-            detail = "interrupted"
+        if isinstance(err, (KeyboardInterrupt, Terminated)):
+            detail = "interrupted by SIGTERM" if isinstance(err, Terminated) else "interrupted"
         elif request_error or isinstance(err, TrainingDiverged):
             detail = str(err)
         else:
@@ -508,8 +563,9 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
         where = " Resume from the last finished epoch with --resume." if resumable else ""
         print(f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}{where}", file=sys.stderr,
               flush=True)
-        comm.Abort(1)
-        raise SystemExit(1)  # Abort does not always end this process at once (e.g. another rank aborted first)
+        code = 143 if isinstance(err, Terminated) else 1  # mpiexec exits with it where it can
+        comm.Abort(code)
+        raise SystemExit(code)  # Abort does not always end this process at once (e.g. another rank aborted first)
 
 
 class PeakMemory:
@@ -586,15 +642,27 @@ def main(argv=None):
     from .data import DataFileError, DatasetNotFoundError, DownloadError
     from .train import CheckpointError, TrainingDiverged
 
+    from .train.stopping import RunStopped, Terminated
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
     except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError) as err:
         print(f"tinydgl: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("tinydgl: interrupted; the last finished epoch's checkpoint (if any) is intact.", file=sys.stderr)
-        return 130
+    except RunStopped as stopped:
+        how = f" To resume:\n  {resume_command(argv)}" if stopped.checkpoint_dir else ""
+        print(f"tinydgl: {stopped}.{how}", file=sys.stderr)
+        return stopped.exit_code
+    except (KeyboardInterrupt, Terminated) as err:
+        name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("Ctrl-C", 130)
+        saved = getattr(args, "checkpoint_dir", None)
+        how = (f" The last finished epoch's checkpoint in {saved} is intact; to resume:\n  {resume_command(argv)}"
+               if saved and os.path.exists(os.path.join(saved, "latest.json")) else "")
+        workers = "; every worker process was stopped" if getattr(args, "workers", None) else ""
+        print(f"tinydgl: interrupted by {name}{workers}.{how}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

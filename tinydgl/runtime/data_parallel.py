@@ -46,7 +46,6 @@ import math
 import multiprocessing as mp
 import os
 import secrets
-import signal
 import time
 import traceback
 from multiprocessing import shared_memory
@@ -54,7 +53,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, poll_workers, start_worker, stop_processes, worker_thread_environment
+from .engine import WorkerFailed, ignore_stop_signals, poll_workers, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses
 
@@ -160,7 +159,7 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, run_started,
     """Worker `index`: receives its model copy (a trainer), then per step its shard through
     `trainer.train_step` with averaged gradients; reports ("done", index, metrics, losses, state or None)
     or ("error", index, traceback)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
+    ignore_stop_signals()  # Ctrl-C and SIGTERM are the parent's: it stops the workers
     shm = None
     try:
         trainer = conn.recv()

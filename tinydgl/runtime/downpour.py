@@ -78,7 +78,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import secrets
-import signal
 import time
 import traceback
 from multiprocessing import shared_memory
@@ -86,7 +85,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, poll_workers, start_worker, stop_processes, worker_thread_environment
+from .engine import WorkerFailed, ignore_stop_signals, poll_workers, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .metrics import WorkerRecorder
 from .shm_ring import RingBroken, RingClosed, SharedRing
@@ -148,7 +147,7 @@ def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, pu
     """Worker `index`: receives its model copy (a trainer), then batches from the data ring, gradients at
     the fetched weights, pushes. Reports ("done", index, metrics, losses, buffers) or ("error", index,
     traceback). Ctrl-C is the parent's: it stops the workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_stop_signals()  # Ctrl-C and SIGTERM are the parent's: it stops the workers
     shm = None
     try:
         trainer = conn.recv()

@@ -111,6 +111,14 @@ def start_worker(ctx, target, name, args, payload):
     return process, mine
 
 
+def ignore_stop_signals():
+    """In a worker: leave Ctrl-C (SIGINT) and SIGTERM to the parent, which stops every worker through its
+    rings or queues and cleans up. A terminal's Ctrl-C and a cluster's SIGTERM reach the whole process group;
+    a worker that died of them would look like a crash. (A worker still exits if its parent dies.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class WorkerFailed(RuntimeError):
     """A worker process died or raised; the run was stopped and cleaned up.
 
@@ -326,7 +334,7 @@ def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay
     """Worker `index`: receives its modules, runs `pipeline_worker_loop` over its rings; reports ("done",
     modules, metrics, losses) or ("error", text). gpu: the CUDA device it uses with CuPy (None: NumPy).
     Ctrl-C is the parent's to handle: it stops every worker through the rings."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_stop_signals()
     if gpu is not None:
         from ..backend import set_backend
 
