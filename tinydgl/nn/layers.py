@@ -20,6 +20,9 @@ class Linear(Module):
         self.weight = Parameter(init_uniform(rng, (in_features, out_features), bound, dtype))
         self.bias = Parameter(init_uniform(rng, (out_features,), bound, dtype)) if bias else None
         self.in_features, self.out_features = in_features, out_features
+        # None: the input gradient goes through W (backprop). A fixed array of W's shape: through it instead
+        # (feedback alignment, trainers/feedback_alignment.py).
+        self.feedback = None
 
     def forward(self, x):
         out, cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
@@ -27,7 +30,8 @@ class Linear(Module):
         return out
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, db = F.linear_backward(dout, self._recall(), compute_dx=need_input_grad)
+        dx, self.weight.grad, db = F.linear_backward(dout, self._recall(), compute_dx=need_input_grad,
+                                                     feedback=self.feedback)
         if self.bias is not None:
             self.bias.grad = db
         return dx
@@ -51,6 +55,7 @@ class Conv2d(Module):
         self.bias = Parameter(init_uniform(rng, (out_channels,), bound, dtype)) if bias else None
         self.stride, self.padding, self.groups = stride, padding, groups
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
+        self.feedback = None  # as in Linear: a fixed array of the weight's shape for feedback alignment
 
     def forward(self, x):
         bias = self.bias.data if self.bias is not None else None
@@ -59,7 +64,8 @@ class Conv2d(Module):
         return out
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, db = F.conv2d_backward(dout, self._recall(), compute_dx=need_input_grad)
+        dx, self.weight.grad, db = F.conv2d_backward(dout, self._recall(), compute_dx=need_input_grad,
+                                                     feedback=self.feedback)
         if self.bias is not None:
             self.bias.grad = db
         return dx

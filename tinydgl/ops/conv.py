@@ -141,6 +141,15 @@ def _check_conv_args(x, w, b, stride, padding, groups):
         raise ValueError(f"conv2d kernel {tuple(w.shape[2:])} is larger than the padded input {tuple(x.shape[2:])}.")
 
 
+def weight_columns(w, groups=1):
+    """w (F, Cg, KH, KW) -> w_col (G, K, F/G) with K = KH*KW*Cg, rows ordered (kernel row, kernel column,
+    channel) like im2col's columns."""
+    xp = array_namespace(w)
+    f, cg, kh, kw = w.shape
+    return xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)),
+                      (groups, kh * kw * cg, f // groups))
+
+
 def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     """Convolution of NCHW images with zero padding.
 
@@ -153,8 +162,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     n = x.shape[0]
     f, cg, kh, kw = w.shape
     x_pad = _pad_channels_last(x, padding)
-    # w (F, Cg, KH, KW) -> w_col (G, K, F/G), rows ordered (kernel row, kernel column, channel) like cols.
-    w_col = xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)), (groups, kh * kw * cg, f // groups))
+    w_col = weight_columns(w, groups)
     oh = conv_output_size(x.shape[2], kh, stride, padding)
     ow = conv_output_size(x.shape[3], kw, stride, padding)
     rows = oh * ow  # output pixels per image
@@ -175,13 +183,18 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     return out, cache
 
 
-def conv2d_backward(dout, cache, compute_dx=True):
+def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) or None.
 
     `compute_dx=False` skips the input gradient (returns dx=None): a first layer, or a block whose input is
-    a constant in local learning, needs none.
+    a constant in local learning, needs none. feedback: a fixed array of the weight's shape that carries the
+    gradient to the input in place of the weight (feedback alignment); dw and db do not depend on it.
     """
     x_pad, w_col, w_shape, x_shape, stride, padding, groups, has_bias, portable = cache
+    if feedback is not None:
+        if tuple(feedback.shape) != tuple(w_shape):
+            raise ValueError(f"conv2d feedback must have the weight's shape {tuple(w_shape)}, got {tuple(feedback.shape)}.")
+        w_col = weight_columns(feedback, groups)
     xp = array_namespace(dout)
     f, cg, kh, kw = w_shape
     n = x_pad.shape[0]

@@ -12,12 +12,15 @@ def linear_forward(x, w, b=None):
     return out, (x, w, b is not None)
 
 
-def linear_backward(dout, cache, compute_dx=True):
+def linear_backward(dout, cache, compute_dx=True, feedback=None):
     """dout: (N, M) -> dx: (N, D), dw: (D, M), db: (M,) or None.
 
     `compute_dx=False` returns dx=None, for a first layer whose input needs no gradient.
+    feedback: a fixed (D, M) matrix that carries the gradient to the input in place of w (feedback
+    alignment: dx = dout @ feedback^T); the weight gradient does not depend on it.
     """
     x, w, has_bias = cache
+    w = w if feedback is None else feedback
     xp = array_namespace(dout)
     # BEGIN SOLUTION a1-linear-backward
     # hint: chain rule on out = x @ w + b; each gradient has its input's shape, db sums over the batch

@@ -247,8 +247,12 @@ def _check_trainer(trainer):
     from ..trainers.local import LocalTrainer
 
     if not isinstance(trainer, LocalTrainer) or isinstance(trainer, GreedyTrainer):
-        raise ValueError(f"The module-parallel engine runs local trainers (dgl, lls, lls-m, lls-mxm, async-dgl), "
-                         f"got {getattr(trainer, 'name', type(trainer).__name__)!r}. Train it in-process instead.")
+        name = getattr(trainer, "name", type(trainer).__name__)
+        why = {"fa": " (FA sends gradients down the whole chain, as backprop does)",
+               "dfa": " (DFA needs each batch's output error sent back to every module; not yet)",
+               "sdfa": " (sDFA needs each batch's output error sent back to every module; not yet)"}.get(name, "")
+        raise ValueError(f"The module-parallel engine runs local trainers (dgl, lls, lls-m, lls-mxm, drtp, "
+                         f"async-dgl), got {name!r}{why}. Train it in-process instead.")
     if get_backend().name not in ("numpy", "cupy"):
         raise ValueError(f"The module-parallel engine runs on the NumPy or CuPy backend (active backend: "
                          f"{get_backend().name!r}).")

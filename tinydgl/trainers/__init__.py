@@ -4,6 +4,7 @@ from .backprop import BackpropTrainer
 from .base import Trainer
 from .dgl import DGLTrainer, GreedyTrainer
 from .dni import CDNITrainer, DNITrainer
+from .feedback_alignment import DFATrainer, DRTPTrainer, FATrainer, ShallowTrainer, SignDFATrainer
 from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer
 
 TRAINERS = {
@@ -16,6 +17,11 @@ TRAINERS = {
     "lls": LLSTrainer,
     "lls-m": LLSMTrainer,
     "lls-mxm": LLSMxMTrainer,
+    "fa": FATrainer,
+    "dfa": DFATrainer,
+    "sdfa": SignDFATrainer,
+    "drtp": DRTPTrainer,
+    "shallow": ShallowTrainer,
 }
 
 
@@ -26,5 +32,6 @@ def build_trainer(name, model, make_optimizer, **options):
     return TRAINERS[name](model, make_optimizer, **options)
 
 
-__all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DNITrainer", "DGLTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "Trainer",
-           "TRAINERS", "build_trainer"]
+__all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
+           "FATrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "ShallowTrainer", "SignDFATrainer",
+           "Trainer", "TRAINERS", "build_trainer"]

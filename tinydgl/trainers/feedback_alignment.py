@@ -1,0 +1,191 @@
+"""The feedback-alignment family: FA, DFA, sign-DFA, DRTP, and the "shallow" floor.
+
+Where does each block's gradient come from? **From fixed random matrices** instead of the transposed
+weights of the blocks above (`../shared/specs/feedback-alignment.md`). The forward pass is backprop's, the
+output layer (the last block) learns from the true gradient of the loss, and every hidden block l is
+handed a signal delta_l in place of dL/dh_l, which it back-propagates inside itself only:
+
+    FA       the backprop chain, but every linear/conv layer sends its gradient down through a fixed
+             random B of its weight's shape (dx = dout @ B^T): no weight transport, still backward-locked
+    DFA      delta_l = e @ B_l           e = softmax(z) - onehot(y), over the batch as in the loss
+    sDFA     delta_l = sign(e) @ B_l
+    DRTP     delta_l = onehot(y) @ B_l   the label alone: a block can learn as soon as its forward is done
+    shallow  no signal: hidden blocks keep their initial weights; only the output layer learns
+
+B_l has shape (classes, *shape of h_l); every B is drawn once from the run's seed and never learned.
+Signals are divided by the batch size, like the loss's own gradient, so learning rates carry over.
+DRTP needs nothing from the layers above, so it is a local learner (`LocalTrainer`, one module per
+block) and runs on the module-parallel engine like LLS; DFA needs the output error of every batch sent
+back to every block, and FA the whole backward chain, so both run in one process.
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import array_namespace, asarray, default_rng
+from ..nn import Conv2d, Linear, Sequential
+from .backprop import BackpropTrainer
+from .base import Trainer
+from .local import LocalModule, LocalTrainer, block_output_shapes
+
+FEEDBACK_INITS = ("kaiming", "lls-dnn")
+
+
+def feedback_matrix(shape, fan_in, rng, init="kaiming", dtype="float32"):
+    """A fixed random feedback array of `shape`, drawn on the host from `rng`.
+
+    init="kaiming": U[-sqrt(6 / fan_in), sqrt(6 / fan_in)], PyTorch's kaiming_uniform_ at its defaults, as
+    the DRTP reference code draws B. init="lls-dnn": 1e-4 * U[0, 1), the official LLS-DNN code's DFA.
+    """
+    if init == "kaiming":
+        bound = math.sqrt(6.0 / fan_in)
+        values = rng.uniform(-bound, bound, size=shape)
+    elif init == "lls-dnn":
+        values = 1e-4 * rng.random(size=shape)
+    else:
+        raise ValueError(f"Unknown feedback_init {init!r}; choose one of: {', '.join(FEEDBACK_INITS)}.")
+    return asarray(values, dtype=dtype)
+
+
+def project(signal, feedback):
+    """signal (N, classes) @ feedback (classes, *shape) -> (N, *shape): a block's delta from the signal."""
+    xp = array_namespace(signal, feedback)
+    classes = feedback.shape[0]
+    flat = signal @ xp.reshape(feedback, (classes, -1))
+    return xp.reshape(flat, (signal.shape[0], *feedback.shape[1:]))
+
+
+def block_feedback(model, rng, init, dtype):
+    """One B_l of shape (classes, *shape of h_l) for every hidden block (fan_in: the size of h_l)."""
+    shapes = block_output_shapes(model)
+    return [feedback_matrix((shapes[-1][0], *shape), int(np.prod(shape)), rng, init, dtype) for shape in shapes[:-1]]
+
+
+def _dtype(model):
+    return model.parameters()[0].data.dtype
+
+
+# --- FA ---------------------------------------------------------------------------------------------
+class FATrainer(BackpropTrainer):
+    """Feedback alignment: backprop's train_step, with a fixed random B in every linear/conv layer's
+    input gradient (`Linear.feedback`, `Conv2d.feedback`, used by the ops' backward)."""
+
+    name = "fa"
+
+    def __init__(self, model, make_optimizer, feedback_init="kaiming", label_smoothing=0.0, seed=0):
+        super().__init__(model, make_optimizer, label_smoothing)
+        rng = default_rng([seed, 5001])
+        self.feedback_init = feedback_init
+        for layer in _parametrised_layers(model):
+            w = layer.weight.data
+            # PyTorch's fan_in for this weight: in_features (tinydgl stores Linear as (in, out)), or C/g*k*k
+            fan_in = int(w.shape[0]) if isinstance(layer, Linear) else int(np.prod(w.shape[1:]))
+            layer.feedback = feedback_matrix(tuple(w.shape), fan_in, rng, feedback_init, _dtype(model))
+
+
+def _parametrised_layers(module):
+    if isinstance(module, (Linear, Conv2d)):
+        yield module
+    for child in module.children():
+        yield from _parametrised_layers(child)
+
+
+# --- DFA and sign-DFA -------------------------------------------------------------------------------
+class DFATrainer(Trainer):
+    """Direct feedback alignment: every hidden block gets the output error through its own B_l."""
+
+    name = "dfa"
+
+    def __init__(self, model, make_optimizer, feedback_init="kaiming", label_smoothing=0.0, seed=0):
+        super().__init__(model)
+        self.optimizer = make_optimizer(model.parameters())
+        self.label_smoothing, self.feedback_init = label_smoothing, feedback_init
+        self.feedback = block_feedback(model, default_rng([seed, 5002]), feedback_init, _dtype(model))
+
+    def optimizers(self):
+        return [self.optimizer]
+
+    def error_signal(self, dlogits, y):
+        """What is projected to the hidden blocks: the output error e (already divided by N)."""
+        return dlogits
+
+    def train_step(self, x, y):
+        blocks = self.model.layers
+        h = x
+        for block in blocks:
+            h = block.forward(h)
+        loss, dlogits = F.softmax_cross_entropy(h, y, self.label_smoothing)
+        blocks[-1].backward(dlogits, need_input_grad=False)  # the output layer: the true gradient, kept there
+        signal = self.error_signal(dlogits, y)
+        for block, feedback in zip(blocks[:-1], self.feedback):
+            block.backward(project(signal, feedback), need_input_grad=False)  # nothing crosses to the block below
+        self.optimizer.step()
+        return loss
+
+
+class SignDFATrainer(DFATrainer):
+    """sDFA: only the sign of each output error is sent back (one bit per class)."""
+
+    name = "sdfa"
+
+    def error_signal(self, dlogits, y):
+        xp = array_namespace(dlogits)
+        return xp.sign(dlogits) / dlogits.shape[0]
+
+
+# --- DRTP ---------------------------------------------------------------------------------------------
+class RandomTargetModule(LocalModule):
+    """A hidden block that learns from a fixed random projection of the label (DRTP): no head, no loss."""
+
+    def __init__(self, body, feedback, make_optimizer):
+        super().__init__(body, None, make_optimizer)
+        self.feedback = feedback
+
+    def local_loss(self, out, y):
+        """(nan: DRTP has no loss here, delta = onehot(y) @ B / N)."""
+        target = F.one_hot(y, int(self.feedback.shape[0]), out.dtype)
+        return math.nan, project(target, self.feedback) / out.shape[0]
+
+
+class DRTPTrainer(LocalTrainer):
+    """Direct random target projection: each hidden block is a module learning from the label alone; the
+    classifier block learns from the loss on the (constant) output of the last hidden block."""
+
+    name = "drtp"
+
+    def __init__(self, model, make_optimizer, feedback_init="kaiming", label_smoothing=0.0, seed=0):
+        super().__init__(model)
+        self.feedback_init = feedback_init
+        blocks = model.layers
+        feedback = block_feedback(model, default_rng([seed, 5003]), feedback_init, _dtype(model))
+        self.modules = [RandomTargetModule(Sequential(block), b, make_optimizer) for block, b in zip(blocks[:-1], feedback)]
+        self.modules.append(LocalModule(Sequential(blocks[-1]), None, make_optimizer, label_smoothing))
+
+
+# --- shallow ---------------------------------------------------------------------------------------
+class ShallowTrainer(Trainer):
+    """The floor: hidden blocks stay at their initial weights (batch norm still normalises with batch
+    statistics, as in every other trainer); only the output layer learns, from the true gradient."""
+
+    name = "shallow"
+
+    def __init__(self, model, make_optimizer, label_smoothing=0.0):
+        super().__init__(model)
+        self.optimizer = make_optimizer(model.layers[-1].parameters())
+        self.label_smoothing = label_smoothing
+
+    def optimizers(self):
+        return [self.optimizer]
+
+    def train_step(self, x, y):
+        blocks = self.model.layers
+        h = x
+        for block in blocks[:-1]:
+            h = block.forward(h)
+            block.forget()  # no backward will come: drop what forward kept for it
+        logits = blocks[-1].forward(h)
+        loss, dlogits = F.softmax_cross_entropy(logits, y, self.label_smoothing)
+        blocks[-1].backward(dlogits, need_input_grad=False)
+        self.optimizer.step()
+        return loss
