@@ -14,7 +14,9 @@ and calls `xp.matmul`, `xp.exp`, ... on it, as DeZero and scikit-learn do. So th
 
 What is global here is only the *default* for creating new arrays (parameters, data batches): the active
 backend and its device. Pick it with ``tinydgl.set_backend("cupy")``, the environment variable
-``TINYDGL_BACKEND=cupy``, or the CLI's ``--backend``.
+``TINYDGL_BACKEND=cupy`` (read when tinydgl first needs a backend, not at import: a bad value is one clear
+error there), or the CLI's ``--backend``. A backend that cannot run here (CuPy not installed, or installed
+but without a GPU) raises `BackendUnavailableError`, an ImportError, when it is chosen.
 
 Random numbers are always drawn on the host by a seeded ``numpy.random.Generator`` and then moved to the
 device (`default_rng`, `asarray`). That costs a small copy per draw on a GPU but makes a seed mean the same
@@ -44,6 +46,29 @@ class Backend:
         return f"Backend({self.name!r}, device={self.device!r})"
 
 
+class BackendUnavailableError(ImportError):
+    """A backend that cannot run on this machine: its library is not installed or, for CuPy, no GPU is
+    visible. An ImportError, so code that already catches a missing library catches this too."""
+
+
+def _gpu_count(cupy) -> int:
+    """How many CUDA devices CuPy sees; BackendUnavailableError (not a CUDA traceback) when it sees none."""
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDARuntimeError: no driver (cudaErrorInsufficientDriver), no device, ...
+        raise BackendUnavailableError(
+            f"The 'cupy' backend found no GPU: CuPy is installed, but CUDA reports {err}. Run on a machine with "
+            "an NVIDIA GPU and its driver (`nvidia-smi` lists the GPUs), or use the numpy backend "
+            "(--backend numpy, or unset TINYDGL_BACKEND)."
+        ) from err
+    if count < 1:
+        raise BackendUnavailableError(
+            "The 'cupy' backend found no GPU: CUDA sees 0 devices (check CUDA_VISIBLE_DEVICES and "
+            "`nvidia-smi`), or use the numpy backend (--backend numpy, or unset TINYDGL_BACKEND)."
+        )
+    return count
+
+
 def _import_namespace(name: str):
     if name == "numpy":
         return np
@@ -51,10 +76,11 @@ def _import_namespace(name: str):
         try:
             import cupy
         except ImportError as err:  # pragma: no cover - depends on the machine
-            raise ImportError(
+            raise BackendUnavailableError(
                 "The 'cupy' backend needs CuPy. Install it with: pip install 'tinydgl[gpu]' "
                 "(cupy-cuda12x, for CUDA 12), then check that `nvidia-smi` shows a GPU."
             ) from err
+        _gpu_count(cupy)
         return cupy
     if name == "array_api_strict":
         try:
@@ -74,7 +100,31 @@ def _make_backend(name: str, device=None) -> Backend:
     return Backend(name, xp, device)
 
 
-_active = _make_backend(os.environ.get("TINYDGL_BACKEND", "numpy").strip().lower() or "numpy")
+def _backend_from_environment() -> Backend:
+    """The default backend: ``$TINYDGL_BACKEND``, or numpy when it is unset or empty.
+
+    Read on first use, not at import, so that a bad value is one clear error (naming the variable, its
+    value and the valid ones) where tinydgl first needs a backend, rather than a traceback from `import`.
+    """
+    raw = os.environ.get("TINYDGL_BACKEND", "")
+    name = raw.strip().lower() or "numpy"
+    if name not in BACKENDS:
+        raise ValueError(f"TINYDGL_BACKEND={raw!r} is not a backend: set it to one of {', '.join(BACKENDS)}, "
+                         "or unset it to compute with numpy.")
+    try:
+        return _make_backend(name)
+    except ImportError as err:
+        raise BackendUnavailableError(f"TINYDGL_BACKEND={raw.strip()}: {err}") from err
+
+
+_active: Backend | None = None  # resolved from the environment on first use (see _current)
+
+
+def _current() -> Backend:
+    global _active
+    if _active is None:
+        _active = _backend_from_environment()
+    return _active
 
 
 def set_backend(name: str = "numpy", device=None) -> Backend:
@@ -90,14 +140,14 @@ def set_backend(name: str = "numpy", device=None) -> Backend:
 
 def get_backend() -> Backend:
     """The active backend (name, module, device)."""
-    return _active
+    return _current()
 
 
 @contextlib.contextmanager
 def use_backend(name: str, device=None):
     """`with use_backend("array_api_strict", device): ...` switches the backend for one block."""
     global _active
-    previous = _active
+    previous = _active  # None (not yet resolved) is restored as None
     set_backend(name, device)
     try:
         yield _active
@@ -132,7 +182,7 @@ def array_namespace(*arrays):
         if not any(xp is seen for seen in namespaces):
             namespaces.append(xp)
     if not namespaces:
-        return _active.xp
+        return _current().xp
     if len(namespaces) > 1:
         names = ", ".join(getattr(m, "__name__", str(m)) for m in namespaces)
         raise TypeError(f"Arrays from different libraries were mixed ({names}); move them to one backend.")
@@ -168,7 +218,7 @@ def asarray(data, dtype=None, like=None):
     if like is not None:
         xp, device = array_namespace(like), device_of(like)
     else:
-        xp, device = _active.xp, _active.device
+        xp, device = _current().xp, _current().device
     dtype = _resolve_dtype(xp, dtype)
     if xp is np:
         return np.asarray(data, dtype=dtype)
@@ -197,7 +247,7 @@ def to_numpy(x) -> np.ndarray:
 
 def to_backend(x, backend: Backend | None = None):
     """Move array `x` (from any backend) to `backend` (default: the active one), keeping its dtype."""
-    backend = backend or _active
+    backend = backend or _current()
     host = to_numpy(x)
     if backend.xp is np:
         return host

@@ -13,6 +13,7 @@ before it; argparse's usage errors exit with 2.
 import argparse
 import inspect
 import json
+import math
 import os
 import platform
 import sys
@@ -44,24 +45,58 @@ class CommandError(Exception):
     """An error in the user's request, reported without a traceback."""
 
 
+# Option types: each refuses a value out of its range with "must be ..., got VALUE" (argparse prefixes the
+# option's name and exits with 2), so a bad value never reaches training.
+def _int(text, wanted):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+
+
+def _float(text, wanted):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+    return value
+
+
 def _positive_int(text):
-    value = int(text)
+    value = _int(text, "a positive integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_int(text):
-    value = int(text)
+    value = _int(text, "an integer, 0 or more")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _positive_float(text):
-    value = float(text)
+    value = _float(text, "a positive number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative_float(text):
+    value = _float(text, "a number, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _fraction(text):
+    """A number in [0, 1), e.g. label smoothing (1 would spread every label evenly over all classes)."""
+    value = _float(text, "a number in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -70,14 +105,20 @@ def _trainer_list(text):
     unknown = [t for t in names if t not in TRAINERS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}")
+    twice = sorted({t for t in names if names.count(t) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}; name each trainer once")
     return names
 
 
 def _int_list(text):
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text}") from err
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r} (no numbers)")
+    return values
 
 
 # CLI option -> trainer keyword argument.
@@ -87,7 +128,7 @@ METHOD_OPTIONS = {
     "synthesizer": "synthesizer", "interfaces": "interfaces", "synth_hidden": "synth_hidden",
     "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
     "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
-    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup",
+    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init",
 }
 
 
@@ -123,7 +164,9 @@ def trainer_options(args, trainer_name, strict=True):
     if "seed" in accepted:
         options["seed"] = args.seed
     if unused and strict:
-        raise CommandError(f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}.")
+        raise CommandError(f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}: leave "
+                           f"{'it' if len(unused) == 1 else 'them'} out, or choose a trainer that has "
+                           f"{'it' if len(unused) == 1 else 'them'} (tinydgl train --help).")
     return options
 
 
@@ -150,8 +193,8 @@ def add_training_arguments(parser):
     parser.add_argument("--optimizer", type=_choice("optimizer", list(OPTIMIZERS)), default="adam")
     parser.add_argument("--lr", type=_positive_float, default=None,
                         help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument("--backend", type=_choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
                         help="numpy or cupy (default: $TINYDGL_BACKEND or numpy)")
     parser.add_argument("--data-dir", default=None, help="where dataset files are (default: $TINYDGL_DATA, the cache)")
@@ -168,7 +211,7 @@ def add_training_arguments(parser):
                              "forward passes per epoch, about a third of N training steps; models without batch "
                              "norm (cnn) skip it"),
     group = parser.add_argument_group("method options (each applies to the trainers that have it)")
-    group.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of every cross-entropy loss")
+    group.add_argument("--label-smoothing", type=_fraction, default=None, help="label smoothing of every cross-entropy loss")
     group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear")
     group.add_argument("--modules", type=_positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
     group.add_argument("--boundaries", type=_int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
@@ -180,7 +223,7 @@ def add_training_arguments(parser):
     group.add_argument("--synth-hidden", type=_positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
     group.add_argument("--synth-channels", type=_positive_int, default=None, help="DNI: channels of conv synthesizers (128)")
     group.add_argument("--update-prob", type=float, default=None, help="DNI: probability that a layer updates at a step")
-    group.add_argument("--sg-scale", type=float, default=None, help="DNI: scale applied to synthetic gradients")
+    group.add_argument("--sg-scale", type=_positive_float, default=None, help="DNI: scale applied to synthetic gradients")
     group.add_argument("--bp-lambda", type=float, default=None, help="DNI: BP(lambda) mixing of true and synthetic targets")
     group.add_argument("--buffer-size", type=_positive_int, default=None, help="async DGL: batches held per replay buffer (M)")
     group.add_argument("--schedule", default=None, help="async DGL: random (default) or round-robin")
@@ -189,6 +232,10 @@ def add_training_arguments(parser):
     group.add_argument("--reuse-cap", type=_positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
     group.add_argument("--buffer-codec", default=None, help="async DGL: vq to store activations as vector-quantised codes")
     group.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="async DGL: skip the warm-up")
+    group.add_argument("--feedback-init", type=_choice("feedback init", ["kaiming", "lls-dnn"]), default=None,
+                       help="fa, dfa, sdfa, drtp: how the fixed random feedback matrices are drawn: kaiming "
+                            "(default; U[-sqrt(6/fan_in), sqrt(6/fan_in)], as the DRTP reference code) or lls-dnn "
+                            "(1e-4 * U[0, 1), as the official LLS-DNN code's DFA)")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -243,6 +290,9 @@ def load_data(args):
     """The dataset and its train/test loaders, as the options ask."""
     from .data import DataLoader, load_dataset
 
+    if args.data_dir and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        raise CommandError(f"--data-dir {args.data_dir} is a file; give the folder that holds the {args.dataset} "
+                           f"files (or leave --data-dir out to use $TINYDGL_DATA or the cache).")
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test,
                            progress=not args.no_progress)
     train_loader = DataLoader(dataset.x_train, dataset.y_train, args.batch_size, shuffle=True, seed=args.seed,
@@ -346,7 +396,7 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
                    "weight_decay": args.weight_decay, "seed": args.seed, "augment": args.augment,
                    "bn_recalibrate": args.bn_recalibrate, "limit_train": args.limit_train,
                    "limit_test": args.limit_test},
-        "environment": {"tinydgl": __version__, "backend": os.environ.get("TINYDGL_BACKEND", args.backend or "numpy"),
+        "environment": {"tinydgl": __version__, "backend": get_backend().name,
                         "numpy": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count()},
         "history": history,
         # per-method counters, e.g. async DGL's steps, empty polls, fresh/replayed/skipped batches per module
@@ -363,8 +413,10 @@ def check_output_paths(args):
     outputs = [("--metrics-json", args.metrics_json, "file"), ("--plot", getattr(args, "plot", None), "file"),
                ("--checkpoint-dir", getattr(args, "checkpoint_dir", None), "folder")]
     for option, path, kind in outputs:
-        if not path:
+        if path is None:
             continue
+        if not path.strip():
+            raise CommandError(f"{option} got an empty name; give a {kind} name, or leave {option} out; nothing was trained.")
         if kind == "file" and os.path.isdir(path):
             raise CommandError(f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}); nothing was trained.")
         if kind == "folder" and not getattr(args, "resume", False) and os.path.exists(os.path.join(path, "latest.json")):
@@ -377,14 +429,107 @@ def check_output_paths(args):
             os.close(fd)
             os.remove(probe)
         except OSError as err:
-            raise CommandError(f"{option} {path}: cannot write there ({err.strerror or err}). Choose a path in a "
+            blocker = _file_in_the_way(folder)
+            reason = (f"{blocker} is a file, not a folder" if blocker else
+                      f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or err)
+            raise CommandError(f"{option} {path}: cannot write there ({reason}). Choose a path in a "
                                f"folder you can write to; nothing was trained.") from err
+    if args.metrics_json and getattr(args, "plot", None) and \
+            os.path.realpath(args.metrics_json) == os.path.realpath(args.plot):
+        raise CommandError(f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
+                           f"Give them different names (e.g. run.json and run.png); nothing was trained.")
     if getattr(args, "plot", None):
         try:
             import matplotlib  # noqa: F401
         except ImportError as err:
             raise CommandError(f"--plot needs matplotlib, which is not installed: pip install 'tinydgl[plot]' "
                                f"(or leave --plot out); nothing was trained.") from err
+        _check_plot_format(args.plot)
+
+
+def _file_in_the_way(folder):
+    """The nearest existing ancestor of `folder` (itself included) if it is a file, else None."""
+    current = os.path.abspath(folder)
+    while not os.path.exists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+    return None if os.path.isdir(current) else current
+
+
+def _check_plot_format(path):
+    """Matplotlib picks the image format from --plot's extension; try it on an empty figure now (no LaTeX for
+    .pgf, no codec for .avif, a typo like .pgn ...) rather than after the last epoch."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if not extension:
+        raise CommandError(f"--plot {path} has no extension, which names the image format: end it in .png (or "
+                           f".pdf, .svg, ...); nothing was trained.")
+    figure = Figure(figsize=(1, 1))
+    FigureCanvasAgg(figure)
+    figure.text(0.5, 0.5, "1")  # text, as the real plot has: .pgf only needs LaTeX to measure text
+    try:
+        figure.savefig(io.BytesIO(), format=extension)
+    except Exception as err:  # ValueError for an unknown format; RuntimeError/OSError for a missing tool
+        raise CommandError(f"--plot {path}: cannot write .{extension} images ({err}). Use .png (or .pdf, .svg); "
+                           f"nothing was trained.") from err
+
+
+def select_backend(args):
+    """Switch to --backend, or settle $TINYDGL_BACKEND now, so that a backend that cannot run here (an
+    unknown name, CuPy missing, no GPU) is one clear error before any data is read."""
+    try:
+        set_backend(args.backend) if args.backend else get_backend()
+    except ValueError as err:  # $TINYDGL_BACKEND names no backend (BackendUnavailableError is an ImportError)
+        raise CommandError(str(err)) from err
+
+
+def _parallel_trainers():
+    """The trainers the module-parallel engine runs (local trainers other than greedy)."""
+    from .trainers.dgl import GreedyTrainer
+    from .trainers.local import LocalTrainer
+
+    return [n for n, cls in TRAINERS.items() if issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)]
+
+
+def check_parallel_options(args):
+    """`train`: refuse parallel-run options that do not fit the trainer, before anything is read or written.
+    (With --engine mpi the workers are the ranks, counted later by `prepare_mpi`.)"""
+    if (args.n_fetch or args.n_push) and args.trainer != "downpour":
+        used = " and ".join(f for f, v in (("--n-fetch", args.n_fetch), ("--n-push", args.n_push)) if v)
+        verb = "apply" if " and " in used else "applies"
+        raise CommandError(f"{used} {verb} to --trainer downpour only (with --workers W), not --trainer "
+                           f"{args.trainer}: leave {'them' if ' and ' in used else 'it'} out.")
+    if getattr(args, "engine", "local") != "local":
+        return
+    if args.devices and not args.workers:
+        raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
+    if args.trainer in DATA_PARALLEL and not args.workers:
+        raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
+    if args.workers and args.trainer not in DATA_PARALLEL:
+        parallel = _parallel_trainers()
+        if args.trainer not in parallel:
+            instead = " For data-parallel backprop, use --trainer dp-sync or downpour." if args.trainer == "bp" else ""
+            raise CommandError(f"--workers runs the modules of {', '.join(parallel)} in parallel, or "
+                               f"{', '.join(DATA_PARALLEL)} on W model copies; --trainer {args.trainer} trains "
+                               f"in-process only: leave --workers out.{instead}")
+
+
+def check_compare_options(args):
+    """`compare`: a method option that none of --trainers has would be silently ignored; refuse it."""
+    for flag, keyword in METHOD_OPTIONS.items():
+        if getattr(args, flag, None) is None:
+            continue
+        if not any(keyword in _keyword_options(TRAINERS[name]) for name in args.trainers):
+            option = "--" + flag.replace("_", "-")
+            have = [n for n in TRAINERS if keyword in _keyword_options(TRAINERS[n])]
+            raise CommandError(f"{option} applies to none of --trainers {','.join(args.trainers)} (it applies to "
+                               f"{', '.join(have)}): add one of those or leave {option} out.")
 
 
 def write_json(path, data):
@@ -401,18 +546,14 @@ def cmd_train(args):
 
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
-    if args.backend:
-        set_backend(args.backend)
+    check_parallel_options(args)
+    select_backend(args)
     if getattr(args, "engine", "local") == "mpi":
         prepare_mpi(args)
         check_outputs_on_rank0(args)
     else:
         check_output_paths(args)
     dataset, train_loader, test_loader = load_data(args)
-    if args.devices and not args.workers:
-        raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
-    if args.trainer in DATA_PARALLEL and not args.workers:
-        raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
     if args.checkpoint_every and not args.checkpoint_dir:
         raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
     trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
@@ -456,8 +597,6 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
     from .runtime import WorkerFailed, fit_data_parallel, fit_downpour, fit_module_parallel
 
-    if (args.n_fetch or args.n_push) and args.trainer != "downpour":
-        raise CommandError("--n-fetch/--n-push apply to --trainer downpour only.")
     if getattr(args, "engine", "local") == "mpi":
         if args.trainer == "downpour":
             raise CommandError("downpour runs on the local engine (worker processes on one machine); "
@@ -473,6 +612,10 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
         fit_parallel, options = fit_data_parallel, {}
     else:
         fit_parallel, options = fit_module_parallel, {"devices": args.devices}
+        modules = len(getattr(trainer, "modules", ()))
+        if modules and args.workers > modules:
+            raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {modules} "
+                               f"module(s), and each worker runs at least one: use --workers {modules} or fewer.")
     try:
         return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume,
@@ -596,8 +739,8 @@ class PeakMemory:
 def cmd_compare(args):
     from .train import fit, plot_history
 
-    if args.backend:
-        set_backend(args.backend)
+    check_compare_options(args)
+    select_backend(args)
     check_output_paths(args)
     dataset, train_loader, test_loader = load_data(args)
     print(f"tinydgl compare on {args.model}, {dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "

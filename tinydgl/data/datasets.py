@@ -24,7 +24,7 @@ import numpy as np
 
 from . import cifar, idx
 from .download import RemoteFile, download as download_file, is_offline, sha256_bytes
-from .errors import ChecksumError, DatasetNotFoundError, DownloadError, IdxFormatError
+from .errors import ChecksumError, DataFileError, DatasetNotFoundError, DownloadError, IdxFormatError
 
 
 @dataclass
@@ -128,6 +128,21 @@ FASHION_FILES = (
 )
 
 
+def read_data_file(path, expected_name=None) -> bytes:
+    """The bytes of data file `path`; a `DataFileError` naming the file (never a bare OSError traceback) when
+    it cannot be read: a folder where the file should be, no permission, an I/O error."""
+    path = Path(path)
+    what = expected_name or path.name
+    if path.is_dir():
+        raise DataFileError(path, "reading", f"this is a folder, but tinydgl expects the file {what} here; "
+                            "remove or rename the folder and put the file in its place")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataFileError(path, "reading", f"cannot read the file ({err.strerror or err}); check its permissions "
+                            f"(chmod u+r) or replace it with a fresh copy of {what}") from err
+
+
 def verified_bytes(path, remote: RemoteFile, parse_check: Callable[[bytes], object] | None = None) -> bytes:
     """Read `path` (the published .gz, or its decompressed form) and check it; return the *decompressed* bytes.
 
@@ -136,7 +151,7 @@ def verified_bytes(path, remote: RemoteFile, parse_check: Callable[[bytes], obje
     only be checked for its structure; that is allowed, with a warning, since many people gunzip MNIST.
     """
     path = Path(path)
-    data = path.read_bytes()
+    data = read_data_file(path, remote.filename)
     digest = sha256_bytes(data)
     if digest == remote.sha256:
         return idx.decompress_if_gzip(data, path)
@@ -166,6 +181,18 @@ def verified_bytes(path, remote: RemoteFile, parse_check: Callable[[bytes], obje
     return raw
 
 
+def check_label_range(labels, num_classes: int, path, error=IdxFormatError) -> None:
+    """Refuse labels outside 0..num_classes-1, naming the file, the first offending value and its index,
+    and how many labels are out of range."""
+    labels = np.asarray(labels)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        first = int(bad[0])
+        raise error(path, "label range", f"labels must be 0..{num_classes - 1} ({num_classes} classes), found "
+                    f"{labels[first].item()} at index {first} ({bad.size:,} of {labels.size:,} labels out of range); "
+                    "the file is corrupted or from another dataset")
+
+
 def _read_idx_dataset(info: DatasetInfo, paths):
     arrays = []
     for remote, path in zip(info.files, paths):
@@ -176,8 +203,9 @@ def _read_idx_dataset(info: DatasetInfo, paths):
             raise IdxFormatError(px, "image shape", f"expected uint8 (N, 28, 28), got {x.dtype} {x.shape}")
         if y.ndim != 1 or len(y) != len(x):
             raise IdxFormatError(py, "label count", f"expected {len(x)} labels (one per image in {px}), got shape {y.shape}")
-        if y.size and y.max() >= len(info.classes):
-            raise IdxFormatError(py, "label range", f"labels must be 0..{len(info.classes) - 1}, found {y.max()}")
+        if y.dtype != np.uint8:
+            raise IdxFormatError(py, "label type", f"expected uint8 labels (IDX type code 08, as published), got {y.dtype}")
+        check_label_range(y, len(info.classes), py)
     return x_train[:, None], y_train.astype(np.int64), x_test[:, None], y_test.astype(np.int64)
 
 
@@ -202,7 +230,11 @@ def _read_cifar10(info: DatasetInfo, paths):
         return cifar.read_cifar10_folder(path)
     from .download import sha256_file
 
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except OSError as err:
+        raise DataFileError(path, "reading", f"cannot read the file ({err.strerror or err}); check its permissions "
+                            "or replace it with a fresh copy of cifar-10-binary.tar.gz") from err
     if digest != info.files[0].sha256:
         raise ChecksumError(path, "SHA-256", f"expected {info.files[0].sha256}, got {digest}; the file is corrupted "
                             "or truncated: delete it and get it again")
