@@ -282,6 +282,13 @@ def build_parser():
     compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
     add_training_arguments(compare)
+    compare.add_argument("--alignment", action="store_true",
+                         help="measure gradient alignment: every K steps, per block, the cosine between the gradient "
+                              "each method hands its optimizer and the true backprop gradient at the same weights and "
+                              "batch (costs one extra backprop step each time); in the metrics JSON under each run's "
+                              "'alignment', and with --plot a second figure, PLOT-alignment.png")
+    compare.add_argument("--alignment-every", type=_positive_int, default=10, metavar="K",
+                         help="with --alignment: measure every K-th training step (default %(default)s)")
     add_assignments_parser(sub)
     return parser
 
@@ -750,11 +757,14 @@ def cmd_compare(args):
     for name in args.trainers:
         trainer, lr = make_trainer(args, name, dataset, strict=False)
         print(f"--- {name} ---")
+        probe = alignment_probe(args, trainer)
         with PeakMemory(get_backend().name) as memory:
             history = fit(trainer, train_loader, test_loader, args.epochs, progress=not args.no_progress,
-                          bn_recalibrate=args.bn_recalibrate)
+                          bn_recalibrate=args.bn_recalibrate, alignment=probe)
         summary = run_summary(args, name, lr, history, trainer.model.num_parameters(), trainer)
         summary["peak_memory_bytes"] = memory.peak_bytes
+        if args.alignment:
+            summary["alignment"] = probe.summary() if probe else None
         runs.append(summary)
         rows.append((name, summary["test_accuracy"], f"{summary['best_test_accuracy']:.4f} ({summary['best_epoch']})",
                      summary["train_seconds"] / len(history), summary["samples_per_second"], memory.peak_bytes / 2**20))
@@ -763,13 +773,56 @@ def cmd_compare(args):
     print("\n" + header + "\n" + "-" * len(header))
     for name, acc, best, sec, sps, mib in rows:
         print(f"{name:<10} {acc:>9.4f} {best:>13} {sec:>9.2f} {sps:>10.0f} {mib:>9.1f}")
+    if args.alignment:
+        print_alignment(runs)
     if args.metrics_json:
         write_json(args.metrics_json, {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "runs": runs})
         print(f"metrics written to {args.metrics_json}")
     if args.plot:
         plot_history({r["trainer"]: r["history"] for r in runs}, args.plot, title=f"{args.model} on {args.dataset}")
         print(f"learning curves written to {args.plot}")
+        measured = {r["trainer"]: r["alignment"] for r in runs if r.get("alignment")}
+        if measured:
+            from .train.alignment import plot_alignment
+
+            path = os.path.splitext(args.plot)[0] + "-alignment" + os.path.splitext(args.plot)[1]
+            plot_alignment(measured, path, title=f"gradient alignment with backprop, {args.model} on {args.dataset}")
+            print(f"alignment per block written to {path}")
     return 0
+
+
+def alignment_probe(args, trainer):
+    """compare --alignment: a probe for this trainer, or None (not asked for, or undefined for it: said)."""
+    if not args.alignment:
+        return None
+    from .train.alignment import AlignmentProbe
+
+    probe = AlignmentProbe(args.alignment_every)
+    try:
+        probe.check(trainer)
+    except ValueError as err:
+        print(f"note: {err}")
+        return None
+    return probe
+
+
+def print_alignment(runs):
+    """Per method and block, the mean alignment over the last three records (blank: no gradient there)."""
+    blocks = max((len(r["alignment"]["blocks"]) for r in runs if r.get("alignment")), default=0)
+    if not blocks:
+        return
+    header = f"{'alignment':<10} " + " ".join(f"{'block ' + str(b):>8}" for b in range(blocks))
+    print("\n" + header + "  (cosine with the backprop gradient, mean of the last 3 records; the times above "
+          "include the probe)\n" + "-" * len(header))
+    for r in runs:
+        if not r.get("alignment"):
+            print(f"{r['trainer']:<10} {'(not measured)':>17}")
+            continue
+        cells = []
+        for values in r["alignment"]["blocks"]:
+            last = [v for v in values[-3:] if v is not None]
+            cells.append(f"{sum(last) / len(last):>8.3f}" if last else f"{'':>8}")
+        print(f"{r['trainer']:<10} " + " ".join(cells))
 
 
 def cmd_assignments(args):

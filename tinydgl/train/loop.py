@@ -34,7 +34,7 @@ def _progress(iterable, total, desc, enabled, initial=0):
 
 def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=False, progress=True, log=print,
         on_epoch_end=None, bn_recalibrate=0, evaluate_before_recalibration=False, checkpoint_every=None,
-        stop_on_signals=False):
+        stop_on_signals=False, alignment=None):
     """Train for `epochs` epochs (in total, counting any resumed ones) and return the history.
 
     train_loader / test_loader: iterables of (x, y) batches; train_loader must have `set_epoch(e, start_batch)`
@@ -51,6 +51,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     fresh pass over train_loader (the LLS authors' protocol, `evaluation.py`; 0: evaluate with the
     statistics the epoch left; the `tinydgl` command's default is 50). evaluate_before_recalibration: also
     test before recalibrating (history key test_accuracy_before_recalibration), to see what it changed.
+    alignment: an `alignment.AlignmentProbe`; its due steps go through it, which measures how close the
+    gradients the trainer hands its optimizers are to backprop's (it keeps the records).
     Schedule-free optimizers evaluate, recalibrate and checkpoint at epoch ends at their average x and train
     at y (mid-epoch checkpoints hold y, the point training continues from); when fit returns, the
     parameters hold x (the model to use).
@@ -63,6 +65,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     if checkpoint_every is not None and (int(checkpoint_every) < 1 or not checkpoint_dir):
         raise ValueError(f"checkpoint_every must be a positive number of steps, with a checkpoint_dir; got "
                          f"{checkpoint_every} and checkpoint_dir={checkpoint_dir!r}.")
+    if alignment is not None:
+        alignment.check(trainer)
     history, start, start_step, partial, pending = [], 0, 0, None, None
     if resume:
         state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
@@ -95,7 +99,7 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             t0 = time.perf_counter()
             bar = _progress(train_loader, batches_per_epoch, f"epoch {epoch + 1}/{epochs}", progress, initial=first)
             for x, y in bar:
-                loss = trainer.train_step(x, y)
+                loss = trainer.train_step(x, y) if alignment is None else alignment.train_step(trainer, x, y)
                 steps += 1
                 if not math.isfinite(loss):
                     where_saved = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
