@@ -129,6 +129,7 @@ METHOD_OPTIONS = {
     "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
     "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
     "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init",
+    "basis_size": "basis_size",
 }
 
 
@@ -218,6 +219,9 @@ def add_training_arguments(parser):
     group.add_argument("--epochs-per-module", type=_positive_int, default=None, help="greedy: epochs spent on each module")
     group.add_argument("--waveform", default=None, help="LLS basis: sin (default), square, cosine, random")
     group.add_argument("--temperature", type=_positive_float, default=None, help="LLS temperature T (default 0.5)")
+    group.add_argument("--basis-size", type=_positive_int, default=None, metavar="R",
+                       help="lls-mxm: a basis of R waves and an R x classes matrix M (the official "
+                            "LLS-MxM-reduced; R = 20 for SmallConv in the paper)")
     group.add_argument("--synthesizer", default=None, help="DNI synthetic-gradient model: auto, linear, mlp, conv")
     group.add_argument("--interfaces", type=_int_list, default=None, help="DNI: blocks after which a synthesizer sits, e.g. 0,1")
     group.add_argument("--synth-hidden", type=_positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
@@ -330,7 +334,7 @@ def make_trainer(args, trainer_name, dataset, strict=True):
 # Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
 # values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
 SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
-                   "buffer_codec", "waveform")
+                   "buffer_codec", "waveform", "basis_size")
 
 
 def run_identity(args):

@@ -104,7 +104,7 @@ def vgg8(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="float32"):
     7.13 M parameters for 10 classes.
     """
     rng = default_rng(seed)
-    return Sequential(
+    return _official_local_width(Sequential(
         _conv_block(in_channels, 128, rng, dtype, local_pool=4),
         _conv_block(128, 256, rng, dtype, local_pool=2),
         _conv_block(256, 256, rng, dtype, local_pool=2, pool_first=True),
@@ -112,7 +112,15 @@ def vgg8(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="float32"):
         _conv_block(256, 512, rng, dtype, local_pool=2, pool_first=True),
         _conv_block(512, 512, rng, dtype, local_pool=2, pool_first=True),
         *_linear_head(512, 1024, num_classes, rng, dtype),
-    )
+    ))
+
+
+def _official_local_width(model, width=2048):
+    """The official LLS code's VGG and MobileNet draw every block's random (or trainable, LocalLosses) local
+    matrix 2048 columns wide and average-pool it to the block's size; SmallConv draws it at that size."""
+    for block in model.layers[:-1]:
+        block.local_width = width
+    return model
 
 
 MOBILENET_WIDTHS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
@@ -138,7 +146,7 @@ def mobilenet_v1(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="fl
         ))
         cin = cout
     blocks.append(Sequential(AdaptiveAvgPool2d(1), Flatten(), Linear(cin, num_classes, rng=rng, dtype=dtype)))
-    return Sequential(*blocks)
+    return _official_local_width(Sequential(*blocks))
 
 
 def dni_cnn(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="float32"):

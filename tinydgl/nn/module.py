@@ -172,6 +172,9 @@ class Sequential(Module):
         self.layers = list(layers)
         # Spatial size this block's output is pooled to by LLS's local loss (None: use the output as is).
         self.local_pool = local_pool
+        # Width at which the official LLS code draws this block's random or trainable local matrix before
+        # average-pooling its columns to the block's pooled size (None: drawn at that size; trainers/lls.py).
+        self.local_width = None
 
     def children(self):
         return self.layers

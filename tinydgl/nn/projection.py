@@ -50,6 +50,32 @@ class FixedLinear(Module):
         return f"FixedLinear({cols} -> {rows}, fixed)"
 
 
+class PooledLinear(Module):
+    """out = x @ (weight @ pool).T: a learnable (out_features, width) matrix whose columns are average-pooled
+    to x's in_features by a fixed (width, in_features) matrix `pool` (the official LocalLosses head draws
+    its classifier at one width for blocks of several sizes). With width == in_features, pool = I and this
+    is a plain Linear without bias. x: (N, in_features) -> (N, out_features)."""
+
+    def __init__(self, weight, pool):
+        super().__init__()
+        self.weight = Parameter(weight)
+        self.buffers = {"pool": pool}
+
+    def forward(self, x):
+        effective = self.weight.data @ self.buffers["pool"]  # (out, in)
+        self._remember((x, effective))
+        return x @ effective.T
+
+    def backward(self, dout, need_input_grad=True):
+        x, effective = self._recall()
+        self.weight.grad = (dout.T @ x) @ self.buffers["pool"].T
+        return dout @ effective if need_input_grad else None
+
+    def __repr__(self):
+        rows, cols = self.weight.shape
+        return f"PooledLinear({self.buffers['pool'].shape[1]} -> {rows}, drawn {cols} wide)"
+
+
 class Scale(Module):
     """out = factor * x for a constant factor (e.g. 1 / temperature)."""
 

@@ -5,7 +5,7 @@ from .base import Trainer
 from .dgl import DGLTrainer, GreedyTrainer
 from .dni import CDNITrainer, DNITrainer
 from .feedback_alignment import DFATrainer, DRTPTrainer, FATrainer, ShallowTrainer, SignDFATrainer
-from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer
+from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer, LocalLossesTrainer
 
 TRAINERS = {
     "bp": BackpropTrainer,
@@ -17,6 +17,7 @@ TRAINERS = {
     "lls": LLSTrainer,
     "lls-m": LLSMTrainer,
     "lls-mxm": LLSMxMTrainer,
+    "local-losses": LocalLossesTrainer,
     "fa": FATrainer,
     "dfa": DFATrainer,
     "sdfa": SignDFATrainer,
@@ -33,5 +34,5 @@ def build_trainer(name, model, make_optimizer, **options):
 
 
 __all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
-           "FATrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "ShallowTrainer", "SignDFATrainer",
+           "FATrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
            "Trainer", "TRAINERS", "build_trainer"]
