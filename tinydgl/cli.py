@@ -757,26 +757,35 @@ def cmd_compare(args):
     print(f"tinydgl compare on {args.model}, {dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
           f"images, {args.epochs} epoch(s), batch {args.batch_size}, {args.optimizer}, seed {args.seed}, "
           f"BN recalibration on {args.bn_recalibrate} batches (models with batch norm)")
+    from .train.compute import step_macs
+
+    first_batch = next(iter(train_loader.fresh_pass(0, 1)))
     runs, rows = [], []
     for name in args.trainers:
         trainer, lr = make_trainer(args, name, dataset, strict=False)
         print(f"--- {name} ---")
+        macs = step_macs(trainer, *first_batch)  # before training, on a copy: counting changes nothing
         probe = alignment_probe(args, trainer)
         with PeakMemory(get_backend().name) as memory:
             history = fit(trainer, train_loader, test_loader, args.epochs, progress=not args.no_progress,
                           bn_recalibrate=args.bn_recalibrate, alignment=probe)
         summary = run_summary(args, name, lr, history, trainer.model.num_parameters(), trainer)
         summary["peak_memory_bytes"] = memory.peak_bytes
+        summary["macs_per_sample"] = macs
         if args.alignment:
             summary["alignment"] = probe.summary() if probe else None
         runs.append(summary)
         rows.append((name, summary["test_accuracy"], f"{summary['best_test_accuracy']:.4f} ({summary['best_epoch']})",
-                     summary["train_seconds"] / len(history), summary["samples_per_second"], memory.peak_bytes / 2**20))
-    header = (f"{'trainer':<10} {'final acc':>9} {'best (epoch)':>13} {'s/epoch':>9} {'samples/s':>10} "
-              f"{'peak MiB':>9}")
+                     summary["train_seconds"] / len(history), summary["samples_per_second"], memory.peak_bytes / 2**20,
+                     macs["total"] / 1e6, macs["signal"] / 1e6))
+    header = (f"{'trainer':<12} {'final acc':>9} {'best (epoch)':>13} {'s/epoch':>9} {'samples/s':>10} "
+              f"{'peak MiB':>9} {'MMAC/sample':>12} {'of it signal':>13}")
     print("\n" + header + "\n" + "-" * len(header))
-    for name, acc, best, sec, sps, mib in rows:
-        print(f"{name:<10} {acc:>9.4f} {best:>13} {sec:>9.2f} {sps:>10.0f} {mib:>9.1f}")
+    for name, acc, best, sec, sps, mib, mmacs, signal in rows:
+        print(f"{name:<12} {acc:>9.4f} {best:>13} {sec:>9.2f} {sps:>10.0f} {mib:>9.1f} {mmacs:>12.2f} {signal:>13.2f}")
+    print("MMAC/sample: multiply-accumulates of one training step per sample, counted from layer shapes (forward, "
+          "learning signal, weight gradients; tinydgl/train/compute.py); 'of it signal': what the method spends to "
+          "get its gradients beyond the forward pass and the weight gradients.")
     if args.alignment:
         print_alignment(runs)
     if args.metrics_json:

@@ -1,0 +1,135 @@
+"""Compute next to accuracy: the multiply-accumulates (MACs) one training step costs, counted from the shapes
+of what actually runs.
+
+    macs = step_macs(trainer, x, y)   # per sample: {"forward", "signal", "weight_gradients", "total"}
+
+- forward: the model's own layers' forward passes (what inference costs, once per sample fed);
+- weight_gradients: the model's own layers' weight gradients (x^T dout, the same size as their forward);
+- signal: everything else the method computes to get those gradients: input gradients passed down (backprop,
+  FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI).
+
+Counted: every Linear and Conv2d (forward: N*D*M and N*F*H_out*W_out*(C/groups)*k*k; the weight and the input
+gradient each cost as much as the forward), FixedLinear / PooledLinear projections and DFA's `project`.
+Not counted: element-wise work (activations, batch norm, pooling, normalisations, the optimizer), which is
+O(activations), not O(activations x fan-in). The step runs on a copy of the trainer, so counting changes
+nothing. So "LLS needs N times fewer MACs than backprop" (the paper's claim) can be checked here.
+"""
+import contextlib
+import copy
+import math
+
+from ..nn import Conv2d, FixedLinear, Linear, PooledLinear
+
+
+def _layer_macs(layer, x, out):
+    """MACs of one forward of `layer` on x giving out."""
+    if isinstance(layer, Linear):
+        return int(x.shape[0]) * layer.in_features * layer.out_features
+    n, f, h, w = (int(s) for s in out.shape)
+    return n * f * h * w * (layer.in_channels // layer.groups) * layer.kernel_size ** 2
+
+
+class MacCounter:
+    """Context manager: while active, counts the MACs of every layer's forward and backward (see module)."""
+
+    def __init__(self, model):
+        self.model_layers = {id(m) for m in _walk(model)}
+        self.counts = {"forward": 0, "signal": 0, "weight_gradients": 0}
+        self._last = {}  # id(layer) -> MACs of its last forward (its backward costs follow from it)
+
+    def _add(self, layer, kind, macs):
+        own = id(layer) in self.model_layers
+        if kind == "forward":
+            self.counts["forward" if own else "signal"] += macs
+        elif kind == "weight":
+            self.counts["weight_gradients" if own else "signal"] += macs
+        else:
+            self.counts["signal"] += macs
+
+    def __enter__(self):
+        from ..trainers import feedback_alignment
+
+        counter = self
+        self._saved = []
+
+        def patch(owner, name, make):
+            original = getattr(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, make(original))
+
+        def parametrised_forward(original):
+            def forward(layer, x):
+                out = original(layer, x)
+                counter._last[id(layer)] = macs = _layer_macs(layer, x, out)
+                counter._add(layer, "forward", macs)
+                return out
+            return forward
+
+        def parametrised_backward(original):
+            def backward(layer, dout, need_input_grad=True):
+                macs = counter._last.get(id(layer), 0)
+                counter._add(layer, "weight", macs)
+                if need_input_grad:
+                    counter._add(layer, "input", macs)
+                return original(layer, dout, need_input_grad)
+            return backward
+
+        def fixed_forward(original):
+            def forward(layer, x):
+                rows, cols = (layer.buffers["matrix"] if isinstance(layer, FixedLinear) else layer.weight.data @
+                              layer.buffers["pool"]).shape
+                counter._last[id(layer)] = macs = int(x.shape[0]) * int(rows) * int(cols)
+                if isinstance(layer, PooledLinear):  # forming the pooled weight, once per batch
+                    macs += int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1])
+                counter._add(layer, "forward", macs)
+                return original(layer, x)
+            return forward
+
+        def fixed_backward(original):
+            def backward(layer, dout, need_input_grad=True):
+                macs = counter._last.get(id(layer), 0)
+                if isinstance(layer, PooledLinear):
+                    counter._add(layer, "weight", macs + int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1]))
+                if need_input_grad:
+                    counter._add(layer, "input", macs)
+                return original(layer, dout, need_input_grad)
+            return backward
+
+        def projection(original):
+            def project(signal, feedback):
+                counter.counts["signal"] += int(signal.shape[0]) * int(math.prod(feedback.shape))
+                return original(signal, feedback)
+            return project
+
+        for cls in (Linear, Conv2d):
+            patch(cls, "forward", parametrised_forward)
+            patch(cls, "backward", parametrised_backward)
+        for cls in (FixedLinear, PooledLinear):
+            patch(cls, "forward", fixed_forward)
+            patch(cls, "backward", fixed_backward)
+        patch(feedback_alignment, "project", projection)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+
+
+def _walk(module):
+    yield module
+    for child in module.children():
+        yield from _walk(child)
+
+
+def step_macs(trainer, x, y):
+    """MACs per sample of one `train_step(x, y)`, counted on a copy of the trainer: a dict with forward,
+    signal, weight_gradients and total (module docstring)."""
+    twin = copy.deepcopy(trainer)
+    twin.to_train_weights()
+    twin.model.train()
+    with MacCounter(twin.model) as counter:
+        twin.train_step(x, y)
+    n = int(y.shape[0])
+    per_sample = {k: v / n for k, v in counter.counts.items()}
+    per_sample["total"] = sum(per_sample.values())
+    return per_sample
