@@ -165,6 +165,8 @@ def test_compare_refuses_a_bad_trainer_list(trainers, message, capsys, tmp_path)
 
 # --- combinations that do not fit ----------------------------------------------------------------------------
 COMBINATION_CASES = [
+    (["--model", "cnn", "--hidden", "100", "--activation", "tanh"],
+     "--hidden, --activation apply to --model mlp only: add --model mlp, or leave them out for --model cnn."),
     (["--trainer", "bp", "--temperature", "0.5"], "--temperature do(es) not apply to --trainer bp: leave it out"),
     (["--trainer", "lls", "--aux", "mlp", "--sg-scale", "2"], "--aux, --sg-scale do(es) not apply to --trainer lls: leave them out"),
     (["--n-push", "2"], "--n-push applies to --trainer downpour only (with --workers W), not --trainer bp: leave it out."),

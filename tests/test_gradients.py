@@ -92,11 +92,13 @@ def test_batchnorm(shape, training, seed):
     assert max(errors) < TOL, errors
 
 
-@pytest.mark.parametrize("op", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("op", ["relu", "leaky_relu", "tanh"])
 def test_activations(op, rng):
     x = away_from_zero(rng, (3, 4, 5))
     if op == "relu":
         errors = check_gradients(F.relu_forward, F.relu_backward, [x])
+    elif op == "tanh":
+        errors = check_gradients(F.tanh_forward, F.tanh_backward, [x * 2])
     else:
         errors = check_gradients(lambda x: F.leaky_relu_forward(x, 0.2), F.leaky_relu_backward, [x])
     assert max(errors) < TOL
@@ -147,3 +149,16 @@ def test_mse_loss(rng):
     numeric = numerical_gradient(lambda p: np.array(F.mse_loss(p, target)[0]), pred.copy(), None)
     assert rel_error(dpred, numeric) < TOL
     assert loss == pytest.approx(np.mean((pred - target) ** 2))
+
+
+def test_sigmoid_binary_cross_entropy(rng):
+    """Against the formula written out, and numerically; stable for large logits."""
+    logits = rng.standard_normal((5, 4)) * 3
+    y = np.array([0, 3, 1, 1, 2])
+    loss, dz = F.sigmoid_binary_cross_entropy(logits, y)
+    p, t = 1 / (1 + np.exp(-logits)), np.eye(4)[y]
+    assert loss == pytest.approx(-np.mean(t * np.log(p) + (1 - t) * np.log(1 - p)), rel=1e-12)
+    numeric = numerical_gradient(lambda z: np.array(F.sigmoid_binary_cross_entropy(z, y)[0]), logits.copy(), None)
+    assert rel_error(dz, numeric) < TOL
+    big, _ = F.sigmoid_binary_cross_entropy(np.array([[800.0, -800.0]]), np.array([1]))
+    assert big == pytest.approx(800.0)  # (800 on the wrong class + 800 on the right one) / 2 elements

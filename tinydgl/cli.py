@@ -187,6 +187,13 @@ def add_training_arguments(parser):
     from .data import DATASETS
 
     parser.add_argument("--model", type=_choice("model", list(MODELS)), default="cnn", help=f"one of: {', '.join(MODELS)}")
+    model = parser.add_argument_group("model options (--model mlp)")
+    model.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2,...",
+                       help="widths of the hidden layers (default 256,256)")
+    model.add_argument("--activation", type=_choice("activation", ["relu", "tanh"]), default=None,
+                       help="hidden activation: relu (default) or tanh (the DRTP reference code's)")
+    model.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                       help="batch norm after each hidden linear layer (default: on)")
     parser.add_argument("--dataset", type=_choice("dataset", list(DATASETS)), default="mnist-small",
                         help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--epochs", type=_positive_int, default=1)
@@ -315,8 +322,15 @@ def load_data(args):
 
 def make_trainer(args, trainer_name, dataset, strict=True):
     channels, size, _ = dataset.input_shape
+    shape = {k: v for k, v in (("hidden", getattr(args, "hidden", None)), ("activation", getattr(args, "activation", None)),
+                               ("batchnorm", getattr(args, "batchnorm", None))) if v is not None}
+    if shape and args.model != "mlp":
+        names, one = "--" + ", --".join(shape), len(shape) == 1
+        raise CommandError(f"{names} appl{'ies' if one else 'y'} to --model mlp only: add --model mlp, or leave "
+                           f"{'it' if one else 'them'} out for --model {args.model}.")
     try:
-        model = build_model(args.model, in_channels=channels, image_size=size, num_classes=dataset.num_classes, seed=args.seed)
+        model = build_model(args.model, in_channels=channels, image_size=size, num_classes=dataset.num_classes,
+                            seed=args.seed, **shape)
     except ValueError as err:
         raise CommandError(f"model {args.model!r} does not fit {args.dataset} images ({channels}x{size}x{size}): {err}") from err
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
@@ -334,7 +348,7 @@ def make_trainer(args, trainer_name, dataset, strict=True):
 # Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
 # values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
 SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
-                   "buffer_codec", "waveform", "basis_size")
+                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm")
 
 
 def run_identity(args):

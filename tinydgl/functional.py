@@ -7,11 +7,13 @@
 inputs, in order. Losses return `(loss, dlogits)`. All ops take their array library from their inputs, so
 they run unchanged on NumPy, CuPy or any array-API library (see `tinydgl.backend`).
 """
-from .ops.activation import leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward
+from .ops.activation import (leaky_relu_backward, leaky_relu_forward, relu_backward, relu_forward, tanh_backward,
+                             tanh_forward)
 from .ops.conv import col2im, conv2d_backward, conv2d_forward, conv_output_size, im2col
 from .ops.dropout import dropout_backward, dropout_forward
 from .ops.linear import linear_backward, linear_forward
-from .ops.losses import log_softmax, mse_loss, one_hot, softmax, softmax_cross_entropy
+from .ops.losses import (binary_cross_entropy_with_logits, log_softmax, mse_loss, one_hot, sigmoid_binary_cross_entropy,
+                         softmax, softmax_cross_entropy)
 from .ops.naive import (
     adaptive_avgpool2d_forward_naive,
     avgpool2d_backward_naive,
@@ -21,7 +23,14 @@ from .ops.naive import (
     maxpool2d_backward_naive,
     maxpool2d_forward_naive,
 )
-from .ops.norm import batchnorm_backward, batchnorm_forward, l2_normalize_backward, l2_normalize_forward
+from .ops.norm import (
+    batchnorm_backward,
+    batchnorm_forward,
+    l2_normalize_backward,
+    l2_normalize_forward,
+    length_normalize_backward,
+    length_normalize_forward,
+)
 from .ops.pool import (
     adaptive_avgpool2d_backward,
     adaptive_avgpool2d_forward,

@@ -19,6 +19,7 @@ from .nn import (
     MaxPool2d,
     ReLU,
     Sequential,
+    Tanh,
 )
 
 
@@ -26,11 +27,20 @@ def _pooled(size, k, stride=None):
     return (size - k) // (stride or k) + 1
 
 
-def mlp(in_channels=1, image_size=28, num_classes=10, hidden=(256, 256), batchnorm=True, seed=0, dtype="float32"):
+ACTIVATIONS = {"relu": ReLU, "tanh": Tanh}
+
+
+def mlp(in_channels=1, image_size=28, num_classes=10, hidden=(256, 256), batchnorm=True, activation="relu", seed=0,
+        dtype="float32"):
     """Fully connected net: [flatten,] Linear -> BatchNorm1d -> ReLU per hidden layer, then a linear head.
 
-    The DNI paper's MNIST nets use 256-unit hidden layers like these.
+    The DNI paper's MNIST nets use 256-unit hidden layers like these. activation: "relu" or "tanh" (the DRTP
+    reference code's, with batchnorm=False and hidden=(1000,) or more).
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
+    if any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden layer widths must be positive, got {list(hidden)}.")
     rng = default_rng(seed)
     blocks, width = [], in_channels * image_size * image_size
     for i, h in enumerate(hidden):
@@ -38,7 +48,7 @@ def mlp(in_channels=1, image_size=28, num_classes=10, hidden=(256, 256), batchno
         layers.append(Linear(width, h, rng=rng, dtype=dtype))
         if batchnorm:
             layers.append(BatchNorm1d(h, dtype=dtype))
-        layers.append(ReLU())
+        layers.append(ACTIVATIONS[activation]())
         blocks.append(Sequential(*layers))
         width = h
     head = [Flatten()] if not hidden else []

@@ -132,6 +132,36 @@ class ReLU(_Stateless):
         return "ReLU()"
 
 
+class FullGradReLU(Module):
+    """max(x, 0) forward; backward passes the incoming gradient unchanged, for every unit (the
+    Forward-Forward reference's `ReLU_full_grad`: a straight-through estimator, the derivative taken as 1
+    even where the unit is off)."""
+
+    def forward(self, x):
+        out, _ = F.relu_forward(x)
+        self._remember(True)  # nothing to keep but the fact that a forward ran
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        self._recall()
+        return dout if need_input_grad else None
+
+    def __repr__(self):
+        return "FullGradReLU()"
+
+
+class Tanh(_Stateless):
+    def forward(self, x):
+        out, cache = F.tanh_forward(x)
+        self._remember(cache)
+        return out
+
+    _backward = staticmethod(F.tanh_backward)
+
+    def __repr__(self):
+        return "Tanh()"
+
+
 class LeakyReLU(_Stateless):
     def __init__(self, negative_slope=0.01):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Elementwise nonlinearities: ReLU and LeakyReLU.
+"""Elementwise nonlinearities: ReLU, LeakyReLU and tanh.
 
 Written with `maximum` and multiplications rather than `where(mask, a, b)`: in NumPy a `where` with a
 boolean mask is more than 10x slower than a multiply, and these ops touch the largest activations of a CNN. Like
@@ -58,3 +58,16 @@ def leaky_relu_backward(dout, cache):
         slope = xp.maximum(slope, negative_slope)  # ... and now 1.0 or a, exactly
     slope *= dout
     return slope
+
+
+def tanh_forward(x):
+    """x: any shape -> out = tanh(x); the cache is out (the derivative is 1 - out**2). The DRTP reference
+    code's hidden activation."""
+    xp = array_namespace(x)
+    out = xp.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    """dout: same shape as x -> dx = dout * (1 - tanh(x)**2)."""
+    return dout * (1.0 - cache * cache)

@@ -62,3 +62,39 @@ def mse_loss(pred, target):
         size *= s
     return float(xp.sum(diff * diff)) / size, (2.0 / size) * diff
     # END SOLUTION
+
+
+def sigmoid_binary_cross_entropy(logits, y):
+    """Binary cross-entropy of sigmoid(logits) against one-hot targets, the mean over all N * C elements (as
+    PyTorch's BCELoss after a sigmoid, the DRTP reference code's output loss).
+
+    logits: (N, C), y: (N,) ints. Returns (loss: float, dlogits = (sigmoid(logits) - onehot) / (N * C)).
+    Computed from the logits, stably: max(z, 0) - z * t + log(1 + exp(-|z|)).
+    """
+    xp = array_namespace(logits)
+    if logits.ndim != 2 or y.shape[0] != logits.shape[0]:
+        raise ValueError(f"sigmoid_binary_cross_entropy expects logits (N, C) and labels (N,); got "
+                         f"{tuple(logits.shape)} and {tuple(y.shape)}.")
+    n, num_classes = logits.shape
+    target = one_hot(y, num_classes, logits.dtype)
+    elementwise = xp.maximum(logits, 0.0) - logits * target + xp.log(1.0 + xp.exp(-xp.abs(logits)))
+    size = n * num_classes
+    probability = 0.5 * (1.0 + xp.tanh(0.5 * logits))  # sigmoid, without overflow for large |z|
+    return float(xp.sum(elementwise)) / size, (probability - target) / size
+
+
+def binary_cross_entropy_with_logits(logits, targets):
+    """Mean binary cross-entropy of sigmoid(logits) against float targets in [0, 1] of the same shape (as
+    PyTorch's BCEWithLogitsLoss; Forward-Forward's per-layer loss, with targets 1 for positive and 0 for
+    negative samples). Stable for logits of any size: max(z, 0) - z * t + log(1 + exp(-|z|)).
+    Returns (loss: float, dlogits = (sigmoid(logits) - targets) / size)."""
+    xp = array_namespace(logits, targets)
+    if tuple(logits.shape) != tuple(targets.shape):
+        raise ValueError(f"binary_cross_entropy_with_logits shapes differ: logits {tuple(logits.shape)} vs "
+                         f"targets {tuple(targets.shape)}.")
+    size = 1
+    for s in logits.shape:
+        size *= s
+    elementwise = xp.maximum(logits, 0.0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
+    probability = 0.5 * (1.0 + xp.tanh(0.5 * logits))  # sigmoid, without overflow for large |z|
+    return float(xp.sum(elementwise)) / size, (probability - targets) / size
