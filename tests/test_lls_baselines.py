@@ -79,7 +79,7 @@ def test_reduced_mxm_has_r_basis_rows_and_an_r_by_classes_matrix():
     assert fixed.buffers["matrix"].shape == (20, 32 * 4 * 4) and mix.weight.shape == (20, 10)
     f = np.linspace(50, 512, 20)[:, None]
     np.testing.assert_allclose(fixed.buffers["matrix"], np.sin(f * np.arange(512)[None, :]), atol=1e-12)
-    with pytest.raises(ValueError, match="use lls-mxm, not lls"):
+    with pytest.raises(TypeError, match="basis_size"):  # only LLS-MxM has the matrix that maps R rows to classes
         build_trainer("lls", build_model("mlp", 1, 28, 10), lambda p: build_optimizer("adam", p, lr=1e-3), basis_size=20)
 
 

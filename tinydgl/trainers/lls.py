@@ -104,17 +104,13 @@ class LLSTrainer(LocalTrainer):
     name = "lls"
     modulation = None
 
-    def __init__(self, model, make_optimizer, waveform="sin", temperature=0.5, label_smoothing=0.0, seed=0,
-                 basis_size=None):
+    basis_size = None  # rows of the basis: n_classes (LLS-MxM-reduced sets fewer, see LLSMxMTrainer)
+
+    def __init__(self, model, make_optimizer, waveform="sin", temperature=0.5, label_smoothing=0.0, seed=0):
         super().__init__(model)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}.")
-        if basis_size is not None and self.modulation != "mxm":
-            raise ValueError(f"basis_size (a basis of R rows, LLS-MxM-reduced) needs the matrix M that maps R "
-                             f"rows to the classes: use lls-mxm, not {self.name}.")
-        if basis_size is not None and int(basis_size) < 1:
-            raise ValueError(f"basis_size must be a positive number of basis rows, got {basis_size}.")
-        self.waveform, self.temperature, self.basis_size = waveform, temperature, basis_size
+        self.waveform, self.temperature = waveform, temperature
         blocks, shapes = model.layers, block_output_shapes(model)
         dtype = model.parameters()[0].data.dtype
         for j, block in enumerate(blocks[:-1]):
@@ -140,6 +136,13 @@ class LLSMxMTrainer(LLSTrainer):
 
     name = "lls-mxm"
     modulation = "mxm"
+
+    def __init__(self, model, make_optimizer, waveform="sin", temperature=0.5, label_smoothing=0.0, seed=0,
+                 basis_size=None):
+        if basis_size is not None and int(basis_size) < 1:
+            raise ValueError(f"basis_size must be a positive number of basis rows, got {basis_size}.")
+        self.basis_size = basis_size  # before the heads are built
+        super().__init__(model, make_optimizer, waveform, temperature, label_smoothing, seed)
 
 
 class LocalLossesTrainer(LLSTrainer):
