@@ -121,6 +121,13 @@ def _int_list(text):
     return values
 
 
+def _positive_int_list(text):
+    values = _int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 # CLI option -> trainer keyword argument.
 METHOD_OPTIONS = {
     "label_smoothing": "label_smoothing", "aux": "aux", "modules": "modules", "boundaries": "boundaries",
@@ -130,6 +137,8 @@ METHOD_OPTIONS = {
     "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
     "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init",
     "basis_size": "basis_size",
+    "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
+    "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
 }
 
 
@@ -247,6 +256,25 @@ def add_training_arguments(parser):
                        help="fa, dfa, sdfa, drtp: how the fixed random feedback matrices are drawn: kaiming "
                             "(default; U[-sqrt(6/fan_in), sqrt(6/fan_in)], as the DRTP reference code) or lls-dnn "
                             "(1e-4 * U[0, 1), as the official LLS-DNN code's DFA)")
+    group.add_argument("--ff-hidden", type=_positive_int_list, default=None, metavar="W1,W2,...",
+                       help="ff: widths of the Forward-Forward network's layers, 2 or more (default 1000,1000,1000, "
+                            "the reference's; ff builds this network itself and reads only the input size from "
+                            "--model mlp, whose --hidden does not apply)")
+    group.add_argument("--ff-relu-grad", type=_choice("ff ReLU gradient", ["full", "true"]), default=None,
+                       help="ff: full (default, the reference's: ReLU's backward passes the gradient unchanged) or "
+                            "true (the ReLU derivative); they differ only in the peer-normalisation term")
+    group.add_argument("--peer-norm", type=_non_negative_float, default=None,
+                       help="ff: weight of the peer-normalisation penalty (default 0.03; 0: off)")
+    group.add_argument("--ff-predict", type=_choice("ff prediction", ["linear", "goodness"]), default=None,
+                       help="ff: what the test accuracy uses: linear (default; the downstream linear classifier on the "
+                            "neutral sample) or goodness (the label whose embedding gives the most goodness); the "
+                            "metrics JSON's trainer_stats has both")
+    group.add_argument("--ff-classifier-lr-scale", type=_positive_float, default=None,
+                       help="ff: the linear classifier's learning rate is --lr times this (default 10, the reference's "
+                            "1e-2 vs 1e-3)")
+    group.add_argument("--ff-classifier-wd-scale", type=_non_negative_float, default=None,
+                       help="ff: the linear classifier's weight decay is --weight-decay times this (default 10, the "
+                            "reference's 3e-3 vs 3e-4)")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -29,6 +29,27 @@ class L2Normalize(Module):
         return "L2Normalize()"
 
 
+class LengthNormalize(Module):
+    """Each row of (N, D) divided by its root mean square plus eps: Forward-Forward's length normalisation
+    (see F.length_normalize_forward), which passes on only the direction of a layer's activity."""
+
+    def __init__(self, eps=1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        out, cache = F.length_normalize_forward(x, self.eps)
+        self._remember(cache)
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        cache = self._recall()
+        return F.length_normalize_backward(dout, cache) if need_input_grad else None
+
+    def __repr__(self):
+        return "LengthNormalize()"
+
+
 class FixedLinear(Module):
     """out = x @ matrix.T with a fixed (never trained) matrix of shape (out_features, in_features).
 

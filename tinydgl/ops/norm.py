@@ -143,3 +143,31 @@ def l2_normalize_backward(dout, cache):
     radial = xp.sum(dout * out, axis=1, keepdims=True)
     return xp.where(clipped, (dout - out * radial) / denom, dout / denom)
     # END SOLUTION
+
+
+def length_normalize_forward(x, eps=1e-8):
+    """Forward-Forward's length normalisation: each row of x: (N, D) divided by its root mean square,
+    out = x / (sqrt(mean(x**2)) + eps), so only the direction of the row is kept (its RMS becomes 1; an
+    all-zero row stays zero). Unlike `l2_normalize_forward` the scale is the RMS, not the Euclidean length
+    (a row of D units keeps a squared length of D, not 1), and eps is added, not a floor. Returns out and a
+    cache."""
+    xp = array_namespace(x)
+    if x.ndim != 2:
+        raise ValueError(f"length_normalize expects (N, D) input, got shape {tuple(x.shape)}.")
+    rms = xp.sqrt(xp.mean(x * x, axis=1, keepdims=True))  # (N, 1)
+    denom = rms + eps
+    return x / denom, (x, rms, denom)
+
+
+def length_normalize_backward(dout, cache):
+    """dout: (N, D) -> dx: (N, D).
+
+    With r = sqrt(mean(x**2)) and d = r + eps, out = x / d and dr/dx = x / (D r), so
+    dx = dout / d - x * <dout, x> / (D r d**2). A zero row (r = 0) has x = 0 there: the second term is 0
+    (taken as such, instead of 0 / 0), and dx = dout / eps.
+    """
+    x, rms, denom = cache
+    xp = array_namespace(dout)
+    radial = xp.sum(dout * x, axis=1, keepdims=True)  # <dout, x> per row
+    safe_rms = xp.where(rms > 0, rms, xp.ones_like(rms))
+    return dout / denom - x * (radial / (x.shape[1] * safe_rms * denom * denom))

@@ -5,6 +5,7 @@ from .base import Trainer
 from .dgl import DGLTrainer, GreedyTrainer
 from .dni import CDNITrainer, DNITrainer
 from .feedback_alignment import DFATrainer, DRTPTrainer, FATrainer, ShallowTrainer, SignDFATrainer
+from .forward_forward import FFTrainer
 from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer, LocalLossesTrainer
 
 TRAINERS = {
@@ -23,6 +24,7 @@ TRAINERS = {
     "sdfa": SignDFATrainer,
     "drtp": DRTPTrainer,
     "shallow": ShallowTrainer,
+    "ff": FFTrainer,
 }
 
 
@@ -34,5 +36,5 @@ def build_trainer(name, model, make_optimizer, **options):
 
 
 __all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
-           "FATrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
+           "FATrainer", "FFTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
            "Trainer", "TRAINERS", "build_trainer"]

@@ -1,0 +1,359 @@
+"""Forward-Forward (Hinton 2022): every layer learns from its own "goodness", in forward passes only.
+
+Where does each layer's gradient come from? **From its own objective, on its own output**: positive data
+(an image with its true label written into it) should give the layer a high goodness g = sum(z**2),
+negative data (the image with a wrong label) a low one. Each layer's input is a constant, so no gradient
+ever crosses from one layer to another (`../shared/specs/forward-forward.md`; reference implementation:
+github.com/loeweX/Forward-Forward, `src/ff_model.py`).
+
+Per training batch (x, y) of N images:
+- labels into pixels: the first 10 pixels of the first row (flat indices 0..9 of channel 0) are replaced
+  by one_hot(y) (positive), one_hot(wrong) with `wrong` drawn uniformly among the 9 other labels by a
+  seeded host generator (negative; its state is in `resume_state`), or 1/10 each (neutral);
+- one batch of 2N rows, positives then negatives, goes up the network; layer l is
+  z_l = relu(W_l n(z_{l-1}) + b_l) with n(v) = v / (sqrt(mean(v**2)) + 1e-8) (`LengthNormalize`; the
+  input is normalised too), so only the direction of the activity below is passed on;
+- layer l's loss: binary cross-entropy with logits g - d_l (d_l its width) against 1 / 0, mean over the
+  2N rows, plus `peer_norm` * mean((mean(r) - r)**2), r = 0.9 r_old + 0.1 * (mean activity of each unit
+  over the positives; the reference's running means, starting at 0.5: buffers of the auxiliary module
+  "peer_norm", checkpointed). Its gradient reaches W_l and b_l only;
+- the downstream linear classifier (auxiliary module "classifier": no bias, zero-initialised) learns with
+  cross-entropy from the neutral sample's normalised activities n(z_l) of every layer but the first,
+  concatenated, a constant input; its optimizer is its own.
+All gradients are taken at the weights the step started from, then both optimizers step: as the reference,
+which sums every loss and runs one backward and one SGD step with two parameter groups.
+
+`train_step` returns the **sum over layers** of each layer's loss (BCE + peer_norm * penalty): the
+quantity whose gradients train the network. The classifier's cross-entropy is not in it; `stats()` has it,
+with each layer's BCE and penalty of the last step.
+
+Predictions (both computed by `evaluate`; `ff_predict` chooses the one `predict`, hence the test accuracy
+of `fit` and the command, uses):
+- "linear" (default; the reference's main result): the classifier on the neutral sample;
+- "goodness": for each label c, embed c, run the network and add up the goodness of every layer but the
+  first; the label with the largest total wins. The 10 passes are one pass over 10N rows.
+`evaluate` returns {"accuracy", "loss"} of the chosen one plus "accuracy_linear", "loss_linear",
+"accuracy_goodness", "loss_goodness" (the cross-entropy of the goodness totals read as logits: not a
+trained quantity, only for completeness); `stats()["last_evaluation"]` keeps the last evaluation's four.
+Evaluating both costs 11 forward passes per test image, every epoch. Read the linear accuracy with care:
+after a few epochs on the bundled digits it is no better than the same classifier on the *untrained*
+network's random ReLU features (0.84 vs 0.84 for 200,200 in the learning test; 0.89 vs 0.91 for 3 x 1000
+after 3 epochs of Adam at 2e-4); the goodness prediction, at chance (0.06) for the untrained network, is
+what shows that the layers learned.
+
+ReLU's gradient, `ff_relu_grad`: "full" (default, the reference's ReLU_full_grad: backward passes the
+incoming gradient unchanged, `FullGradReLU`) or "true" (the ReLU derivative, `ReLU`). The goodness term's
+gradient 2 z dL/dg is 0 wherever z = relu(.) = 0, so the two differ only in the peer-normalisation term:
+with "full", a unit that is off for the whole batch is still pushed towards the mean activity (dead units
+come back), with "true" it is not. The default is the reference's, since that is what reproduces its
+numbers.
+
+How FF relates to `trainer.model`. The Trainer interface needs `self.model`, a `Sequential` of blocks, and
+the `tinydgl` command builds one with `--model`. FF's network is not the `mlp`: it has no batch norm and no
+head, normalises lengths before every layer, and is initialised as the reference (weights ~ N(0, 1/width),
+i.e. std 1/sqrt(out_features), biases 0). So the trainer **builds its own network** and makes it
+`self.model`: blocks [Flatten,] LengthNormalize -> Linear -> ReLU (or FullGradReLU), widths `ff_hidden`.
+The model it is handed is only read (input size, classes, dtype) and must be fully connected (`--model
+mlp`): any other model is refused with a ValueError rather than silently replaced by something else. This
+keeps everything that reads `trainer.model` true: the parameter count the command prints, checkpoints
+(`state_dict`: model + auxiliary modules "classifier" and "peer_norm" + both optimizers), and batch-norm
+recalibration, which has nothing to do (no batch norm: `recalibration_forward` is a no-op, and the loop
+skips it anyway). `predict`/`evaluate` are FF's own, above.
+
+Inputs. The reference feeds raw pixels in [0, 1]; the `tinydgl` command's loader gives (x/255 - mean)/std.
+The trainer takes the images as it is given them and undoes nothing. The label pixels hold the pixel values
+1, 0 and 1/10 *in the units of the input*: (value - input_mean) / input_std, with the loader's statistics
+of channel 0 (defaults 0 and 1: raw [0, 1] pixels, the reference's inputs, and then exactly 1, 0, 1/10).
+That matters: after the input's length normalisation, a label written as a raw 1 into standardised digits
+(RMS about 1, against about 0.3 for raw ones) is 3 times fainter relative to the image. Measured on the
+bundled digits (the learning test's setting, goodness / linear test accuracy): raw inputs 0.79 / 0.84,
+standardised with input_mean/input_std 0.69 / 0.83, standardised without them 0.44 / 0.75. The command
+cannot pass the statistics yet (`trainer_options` passes only `seed` besides the method options), so its
+runs get the fainter labels.
+
+Optimizer. The trainer calls `make_optimizer` twice, for the layers and for the classifier, and multiplies
+the classifier's learning rate and weight decay by `ff_classifier_lr_scale` and `ff_classifier_wd_scale`
+(both 10: the reference's 1e-2 vs 1e-3 and 3e-3 vs 3e-4). The reference recipe (SGD, momentum 0.9, lr 1e-3,
+weight decay 3e-4, batch 100, 100 epochs, linear cool-down over the second half) is reachable from Python:
+
+    make_optimizer = lambda params: SGD(params, lr=1e-3, momentum=0.9, weight_decay=3e-4)
+
+From the command, the closest is `tinydgl train --trainer ff --model mlp --dataset mnist --optimizer sgd
+--lr 1e-3 --weight-decay 3e-4 --batch-size 100 --epochs 100 --seed 42`, which differs in two ways the
+command has no option for: its SGD has no momentum (no --momentum flag; `tinydgl.optim.SGD` has it), and no
+learning-rate schedule runs (tinydgl's `StepLR`/`CosineLR` exist but `fit` steps none, and there is no
+linear cool-down). The command's default, Adam at lr 2e-3, is too fast for 1000-unit FF layers (their deeper
+layers' units die or dominate; 1 epoch on the bundled digits: linear 0.47, goodness 0.03); Adam at --lr 2e-4
+reaches 0.85 after 1 epoch, 0.89 after 3.
+
+Other differences from the reference, none of which changes the mathematics of a step: two optimizers
+instead of one with two parameter groups; the loader's last batch of an epoch is smaller (the reference
+drops it); the wrong labels come from the trainer's generator per step, not from the dataset per sample;
+the running means are checkpointed (the reference does not save them); the classifier's logits are not
+shifted by their maximum (which changes neither the loss nor its gradient).
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import array_namespace, asarray, default_rng, to_numpy
+from ..nn import BatchNorm1d, Flatten, FullGradReLU, LengthNormalize, Linear, Module, ReLU, Sequential
+from .base import Trainer
+
+FF_PREDICTIONS = ("linear", "goodness")
+FF_RELU_GRADS = ("full", "true")
+PEER_MOMENTUM = 0.9  # the reference's momentum of the running mean activities
+PEER_START = 0.5  # ... and their starting value
+LENGTH_EPS = 1e-8
+
+
+class RunningMeans(Module):
+    """Peer normalisation's running mean activity of every unit, one buffer per layer ("layer0", ...):
+    state, not parameters (no optimizer sees them), checkpointed with the trainer's auxiliary modules."""
+
+    def __init__(self, widths, dtype):
+        super().__init__()
+        self.buffers = {f"layer{i}": asarray(np.full((w,), PEER_START), dtype=dtype) for i, w in enumerate(widths)}
+
+    def __repr__(self):
+        return f"RunningMeans({len(self.buffers)} layers)"
+
+
+def _described_input(model):
+    """(input features, image shape or None, classes, dtype) of the fully connected model handed to FF;
+    ValueError for any other model."""
+    layers = []
+
+    def walk(module):
+        layers.append(module)
+        for child in module.children():
+            walk(child)
+
+    walk(model)
+    fully_connected = (Linear, BatchNorm1d)
+    other = sorted({type(m).__name__ for m in layers if m.own_parameters() and not isinstance(m, fully_connected)})
+    linears = [m for m in layers if isinstance(m, Linear)]
+    if other or not linears:
+        found = f"one with {', '.join(other)} layers" if other else "one without Linear layers"
+        raise ValueError(f"ff trains a fully connected network of its own (widths: ff_hidden) and reads only the input "
+                         f"size and classes from the model it is given, which must be fully connected (--model mlp); "
+                         f"got {found}.")
+    shape = getattr(model, "input_shape", None)
+    classes = getattr(model, "num_classes", None) or linears[-1].out_features
+    return linears[0].in_features, shape, int(classes), linears[0].weight.data.dtype
+
+
+class FFTrainer(Trainer):
+    """Forward-Forward (module docstring). Options: ff_hidden (widths, default the reference's 3 x 1000),
+    ff_relu_grad ("full" | "true"), peer_norm (weight, 0.03), ff_predict ("linear" | "goodness"),
+    ff_classifier_lr_scale and ff_classifier_wd_scale (10, 10), input_mean and input_std (the loader's
+    normalisation of channel 0, for the label pixels; 0 and 1: raw pixels), seed."""
+
+    name = "ff"
+
+    def __init__(self, model, make_optimizer, ff_hidden=(1000, 1000, 1000), ff_relu_grad="full", peer_norm=0.03,
+                 ff_predict="linear", ff_classifier_lr_scale=10.0, ff_classifier_wd_scale=10.0, input_mean=0.0,
+                 input_std=1.0, seed=0):
+        hidden = [int(h) for h in ff_hidden]
+        if len(hidden) < 2 or min(hidden) < 1:
+            raise ValueError(f"ff_hidden must list 2 or more positive widths (both predictions read every layer "
+                             f"but the first), got {list(ff_hidden)}.")
+        if ff_relu_grad not in FF_RELU_GRADS:
+            raise ValueError(f"Unknown ff_relu_grad {ff_relu_grad!r}; choose one of: {', '.join(FF_RELU_GRADS)}.")
+        if ff_predict not in FF_PREDICTIONS:
+            raise ValueError(f"Unknown ff_predict {ff_predict!r}; choose one of: {', '.join(FF_PREDICTIONS)}.")
+        if not peer_norm >= 0:
+            raise ValueError(f"peer_norm must be 0 or more, got {peer_norm}.")
+        if not input_std > 0:
+            raise ValueError(f"input_std must be positive, got {input_std}.")
+        if not (ff_classifier_lr_scale > 0 and ff_classifier_wd_scale >= 0):
+            raise ValueError(f"ff_classifier_lr_scale must be positive and ff_classifier_wd_scale 0 or more, got "
+                             f"{ff_classifier_lr_scale} and {ff_classifier_wd_scale}.")
+        features, shape, classes, dtype = _described_input(model)
+        width = shape[-1] if shape is not None else features
+        if width < classes:
+            raise ValueError(f"ff writes the label into the first {classes} pixels of the first row, but the images "
+                             f"are {width} pixels wide.")
+        self.num_classes, self.hidden = classes, hidden
+        self.ff_relu_grad, self.peer_norm, self.ff_predict = ff_relu_grad, float(peer_norm), ff_predict
+        rng = default_rng([seed, 5201])
+        blocks, fan_in = [], features
+        for i, h in enumerate(hidden):
+            linear = Linear(fan_in, h, rng=rng, dtype=dtype)
+            # the reference's init: N(0, std 1/sqrt(out_features)), biases 0
+            linear.weight.data = asarray(rng.normal(0.0, 1.0 / math.sqrt(h), size=(fan_in, h)), dtype=dtype)
+            linear.bias.data = asarray(np.zeros(h), dtype=dtype)
+            activation = FullGradReLU() if ff_relu_grad == "full" else ReLU()
+            blocks.append(Sequential(*([Flatten()] if i == 0 else []), LengthNormalize(LENGTH_EPS), linear, activation))
+            fan_in = h
+        super().__init__(Sequential(*blocks))
+        self.model.input_shape, self.model.num_classes = shape, classes
+        self.classifier = Linear(sum(hidden[1:]), classes, bias=False, rng=rng, dtype=dtype)
+        self.classifier.weight.data = asarray(np.zeros((sum(hidden[1:]), classes)), dtype=dtype)
+        self.running = RunningMeans(hidden, dtype)
+        self.optimizer = make_optimizer(self.model.parameters())
+        self.classifier_optimizer = make_optimizer(self.classifier.parameters())
+        self.classifier_optimizer.lr *= ff_classifier_lr_scale
+        if getattr(self.classifier_optimizer, "weight_decay", None):
+            self.classifier_optimizer.weight_decay *= ff_classifier_wd_scale
+        self.negatives_rng = default_rng([seed, 5202])  # the wrong labels of the negative samples
+        self.last_step, self.last_evaluation = {}, {}
+        self.input_mean, self.input_std = float(input_mean), float(input_std)
+
+    def optimizers(self):
+        return [self.optimizer, self.classifier_optimizer]
+
+    def auxiliary_modules(self):
+        return {"classifier": self.classifier, "peer_norm": self.running}
+
+    # --- data ---------------------------------------------------------------------------------------
+    def embed(self, x, labels):
+        """Images x (N, ...) with `labels` (N, classes) written over the first `classes` pixels of the first
+        row (flat indices 0..classes-1): (N, D) flat rows."""
+        xp = array_namespace(x)
+        flat = xp.reshape(x, (x.shape[0], -1))
+        labels = xp.astype(labels, flat.dtype)
+        if self.input_std != 1.0 or self.input_mean != 0.0:
+            labels = (labels - self.input_mean) / self.input_std
+        return xp.concat([labels, flat[:, self.num_classes:]], axis=1)
+
+    def wrong_labels(self, y):
+        """A uniformly drawn label other than y[i] for every i, from the seeded host generator."""
+        host = to_numpy(y).astype(np.int64)
+        shift = self.negatives_rng.integers(1, self.num_classes, size=host.shape[0])
+        return asarray((host + shift) % self.num_classes, like=y)
+
+    def neutral(self, x):
+        """The neutral sample: 1/classes in every label pixel."""
+        uniform = np.full((int(x.shape[0]), self.num_classes), 1.0 / self.num_classes)
+        return self.embed(x, asarray(uniform, dtype=x.dtype, like=x))
+
+    # --- the step -----------------------------------------------------------------------------------
+    def layer_loss(self, index, z, positives):
+        """Layer `index`'s loss on its output z (2P, width), the first P rows positive: returns (loss, dz, BCE,
+        peer penalty), loss = BCE + peer_norm * penalty, and moves the layer's running mean activities on
+        (when peer_norm > 0)."""
+        xp = array_namespace(z)
+        rows, width = z.shape
+        targets = asarray(np.r_[np.ones(positives), np.zeros(rows - positives)], dtype=z.dtype, like=z)
+        goodness = xp.sum(z * z, axis=1)
+        bce, dlogits = F.binary_cross_entropy_with_logits(goodness - width, targets)
+        dz = (2.0 * dlogits)[:, None] * z
+        penalty = 0.0
+        if self.peer_norm:
+            key = f"layer{index}"
+            activity = xp.mean(z[:positives, :], axis=0)
+            running = PEER_MOMENTUM * self.running.buffers[key] + (1 - PEER_MOMENTUM) * activity
+            centred = running - xp.mean(running)
+            penalty = float(xp.mean(centred * centred))
+            # d penalty / d r_j = 2 (r_j - mean r) / width; d r_j / d z_ij = (1 - momentum) / P, positive rows i
+            push = (self.peer_norm * 2.0 * (1 - PEER_MOMENTUM) / (width * positives)) * centred
+            dz = xp.concat([dz[:positives, :] + push[None, :], dz[positives:, :]], axis=0)
+            self.running.buffers[key] = running
+        return bce + self.peer_norm * penalty, dz, bce, penalty
+
+    def train_step(self, x, y):
+        xp = array_namespace(x)
+        n = int(y.shape[0])
+        positive = self.embed(x, F.one_hot(y, self.num_classes, x.dtype))
+        negative = self.embed(x, F.one_hot(self.wrong_labels(y), self.num_classes, x.dtype))
+        z = xp.concat([positive, negative], axis=0)
+        total, bces, penalties = 0.0, [], []
+        for index, block in enumerate(self.model.layers):
+            z = block.forward(z)
+            loss, dz, bce, penalty = self.layer_loss(index, z, n)
+            block.backward(dz, need_input_grad=False)  # the gradient stops at this layer's input
+            total += loss
+            bces.append(bce)
+            penalties.append(penalty)
+        # the classifier at the weights this step started from, as the reference's single backward
+        logits = self.classifier.forward(self._classifier_features(self.neutral(x)))
+        ce, dlogits = F.softmax_cross_entropy(logits, y)
+        self.classifier.backward(dlogits, need_input_grad=False)
+        self.optimizer.step()
+        self.classifier_optimizer.step()
+        self.last_step = {"layer_bce": bces, "layer_peer_penalty": penalties, "classifier_loss": ce}
+        return total
+
+    def _activities(self, rows):
+        """The outputs z_l of every layer for flat rows (N, D), in evaluation mode (nothing kept)."""
+        self.model.eval()
+        try:
+            out = []
+            for block in self.model.layers:
+                rows = block.forward(rows)
+                out.append(rows)
+            return out
+        finally:
+            self.model.train()
+
+    def _classifier_features(self, rows):
+        """The classifier's input: the normalised activities n(z_l) of every layer but the first, side by side."""
+        xp = array_namespace(rows)
+        activities = self._activities(rows)[1:]
+        return xp.concat([F.length_normalize_forward(z, LENGTH_EPS)[0] for z in activities], axis=1)
+
+    # --- predictions ------------------------------------------------------------------------------
+    def goodness_scores(self, x):
+        """(N, classes): for each label, the summed goodness of every layer but the first with it embedded."""
+        xp = array_namespace(x)
+        n, classes = int(x.shape[0]), self.num_classes
+        eye = asarray(np.eye(classes), dtype=x.dtype, like=x)
+        labelled = [self.embed(x, xp.broadcast_to(eye[c:c + 1, :], (n, classes))) for c in range(classes)]
+        rows = xp.concat(labelled, axis=0)  # label 0 for every image, then label 1, ...
+        total = None
+        for z in self._activities(rows)[1:]:
+            g = xp.sum(z * z, axis=1)
+            total = g if total is None else total + g
+        return xp.permute_dims(xp.reshape(total, (classes, n)), (1, 0))
+
+    def linear_scores(self, x):
+        """(N, classes): the downstream classifier's logits on the neutral sample."""
+        self.classifier.eval()
+        try:
+            return self.classifier.forward(self._classifier_features(self.neutral(x)))
+        finally:
+            self.classifier.train()
+
+    def predict(self, x):
+        """The scores of the prediction `ff_predict` chooses (argmax: the predicted label)."""
+        return self.linear_scores(x) if self.ff_predict == "linear" else self.goodness_scores(x)
+
+    def evaluate(self, batches) -> dict:
+        """Both predictions' accuracy and cross-entropy; "accuracy" and "loss" are those of `ff_predict`."""
+        correct = {name: 0 for name in FF_PREDICTIONS}
+        loss_sum = {name: 0.0 for name in FF_PREDICTIONS}
+        total = 0
+        for x, y in batches:
+            labels = to_numpy(y)
+            for name, scores in (("linear", self.linear_scores(x)), ("goodness", self.goodness_scores(x))):
+                loss, _ = F.softmax_cross_entropy(scores, y)
+                correct[name] += int(np.sum(np.argmax(to_numpy(scores), axis=1) == labels))
+                loss_sum[name] += loss * int(y.shape[0])
+            total += int(y.shape[0])
+        if total == 0:
+            raise ValueError("evaluate() got no batches.")
+        result = {"accuracy": correct[self.ff_predict] / total, "loss": loss_sum[self.ff_predict] / total}
+        for name in FF_PREDICTIONS:
+            result[f"accuracy_{name}"], result[f"loss_{name}"] = correct[name] / total, loss_sum[name] / total
+        self.last_evaluation = {k: v for k, v in result.items() if k not in ("accuracy", "loss")}
+        return result
+
+    def recalibration_forward(self, x):
+        """Nothing to recalibrate: FF's network has no batch norm (the loop skips this anyway)."""
+
+    def stats(self):
+        """The last step's per-layer BCE and peer penalty and classifier loss; the last evaluation's
+        accuracy and loss of both predictions (which the command's metrics JSON keeps as trainer_stats)."""
+        return {"predict": self.ff_predict, "last_step": self.last_step, "last_evaluation": self.last_evaluation}
+
+    # --- exact resume -------------------------------------------------------------------------------
+    def resume_state(self):
+        arrays, values = super().resume_state()
+        return arrays, {**values, "negatives_rng": self.negatives_rng.bit_generator.state}
+
+    def load_resume_state(self, arrays, values):
+        super().load_resume_state(arrays, values)
+        if "negatives_rng" in values:
+            self.negatives_rng.bit_generator.state = values["negatives_rng"]
