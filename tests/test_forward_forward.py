@@ -448,3 +448,16 @@ def test_the_command_trains_ff(capsys, tmp_path):
 
     stats = json.loads(metrics.read_text())["trainer_stats"]
     assert stats["predict"] == "linear" and set(stats["last_evaluation"]) >= {"accuracy_linear", "accuracy_goodness"}
+
+
+def test_the_command_writes_labels_in_the_units_of_the_loaders_images():
+    """The loader standardises images with the dataset's statistics; `make_trainer` hands them to ff, so the
+    label pixels are exactly 1 / 0 / 0.1 in raw pixel units, as in the reference."""
+    from tinydgl.cli import build_parser, load_data, make_trainer
+
+    args = build_parser().parse_args(["train", "--trainer", "ff", "--model", "mlp", "--limit-train", "64",
+                                      "--limit-test", "20", "--ff-hidden", "20,20", "--no-progress"])
+    dataset, _, _ = load_data(args)
+    trainer, _ = make_trainer(args, "ff", dataset)
+    assert trainer.input_mean == pytest.approx(dataset.mean[0]) and trainer.input_std == pytest.approx(dataset.std[0])
+    assert trainer.input_std != 1.0

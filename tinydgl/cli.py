@@ -352,6 +352,9 @@ def make_trainer(args, trainer_name, dataset, strict=True):
     channels, size, _ = dataset.input_shape
     shape = {k: v for k, v in (("hidden", getattr(args, "hidden", None)), ("activation", getattr(args, "activation", None)),
                                ("batchnorm", getattr(args, "batchnorm", None))) if v is not None}
+    if shape and trainer_name == "ff":
+        raise CommandError(f"--{', --'.join(shape)} shape(s) the mlp, which ff does not train (it builds its own "
+                           f"network): give its widths with --ff-hidden.")
     if shape and args.model != "mlp":
         names, one = "--" + ", --".join(shape), len(shape) == 1
         raise CommandError(f"{names} appl{'ies' if one else 'y'} to --model mlp only: add --model mlp, or leave "
@@ -367,8 +370,12 @@ def make_trainer(args, trainer_name, dataset, strict=True):
     def make_optimizer(params):
         return build_optimizer(args.optimizer, params, lr=lr, **options)
 
+    method_options = trainer_options(args, trainer_name, strict)
+    if "input_mean" in _keyword_options(TRAINERS[trainer_name]):
+        # ff writes labels into pixels: in the units of the images the loader gives (normalised with these)
+        method_options.update(input_mean=float(np.ravel(dataset.mean)[0]), input_std=float(np.ravel(dataset.std)[0]))
     try:
-        return build_trainer(trainer_name, model, make_optimizer, **trainer_options(args, trainer_name, strict)), lr
+        return build_trainer(trainer_name, model, make_optimizer, **method_options), lr
     except ValueError as err:
         raise CommandError(f"--trainer {trainer_name}: {err}") from err
 
@@ -376,7 +383,7 @@ def make_trainer(args, trainer_name, dataset, strict=True):
 # Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
 # values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
 SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
-                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm")
+                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm", "ff_hidden")
 
 
 def run_identity(args):

@@ -13,7 +13,8 @@ to the loss reads about 0; FA and DFA are known to *align* as they train.
 
 It works for any trainer whose train_step learns from the batch it is given (backprop, DNI, greedy, DGL,
 LLS, the feedback-alignment family); async DGL's modules learn from buffered batches of earlier steps, so
-against this batch's gradient their alignment is undefined, and the probe says so. A block whose
+against this batch's gradient their alignment is undefined, and the probe says so; so is Forward-Forward's,
+whose network has no output loss to backpropagate. A block whose
 parameters got no gradient at that step (a DNI group that skipped its update, a frozen greedy module, the
 shallow floor's hidden blocks) reads NaN.
 """
@@ -97,10 +98,14 @@ def block_cosines(model, handed, true):
         if any(n not in handed for n in names):
             cosines.append(math.nan)
             continue
+        # BEGIN SOLUTION a4-alignment-cosine
+        # hint: flatten and concatenate the block's handed gradients (names in order) into one float64 vector a,
+        # hint: its true gradients into b; append the cosine a.b / (|a| |b|) as a Python float, NaN if either is 0
         a = np.concatenate([np.ravel(handed[n]) for n in names]).astype(np.float64)
         b = np.concatenate([np.ravel(true[n]) for n in names]).astype(np.float64)
         norm = np.linalg.norm(a) * np.linalg.norm(b)
         cosines.append(float(a @ b / norm) if norm > 0 else math.nan)
+        # END SOLUTION
     return cosines
 
 
@@ -115,7 +120,12 @@ class AlignmentProbe:
     def check(self, trainer):
         """Refuse trainers for which alignment on the given batch is undefined."""
         from ..trainers.async_dgl import AsyncDGLTrainer
+        from ..trainers.forward_forward import FFTrainer
 
+        if isinstance(trainer, FFTrainer):
+            raise ValueError("alignment is undefined for ff: its layers learn a goodness objective on positive and "
+                             "negative data, and its network ends in a hidden layer, not in logits whose "
+                             "cross-entropy backprop could be compared with.")
         if isinstance(trainer, AsyncDGLTrainer):
             raise ValueError("alignment is undefined for async-dgl: its modules learn from buffered batches of "
                              "earlier steps, not from the batch whose backprop gradient it would be compared with.")

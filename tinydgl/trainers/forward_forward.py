@@ -68,8 +68,7 @@ That matters: after the input's length normalisation, a label written as a raw 1
 (RMS about 1, against about 0.3 for raw ones) is 3 times fainter relative to the image. Measured on the
 bundled digits (the learning test's setting, goodness / linear test accuracy): raw inputs 0.79 / 0.84,
 standardised with input_mean/input_std 0.69 / 0.83, standardised without them 0.44 / 0.75. The command
-cannot pass the statistics yet (`trainer_options` passes only `seed` besides the method options), so its
-runs get the fainter labels.
+passes the dataset's statistics (`cli.make_trainer`), so its labels are 1, 0, 1/10 in raw pixel units.
 
 Optimizer. The trainer calls `make_optimizer` twice, for the layers and for the classifier, and multiplies
 the classifier's learning rate and weight decay by `ff_classifier_lr_scale` and `ff_classifier_wd_scale`
