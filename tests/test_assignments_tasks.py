@@ -16,6 +16,7 @@ from tinydgl.gradcheck import check_gradients, numerical_gradient, rel_error
 from tinydgl.models import build_model
 from tinydgl.nn import Sequential
 from tinydgl.optim import SGD
+from tinydgl.trainers import build_trainer
 from tinydgl.trainers.backprop import BackpropTrainer
 from tinydgl.trainers.dni import DNITrainer
 from tinydgl.trainers.heads import aux_head
@@ -421,3 +422,174 @@ def test_lls_random_basis_uses_the_generator():
     np.testing.assert_array_equal(a, b)
     assert a.shape == (10, 64) and 0.07 < a.std() < 0.13
     assert not np.array_equal(a, lls_basis(10, 64, "random", np.random.default_rng(1)))
+
+
+# --- assignment 4: feedback alignment ---------------------------------------------------------------------
+
+class _RecordGradients:
+    """An optimizer that only keeps a copy of the gradients it is handed (the weights do not move)."""
+
+    def __init__(self, params):
+        self.params, self.grads = params, None
+
+    def step(self):
+        self.grads = [np.array(p.grad, copy=True) for p in self.params]
+
+    def zero_grad(self):
+        pass
+
+    def train(self):
+        pass
+
+    def eval(self):
+        pass
+
+
+def _tiny_feedback_net(name):
+    """A 9-5-6-4 ReLU MLP without batch norm, in float64, and a trainer of the feedback-alignment family for it.
+    Blocks: (Flatten, Linear, ReLU), (Linear, ReLU), (Linear)."""
+    model = build_model("mlp", 1, 3, 4, seed=0, dtype="float64", hidden=(5, 6), batchnorm=False)
+    return model, build_trainer(name, model, _RecordGradients, seed=0)
+
+
+def _feedback_reference(model, signal_of, feedback):
+    """The parameter gradients [dW1, db1, dW2, db2, dW3, db3] when hidden block l is handed signal @ B_l,
+    written out in NumPy; `signal_of(e, onehot)` gives the signal from the output error and the labels."""
+    rng = _rng(14)
+    x, y = rng.standard_normal((7, 1, 3, 3)), np.array([0, 3, 1, 1, 2, 0, 3])
+    (w1, b1), (w2, b2), (w3, b3) = [(p[0].data, p[1].data) for p in (block.parameters() for block in model.layers)]
+    flat = x.reshape(7, -1)
+    a1 = flat @ w1 + b1
+    h1 = np.maximum(a1, 0)
+    a2 = h1 @ w2 + b2
+    h2 = np.maximum(a2, 0)
+    z = h2 @ w3 + b3
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    onehot = np.eye(4)[y]
+    e = (p - onehot) / 7
+    signal = signal_of(e, onehot)
+    da1, da2 = (signal @ feedback[0]) * (a1 > 0), (signal @ feedback[1]) * (a2 > 0)
+    return (x, y), [flat.T @ da1, da1.sum(0), h1.T @ da2, da2.sum(0), h2.T @ e, e.sum(0)]
+
+
+@task("a4-dfa-signal")
+@pytest.mark.parametrize("name, signal_of", [("dfa", lambda e, onehot: e), ("sdfa", lambda e, onehot: np.sign(e) / 7)])
+def test_dfa_step_hands_every_hidden_block_the_projected_error(name, signal_of):
+    model, trainer = _tiny_feedback_net(name)
+    (x, y), expected = _feedback_reference(model, signal_of, trainer.feedback)
+    trainer.train_step(x, y)
+    got = trainer.optimizer.grads
+    assert len(got) == len(expected)
+    for i, (g, want) in enumerate(zip(got, expected)):
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-13, err_msg=f"parameter {i}")
+
+
+@task("a4-dfa-signal")
+def test_dfa_step_sends_nothing_to_the_block_below():
+    """Each block runs backward once, the classifier first, none computing its input gradient; a hidden
+    block's gradient is e @ B_l, with e what the classifier was handed."""
+    model, trainer = _tiny_feedback_net("dfa")
+    calls = []
+    for i, block in enumerate(model.layers):
+        def spy(dout, need_input_grad=True, _i=i, _backward=block.backward):
+            calls.append((_i, need_input_grad, np.array(dout, copy=True)))
+            return _backward(dout, need_input_grad=need_input_grad)
+        block.backward = spy
+    rng = _rng(15)
+    trainer.train_step(rng.standard_normal((6, 1, 3, 3)), np.array([0, 1, 2, 3, 0, 1]))
+    assert sorted((i, asked) for i, asked, _ in calls) == [(0, False), (1, False), (2, False)], calls
+    assert calls[0][0] == 2  # the output layer's true gradient comes first: it is what gets projected
+    e = calls[0][2]
+    for i, _, delta in calls[1:]:
+        np.testing.assert_allclose(delta, e @ trainer.feedback[i], rtol=1e-12)
+
+
+@task("a4-drtp-target")
+def test_drtp_target_is_the_projected_label_in_the_blocks_shape():
+    from tinydgl.trainers.feedback_alignment import RandomTargetModule
+
+    trainer = build_trainer("drtp", build_model("cnn", 1, 8, 4, seed=0), _RecordGradients, seed=0)
+    module = trainer.modules[0]
+    assert isinstance(module, RandomTargetModule)
+    feedback = np.asarray(module.feedback)
+    y = np.array([3, 0, 2, 2, 1])
+    out = _rng(16).standard_normal((5, *feedback.shape[1:])).astype(np.float32)
+    loss, delta = module.local_loss(out, y)
+    assert np.isnan(loss)
+    want = (np.eye(4)[y] @ feedback.reshape(4, -1)).reshape(out.shape) / 5
+    assert delta.shape == out.shape and delta.dtype == np.float32
+    np.testing.assert_allclose(delta, want, rtol=1e-5, atol=1e-7)
+
+
+@task("a4-drtp-target")
+def test_drtp_step_matches_the_numpy_reference():
+    model, trainer = _tiny_feedback_net("drtp")
+    feedback = [m.feedback for m in trainer.modules[:-1]]
+    (x, y), expected = _feedback_reference(model, lambda e, onehot: onehot / 7, feedback)
+    trainer.train_step(x, y)
+    got = [g for optimizer in trainer.optimizers() for g in optimizer.grads]
+    assert len(got) == len(expected)
+    for i, (g, want) in enumerate(zip(got, expected)):
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-13, err_msg=f"parameter {i}")
+
+
+def _cosine(a, b):
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+
+@task("a4-alignment-cosine")
+def test_block_cosines_are_one_cosine_per_block_over_all_its_parameters():
+    from tinydgl.train.alignment import block_cosines
+
+    model = _tiny_mlp()
+    rng = _rng(17)
+    true = {name: rng.standard_normal(p.shape) for name, p in model.named_parameters()}
+    handed = {name: g + rng.standard_normal(g.shape) * (3.0 if name.endswith("bias") else 0.3) for name, g in true.items()}
+    cosines = block_cosines(model, handed, true)
+    assert len(cosines) == 3 and all(isinstance(c, float) for c in cosines)
+    for i, block in enumerate(model.layers):
+        names = [f"{i}.{n}" for n, _ in block.named_parameters()]
+        whole = _cosine(np.concatenate([np.ravel(handed[n]) for n in names]),
+                        np.concatenate([np.ravel(true[n]) for n in names]))
+        per_parameter = np.mean([_cosine(handed[n], true[n]) for n in names])
+        assert abs(whole - per_parameter) > 1e-3  # (the test can tell the two apart)
+        assert cosines[i] == pytest.approx(whole, rel=1e-12)
+    scaled = block_cosines(model, {n: 2.5 * g for n, g in true.items()}, true)
+    flipped = block_cosines(model, {n: -g for n, g in true.items()}, true)
+    assert scaled == pytest.approx([1.0] * 3, abs=1e-12) and flipped == pytest.approx([-1.0] * 3, abs=1e-12)
+
+
+@task("a4-alignment-cosine")
+def test_block_cosines_nan_for_a_zero_gradient_and_float64_for_float32_ones():
+    from tinydgl.train.alignment import block_cosines
+
+    model = _tiny_mlp()
+    rng = _rng(18)
+    true = {name: rng.standard_normal(p.shape).astype(np.float32) for name, p in model.named_parameters()}
+    handed = dict(true)
+    for name in ("0.0.weight", "0.0.bias", "0.1.weight", "0.1.bias", "0.2.weight", "0.2.bias"):
+        if name in handed:
+            handed[name] = np.zeros_like(true[name])  # block 0 handed nothing but zeros
+    cosines = block_cosines(model, handed, true)
+    assert np.isnan(cosines[0]) and cosines[1:] == pytest.approx([1.0, 1.0], abs=1e-6)
+    huge = {name: g * np.float32(1e20) for name, g in true.items()}  # |g|^2 overflows float32, not float64
+    assert block_cosines(model, huge, huge) == pytest.approx([1.0] * 3, abs=1e-6)
+
+
+@task("a4-alignment-cosine")
+def test_the_probe_reads_one_for_backprop_and_one_at_dfas_classifier():
+    from tinydgl.train.alignment import block_cosines, handed_gradients, true_gradients
+
+    x, y = _batch()
+    for name, expect_all in (("bp", True), ("dfa", False)):
+        trainer = build_trainer(name, _tiny_mlp(), lambda p: SGD(p, lr=0.1))
+        true = true_gradients(trainer, x, y)
+        _, handed = handed_gradients(trainer, x, y)
+        cosines = block_cosines(trainer.model, handed, true)
+        assert cosines[-1] == pytest.approx(1.0, abs=1e-12), (name, cosines)
+        if expect_all:
+            assert cosines == pytest.approx([1.0] * 3, abs=1e-12)
+        else:
+            assert all(-1.0 <= c <= 1.0 for c in cosines[:-1])

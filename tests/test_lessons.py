@@ -23,8 +23,8 @@ def python_blocks(path):
     return [code for lang, code in FENCE.findall(path.read_text()) if lang == "python"]
 
 
-def test_there_are_ten_chapters():
-    assert len(CHAPTERS) == 10, [c.name for c in CHAPTERS]
+def test_there_are_eleven_chapters():
+    assert len(CHAPTERS) == 11, [c.name for c in CHAPTERS]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

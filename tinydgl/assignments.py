@@ -91,6 +91,12 @@ ASSIGNMENTS = (
                "Cut the network into modules that each learn from a loss of their own, so that no gradient crosses "
                "a module boundary. Write how the network is cut, the local update every local method shares, and "
                "LLS's fixed basis of waves with the normalisation in front of it."),
+    Assignment("A4", "Feedback alignment",
+               ("11-feedback-alignment.md",),
+               "Send the error down through fixed random matrices instead of the transposed weights, and measure how "
+               "close that comes to backprop. Write how DFA (and sDFA) hands the output error to every hidden block, "
+               "DRTP's target made of the label alone, and the cosine with which the alignment probe compares a "
+               "method's gradient with backprop's."),
 )
 
 TASKS = (
@@ -144,6 +150,19 @@ TASKS = (
     Task("a3-lls-basis", "LLS: the fixed basis of waves",
          "`lls_basis(n_classes, d, waveform, rng)`: the matrix B of the docstring for the sin, square, cosine and "
          "random waveforms."),
+    Task("a4-dfa-signal", "DFA: the output error, straight to every hidden block",
+         "`DFATrainer.train_step`, after the forward pass and the classifier's true gradient (both given): "
+         "project the error signal (`self.error_signal`: e for DFA, its sign for sDFA) through each hidden block's "
+         "fixed matrix B_l and back-propagate it inside that block only. No gradient crosses from a block to the one "
+         "below, and no block computes its input gradient."),
+    Task("a4-drtp-target", "DRTP: a target made of the label",
+         "`RandomTargetModule.local_loss(out, y)`: DRTP's hidden block has no loss (return NaN) and learns from "
+         "delta = onehot(y) @ B / N, in the block's output shape and dtype."),
+    Task("a4-alignment-cosine", "The alignment probe's cosine",
+         "`block_cosines(model, handed, true)`: for each block, the cosine between the concatenation of all its "
+         "handed parameter gradients and that of its true ones (one vector each, not a cosine per parameter), "
+         "computed in float64; NaN when either vector is zero. (Blocks without parameters, or with a parameter "
+         "that got no gradient, are handled above your code.)"),
 )
 TASKS_BY_ID = {t.id: t for t in TASKS}
 
@@ -489,8 +508,11 @@ def check(marker):
 
 
 def index(manifest):
+    count = len(manifest["assignments"])
+    words = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
     lines = ["# Assignments", "",
-             "Three assignments, each a set of tasks in the library's own code, graded task by task. Do them in "
+             f"{words[count] if count < len(words) else count} assignments, each a set of tasks in the library's own "
+             "code, graded task by task. Do them in "
              "order: later tasks use earlier ones (a backprop step needs the layers' backward passes).", "",
              "| assignment | tasks | points |", "|---|---|---|"]
     for a in manifest["assignments"]:

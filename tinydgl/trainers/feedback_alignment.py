@@ -117,9 +117,14 @@ class DFATrainer(Trainer):
             h = block.forward(h)
         loss, dlogits = F.softmax_cross_entropy(h, y, self.label_smoothing)
         blocks[-1].backward(dlogits, need_input_grad=False)  # the output layer: the true gradient, kept there
+        # BEGIN SOLUTION a4-dfa-signal
+        # hint: every hidden block l (all but the last) gets delta_l = project(signal, B_l), the signal being
+        # hint: self.error_signal(dlogits, y), B_l its entry of self.feedback; it back-propagates delta_l inside
+        # hint: itself only: block.backward(delta_l, need_input_grad=False)
         signal = self.error_signal(dlogits, y)
         for block, feedback in zip(blocks[:-1], self.feedback):
             block.backward(project(signal, feedback), need_input_grad=False)  # nothing crosses to the block below
+        # END SOLUTION
         self.optimizer.step()
         return loss
 
@@ -144,8 +149,12 @@ class RandomTargetModule(LocalModule):
 
     def local_loss(self, out, y):
         """(nan: DRTP has no loss here, delta = onehot(y) @ B / N)."""
+        # BEGIN SOLUTION a4-drtp-target
+        # hint: return (math.nan, delta): delta = onehot(y) @ B / N, with F.one_hot(y, classes, out.dtype), B =
+        # hint: self.feedback (classes = its first dimension) and project(); N is the batch size
         target = F.one_hot(y, int(self.feedback.shape[0]), out.dtype)
         return math.nan, project(target, self.feedback) / out.shape[0]
+        # END SOLUTION
 
 
 class DRTPTrainer(LocalTrainer):
