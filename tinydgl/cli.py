@@ -135,7 +135,7 @@ METHOD_OPTIONS = {
     "synthesizer": "synthesizer", "interfaces": "interfaces", "synth_hidden": "synth_hidden",
     "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
     "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
-    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init",
+    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init", "loss": "loss",
     "basis_size": "basis_size",
     "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
     "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
@@ -252,6 +252,9 @@ def add_training_arguments(parser):
     group.add_argument("--reuse-cap", type=_positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
     group.add_argument("--buffer-codec", default=None, help="async DGL: vq to store activations as vector-quantised codes")
     group.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="async DGL: skip the warm-up")
+    group.add_argument("--loss", type=_choice("loss", ["ce", "bce"]), default=None,
+                       help="fa, dfa, sdfa, drtp, shallow: the output loss, ce (softmax cross-entropy, default) or "
+                            "bce (sigmoid + binary cross-entropy, the DRTP reference code's)")
     group.add_argument("--feedback-init", type=_choice("feedback init", ["kaiming", "lls-dnn"]), default=None,
                        help="fa, dfa, sdfa, drtp: how the fixed random feedback matrices are drawn: kaiming "
                             "(default; U[-sqrt(6/fan_in), sqrt(6/fan_in)], as the DRTP reference code) or lls-dnn "

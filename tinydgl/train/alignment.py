@@ -28,7 +28,8 @@ from ..backend import to_numpy
 
 
 def true_gradients(trainer, x, y):
-    """Backprop's gradient of the network's loss (softmax cross-entropy, with the trainer's label smoothing)
+    """Backprop's gradient of the network's loss (the trainer's `output_loss` if it has one, else softmax
+    cross-entropy with the trainer's label smoothing)
     for every model parameter, at the current weights, on batch (x, y), computed on a copy of the model so
     the trainer's own state (weights, batch-norm statistics, caches, generators) is untouched.
     Returns {parameter name: host array}."""
@@ -39,7 +40,10 @@ def true_gradients(trainer, x, y):
     h = x
     for block in blocks:
         h = block.forward(h)
-    _, grad = F.softmax_cross_entropy(h, y, getattr(trainer, "label_smoothing", 0.0))
+    if hasattr(trainer, "output_loss"):  # the feedback-alignment family may train on sigmoid + BCE
+        _, grad = trainer.output_loss(h, y)
+    else:
+        _, grad = F.softmax_cross_entropy(h, y, getattr(trainer, "label_smoothing", 0.0))
     for i in reversed(range(len(blocks))):
         grad = blocks[i].backward(grad, need_input_grad=i > 0)
     return {name: to_numpy(p.grad) for name, p in reference.named_parameters()}

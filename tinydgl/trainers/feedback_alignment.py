@@ -13,6 +13,9 @@ handed a signal delta_l in place of dL/dh_l, which it back-propagates inside its
     shallow  no signal: hidden blocks keep their initial weights; only the output layer learns
 
 B_l has shape (classes, *shape of h_l); every B is drawn once from the run's seed and never learned.
+The output loss is softmax cross-entropy (loss="ce") or, as in the DRTP reference code, sigmoid + binary
+cross-entropy (loss="bce"; with `--model mlp --activation tanh --no-batchnorm`, its whole setting); the
+test loss the loop reports stays the softmax cross-entropy of the logits, for every trainer alike.
 Signals are divided by the batch size, like the loss's own gradient, so learning rates carry over.
 DRTP needs nothing from the layers above, so it is a local learner (`LocalTrainer`, one module per
 block) and runs on the module-parallel engine like LLS; DFA needs the output error of every batch sent
@@ -30,6 +33,26 @@ from .base import Trainer
 from .local import LocalModule, LocalTrainer, block_output_shapes
 
 FEEDBACK_INITS = ("kaiming", "lls-dnn")
+# The output layer's loss: softmax cross-entropy (tinydgl's default), or sigmoid + binary cross-entropy
+# against one-hot targets, the DRTP reference code's (mean over N * classes, as PyTorch's BCELoss).
+LOSSES = ("ce", "bce")
+
+
+class OutputLoss:
+    """The loss at the output layer of the feedback-alignment trainers: `output_loss(logits, y)` ->
+    (loss, dlogits). The alignment probe compares with backprop on this same loss."""
+
+    def _init_loss(self, loss, label_smoothing):
+        if loss not in LOSSES:
+            raise ValueError(f"Unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}.")
+        if loss == "bce" and label_smoothing:
+            raise ValueError("label smoothing applies to the cross-entropy loss (ce), not to bce.")
+        self.loss, self.label_smoothing = loss, label_smoothing
+
+    def output_loss(self, logits, y):
+        if self.loss == "bce":
+            return F.sigmoid_binary_cross_entropy(logits, y)
+        return F.softmax_cross_entropy(logits, y, self.label_smoothing)
 
 
 def feedback_matrix(shape, fan_in, rng, init="kaiming", dtype="float32"):
@@ -67,14 +90,15 @@ def _dtype(model):
 
 
 # --- FA ---------------------------------------------------------------------------------------------
-class FATrainer(BackpropTrainer):
+class FATrainer(OutputLoss, BackpropTrainer):
     """Feedback alignment: backprop's train_step, with a fixed random B in every linear/conv layer's
     input gradient (`Linear.feedback`, `Conv2d.feedback`, used by the ops' backward)."""
 
     name = "fa"
 
-    def __init__(self, model, make_optimizer, feedback_init="kaiming", label_smoothing=0.0, seed=0):
+    def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0):
         super().__init__(model, make_optimizer, label_smoothing)
+        self._init_loss(loss, label_smoothing)
         rng = default_rng([seed, 5001])
         self.feedback_init = feedback_init
         for layer in _parametrised_layers(model):
@@ -82,6 +106,19 @@ class FATrainer(BackpropTrainer):
             # PyTorch's fan_in for this weight: in_features (tinydgl stores Linear as (in, out)), or C/g*k*k
             fan_in = int(w.shape[0]) if isinstance(layer, Linear) else int(np.prod(w.shape[1:]))
             layer.feedback = feedback_matrix(tuple(w.shape), fan_in, rng, feedback_init, _dtype(model))
+
+    def train_step(self, x, y):
+        if self.loss == "ce":
+            return super().train_step(x, y)  # backprop's step; the layers' feedback does the rest
+        blocks = self.model.layers  # the same chain from the reference code's sigmoid + BCE output
+        h = x
+        for block in blocks:
+            h = block.forward(h)
+        loss, grad = self.output_loss(h, y)
+        for i in reversed(range(len(blocks))):
+            grad = blocks[i].backward(grad, need_input_grad=i > 0)
+        self.optimizer.step()
+        return loss
 
 
 def _parametrised_layers(module):
@@ -92,15 +129,16 @@ def _parametrised_layers(module):
 
 
 # --- DFA and sign-DFA -------------------------------------------------------------------------------
-class DFATrainer(Trainer):
+class DFATrainer(OutputLoss, Trainer):
     """Direct feedback alignment: every hidden block gets the output error through its own B_l."""
 
     name = "dfa"
 
-    def __init__(self, model, make_optimizer, feedback_init="kaiming", label_smoothing=0.0, seed=0):
+    def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0):
         super().__init__(model)
+        self._init_loss(loss, label_smoothing)
         self.optimizer = make_optimizer(model.parameters())
-        self.label_smoothing, self.feedback_init = label_smoothing, feedback_init
+        self.feedback_init = feedback_init
         self.feedback = block_feedback(model, default_rng([seed, 5002]), feedback_init, _dtype(model))
 
     def optimizers(self):
@@ -115,7 +153,7 @@ class DFATrainer(Trainer):
         h = x
         for block in blocks:
             h = block.forward(h)
-        loss, dlogits = F.softmax_cross_entropy(h, y, self.label_smoothing)
+        loss, dlogits = self.output_loss(h, y)
         blocks[-1].backward(dlogits, need_input_grad=False)  # the output layer: the true gradient, kept there
         # BEGIN SOLUTION a4-dfa-signal
         # hint: every hidden block l (all but the last) gets delta_l = project(signal, B_l), the signal being
@@ -157,32 +195,44 @@ class RandomTargetModule(LocalModule):
         # END SOLUTION
 
 
-class DRTPTrainer(LocalTrainer):
+class OutputModule(LocalModule):
+    """The classifier block as a local module whose loss is the trainer's output loss (ce or bce)."""
+
+    def __init__(self, body, make_optimizer, output_loss):
+        super().__init__(body, None, make_optimizer)
+        self.output_loss = output_loss
+
+    def local_loss(self, out, y):
+        return self.output_loss(out, y)
+
+
+class DRTPTrainer(OutputLoss, LocalTrainer):
     """Direct random target projection: each hidden block is a module learning from the label alone; the
     classifier block learns from the loss on the (constant) output of the last hidden block."""
 
     name = "drtp"
 
-    def __init__(self, model, make_optimizer, feedback_init="kaiming", label_smoothing=0.0, seed=0):
+    def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0):
         super().__init__(model)
+        self._init_loss(loss, label_smoothing)
         self.feedback_init = feedback_init
         blocks = model.layers
         feedback = block_feedback(model, default_rng([seed, 5003]), feedback_init, _dtype(model))
         self.modules = [RandomTargetModule(Sequential(block), b, make_optimizer) for block, b in zip(blocks[:-1], feedback)]
-        self.modules.append(LocalModule(Sequential(blocks[-1]), None, make_optimizer, label_smoothing))
+        self.modules.append(OutputModule(Sequential(blocks[-1]), make_optimizer, self.output_loss))
 
 
 # --- shallow ---------------------------------------------------------------------------------------
-class ShallowTrainer(Trainer):
+class ShallowTrainer(OutputLoss, Trainer):
     """The floor: hidden blocks stay at their initial weights (batch norm still normalises with batch
     statistics, as in every other trainer); only the output layer learns, from the true gradient."""
 
     name = "shallow"
 
-    def __init__(self, model, make_optimizer, label_smoothing=0.0):
+    def __init__(self, model, make_optimizer, loss="ce", label_smoothing=0.0):
         super().__init__(model)
+        self._init_loss(loss, label_smoothing)
         self.optimizer = make_optimizer(model.layers[-1].parameters())
-        self.label_smoothing = label_smoothing
 
     def optimizers(self):
         return [self.optimizer]
@@ -194,7 +244,7 @@ class ShallowTrainer(Trainer):
             h = block.forward(h)
             block.forget()  # no backward will come: drop what forward kept for it
         logits = blocks[-1].forward(h)
-        loss, dlogits = F.softmax_cross_entropy(logits, y, self.label_smoothing)
+        loss, dlogits = self.output_loss(logits, y)
         blocks[-1].backward(dlogits, need_input_grad=False)
         self.optimizer.step()
         return loss
