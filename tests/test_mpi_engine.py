@@ -136,7 +136,10 @@ def test_async_dgl_over_mpi_uses_replay_links_and_reports_them(tmp_path):
         first, second = epoch["workers"]
         assert epoch["policy"] == "replay" and epoch["rings"][1]["policy"] == "replay"
         assert epoch["rings"][1]["slots"] == 2
-        assert first["steps"] == 4 and 1 <= second["steps"] <= 4
+        # the consumer replays stored batches while it waits, so how many steps it makes depends on timing
+        # (5 were seen on a loaded machine); what it learned from fresh is at most the 4 batches sent
+        assert first["steps"] == 4 and 1 <= second["fresh_batches"] <= 4
+        assert second["steps"] == second["fresh_batches"] + second["replayed_batches"]
         for key in ("empty_polls", "replayed_batches", "staleness_mean", "occupancy_mean"):
             assert second[key] >= 0
         assert epoch["rings"][1]["sent"] == 4  # every batch was sent; the consumer stored, replayed or dropped it
