@@ -270,3 +270,13 @@ def test_cli_dp_sync_over_mpi_reports_the_same_work_counts_as_the_other_engines(
     assert [w["fresh_batches"] for w in workers] == [4, 4]  # 512 images in batches of 128
     assert all(w["replayed_batches"] == w["skipped_batches"] == 0 for w in workers)
     assert metrics["history"][0]["samples"] == 512
+
+
+def test_drtp_over_mpi_gives_the_in_process_weights(tmp_path):
+    """DRTP needs only the label, so it is a local learner: over MPI its modules learn what they learn in one
+    process (the feedback matrices are drawn from the seed on every rank alike)."""
+    small = ["--model", "mlp", "--trainer", "drtp", "--epochs", "1"]
+    _train(tmp_path, "ref", *small, mpi=False)
+    metrics, _ = _train(tmp_path, "mpi", *small, "--engine", "mpi")
+    _assert_same_weights(tmp_path / "mpi", tmp_path / "ref")
+    assert len(metrics["history"][0]["workers"]) == 2

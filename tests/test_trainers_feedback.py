@@ -274,3 +274,23 @@ def test_the_reference_setting_learns_beyond_its_floor(digits):
     assert 0.78 < floor < 0.84
     for method in ("fa", "dfa", "drtp"):
         assert run(method) > floor + 0.02, method
+
+
+@pytest.mark.parametrize("model_name, channels, size", [("cnn", 1, 28), ("smallconv", 1, 28), ("smallconvl", 3, 32),
+                                                        ("vgg8", 3, 32), ("mobilenet_v1", 3, 32), ("dni_cnn", 3, 32)])
+def test_the_family_runs_on_every_model_backprop_runs_on(model_name, channels, size):
+    """One step of fa, dfa and drtp on each model (grouped convolutions included): every parameter gets a
+    finite gradient of its own shape, and DFA's feedback has one matrix per hidden block."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(2, channels, size, size)).astype("float32"), np.array([1, 7])
+    for name in ("fa", "dfa", "drtp"):
+        model = build_model(model_name, channels, size, 10, seed=0)
+        trainer = build_trainer(name, model, RecordGradients)
+        loss = trainer.train_step(x, y)
+        assert np.isfinite(loss), (model_name, name)
+        grads = _recorded(trainer)
+        params = [p for opt in trainer.optimizers() for p in opt.params]
+        assert len(grads) == len(params) and all(g.shape == p.shape and np.all(np.isfinite(g))
+                                                 for g, p in zip(grads, params)), (model_name, name)
+        if name == "dfa":
+            assert len(trainer.feedback) == len(model.layers) - 1

@@ -308,7 +308,7 @@ def build_parser():
                             "the same trainer, model, dataset, optimizer and parameter-shaping options")
     parallel = train.add_argument_group("parallel runs")
     parallel.add_argument("--workers", type=_positive_int, default=None,
-                          help="dgl, lls*, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
+                          help="dgl, lls*, local-losses, drtp, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
                                "workers (default: in-process)")
     parallel.add_argument("--n-fetch", type=_positive_int, default=None,
                           help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
@@ -663,7 +663,7 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     if getattr(args, "engine", "local") == "mpi":
         if args.trainer == "downpour":
             raise CommandError("downpour runs on the local engine (worker processes on one machine); "
-                               "over MPI there are dgl, lls*, async-dgl and dp-sync.")
+                               "over MPI there are dgl, lls*, local-losses, drtp, async-dgl and dp-sync.")
         if args.devices:
             raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
         return fit_on_mpi(args, trainer, train_loader, test_loader)
