@@ -74,6 +74,8 @@ def expect(code, err, want_code, message):
 
 # --- option values out of range (argparse types: exit 2) ------------------------------------------------------
 RANGE_CASES = [
+    (["--momentum", "-0.5"], "argument --momentum: must be 0 or more, got -0.5"),
+    (["--lr-schedule", "warmup"], "argument --lr-schedule: unknown lr schedule 'warmup'; choose one of: constant, cooldown"),
     (["--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
     (["--epochs", "two"], "argument --epochs: must be a positive integer, got 'two'"),
     (["--batch-size", "-5"], "argument --batch-size: must be a positive integer, got -5"),
@@ -165,6 +167,9 @@ def test_compare_refuses_a_bad_trainer_list(trainers, message, capsys, tmp_path)
 
 # --- combinations that do not fit ----------------------------------------------------------------------------
 COMBINATION_CASES = [
+    (["--momentum", "0.9"], "--momentum applies to --optimizer sgd (adam and the schedule-free optimizers have"),
+    (["--trainer", "dgl", "--workers", "2", "--lr-schedule", "cooldown"],
+     "--lr-schedule cooldown applies to in-process runs; the parallel engines train at a constant rate"),
     (["--model", "cnn", "--hidden", "100", "--activation", "tanh"],
      "--hidden, --activation apply to --model mlp only: add --model mlp, or leave them out for --model cnn."),
     (["--trainer", "bp", "--temperature", "0.5"], "--temperature do(es) not apply to --trainer bp: leave it out"),

@@ -123,3 +123,38 @@ def test_bad_arguments():
         SGD([Parameter(np.ones(1))], lr=0)
     with pytest.raises(ValueError, match="adamw"):
         build_optimizer("rmsprop", [Parameter(np.ones(1))], lr=0.1)
+
+
+def test_cooldown_schedule_is_forward_forwards_and_resumes_exactly(tmp_path):
+    """Constant over the first half, then 2 (1 + E - e) / E (loeweX/Forward-Forward src/utils.py); set from
+    the epoch alone, so a run resumed after epoch 2 of 4 trains at the rates of one never stopped."""
+    from tinydgl.data import DataLoader, load_dataset
+    from tinydgl.models import build_model
+    from tinydgl.optim import LR_SCHEDULES, build_optimizer, scheduled_lr
+    from tinydgl.train import fit
+    from tinydgl.trainers import build_trainer
+
+    assert [LR_SCHEDULES["cooldown"](e, 4) for e in (1, 2, 3, 4)] == [1.0, 1.0, 1.0, 0.5]
+    assert [LR_SCHEDULES["cooldown"](e, 10) for e in (5, 6, 10)] == [1.0, 1.0, 0.2]
+    ds = load_dataset("mnist-small", limit_train=256, limit_test=100)
+
+    def run(epochs, directory=None, resume=False):
+        train = DataLoader(ds.x_train, ds.y_train, 64, seed=0, mean=ds.mean, std=ds.std, dtype="float64")
+        test = DataLoader(ds.x_test, ds.y_test, 100, shuffle=False, mean=ds.mean, std=ds.std, dtype="float64")
+        trainer = build_trainer("dgl", build_model("mlp", 1, 28, 10, dtype="float64"),
+                                lambda p: build_optimizer("sgd", p, lr=0.1, momentum=0.9))
+        seen = []
+        fit(trainer, train, test, epochs, checkpoint_dir=directory, resume=resume, progress=False,
+            log=lambda *_: None, lr_schedule="cooldown", on_epoch_end=lambda e: seen.append(trainer.optimizers()[0].lr))
+        return trainer, seen
+
+    straight, rates = run(4)
+    assert rates == pytest.approx([0.1, 0.1, 0.1, 0.05])
+    run(2, str(tmp_path))
+    resumed, rest = run(4, str(tmp_path), resume=True)
+    assert rest == pytest.approx([0.1, 0.05])
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    with pytest.raises(ValueError, match="constant, cooldown"):
+        scheduled_lr(straight.optimizers(), "warmup", 1, 4)

@@ -210,6 +210,12 @@ def add_training_arguments(parser):
     parser.add_argument("--optimizer", type=_choice("optimizer", list(OPTIMIZERS)), default="adam")
     parser.add_argument("--lr", type=_positive_float, default=None,
                         help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    parser.add_argument("--momentum", type=_non_negative_float, default=None,
+                        help="sgd: momentum (default 0; Forward-Forward's reference recipe uses 0.9)")
+    parser.add_argument("--lr-schedule", type=_choice("lr schedule", ["constant", "cooldown"]), default="constant",
+                        help="per-epoch learning rate: constant (default) or cooldown (constant over the first half "
+                             "of the epochs, then linearly down to 2/E of it in the last: Forward-Forward's "
+                             "reference schedule); in-process runs")
     parser.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument("--backend", type=_choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
@@ -369,6 +375,11 @@ def make_trainer(args, trainer_name, dataset, strict=True):
         raise CommandError(f"model {args.model!r} does not fit {args.dataset} images ({channels}x{size}x{size}): {err}") from err
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     options = {"weight_decay": args.weight_decay} if args.weight_decay else {}
+    if getattr(args, "momentum", None):
+        if args.optimizer != "sgd":
+            raise CommandError(f"--momentum applies to --optimizer sgd (adam and the schedule-free optimizers have "
+                               f"their own averaging), not {args.optimizer}.")
+        options["momentum"] = args.momentum
 
     def make_optimizer(params):
         return build_optimizer(args.optimizer, params, lr=lr, **options)
@@ -456,6 +467,7 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         "samples_per_second": total_samples / total_seconds if total_seconds else None,
         "parameters": num_parameters,
         "config": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
+                   "lr_schedule": getattr(args, "lr_schedule", "constant"), "momentum": getattr(args, "momentum", None),
                    "weight_decay": args.weight_decay, "seed": args.seed, "augment": args.augment,
                    "bn_recalibrate": args.bn_recalibrate, "limit_train": args.limit_train,
                    "limit_test": args.limit_test},
@@ -609,6 +621,9 @@ def cmd_train(args):
 
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
+    if args.workers and args.lr_schedule != "constant":
+        raise CommandError(f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
+                           f"at a constant rate (leave --workers out, or the schedule).")
     check_parallel_options(args)
     select_backend(args)
     if getattr(args, "engine", "local") == "mpi":
@@ -636,7 +651,7 @@ def cmd_train(args):
     else:
         history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir,
                       resume=args.resume, progress=not args.no_progress, bn_recalibrate=args.bn_recalibrate,
-                      checkpoint_every=args.checkpoint_every, stop_on_signals=True)
+                      checkpoint_every=args.checkpoint_every, stop_on_signals=True, lr_schedule=args.lr_schedule)
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     print(f"{accuracy_line(summary)} after {summary['epochs']} epoch(s); "
           f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")
@@ -820,7 +835,7 @@ def cmd_compare(args):
         probe = alignment_probe(args, trainer)
         with PeakMemory(get_backend().name) as memory:
             history = fit(trainer, train_loader, test_loader, args.epochs, progress=not args.no_progress,
-                          bn_recalibrate=args.bn_recalibrate, alignment=probe)
+                          bn_recalibrate=args.bn_recalibrate, alignment=probe, lr_schedule=args.lr_schedule)
         summary = run_summary(args, name, lr, history, trainer.model.num_parameters(), trainer)
         summary["peak_memory_bytes"] = memory.peak_bytes
         summary["macs_per_sample"] = macs

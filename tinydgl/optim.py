@@ -24,6 +24,7 @@ class Optimizer:
         if lr <= 0:
             raise ValueError(f"The learning rate must be positive, got {lr}.")
         self.lr = lr
+        self.base_lr = lr  # what epoch schedules (`scheduled_lr`) scale; lr is the rate in use
         self.steps = 0
         self.state = [dict() for _ in self.params]  # per-parameter buffers (momentum, Adam moments)
 
@@ -319,3 +320,23 @@ class CosineLR:
     def step(self):
         self.count += 1
         self.optimizer.lr = self.lr_at(self.count)
+
+
+# --- per-epoch schedules for the shared loop (`tinydgl.train.fit(..., lr_schedule=NAME)`) ---------------------
+def _cooldown(epoch, epochs):
+    """1 over the first half of training, then linearly down: 2 (1 + E - e) / E in epoch e > E/2 (1-based),
+    Forward-Forward's reference schedule (loeweX/Forward-Forward, src/utils.py)."""
+    return 1.0 if epoch <= epochs / 2 else 2.0 * (1 + epochs - epoch) / epochs
+
+
+LR_SCHEDULES = {"constant": lambda epoch, epochs: 1.0, "cooldown": _cooldown}
+
+
+def scheduled_lr(optimizers, schedule, epoch, epochs):
+    """Set every optimizer's rate for (1-based) `epoch` of `epochs`: its base_lr times the schedule's factor.
+    Depends on the epoch alone, so a resumed run sets the same rates as an uninterrupted one."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr schedule {schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}.")
+    factor = LR_SCHEDULES[schedule](epoch, epochs)
+    for optimizer in optimizers:
+        optimizer.lr = optimizer.base_lr * factor

@@ -10,6 +10,7 @@ import math
 import sys
 import time
 
+from ..optim import scheduled_lr
 from .checkpoint import load_checkpoint, save_checkpoint, where
 from .evaluation import evaluate_epoch
 from .stopping import RunStopped, StopSignals
@@ -34,7 +35,7 @@ def _progress(iterable, total, desc, enabled, initial=0):
 
 def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=False, progress=True, log=print,
         on_epoch_end=None, bn_recalibrate=0, evaluate_before_recalibration=False, checkpoint_every=None,
-        stop_on_signals=False, alignment=None):
+        stop_on_signals=False, alignment=None, lr_schedule="constant"):
     """Train for `epochs` epochs (in total, counting any resumed ones) and return the history.
 
     train_loader / test_loader: iterables of (x, y) batches; train_loader must have `set_epoch(e, start_batch)`
@@ -53,6 +54,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     test before recalibrating (history key test_accuracy_before_recalibration), to see what it changed.
     alignment: an `alignment.AlignmentProbe`; its due steps go through it, which measures how close the
     gradients the trainer hands its optimizers are to backprop's (it keeps the records).
+    lr_schedule: a name of `tinydgl.optim.LR_SCHEDULES` ("constant", "cooldown"): every optimizer's rate in
+    each epoch is its base rate times the schedule's factor for that epoch.
     Schedule-free optimizers evaluate, recalibrate and checkpoint at epoch ends at their average x and train
     at y (mid-epoch checkpoints hold y, the point training continues from); when fit returns, the
     parameters hold x (the model to use).
@@ -88,6 +91,7 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             if pending is not None:
                 trainer.load_resume_state(*pending)
                 pending = None
+            scheduled_lr(trainer.optimizers(), lr_schedule, epoch + 1, epochs)
             trainer.to_train_weights()
             trainer.model.train()
             if first and partial:
