@@ -105,9 +105,18 @@ def test_every_trainer_gets_a_value_per_block(name, options, digits):
         assert blocks[0] == [None] * 4 and blocks[1] == [None] * 4
 
 
-def test_async_dgl_is_refused_with_the_reason():
-    with pytest.raises(ValueError, match="buffered batches"):
-        AlignmentProbe().check(_trainer("async-dgl"))
+def test_async_dgl_measures_the_module_that_learns_from_the_batch_and_ff_is_refused(digits):
+    """In async DGL only the first module learns from the batch train_step is given; the blocks of later
+    modules learn from buffered activations of other steps and weights, so they read NaN (None)."""
+    train, test = _loaders(digits, 256)
+    probe = AlignmentProbe(every=1)
+    fit(_trainer("async-dgl", modules=2), train, test, 1, alignment=probe, **QUIET)
+    first, second, classifier = probe.summary()["blocks"]
+    assert all(v is not None and -1 <= v <= 1 for v in first[1:])  # step 1 is warm-up: module 0 ran twice
+    assert second == [None] * 4 and classifier == [None] * 4
+    with pytest.raises(ValueError, match="goodness"):
+        AlignmentProbe().check(build_trainer("ff", build_model("mlp", 1, 28, 10), lambda p: build_optimizer("sgd", p, lr=1e-3),
+                                             ff_hidden=(20, 20)))
     with pytest.raises(ValueError, match="positive"):
         AlignmentProbe(every=0)
     assert math.isnan(block_cosines(_trainer("bp").model, {}, {})[0])
@@ -128,6 +137,6 @@ def test_compare_alignment_writes_it_per_run_and_plots_one_panel_per_method(tmp_
     assert runs["bp"]["alignment"]["every"] == 2 and runs["bp"]["alignment"]["steps"] == [1, 3]
     assert runs["bp"]["alignment"]["blocks"] == [pytest.approx([1.0, 1.0], abs=1e-6)] * 3  # float32 here
     assert len(runs["dfa"]["alignment"]["blocks"]) == 3
-    assert runs["async-dgl"]["alignment"] is None and "alignment is undefined for async-dgl" in out
+    assert runs["async-dgl"]["alignment"]["blocks"][1] == [None, None]  # its second module: buffered batches
     assert "mean of the last 3 records" in out
     assert (tmp_path / "curves-alignment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,10 +11,11 @@ to the loss reads about 0; FA and DFA are known to *align* as they train.
     fit(trainer, train, test, epochs, alignment=probe)   # every 10th step goes through the probe
     probe.summary()  # {"every": 10, "steps": [1, 11, ...], "blocks": [[cos of block 0 at each step], ...]}
 
-It works for any trainer whose train_step learns from the batch it is given (backprop, DNI, greedy, DGL,
-LLS, the feedback-alignment family); async DGL's modules learn from buffered batches of earlier steps, so
-against this batch's gradient their alignment is undefined, and the probe says so; so is Forward-Forward's,
-whose network has no output loss to backpropagate. A block whose
+It works for every trainer whose train_step learns from the batch it is given (backprop, DNI, greedy,
+DGL, LLS, local-losses, the feedback-alignment family). In async DGL only the first module learns from the
+batch it is given; the later ones learn from buffered activations computed at other steps, with other
+weights, so their blocks read NaN (the first module's are measured). Forward-Forward is refused: its
+network has no output loss whose backprop gradient its layers could be compared with. A block whose
 parameters got no gradient at that step (a DNI group that skipped its update, a frozen greedy module, the
 shallow floor's hidden blocks) reads NaN.
 """
@@ -113,6 +114,19 @@ def block_cosines(model, handed, true):
     return cosines
 
 
+def blocks_learning_from_the_batch(trainer):
+    """The blocks whose gradient in a train_step comes from the batch it was given: None (all of them) for
+    every trainer but async DGL, where only the first module's blocks do."""
+    from ..trainers.async_dgl import AsyncDGLTrainer
+
+    if not isinstance(trainer, AsyncDGLTrainer):
+        return None
+    first = set(trainer.groups[0])
+    if len(trainer.groups) == 1:  # one module: it also holds the classifier block
+        first.add(len(trainer.model.layers) - 1)
+    return first
+
+
 class AlignmentProbe:
     """Measures alignment on every `every`-th training step (the 1st, the every+1-th, ...) of a `fit`."""
 
@@ -123,16 +137,12 @@ class AlignmentProbe:
 
     def check(self, trainer):
         """Refuse trainers for which alignment on the given batch is undefined."""
-        from ..trainers.async_dgl import AsyncDGLTrainer
         from ..trainers.forward_forward import FFTrainer
 
         if isinstance(trainer, FFTrainer):
             raise ValueError("alignment is undefined for ff: its layers learn a goodness objective on positive and "
                              "negative data, and its network ends in a hidden layer, not in logits whose "
                              "cross-entropy backprop could be compared with.")
-        if isinstance(trainer, AsyncDGLTrainer):
-            raise ValueError("alignment is undefined for async-dgl: its modules learn from buffered batches of "
-                             "earlier steps, not from the batch whose backprop gradient it would be compared with.")
 
     def train_step(self, trainer, x, y):
         """trainer.train_step(x, y), measured if this step is due. Returns the step's loss."""
@@ -141,7 +151,10 @@ class AlignmentProbe:
             return trainer.train_step(x, y)
         true = true_gradients(trainer, x, y)
         loss, handed = handed_gradients(trainer, x, y)
-        self.records.append({"step": self.steps, "cosine": block_cosines(trainer.model, handed, true)})
+        cosines = block_cosines(trainer.model, handed, true)
+        fed = blocks_learning_from_the_batch(trainer)
+        cosines = [c if fed is None or b in fed or c is None else math.nan for b, c in enumerate(cosines)]
+        self.records.append({"step": self.steps, "cosine": cosines})
         return loss
 
     def summary(self):
