@@ -9,7 +9,8 @@ Solutions are marked in the library's own code, around the lines a student is to
     # END SOLUTION
 
 The markers are comments, so the library runs exactly as if they were not there. `build` copies what a
-student needs (tinydgl/, tests/, lessons/, pyproject.toml, README.md) and replaces every marked region by
+student needs (STUDENT_COPY: tinydgl/, tests/, lessons/, notebooks/ and the package's files) and replaces every
+marked region by
 
     # TODO a1-relu-backward (assignments/A1.md)
     raise NotImplementedError("a1-relu-backward: the cache is the boolean mask x > 0; ...")
@@ -39,8 +40,10 @@ from pathlib import Path
 
 TASK_TESTS = "tests/test_assignments_tasks.py"  # where every task's tests live
 INSTRUCTOR_ONLY = ("tests/test_assignments.py",)  # checks of the build itself: not copied to students
-# What a student tree needs. The rest of the repository (benchmarks, scripts) is left out.
-STUDENT_COPY = ("tinydgl", "tests", "lessons", "notebooks", "pyproject.toml", "README.md", "LICENSE")
+# What a student tree needs: the code, its tests, the course, and what makes it an installable package under
+# its license (MANIFEST.in, CHANGELOG.md: the README links to it). The rest (benchmarks, scripts) is left out.
+STUDENT_COPY = ("tinydgl", "tests", "lessons", "notebooks", "pyproject.toml", "README.md", "LICENSE", "NOTICE", "CHANGELOG.md",
+                "MANIFEST.in")
 # "Everything else" for the CI check: test files that use no marked code, so they pass in a student tree
 # before any task is done. (Most other test files train models, which needs assignment 1's backward passes.)
 INDEPENDENT_TESTS = ("tests/test_data_idx.py", "tests/test_data_cifar.py", "tests/test_loader.py")
