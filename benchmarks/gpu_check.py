@@ -1,0 +1,586 @@
+"""Check tinydgl on one NVIDIA GPU: a single command with a single table of results.
+
+    python benchmarks/gpu_check.py                    # from the repository root, on a machine with a GPU
+    python benchmarks/gpu_check.py --no-install       # CuPy (tinydgl[gpu]) is already installed
+    python benchmarks/gpu_check.py --dry-run          # print the commands it would run, and run nothing
+    python benchmarks/gpu_check.py --limit-train 20000 --sizes 1x28   # a shorter run
+
+What it runs, in order (each command in a process of its own; `--dry-run` prints them all):
+0. looks for a GPU (`nvidia-smi -L`, else the driver's /proc/driver/nvidia/gpus/, else CuPy if installed).
+   None found (or CUDA_VISIBLE_DEVICES hides them all): it says so and exits with status 2 before installing
+   anything. This is what happens on the project's own 2-core machine.
+1. install: `pip install -e ".[gpu]"` (cupy-cuda12x); skipped with --no-install.
+2. gpu: CuPy's view of device 0 (name, memory, compute capability, CUDA runtime and driver versions), after
+   an elementwise kernel (NVRTC) and a matrix product (cuBLAS) have run on it; `nvidia-smi -L` beside it.
+   If CuPy sees no device, it stops here with status 2; if CuPy is missing or cannot run a kernel, with 1.
+3. tests: `python -m pytest -q -m gpu` (the tests marked `gpu`), counted from pytest's JUnit XML report:
+   it passes when none failed and at least one ran (all skipped means pytest could not use the GPU).
+4. train bp / train lls: one epoch of SmallConv on CuPy with each method, through the CLI
+   (`python -m tinydgl train --backend cupy --model smallconv ...`, which is the `tinydgl train` command), on
+   Fashion-MNIST if its files are on this machine (it does not download them), else the bundled mnist-small.
+   The recipe is the LLS protocol of benchmarks/RESULTS.md (batch 128, schedule-free AdamW lr 5e-3, 50
+   batch-norm recalibration batches, seed 0), so on full Fashion-MNIST the accuracy is compared with the CPU
+   runs recorded there (seed 0: bp 0.9106, lls 0.8849); more than 2 points away is a failure (a float32
+   run on a GPU adds rounding differences, not points). Accuracy and training seconds come from
+   `--metrics-json`. `--limit-train` / `--limit-test` shorten the runs (printed with the results).
+5. step: one SmallConv training step (forward, cross-entropy, backward, Adam lr 5e-3; batch 128, float32,
+   random data already on the GPU), tinydgl on CuPy against PyTorch on CUDA where torch sees a GPU (else
+   tinydgl alone). As in bench_step.py (which times the CPU and has no device option), each measurement is a
+   child process of its own (`gpu_check.py --child tinydgl|torch`), the children alternate over `--rounds`
+   rounds, and the table gives medians [lowest-highest per-process median]. Every timed step ends with
+   cupy.cuda.Device().synchronize() / torch.cuda.synchronize(), so a step's time includes its GPU work.
+   Both steps read the loss back to the host once (tinydgl's softmax_cross_entropy returns a float;
+   PyTorch's side calls loss.item()), as a training loop does. Both compute in full float32: PyTorch's
+   TF32 switches (on for cuDNN convolutions by default) are turned off, as CuPy's matmuls do not use TF32
+   unless CUPY_TF32=1; otherwise PyTorch keeps its defaults (cuDNN, no cudnn.benchmark).
+6. prints one table (check, result, seconds) and writes it with the GPU's description to --out
+   (gpu_check.json); the exit status is 0 when every check passed (a skipped PyTorch comparison is not a
+   failure), 1 when one failed, 2 when no GPU was found.
+
+How long: about 4-6 minutes on one recent GPU (an estimate: the script has not yet run on one); the pip
+install and CuPy's first kernel compilations (cached in ~/.cupy/kernel_cache afterwards) take the most.
+Each step has a time limit, and `--budget` (default 450 s) caps the whole run: checks that would start
+after it are reported as failed ("not run"), so the command ends in under 8 minutes.
+
+Afterwards, paste into benchmarks/RESULTS.md, in place of the section "GPU check (ready, not yet run)": a
+heading "GPU check (DATE, GPU NAME)", the command you ran, the `gpu` line printed above the table (device,
+memory, CUDA runtime / driver, CuPy, PyTorch versions), the table itself (it is printed as Markdown), and
+anything that failed with its message; keep gpu_check.json beside it in benchmarks/results/ if you like.
+"""
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import _processes as procs  # standard library only: importable before anything is installed
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+NO_GPU = 2  # exit status when there is no GPU to check
+BATCH = 128
+LR = 5e-3  # bench_step.py's Adam rate, so the step is the one timed on the CPU there
+TRAIN_RECIPE = ["--model", "smallconv", "--epochs", "1", "--batch-size", "128", "--optimizer", "adamw-sf",
+                "--lr", "5e-3", "--bn-recalibrate", "50", "--seed", "0", "--no-progress"]
+# benchmarks/RESULTS.md, "Reproducing the LLS protocol": full Fashion-MNIST, adamw-sf, seed 0, on the CPU
+CPU_ACCURACY = {"bp": 0.9106, "lls": 0.8849}
+ACCURACY_TOLERANCE = 0.02
+LIMITS = {"install": 300, "gpu": 120, "tests": 240, "train": 240, "step": 120}  # seconds per command
+
+# Run in a child after the install, so that the parent never imports CuPy (it may not be installed yet).
+GPU_PROBE = r"""
+import json
+def out(**d):
+    print(json.dumps(d))
+try:
+    import cupy
+except ImportError as err:
+    out(error="no-cupy", message=str(err)); raise SystemExit
+try:
+    count = cupy.cuda.runtime.getDeviceCount()
+except Exception as err:
+    out(error="no-gpu", message=f"{type(err).__name__}: {err}"); raise SystemExit
+if count < 1:
+    out(error="no-gpu", message="CUDA sees 0 devices"); raise SystemExit
+v = lambda n: f"{n // 1000}.{n % 1000 // 10}"
+props = cupy.cuda.runtime.getDeviceProperties(0)
+name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+info = dict(count=count, name=name, cupy=cupy.__version__,
+            compute_capability=cupy.cuda.Device(0).compute_capability,
+            cuda_runtime=v(cupy.cuda.runtime.runtimeGetVersion()), cuda_driver=v(cupy.cuda.runtime.driverGetVersion()))
+try:
+    free, total = cupy.cuda.Device(0).mem_info
+    info.update(memory_total_gib=round(total / 2**30, 1), memory_free_gib=round(free / 2**30, 1))
+    x = cupy.arange(10, dtype=cupy.float32)
+    assert float((x * x).sum()) == 285.0, "elementwise kernel gave a wrong sum"
+    a = cupy.ones((64, 64), dtype=cupy.float32)
+    assert float((a @ a)[0, 0]) == 64.0, "matmul gave a wrong value"
+except Exception as err:
+    info.update(error="no-kernel", message=f"{type(err).__name__}: {err}")
+out(**info)
+"""
+
+TORCH_PROBE = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
+               "'available': torch.cuda.is_available(), "
+               "'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))")
+
+
+def python(*args):
+    return [sys.executable, *map(str, args)]
+
+
+def show(cmd):
+    return " ".join(shlex.quote(str(c)) for c in cmd).replace(shlex.quote(sys.executable), "python", 1)
+
+
+# --- step 0: is there a GPU at all? ---------------------------------------------------------------------
+def find_gpu():
+    """(True, how it was seen) when this machine has an NVIDIA GPU visible to CUDA, else (False, why not)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False, f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return False, f"`nvidia-smi -L` did not answer ({err})"
+        gpus = [line for line in proc.stdout.splitlines() if line.startswith("GPU ")]
+        if proc.returncode == 0 and gpus:
+            return True, "; ".join(gpus)
+        said = (proc.stdout + proc.stderr).strip().splitlines()
+        return False, f"`nvidia-smi -L` lists no GPU (exit code {proc.returncode}: {said[0] if said else 'no output'})"
+    drivers = Path("/proc/driver/nvidia/gpus")
+    if drivers.is_dir() and any(drivers.iterdir()):
+        return True, f"the NVIDIA driver lists {len(list(drivers.iterdir()))} GPU(s) in {drivers} (no nvidia-smi)"
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            probe = run_probe()
+        except subprocess.TimeoutExpired:
+            return False, "CuPy is installed but did not say within 120 s whether it sees a device"
+        if "error" not in probe or probe["error"] == "no-kernel":
+            return True, f"CuPy sees {probe['count']} device(s)"
+        return False, f"CuPy is installed but sees no device ({probe.get('message')})"
+    return False, "no nvidia-smi on PATH, no GPU in /proc/driver/nvidia/gpus, and no CuPy to ask"
+
+
+def run_probe(timeout=LIMITS["gpu"]):
+    proc = subprocess.run(python("-c", GPU_PROBE), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        said = (proc.stderr or proc.stdout).strip()[-800:]
+        return {"error": "probe", "message": f"the CuPy probe exited with code {proc.returncode}: {said}"}
+    return json.loads(lines[-1])
+
+
+# --- the plan --------------------------------------------------------------------------------------------
+def choose_dataset():
+    """'fashion-mnist' when its files are on this machine (found as `tinydgl train` would, never downloaded),
+    else 'mnist-small' (bundled); with the reason."""
+    sys.path.insert(0, str(ROOT))  # the checkout's tinydgl, installed or not
+    try:
+        from tinydgl.data.datasets import DATASETS, DatasetNotFoundError, locate_files
+    except ImportError as err:  # NumPy not installed yet (a dry run before the install)
+        return "mnist-small", f"could not look for Fashion-MNIST ({err}); the bundled mnist-small"
+    finally:
+        sys.path.pop(0)
+    try:
+        paths = locate_files(DATASETS["fashion-mnist"], download=False, progress=False)
+    except DatasetNotFoundError:
+        return "mnist-small", "Fashion-MNIST's files are not on this machine; the bundled mnist-small instead"
+    return "fashion-mnist", f"Fashion-MNIST from {paths[0].parent}"
+
+
+def train_command(args, trainer, dataset, metrics):
+    cmd = python("-m", "tinydgl", "train", "--trainer", trainer, "--backend", "cupy", "--dataset", dataset,
+                 *TRAIN_RECIPE, "--metrics-json", metrics)
+    if args.limit_train:
+        cmd += ["--limit-train", args.limit_train]
+    if args.limit_test:
+        cmd += ["--limit-test", args.limit_test]
+    return cmd
+
+
+def child_command(args, library, size):
+    return [__file__, "--child", library, "--size", size, "--warmup", args.warmup, "--repeat", args.repeat]
+
+
+def dry_run(args):
+    dataset, why = choose_dataset()
+    scratch = "<temporary folder>"
+    print("gpu_check --dry-run: the commands a run would make, in order (nothing is run)\n")
+    print(f"0. look for a GPU: nvidia-smi -L (else /proc/driver/nvidia/gpus/, else CuPy); none: exit {NO_GPU}")
+    install = python("-m", "pip", "install", "-e", ".[gpu]")
+    print("1. install: " + ("skipped (--no-install)" if args.no_install else show(install)))
+    print("2. gpu: " + show(python("-c", "<CuPy probe: name, memory, CUDA versions of device 0; a kernel, a matmul>")))
+    print("        nvidia-smi -L")
+    print("3. tests: " + show(python("-m", "pytest", "-q", "-m", "gpu", f"--junitxml={scratch}/gpu-tests.xml")))
+    print(f"4. train, on {dataset} ({why}):")
+    for trainer in ("bp", "lls"):
+        print("   " + show(train_command(args, trainer, dataset, f"{scratch}/train-{trainer}.json")))
+    print("5. step: " + show(python("-c", "import torch; ...")) + "   (if torch is installed: does it see a GPU?)")
+    sizes = args.sizes.split(",")
+    print(f"   then {args.rounds} round(s), alternated, of:")
+    for size in sizes:
+        for library in ("tinydgl", "torch"):
+            note = "" if library == "tinydgl" else "   (only where torch sees a GPU)"
+            print("   " + show(python(*child_command(args, library, size))) + note)
+    print(f"6. the table, written to {args.out}; time limits per command (s): {LIMITS}, all together --budget "
+          f"{args.budget:g} s")
+    return 0
+
+
+# --- running the checks ----------------------------------------------------------------------------------
+class Run:
+    """The checks made so far: each a row of (check, status, detail, seconds); and the run's deadline."""
+
+    def __init__(self, budget):
+        self.rows = []
+        self.started = time.monotonic()
+        self.deadline = self.started + budget
+        self.budget = budget
+
+    def time_left(self, limit):
+        return max(0.0, min(limit, self.deadline - time.monotonic()))
+
+    def add(self, check, status, detail, seconds):
+        self.rows.append({"check": check, "status": status, "detail": detail, "seconds": round(seconds, 1)})
+        print(f"--> {check}: {status.upper()} {detail} ({seconds:.1f} s)\n", flush=True)
+
+    def failed(self):
+        return any(r["status"] == "fail" for r in self.rows)
+
+
+def banner(text):
+    print(f"\n=== {text} " + "=" * max(3, 100 - len(text)), flush=True)
+
+
+def run_command(cmd, limit, run, capture=False, label=None):
+    """Run `cmd` in the repository root within min(limit, the budget left); (exit code, stdout or '', seconds).
+    Its output goes to ours as it comes unless `capture`. Exit code None: stopped at the time limit."""
+    timeout = run.time_left(limit)
+    print(f"$ {label or show(cmd)}", flush=True)
+    t0 = time.monotonic()
+    if timeout <= 0:
+        return None, "", 0.0
+    try:
+        proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, timeout=timeout, text=True,
+                              stdout=subprocess.PIPE if capture else None)
+    except subprocess.TimeoutExpired:
+        return None, "", time.monotonic() - t0
+    except OSError as err:
+        return 127, str(err), time.monotonic() - t0
+    return proc.returncode, proc.stdout or "", time.monotonic() - t0
+
+
+def stopped(run, limit, seconds):
+    """Why a command has no result: the whole run's --budget ran out (before it or during it), or its own limit."""
+    if run.deadline - time.monotonic() <= 0:
+        return f"{'stopped' if seconds > 0.05 else 'not run'}: the --budget of {run.budget:g} s was spent"
+    return f"stopped at its time limit ({limit} s)"
+
+
+def check_install(run):
+    banner("1. install the gpu extra")
+    code, _, seconds = run_command(python("-m", "pip", "install", "-e", ".[gpu]"), LIMITS["install"], run)
+    if code == 0:
+        run.add("install", "pass", 'pip install -e ".[gpu]"', seconds)
+    elif code is None:
+        run.add("install", "fail", stopped(run, LIMITS["install"], seconds), seconds)
+    else:
+        run.add("install", "fail", f"pip exited with code {code} (its error is above; offline? with CuPy already "
+                                   "installed, rerun with --no-install)", seconds)
+
+
+def check_gpu(run):
+    """CuPy's description of device 0; with an "error" key when there is none or it cannot compute (the
+    caller stops: "no-gpu" when CUDA sees no device, "no-cupy", "no-kernel" or "probe" otherwise)."""
+    banner("2. the GPU, as CuPy sees it")
+    t0 = time.monotonic()
+    print(f"$ {show(python('-c', '<CuPy probe>'))}", flush=True)
+    try:
+        info = run_probe(run.time_left(LIMITS["gpu"]) or 1)
+    except subprocess.TimeoutExpired:
+        info = {"error": "probe", "message": f"the probe did not finish within {LIMITS['gpu']} s"}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+        info["nvidia_smi"] = proc.stdout.strip().splitlines()
+        print("$ nvidia-smi -L\n" + proc.stdout.strip())
+    seconds = time.monotonic() - t0
+    error = info.get("error")
+    if error == "no-gpu":
+        run.add("gpu", "fail", f"CuPy sees no GPU: {info['message']}", seconds)
+        return info
+    if error == "no-cupy":
+        run.add("gpu", "fail", f"CuPy is not installed ({info['message']}): run without --no-install, or "
+                               "pip install -e '.[gpu]'", seconds)
+        return info
+    if error:
+        hint = (" (CuPy needs the CUDA libraries, NVRTC and cuBLAS: install the CUDA Toolkit 12, or with "
+                "CuPy 14 or later pip install 'cupy-cuda12x[ctk]')") if error == "no-kernel" else ""
+        run.add("gpu", "fail", f"{info['message']}{hint}", seconds)
+        return info
+    run.add("gpu", "pass", gpu_line(info), seconds)
+    return info
+
+
+def gpu_line(info):
+    cc = info["compute_capability"]
+    return (f"{info['name']} (compute capability {cc[:-1]}.{cc[-1]}), {info['memory_total_gib']} GiB "
+            f"({info['memory_free_gib']} free), CUDA runtime {info['cuda_runtime']} / driver {info['cuda_driver']}, "
+            f"CuPy {info['cupy']}" + (f"; {info['count']} GPUs, device 0 used" if info["count"] > 1 else ""))
+
+
+def check_tests(run, scratch):
+    banner("3. the tests marked gpu")
+    report = scratch / "gpu-tests.xml"
+    code, _, seconds = run_command(python("-m", "pytest", "-q", "-m", "gpu", f"--junitxml={report}"),
+                                   LIMITS["tests"], run)
+    if code is None:
+        return run.add("tests", "fail", stopped(run, LIMITS["tests"], seconds), seconds)
+    try:
+        suites = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return run.add("tests", "fail", f"pytest exited with code {code} and wrote no report", seconds)
+    suites = [suites] if suites.tag == "testsuite" else list(suites.iter("testsuite"))
+    count = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    passed = count["tests"] - count["failures"] - count["errors"] - count["skipped"]
+    detail = f"{passed} passed, {count['failures']} failed, {count['errors']} errors, {count['skipped']} skipped"
+    reasons = sorted({s.get("message", "") for s in suites[0].iter("skipped")} if suites else set())
+    if reasons:
+        detail += f" (skipped: {'; '.join(r[:120] for r in reasons[:3])})"
+    ok = code == 0 and passed > 0 and not count["failures"] and not count["errors"]
+    if passed == 0 and not (count["failures"] or count["errors"]):
+        detail += ": none ran, so pytest did not use the GPU"
+    run.add("tests", "pass" if ok else "fail", detail, seconds)
+    return count
+
+
+def check_train(run, args, trainer, dataset, scratch):
+    banner(f"4. train {trainer}: one epoch of SmallConv on CuPy, {dataset}")
+    metrics = scratch / f"train-{trainer}.json"
+    code, _, seconds = run_command(train_command(args, trainer, dataset, metrics), LIMITS["train"], run)
+    name = f"train {trainer}"
+    if code is None:
+        return run.add(name, "fail", stopped(run, LIMITS["train"], seconds), seconds)
+    if code != 0 or not metrics.exists():
+        return run.add(name, "fail", f"tinydgl train exited with code {code} (its error is above)", seconds)
+    summary = json.loads(metrics.read_text())
+    acc, backend = summary["test_accuracy"], summary["environment"]["backend"]
+    cfg = summary["config"]
+    detail = (f"test acc {acc:.4f}, {summary['train_seconds']:.1f} s training "
+              f"({summary['samples_per_second'] or 0:,.0f} samples/s); {dataset}, "
+              f"limit-train {cfg['limit_train'] or 'none'}, limit-test {cfg['limit_test'] or 'none'}")
+    status = "pass"
+    full_fmnist = dataset == "fashion-mnist" and not cfg["limit_train"] and not cfg["limit_test"]
+    if backend != "cupy":
+        status, detail = "fail", f"ran on backend {backend!r}, not cupy; " + detail
+    elif (not cfg["limit_train"] or cfg["limit_train"] >= 2000) and (acc or 0) < 0.2:
+        status, detail = "fail", "learned nothing (10 classes: chance is 0.1); " + detail
+    elif full_fmnist and trainer in CPU_ACCURACY:
+        ref = CPU_ACCURACY[trainer]
+        detail += f"; CPU seed 0: {ref:.4f} ({100 * (acc - ref):+.2f} points)"
+        if abs(acc - ref) > ACCURACY_TOLERANCE:
+            status = "fail"
+    run.add(name, status, detail, seconds)
+    return summary
+
+
+def check_steps(run, args):
+    banner("5. one SmallConv step: tinydgl on CuPy against PyTorch on CUDA")
+    torch_info = None
+    if procs.torch_version() is not None:
+        code, out, _ = run_command(python("-c", TORCH_PROBE), 120, run, capture=True,
+                                   label="python -c '<torch probe: version, CUDA build, sees a GPU?>'")
+        torch_info = json.loads(out.strip().splitlines()[-1]) if code == 0 and out.strip() else None
+    libraries = ["tinydgl"]
+    if torch_info and torch_info["available"]:
+        libraries.append("torch")
+        why_not = None
+    elif torch_info:
+        why_not = f"PyTorch {torch_info['torch']} sees no CUDA GPU (CUDA build: {torch_info['cuda']})"
+    elif procs.torch_version() is not None:
+        why_not = "PyTorch is installed but could not be imported (its error is above)"
+    else:
+        why_not = "PyTorch is not installed (pip install torch, a CUDA build)"
+    print(f"torch: {torch_info or why_not}", flush=True)
+    sizes = args.sizes.split(",")
+    cases = [(size, lib) for size in sizes for lib in libraries]
+    threads = procs.parse_threads("all")[0]
+    t0 = time.monotonic()
+    try:
+        results = procs.alternate(
+            cases, args.rounds,
+            lambda case: procs.child_result(child_command(args, case[1], case[0]), threads,
+                                            run.time_left(LIMITS["step"]) or 0.01),
+            lambda case, r: f"{case[1]:<7} {case[0]}: median {statistics.median(r['step_seconds']) * 1e3:.2f} ms "
+                            f"on {r['device']}",
+        )
+    except procs.ChildFailed as err:
+        why = str(err).splitlines()[0][:300]
+        if "ran past" in why:  # procs' timeout message names bench_step's --timeout: say which limit it was
+            why = stopped(run, LIMITS["step"], time.monotonic() - t0)
+        for size in sizes:
+            run.add(f"step {size}, batch {BATCH}", "fail", why, (time.monotonic() - t0) / len(sizes))
+        return torch_info, None
+    share = (time.monotonic() - t0) / len(sizes)
+    for size in sizes:
+        got = {lib: procs.summarize([r["step_seconds"] for r in results[(size, lib)]]) for lib in libraries}
+        detail = f"tinydgl {procs.format_summary(got['tinydgl'], 1e3, 2)} ms"
+        if "torch" in got:
+            detail += (f", PyTorch {procs.format_summary(got['torch'], 1e3, 2)} ms, tinydgl / PyTorch "
+                       f"{got['tinydgl'].median / got['torch'].median:.2f}x")
+        else:
+            detail += f" (PyTorch not timed: {why_not})"
+        run.add(f"step {size}, batch {BATCH}", "pass", detail, share)
+    per_process = {f"{s}/{lib}": [r["step_seconds"] for r in results[(s, lib)]] for s in sizes for lib in libraries}
+    return torch_info, per_process
+
+
+def print_table(run):
+    print("\n| check | result | seconds |\n|---|---|---|")
+    for r in run.rows:
+        detail = r["detail"].replace("|", "/")  # a Markdown table: no bars inside a cell
+        print(f"| {r['check']} | {r['status'].upper()}: {detail} | {r['seconds']:.1f} |")
+    print(f"| all | {'FAIL' if run.failed() else 'PASS'} | {time.monotonic() - run.started:.1f} |")
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def full_run(args):
+    found, how = find_gpu()
+    if not found:
+        print(f"gpu_check: no GPU found: {how}.\nThis check needs one NVIDIA GPU with its driver (`nvidia-smi -L` "
+              "lists it); nothing was installed or measured.", file=sys.stderr)
+        return NO_GPU
+    print(f"gpu_check: {how}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    print(f"command : python {' '.join(sys.argv)}  (commit {git_commit()}, {now:%Y-%m-%d %H:%M} UTC)")
+    run = Run(args.budget)
+    if not args.no_install:
+        check_install(run)
+    gpu = check_gpu(run)
+    extra = {}
+    if gpu.get("error"):
+        print_table(run)
+        write_report(args, run, gpu, extra)
+        print("gpu_check: " + ("no GPU found by CuPy" if gpu["error"] == "no-gpu" else "CuPy cannot compute here")
+              + "; the checks that need it were not run.", file=sys.stderr)
+        return NO_GPU if gpu["error"] == "no-gpu" else 1
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
+        scratch = Path(tmp)
+        extra["tests"] = check_tests(run, scratch)
+        dataset, why = choose_dataset()
+        print(f"\ntraining data: {why}; --limit-train {args.limit_train or 'none (all)'}, "
+              f"--limit-test {args.limit_test or 'none (all)'}")
+        extra["dataset"] = dataset
+        for trainer in ("bp", "lls"):
+            extra[f"train_{trainer}"] = check_train(run, args, trainer, dataset, scratch)
+    extra["torch"], extra["step_seconds"] = check_steps(run, args)
+    print(f"\ngpu     : {gpu_line(gpu)}")
+    if extra["torch"]:
+        t = extra["torch"]
+        print(f"torch   : {t['torch']} (CUDA {t['cuda']}, {'sees ' + t['device'] if t['available'] else 'no GPU'})")
+    print_table(run)
+    write_report(args, run, gpu, extra)
+    return 1 if run.failed() else 0
+
+
+def write_report(args, run, gpu, extra):
+    report = {
+        "command": "python " + " ".join(sys.argv), "commit": git_commit(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "gpu": gpu, "checks": run.rows, "passed": not run.failed(),
+        "seconds": round(time.monotonic() - run.started, 1), **extra,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
+# --- the timing child --------------------------------------------------------------------------------------
+def run_child(args):
+    """Time one library's SmallConv step on the GPU, alone in this process; print one JSON line."""
+    sys.path.insert(0, str(ROOT))  # the checkout's tinydgl, installed or not
+    from bench_step import make_data, parse_size
+
+    channels, size = parse_size(args.size)
+    x, y = make_data(BATCH, channels, size, seed=0)
+    if args.child == "tinydgl":
+        import cupy
+
+        import tinydgl
+        from bench_step import tinydgl_step_fn
+
+        tinydgl.set_backend("cupy")
+        xd, yd = tinydgl.backend.asarray(x), tinydgl.backend.asarray(y)
+        _, _, step = tinydgl_step_fn(channels, size, xd, yd)  # Adam lr 5e-3, as in bench_step.py
+        sync = cupy.cuda.Device().synchronize
+        device = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        device = device.decode() if isinstance(device, bytes) else str(device)
+        version = f"cupy {cupy.__version__}"
+    else:
+        import torch
+        from torch_smallconv_fmnist import smallconv
+
+        if not torch.cuda.is_available():
+            sys.exit("PyTorch sees no CUDA GPU.")
+        cuda = torch.device("cuda")
+        torch.manual_seed(0)
+        model = smallconv(channels, 10).to(cuda).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+        xd, yd = torch.from_numpy(x).to(cuda), torch.from_numpy(y).to(cuda)
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(model(xd), yd)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        torch.backends.cudnn.allow_tf32 = False  # full float32, as tinydgl's CuPy computes (see the docstring)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        sync = torch.cuda.synchronize
+        device, version = torch.cuda.get_device_name(0), f"torch {torch.__version__}"
+
+    def synced_step():
+        step()
+        sync()
+
+    times = procs.timed(synced_step, args.warmup, args.repeat)
+    procs.report({"library": args.child, "input": args.size, "device": device, "version": version,
+                  "step_seconds": times})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-install", action="store_true", help='skip pip install -e ".[gpu]"')
+    parser.add_argument("--dry-run", action="store_true", help="print the commands it would run; run nothing")
+    parser.add_argument("--out", default="gpu_check.json", help="the JSON report (default: gpu_check.json)")
+    parser.add_argument("--limit-train", type=int, default=None, help="train on this many images (default: all)")
+    parser.add_argument("--limit-test", type=int, default=None, help="test on this many images (default: all)")
+    parser.add_argument("--sizes", default="1x28,3x32", help="step inputs, CxS, comma-separated (default: 1x28,3x32)")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per library and size, alternated (default: 3)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per process (CuPy compiles kernels then)")
+    parser.add_argument("--repeat", type=int, default=30, help="timed steps per process (default: 30)")
+    parser.add_argument("--budget", type=float, default=450, help="seconds for the whole run (default: 450)")
+    parser.add_argument("--child", choices=["tinydgl", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--size", default="1x28", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(args)
+    for size in args.sizes.split(","):
+        parts = size.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            parser.error(f"--sizes takes CxS sizes such as 1x28,3x32; got {size!r}")
+    if min(args.rounds, args.repeat) < 1 or args.warmup < 0 or any(
+            v is not None and v < 1 for v in (args.limit_train, args.limit_test)):
+        parser.error("--rounds, --repeat, --limit-train and --limit-test must be at least 1, --warmup at least 0")
+    if args.dry_run:
+        return dry_run(args)
+    return full_run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
