@@ -22,6 +22,7 @@ from tinydgl.trainers.dni import DNITrainer
 from tinydgl.trainers.heads import aux_head
 from tinydgl.trainers.lls import lls_basis
 from tinydgl.trainers.local import LocalModule, split_blocks
+from trainer_checks import RecordGradients as _RecordGradients
 
 TOL = 1e-7
 
@@ -425,24 +426,6 @@ def test_lls_random_basis_uses_the_generator():
 
 
 # --- assignment 4: feedback alignment ---------------------------------------------------------------------
-
-class _RecordGradients:
-    """An optimizer that only keeps a copy of the gradients it is handed (the weights do not move)."""
-
-    def __init__(self, params):
-        self.params, self.grads = params, None
-
-    def step(self):
-        self.grads = [np.array(p.grad, copy=True) for p in self.params]
-
-    def zero_grad(self):
-        pass
-
-    def train(self):
-        pass
-
-    def eval(self):
-        pass
 
 
 def _tiny_feedback_net(name):

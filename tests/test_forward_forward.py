@@ -20,6 +20,7 @@ from tinydgl.train import fit
 from tinydgl.train.stopping import RunStopped
 from tinydgl.trainers import TRAINERS, build_trainer
 from tinydgl.trainers.forward_forward import FFTrainer
+from trainer_checks import assert_same_trainer_state as _assert_same
 
 QUIET = dict(progress=False, log=lambda *_: None)
 
@@ -282,19 +283,6 @@ def _loaders(ds, n=320, batch=64):
 def _digits_ff(seed=0):
     model = build_model("mlp", 1, 28, 10, dtype="float64")
     return FFTrainer(model, lambda p: SGD(p, lr=3e-3, momentum=0.9), ff_hidden=(16, 12), seed=seed)
-
-
-def _assert_same(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    for key in sa["model"]:
-        np.testing.assert_array_equal(sa["model"][key], sb["model"][key], err_msg=key)
-    for name in sa["aux"]:
-        for key in sa["aux"][name]:
-            np.testing.assert_array_equal(sa["aux"][name][key], sb["aux"][name][key], err_msg=f"{name}/{key}")
-    for oa, ob in zip(sa["optimizers"], sb["optimizers"]):
-        assert oa["steps"] == ob["steps"] and oa["lr"] == ob["lr"]
-        for key in oa["buffers"]:
-            np.testing.assert_array_equal(oa["buffers"][key], ob["buffers"][key], err_msg=key)
 
 
 def test_state_dict_round_trip_keeps_weights_classifier_running_means_and_optimizers(digits):

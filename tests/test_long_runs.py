@@ -19,6 +19,7 @@ from tinydgl.optim import build_optimizer
 from tinydgl.train import CheckpointError, fit, load_checkpoint
 from tinydgl.train.stopping import RunStopped
 from tinydgl.trainers import build_trainer
+from trainer_checks import assert_same_trainer_state as _assert_same_state
 
 QUIET = dict(progress=False, log=lambda *_: None)
 
@@ -72,19 +73,6 @@ def _stop_with_sigterm_at(trainer, call):
         return loss
 
     trainer.train_step = step
-
-
-def _assert_same_state(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    for key in sa["model"]:
-        np.testing.assert_array_equal(sa["model"][key], sb["model"][key], err_msg=key)
-    for name in sa["aux"]:
-        for key in sa["aux"][name]:
-            np.testing.assert_array_equal(sa["aux"][name][key], sb["aux"][name][key], err_msg=f"{name}/{key}")
-    for oa, ob in zip(sa["optimizers"], sb["optimizers"]):
-        assert oa["steps"] == ob["steps"] and oa["scalars"] == ob["scalars"]
-        for key in oa["buffers"]:
-            np.testing.assert_array_equal(oa["buffers"][key], ob["buffers"][key], err_msg=key)
 
 
 @pytest.mark.parametrize("case", list(CASES))

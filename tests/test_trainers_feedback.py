@@ -11,6 +11,7 @@ from tinydgl.optim import build_optimizer
 from tinydgl.train import fit
 from tinydgl.trainers import build_trainer
 from tinydgl.trainers.feedback_alignment import DFATrainer, feedback_matrix
+from trainer_checks import RecordGradients
 
 
 # --- the op: a feedback matrix in the input gradient ----------------------------------------------
@@ -64,22 +65,6 @@ def test_feedback_matrices_follow_the_reference_initialisations():
 
 
 # --- each method's signal against NumPy on a tiny network -----------------------------------------
-class RecordGradients:
-    """An optimizer that only records the gradients it is handed."""
-
-    def __init__(self, params):
-        self.params, self.grads = params, None
-
-    def step(self):
-        self.grads = [np.array(p.grad, copy=True) for p in self.params]
-
-    def train(self):
-        pass
-
-    def eval(self):
-        pass
-
-
 def _tiny(name, seed=0):
     """A 9-5-6-4 ReLU MLP without batch norm, in float64: blocks (Flatten, Linear, ReLU), (Linear, ReLU), (Linear)."""
     model = build_model("mlp", 1, 3, 4, seed=seed, dtype="float64", hidden=(5, 6), batchnorm=False)
