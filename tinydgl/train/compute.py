@@ -76,8 +76,10 @@ class MacCounter:
 
         def fixed_forward(original):
             def forward(layer, x):
-                rows, cols = (layer.buffers["matrix"] if isinstance(layer, FixedLinear) else layer.weight.data @
-                              layer.buffers["pool"]).shape
+                if isinstance(layer, FixedLinear):
+                    rows, cols = layer.buffers["matrix"].shape
+                else:  # PooledLinear: a (rows, width) weight pooled to (rows, cols) by a (width, cols) matrix
+                    rows, cols = layer.weight.shape[0], layer.buffers["pool"].shape[1]
                 counter._last[id(layer)] = macs = int(x.shape[0]) * int(rows) * int(cols)
                 if isinstance(layer, PooledLinear):  # forming the pooled weight, once per batch
                     macs += int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1])
