@@ -6,11 +6,16 @@
 - the built student copy compiles, has a stub per task and the handouts; in it every task's tests fail and
   everything else (the task-free tests listed in INDEPENDENT_TESTS) still passes;
 - each stub on its own fails its own task's tests with its own NotImplementedError, so every test really
-  reaches the code of the task it grades.
+  reaches the code of the task it grades;
+- grading cannot be gamed: `grade` runs the instructor's tests over a fresh student copy and takes only the
+  student's task files, so a student's edited tests change nothing; `submit` zips exactly the manifest's task
+  files, and grading that zip scores like grading the tree.
 
 This file is for instructors: it is not copied into the student copy.
 """
 import json
+import shutil
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -131,3 +136,100 @@ def test_each_stub_alone_fails_exactly_its_own_tests(tmp_path):
         for nodeid, entry in result["tests"].items():
             assert entry["outcome"] == "failed", (task.id, nodeid)
             assert entry["message"].startswith(f"NotImplementedError: {task.id}:"), (task.id, nodeid, entry["message"])
+
+
+# --- grading with the instructor's tests, and submissions ------------------------------------------------
+
+SOLVED = ("tinydgl/ops/activation.py", "tinydgl/ops/linear.py", "tinydgl/ops/losses.py")  # these files' tasks done
+SOLVED_TASKS = {"a1-relu-backward", "a1-linear-backward", "a1-softmax-ce", "a2-mse-loss"}
+
+# What a student might do to the tests: every task's test becomes `assert True`, and conftest.py turns any
+# failure into a pass. Either alone gives full marks when a tree's own tests grade it.
+FAKE_CONFTEST = """
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result().outcome = "passed"
+"""
+
+
+def points(rows):
+    return {r["task"]: (r["done"], r["points"]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def partly_solved(student, tmp_path_factory):
+    """The student copy with the tasks of SOLVED done (the solution's files copied in)."""
+    tree = tmp_path_factory.mktemp("partly") / "student"
+    shutil.copytree(student, tree)
+    for f in SOLVED:
+        shutil.copy2(A.source_root() / f, tree / f)
+    return tree
+
+
+def test_the_student_stubs_score_zero(student):
+    rows, errors = A.grade(student)
+    assert errors == [] and all(r["tests"] > 0 and r["points"] == 0 and not r["done"] for r in rows), rows
+
+
+def test_a_student_copy_grading_itself_says_it_is_practice(student, capsys):
+    assert main(["assignments", "grade", str(student), "--source", str(student)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("practice grade: with the tests of the student copy") and f"0/{len(A.TASKS)}" in out
+
+
+def test_edited_tests_do_not_change_the_score(partly_solved, tmp_path):
+    rows, errors = A.grade(partly_solved)
+    assert errors == []
+    assert {r["task"] for r in rows if r["done"]} == SOLVED_TASKS, rows
+    cheat = tmp_path / "cheat"
+    shutil.copytree(partly_solved, cheat)
+    (cheat / A.TASK_TESTS).write_text("import pytest\n" + "".join(
+        f"\n\n@pytest.mark.{t.marker}\ndef test_{t.marker}():\n    assert True\n" for t in A.TASKS))
+    with open(cheat / "tests" / "conftest.py", "a") as f:
+        f.write(FAKE_CONFTEST)
+    # the cheat works where a tree's own tests grade it ...
+    own = A.score(A.run_tests(cheat, (A.TASK_TESTS,), markexpr=" or ".join(t.marker for t in A.TASKS)))
+    assert all(r["done"] for r in own), own
+    # ... and changes nothing in `grade`
+    cheated, errors = A.grade(cheat)
+    assert errors == [] and points(cheated) == points(rows)
+
+
+def test_submit_zips_exactly_the_task_files_and_grades_like_the_tree(partly_solved, tmp_path, capsys):
+    manifest = json.loads((partly_solved / A.MANIFEST).read_text())
+    files = manifest["task_files"]
+    assert files == sorted({t["file"] for t in manifest["tasks"]}) and set(SOLVED) <= set(files)
+    out = tmp_path / "hand-in.zip"
+    assert main(["assignments", "submit", str(partly_solved), str(out)]) == 0
+    assert f"{len(files)} task files" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as z:
+        assert sorted(z.namelist()) == files
+        assert all(z.read(f) == (partly_solved / f).read_bytes() for f in files)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        (from_tree, _), (from_zip, errors) = pool.map(A.grade, (partly_solved, out))
+    assert errors == [] and from_zip == from_tree
+    assert 0 < sum(r["points"] for r in from_zip) < sum(r["max_points"] for r in from_zip)
+
+
+def test_bad_submissions_are_explained(student, tmp_path):
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("tests/test_assignments_tasks.py", "")
+        z.writestr("tinydgl/ops/linear.py", "")
+    with pytest.raises(A.AssignmentError, match="not task files: tests/test_assignments_tasks.py"):
+        A.grade(foreign)
+    (tmp_path / "notes.txt").write_text("not a zip")
+    with pytest.raises(A.AssignmentError, match="neither a folder nor a zip"):
+        A.grade(tmp_path / "notes.txt")
+    with pytest.raises(A.AssignmentError, match="holds none of the task files"):
+        A.grade(tmp_path)
+    with pytest.raises(A.AssignmentError, match="no assignments/manifest.json and no solution markers"):
+        A.submit(tmp_path, tmp_path / "out.zip")
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(student, incomplete)
+    (incomplete / "tinydgl" / "ops" / "norm.py").unlink()
+    with pytest.raises(A.AssignmentError, match="lacks tinydgl/ops/norm.py"):
+        A.submit(incomplete, tmp_path / "out.zip")

@@ -15,15 +15,24 @@ marked region by
     # TODO a1-relu-backward (assignments/A1.md)
     raise NotImplementedError("a1-relu-backward: the cache is the boolean mask x > 0; ...")
 
-then writes a handout per assignment and a manifest. `grade` runs the task tests of a tree and scores them
-task by task. The `hint:` comment lines just after a BEGIN line become the stub's message.
+then writes a handout per assignment and a manifest. The `hint:` comment lines just after a BEGIN line become
+the stub's message. The manifest's `task_files` are the files that hold the tasks: they are what a student hands
+in (`submit` zips exactly those) and all that `grade` takes from a student.
+
+`grade` scores a student's work task by task with tests the student cannot touch: it builds a fresh student copy
+from the instructor's checkout (`--source`, by default the checkout this tinydgl was imported from) in a
+temporary folder, puts the student's task files over it (from a tree, or from a zip made by `submit`), and runs
+that copy's task tests, which are the instructor's. Edits to a student's tests, conftest.py or pyproject.toml
+change nothing, and neither does anything else outside the task files. (Run inside a student copy, whose
+tinydgl has no solutions to build from, `grade` is a practice grade with that copy's own tests; it says so.)
 
 Every task has tests in tests/test_assignments_tasks.py marked `task_<id>` (dashes become underscores, as
 pytest markers cannot contain them), so `python -m pytest -m task_a1_relu_backward` checks one task.
 Assignments build on each other (a backprop step needs the layers' backward passes): do them in order.
 
     tinydgl assignments build OUT [--assignment A1] [--task ID]   # the student copy
-    tinydgl assignments grade [TREE] [--json PATH]                # the score table (TREE: default .)
+    tinydgl assignments submit [TREE] OUT.zip                     # the task files of TREE, to hand in
+    tinydgl assignments grade [TREE|ZIP] [--source DIR] [--json PATH]  # the score table (TREE: default .)
     tinydgl assignments check                                     # markers, ids and tests are consistent
 """
 import ast
@@ -35,10 +44,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 TASK_TESTS = "tests/test_assignments_tasks.py"  # where every task's tests live
+MANIFEST = "assignments/manifest.json"  # written by `build` into the student copy
 INSTRUCTOR_ONLY = ("tests/test_assignments.py",)  # checks of the build itself: not copied to students
 # What a student tree needs: the code, its tests, the course, and what makes it an installable package under
 # its license (MANIFEST.in, CHANGELOG.md: the README links to it). The rest (benchmarks, scripts) is left out.
@@ -416,6 +427,7 @@ def build(out, root=None, assignments=None, task_ids=None):
         "format": 1,
         "grade_command": "tinydgl assignments grade",
         "task_tests": TASK_TESTS,
+        "task_files": sorted({r.file for r in regions.values()}),  # what `submit` hands in (whole files)
         "independent_tests": list(INDEPENDENT_TESTS),
         "assignments": [{"id": a.id, "title": a.title, "handout": f"assignments/{a.id}.md",
                          "tasks": [t.id for t in TASKS if t.assignment == a.id]} for a in ASSIGNMENTS],
@@ -522,7 +534,8 @@ def index(manifest):
         points = sum(t["points"] for t in manifest["tasks"] if t["id"] in a["tasks"])
         lines.append(f"| [{a['id']}: {a['title']}]({a['id']}.md) | {len(a['tasks'])} | {points} |")
     lines += ["", "Setup and grading:", "", "```console", "$ pip install -e \".[test]\"",
-              "$ tinydgl assignments grade        # one line per task: tests passed, points", "```", "",
+              "$ tinydgl assignments grade        # one line per task: tests passed, points",
+              "$ tinydgl assignments submit hand-in.zip    # your task files (and nothing else), to hand in", "```", "",
               "Each assignment has a handout (`A1.md`, ...) and a notebook (`A1.ipynb`, ...) that runs each task's "
               "tests. `manifest.json` lists every task, its file, function, marker and tests.", ""]
     return "\n".join(lines)
@@ -612,16 +625,100 @@ def score(result, tasks=TASKS):
     return rows
 
 
-def grade(tree=".", tasks=TASKS):
-    """Run every task's tests in `tree` (one pytest run) and score them: returns the rows of `score`."""
+def task_files(tree):
+    """The files of `tree` that hold the tasks (relative, forward slashes): its manifest's `task_files` in a
+    student copy, the files with solution markers in the instructor's checkout."""
     tree = Path(tree)
-    if not (tree / TASK_TESTS).is_file():
-        raise AssignmentError(f"{tree.resolve()} has no {TASK_TESTS}: give the root of a tinydgl student copy "
-                              "(made by 'tinydgl assignments build').")
-    expr = " or ".join(t.marker for t in tasks)
-    result = run_tests(tree, ("tests",), markexpr=expr)
-    rows = score(result, tasks)
-    return rows, result["collection_errors"]
+    if (tree / MANIFEST).is_file():
+        manifest = json.loads((tree / MANIFEST).read_text())
+        return manifest.get("task_files") or sorted({t["file"] for t in manifest["tasks"]})  # (older manifests)
+    files = sorted({r.file for r in find_regions(tree)}) if (tree / "tinydgl").is_dir() else []
+    if not files:
+        raise AssignmentError(f"{tree.resolve()} has no {MANIFEST} and no solution markers: give the root of a "
+                              "tinydgl student copy (made by 'tinydgl assignments build').")
+    return files
+
+
+def submit(tree, out):
+    """Zip the task files of student copy `tree` (exactly its manifest's `task_files`) to `out`: returns them."""
+    tree = Path(tree)
+    files = task_files(tree)
+    missing = [f for f in files if not (tree / f).is_file()]
+    if missing:
+        raise AssignmentError(f"{tree.resolve()} lacks {', '.join(missing)} (task files of its manifest): give the "
+                              "root of your student copy.")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in files:
+            z.write(tree / f, f)
+    return files
+
+
+def _submission(work):
+    """{relative path: bytes} of a tree's task files or a `submit` zip's members, checked against the course."""
+    work = Path(work)
+    if work.is_file():
+        if not zipfile.is_zipfile(work):
+            raise AssignmentError(f"{work} is neither a folder nor a zip: give a student copy or the zip that "
+                                  "'tinydgl assignments submit' wrote.")
+        with zipfile.ZipFile(work) as z:
+            return {name: z.read(name) for name in z.namelist() if not name.endswith("/")}
+    if not work.is_dir():
+        raise AssignmentError(f"{work} does not exist: give a student copy or a submission zip.")
+    return None  # a tree: its task files are read once the course's list of them is known
+
+
+def _pristine(source, out):
+    """The course as handed out, in the new folder `out`, with `source`'s tests: built afresh (every task
+    stubbed) from the instructor's checkout, or copied from a student copy. Returns the task files."""
+    source = Path(source)
+    if not (source / TASK_TESTS).is_file():
+        raise AssignmentError(f"{source.resolve()} has no {TASK_TESTS}: --source is the instructor's checkout of "
+                              "tinydgl (or a student copy, for a practice grade).")
+    if find_regions(source):
+        return build(out, root=source)["task_files"]
+    if not (source / MANIFEST).is_file():
+        raise AssignmentError(f"{source.resolve()} has neither solution markers nor {MANIFEST}: --source is the "
+                              "instructor's checkout of tinydgl (or a student copy, for a practice grade).")
+    out.mkdir(parents=True)
+    for name in (*STUDENT_COPY, MANIFEST):
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, out / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+        elif src.is_file():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out / name)
+    return task_files(out)
+
+
+def grade(work=".", tasks=TASKS, source=None):
+    """Score a student's work task by task with the instructor's tests: returns (rows of `score`, collection errors).
+
+    work is a student copy (only its task files are used) or a zip written by `submit`. It goes over a fresh
+    student copy built from `source` (default: the checkout this tinydgl was imported from) in a temporary
+    folder, whose task tests run there in one pytest run. (A student copy as `source` gives a practice grade,
+    with that copy's own tests.)
+    """
+    source = Path(source or source_root())
+    given = _submission(work)
+    with tempfile.TemporaryDirectory(prefix="tinydgl-grade-") as tmp:
+        base = Path(tmp) / "course"
+        files = _pristine(source, base)
+        if given is None:
+            given = {f: (Path(work) / f).read_bytes() for f in files if (Path(work) / f).is_file()}
+        foreign = sorted(set(given) - set(files))
+        if foreign:
+            raise AssignmentError(f"{work} holds files that are not task files: {', '.join(foreign)} (the task files "
+                                  f"are {', '.join(files)}); make the zip with 'tinydgl assignments submit'.")
+        if not given:
+            raise AssignmentError(f"{Path(work).resolve()} holds none of the task files ({', '.join(files)}): give "
+                                  "the root of a student copy or its submission zip.")
+        for name, data in given.items():
+            (base / name).write_bytes(data)
+        found, _ = find_task_tests(base)
+        paths = sorted({n.split("::")[0] for ids in found.values() for n in ids}) or [TASK_TESTS]
+        expr = " or ".join(t.marker for t in tasks)
+        result = run_tests(base, paths, markexpr=expr)
+    return score(result, tasks), result["collection_errors"]
 
 
 def format_table(rows):
@@ -647,8 +744,17 @@ def add_assignments_parser(subparsers):
     b.add_argument("--assignment", action="append", choices=[a.id for a in ASSIGNMENTS],
                    help="stub only this assignment's tasks (repeatable; default: all)")
     b.add_argument("--task", action="append", help="stub only this task (repeatable)")
-    g = sub.add_parser("grade", help="run each task's tests in TREE and print the score table")
-    g.add_argument("tree", metavar="TREE", nargs="?", default=".", help="root of the student copy (default: .)")
+    s = sub.add_parser("submit", help="zip the task files of a student copy (and nothing else) to hand in")
+    s.add_argument("paths", metavar="[TREE] OUT.zip", nargs="+", help="root of the student copy (default: .), the zip to write")
+    g = sub.add_parser("grade", help="score a student copy or a submission zip with the instructor's task tests",
+                       description="Build a fresh student copy from --source in a temporary folder, put the task files "
+                                   "of TREE (or of a zip written by 'submit') over it, and run its task tests: the "
+                                   "student's own tests, conftest.py and other files are never used.")
+    g.add_argument("tree", metavar="TREE|ZIP", nargs="?", default=".",
+                   help="root of the student copy, or its submission zip (default: .)")
+    g.add_argument("--source", default=None, metavar="DIR",
+                   help="the instructor's checkout whose tests grade (default: the one this tinydgl is imported "
+                        "from; a student copy there gives a practice grade with its own tests)")
     g.add_argument("--json", default=None, help="also write the scores as JSON here")
     sub.add_parser("check", help="check that the solution markers, task ids and task tests are consistent")
     return parser
@@ -663,8 +769,19 @@ def run_command(args):
               f"{len({t['file'] for t in stubbed})} files; handouts in {Path(args.out) / 'assignments'}")
         print(f"grade it with: tinydgl assignments grade {args.out}")
         return 0
+    if args.assignments_command == "submit":
+        if len(args.paths) > 2:
+            raise AssignmentError("submit takes [TREE] OUT.zip: the student copy (default: .) and the zip to write.")
+        tree, out = (".", *args.paths) if len(args.paths) == 1 else args.paths
+        files = submit(tree, out)
+        print(f"{out}: {len(files)} task files of {tree} ({', '.join(files)})")
+        print(f"grade it with: tinydgl assignments grade {out}")
+        return 0
     if args.assignments_command == "grade":
-        rows, errors = grade(args.tree)
+        rows, errors = grade(args.tree, source=args.source)
+        source = Path(args.source or source_root())
+        if not find_regions(source):
+            print(f"practice grade: with the tests of the student copy {source}; the instructor grades with theirs")
         for error in errors:
             print(f"could not collect {error}")
         print(format_table(rows))
