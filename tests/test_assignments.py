@@ -233,3 +233,105 @@ def test_bad_submissions_are_explained(student, tmp_path):
     (incomplete / "tinydgl" / "ops" / "norm.py").unlink()
     with pytest.raises(A.AssignmentError, match="lacks tinydgl/ops/norm.py"):
         A.submit(incomplete, tmp_path / "out.zip")
+
+
+# --- the exported autograders: Gradescope and GitHub Classroom -------------------------------------------
+
+def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path, capsys):
+    """The zip unpacked as Gradescope would (AUTOGRADER_ROOT/source), run_autograder run with this Python (no
+    setup.sh, no pip): the solution's task files get full marks, the stubs (as the zip `submit` writes) 0, and a
+    whole student repository with tests that always pass still 0."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "autograder.zip"
+    assert main(["assignments", "gradescope", str(out)]) == 0
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        assert {"setup.sh", "run_autograder", "requirements.txt", "course/" + A.MANIFEST} <= set(names)
+        assert "course/" + A.TASK_TESTS in names and "course/tests/test_assignments.py" not in names
+        assert all("BEGIN SOLUTION" not in z.read(n).decode(errors="replace")
+                   for n in names if n.startswith("course/tinydgl/") and not n.endswith("assignments.py"))
+        assert z.getinfo("run_autograder").external_attr >> 16 & 0o111
+    files = json.loads((student / A.MANIFEST).read_text())["task_files"]
+
+    def submission(name, fill):
+        root = tmp_path / name
+        with zipfile.ZipFile(out) as z:
+            z.extractall(root / "source")
+        fill(root / "submission")
+        return root
+
+    def solution(folder):  # the task files at their paths, as Gradescope unpacks the hand-in zip
+        for f in files:
+            (folder / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(A.source_root() / f, folder / f)
+
+    def stubs(folder):  # the hand-in zip itself
+        folder.mkdir()
+        A.submit(student, folder / "hand-in.zip")
+
+    def cheat(folder):  # a whole repository (GitHub submission) with tests that pass whatever the code does
+        shutil.copytree(student, folder)
+        (folder / A.TASK_TESTS).write_text("import pytest\n" + "".join(
+            f"\n\n@pytest.mark.{t.marker}\ndef test_{t.marker}():\n    assert True\n" for t in A.TASKS))
+        with open(folder / "tests" / "conftest.py", "a") as f:
+            f.write(FAKE_CONFTEST)
+
+    def run(root):
+        env = dict(os.environ, AUTOGRADER_ROOT=str(root), TINYDGL_PYTHON=sys.executable)
+        env.pop("PYTHONPATH", None)
+        done = subprocess.run(["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads((root / "results" / "results.json").read_text())
+
+    roots = [submission(n, fill) for n, fill in (("solution", solution), ("stubs", stubs), ("cheat", cheat))]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        full, zero, cheated = pool.map(run, roots)
+    total = sum(t.points for t in A.TASKS)
+    assert [t["name"] for t in full["tests"]] == [f"{t.id}: {t.title}" for t in A.TASKS]
+    assert [t["max_score"] for t in full["tests"]] == [t.points for t in A.TASKS]
+    assert full["score"] == total and all(t["score"] == t["max_score"] and t["status"] == "passed"
+                                          for t in full["tests"]), full
+    for result in (zero, cheated):
+        assert result["score"] == 0 and len(result["tests"]) == len(A.TASKS), result
+        for t in result["tests"]:
+            assert t["score"] == 0 and t["status"] == "failed" and "NotImplementedError: a" in t["output"], t
+    assert "Ignored" in cheated["output"] and A.TASK_TESTS in cheated["output"]
+    assert [t["output"] for t in cheated["tests"]] == [t["output"] for t in zero["tests"]]
+    # nothing to grade: 0 and what to hand in
+    empty = submission("empty", lambda folder: folder.mkdir())
+    (empty / "submission" / "notes.txt").write_text("hello")
+    result = run(empty)
+    assert result["score"] == 0 and result["tests"] == [] and "tinydgl assignments submit" in result["output"]
+
+
+def test_the_classroom_workflow_has_a_step_per_task(student, tmp_path):
+    import subprocess
+
+    yaml = pytest.importorskip("yaml")
+    repo = tmp_path / "repo"
+    shutil.copytree(student, repo)
+    assert main(["assignments", "classroom", str(repo)]) == 0
+    workflow = yaml.safe_load((repo / ".github" / "workflows" / "classroom.yml").read_text())
+    steps = workflow["jobs"]["run-autograding-tests"]["steps"]
+    graders = [s for s in steps if s.get("uses", "").startswith("classroom-resources/autograding-command-grader")]
+    assert [(s["id"], s["with"]["max-score"]) for s in graders] == [(t.marker, t.points) for t in A.TASKS]
+    assert all(f"-m {s['id']} {A.TASK_TESTS}" in s["with"]["command"] for s in graders)
+    reporter = steps[-1]
+    assert reporter["with"]["runners"].split(",") == [t.marker for t in A.TASKS]
+    assert set(reporter["env"]) == {t.marker.upper() + "_RESULTS" for t in A.TASKS}
+    # the digest the workflow checks is what its shell pipeline computes on the course as handed out
+    setup = next(s for s in steps if "git worktree" in s.get("run", ""))["run"]
+    digest = setup.split(" = ")[1].split()[0]
+    files = json.loads((student / A.MANIFEST).read_text())["task_files"]
+    (tmp_path / "task_files").write_text("\n".join(files) + "\n")
+    computed = subprocess.run(["bash", "-c", A.DIGEST_COMMAND], cwd=student, capture_output=True, text=True,
+                              env={"RUNNER_TEMP": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout.strip()
+    assert computed == digest
+    (repo / "tests" / "conftest.py").write_text("# edited\n")
+    assert A._tree_digest(repo, set(files)) != digest
+    with pytest.raises(A.AssignmentError, match="exists"):
+        A.classroom(repo)

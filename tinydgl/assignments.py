@@ -34,6 +34,8 @@ Assignments build on each other (a backprop step needs the layers' backward pass
     tinydgl assignments submit [TREE] OUT.zip                     # the task files of TREE, to hand in
     tinydgl assignments grade [TREE|ZIP] [--source DIR] [--json PATH]  # the score table (TREE: default .)
     tinydgl assignments check                                     # markers, ids and tests are consistent
+    tinydgl assignments gradescope OUT.zip [--source DIR]         # a Gradescope autograder (see `gradescope`)
+    tinydgl assignments classroom OUT_DIR [--source DIR]          # a GitHub Classroom workflow (see `classroom`)
 """
 import ast
 import json
@@ -620,8 +622,10 @@ def score(result, tasks=TASKS):
         other = STUB_ERROR.match(reason)
         if other and other["task"] != t.id:  # the tests reached another task's stub first
             reason = f"needs {other['task']} first ({reason})"
+        failed = [n.split("::", 1)[-1] for n, e in mine.items() if e["outcome"] not in ("passed", "skipped")]
         rows.append({"task": t.id, "assignment": t.assignment, "tests": len(mine), "passed": passed,
-                     "done": done, "points": t.points if done else 0, "max_points": t.points, "reason": reason})
+                     "done": done, "points": t.points if done else 0, "max_points": t.points, "reason": reason,
+                     "failed": failed})
     return rows
 
 
@@ -734,6 +738,252 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+# --- exporting the autograder: Gradescope and GitHub Classroom ------------------------------------------
+
+# What grading needs besides the course copy itself (which goes in by PYTHONPATH, not pip): pinned to the
+# versions this zip was built with where they are installed. array-api-strict is not optional: without it the
+# task tests parametrized over its backend are skipped, and a task with a skipped test is not done.
+AUTOGRADER_PACKAGES = ("numpy", "pytest", "array-api-strict")
+
+GRADESCOPE_SETUP = r"""#!/usr/bin/env bash
+# Gradescope runs this once, as root, in /autograder/source, when it builds the autograder's image (with
+# network access). It installs Python and the packages of requirements.txt into /autograder/venv; the course
+# itself (course/: the student copy as handed out, with the instructor's tests) needs no install, as
+# run_autograder puts it on PYTHONPATH.
+set -euo pipefail
+ROOT="${AUTOGRADER_ROOT:-/autograder}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
+    apt-get update && apt-get install -y python3 python3-pip python3-venv
+fi
+python3 -m venv "$ROOT/venv"
+"$ROOT/venv/bin/python" -m pip install --upgrade pip
+"$ROOT/venv/bin/python" -m pip install -r "$HERE/requirements.txt"
+chmod +x "$HERE/run_autograder"
+"""
+
+GRADESCOPE_RUN = r"""#!/usr/bin/env bash
+# Gradescope runs this for every submission. It grades the task files found in $ROOT/submission (the zip of
+# 'tinydgl assignments submit' as Gradescope unpacks it, the files of a GitHub/Bitbucket repository, or the
+# bare files) with the pristine course in $ROOT/source/course, and writes $ROOT/results/results.json.
+#   AUTOGRADER_ROOT  the folder Gradescope calls /autograder (default), e.g. a temporary one for a test
+#   TINYDGL_PYTHON   the Python to grade with (default: the venv of setup.sh, else python3)
+set -u
+ROOT="${AUTOGRADER_ROOT:-/autograder}"
+PY="${TINYDGL_PYTHON:-$ROOT/venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+COURSE="$ROOT/source/course"
+RESULTS="$ROOT/results/results.json"
+mkdir -p "$ROOT/results"
+rm -f "$RESULTS"
+cd "$COURSE"
+PYTHONPATH="$COURSE" OPENBLAS_NUM_THREADS=1 "$PY" -c \
+    'import sys; from tinydgl.assignments import autograde; sys.exit(autograde(*sys.argv[1:]))' \
+    "$ROOT/submission" "$COURSE" "$RESULTS"
+status=$?
+if [ ! -s "$RESULTS" ]; then  # the grader itself failed: say so rather than leave Gradescope without results
+    printf '{"score": 0, "output": "The autograder failed (exit status %s): ask your instructor.", "tests": []}\n' \
+        "$status" > "$RESULTS"
+fi
+"""
+
+
+def _requirements():
+    from importlib import metadata
+    lines = []
+    for name in AUTOGRADER_PACKAGES:
+        try:
+            lines.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            lines.append(name)
+    return "\n".join(lines) + "\n"
+
+
+def gradescope(out, source=None):
+    """Write a Gradescope autograder zip to `out`: returns its member names.
+
+    The zip holds setup.sh and run_autograder (at its root, as Gradescope wants them), requirements.txt (numpy,
+    pytest, array-api-strict, pinned to this environment's versions) and course/: the student copy as handed
+    out, built from `source` (default: this checkout) with every task stubbed, so the zip carries the
+    instructor's tests but no solution. Grading needs no network: setup.sh installs the three packages when
+    Gradescope builds the image, and the course goes on PYTHONPATH. run_autograder calls `autograde`, which
+    takes only the task files of the submission, lays them over a fresh copy of course/ and writes
+    results.json (see `autograde`).
+    """
+    source, out = Path(source or source_root()), Path(out)
+    names = []
+    with tempfile.TemporaryDirectory(prefix="tinydgl-gradescope-") as tmp:
+        course = Path(tmp) / "course"
+        _pristine(source, course)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            def add(name, text, mode=0o644):
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (0o100000 | mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, text)
+                names.append(name)
+            add("setup.sh", GRADESCOPE_SETUP, 0o755)
+            add("run_autograder", GRADESCOPE_RUN, 0o755)
+            add("requirements.txt", _requirements())
+            for path in sorted(course.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    rel = path.relative_to(Path(tmp)).as_posix()
+                    z.write(path, rel)
+                    names.append(rel)
+    return names
+
+
+def _gather(folder, files):
+    """({task file: bytes}, [ignored names]) from a submission folder: files at their paths in the course (also
+    inside one enclosing folder, or inside a zip there), else, for a flat upload, by their file names."""
+    folder = Path(folder)
+    found = []  # (relative name, bytes)
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+        if not path.is_file() or "__MACOSX" in path.parts or ".git" in path.parts:
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if path.suffix == ".zip" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                found += [(n, z.read(n)) for n in z.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+        else:
+            found.append((rel, path.read_bytes()))
+    contents, used = dict(found), {}
+    for f in files:
+        matches = sorted((n for n in contents if n == f or n.endswith("/" + f)), key=len)
+        if matches:
+            used[f] = matches[0]
+    if not used:  # a flat upload: linear.py, norm.py, ... (the task files' names are unique)
+        by_name = {f.rsplit("/", 1)[-1]: f for f in files}
+        used = {by_name[n]: n for n in contents if "/" not in n and n in by_name}
+    ignored = sorted(set(contents) - set(used.values()))
+    return {f: contents[n] for f, n in used.items()}, ignored
+
+
+def autograde(submission, course, results):
+    """Grade the submission folder with the pristine `course` and write Gradescope's results.json to `results`.
+
+    results.json: {"score": points, "execution_time": seconds, "output": what was graded, "visibility": "visible",
+    "tests": [{"name": "<task id>: <title>", "score": points, "max_score": points, "status": "passed"|"failed",
+    "output": "n/m tests passed" and, when failed, the failing tests and the first failure's message (a stub's
+    NotImplementedError, or the earlier task it needs)}]}, one test per task. Returns 0 (Gradescope reads the
+    file, not the exit status); a submission without task files scores 0 with a message saying what to hand in.
+    """
+    import time
+    start = time.perf_counter()
+    course = Path(course)
+    files = task_files(course)
+    given, ignored = _gather(submission, files)
+    lines = []
+    if not given:
+        report = {"score": 0, "tests": [],
+                  "output": "No task file found in the submission. Hand in the zip that 'tinydgl assignments submit "
+                            f"hand-in.zip' writes (or the task files: {', '.join(files)})."}
+    else:
+        with tempfile.TemporaryDirectory(prefix="tinydgl-submission-") as tmp:
+            for name, data in given.items():
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / name).write_bytes(data)
+            rows, errors = grade(tmp, source=course)
+        lines.append(f"Graded task files: {', '.join(sorted(given))}.")
+        missing = sorted(set(files) - set(given))
+        if missing:
+            lines.append(f"Not in the submission (graded as handed out, with the stubs): {', '.join(missing)}.")
+        if ignored:
+            lines.append(f"Ignored (only task files are graded, with the instructor's tests): {', '.join(ignored)}.")
+        lines += [f"Could not collect {e}" for e in errors]
+        tests = []
+        for r in rows:
+            text = f"{r['passed']}/{r['tests']} tests passed"
+            if not r["done"]:
+                text += (f"; failed: {', '.join(r['failed'])}" if r["failed"] else "") + f"\n{r['reason']}"
+            tests.append({"name": f"{r['task']}: {TASKS_BY_ID[r['task']].title}", "score": r["points"],
+                          "max_score": r["max_points"], "status": "passed" if r["done"] else "failed", "output": text})
+        report = {"score": sum(r["points"] for r in rows), "tests": tests, "output": "\n".join(lines)}
+    report.update(execution_time=round(time.perf_counter() - start, 1), visibility="visible")
+    Path(results).parent.mkdir(parents=True, exist_ok=True)
+    Path(results).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+CLASSROOM_WORKFLOW = "classroom.yml"
+
+
+def _tree_digest(root, skip):
+    """The sha256 of `sha256sum`'s lines for every file of tinydgl/, tests/ and pyproject.toml under root but
+    those in skip, in byte order: what the workflow's shell pipeline computes (see `classroom`)."""
+    root = Path(root)
+    paths = [p for name in ("tinydgl", "tests") for p in (root / name).rglob("*")] + [root / "pyproject.toml"]
+    rels = sorted((p.relative_to(root).as_posix() for p in paths if p.is_file() and "__pycache__" not in p.parts),
+                  key=lambda s: s.encode())
+    import hashlib
+    lines = "".join(f"{hashlib.sha256((root / r).read_bytes()).hexdigest()}  {r}\n" for r in rels if r not in skip)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+DIGEST_COMMAND = ("find tinydgl tests pyproject.toml -type f -not -path '*/__pycache__/*' | LC_ALL=C sort "
+                  "| grep -vxF -f \"$RUNNER_TEMP/task_files\" | xargs sha256sum | sha256sum | cut -d' ' -f1")
+
+
+def classroom(out_dir, source=None):
+    """Write OUT_DIR/.github/workflows/classroom.yml, GitHub Classroom's autograding workflow: returns its path.
+
+    OUT_DIR is the student copy that becomes the assignment's template repository. The workflow (the format of
+    GitHub Classroom's own: one `classroom-resources/autograding-command-grader@v1` step per task, with the
+    task's points as max-score, then `autograding-grader-reporter@v1`) grades pristinely as `grade` does:
+    it checks out the repository's first commit (the template as handed out) into .pristine/, copies
+    only the task files of the pushed commit over it, checks that the non-task files there (tinydgl/, tests/,
+    pyproject.toml) hash to the digest of the course as built here (so a rewritten first commit is refused),
+    and runs each task's tests there (all pass: the task's points; else 0). What it cannot stop, as no
+    Classroom workflow can, is a student editing the workflow file itself: Classroom's protected paths flag that.
+    """
+    source, out_dir = Path(source or source_root()), Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="tinydgl-classroom-") as tmp:
+        course = Path(tmp) / "course"
+        files = _pristine(source, course)
+        digest = _tree_digest(course, set(files))
+    requirements = " ".join(f"'{r}'" for r in _requirements().split())
+    ids = [t.marker for t in TASKS]
+    lines = [
+        "# Written by 'tinydgl assignments classroom': each task's tests, from the template as handed out (the",
+        "# repository's first commit) with only the task files of this commit over it; a task scores its points",
+        "# when all its tests pass.",
+        "name: Autograding Tests",
+        "'on': [push, repository_dispatch]",
+        "permissions:", "  checks: write", "  actions: read", "  contents: read",
+        "jobs:", "  run-autograding-tests:", "    runs-on: ubuntu-latest",
+        "    if: github.actor != 'github-classroom[bot]'",
+        "    steps:",
+        "    - name: Checkout code", "      uses: actions/checkout@v4", "      with:", "        fetch-depth: 0",
+        "    - uses: actions/setup-python@v5", "      with:", "        python-version: '3.12'",
+        "    - name: The pristine course, with this commit's task files",
+        "      run: |",
+        f"        python -m pip install {requirements}",
+        "        printf '%s\\n' " + " ".join(files) + " > \"$RUNNER_TEMP/task_files\"",
+        "        first=$(git rev-list --max-parents=0 HEAD | tail -n 1)",
+        "        git worktree add --detach .pristine \"$first\"",
+        "        while read -r f; do cp \"$f\" \".pristine/$f\"; done < \"$RUNNER_TEMP/task_files\"",
+        "        cd .pristine",
+        f"        test \"$({DIGEST_COMMAND})\" = {digest} || {{ echo 'the first commit is not the course as handed out'; exit 1; }}",
+    ]
+    for t, step in zip(TASKS, ids):
+        lines += [
+            f"    - name: {t.id}", f"      id: {step}", "      uses: classroom-resources/autograding-command-grader@v1",
+            "      with:", f"        test-name: {json.dumps(t.id + ': ' + t.title)}", "        setup-command: ''",
+            f"        command: cd .pristine && python -m pytest -q -p no:cacheprovider -m {step} {TASK_TESTS}",
+            "        timeout: 10", f"        max-score: {t.points}",
+        ]
+    lines += ["    - name: Autograding Reporter", "      uses: classroom-resources/autograding-grader-reporter@v1",
+              "      env:"]
+    lines += [f"        {step.upper()}_RESULTS: \"${{{{steps.{step}.outputs.result}}}}\"" for step in ids]
+    lines += ["      with:", f"        runners: {','.join(ids)}", ""]
+    path = out_dir / ".github" / "workflows" / CLASSROOM_WORKFLOW
+    if path.exists():
+        raise AssignmentError(f"{path} exists: remove it first (classroom never overwrites).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
 # --- the command line (wired into tinydgl.cli) ----------------------------------------------------------
 
 def add_assignments_parser(subparsers):
@@ -757,6 +1007,12 @@ def add_assignments_parser(subparsers):
                         "from; a student copy there gives a practice grade with its own tests)")
     g.add_argument("--json", default=None, help="also write the scores as JSON here")
     sub.add_parser("check", help="check that the solution markers, task ids and task tests are consistent")
+    gs = sub.add_parser("gradescope", help="write a Gradescope autograder zip (setup.sh, run_autograder, the course)")
+    gs.add_argument("out", metavar="OUT.zip")
+    gs.add_argument("--source", default=None, metavar="DIR", help="the instructor's checkout (default: this one)")
+    gc = sub.add_parser("classroom", help="write OUT_DIR/.github/workflows/classroom.yml for GitHub Classroom")
+    gc.add_argument("out", metavar="OUT_DIR", help="the student copy that becomes the template repository")
+    gc.add_argument("--source", default=None, metavar="DIR", help="the instructor's checkout (default: this one)")
     return parser
 
 
@@ -788,6 +1044,15 @@ def run_command(args):
         if args.json:
             Path(args.json).write_text(json.dumps({"tasks": rows, "points": sum(r["points"] for r in rows),
                                                    "max_points": sum(r["max_points"] for r in rows)}, indent=2) + "\n")
+        return 0
+    if args.assignments_command == "gradescope":
+        names = gradescope(args.out, source=args.source)
+        print(f"{args.out}: Gradescope autograder ({len(names)} files: setup.sh, run_autograder, requirements.txt, "
+              "course/); upload it as the assignment's autograder")
+        return 0
+    if args.assignments_command == "classroom":
+        path = classroom(args.out, source=args.source)
+        print(f"{path}: GitHub Classroom workflow, {len(TASKS)} grading steps; commit it to the template repository")
         return 0
     problems = check()
     for p in problems:
