@@ -11,9 +11,7 @@ written) print one clear message and exit with status 1, before any training whe
 before it; argparse's usage errors exit with 2.
 """
 import argparse
-import inspect
 import json
-import math
 import os
 import platform
 import sys
@@ -24,10 +22,14 @@ import numpy as np
 
 from . import __version__
 from .assignments import add_assignments_parser
-from .backend import BACKENDS, get_backend, set_backend
+from .backend import BACKENDS, get_backend
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, build_optimizer
 from .trainers import TRAINERS, build_trainer
+from .cli_checks import (DATA_PARALLEL, CommandError, check_compare_options, check_output_paths,
+                         check_parallel_options, choice, fraction, int_list, keyword_options, non_negative_float,
+                         non_negative_int, positive_float, positive_int, positive_int_list, select_backend,
+                         trainer_list, trainer_options)
 
 # A mirrored digit is not the same digit: no horizontal flips for these.
 DIGIT_DATASETS = ("mnist", "mnist-small")
@@ -37,195 +39,43 @@ DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05, "adamw-sf": 5e-3, "sgd-s
 # The LLS authors re-estimate batch-norm statistics on 50 training batches before every test
 # (protocol.md section 1); `tinydgl` does the same by default, `fit()` only when asked.
 DEFAULT_BN_RECALIBRATE = 50
-# Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
-DATA_PARALLEL = {"dp-sync": "bp", "downpour": "bp"}
-
-
-class CommandError(Exception):
-    """An error in the user's request, reported without a traceback."""
-
-
-# Option types: each refuses a value out of its range with "must be ..., got VALUE" (argparse prefixes the
-# option's name and exits with 2), so a bad value never reaches training.
-def _int(text, wanted):
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-
-
-def _float(text, wanted):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-    return value
-
-
-def _positive_int(text):
-    value = _int(text, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text):
-    value = _int(text, "an integer, 0 or more")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = _float(text, "a positive number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    value = _float(text, "a number, 0 or more")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _fraction(text):
-    """A number in [0, 1), e.g. label smoothing (1 would spread every label evenly over all classes)."""
-    value = _float(text, "a number in [0, 1)")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _trainer_list(text):
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in TRAINERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}")
-    twice = sorted({t for t in names if names.count(t) > 1})
-    if twice:
-        raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}; name each trainer once")
-    return names
-
-
-def _int_list(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r} (no numbers)")
-    return values
-
-
-def _positive_int_list(text):
-    values = _int_list(text)
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
-
-
-# CLI option -> trainer keyword argument.
-METHOD_OPTIONS = {
-    "label_smoothing": "label_smoothing", "aux": "aux", "modules": "modules", "boundaries": "boundaries",
-    "epochs_per_module": "epochs_per_module", "waveform": "waveform", "temperature": "temperature",
-    "synthesizer": "synthesizer", "interfaces": "interfaces", "synth_hidden": "synth_hidden",
-    "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
-    "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
-    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init", "loss": "loss",
-    "basis_size": "basis_size",
-    "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
-    "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
-}
-
-
-def _keyword_options(cls):
-    """Names of the keyword options a trainer class accepts, following `**options` up to its parents."""
-    names = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters
-        names |= {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            break
-    return names
-
-
-def trainer_options(args, trainer_name, strict=True):
-    """The method options the user set that trainer `trainer_name` accepts.
-
-    strict=True (train): an option the trainer does not have is an error, so nothing is silently ignored.
-    strict=False (compare): each trainer takes the options it has.
-    """
-    accepted = _keyword_options(TRAINERS[trainer_name])
-    options, unused = {}, []
-    for flag, keyword in METHOD_OPTIONS.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        if keyword in accepted:
-            options[keyword] = value
-        else:
-            unused.append("--" + flag.replace("_", "-"))
-    if "seed" in accepted:
-        options["seed"] = args.seed
-    if unused and strict:
-        raise CommandError(f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}: leave "
-                           f"{'it' if len(unused) == 1 else 'them'} out, or choose a trainer that has "
-                           f"{'it' if len(unused) == 1 else 'them'} (tinydgl train --help).")
-    return options
-
-
-def _choice(kind, names):
-    """An argparse type that accepts one of `names` and otherwise lists them all."""
-
-    def parse(text):
-        if text not in names:
-            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose one of: {', '.join(names)}")
-        return text
-
-    return parse
 
 
 def add_training_arguments(parser):
     """The options shared by `train` and `compare`."""
     from .data import DATASETS
 
-    parser.add_argument("--model", type=_choice("model", list(MODELS)), default="cnn", help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--model", type=choice("model", list(MODELS)), default="cnn", help=f"one of: {', '.join(MODELS)}")
     model = parser.add_argument_group("model options (--model mlp)")
-    model.add_argument("--hidden", type=_int_list, default=None, metavar="W1,W2,...",
+    model.add_argument("--hidden", type=int_list, default=None, metavar="W1,W2,...",
                        help="widths of the hidden layers (default 256,256)")
-    model.add_argument("--activation", type=_choice("activation", ["relu", "tanh"]), default=None,
+    model.add_argument("--activation", type=choice("activation", ["relu", "tanh"]), default=None,
                        help="hidden activation: relu (default) or tanh (the DRTP reference code's)")
     model.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch norm after each hidden linear layer (default: on)")
-    parser.add_argument("--dataset", type=_choice("dataset", list(DATASETS)), default="mnist-small",
+    parser.add_argument("--dataset", type=choice("dataset", list(DATASETS)), default="mnist-small",
                         help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--epochs", type=_positive_int, default=1)
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
-    parser.add_argument("--optimizer", type=_choice("optimizer", list(OPTIMIZERS)), default="adam")
-    parser.add_argument("--lr", type=_positive_float, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--optimizer", type=choice("optimizer", list(OPTIMIZERS)), default="adam")
+    parser.add_argument("--lr", type=positive_float, default=None,
                         help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    parser.add_argument("--momentum", type=_non_negative_float, default=None,
+    parser.add_argument("--momentum", type=non_negative_float, default=None,
                         help="sgd: momentum (default 0; Forward-Forward's reference recipe uses 0.9)")
-    parser.add_argument("--lr-schedule", type=_choice("lr schedule", ["constant", "cooldown"]), default="constant",
+    parser.add_argument("--lr-schedule", type=choice("lr schedule", ["constant", "cooldown"]), default="constant",
                         help="per-epoch learning rate: constant (default) or cooldown (constant over the first half "
                              "of the epochs, then linearly down to 2/E of it in the last: Forward-Forward's "
                              "reference schedule); in-process runs")
-    parser.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
-    parser.add_argument("--seed", type=_non_negative_int, default=0)
-    parser.add_argument("--backend", type=_choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--backend", type=choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
                         help="numpy or cupy (default: $TINYDGL_BACKEND or numpy)")
     parser.add_argument("--data-dir", default=None, help="where dataset files are (default: $TINYDGL_DATA, the cache)")
-    parser.add_argument("--limit-train", type=_positive_int, default=None, help="use only the first N training images (stratified)")
-    parser.add_argument("--limit-test", type=_positive_int, default=None, help="use only the first N test images (stratified)")
+    parser.add_argument("--limit-train", type=positive_int, default=None, help="use only the first N training images (stratified)")
+    parser.add_argument("--limit-test", type=positive_int, default=None, help="use only the first N test images (stratified)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
                         help="random crop (4-pixel zero padding) and, except for digits, horizontal flip")
-    parser.add_argument("--bn-recalibrate", type=_non_negative_int, default=DEFAULT_BN_RECALIBRATE, metavar="N",
+    parser.add_argument("--bn-recalibrate", type=non_negative_int, default=DEFAULT_BN_RECALIBRATE, metavar="N",
                         help="before every test, re-estimate batch-norm statistics at the weights being tested: N "
                              "batches of a fresh pass over the training data in training mode, learning nothing, "
                              "as the LLS authors' code does (default %(default)s; 0: test with the statistics the "
@@ -234,54 +84,54 @@ def add_training_arguments(parser):
                              "forward passes per epoch, about a third of N training steps; models without batch "
                              "norm (cnn) skip it"),
     group = parser.add_argument_group("method options (each applies to the trainers that have it)")
-    group.add_argument("--label-smoothing", type=_fraction, default=None, help="label smoothing of every cross-entropy loss")
+    group.add_argument("--label-smoothing", type=fraction, default=None, help="label smoothing of every cross-entropy loss")
     group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear")
-    group.add_argument("--modules", type=_positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
-    group.add_argument("--boundaries", type=_int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
-    group.add_argument("--epochs-per-module", type=_positive_int, default=None, help="greedy: epochs spent on each module")
+    group.add_argument("--modules", type=positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
+    group.add_argument("--boundaries", type=int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
+    group.add_argument("--epochs-per-module", type=positive_int, default=None, help="greedy: epochs spent on each module")
     group.add_argument("--waveform", default=None, help="LLS basis: sin (default), square, cosine, random")
-    group.add_argument("--temperature", type=_positive_float, default=None, help="LLS temperature T (default 0.5)")
-    group.add_argument("--basis-size", type=_positive_int, default=None, metavar="R",
+    group.add_argument("--temperature", type=positive_float, default=None, help="LLS temperature T (default 0.5)")
+    group.add_argument("--basis-size", type=positive_int, default=None, metavar="R",
                        help="lls-mxm: a basis of R waves and an R x classes matrix M (the official "
                             "LLS-MxM-reduced; R = 20 for SmallConv in the paper)")
     group.add_argument("--synthesizer", default=None, help="DNI synthetic-gradient model: auto, linear, mlp, conv")
-    group.add_argument("--interfaces", type=_int_list, default=None, help="DNI: blocks after which a synthesizer sits, e.g. 0,1")
-    group.add_argument("--synth-hidden", type=_positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
-    group.add_argument("--synth-channels", type=_positive_int, default=None, help="DNI: channels of conv synthesizers (128)")
+    group.add_argument("--interfaces", type=int_list, default=None, help="DNI: blocks after which a synthesizer sits, e.g. 0,1")
+    group.add_argument("--synth-hidden", type=positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
+    group.add_argument("--synth-channels", type=positive_int, default=None, help="DNI: channels of conv synthesizers (128)")
     group.add_argument("--update-prob", type=float, default=None, help="DNI: probability that a layer updates at a step")
-    group.add_argument("--sg-scale", type=_positive_float, default=None, help="DNI: scale applied to synthetic gradients")
+    group.add_argument("--sg-scale", type=positive_float, default=None, help="DNI: scale applied to synthetic gradients")
     group.add_argument("--bp-lambda", type=float, default=None, help="DNI: BP(lambda) mixing of true and synthetic targets")
-    group.add_argument("--buffer-size", type=_positive_int, default=None, help="async DGL: batches held per replay buffer (M)")
+    group.add_argument("--buffer-size", type=positive_int, default=None, help="async DGL: batches held per replay buffer (M)")
     group.add_argument("--schedule", default=None, help="async DGL: random (default) or round-robin")
     group.add_argument("--slow-module", type=int, default=None, help="async DGL: index of the slowed module, counting from 0")
-    group.add_argument("--slowdown", type=_positive_float, default=None, help="async DGL: slowdown factor of --slow-module")
-    group.add_argument("--reuse-cap", type=_positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
+    group.add_argument("--slowdown", type=positive_float, default=None, help="async DGL: slowdown factor of --slow-module")
+    group.add_argument("--reuse-cap", type=positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
     group.add_argument("--buffer-codec", default=None, help="async DGL: vq to store activations as vector-quantised codes")
     group.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="async DGL: skip the warm-up")
-    group.add_argument("--loss", type=_choice("loss", ["ce", "bce"]), default=None,
+    group.add_argument("--loss", type=choice("loss", ["ce", "bce"]), default=None,
                        help="fa, dfa, sdfa, drtp, shallow: the output loss, ce (softmax cross-entropy, default) or "
                             "bce (sigmoid + binary cross-entropy, the DRTP reference code's)")
-    group.add_argument("--feedback-init", type=_choice("feedback init", ["kaiming", "lls-dnn"]), default=None,
+    group.add_argument("--feedback-init", type=choice("feedback init", ["kaiming", "lls-dnn"]), default=None,
                        help="fa, dfa, sdfa, drtp: how the fixed random feedback matrices are drawn: kaiming "
                             "(default; U[-sqrt(6/fan_in), sqrt(6/fan_in)], as the DRTP reference code) or lls-dnn "
                             "(1e-4 * U[0, 1), as the official LLS-DNN code's DFA)")
-    group.add_argument("--ff-hidden", type=_positive_int_list, default=None, metavar="W1,W2,...",
+    group.add_argument("--ff-hidden", type=positive_int_list, default=None, metavar="W1,W2,...",
                        help="ff: widths of the Forward-Forward network's layers, 2 or more (default 1000,1000,1000, "
                             "the reference's; ff builds this network itself and reads only the input size from "
                             "--model mlp, whose --hidden does not apply)")
-    group.add_argument("--ff-relu-grad", type=_choice("ff ReLU gradient", ["full", "true"]), default=None,
+    group.add_argument("--ff-relu-grad", type=choice("ff ReLU gradient", ["full", "true"]), default=None,
                        help="ff: full (default, the reference's: ReLU's backward passes the gradient unchanged) or "
                             "true (the ReLU derivative); they differ only in the peer-normalisation term")
-    group.add_argument("--peer-norm", type=_non_negative_float, default=None,
+    group.add_argument("--peer-norm", type=non_negative_float, default=None,
                        help="ff: weight of the peer-normalisation penalty (default 0.03; 0: off)")
-    group.add_argument("--ff-predict", type=_choice("ff prediction", ["linear", "goodness"]), default=None,
+    group.add_argument("--ff-predict", type=choice("ff prediction", ["linear", "goodness"]), default=None,
                        help="ff: what the test accuracy uses: linear (default; the downstream linear classifier on the "
                             "neutral sample) or goodness (the label whose embedding gives the most goodness); the "
                             "metrics JSON's trainer_stats has both")
-    group.add_argument("--ff-classifier-lr-scale", type=_positive_float, default=None,
+    group.add_argument("--ff-classifier-lr-scale", type=positive_float, default=None,
                        help="ff: the linear classifier's learning rate is --lr times this (default 10, the reference's "
                             "1e-2 vs 1e-3)")
-    group.add_argument("--ff-classifier-wd-scale", type=_non_negative_float, default=None,
+    group.add_argument("--ff-classifier-wd-scale", type=non_negative_float, default=None,
                        help="ff: the linear classifier's weight decay is --weight-decay times this (default 10, the "
                             "reference's 3e-3 vs 3e-4)")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
@@ -295,14 +145,14 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model with one method")
     names = [*TRAINERS, *DATA_PARALLEL]
-    train.add_argument("--trainer", type=_choice("trainer", names), default="bp",
+    train.add_argument("--trainer", type=choice("trainer", names), default="bp",
                        help=f"one of: {', '.join(names)} ({', '.join(DATA_PARALLEL)}: with --workers)")
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None,
                        help="save a checkpoint after every epoch here (and every N steps with --checkpoint-every); "
                             "the last two are kept. SIGTERM or Ctrl-C stop the run after its current step with a "
                             "checkpoint (exit 143 / 130; a second Ctrl-C stops at once)")
-    train.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+    train.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                        help="also checkpoint every N training steps, mid-epoch; a run killed at any moment resumes "
                             "from the last one and ends bit-identical to an uninterrupted run. In-process runs "
                             "only: with --workers, checkpoints stay at epoch boundaries, the last point where "
@@ -313,21 +163,21 @@ def build_parser():
                             "before it (previous), e.g. when the latest is damaged. The checkpoint must come from "
                             "the same trainer, model, dataset, optimizer and parameter-shaping options")
     parallel = train.add_argument_group("parallel runs")
-    parallel.add_argument("--workers", type=_positive_int, default=None,
+    parallel.add_argument("--workers", type=positive_int, default=None,
                           help="dgl, lls*, local-losses, drtp, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
                                "workers (default: in-process)")
-    parallel.add_argument("--n-fetch", type=_positive_int, default=None,
+    parallel.add_argument("--n-fetch", type=positive_int, default=None,
                           help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
-    parallel.add_argument("--n-push", type=_positive_int, default=None,
+    parallel.add_argument("--n-push", type=positive_int, default=None,
                           help="downpour: a worker pushes its summed gradients every N of its steps (default 1)")
-    parallel.add_argument("--devices", type=_int_list, default=None,
+    parallel.add_argument("--devices", type=int_list, default=None,
                           help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
     parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
                           help="local: worker processes on this machine; mpi: one MPI rank per worker, launched as "
                                "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
                                "--workers, if given, must be J)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
-    compare.add_argument("--trainers", type=_trainer_list, default=["bp", "lls"],
+    compare.add_argument("--trainers", type=trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
     add_training_arguments(compare)
     compare.add_argument("--alignment", action="store_true",
@@ -335,7 +185,7 @@ def build_parser():
                               "each method hands its optimizer and the true backprop gradient at the same weights and "
                               "batch (costs one extra backprop step each time); in the metrics JSON under each run's "
                               "'alignment', and with --plot a second figure, PLOT-alignment.png")
-    compare.add_argument("--alignment-every", type=_positive_int, default=10, metavar="K",
+    compare.add_argument("--alignment-every", type=positive_int, default=10, metavar="K",
                          help="with --alignment: measure every K-th training step (default %(default)s)")
     add_assignments_parser(sub)
     return parser
@@ -385,7 +235,7 @@ def make_trainer(args, trainer_name, dataset, strict=True):
         return build_optimizer(args.optimizer, params, lr=lr, **options)
 
     method_options = trainer_options(args, trainer_name, strict)
-    if "input_mean" in _keyword_options(TRAINERS[trainer_name]):
+    if "input_mean" in keyword_options(TRAINERS[trainer_name]):
         # ff writes labels into pixels: in the units of the images the loader gives (normalised with these)
         method_options.update(input_mean=float(np.ravel(dataset.mean)[0]), input_std=float(np.ravel(dataset.std)[0]))
     try:
@@ -477,134 +327,6 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         # per-method counters, e.g. async DGL's steps, empty polls, fresh/replayed/skipped batches per module
         "trainer_stats": trainer.stats() if hasattr(trainer, "stats") else None,
     }
-
-
-def check_output_paths(args):
-    """Make sure every file and folder the run will write can be written, before training starts: an error
-    after the last epoch would lose the whole run. Creates the folders; writes and removes a probe file in
-    each. Raises CommandError naming the option, the path and what went wrong."""
-    import tempfile
-
-    outputs = [("--metrics-json", args.metrics_json, "file"), ("--plot", getattr(args, "plot", None), "file"),
-               ("--checkpoint-dir", getattr(args, "checkpoint_dir", None), "folder")]
-    for option, path, kind in outputs:
-        if path is None:
-            continue
-        if not path.strip():
-            raise CommandError(f"{option} got an empty name; give a {kind} name, or leave {option} out; nothing was trained.")
-        if kind == "file" and os.path.isdir(path):
-            raise CommandError(f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}); nothing was trained.")
-        if kind == "folder" and not getattr(args, "resume", False) and os.path.exists(os.path.join(path, "latest.json")):
-            raise CommandError(f"{option} {path} already holds a checkpoint. Add --resume to continue that run, or "
-                               f"choose another folder; nothing was overwritten.")
-        folder = path if kind == "folder" else (os.path.dirname(os.path.abspath(path)))
-        try:
-            os.makedirs(folder, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".tinydgl-write-check-")
-            os.close(fd)
-            os.remove(probe)
-        except OSError as err:
-            blocker = _file_in_the_way(folder)
-            reason = (f"{blocker} is a file, not a folder" if blocker else
-                      f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or err)
-            raise CommandError(f"{option} {path}: cannot write there ({reason}). Choose a path in a "
-                               f"folder you can write to; nothing was trained.") from err
-    if args.metrics_json and getattr(args, "plot", None) and \
-            os.path.realpath(args.metrics_json) == os.path.realpath(args.plot):
-        raise CommandError(f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
-                           f"Give them different names (e.g. run.json and run.png); nothing was trained.")
-    if getattr(args, "plot", None):
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as err:
-            raise CommandError(f"--plot needs matplotlib, which is not installed: pip install 'tinydgl[plot]' "
-                               f"(or leave --plot out); nothing was trained.") from err
-        _check_plot_format(args.plot)
-
-
-def _file_in_the_way(folder):
-    """The nearest existing ancestor of `folder` (itself included) if it is a file, else None."""
-    current = os.path.abspath(folder)
-    while not os.path.exists(current):
-        parent = os.path.dirname(current)
-        if parent == current:
-            return None
-        current = parent
-    return None if os.path.isdir(current) else current
-
-
-def _check_plot_format(path):
-    """Matplotlib picks the image format from --plot's extension; try it on an empty figure now (no LaTeX for
-    .pgf, no codec for .avif, a typo like .pgn ...) rather than after the last epoch."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    extension = os.path.splitext(path)[1].lower().lstrip(".")
-    if not extension:
-        raise CommandError(f"--plot {path} has no extension, which names the image format: end it in .png (or "
-                           f".pdf, .svg, ...); nothing was trained.")
-    figure = Figure(figsize=(1, 1))
-    FigureCanvasAgg(figure)
-    figure.text(0.5, 0.5, "1")  # text, as the real plot has: .pgf only needs LaTeX to measure text
-    try:
-        figure.savefig(io.BytesIO(), format=extension)
-    except Exception as err:  # ValueError for an unknown format; RuntimeError/OSError for a missing tool
-        raise CommandError(f"--plot {path}: cannot write .{extension} images ({err}). Use .png (or .pdf, .svg); "
-                           f"nothing was trained.") from err
-
-
-def select_backend(args):
-    """Switch to --backend, or settle $TINYDGL_BACKEND now, so that a backend that cannot run here (an
-    unknown name, CuPy missing, no GPU) is one clear error before any data is read."""
-    try:
-        set_backend(args.backend) if args.backend else get_backend()
-    except ValueError as err:  # $TINYDGL_BACKEND names no backend (BackendUnavailableError is an ImportError)
-        raise CommandError(str(err)) from err
-
-
-def _parallel_trainers():
-    """The trainers the module-parallel engine runs (local trainers other than greedy)."""
-    from .trainers.dgl import GreedyTrainer
-    from .trainers.local import LocalTrainer
-
-    return [n for n, cls in TRAINERS.items() if issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)]
-
-
-def check_parallel_options(args):
-    """`train`: refuse parallel-run options that do not fit the trainer, before anything is read or written.
-    (With --engine mpi the workers are the ranks, counted later by `prepare_mpi`.)"""
-    if (args.n_fetch or args.n_push) and args.trainer != "downpour":
-        used = " and ".join(f for f, v in (("--n-fetch", args.n_fetch), ("--n-push", args.n_push)) if v)
-        verb = "apply" if " and " in used else "applies"
-        raise CommandError(f"{used} {verb} to --trainer downpour only (with --workers W), not --trainer "
-                           f"{args.trainer}: leave {'them' if ' and ' in used else 'it'} out.")
-    if getattr(args, "engine", "local") != "local":
-        return
-    if args.devices and not args.workers:
-        raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
-    if args.trainer in DATA_PARALLEL and not args.workers:
-        raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
-    if args.workers and args.trainer not in DATA_PARALLEL:
-        parallel = _parallel_trainers()
-        if args.trainer not in parallel:
-            instead = " For data-parallel backprop, use --trainer dp-sync or downpour." if args.trainer == "bp" else ""
-            raise CommandError(f"--workers runs the modules of {', '.join(parallel)} in parallel, or "
-                               f"{', '.join(DATA_PARALLEL)} on W model copies; --trainer {args.trainer} trains "
-                               f"in-process only: leave --workers out.{instead}")
-
-
-def check_compare_options(args):
-    """`compare`: a method option that none of --trainers has would be silently ignored; refuse it."""
-    for flag, keyword in METHOD_OPTIONS.items():
-        if getattr(args, flag, None) is None:
-            continue
-        if not any(keyword in _keyword_options(TRAINERS[name]) for name in args.trainers):
-            option = "--" + flag.replace("_", "-")
-            have = [n for n in TRAINERS if keyword in _keyword_options(TRAINERS[n])]
-            raise CommandError(f"{option} applies to none of --trainers {','.join(args.trainers)} (it applies to "
-                               f"{', '.join(have)}): add one of those or leave {option} out.")
 
 
 def write_json(path, data):

@@ -1,0 +1,294 @@
+"""What the `tinydgl` command checks before it trains, so that a mistake is one clear message up front and
+not a traceback after the last epoch: option types with their ranges, which method options each trainer
+takes, output paths, the backend, and option combinations. Every check raises `CommandError` (exit 1) or
+argparse's `ArgumentTypeError` (a usage error, exit 2); `tinydgl.cli` runs them.
+"""
+import argparse
+import inspect
+import math
+import os
+
+from .backend import get_backend, set_backend
+from .trainers import TRAINERS
+
+
+# Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
+DATA_PARALLEL = {"dp-sync": "bp", "downpour": "bp"}
+
+
+class CommandError(Exception):
+    """An error in the user's request, reported without a traceback."""
+
+
+# Option types: each refuses a value out of its range with "must be ..., got VALUE" (argparse prefixes the
+# option's name and exits with 2), so a bad value never reaches training.
+def _int(text, wanted):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+
+
+def _float(text, wanted):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+    return value
+
+
+def positive_int(text):
+    value = _int(text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = _int(text, "an integer, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = _float(text, "a positive number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = _float(text, "a number, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def fraction(text):
+    """A number in [0, 1), e.g. label smoothing (1 would spread every label evenly over all classes)."""
+    value = _float(text, "a number in [0, 1)")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def trainer_list(text):
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TRAINERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}")
+    twice = sorted({t for t in names if names.count(t) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}; name each trainer once")
+    return names
+
+
+def int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r} (no numbers)")
+    return values
+
+
+def positive_int_list(text):
+    values = int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+# CLI option -> trainer keyword argument.
+METHOD_OPTIONS = {
+    "label_smoothing": "label_smoothing", "aux": "aux", "modules": "modules", "boundaries": "boundaries",
+    "epochs_per_module": "epochs_per_module", "waveform": "waveform", "temperature": "temperature",
+    "synthesizer": "synthesizer", "interfaces": "interfaces", "synth_hidden": "synth_hidden",
+    "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
+    "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
+    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init", "loss": "loss",
+    "basis_size": "basis_size",
+    "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
+    "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
+}
+
+
+def keyword_options(cls):
+    """Names of the keyword options a trainer class accepts, following `**options` up to its parents."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        names |= {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return names
+
+
+def trainer_options(args, trainer_name, strict=True):
+    """The method options the user set that trainer `trainer_name` accepts.
+
+    strict=True (train): an option the trainer does not have is an error, so nothing is silently ignored.
+    strict=False (compare): each trainer takes the options it has.
+    """
+    accepted = keyword_options(TRAINERS[trainer_name])
+    options, unused = {}, []
+    for flag, keyword in METHOD_OPTIONS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if keyword in accepted:
+            options[keyword] = value
+        else:
+            unused.append("--" + flag.replace("_", "-"))
+    if "seed" in accepted:
+        options["seed"] = args.seed
+    if unused and strict:
+        raise CommandError(f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}: leave "
+                           f"{'it' if len(unused) == 1 else 'them'} out, or choose a trainer that has "
+                           f"{'it' if len(unused) == 1 else 'them'} (tinydgl train --help).")
+    return options
+
+
+def choice(kind, names):
+    """An argparse type that accepts one of `names` and otherwise lists them all."""
+
+    def parse(text):
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose one of: {', '.join(names)}")
+        return text
+
+    return parse
+
+
+def check_output_paths(args):
+    """Make sure every file and folder the run will write can be written, before training starts: an error
+    after the last epoch would lose the whole run. Creates the folders; writes and removes a probe file in
+    each. Raises CommandError naming the option, the path and what went wrong."""
+    import tempfile
+
+    outputs = [("--metrics-json", args.metrics_json, "file"), ("--plot", getattr(args, "plot", None), "file"),
+               ("--checkpoint-dir", getattr(args, "checkpoint_dir", None), "folder")]
+    for option, path, kind in outputs:
+        if path is None:
+            continue
+        if not path.strip():
+            raise CommandError(f"{option} got an empty name; give a {kind} name, or leave {option} out; nothing was trained.")
+        if kind == "file" and os.path.isdir(path):
+            raise CommandError(f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}); nothing was trained.")
+        if kind == "folder" and not getattr(args, "resume", False) and os.path.exists(os.path.join(path, "latest.json")):
+            raise CommandError(f"{option} {path} already holds a checkpoint. Add --resume to continue that run, or "
+                               f"choose another folder; nothing was overwritten.")
+        folder = path if kind == "folder" else (os.path.dirname(os.path.abspath(path)))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".tinydgl-write-check-")
+            os.close(fd)
+            os.remove(probe)
+        except OSError as err:
+            blocker = _file_in_the_way(folder)
+            reason = (f"{blocker} is a file, not a folder" if blocker else
+                      f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or err)
+            raise CommandError(f"{option} {path}: cannot write there ({reason}). Choose a path in a "
+                               f"folder you can write to; nothing was trained.") from err
+    if args.metrics_json and getattr(args, "plot", None) and \
+            os.path.realpath(args.metrics_json) == os.path.realpath(args.plot):
+        raise CommandError(f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
+                           f"Give them different names (e.g. run.json and run.png); nothing was trained.")
+    if getattr(args, "plot", None):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as err:
+            raise CommandError(f"--plot needs matplotlib, which is not installed: pip install 'tinydgl[plot]' "
+                               f"(or leave --plot out); nothing was trained.") from err
+        _check_plot_format(args.plot)
+
+
+def _file_in_the_way(folder):
+    """The nearest existing ancestor of `folder` (itself included) if it is a file, else None."""
+    current = os.path.abspath(folder)
+    while not os.path.exists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+    return None if os.path.isdir(current) else current
+
+
+def _check_plot_format(path):
+    """Matplotlib picks the image format from --plot's extension; try it on an empty figure now (no LaTeX for
+    .pgf, no codec for .avif, a typo like .pgn ...) rather than after the last epoch."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if not extension:
+        raise CommandError(f"--plot {path} has no extension, which names the image format: end it in .png (or "
+                           f".pdf, .svg, ...); nothing was trained.")
+    figure = Figure(figsize=(1, 1))
+    FigureCanvasAgg(figure)
+    figure.text(0.5, 0.5, "1")  # text, as the real plot has: .pgf only needs LaTeX to measure text
+    try:
+        figure.savefig(io.BytesIO(), format=extension)
+    except Exception as err:  # ValueError for an unknown format; RuntimeError/OSError for a missing tool
+        raise CommandError(f"--plot {path}: cannot write .{extension} images ({err}). Use .png (or .pdf, .svg); "
+                           f"nothing was trained.") from err
+
+
+def select_backend(args):
+    """Switch to --backend, or settle $TINYDGL_BACKEND now, so that a backend that cannot run here (an
+    unknown name, CuPy missing, no GPU) is one clear error before any data is read."""
+    try:
+        set_backend(args.backend) if args.backend else get_backend()
+    except ValueError as err:  # $TINYDGL_BACKEND names no backend (BackendUnavailableError is an ImportError)
+        raise CommandError(str(err)) from err
+
+
+def parallel_trainers():
+    """The trainers the module-parallel engine runs (local trainers other than greedy)."""
+    from .trainers.dgl import GreedyTrainer
+    from .trainers.local import LocalTrainer
+
+    return [n for n, cls in TRAINERS.items() if issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)]
+
+
+def check_parallel_options(args):
+    """`train`: refuse parallel-run options that do not fit the trainer, before anything is read or written.
+    (With --engine mpi the workers are the ranks, counted later by `prepare_mpi`.)"""
+    if (args.n_fetch or args.n_push) and args.trainer != "downpour":
+        used = " and ".join(f for f, v in (("--n-fetch", args.n_fetch), ("--n-push", args.n_push)) if v)
+        verb = "apply" if " and " in used else "applies"
+        raise CommandError(f"{used} {verb} to --trainer downpour only (with --workers W), not --trainer "
+                           f"{args.trainer}: leave {'them' if ' and ' in used else 'it'} out.")
+    if getattr(args, "engine", "local") != "local":
+        return
+    if args.devices and not args.workers:
+        raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
+    if args.trainer in DATA_PARALLEL and not args.workers:
+        raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
+    if args.workers and args.trainer not in DATA_PARALLEL:
+        parallel = parallel_trainers()
+        if args.trainer not in parallel:
+            instead = " For data-parallel backprop, use --trainer dp-sync or downpour." if args.trainer == "bp" else ""
+            raise CommandError(f"--workers runs the modules of {', '.join(parallel)} in parallel, or "
+                               f"{', '.join(DATA_PARALLEL)} on W model copies; --trainer {args.trainer} trains "
+                               f"in-process only: leave --workers out.{instead}")
+
+
+def check_compare_options(args):
+    """`compare`: a method option that none of --trainers has would be silently ignored; refuse it."""
+    for flag, keyword in METHOD_OPTIONS.items():
+        if getattr(args, flag, None) is None:
+            continue
+        if not any(keyword in keyword_options(TRAINERS[name]) for name in args.trainers):
+            option = "--" + flag.replace("_", "-")
+            have = [n for n in TRAINERS if keyword in keyword_options(TRAINERS[n])]
+            raise CommandError(f"{option} applies to none of --trainers {','.join(args.trainers)} (it applies to "
+                               f"{', '.join(have)}): add one of those or leave {option} out.")
