@@ -102,6 +102,11 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
         assert [c for c in code if c.startswith("check(")] == [f'check("{t.marker}")' for t in A.TASKS
                                                              if t.assignment == a.id]
     assert not (student / "tests" / "test_assignments.py").exists()  # instructors only
+    assert not (student / "lessons" / "answers").exists() and not (student / "tests" / "test_answers.py").exists()
+    assert not (student / A.HIDDEN_TESTS).exists()  # the hidden tests stay with the instructor ...
+    relu = next(t for t in manifest["tasks"] if t["id"] == "a1-relu-backward")
+    assert relu["hidden_tests"] == 1 and not any(A.HIDDEN_TESTS in n for n in relu["tests"])
+    assert "and 1 hidden test that only the autograder runs" in (student / "assignments" / "A1.md").read_text()
     with pytest.raises(A.AssignmentError, match="not empty"):
         A.build(student)
 
@@ -178,6 +183,29 @@ def test_a_student_copy_grading_itself_says_it_is_practice(student, capsys):
     assert main(["assignments", "grade", str(student), "--source", str(student)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("practice grade: with the tests of the student copy") and f"0/{len(A.TASKS)}" in out
+
+
+# passes both visible tests of a1-relu-backward, but overwrites the caller's dout (a hidden test checks it)
+IN_PLACE_RELU = """    dx = dout
+    dx *= cache
+"""
+
+
+def test_hidden_tests_grade_a_task_the_visible_ones_pass(partly_solved, tmp_path):
+    tree = tmp_path / "in-place"
+    shutil.copytree(partly_solved, tree)
+    path = tree / "tinydgl" / "ops" / "activation.py"
+    region = next(r for r in A.find_regions(A.source_root()) if r.task_id == "a1-relu-backward")
+    lines = (A.source_root() / region.file).read_text().splitlines(keepends=True)
+    lines[region.begin - 1:region.end] = [IN_PLACE_RELU]
+    path.write_text("".join(lines))
+    visible = A.score(A.run_tests(tree, (A.TASK_TESTS,), markexpr="task_a1_relu_backward"),
+                      [A.TASKS_BY_ID["a1-relu-backward"]])
+    assert visible[0]["done"], visible  # the student's own run: all visible tests pass ...
+    rows, errors = A.grade(tree)
+    relu = next(r for r in rows if r["task"] == "a1-relu-backward")
+    assert errors == [] and not relu["done"] and relu["points"] == 0  # ... the grader's hidden one does not
+    assert relu["reason"] == A.HIDDEN_FAILURE and relu["failed"] == ["(a hidden test)"], relu
 
 
 def test_edited_tests_do_not_change_the_score(partly_solved, tmp_path):

@@ -23,7 +23,9 @@ in (`submit` zips exactly those) and all that `grade` takes from a student.
 from the instructor's checkout (`--source`, by default the checkout this tinydgl was imported from) in a
 temporary folder, puts the student's task files over it (from a tree, or from a zip made by `submit`), and runs
 that copy's task tests, which are the instructor's. Edits to a student's tests, conftest.py or pyproject.toml
-change nothing, and neither does anything else outside the task files. (Run inside a student copy, whose
+change nothing, and neither does anything else outside the task files. The instructor's optional hidden
+tests (HIDDEN_TESTS) are left out of the student copy and kept in the grading copy: a failing one is reported as
+"a hidden test", without its name or message. (Run inside a student copy, whose
 tinydgl has no solutions to build from, `grade` is a practice grade with that copy's own tests; it says so.)
 
 Every task has tests in tests/test_assignments_tasks.py marked `task_<id>` (dashes become underscores, as
@@ -51,8 +53,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TASK_TESTS = "tests/test_assignments_tasks.py"  # where every task's tests live
+# The instructor's hidden tests (optional): `build` leaves the file out of the student copy; `grade` and the
+# Gradescope autograder build their course with it kept, so a task scores only when its hidden tests pass too.
+HIDDEN_TESTS = "tests/test_assignments_hidden.py"
 MANIFEST = "assignments/manifest.json"  # written by `build` into the student copy
-INSTRUCTOR_ONLY = ("tests/test_assignments.py",)  # checks of the build itself: not copied to students
+# Not copied to students: the checks of the build itself, the exercise answers and their test.
+INSTRUCTOR_ONLY = ("tests/test_assignments.py", "tests/test_answers.py", "lessons/answers")
 # What a student tree needs: the code, its tests, the course, and what makes it an installable package under
 # its license (MANIFEST.in, CHANGELOG.md: the README links to it). The rest (benchmarks, scripts) is left out.
 STUDENT_COPY = ("tinydgl", "tests", "lessons", "notebooks", "pyproject.toml", "README.md", "LICENSE", "NOTICE", "CHANGELOG.md",
@@ -380,10 +386,11 @@ def _select(assignments=None, task_ids=None):
     return chosen
 
 
-def build(out, root=None, assignments=None, task_ids=None):
+def build(out, root=None, assignments=None, task_ids=None, hidden=False):
     """Write a student copy of the library to `out`: returns the manifest (also written to out/assignments/).
 
     assignments (e.g. ["A1"]) or task_ids choose the tasks to stub (default: all); the others stay solved.
+    hidden=True keeps the hidden tests (HIDDEN_TESTS): for the graders' own course, never for students.
     """
     root, out = Path(root or source_root()), Path(out)
     if not (root / TASK_TESTS).is_file():
@@ -398,6 +405,9 @@ def build(out, root=None, assignments=None, task_ids=None):
     chosen_ids = {t.id for t in chosen}
     regions = {r.task_id: r for r in find_regions(root)}
     tests, _ = find_task_tests(root)
+    hidden_tests = {t: [n for n in ids if n.startswith(HIDDEN_TESTS + "::")] for t, ids in tests.items()}
+    if not hidden:
+        tests = {t: [n for n in ids if n not in hidden_tests[t]] for t, ids in tests.items()}
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".hypothesis")
     out.mkdir(parents=True, exist_ok=True)
@@ -407,8 +417,11 @@ def build(out, root=None, assignments=None, task_ids=None):
             shutil.copytree(src, out / name, ignore=ignore)
         elif src.is_file():
             shutil.copy2(src, out / name)
-    for rel in INSTRUCTOR_ONLY:
-        (out / rel).unlink(missing_ok=True)
+    for rel in INSTRUCTOR_ONLY + (() if hidden else (HIDDEN_TESTS,)):
+        if (out / rel).is_dir():
+            shutil.rmtree(out / rel)
+        else:
+            (out / rel).unlink(missing_ok=True)
 
     by_file = {}
     for task_id in chosen_ids:
@@ -437,7 +450,7 @@ def build(out, root=None, assignments=None, task_ids=None):
             "id": t.id, "assignment": t.assignment, "title": t.title, "points": t.points, "marker": t.marker,
             "file": regions[t.id].file, "function": enclosing_function(texts[regions[t.id].file], regions[t.id].begin),
             "solution_lines": [regions[t.id].begin, regions[t.id].end], "hint": regions[t.id].hint,
-            "stubbed": t.id in chosen_ids, "tests": tests[t.id],
+            "stubbed": t.id in chosen_ids, "tests": tests[t.id], "hidden_tests": len(hidden_tests.get(t.id, [])),
         } for t in TASKS],
     }
     handouts = out / "assignments"
@@ -481,7 +494,9 @@ def handout(assignment, manifest):
             f"## `{t['id']}`: {t['title']} ({t['points']} points)", "",
             f"In [`{t['file']}`](../{t['file']}): {task.what}", "",
             f"*Hint:* {t['hint']}", "",
-            f"*Graded by* `python -m pytest -q -m {t['marker']}` ({tests} in [`{manifest['task_tests']}`](../{manifest['task_tests']})).",
+            f"*Graded by* `python -m pytest -q -m {t['marker']}` ({tests} in [`{manifest['task_tests']}`](../{manifest['task_tests']}))"
+            + (f" and {t['hidden_tests']} hidden test{'s' if t['hidden_tests'] > 1 else ''} that only the autograder runs."
+               if t.get("hidden_tests") else "."),
             "",
         ]
     if not any(t["stubbed"] for t in tasks):
@@ -607,6 +622,7 @@ def run_tests(tree, paths=(TASK_TESTS,), markexpr=None, extra_args=(), timeout=9
     return result
 
 
+HIDDEN_FAILURE = "a hidden test failed (the instructor's: it checks what the visible tests do not; reread the task)"
 STUB_ERROR = re.compile(r"^NotImplementedError: (?P<task>[a-z][0-9]+(-[a-z0-9]+)+):")
 
 
@@ -615,14 +631,18 @@ def score(result, tasks=TASKS):
     rows = []
     for t in tasks:
         mine = {n: e for n, e in result["tests"].items() if t.marker in e["tasks"]}
+        # visible tests first: their messages say what to fix; a hidden test's stays the instructor's
+        mine = dict(sorted(mine.items(), key=lambda item: item[0].startswith(HIDDEN_TESTS + "::")))
         passed = sum(e["outcome"] == "passed" for e in mine.values())
-        failures = [e["message"] for e in mine.values() if e["outcome"] not in ("passed", "skipped")]
+        failures = [HIDDEN_FAILURE if n.startswith(HIDDEN_TESTS + "::") else e["message"]
+                    for n, e in mine.items() if e["outcome"] not in ("passed", "skipped")]
         done = bool(mine) and passed == len(mine)
         reason = "" if done else (failures[0] if failures else "no test of this task ran")
         other = STUB_ERROR.match(reason)
         if other and other["task"] != t.id:  # the tests reached another task's stub first
             reason = f"needs {other['task']} first ({reason})"
-        failed = [n.split("::", 1)[-1] for n, e in mine.items() if e["outcome"] not in ("passed", "skipped")]
+        failed = ["(a hidden test)" if n.startswith(HIDDEN_TESTS + "::") else n.split("::", 1)[-1]
+                  for n, e in mine.items() if e["outcome"] not in ("passed", "skipped")]
         rows.append({"task": t.id, "assignment": t.assignment, "tests": len(mine), "passed": passed,
                      "done": done, "points": t.points if done else 0, "max_points": t.points, "reason": reason,
                      "failed": failed})
@@ -671,15 +691,16 @@ def _submission(work):
     return None  # a tree: its task files are read once the course's list of them is known
 
 
-def _pristine(source, out):
+def _pristine(source, out, hidden=True):
     """The course as handed out, in the new folder `out`, with `source`'s tests: built afresh (every task
-    stubbed) from the instructor's checkout, or copied from a student copy. Returns the task files."""
+    stubbed) from the instructor's checkout, with its hidden tests unless hidden=False, or copied from a
+    student copy. Returns the task files."""
     source = Path(source)
     if not (source / TASK_TESTS).is_file():
         raise AssignmentError(f"{source.resolve()} has no {TASK_TESTS}: --source is the instructor's checkout of "
                               "tinydgl (or a student copy, for a practice grade).")
     if find_regions(source):
-        return build(out, root=source)["task_files"]
+        return build(out, root=source, hidden=hidden)["task_files"]
     if not (source / MANIFEST).is_file():
         raise AssignmentError(f"{source.resolve()} has neither solution markers nor {MANIFEST}: --source is the "
                               "instructor's checkout of tinydgl (or a student copy, for a practice grade).")
@@ -933,13 +954,14 @@ def classroom(out_dir, source=None):
     it checks out the repository's first commit (the template as handed out) into .pristine/, copies
     only the task files of the pushed commit over it, checks that the non-task files there (tinydgl/, tests/,
     pyproject.toml) hash to the digest of the course as built here (so a rewritten first commit is refused),
-    and runs each task's tests there (all pass: the task's points; else 0). What it cannot stop, as no
+    and runs each task's tests there (all pass: the task's points; else 0). The template is what students
+    can read, so Classroom runs the visible tests only (no HIDDEN_TESTS). What it cannot stop, as no
     Classroom workflow can, is a student editing the workflow file itself: Classroom's protected paths flag that.
     """
     source, out_dir = Path(source or source_root()), Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="tinydgl-classroom-") as tmp:
         course = Path(tmp) / "course"
-        files = _pristine(source, course)
+        files = _pristine(source, course, hidden=False)  # the template repository: what students have
         digest = _tree_digest(course, set(files))
     requirements = " ".join(f"'{r}'" for r in _requirements().split())
     ids = [t.marker for t in TASKS]
