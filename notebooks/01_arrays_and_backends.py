@@ -1,7 +1,12 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -16,11 +21,27 @@
 # %% [markdown]
 # # 1. Arrays and backends: one code path for NumPy and CuPy
 #
+# [![Open in Colab](colab-badge.svg)](https://colab.research.google.com/github/tinydgl/tinydgl/blob/v0.1.0/notebooks/01_arrays_and_backends.ipynb)
+#
 # A step-through companion to [lesson 1](../lessons/01-arrays-and-backends.md). Run the cells in order;
 # each does one thing.
 #
 # **Fast mode.** `TINYDGL_FAST=1` shrinks data and training so that the whole notebook runs in seconds
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.
+
+# %%
+# On Colab (or anywhere tinydgl is not installed yet), install the release this notebook was written for,
+# the way the README does: a clone of the repository and `pip install -e .`. Elsewhere this cell does nothing.
+import importlib.util
+import subprocess
+import sys
+
+TINYDGL_VERSION = "0.1.0"
+if importlib.util.find_spec("tinydgl") is None:
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", f"v{TINYDGL_VERSION}",
+                    "https://github.com/tinydgl/tinydgl"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "tinydgl"], check=True)
+    sys.path.insert(0, "tinydgl")  # importable now, without restarting the kernel
 
 # %%
 import os
@@ -98,6 +119,26 @@ with tinydgl.use_backend("array_api_strict", device):
     out_dev, _ = F.relu_forward(x_dev)
 print(type(out_dev).__module__, out_dev.device)
 print(to_numpy(out_dev))
+
+# %% [markdown]
+# ## On a real GPU: Runtime → GPU, then `--backend cupy`
+#
+# On Colab, choose **Runtime → Change runtime type → T4 GPU** (this notebook asks for a GPU runtime when it
+# opens there); CuPy is preinstalled. On your own machine with an NVIDIA GPU, `pip install -e ".[gpu]"`.
+# Then the same op runs on CuPy, unchanged, and so does training: `tinydgl train --backend cupy`, or
+# `TINYDGL_BACKEND=cupy` for a whole notebook. Without a GPU, choosing `cupy` raises
+# `BackendUnavailableError`, saying why, and the cell below says so.
+
+# %%
+from tinydgl.backend import BackendUnavailableError
+
+try:
+    with tinydgl.use_backend("cupy"):
+        x_gpu = asarray([[-1.0, 2.0], [3.0, -4.0]], dtype="float64")
+        out_gpu, _ = F.relu_forward(x_gpu)
+    print(type(out_gpu).__module__, out_gpu.device, to_numpy(out_gpu).tolist())
+except BackendUnavailableError as err:
+    print("no GPU here:", str(err).split(":")[0])
 
 # %% [markdown]
 # ## Random numbers are drawn on the host

@@ -16,10 +16,26 @@
 # %% [markdown]
 # # 4. Pooling, ReLU and batch norm
 #
+# [![Open in Colab](colab-badge.svg)](https://colab.research.google.com/github/tinydgl/tinydgl/blob/v0.1.0/notebooks/04_pooling_relu_batchnorm.ipynb)
+#
 # A step-through companion to [lesson 4](../lessons/04-pooling-relu-batchnorm.md).
 #
 # **Fast mode.** `TINYDGL_FAST=1` shrinks data and training so that the whole notebook runs in seconds
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.
+
+# %%
+# On Colab (or anywhere tinydgl is not installed yet), install the release this notebook was written for,
+# the way the README does: a clone of the repository and `pip install -e .`. Elsewhere this cell does nothing.
+import importlib.util
+import subprocess
+import sys
+
+TINYDGL_VERSION = "0.1.0"
+if importlib.util.find_spec("tinydgl") is None:
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", f"v{TINYDGL_VERSION}",
+                    "https://github.com/tinydgl/tinydgl"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "tinydgl"], check=True)
+    sys.path.insert(0, "tinydgl")  # importable now, without restarting the kernel
 
 # %%
 import os

@@ -16,6 +16,8 @@
 # %% [markdown]
 # # 10. Parallel and distributed training
 #
+# [![Open in Colab](colab-badge.svg)](https://colab.research.google.com/github/tinydgl/tinydgl/blob/v0.1.0/notebooks/10_parallel_and_distributed.ipynb)
+#
 # A step-through companion to [lesson 10](../lessons/10-parallel-and-distributed.md): why breaking the
 # locks matters only when the pieces run at the same time.
 #
@@ -27,6 +29,20 @@
 #
 # **Fast mode.** `TINYDGL_FAST=1` shrinks data and training so that the whole notebook runs in seconds
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.
+
+# %%
+# On Colab (or anywhere tinydgl is not installed yet), install the release this notebook was written for,
+# the way the README does: a clone of the repository and `pip install -e .`. Elsewhere this cell does nothing.
+import importlib.util
+import subprocess
+import sys
+
+TINYDGL_VERSION = "0.1.0"
+if importlib.util.find_spec("tinydgl") is None:
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", f"v{TINYDGL_VERSION}",
+                    "https://github.com/tinydgl/tinydgl"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "tinydgl"], check=True)
+    sys.path.insert(0, "tinydgl")  # importable now, without restarting the kernel
 
 # %%
 import json

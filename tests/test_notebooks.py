@@ -88,3 +88,44 @@ def test_notebook_runs_in_fast_mode(source, tmp_path):
     seconds = time.perf_counter() - t0
     assert result.returncode == 0, f"{source.name} failed in fast mode:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     assert seconds < FAST_MODE_SECONDS, f"{source.name} took {seconds:.0f}s in fast mode (limit {FAST_MODE_SECONDS}s)"
+
+
+# --- Colab: a badge on every notebook, a first code cell that installs the release, the GPU runtime ---------
+
+def project_version():
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def colab_url(stem):
+    return f"https://colab.research.google.com/github/tinydgl/tinydgl/blob/v{project_version()}/notebooks/{stem}.ipynb"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_opens_in_colab_and_installs_its_release(source):
+    import jupytext
+
+    notebook = jupytext.read(source)
+    assert f"[![Open in Colab](colab-badge.svg)]({colab_url(source.stem)})" in notebook.cells[0].source, (
+        f"{source.name}: the first cell needs the Colab badge for version {project_version()}")
+    first_code = next(c for c in notebook.cells if c.cell_type == "code").source
+    assert f'TINYDGL_VERSION = "{project_version()}"' in first_code, (
+        f"{source.name}: the first code cell installs the release named in pyproject.toml")
+    assert 'importlib.util.find_spec("tinydgl") is None' in first_code  # a no-op where tinydgl is installed
+    assert (NOTEBOOKS / "colab-badge.svg").is_file()
+
+
+def test_notebooks_readme_has_a_badge_per_notebook():
+    readme = (NOTEBOOKS / "README.md").read_text()
+    for source in SOURCES:
+        assert f"[![Open in Colab](colab-badge.svg)]({colab_url(source.stem)})" in readme, source.stem
+
+
+def test_the_cupy_notebook_asks_for_a_gpu_runtime():
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOKS / "01_arrays_and_backends.ipynb", as_version=4)
+    assert notebook.metadata["accelerator"] == "GPU" and notebook.metadata["colab"]["gpuType"]
+    text = "\n".join(c.source for c in notebook.cells)
+    assert "Runtime → Change runtime type" in text and 'use_backend("cupy")' in text
