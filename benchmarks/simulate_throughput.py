@@ -20,7 +20,7 @@ loader's work per batch (in the engine it runs in the parent, which feeds ring 0
 cores. The model's stages are: the feeder (loader + one copy into ring 0), then each worker (its modules'
 steps + one copy out of its input ring + one copy into its output ring), on P shared cores (processor
 sharing), fifo rings of 2 slots, links free (the copies are the transfer and are charged to the cores).
-Modules are split over workers as the engine splits them (`module_costs` + `split_modules`). The engine's
+Modules are split over workers as the engine splits them (`stages.unit_costs` + `split_modules`). The engine's
 start (spawning workers, about a second) is not modelled: the measured table shows samples/s with and
 without it ("wall" and "steady": samples over the slowest worker's busy + idle seconds).
 With `--trainer async-dgl` the rings between workers replay (Algorithm 2, `--buffer-size` slots, no reuse
@@ -55,7 +55,8 @@ import numpy as np
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import build_optimizer
-from tinydgl.runtime.engine import module_costs, run_module_parallel, split_modules
+from tinydgl.runtime.engine import run_module_parallel, split_modules
+from tinydgl.runtime.stages import unit_costs
 from tinydgl.runtime.simulate import (LINKS, Compression, group_stages, in_process_throughput, pipeline_throughput,
                                       simulate_pipeline)
 from tinydgl.trainers import build_trainer
@@ -138,7 +139,7 @@ def local_prediction(args, ds):
 
     batches = math.ceil(len(ds.y_train) / args.batch_size)
     cores = args.cores or os.cpu_count()
-    forward_costs = module_costs(trainer, args.batch_size)
+    forward_costs = unit_costs(trainer, args.batch_size)
     replay = args.trainer == "async-dgl"
     rows = []
     for J in args.workers:

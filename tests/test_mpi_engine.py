@@ -280,3 +280,30 @@ def test_drtp_over_mpi_gives_the_in_process_weights(tmp_path):
     metrics, _ = _train(tmp_path, "mpi", *small, "--engine", "mpi")
     _assert_same_weights(tmp_path / "mpi", tmp_path / "ref")
     assert len(metrics["history"][0]["workers"]) == 2
+
+
+def test_dni_over_mpi_sends_targets_back_and_lock_step_bp_lambda_is_exact(tmp_path):
+    """DNI's ranks send each boundary synthesizer's target back down (its own tags, BACK). With BP(lambda) > 0
+    every rank waits for it before updating (lock-step): the in-process weights exactly, also resumed."""
+    exact = ["--model", "mlp", "--trainer", "cdni", "--synthesizer", "linear", "--bp-lambda", "0.5",
+             "--update-prob", "0.5"]
+    _train(tmp_path, "ref", *exact, "--epochs", "2", mpi=False)
+    _train(tmp_path, "mpi", *exact, "--engine", "mpi", "--epochs", "1")
+    _, out = _train(tmp_path, "mpi", *exact, "--engine", "mpi", "--epochs", "2", "--resume")
+    assert "resumed from" in out.stdout and "synthesizer targets sent back down" in out.stdout
+    _assert_same_weights(tmp_path / "mpi", tmp_path / "ref")
+
+    # lambda = 0: update unlocked, the targets come back late; 2 ranks still learn (0.91 in one process;
+    # 0.83 if the lower groups never learned)
+    learn = ["--model", "mlp", "--trainer", "cdni", "--synthesizer", "linear", "--limit-train", "4000",
+             "--batch-size", "64", "--limit-test", "1000", "--epochs", "2"]
+    metrics, _ = _run_train(tmp_path, "late", learn)
+    assert metrics["history"][-1]["test_accuracy"] > 0.88
+    lower = metrics["history"][-1]["workers"][0]
+    assert lower["targets_received"] == 63 and sum(lower["target_lateness_counts"].values()) == 63
+
+
+def _run_train(tmp_path, name, args):
+    out = _run(["train", "--no-progress", *args, "--engine", "mpi", "--metrics-json", str(tmp_path / f"{name}.json")])
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads((tmp_path / f"{name}.json").read_text()), out

@@ -400,7 +400,7 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     if getattr(args, "engine", "local") == "mpi":
         if args.trainer == "downpour":
             raise CommandError("downpour runs on the local engine (worker processes on one machine); "
-                               "over MPI there are dgl, lls*, local-losses, drtp, async-dgl and dp-sync.")
+                               "over MPI there are dgl, lls*, local-losses, drtp, async-dgl, dni, cdni and dp-sync.")
         if args.devices:
             raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
         return fit_on_mpi(args, trainer, train_loader, test_loader)
@@ -412,10 +412,13 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
         fit_parallel, options = fit_data_parallel, {}
     else:
         fit_parallel, options = fit_module_parallel, {"devices": args.devices}
-        modules = len(getattr(trainer, "modules", ()))
+        from .runtime.stages import units
+
+        modules = units(trainer)
         if modules and args.workers > modules:
+            kind = "group(s) of blocks between synthesizers" if args.trainer in ("dni", "cdni") else "module(s)"
             raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {modules} "
-                               f"module(s), and each worker runs at least one: use --workers {modules} or fewer.")
+                               f"{kind}, and each worker runs at least one: use --workers {modules} or fewer.")
     try:
         return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume,

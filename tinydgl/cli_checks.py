@@ -252,11 +252,13 @@ def select_backend(args):
 
 
 def parallel_trainers():
-    """The trainers the module-parallel engine runs (local trainers other than greedy)."""
+    """The trainers the module-parallel engine runs (local trainers other than greedy, and synthetic gradients)."""
     from .trainers.dgl import GreedyTrainer
+    from .trainers.dni import DNITrainer
     from .trainers.local import LocalTrainer
 
-    return [n for n, cls in TRAINERS.items() if issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)]
+    return [n for n, cls in TRAINERS.items()
+            if (issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)) or issubclass(cls, DNITrainer)]
 
 
 def check_parallel_options(args):

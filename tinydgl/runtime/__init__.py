@@ -1,7 +1,7 @@
 """The parallel runtime: training spread over worker processes (one machine) or MPI ranks (machines).
 
 Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so module j+1 only
-needs module j's output batches. This package runs each module (or group of modules) in its own worker;
+needs module j's output batches; DNI sends back only each synthesizer's target, and learns from it late. This package runs each module (or group of modules) in its own worker;
 what sits between two consecutive workers is a bounded buffer of (activation, label) batches. It also runs
 data-parallel SGD (every worker a whole model copy), synchronous and asynchronous, on the same machinery:
 
@@ -19,7 +19,12 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
 - `downpour.run_downpour`: Downpour SGD (`downpour`): W workers push gradients computed at stale weights
   to the parent, a parameter server that applies each push as it arrives; staleness is recorded per push.
 
-- `engine.pipeline_worker_loop`: the loop every module worker runs, whatever carries its batches;
+- `stages`: what one worker runs (its modules, or for DNI/cDNI its groups and synthesizers) and how a
+  trainer is cut into stages. DNI's stages also talk *back*: each boundary has a second link, downwards,
+  carrying the synthesizer targets (the true or bootstrapped gradient), which arrive batches late.
+
+- `engine.pipeline_worker_loop`: the loop every module worker runs, whatever carries its batches (and its
+  targets back, for DNI);
   `metrics.WorkerRecorder`: what each worker did and when (busy/idle, fresh/replayed/skipped batches,
   staleness, occupancy, timeline), `metrics.work_summary` (the same in one line), `metrics.plot_timeline`;
   `fit.fit_parallel`: epochs, evaluation and checkpoints for every engine.

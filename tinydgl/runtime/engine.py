@@ -1,10 +1,17 @@
 """The module-parallel engine: the modules of a locally trained network in J worker processes.
 
 Local learning (DGL, LLS, async DGL) sends nothing backwards across a module boundary, so module j+1 only
-needs module j's output batches. `run_module_parallel` cuts the trainer's modules into J contiguous groups,
-one per worker process, and connects consecutive workers with `SharedRing`s:
+needs module j's output batches. `run_module_parallel` cuts the trainer's units (its modules; for DNI, its
+groups) into J contiguous groups, one *stage* per worker process (`stages`), and connects consecutive
+workers with `SharedRing`s:
 
     parent (reads the loader) -> ring 0 -> worker 0 -> ring 1 -> worker 1 -> ... -> worker J-1 (the loss)
+
+DNI and cDNI also send something *back* across each boundary: the gradient the upper worker's lowest group
+passes to its input, which is the target of the synthesizer at the top of the worker below. Each boundary
+then has a second ring, downwards, and the worker below trains that synthesizer when the target arrives,
+batches later (how late is in its metrics); with BP(lambda) > 0 it waits for it (lock-step). Both engines run
+the same loop, `pipeline_worker_loop`, over whatever links they have (rings here, MPI messages there).
 
 - The *parent* reads the data loader and feeds every batch into ring 0 (always "fifo": each data batch is
   seen exactly once, in the loader's order). Workers never touch the data set.
@@ -25,11 +32,11 @@ one per worker process, and connects consecutive workers with `SharedRing`s:
   it took them), and each worker's summary says how many of each. Every batch carries its data batch's
   number (`origin`) from ring to ring, so "fresh" means new data, not just a new ring entry.
 
-Modules travel by pickling: each worker receives its `LocalModule`s (body, head, optimizer with its
-state) through a socket pair right after it starts (`start_worker` says why not as a `Process`
-argument), and sends them back the same way when it is done; the parent copies
-their parameters, buffers (batch-norm statistics) and optimizer states into its own trainer, so
-`trainer.evaluate` and checkpoints work in the parent afterwards.
+Stages travel by pickling: each worker receives its stage (its `LocalModule`s: body, head, optimizer with
+its state; or its DNI groups and synthesizers) through a socket pair right after it starts (`start_worker`
+says why not as a `Process` argument), and sends what it learned back the same way when it is done
+(`stage.state()`); the parent copies parameters, buffers (batch-norm statistics) and optimizer states into
+its own trainer (`stages.load_state`), so `trainer.evaluate` and checkpoints work in the parent afterwards.
 
 GPUs. On the CuPy backend worker w uses GPU `devices[w % len(devices)]` (`--devices`, default every visible
 GPU): it selects the device before receiving its modules, so their arrays land there; the rings hold host
@@ -47,8 +54,8 @@ parent's environment just while the workers start (spawn: the child reads them b
 """
 from __future__ import annotations
 
+import collections
 import contextlib
-import copy
 import math
 import multiprocessing as mp
 import os
@@ -60,6 +67,7 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ..backend import asarray, get_backend, to_numpy
+from . import stages
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
 from .shm_ring import RingClosed, SharedRing
@@ -213,58 +221,6 @@ def split_modules(num_modules, workers, costs=None):
     return [list(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def module_costs(trainer, batch_size, repeats=2):
-    """Seconds of one training step (forward, local head, backward, update) of each module on a zero batch,
-    timed on a deep copy of the module, so the trainer's own weights, statistics and optimizer state do not
-    move: each module's share of a pipeline step. (A forward pass alone misleads: the last module carries
-    the classifier and its loss, and backward costs differ from forward's.)"""
-    model = trainer.model
-    x = asarray(np.zeros((batch_size, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
-    y = asarray(np.arange(batch_size) % max(int(getattr(model, "num_classes", 2)), 1))
-    costs = []
-    for module in trainer.modules:
-        scratch = copy.deepcopy(module)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            _, out = scratch.step(x, y)
-            best = min(best, time.perf_counter() - t0)
-        costs.append(best)
-        x = out
-    return costs
-
-
-def _module_output_shapes(trainer):
-    """Shape (without the batch axis) of each module's output, from a dry run in evaluation mode."""
-    from ..trainers.local import block_output_shapes
-
-    return block_output_shapes(trainer.model, trainer.modules)
-
-
-def _check_trainer(trainer):
-    from ..trainers.async_dgl import AsyncDGLTrainer
-    from ..trainers.dgl import GreedyTrainer
-    from ..trainers.local import LocalTrainer
-
-    if not isinstance(trainer, LocalTrainer) or isinstance(trainer, GreedyTrainer):
-        name = getattr(trainer, "name", type(trainer).__name__)
-        why = {"fa": " (FA sends gradients down the whole chain, as backprop does)",
-               "dfa": " (DFA needs each batch's output error sent back to every module; not yet)",
-               "sdfa": " (sDFA needs each batch's output error sent back to every module; not yet)"}.get(name, "")
-        raise ValueError(f"The module-parallel engine runs local trainers (dgl, lls, lls-m, lls-mxm, drtp, "
-                         f"async-dgl), got {name!r}{why}. Train it in-process instead.")
-    if get_backend().name not in ("numpy", "cupy"):
-        raise ValueError(f"The module-parallel engine runs on the NumPy or CuPy backend (active backend: "
-                         f"{get_backend().name!r}).")
-    if isinstance(trainer, AsyncDGLTrainer):
-        if trainer.buffer_codec:
-            raise ValueError("The module-parallel engine stores raw activations in its rings; buffer_codec="
-                             f"{trainer.buffer_codec!r} is only supported in-process.")
-        return "replay", (trainer.buffers[0].capacity if trainer.buffers else 1), \
-            (trainer.buffers[0].reuse_cap if trainer.buffers else None)
-    return "fifo", None, None
-
-
 def _worker_devices(workers, devices):
     """The CUDA device of each worker (None for each on NumPy): worker w gets devices[w % len(devices)]."""
     if get_backend().name != "cupy":
@@ -283,24 +239,76 @@ def _worker_devices(workers, devices):
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
-def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_input=False,
-                         producer_stopped=lambda: False, keep_alive=lambda: None):
+def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_input=False,
+                         producer_stopped=lambda: False, keep_alive=lambda: None, from_above=None, to_below=None):
     """The loop every module-parallel worker runs, whatever carries its batches (shared-memory rings here,
-    MPI messages in `mpi_engine`): get a batch, step each of its modules in order, pass the output on.
+    MPI messages in `mpi_engine`): get a batch, run its stage on it, pass the output on; and, for stages
+    whose units talk back (DNI), send back down what the stage computed for the stage below and take in
+    what the stage above sent back, whenever it comes.
 
-    source.get(timeout) -> (x, labels, entry) or None when nothing came within `timeout` s (entry: a
-    `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout, origin) -> False when there
-    was no room within `timeout` s; sink None for the last worker. replay_input: the source is a replay
-    buffer, so "nothing servable" is an empty poll, and once `producer_stopped()` the worker serves what
-    was never served and stops (Algorithm 2 has no end; this run does, without replays past the last fresh
-    batch). keep_alive(): called while waiting (raises to stop the worker, e.g. the parent died).
-    recorder: the worker's `WorkerRecorder`; each output goes on with the origin (data batch number) that
-    `recorder.got` returned for its input. Returns the last worker's [(loss, samples)] per step.
+    stage: a `stages.ModuleChain` or `stages.SyntheticGradientStage` (a list of local modules is taken as a
+    ModuleChain). source.get(timeout) -> (x, labels, entry) or None when nothing came within `timeout` s
+    (entry: a `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout, origin) -> False
+    when there was no room within `timeout` s; sink None for the last worker. from_above / to_below: the
+    links in the backward direction, with the same get / put (a `SharedRing` each way, or MPI messages):
+    None where there is no stage above / below. A stage that waits for the stage above (BP(lambda)) finishes
+    each step only when that batch's message is back: the pipeline runs in lock-step. While it waits for
+    room or for a batch, a worker keeps taking in what comes back from above, so two neighbours waiting on
+    each other's full links always make progress.
+    replay_input: the source is a replay buffer, so "nothing servable" is an empty poll, and once
+    `producer_stopped()` the worker serves what was never served and stops (Algorithm 2 has no end; this run
+    does, without replays past the last fresh batch). keep_alive(): called while waiting (raises to stop the
+    worker, e.g. the parent died). recorder: the worker's `WorkerRecorder`; each output goes on with the
+    origin (data batch number) that `recorder.got` returned for its input, and each message from above is
+    recorded with how late it came (`WorkerRecorder.fed_back`). Returns the last worker's [(loss, samples)]
+    per step.
     """
+    from .stages import ModuleChain
+
+    if isinstance(stage, (list, tuple)):
+        stage = ModuleChain(stage)
     losses = []
+    waiting = collections.deque()  # the step numbers of batches whose message from above is still to come
+
+    def take_from_above(block):
+        """Take in the messages that came back from above (block: wait until at least one has come)."""
+        while waiting:
+            t0 = time.time()
+            got = from_above.get(timeout=1.0 if block else 0)
+            if got is None:
+                if not block:
+                    return
+                recorder.waited(time.time() - t0)
+                keep_alive()
+                continue
+            t1 = time.time()
+            recorder.waited(t1 - t0)
+            message = asarray(got[0])
+            sent_at = waiting.popleft()
+            if stage.waits_for_above:
+                stage.finish(message)
+                loss = None
+            else:
+                loss = stage.learn_from_above(message)
+            recorder.fed_back(t1, time.time(), recorder.steps - sent_at, loss)
+            block = False  # one came: take what else is there, without waiting
+
+    def send_below(labels, origin):
+        message = stage.message_below()
+        if message is None or to_below is None:
+            return
+        t0 = time.time()
+        while not to_below.put(to_numpy(message), labels, produced_at=recorder.steps, timeout=1.0, origin=origin):
+            if from_above is not None:
+                take_from_above(block=False)
+            keep_alive()
+        recorder.waited(time.time() - t0)
+
     # fifo: exactly one step per data batch. replay: replays are steps too, so the count says nothing about
     # the data; such a worker runs until its producer has stopped and every fresh batch has been served.
     while replay_input or recorder.steps < total_batches:
+        if from_above is not None:
+            take_from_above(block=False)
         t0 = recorder.now()
         if replay_input:
             stopped = producer_stopped()  # read before get: whatever was pushed before the stop is seen
@@ -312,49 +320,66 @@ def pipeline_worker_loop(modules, source, sink, total_batches, recorder, replay_
                 keep_alive()
                 continue
         else:
-            while (got := source.get(timeout=1.0)) is None:
+            while (got := source.get(timeout=0.05 if from_above is not None else 1.0)) is None:
+                if from_above is not None:
+                    take_from_above(block=False)
                 keep_alive()
         x, y, entry = got
         t1 = time.time()
         x, y = asarray(x), asarray(y)  # to this worker's backend and device (a no-op on NumPy)
         recorder.waited(t1 - t0)
         origin = recorder.got(entry)
-        loss = math.nan
-        for module in modules:
-            loss, x = module.step(x, y)  # the local rule: each module learns from its own head
+        loss, x = stage.step(x, y, origin)
         t2 = time.time()
         recorder.computed(t1, t2, int(y.shape[0]))
+        expects = from_above is not None and stage.expects_from_above()
+        if expects:
+            waiting.append(recorder.steps)
+        if not stage.waits_for_above:
+            send_below(y, origin)
         if sink is None:
             losses.append((float(loss), int(y.shape[0])))
         else:
             while not sink.put(to_numpy(x), y, produced_at=recorder.steps, timeout=1.0, origin=origin):
+                if from_above is not None:
+                    take_from_above(block=False)
                 keep_alive()
             recorder.waited(time.time() - t2)
+        if stage.waits_for_above:  # lock-step (BP(lambda)): this batch's update needs what comes from above
+            if expects:
+                take_from_above(block=True)
+            else:
+                stage.finish(None)
+            send_below(y, origin)
+    while waiting:  # the targets of the last batches are still on their way back
+        take_from_above(block=True)
     return losses
 
 
-def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay_input, parent, run_started,
-            gpu, conn):
-    """Worker `index`: receives its modules, runs `pipeline_worker_loop` over its rings; reports ("done",
-    modules, metrics, losses) or ("error", text). gpu: the CUDA device it uses with CuPy (None: NumPy).
-    Ctrl-C is the parent's to handle: it stops every worker through the rings."""
+def _worker(index, in_ring, out_ring, back_in, back_out, total_batches, producer_done, done, replay_input, parent,
+            run_started, gpu, conn):
+    """Worker `index`: receives its stage, runs `pipeline_worker_loop` over its rings; reports ("done", state,
+    metrics, losses) or ("error", text). back_in / back_out: the rings of messages from the worker above /
+    to the worker below (None unless the stage talks back: DNI). gpu: the CUDA device it uses with CuPy
+    (None: NumPy). Ctrl-C is the parent's to handle: it stops every worker through the rings."""
     ignore_stop_signals()
     if gpu is not None:
         from ..backend import set_backend
 
         set_backend("cupy", gpu).device.use()  # before receiving: unpickled CuPy arrays land on this device
-    modules = conn.recv()
+    stage = conn.recv()
     recorder = WorkerRecorder(index, run_started, input_is_data=index == 0, fed_batches=total_batches)
 
     def keep_alive():
         if os.getppid() != parent:  # the parent died without stopping us: nobody will read our results
             raise SystemExit(3)
 
+    rings = [r for r in (in_ring, out_ring, back_in, back_out) if r is not None]
     try:
-        losses = pipeline_worker_loop(modules, in_ring, out_ring, total_batches, recorder, replay_input,
-                                      producer_done.is_set, keep_alive)
+        losses = pipeline_worker_loop(stage, in_ring, out_ring, total_batches, recorder, replay_input,
+                                      producer_done.is_set, keep_alive, from_above=back_in, to_below=back_out)
         done.set()
-        conn.send((_DONE, index, modules, recorder.summary(), losses))
+        conn.send((_DONE, index, stage.state(), recorder.summary(), losses))
     except RingClosed:
         done.set()
         conn.send((_ERROR, index, "stopped: a ring was aborted (another worker failed)"))
@@ -364,9 +389,8 @@ def _worker(index, in_ring, out_ring, total_batches, producer_done, done, replay
         raise SystemExit(1)
     finally:
         conn.close()
-        in_ring.close()
-        if out_ring is not None:
-            out_ring.close()
+        for ring in rings:
+            ring.close()
 
 
 # --- the parent -------------------------------------------------------------------------------------------
@@ -408,7 +432,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     weights. train_loader: batches (x, y) with `set_epoch` and `batch_size`. slots: batches per ring
     between workers (default 2 for fifo; the trainer's buffer_size for async-dgl's replay rings).
     threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
-    limit). balance: split the modules by their measured forward cost (`module_costs`) rather than count.
+    limit). balance: split the modules by their measured step cost (`stages.unit_costs`) rather than count.
     groups: an explicit split, e.g. [[0, 1], [2, 3]] (contiguous, every module once; overrides `workers`
     and `balance`), to run exactly the pipeline a prediction was made for.
     run_started: `time.time()` the workers' timelines count from (default: now). devices: with the CuPy
@@ -421,18 +445,20 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     learned from), "fed_samples" (that the first worker took from the data), "samples_per_second" (samples /
     seconds), "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
-    policy, replay_slots, reuse_cap = _check_trainer(trainer)
+    policy, replay_slots, reuse_cap = stages.check_trainer(trainer)
+    num_units = stages.units(trainer)
     if groups is not None:
         groups = [list(map(int, g)) for g in groups]
-        if [j for g in groups for j in g] != list(range(len(trainer.modules))) or not all(groups):
-            raise ValueError(f"groups {groups} must cut modules 0..{len(trainer.modules) - 1} into contiguous, "
+        if [j for g in groups for j in g] != list(range(num_units)) or not all(groups):
+            raise ValueError(f"groups {groups} must cut modules 0..{num_units - 1} into contiguous, "
                              f"non-empty groups, in order.")
         workers = len(groups)
     else:
-        costs = module_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
-        groups = split_modules(len(trainer.modules), workers, costs)
+        costs = stages.unit_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
+        groups = split_modules(num_units, workers, costs)
     gpus = _worker_devices(workers, devices)
-    shapes = _module_output_shapes(trainer)
+    shapes = stages.unit_output_shapes(trainer)
+    talks_back = stages.is_synthetic(trainer)  # DNI: each synthesizer's target comes back down a ring
     model = trainer.model
     dtype = str(model.parameters()[0].data.dtype).split(".")[-1]
     ctx = mp.get_context("spawn")
@@ -450,15 +476,20 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         for group in groups[:-1]:
             run.rings.append(SharedRing(slots or replay_slots or 2, max_batch, shapes[group[-1]], dtype, policy,
                                         reuse_cap=reuse_cap if policy == "replay" else None, ctx=ctx))
+        # back[w]: from worker w+1 down to worker w, shaped like worker w's output (the gradient at it)
+        back = [SharedRing(slots or 2, max_batch, shapes[group[-1]], dtype, "fifo", ctx=ctx)
+                for group in groups[:-1]] if talks_back else [None] * (len(groups) - 1)
+        run.rings += [ring for ring in back if ring is not None]
         done = [ctx.Event() for _ in groups]
         feeder_done = ctx.Event()
         with worker_thread_environment(threads_per_worker):
             for w, group in enumerate(groups):
                 last = w == len(groups) - 1
-                args = (w, run.rings[w], None if last else run.rings[w + 1], total, done[w - 1] if w else feeder_done,
+                args = (w, run.rings[w], None if last else run.rings[w + 1], None if last else back[w],
+                        back[w - 1] if w else None, total, done[w - 1] if w else feeder_done,
                         done[w], w > 0 and policy == "replay", os.getpid(), run_started, gpus[w])
                 process, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
-                                             [trainer.modules[j] for j in group])
+                                             stages.make_stage(trainer, group, batches_per_epoch, start_epoch))
                 run.processes.append(process)
                 run.conns.append(conn)
         ready = time.perf_counter()  # every worker started and has its model: training starts
@@ -497,15 +528,9 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         raise
     run.close()
 
-    # Copy what the workers learned into the parent's modules (the model's blocks are the modules' bodies).
+    # Copy what the workers learned into the parent's trainer (the model's blocks are the stages' units).
     for w, group in enumerate(groups):
-        _, _, modules, _, _ = run.results[w]
-        for j, learned in zip(group, modules):
-            mine = trainer.modules[j]
-            mine.body.load_state_dict(learned.body.state_dict())
-            if mine.head is not None:
-                mine.head.load_state_dict(learned.head.state_dict())
-            mine.optimizer.load_state_dict(learned.optimizer.state_dict())
+        stages.load_state(trainer, group, run.results[w][2])
 
     worker_metrics = [run.results[w][3] for w in range(len(groups))]
     for m, group in zip(worker_metrics, groups):

@@ -33,7 +33,14 @@ replay with reuse). Timeline times are seconds since the run started (`time.time
 to every worker; the clocks of processes on one machine agree; across machines they are as good as NTP).
 
 `plot_timeline` draws the timelines of a run's workers as a Gantt chart (one row per worker, a bar per
-busy interval): where the pipeline's bubbles are is easier to see than to read.
+busy interval): where the pipeline's bubbles are is easier to see than to read. For DNI it also marks, in
+black, each synthesizer target that came back from the worker above, when it was learned from.
+
+Targets that come back (DNI on the module-parallel engines, `fed_back`): a worker whose top synthesizer
+learns from the stage above counts the targets it received, how late each came (in batches: how many more
+batches the worker had run since the one the target is for), and the regression loss it gave; the summary
+adds targets_received, target_lateness_mean / _max / _counts, synthesizer_loss_mean / _last and
+feedback_timeline.
 """
 from __future__ import annotations
 
@@ -66,6 +73,10 @@ class WorkerRecorder:
         self.gets = 0
         self.intervals = []  # [start, end] of busy periods, seconds since run_started
         self.first_time = self.last_time = None
+        # messages that came back from the stage above (DNI: its synthesizer's targets)
+        self.fed_back_count, self.lateness_sum, self.lateness_max, self.lateness_counts = 0, 0, 0, {}
+        self.feedback_loss_sum, self.feedback_loss_count, self.feedback_loss_last = 0.0, 0, None
+        self.feedback_times = []  # [start, end] of the work each message caused, seconds since run_started
 
     def now(self):
         t = time.time()
@@ -122,6 +133,22 @@ class WorkerRecorder:
                 merged.append(self.intervals[-1])
             self.intervals = merged
 
+    def fed_back(self, start, end, lateness, loss=None):
+        """A message came back from the stage above (DNI: the target of this worker's top synthesizer) and
+        was learned from between `start` and `end`. lateness: the batches this worker had run since the one
+        the message is for (0: it came before the next step); loss: the regression loss it gave, or None."""
+        self.fed_back_count += 1
+        self.lateness_sum += int(lateness)
+        self.lateness_max = max(self.lateness_max, int(lateness))
+        self.lateness_counts[int(lateness)] = self.lateness_counts.get(int(lateness), 0) + 1
+        if loss is not None and math.isfinite(float(loss)):
+            self.feedback_loss_sum += float(loss)
+            self.feedback_loss_count += 1
+            self.feedback_loss_last = float(loss)
+        self.busy += end - start
+        if len(self.feedback_times) < self.max_intervals:
+            self.feedback_times.append([start - self.run_started, end - self.run_started])
+
     def summary(self):
         span = self.busy + self.idle
         gets = max(self.gets, 1)
@@ -136,7 +163,21 @@ class WorkerRecorder:
                 "staleness_mean": self.staleness_sum / gets if self.gets else 0.0,
                 "staleness_max": self.staleness_max,
                 "occupancy_mean": self.occupancy_sum / gets if self.gets else 0.0,
-                "timeline": [[round(a, 5), round(b, 5)] for a, b in self.intervals]}
+                "timeline": [[round(a, 5), round(b, 5)] for a, b in self.intervals],
+                **self._feedback_summary()}
+
+    def _feedback_summary(self):
+        """The synthesizer's targets, for a worker that got any: how many, how late, the regression loss."""
+        if not self.fed_back_count:
+            return {}
+        losses = self.feedback_loss_count
+        return {"targets_received": self.fed_back_count,
+                "target_lateness_mean": self.lateness_sum / self.fed_back_count,
+                "target_lateness_max": self.lateness_max,
+                "target_lateness_counts": {str(k): v for k, v in sorted(self.lateness_counts.items())},
+                "synthesizer_loss_mean": self.feedback_loss_sum / losses if losses else None,
+                "synthesizer_loss_last": self.feedback_loss_last,
+                "feedback_timeline": [[round(a, 5), round(b, 5)] for a, b in self.feedback_times]}
 
 
 def pipeline_counts(workers, seconds):
@@ -196,9 +237,15 @@ def plot_timeline(workers, path, title=None):
         rows.setdefault(int(m["worker"]), []).append(m)
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.6 * len(rows)))
     end = max((b for m in workers for _, b in m.get("timeline", [])), default=0.0)
+    late = False
     for row, entries in sorted(rows.items()):
         bars = [(a, b - a) for m in entries for a, b in m.get("timeline", [])]
         ax.broken_barh(bars, (row - 0.4, 0.8), color=f"C{row % 10}")
+        # DNI: when a synthesizer target came back from the worker above, and the work it caused
+        fed = [(a, max(b - a, end * 2e-3)) for m in entries for a, b in m.get("feedback_timeline", [])]
+        if fed:
+            ax.broken_barh(fed, (row + 0.1, 0.3), color="black")
+            late = True
         busy = sum(m.get("busy_seconds", 0.0) for m in entries)
         idle = sum(m.get("idle_seconds", 0.0) for m in entries)
         share = busy / (busy + idle) if busy + idle else 0.0
@@ -212,7 +259,8 @@ def plot_timeline(workers, path, title=None):
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, end * 1.12 if end else 1.0)
-    ax.set_xlabel("seconds since the start of the run (bars: computing; gaps: waiting)")
+    ax.set_xlabel("seconds since the start of the run (bars: computing; gaps: waiting"
+                  + ("; black: a late synthesizer target learned from" if late else "") + ")")
     ax.set_title(title or "worker timeline")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

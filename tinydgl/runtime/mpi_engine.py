@@ -77,12 +77,14 @@ import numpy as np
 
 from ..backend import asarray, get_backend, to_numpy, use_backend
 from ..trainers.buffers import ReplayBuffer
-from .engine import _check_trainer, _module_output_shapes, module_costs, pipeline_worker_loop, split_modules
+from . import stages
+from .engine import pipeline_worker_loop, split_modules
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
 from .shm_ring import RingEntry
 
-HEADER, X, LABELS, CREDIT = 11, 12, 13, 14  # message tags
+HEADER, X, LABELS, CREDIT = 11, 12, 13, 14  # message tags of the links up (activations)
+BACK = (21, 22, 23, 24)  # the same four, for the links down (DNI: synthesizer targets), so the two never mix
 BYE = -1  # a credit of -1: the consumer has read the stop header, nothing more will come
 POLL_S = 0.0005  # sleep between polls while waiting (MPI's blocking calls spin a core; these waits need not)
 FAIL_VARIABLE = "TINYDGL_MPI_TEST_FAIL_RANK"
@@ -119,8 +121,9 @@ def cuda_aware_mpi():
 class _MpiSink:
     """Rank r's output: `put` sends a batch to rank r+1 when a credit allows it (see the module docstring)."""
 
-    def __init__(self, comm, dest, credits, dtype):
+    def __init__(self, comm, dest, credits, dtype, tags=(HEADER, X, LABELS, CREDIT)):
         self.comm, self.dest, self.credits, self.dtype = comm, dest, int(credits), np.dtype(dtype)
+        self.tags = tags
         self.serial = self.bytes = 0
         self.in_flight = []  # (requests, arrays): an Isend's buffer must live until the send completes
         self._credit = np.zeros(1, np.int64)
@@ -128,8 +131,8 @@ class _MpiSink:
     def _read_credits(self):
         """Take every credit that has arrived; True if one was the consumer's BYE."""
         bye = False
-        while self.comm.Iprobe(source=self.dest, tag=CREDIT):
-            self.comm.Recv(self._credit, source=self.dest, tag=CREDIT)
+        while self.comm.Iprobe(source=self.dest, tag=self.tags[3]):
+            self.comm.Recv(self._credit, source=self.dest, tag=self.tags[3])
             if int(self._credit[0]) == BYE:
                 bye = True
             else:
@@ -154,8 +157,9 @@ class _MpiSink:
         labels = np.array(to_numpy(labels), dtype=np.int64, order="C", copy=True)
         origin = self.serial if origin is None else int(origin)
         header = np.array([x.shape[0], int(produced_at), self.serial, 0, origin], np.int64)
-        reqs = [self.comm.Isend(header, self.dest, HEADER), self.comm.Isend(x, self.dest, X),
-                self.comm.Isend(labels, self.dest, LABELS)]
+        header_tag, x_tag, labels_tag, _ = self.tags
+        reqs = [self.comm.Isend(header, self.dest, header_tag), self.comm.Isend(x, self.dest, x_tag),
+                self.comm.Isend(labels, self.dest, labels_tag)]
         self.in_flight.append((reqs, (header, x, labels)))
         self.credits -= 1
         self.serial += 1
@@ -165,7 +169,7 @@ class _MpiSink:
     def finish(self):
         """Send the stop header, read credits up to the consumer's BYE, complete every Isend."""
         stop = np.array([0, 0, self.serial, 1, 0], np.int64)
-        request = self.comm.Isend(stop, self.dest, HEADER)
+        request = self.comm.Isend(stop, self.dest, self.tags[0])
         while not self._read_credits():
             time.sleep(POLL_S)
         request.Wait()
@@ -185,8 +189,9 @@ def _all_done(requests):
 class _MpiSource:
     """Rank r's input from rank r-1: `get` serves a batch as `SharedRing.get` would (fifo or replay)."""
 
-    def __init__(self, comm, src, policy, capacity, reuse_cap, sample_shape, dtype, on_device):
-        self.comm, self.src, self.policy = comm, src, policy
+    def __init__(self, comm, src, policy, capacity, reuse_cap, sample_shape, dtype, on_device,
+                 tags=(HEADER, X, LABELS, CREDIT)):
+        self.comm, self.src, self.policy, self.tags = comm, src, policy, tags
         self.sample_shape, self.dtype, self.on_device = tuple(sample_shape), np.dtype(dtype), on_device
         self.waiting = collections.deque()  # fifo: batches received and not served yet
         self.replay = ReplayBuffer(capacity, reuse_cap=reuse_cap) if policy == "replay" else None
@@ -198,12 +203,12 @@ class _MpiSource:
 
     def _give_credit(self):
         self.credits_out = [r for r in self.credits_out if not r.Test()]
-        self.credits_out.append(self.comm.Isend(self._one, self.src, CREDIT))
+        self.credits_out.append(self.comm.Isend(self._one, self.src, self.tags[3]))
 
     def _receive_one(self):
         """Receive one batch whose header has arrived; returns (x, labels, produced_at, serial, origin) or
         None (stop)."""
-        self.comm.Recv(self._header, source=self.src, tag=HEADER)
+        self.comm.Recv(self._header, source=self.src, tag=self.tags[0])
         n, produced_at, serial, stop, origin = (int(v) for v in self._header)
         if stop:
             self.stopped = True
@@ -215,14 +220,14 @@ class _MpiSource:
         else:
             x = np.empty((n, *self.sample_shape), self.dtype)
         labels = np.empty(n, np.int64)
-        self.comm.Recv(x, source=self.src, tag=X)  # sent right after its header: already here or on its way
-        self.comm.Recv(labels, source=self.src, tag=LABELS)
+        self.comm.Recv(x, source=self.src, tag=self.tags[1])  # sent right after its header: here or on its way
+        self.comm.Recv(labels, source=self.src, tag=self.tags[2])
         self.received += 1
         return x, labels, produced_at, serial, origin
 
     def _drain(self):
         """Take in every batch that has arrived (fifo: queue it; replay: store it and credit it at once)."""
-        while not self.stopped and self.comm.Iprobe(source=self.src, tag=HEADER):
+        while not self.stopped and self.comm.Iprobe(source=self.src, tag=self.tags[0]):
             got = self._receive_one()
             if got is None:
                 break
@@ -273,13 +278,13 @@ class _MpiSource:
     def finish(self):
         """Drain (and credit) whatever still comes until the stop header, then send BYE."""
         while not self.stopped:
-            if self.comm.Iprobe(source=self.src, tag=HEADER):
+            if self.comm.Iprobe(source=self.src, tag=self.tags[0]):
                 if self._receive_one() is not None:
                     self.discarded += 1
                     self._give_credit()
             else:
                 time.sleep(POLL_S)
-        self.comm.Send(self._bye, self.src, CREDIT)
+        self.comm.Send(self._bye, self.src, self.tags[3])
         for r in self.credits_out:
             r.Wait()
         self.credits_out = []
@@ -329,23 +334,12 @@ class _FailAfterFirstBatch:
 
 # --- one run ----------------------------------------------------------------------------------------
 def _check(trainer):
-    """The local engine's checks (a local trainer, no buffer codec); CuPy is allowed here (staged, untested)."""
+    """The local engine's checks (a local or DNI trainer, no buffer codec); CuPy is allowed here (staged,
+    untested)."""
     if get_backend().name == "cupy":
         with use_backend("numpy"):  # the local engine refuses CuPy only because its rings are host memory
-            return _check_trainer(trainer)
-    return _check_trainer(trainer)
-
-
-def _module_state(module):
-    return {"body": module.body.state_dict(), "head": module.head.state_dict() if module.head is not None else None,
-            "optimizer": module.optimizer.state_dict()}
-
-
-def _load_module_state(module, state):
-    module.body.load_state_dict(state["body"])
-    if module.head is not None:
-        module.head.load_state_dict(state["head"])
-    module.optimizer.load_state_dict(state["optimizer"])
+            return stages.check_trainer(trainer)
+    return stages.check_trainer(trainer)
 
 
 def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None, start_epoch=0, run_started=None,
@@ -373,30 +367,32 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     total = batches_per_epoch * (epochs - start_epoch)
     if total < 1:
         raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {batches_per_epoch} batch(es).")
-    num_modules = len(trainer.modules)
+    num_modules = stages.units(trainer)
     if size > num_modules:
         raise ValueError(f"{size} MPI ranks but the trainer has {num_modules} modules: launch at most "
                          f"{num_modules} ranks (mpiexec -n {num_modules}) or cut the model into more modules.")
     costs = None
     if rank == 0 and balance and size > 1:
-        costs = module_costs(trainer, int(train_loader.batch_size))
+        costs = stages.unit_costs(trainer, int(train_loader.batch_size))
     costs = comm.bcast(costs, root=0)
     groups = split_modules(num_modules, size, costs)
     group = groups[rank]
     # Every rank starts from rank 0's state of its modules (a resume or a new split moves them).
-    states = [[_module_state(trainer.modules[j]) for j in g] for g in groups] if rank == 0 else None
-    for j, state in zip(group, comm.scatter(states, root=0)):
-        _load_module_state(trainer.modules[j], state)
+    states = [stages.make_stage(trainer, g, batches_per_epoch, start_epoch).state() for g in groups] if rank == 0 else None
+    stages.load_state(trainer, group, comm.scatter(states, root=0))
+    stage = stages.make_stage(trainer, group, batches_per_epoch, start_epoch)
     model = trainer.model
     dtype = np.dtype(str(model.parameters()[0].data.dtype).split(".")[-1])
-    shapes = _module_output_shapes(trainer)
+    shapes = stages.unit_output_shapes(trainer)
     window = int(slots or replay_slots or 2)
     cupy_backend = get_backend().name == "cupy"
     on_device = cupy_backend and cuda_aware_mpi()
+    talks_back = stages.is_synthetic(trainer)  # DNI: each synthesizer's target comes back down (tags BACK)
     if log:
         staging = "" if not cupy_backend else ("; CuPy: MPI is CUDA-aware, receiving into device memory (untested)"
                                                if on_device else "; CuPy: MPI is not CUDA-aware, staging through host memory")
-        log(f"module-parallel over MPI: {size} ranks, modules {groups}, links {policy} ({window} in flight){staging}")
+        back = "; synthesizer targets sent back down" if talks_back else ""
+        log(f"module-parallel over MPI: {size} ranks, modules {groups}, links {policy} ({window} in flight){back}{staging}")
 
     if rank == 0:
         source = _DataSource(trainer, train_loader, start_epoch, epochs)
@@ -404,6 +400,11 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
         trainer.start_epoch(start_epoch)
         source = _MpiSource(comm, rank - 1, policy, window, reuse_cap, shapes[groups[rank - 1][-1]], dtype, on_device)
     sink = _MpiSink(comm, rank + 1, window, dtype) if rank < size - 1 else None
+    from_above = to_below = None
+    if talks_back and rank < size - 1:
+        from_above = _MpiSource(comm, rank + 1, "fifo", window, None, shapes[group[-1]], dtype, on_device, tags=BACK)
+    if talks_back and rank > 0:
+        to_below = _MpiSink(comm, rank - 1, window, dtype, tags=BACK)
     worker_source = source
     if os.environ.get(FAIL_VARIABLE) == str(rank):
         worker_source = _FailAfterFirstBatch(source, rank)
@@ -414,8 +415,15 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     started = time.perf_counter()
     recorder = WorkerRecorder(rank, run_started, input_is_data=rank == 0, fed_batches=total)
     replay_input = rank > 0 and policy == "replay"
-    losses = pipeline_worker_loop([trainer.modules[j] for j in group], worker_source, sink, total, recorder,
-                                  replay_input, source.producer_stopped if replay_input else (lambda: False))
+    losses = pipeline_worker_loop(stage, worker_source, sink, total, recorder, replay_input,
+                                  source.producer_stopped if replay_input else (lambda: False),
+                                  from_above=from_above, to_below=to_below)
+    # The links down end first, from the top rank down (each rank's from_above waits for the rank above to
+    # finish its to_below), then the links up as before: no rank waits on one that waits on it.
+    if from_above is not None:
+        from_above.finish()
+    if to_below is not None:
+        to_below.finish()
     if rank > 0:
         source.finish()
     else:
@@ -428,13 +436,11 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     summary["modules"] = group
     link = source.stats(window) if rank > 0 else None
     sent = sink.stats() if sink is not None else None
-    gathered = comm.gather(([_module_state(trainer.modules[j]) for j in group], summary, link, sent, losses,
-                            seconds), root=0)
+    gathered = comm.gather((stage.state(), summary, link, sent, losses, seconds), root=0)
     result = None
     if rank == 0:
-        for g, (states, *_) in zip(groups, gathered):
-            for j, state in zip(g, states):
-                _load_module_state(trainer.modules[j], state)
+        for g, (state, *_) in zip(groups, gathered):
+            stages.load_state(trainer, g, state)
         workers = [entry[1] for entry in gathered]
         rings = [{"policy": "fifo", "slots": 0, "pushed": total, "served": total, "overwritten": 0,
                   "dropped_unused": 0, "stored": 0}]  # the loader, read by rank 0 itself

@@ -17,11 +17,13 @@ there is an interface after every block except the classifier.
 
 A note on speed. In one process DNI does *more* arithmetic than backprop: the same forward and backward
 passes through the model, plus a forward and backward pass and an optimizer step for every synthesizer (an
-MLP synthesizer with two 1024-unit layers has 1.3 M parameters, five times the 256-unit MNIST net). One
+MLP synthesizer with two 1024-unit layers has 1.6 M parameters, almost six times the 256-unit MNIST net). One
 epoch of mnist-small on `mlp` (batch 64, Adam, one CPU thread): bp 0.25 s, dni and cdni with MLP
 synthesizers 3.7 s, with linear synthesizers 0.35 s. Decoupling can only pay off when blocks run in
 parallel on separate devices, or when blocks update less often (`update_prob`).
 """
+import copy
+
 import numpy as np
 
 from .. import functional as F
@@ -234,6 +236,8 @@ class DNITrainer(Trainer):
         self.name = "cdni" if conditioned else "dni"
         self.synthesizer_losses = [None] * len(self.interfaces)  # last regression loss of each synthesizer
         self._epoch, self._batch = 0, 0
+        self._held = []  # (h, label) of batches whose synthesizer target is still to come (parallel stages)
+        self._updates, self._to_below = [True] * len(self.groups), None
         self._build_synthesizers(bounds)
 
     @staticmethod
@@ -289,27 +293,110 @@ class DNITrainer(Trainer):
         return [bool(u) for u in rng.random(len(self.groups)) < self.update_prob]
 
     def train_step(self, x, y):
+        loss, _ = self.stage_step(x, y)  # in one process the stage is every group
+        if self.bp_lambda > 0.0:
+            self.stage_finish(None)
+        return loss
+
+    # --- a stage: the groups first..last, what one worker of the module-parallel engine runs -------------
+    # In one process the stage is the whole network and train_step is stage_step (+ stage_finish for
+    # BP(lambda)). On the parallel runtime each worker holds a stage, a copy of this trainer with only its
+    # groups and synthesizers (`stage`), and two links cross each boundary: activations go up, and the
+    # target of the synthesizer below the boundary comes back down, later (`stage_message_below`,
+    # `stage_learn_from_above`). Nothing else differs, so one worker (J=1) is this trainer exactly.
+    first_group, last_group = 0, None  # the stage's groups (last None: up to the top)
+
+    def _stage_bounds(self):
+        return self.first_group, len(self.groups) - 1 if self.last_group is None else self.last_group
+
+    def stage_step(self, x, y):
+        """Forward through the stage's groups; each updates right after its forward (update unlocking)
+        unless bp_lambda > 0, and a synthesizer whose target comes from this stage learns at once. Returns
+        (loss, output): the task loss at the top (NaN in a lower stage) and the last group's output."""
+        first, last = self._stage_bounds()
         top = len(self.groups) - 1
-        updates = self._draw_updates()
+        self._updates = updates = self._draw_updates()
         label = F.one_hot(y, self.num_classes, self.dtype) if self.conditioned else None
         self._synthetic = [None] * top
         self.synthesizer_losses = [None] * top
         self._batch_size = int(x.shape[0])
-        h = x
-        for i, group in enumerate(self.groups):
-            h = group.forward(h)  # its input, block i-1's output, is a constant: no gradient flows into it
+        self._to_below = None
+        loss, h = float("nan"), x
+        for i in range(first, last + 1):
+            h = self.groups[i].forward(h)  # its input, block i-1's output, is a constant: no gradient flows into it
             if i == top:
                 loss, self._true_gradient = F.softmax_cross_entropy(h, y, self.label_smoothing)
             elif updates[i] or updates[i + 1]:  # needed to update group i, or as what M_i is trained on
                 self._synthetic[i] = self.synthesizers[i].forward(h, label)
+                if i == last and updates[i + 1]:  # M_i's target will come from the stage above, later
+                    self._held.append((h.copy(), label))
             if self.bp_lambda == 0.0 and updates[i]:
                 self._update_group(i, from_above=None)  # update unlocking: nothing above is awaited
-        if self.bp_lambda > 0.0:
-            from_above = None
-            for i in reversed(range(top + 1)):  # BP(lambda): each group waits for the gradient from above
-                from_above = self._update_group(i, from_above) if updates[i] else None
+        if self.bp_lambda == 0.0:
+            self._synthetic = self._true_gradient = None
+        return loss, h
+
+    def stage_finish(self, from_above):
+        """BP(lambda) only: update the stage's groups top down, once the stage above has sent back what
+        its lowest group passed to its input (from_above; None at the top, or if that group did not update)."""
+        first, last = self._stage_bounds()
+        top = len(self.groups) - 1
+        if last < top and from_above is not None:
+            self._train_synthesizer(last, from_above)  # its prediction's cache is intact: nothing ran M_last since
+            self._held.pop(0)
+        for i in reversed(range(first, last + 1)):  # BP(lambda): each group waits for the gradient from above
+            from_above = self._update_group(i, from_above) if self._updates[i] else None
         self._synthetic = self._true_gradient = None
-        return loss
+
+    def stage_expects_from_above(self):
+        """Whether the stage above will send back a target for this step's batch (its lowest group updates)."""
+        first, last = self._stage_bounds()
+        return last < len(self.groups) - 1 and self._updates[last + 1]
+
+    def stage_message_below(self):
+        """The target this step produced for the synthesizer of the stage below (per-example units), or None."""
+        message, self._to_below = self._to_below, None
+        return message
+
+    def stage_learn_from_above(self, target):
+        """Train the synthesizer at the top of this stage on a target that came back from the stage above,
+        for the oldest batch still waiting for one (targets come back in the order batches went up). Its
+        prediction is computed again on the activations kept for that batch: the cache of the first one is
+        long gone (the synthesizer has predicted for later batches since). Returns the regression loss."""
+        _, last = self._stage_bounds()
+        h, label = self._held.pop(0)
+        if self._synthetic is None:
+            self._synthetic = [None] * (len(self.groups) - 1)
+        self._synthetic[last] = self.synthesizers[last].forward(h, label)
+        self._train_synthesizer(last, target)
+        self._synthetic[last] = None
+        return self.synthesizer_losses[last]
+
+    def stage(self, first, last):
+        """A copy of this trainer that holds only groups first..last and the synthesizers after them (the
+        rest None, so it pickles small): what one worker of the module-parallel engine runs."""
+        part = copy.copy(self)
+        keep = range(first, last + 1)
+        part.groups = [g if i in keep else None for i, g in enumerate(self.groups)]
+        part.group_optimizers = [o if i in keep else None for i, o in enumerate(self.group_optimizers)]
+        part.synthesizers = [m if i in keep else None for i, m in enumerate(self.synthesizers)]
+        part.synth_optimizers = [o if i in keep else None for i, o in enumerate(self.synth_optimizers)]
+        part.model = None  # the groups are the model's blocks; the rest of the model stays with the parent
+        part.make_synth_optimizer = None  # (a function, often a lambda: it would not pickle; not needed there)
+        part.first_group, part.last_group = first, last
+        part._held = []
+        return part
+
+    def load_stage(self, part):
+        """Copy what a worker's stage learned (groups, synthesizers, their optimizers) into this trainer."""
+        first, last = part._stage_bounds()
+        for i in range(first, last + 1):
+            self.groups[i].load_state_dict(part.groups[i].state_dict())
+            self.group_optimizers[i].load_state_dict(part.group_optimizers[i].state_dict())
+            if i < len(self.synthesizers):
+                self.synthesizers[i].load_state_dict(part.synthesizers[i].state_dict())
+                self.synth_optimizers[i].load_state_dict(part.synth_optimizers[i].state_dict())
+        self._batch = part._batch
 
     def _gradient(self, i, from_above):
         """Where group i's output gradient comes from: the loss at the top, its synthesizer elsewhere."""
@@ -343,7 +430,11 @@ class DNITrainer(Trainer):
         # END SOLUTION
 
     def _train_synthesizer(self, i, target):
-        """Regress M_i's last prediction onto `target` (a constant: bootstrapping, no gradient through it)."""
+        """Regress M_i's last prediction onto `target` (a constant: bootstrapping, no gradient through it).
+        In a stage that does not hold M_i (it sits on the worker below) the target is kept to be sent there."""
+        if self.synthesizers[i] is None:
+            self._to_below = target
+            return
         self.synthesizer_losses[i], d_prediction = F.mse_loss(self._synthetic[i], target)
         self.synthesizers[i].backward(d_prediction)
         self.synth_optimizers[i].step()
