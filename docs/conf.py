@@ -40,7 +40,6 @@ nb_merge_streams = True
 # come from a CDN), and the build script checks that no page loads anything from the web.
 html_theme = "sphinx_book_theme"
 html_title = f"tinydgl {version}"
-html_static_path = ["_static"]
 html_theme_options = {
     "repository_url": REPOSITORY,
     "repository_branch": "main",
