@@ -89,7 +89,7 @@ def worker_thread_environment(threads):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-_ERROR, _DONE = "error", "done"
+_ERROR, _DONE, _READY = "error", "done", "ready"
 
 
 def start_worker(ctx, target, name, args, payload):
@@ -368,6 +368,7 @@ def _worker(index, in_ring, out_ring, back_in, back_out, total_batches, producer
 
         set_backend("cupy", gpu).device.use()  # before receiving: unpickled CuPy arrays land on this device
     stage = conn.recv()
+    conn.send((_READY, index))  # the parent feeds no batch before every worker has its stage
     recorder = WorkerRecorder(index, run_started, input_is_data=index == 0, fed_batches=total_batches)
 
     def keep_alive():
@@ -404,6 +405,33 @@ class _Run:
     def describe(self, w):
         g = self.groups[w]
         return f"worker {w} (modules {g[0]}..{g[-1]})" if len(g) > 1 else f"worker {w} (module {g[0]})"
+
+    def wait_ready(self, timeout):
+        """Wait until every worker has said it holds its stage (a worker that started late would otherwise
+        find its input ring overwritten, or start after the others had finished). Raises WorkerFailed if
+        one dies or reports an error first, or if they are not all ready within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        waiting = set(range(len(self.processes)))
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerFailed(f"{', '.join(self.describe(w) for w in sorted(waiting))} did not start within "
+                                   f"{timeout} s.")
+            ready = wait([self.conns[w] for w in waiting] + [self.processes[w].sentinel for w in waiting], left)
+            for w in sorted(waiting):
+                if self.conns[w] in ready:
+                    try:
+                        message = self.conns[w].recv()
+                    except (EOFError, OSError):
+                        message = None
+                    if message is not None and message[0] == _READY:
+                        waiting.discard(w)
+                        continue
+                    if message is not None:
+                        raise WorkerFailed(f"{self.describe(w)} failed:\n{message[2]}")
+                if self.processes[w].sentinel in ready or not self.processes[w].is_alive():
+                    raise WorkerFailed(f"{self.describe(w)} died ({describe_exit(self.processes[w])}) before it "
+                                       "started; the run was stopped.")
 
     def poll(self, timeout):
         """Wait up to `timeout` s for a result or a worker's exit; raise WorkerFailed on a failure."""
@@ -492,7 +520,8 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                                              stages.make_stage(trainer, group, batches_per_epoch, start_epoch))
                 run.processes.append(process)
                 run.conns.append(conn)
-        ready = time.perf_counter()  # every worker started and has its model: training starts
+        run.wait_ready(timeout=120)
+        ready = time.perf_counter()  # every worker started and has its stage: training starts
         if log:
             log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {policy}")
         deadline = None if timeout is None else started + timeout
