@@ -446,7 +446,42 @@ def feedback_alignment():
     save(fig, "feedback_alignment.png")
 
 
-FIGURES = (gradcheck_step, im2col, three_locks, gradient_sources, replay_buffer, lls_bases, parallel, feedback_alignment)
+def dni_timeline():
+    """cDNI on two real worker processes (lesson 6): when each worker computes, and when worker 0's top
+    synthesizer learns from a target that came back from worker 1. Measured, so it differs a little from
+    run to run (the shape does not: compute on both rows, a black mark a batch or two after each step)."""
+    from tinydgl.runtime.engine import run_module_parallel
+
+    digits = load_dataset("mnist-small", limit_train=1024, limit_test=10, progress=False)
+    train = DataLoader(digits.x_train, digits.y_train, 64, seed=0, mean=digits.mean, std=digits.std)
+    trainer = build_trainer("cdni", build_model("mlp", seed=0), lambda p: build_optimizer("adam", p, lr=1e-3),
+                            synthesizer="linear")
+    run = run_module_parallel(trainer, train, 1, workers=2, balance=False)
+    workers = run["workers"]
+    t0 = min(a for w in workers for a, _ in w["timeline"])
+    fig, ax = plt.subplots(figsize=(7.5, 2.0))
+    for row, w in enumerate(workers):
+        ax.broken_barh([(1e3 * (a - t0), 1e3 * (b - a)) for a, b in w["timeline"]], (row - 0.35, 0.7),
+                       color=f"C{row}")
+        fed = [(1e3 * (a - t0), max(1e3 * (b - a), 0.15)) for a, b in w.get("feedback_timeline", [])]
+        if fed:
+            ax.broken_barh(fed, (row - 0.35, 0.25), color="black")
+    lower = workers[0]
+    late = ", ".join(f"{k} late: {v}" for k, v in lower["target_lateness_counts"].items())
+    ax.set_yticks([0, 1])
+    ax.set_yticklabels([f"worker 0\ngroups {workers[0]['modules'][0]}-{workers[0]['modules'][-1]}",
+                        f"worker 1\ngroups {workers[1]['modules'][0]}-{workers[1]['modules'][-1]}"])
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds (bars: a step; black: worker 0's synthesizer learns from a target from worker 1)")
+    ax.set_title(f"cDNI, mlp, 2 workers, 16 batches; targets per lateness in batches: {late}")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    save(fig, "dni_timeline.png")
+
+
+FIGURES = (gradcheck_step, im2col, three_locks, gradient_sources, replay_buffer, lls_bases, parallel, feedback_alignment,
+           dni_timeline)
 
 if __name__ == "__main__":
     chosen = {f.__name__: f for f in FIGURES}
