@@ -163,6 +163,46 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## On two workers: the synthesizer's targets come back late
+#
+# Update unlocking lets the groups run at the same time: `--workers 2` puts them on two processes. Worker 0
+# updates its groups from their synthesizers at once and sends its output up; worker 1 sends back down
+# the gradient at its input, the target of worker 0's top synthesizer, which arrives a batch or two
+# later. (The run is a `tinydgl train` process of its own: spawned workers cannot re-import a notebook.)
+
+# %%
+import subprocess
+import sys
+import tempfile
+
+from tinydgl.runtime.metrics import plot_timeline
+
+metrics_path = os.path.join(tempfile.mkdtemp(), "two-workers.json")
+subprocess.run([sys.executable, "-m", "tinydgl", "train", "--trainer", "cdni", "--model", "mlp",
+                "--synthesizer", "linear", "--workers", "2", "--batch-size", "64", "--epochs", "1",
+                "--limit-train", "1000" if FAST else "4000", "--limit-test", "300", "--no-progress",
+                "--metrics-json", metrics_path], check=True)
+epoch = json.load(open(metrics_path))["history"][0]
+lower = epoch["workers"][0]
+print("test accuracy", round(epoch["test_accuracy"], 3))
+print("worker 0 received", lower["targets_received"], "targets; lateness in batches:", lower["target_lateness_counts"])
+print("its synthesizer's regression loss, mean", round(lower["synthesizer_loss_mean"], 5))
+
+# %%
+timeline_png = plot_timeline(epoch["workers"], os.path.join(tempfile.mkdtemp(), "timeline.png"),
+                             title="cdni on mlp, 2 workers (black: a late target learned from)")
+plt.figure(figsize=(10, 2.4))
+plt.imshow(plt.imread(timeline_png))
+plt.axis("off")
+plt.show()
+
+# %% [markdown]
+# Is that faster than backprop? Here, no: on a 2-core CPU backprop already uses both cores through its
+# matrix products, and worker 0's group (the 784-input layer) with its synthesizer costs more than half a
+# backprop step. [`benchmarks/RESULTS.md`](../benchmarks/RESULTS.md) has the measured table and the
+# prediction for J devices.
+
+# %% [markdown]
 # ## Next
 #
 # The exercises of [lesson 6](../lessons/06-synthetic-gradients.md) try `--update-prob`, BP(λ) and the

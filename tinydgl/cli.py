@@ -94,7 +94,8 @@ def add_training_arguments(parser):
     group.add_argument("--basis-size", type=positive_int, default=None, metavar="R",
                        help="lls-mxm: a basis of R waves and an R x classes matrix M (the official "
                             "LLS-MxM-reduced; R = 20 for SmallConv in the paper)")
-    group.add_argument("--synthesizer", default=None, help="DNI synthetic-gradient model: auto, linear, mlp, conv")
+    group.add_argument("--synthesizer", default=None,
+                       help="DNI synthetic-gradient model: linear (default), mlp, conv, auto (the paper's: mlp or conv)")
     group.add_argument("--interfaces", type=int_list, default=None, help="DNI: blocks after which a synthesizer sits, e.g. 0,1")
     group.add_argument("--synth-hidden", type=positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
     group.add_argument("--synth-channels", type=positive_int, default=None, help="DNI: channels of conv synthesizers (128)")

@@ -94,7 +94,8 @@ def _zero_batch(trainer, batch_size):
 
 def unit_costs(trainer, batch_size, repeats=2):
     """Seconds of one training step of each unit on a zero batch (forward, local head or synthesizer,
-    backward, update), timed on a deep copy so the trainer's own weights, statistics and optimizer state do
+    backward, update; for a DNI group also the training of its synthesizer on a target, as a worker holding
+    the group at a boundary does it: the prediction recomputed, then regression), timed on a deep copy so the trainer's own weights, statistics and optimizer state do
     not move: each unit's share of a pipeline step. (A forward pass alone misleads: the last unit carries
     the classifier and its loss, and backward costs differ from forward's.)"""
     x, y = _zero_batch(trainer, batch_size)
@@ -103,9 +104,15 @@ def unit_costs(trainer, batch_size, repeats=2):
         if is_synthetic(trainer):
             scratch = copy.deepcopy(trainer.stage(j, j))
             scratch.bp_lambda = 0.0  # time the group and its synthesizer, not a wait for the stage above
+            scratch.update_prob = 1.0
 
             def run(x, scratch=scratch):
-                return scratch.stage_step(x, y)
+                # the group's step (forward, its synthesizer's guess, backward, update), then what a worker
+                # holding it at a boundary does when the target comes back: its synthesizer learns
+                loss, out = scratch.stage_step(x, y)
+                if scratch._held:
+                    scratch.stage_learn_from_above(out * 0)
+                return loss, out
         else:
             scratch = copy.deepcopy(trainer.modules[j])
 
