@@ -64,7 +64,7 @@ def rewrite_links(text, source, dest, staged):
         elif resolved.startswith(".."):
             raise SiteError(f"{source}: the link {target} leaves the repository")
         elif head.startswith("!"):  # an image from GitHub would not load offline
-            raise SiteError(f"{source}: the image {target} is not part of the site (put it in docs/ or lessons/figures/)")
+            raise SiteError(f"{source}: the image {target} is not part of the site (put it in docs/, lessons/figures/ or benchmarks/figures/)")
         else:
             new = GITHUB + resolved
         return f"{head}{new}{'#' + anchor if anchor else ''}{tail}"
@@ -134,7 +134,7 @@ def stage(dest, repo=REPO):
     chapters = sorted((repo / "lessons").glob("[0-9][0-9]-*.md"))
     notebooks = sorted((repo / "notebooks").glob("*.ipynb"))
     figures = sorted(p for p in (repo / "lessons" / "figures").glob("*") if p.is_file())
-    assets = sorted(p for folder in ("notebooks", "docs") for pattern in ("*.svg", "*.png")
+    assets = sorted(p for folder in ("notebooks", "docs", "benchmarks/figures") for pattern in ("*.svg", "*.png")
                     for p in (repo / folder).glob(pattern))
     staged = {p.relative_to(repo).as_posix() for p in (*chapters, *notebooks, *figures, *assets)}
     staged |= set(PAGES) | {"index.md", "api.md"} | {f"assignments/{p.name}" for p in (dest / "assignments").glob("*.md")}
