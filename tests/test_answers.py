@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_lessons import run_blocks
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 CHAPTERS = sorted(LESSONS.glob("[0-9][0-9]-*.md"))
@@ -48,8 +49,6 @@ def test_every_exercise_has_an_answer(chapter):
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_code_answers_run(chapter, tmp_path, monkeypatch):
-    import tinydgl
-
     path = ANSWERS / chapter.name
     if not path.is_file():
         pytest.fail(f"no answers for {chapter.name}")
@@ -58,16 +57,10 @@ def test_code_answers_run(chapter, tmp_path, monkeypatch):
         pytest.skip(f"{path.name} has no code answers")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    namespace = {"__name__": f"answers_{chapter.stem.replace('-', '_')}"}
     start = time.perf_counter()
     try:
-        for i, code in enumerate(blocks, 1):
-            try:
-                exec(compile(code, f"answers/{path.name}, python block {i}", "exec"), namespace)
-            except Exception as err:
-                raise AssertionError(f"answers/{path.name}, python block {i} failed:\n{code}") from err
+        run_blocks(blocks, f"answers/{path.name}", f"answers_{chapter.stem.replace('-', '_')}")
     finally:
-        tinydgl.set_backend("numpy")
         import matplotlib.pyplot as plt
         plt.close("all")
     seconds = time.perf_counter() - start

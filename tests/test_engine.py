@@ -154,17 +154,17 @@ def test_replay_samples_per_second_counts_what_every_worker_learned_from(data, h
     assert _segments_of_this_process() == [] and mp.active_children() == []
 
 
-def test_killed_worker_stops_the_run_cleanly(data):
-    ds, _ = data
-    trainer = _trainer("dgl")
+def kill_when_running(worker_name, after=1.0):
+    """Start a thread that SIGKILLs the worker process `worker_name` `after` s after it appears; returns
+    (thread, record): record gets "pids" (every child then), "pid" and "at" (time.monotonic() of the kill)."""
     killed = {}
 
-    def kill_worker_1():
+    def kill():
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            workers = [p for p in mp.active_children() if p.name == "tinydgl-worker-1"]
+            workers = [p for p in mp.active_children() if p.name == worker_name]
             if workers:
-                time.sleep(1.0)  # let the run get going
+                time.sleep(after)  # let the run get going
                 killed["pid"] = workers[0].pid
                 killed["pids"] = [p.pid for p in mp.active_children()]
                 os.kill(workers[0].pid, signal.SIGKILL)
@@ -172,23 +172,34 @@ def test_killed_worker_stops_the_run_cleanly(data):
                 return
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_worker_1)
-    killer.start()
-    with pytest.raises(WorkerFailed, match=r"worker 1 \(module 1\) died \(signal SIGKILL\)") as caught:
-        run_module_parallel(trainer, _loader(ds), 5000, workers=2, timeout=60)  # far longer than the test
-    raised_at = time.monotonic()
-    killer.join()
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread, killed
+
+
+def assert_stopped_cleanly(killed, raised_at, ring_names, rings):
+    """The run raised within seconds of the kill, and left no process and no shared-memory segment."""
     assert "at" in killed, "the worker was never seen running"
     assert raised_at - killed["at"] < 10
     assert mp.active_children() == []
     for pid in killed["pids"]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert len(caught.value.ring_names) == 2
-    for name in caught.value.ring_names:
+    assert len(ring_names) == rings
+    for name in ring_names:
         with pytest.raises(FileNotFoundError):
             shared_memory.SharedMemory(name=name)
     assert _segments_of_this_process() == []
+
+
+def test_killed_worker_stops_the_run_cleanly(data):
+    ds, _ = data
+    killer, killed = kill_when_running("tinydgl-worker-1")
+    with pytest.raises(WorkerFailed, match=r"worker 1 \(module 1\) died \(signal SIGKILL\)") as caught:
+        run_module_parallel(_trainer("dgl"), _loader(ds), 5000, workers=2, timeout=60)  # far longer than the test
+    raised_at = time.monotonic()
+    killer.join()
+    assert_stopped_cleanly(killed, raised_at, caught.value.ring_names, rings=2)
 
 
 def test_cli_workers_matches_in_process_and_rejects_other_trainers(tmp_path, capsys):

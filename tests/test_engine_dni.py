@@ -124,37 +124,15 @@ def test_cli_runs_dni_on_workers(tmp_path, capsys):
 def test_a_killed_dni_worker_stops_the_run_and_frees_both_directions(small):
     """The links back down are rings like the ones up: killing a worker stops the run within seconds, with
     no process left and no shared-memory segment (of the three rings of a 2-worker DNI run) left behind."""
-    import os
-    import signal
-    import threading
     import time
-    from multiprocessing import shared_memory
 
+    from test_engine import assert_stopped_cleanly, kill_when_running
     from tinydgl.runtime.engine import WorkerFailed
 
     ds, _ = small
-    killed = {}
-
-    def kill_worker_0():
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            workers = [p for p in mp.active_children() if p.name == "tinydgl-worker-0"]
-            if workers:
-                time.sleep(1.0)
-                os.kill(workers[0].pid, signal.SIGKILL)
-                killed["at"] = time.monotonic()
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_worker_0)
-    killer.start()
+    killer, killed = kill_when_running("tinydgl-worker-0")
     with pytest.raises(WorkerFailed, match=r"worker 0 .* died \(signal SIGKILL\)") as caught:
         run_module_parallel(_trainer("cdni"), _loader(ds), 5000, workers=2, balance=False, timeout=60)
     raised_at = time.monotonic()
     killer.join()
-    assert "at" in killed and raised_at - killed["at"] < 10
-    assert mp.active_children() == []
-    assert len(caught.value.ring_names) == 3  # the feed, one ring up, one ring down
-    for name in caught.value.ring_names:
-        with pytest.raises(FileNotFoundError):
-            shared_memory.SharedMemory(name=name)
+    assert_stopped_cleanly(killed, raised_at, caught.value.ring_names, rings=3)  # the feed, one up, one down

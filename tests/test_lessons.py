@@ -29,18 +29,23 @@ def test_there_are_eleven_chapters():
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_snippets_run(chapter, tmp_path, monkeypatch):
-    import tinydgl
-
     blocks = python_blocks(chapter)
     assert blocks, f"{chapter.name} has no python snippet"
     monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": f"lesson_{chapter.stem.replace('-', '_')}"}
+    run_blocks(blocks, chapter.name, f"lesson_{chapter.stem.replace('-', '_')}")
+
+
+def run_blocks(blocks, label, module_name):
+    """Run python blocks in order in one namespace (like a notebook's cells); a failure names the block."""
+    import tinydgl
+
+    namespace = {"__name__": module_name}
     try:
         for i, code in enumerate(blocks, 1):
             try:
-                exec(compile(code, f"{chapter.name}, python block {i}", "exec"), namespace)
+                exec(compile(code, f"{label}, python block {i}", "exec"), namespace)
             except Exception as err:
-                raise AssertionError(f"{chapter.name}, python block {i} failed:\n{code}") from err
+                raise AssertionError(f"{label}, python block {i} failed:\n{code}") from err
     finally:
         tinydgl.set_backend("numpy")  # a chapter may switch backends; leave the default for the next test
 
