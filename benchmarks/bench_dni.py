@@ -113,7 +113,7 @@ def run_all(args, data, label_methods):
 def print_table(best, batches_per_epoch):
     epochs = len(next(iter(best.values()))[1][0])
     bp_seconds = {e: spread([c[e][2] for c in best["bp"][1]])[0] for e in range(epochs)}
-    print(f"\n| method (best threads) | iterations | test accuracy | training s | vs bp time | start-up s |")
+    print("\n| method (best threads) | iterations | test accuracy | training s | vs bp time | start-up s |")
     print("|---|---|---|---|---|---|")
     for e in range(epochs):
         for label, (threads, runs) in best.items():
@@ -191,7 +191,7 @@ def cmd_synthesizers(args):
     variants.insert(0, ("bp", ["--trainer", "bp"], (1,)))
     best = run_all(args, data_args(args), variants)
     bp = spread([c[-1][2] for c in best["bp"][1]])[0]
-    print(f"\n| variant (1 thread per process) | test accuracy | training s | vs bp time |")
+    print("\n| variant (1 thread per process) | test accuracy | training s | vs bp time |")
     print("|---|---|---|---|")
     for label, (_, runs) in best.items():
         acc, acc_sd = spread([c[-1][1] for c in runs])
