@@ -248,3 +248,39 @@ def test_an_explicit_split_is_used_and_checked(data):
     assert [w["modules"] for w in metrics["workers"]] == [[0], [1]]
     with pytest.raises(ValueError, match="contiguous"):
         run_module_parallel(_trainer("dgl", "cnn"), _loader(ds), 1, groups=[[1], [0]])
+
+
+SIGNAL_PROBE = '''
+import signal, sys, multiprocessing as mp
+from tinydgl.runtime.engine import ignore_stop_signals, start_worker
+
+def probe(conn):
+    blocked_at_start = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ignore_stop_signals()
+    blocked_after = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    conn.send((conn.recv(), blocked_at_start, blocked_after))
+
+if __name__ == "__main__":
+    process, conn = start_worker(mp.get_context("spawn"), probe, "probe", (), "payload")
+    process_pid = process.pid
+    import os; os.kill(process_pid, signal.SIGINT)  # while the child is still starting (importing NumPy)
+    print(conn.recv(), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    process.join(30)
+    print("exit", process.exitcode)
+'''
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
+def test_a_ctrl_c_while_a_worker_starts_does_not_kill_it(tmp_path):
+    """CI caught a worker dying of a Ctrl-C that arrived while it was still importing NumPy (a
+    KeyboardInterrupt traceback on stderr). Workers now start with SIGINT/SIGTERM blocked and drop them once
+    they ignore them; the parent's mask is restored right after the start."""
+    import subprocess
+    import sys
+    script = tmp_path / "probe.py"
+    script.write_text(SIGNAL_PROBE)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=str(tmp_path), env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == ["('payload', True, False) False", "exit 0"]

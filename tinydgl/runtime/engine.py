@@ -104,7 +104,8 @@ def start_worker(ctx, target, name, args, payload):
     """
     mine, theirs = ctx.Pipe(duplex=True)
     process = ctx.Process(target=target, name=name, daemon=True, args=(*args, theirs))
-    process.start()
+    with stop_signals_blocked():
+        process.start()
     theirs.close()  # the child holds its end now; ours sees EOF once the child exits
     try:
         mine.send(payload)
@@ -119,12 +120,40 @@ def start_worker(ctx, target, name, args, payload):
     return process, mine
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked():
+    """Block SIGINT and SIGTERM in this thread while a worker process starts. The child inherits the mask, so
+    a Ctrl-C that reaches the process group while the child is still importing NumPy waits until the child
+    ignores it (`ignore_stop_signals`) instead of ending it with a KeyboardInterrupt traceback; the parent
+    gets its own copy of the signal as soon as the block ends. (CPython's resource tracker starts the same
+    way.) Where there is no `pthread_sigmask` (Windows), nothing is blocked."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # Starting a process first starts multiprocessing's resource tracker if it is not running, and that
+    # start ends by unblocking these very signals; so start it before blocking them.
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
 def ignore_stop_signals():
     """In a worker: leave Ctrl-C (SIGINT) and SIGTERM to the parent, which stops every worker through its
     rings or queues and cleans up. A terminal's Ctrl-C and a cluster's SIGTERM reach the whole process group;
-    a worker that died of them would look like a crash. (A worker still exits if its parent dies.)"""
+    a worker that died of them would look like a crash. (A worker still exits if its parent dies.) The worker
+    started with both signals blocked (`stop_signals_blocked`); once they are ignored, any that arrived in the
+    meantime are dropped by unblocking them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 class WorkerFailed(RuntimeError):
