@@ -8,9 +8,11 @@ every elementwise op they keep their input's memory layout (channels-last stays 
 On NumPy and CuPy the second step runs in place (`out=`): a fresh activation-sized array can cost more
 than the arithmetic on it (freed memory goes back to the OS, which must map and zero it again), so one
 new array per op instead of two about halves the op's time. Other libraries get the same expression
-without `out=`.
+without `out=`. On NumPy, LeakyReLU runs those steps on every core, one slice of the batch per thread
+(`tinydgl.threads`); each element is computed the same way whatever the thread count.
 """
 from ..backend import array_namespace, is_numpy_like
+from ..threads import for_each_slice
 
 
 def relu_forward(x):
@@ -33,15 +35,21 @@ def relu_backward(dout, cache):
 def leaky_relu_forward(x, negative_slope=0.01):
     """x: any shape -> out = x where x > 0, else negative_slope * x."""
     xp = array_namespace(x)
-    positive = x > 0
     if not 0.0 <= negative_slope <= 1.0:
+        positive = x > 0
         return xp.where(positive, x, negative_slope * x), (positive, negative_slope)
     # For 0 <= a <= 1 the larger of x and a*x is x exactly when x > 0.
-    out = negative_slope * x
-    if is_numpy_like(xp):
-        xp.maximum(x, out, out=out)
-    else:
-        out = xp.maximum(x, out)
+    if not is_numpy_like(xp):
+        return xp.maximum(x, negative_slope * x), (x > 0, negative_slope)
+    out, positive = xp.empty_like(x), xp.empty_like(x, dtype=bool)
+
+    def rows_in(s):  # NumPy/CuPy: written straight into out and positive, on every core for NumPy
+        xs, outs = x[s, ...], out[s, ...]
+        xp.greater(xs, 0, out=positive[s, ...])
+        xp.multiply(xs, negative_slope, out=outs)
+        xp.maximum(xs, outs, out=outs)
+
+    for_each_slice(rows_in, x, out)
     return out, (positive, negative_slope)
 
 
@@ -51,13 +59,20 @@ def leaky_relu_backward(dout, cache):
     xp = array_namespace(dout)
     if not 0.0 <= negative_slope <= 1.0:
         return xp.where(positive, dout, negative_slope * dout)
-    slope = xp.astype(positive, dout.dtype)  # 1.0 where x > 0, else 0.0 ...
-    if is_numpy_like(xp):
-        xp.maximum(slope, negative_slope, out=slope)
-    else:
-        slope = xp.maximum(slope, negative_slope)  # ... and now 1.0 or a, exactly
-    slope *= dout
-    return slope
+    if not is_numpy_like(xp):
+        slope = xp.maximum(xp.astype(positive, dout.dtype), negative_slope)  # 1.0 where x > 0, else a, exactly
+        slope *= dout
+        return slope
+    dx = xp.empty_like(dout)
+
+    def rows_in(s):  # the same steps, written into dx, on every core for NumPy
+        dxs = dx[s, ...]
+        dxs[...] = positive[s, ...]  # 1.0 where x > 0, else 0.0 ...
+        xp.maximum(dxs, negative_slope, out=dxs)  # ... and now 1.0 or a, exactly
+        dxs *= dout[s, ...]
+
+    for_each_slice(rows_in, dout, dx)
+    return dx
 
 
 def tanh_forward(x):

@@ -25,8 +25,13 @@ Layout choices that make it fast, and why:
 Only `im2col` has a NumPy/CuPy-specific fast path (a zero-copy strided window view); `_im2col_sliced`
 builds the same matrix from kh*kw standard slices and is used for every other array library. Tests check
 that both agree.
+
+On NumPy the copies between the products (padding, the patch matrix, the bias, adding each offset's input
+gradient back) run on every core, one slice of the batch per thread (`tinydgl.threads`); the products
+themselves are BLAS's, on its own threads. Every element is computed the same way at any thread count.
 """
 from ..backend import array_namespace, empty_like_on, is_numpy_like, zeros_like_on
+from ..threads import column_sums, for_each_block, for_each_slice, is_numpy, matmul, matmul_tn
 
 # Largest patch matrix built at once (bytes). Larger batches are processed in slices of images.
 WORKSPACE_BYTES = 32 * 2**20
@@ -56,7 +61,11 @@ def _pad_channels_last(x, padding):
         return x_nhwc
     n, h, w, c = x_nhwc.shape
     padded = zeros_like_on(x, (n, h + 2 * padding, w + 2 * padding, c))
-    padded[:, padding : padding + h, padding : padding + w, :] = x_nhwc
+
+    def images_in(s):
+        padded[s, padding : padding + h, padding : padding + w, :] = x_nhwc[s, ...]
+
+    for_each_slice(images_in, x_nhwc, padded)
     return padded
 
 
@@ -96,8 +105,16 @@ def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
         portable = not is_numpy_like(xp)
     windows = (_im2col_sliced if portable else _im2col_strided)(x_pad, kh, kw, stride, oh, ow)
     m, cg = n * oh * ow, c // groups
+    if groups == 1 and not portable:  # the one copy im2col must make, slice by slice (on every core for NumPy)
+        cols = xp.empty((n, oh, ow, kh, kw, c), dtype=x_pad.dtype)
+
+        def images_in(s):
+            cols[s, ...] = windows[s, ...]
+
+        for_each_slice(images_in, cols)
+        return xp.reshape(cols, (1, m, kh * kw * c))
     if groups == 1:
-        return xp.reshape(windows, (1, m, kh * kw * c))  # the one copy im2col must make
+        return xp.reshape(windows, (1, m, kh * kw * c))  # the sliced path's stack is already that copy
     windows = xp.reshape(windows, (n, oh, ow, kh, kw, groups, cg))
     return xp.reshape(xp.permute_dims(windows, (5, 0, 1, 2, 3, 4, 6)), (groups, m, kh * kw * cg))
 
@@ -120,6 +137,18 @@ def col2im(dcols, x_pad_shape, kh, kw, stride, groups=1):
                 :, :, :, i, j, :
             ]
     return dx_pad
+
+
+def _add_into(target, values):
+    """target += values, in place, one slice of the first axis per thread on NumPy. `values` is an array of
+    target's shape, or one that broadcasts over its first axis (a tiled bias row)."""
+    per_row = values.ndim == target.ndim and values.shape[0] == target.shape[0]
+
+    def rows_in(s):
+        part = target[s, ...]
+        part += values[s, ...] if per_row else values
+
+    for_each_slice(rows_in, target)
 
 
 def _check_conv_args(x, w, b, stride, padding, groups):
@@ -166,20 +195,23 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     oh = conv_output_size(x.shape[2], kh, stride, padding)
     ow = conv_output_size(x.shape[3], kw, stride, padding)
     rows = oh * ow  # output pixels per image
+    cache = (x_pad, w_col, tuple(w.shape), tuple(x.shape), stride, padding, groups, b is not None, portable)
+    if groups == 1 and not portable and is_numpy(x_pad, w_col):
+        out_flat = _forward_in_blocks(x_pad, w_col[0, ...], b, kh, kw, stride, oh, ow)
+        return xp.permute_dims(xp.reshape(out_flat, (n, oh, ow, f)), (0, 3, 1, 2)), cache
     out_flat = empty_like_on(x, (n * rows, f))  # (M, F)
     for start, stop in _image_slices(n, rows, kh * kw * cg * groups, _itemsize(x.dtype)):
         cols = im2col(x_pad[start:stop, ...], kh, kw, stride, groups, portable)  # (G, rows * images, K)
-        if groups == 1:
-            out_flat[start * rows : stop * rows, :] = cols[0, ...] @ w_col[0, ...]  # a plain 2-D product: one BLAS call
+        if groups == 1:  # a plain 2-D product, written in place (on NumPy: in blocks of rows, on every core)
+            matmul(cols[0, ...], w_col[0, ...], out=out_flat[start * rows : stop * rows, :])
         else:
             out_flat[start * rows : stop * rows, :] = xp.reshape(xp.permute_dims(cols @ w_col, (1, 0, 2)), (cols.shape[1], f))
     # The same memory as (N*H_out, W_out*F) rows: NumPy adds a bias tiled to W_out*F numbers much faster than
     # a (F,) bias broadcast over (M, F), whose inner loop runs only F numbers at a time.
     out_rows = xp.reshape(out_flat, (n * oh, ow * f))
     if b is not None:
-        out_rows += xp.tile(b, (ow,))  # in place: out_rows is a new array
+        _add_into(out_rows, xp.tile(b, (ow,)))  # in place: out_rows is a new array
     out = xp.permute_dims(xp.reshape(out_rows, (n, oh, ow, f)), (0, 3, 1, 2))
-    cache = (x_pad, w_col, tuple(w.shape), tuple(x.shape), stride, padding, groups, b is not None, portable)
     return out, cache
 
 
@@ -201,14 +233,22 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
     m = dout.shape[0] * dout.shape[2] * dout.shape[3]
     rows = m // n
     dout_flat = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (m, f))  # free when dout is channels-last
-    db = xp.ones_like(dout_flat[:, 0]) @ dout_flat if has_bias else None  # column sums, by BLAS (see ops.norm)
+    if groups == 1 and not portable and is_numpy(x_pad, w_col, dout_flat):
+        dx_pad, dw_col, db = _backward_in_blocks(dout_flat, x_pad, w_col[0, ...], kh, kw, stride, compute_dx, has_bias)
+        dw = xp.reshape(xp.permute_dims(xp.reshape(dw_col, (1, kh, kw, cg, f)), (0, 4, 3, 1, 2)), w_shape)
+        dx = None
+        if compute_dx:
+            h, w = x_shape[2], x_shape[3]
+            dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
+        return dx, dw, db
+    db = column_sums(dout_flat) if has_bias else None  # ones @ dout_flat, by BLAS (see ops.norm)
     if groups > 1:
         dout_g = xp.permute_dims(xp.reshape(dout_flat, (m, groups, f // groups)), (1, 0, 2))  # (G, M, F/G)
     dw_col = None
     for start, stop in _image_slices(n, rows, kh * kw * cg * groups, _itemsize(dout.dtype)):
         cols = im2col(x_pad[start:stop, ...], kh, kw, stride, groups, portable)  # rebuilt: the cache holds x_pad
         if groups == 1:
-            part = xp.reshape(cols[0, ...].mT @ dout_flat[start * rows : stop * rows, :], (1, kh * kw * cg, f))
+            part = xp.reshape(matmul_tn(cols[0, ...], dout_flat[start * rows : stop * rows, :]), (1, kh * kw * cg, f))
         else:
             part = cols.mT @ dout_g[:, start * rows : stop * rows, :]
         dw_col = part if dw_col is None else dw_col + part  # (G, K, F/G)
@@ -237,10 +277,93 @@ def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     w_offsets = xp.reshape(w_col, (kh, kw, c, w_col.shape[1]))  # rows of w_col are ordered (i, j, channel)
     dx_pad = zeros_like_on(dout_flat, x_pad_shape)
+    fast = is_numpy_like(xp)
+    share = empty_like_on(dout_flat, (dout_flat.shape[0], c)) if fast else None  # one (M, C) buffer for all offsets
     for i in range(kh):
         for j in range(kw):
-            share = dout_flat @ w_offsets[i, j, ...].mT  # (M, C)
-            dx_pad[:, i : i + stride * (oh - 1) + 1 : stride, j : j + stride * (ow - 1) + 1 : stride, :] += xp.reshape(
-                share, (n, oh, ow, c)
-            )
+            window = (slice(None), slice(i, i + stride * (oh - 1) + 1, stride), slice(j, j + stride * (ow - 1) + 1, stride), slice(None))
+            if not fast:
+                dx_pad[window] += xp.reshape(dout_flat @ w_offsets[i, j, ...].mT, (n, oh, ow, c))
+                continue
+            matmul(dout_flat, w_offsets[i, j, ...].mT, out=share)  # (M, C)
+            _add_into(dx_pad[window], xp.reshape(share, (n, oh, ow, c)))
     return dx_pad
+
+
+# --- NumPy fast path: the same products, a cache-sized block of images at a time -------------------------
+# Above, the patch matrix of a whole slice of the batch (up to WORKSPACE_BYTES) is written to memory and read
+# back by the product, and each offset's input gradient, an (M, C) array, is written and read back again.
+# On the CPU each of those passes costs about as much as the arithmetic. Here one block of images (its patch
+# matrix about BLOCK_BYTES, so it stays in cache) is copied, multiplied, given its bias, and in backward
+# also gives its share of dw and db and its input gradient, before the next block starts. Blocks of different
+# images are independent, so the threads of `tinydgl.threads` take a run of blocks each; the blocks depend
+# only on the shapes, and the per-block sums of dw and db are added in block order, so every bit of the
+# result is the same at any thread count. Tests check this path against the one above.
+BLOCK_BYTES = 2 * 2**20
+
+
+def _image_blocks(n, rows_per_image, k, itemsize):
+    """(start, stop) image ranges whose patch matrices are about BLOCK_BYTES (at least one image)."""
+    per_image = max(rows_per_image * k * itemsize, 1)
+    step = max(1, BLOCK_BYTES // per_image)
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
+    """out_flat (M, F) = im2col(x_pad) @ w_col (+ b), a block of images at a time. x_pad: (N, Hp, Wp, C)."""
+    xp = array_namespace(x_pad)
+    n, c = x_pad.shape[0], x_pad.shape[3]
+    rows, k, f = oh * ow, kh * kw * c, w_col.shape[1]
+    windows = _im2col_strided(x_pad, kh, kw, stride, oh, ow)  # a view; each block copies its part
+    out_flat = empty_like_on(x_pad, (n * rows, f))
+    bias = None if b is None else xp.tile(b, (ow,))  # a bias row per row of W_out*F outputs, see conv2d_forward
+    blocks = _image_blocks(n, rows, k, x_pad.itemsize)
+
+    def block(i):
+        s = blocks[i]
+        cols = xp.reshape(windows[s], (-1, k))  # the copy im2col makes, one block at a time
+        out = out_flat[s.start * rows : s.stop * rows]
+        xp.matmul(cols, w_col, out=out)  # one BLAS call (single-threaded while tinydgl's threads run blocks)
+        if bias is not None:
+            out_rows = xp.reshape(out, (-1, ow * f))
+            out_rows += bias
+
+    for_each_block(block, len(blocks), x_pad.nbytes + out_flat.nbytes, products=True)
+    return out_flat
+
+
+def _backward_in_blocks(dout_flat, x_pad, w_col, kh, kw, stride, compute_dx, has_bias):
+    """(dx_pad or None, dw_col (K, F), db or None) from dout_flat (M, F), a block of images at a time: each
+    block rebuilds its patch matrix for dw, adds its column sums for db, and adds each kernel offset's input
+    gradient (see `_input_grad_by_offset`) onto its own images of dx_pad."""
+    xp = array_namespace(dout_flat)
+    n, hp, wp, c = x_pad.shape
+    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    rows, k, f = oh * ow, kh * kw * c, w_col.shape[1]
+    windows = _im2col_strided(x_pad, kh, kw, stride, oh, ow)
+    w_offsets = xp.reshape(w_col, (kh, kw, c, f))
+    dx_pad = zeros_like_on(x_pad, tuple(x_pad.shape)) if compute_dx else None
+    blocks = _image_blocks(n, rows, k, x_pad.itemsize)
+    dw_parts, db_parts = [None] * len(blocks), [None] * len(blocks)
+    ones = xp.ones_like(dout_flat[: (blocks[0].stop - blocks[0].start) * rows, 0])
+
+    def block(i):
+        s = blocks[i]
+        d = dout_flat[s.start * rows : s.stop * rows]  # (rows in the block, F)
+        dw_parts[i] = xp.reshape(windows[s], (-1, k)).T @ d
+        if has_bias:
+            db_parts[i] = ones[: d.shape[0]] @ d
+        if compute_dx:
+            dx_block = dx_pad[s]
+            for a in range(kh):
+                for e in range(kw):
+                    share = xp.reshape(d @ w_offsets[a, e].T, (s.stop - s.start, oh, ow, c))
+                    dx_block[:, a : a + stride * (oh - 1) + 1 : stride, e : e + stride * (ow - 1) + 1 : stride, :] += share
+
+    for_each_block(block, len(blocks), x_pad.nbytes + dout_flat.nbytes, products=True)
+    dw_col, db = dw_parts[0], db_parts[0]
+    for i in range(1, len(blocks)):  # in block order: the same sums at any thread count
+        dw_col = dw_col + dw_parts[i]
+        if has_bias:
+            db = db + db_parts[i]
+    return dx_pad, dw_col, db

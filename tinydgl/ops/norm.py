@@ -6,11 +6,16 @@ channels-last activations, see `tinydgl.ops.conv`; column w*C + c holds channel 
 are tiled W times to line up with the columns. Why not simply reduce over axes (0, 2, 3)? Speed, on NumPy:
 - an elementwise op broadcasting a (C,) vector over (M, C) runs its inner loop C elements at a time, and
   with C = 32 that overhead doubles the op's time; with W*C-long rows it disappears;
-- column sums are one matrix-vector product, `ones @ rows`, which BLAS runs several times faster than a
-  sum over axis 0 (and on all cores).
+- column sums are matrix-vector products, `ones @ rows`, which BLAS runs several times faster than a
+  sum over axis 0 (`tinydgl.threads.column_sums`).
 The output is built channels-last as well, so the layout survives into the next layer.
+
+On NumPy the passes over the activations run on every core (`tinydgl.threads`): the rows are cut into one
+slice per thread, each slice is normalised by the same code, and the per-channel dot products add partial
+sums over fixed blocks of rows, so the result does not depend on the thread count; so do the column sums.
 """
 from ..backend import array_namespace, is_numpy_like
+from ..threads import blocked_sums, column_sums, for_each_slice, map_slices
 
 
 def _as_rows(x):
@@ -42,16 +47,45 @@ def _tiled(v, rows):
 def _channel_sums(rows, channels):
     """Per-channel sums of `rows`: ones @ rows gives one sum per column, then add up each channel's columns."""
     xp = array_namespace(rows)
-    column_sums = xp.ones_like(rows[:, 0]) @ rows
-    return xp.sum(xp.reshape(column_sums, (-1, channels)), axis=0)
+    return xp.sum(xp.reshape(column_sums(rows), (-1, channels)), axis=0)
 
 
 def _channel_dots(a, b, channels):
     """Per-channel sums of a * b, for a and b shaped like `rows`."""
     xp = array_namespace(a, b)
-    if is_numpy_like(xp):  # fast path: einsum needs no temporary array for a * b
-        return xp.sum(xp.reshape(xp.einsum("mk,mk->k", a, b), (-1, channels)), axis=0)
+    if is_numpy_like(xp):  # fast path: einsum needs no temporary array for a * b; NumPy adds blocks on all cores
+        column_dots = blocked_sums(lambda s: xp.einsum("mk,mk->k", a[s], b[s]), a, b)
+        return xp.sum(xp.reshape(column_dots, (-1, channels)), axis=0)
     return _channel_sums(a * b, channels)
+
+
+def _scale_shift(x, scale, shift=None):
+    """x * scale + shift for rows x and tiled vectors scale, shift (None: no shift), in one new array."""
+    xp = array_namespace(x)
+    if not is_numpy_like(xp):
+        out = x * scale
+        if shift is not None:
+            out += shift  # in place: `out` is our own new array
+        return out
+    out = xp.empty_like(x)
+
+    def rows_in(s):  # NumPy/CuPy: written straight into out, on every core for NumPy
+        xp.multiply(x[s, ...], scale, out=out[s, ...])
+        if shift is not None:
+            out[s, ...] += shift
+
+    for_each_slice(rows_in, x)
+    return out
+
+
+def _shifted(x, shift):
+    """x - shift for rows x and a tiled vector shift, in one new array."""
+    xp = array_namespace(x)
+    if not is_numpy_like(xp):
+        return x - shift
+    out = xp.empty_like(x)
+    for_each_slice(lambda s: xp.subtract(x[s, ...], shift, out=out[s, ...]), x)
+    return out
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -70,7 +104,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         if count < 2:
             raise ValueError("batchnorm in training mode needs more than one value per channel (batch size >= 2).")
         mean = _channel_sums(rows, channels) / count
-        centered = rows - _tiled(mean, rows)
+        centered = _shifted(rows, _tiled(mean, rows))
         var = _channel_dots(centered, centered, channels) / count  # two passes: stable for any mean
         if running_mean is not None:
             running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
@@ -79,12 +113,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         if running_mean is None:
             raise ValueError("batchnorm in evaluation mode needs running_mean and running_var.")
         mean, var = running_mean, running_var
-        centered = rows - _tiled(mean, rows)
+        centered = _shifted(rows, _tiled(mean, rows))
     inv_std = 1.0 / xp.sqrt(var + eps)
     # out = x_hat * gamma + beta with x_hat = centered * inv_std; the cache keeps `centered` and inv_std
     # rather than x_hat, which saves a pass over the activations here and costs none in backward.
-    out = centered * _tiled(gamma * inv_std, rows)
-    out += _tiled(beta, rows)  # in place: `out` is our own new array
+    out = _scale_shift(centered, _tiled(gamma * inv_std, rows), _tiled(beta, rows))
     return _from_rows(out, tuple(x.shape)), (centered, gamma, inv_std, training, tuple(x.shape))
 
 
@@ -102,8 +135,16 @@ def batchnorm_backward(dout, cache):
     dgamma = _channel_dots(rows, centered, channels) * inv_std
     scale = gamma * inv_std
     if not training:
-        return _from_rows(rows * _tiled(scale, rows), x_shape), dgamma, dbeta
-    # The same formula, as scale * (dout - mean(dout) - centered * inv_std * mean(dout * x_hat)), built in
+        return _from_rows(_scale_shift(rows, _tiled(scale, rows)), x_shape), dgamma, dbeta
+    dx = map_slices(lambda s: _batchnorm_dx(rows[s, ...], centered[s, ...], dgamma, dbeta, inv_std, scale, count),
+                    rows, centered)
+    return _from_rows(dx, x_shape), dgamma, dbeta
+
+
+def _batchnorm_dx(rows, centered, dgamma, dbeta, inv_std, scale, count):
+    """dx for some rows of dout (`rows`) and of the centred input (`centered`), given the per-channel sums
+    dgamma, dbeta over the whole batch. Called once for all rows, or once per thread for its slice."""
+    # The formula, as scale * (dout - mean(dout) - centered * inv_std * mean(dout * x_hat)), built in
     # one new array with in-place steps: a second activation-sized temporary costs as much as a pass.
     # BEGIN SOLUTION a1-batchnorm-backward
     # hint: per channel, mean(dout) = dbeta / count and mean(dout * x_hat) = dgamma / count; _tiled lines a (C,)
@@ -113,7 +154,7 @@ def batchnorm_backward(dout, cache):
     dx -= _tiled(dbeta / count, rows)
     dx *= _tiled(scale, rows)
     # END SOLUTION
-    return _from_rows(dx, x_shape), dgamma, dbeta
+    return dx
 
 
 def l2_normalize_forward(x, eps=1e-12):

@@ -9,8 +9,12 @@ The ops index a channels-last *view* of their input, `permute_dims(x, (0, 2, 3, 
 outputs and gradients channels-last too, returned as NCHW views (shape (N, C, H, W)). tinydgl's conv
 produces channels-last activations (see `tinydgl.ops.conv`), so this keeps every slice a run of
 contiguous channels and hands the next conv an input it can use without reordering.
+
+Max pooling's two passes are written for a slice of the batch (`_maxpool_nhwc`, `_maxpool_backward_nhwc`):
+one call covers the whole batch, and on NumPy `tinydgl.threads.map_slices` runs one call per thread.
 """
 from ..backend import array_namespace, is_numpy_like, zeros_like_on
+from ..threads import map_slices
 
 
 def _pair(v, name):
@@ -52,11 +56,18 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     stride defaults to kernel_size; windows overlap when stride < kernel_size. The cache records which
     offset won in each window (the first one on ties).
     """
-    xp = array_namespace(x)
     kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
     x_nhwc = _nhwc(x)
+    out, winner = map_slices(lambda s: _maxpool_nhwc(x_nhwc[s, ...], kh, kw, sh, sw, oh, ow), x_nhwc)
+    return _nchw(out), (tuple(x.shape), winner, kh, kw, sh, sw)
+
+
+def _maxpool_nhwc(x_nhwc, kh, kw, sh, sw, oh, ow):
+    """Max pooling of channels-last images x_nhwc: (n, H, W, C) -> out: (n, oh, ow, C) and winner, the
+    offset i * kw + j that won in each window."""
+    xp = array_namespace(x_nhwc)
     out = x_nhwc[_window_offset(0, 0, sh, sw, oh, ow)]
-    winner = zeros_like_on(x, out.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32)
+    winner = zeros_like_on(x_nhwc, out.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32)
     out_is_ours = False
     for i in range(kh):
         for j in range(kw):
@@ -71,26 +82,33 @@ def maxpool2d_forward(x, kernel_size, stride=None):
             else:
                 out = xp.maximum(out, candidate)
             out_is_ours = True  # (the first `out` was a view of x, which must not be written)
-    return _nchw(out), (tuple(x.shape), winner, kh, kw, sh, sw)
+    return out, winner
 
 
 def maxpool2d_backward(dout, cache):
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W). Each window's gradient goes to its (first) max."""
     x_shape, winner, kh, kw, sh, sw = cache
-    xp = array_namespace(dout)
-    n, c, h, w = x_shape
-    oh, ow = dout.shape[2], dout.shape[3]
     dout_nhwc = _nhwc(dout)
-    dx = zeros_like_on(dout, (n, h, w, c))
+    dx = map_slices(lambda s: _maxpool_backward_nhwc(dout_nhwc[s, ...], winner[s, ...], x_shape, kh, kw, sh, sw),
+                    dout_nhwc, winner)
+    return _nchw(dx)
+
+
+def _maxpool_backward_nhwc(dout_nhwc, winner, x_shape, kh, kw, sh, sw):
+    """dout_nhwc: (n, oh, ow, C) and its windows' winners -> dx: (n, H, W, C), channels-last."""
+    xp = array_namespace(dout_nhwc)
+    _, c, h, w = x_shape
+    n, oh, ow = dout_nhwc.shape[0], dout_nhwc.shape[1], dout_nhwc.shape[2]
+    dx = zeros_like_on(dout_nhwc, (n, h, w, c))
     for i in range(kh):
         for j in range(kw):
-            share = xp.astype(winner == i * kw + j, dout.dtype)
+            share = xp.astype(winner == i * kw + j, dout_nhwc.dtype)
             share *= dout_nhwc
             if sh >= kh and sw >= kw:  # windows do not overlap: each input is in one window at most
                 dx[_window_offset(i, j, sh, sw, oh, ow)] = share
             else:
                 dx[_window_offset(i, j, sh, sw, oh, ow)] += share
-    return _nchw(dx)
+    return dx
 
 
 def avgpool2d_forward(x, kernel_size, stride=None):

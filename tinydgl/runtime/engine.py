@@ -72,7 +72,8 @@ from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
 from .shm_ring import RingClosed, SharedRing
 
-_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# BLAS reads the first three when NumPy starts; tinydgl.threads reads them too, TINYDGL_NUM_THREADS first.
+_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TINYDGL_NUM_THREADS")
 
 
 @contextlib.contextmanager
