@@ -5,7 +5,7 @@ Three kinds of check:
   BLAS variables), and bad values are refused with the variable's name;
 - the helpers cover every row exactly once, really use several threads, and raise a slice's error only
   after every slice has ended;
-- every op with a threaded fast path (conv, batch norm, LeakyReLU, max-pool) and a whole SmallConv
+- every op with a threaded fast path (conv, batch norm, LeakyReLU, the pools) and a whole SmallConv
   training step give the same bits at 1, 2 and 3 threads, and the same numbers as the portable code
   (array_api_strict), on inputs large enough to be cut into several blocks and slices.
 """
@@ -195,7 +195,7 @@ def test_conv_gives_the_same_bits_at_any_thread_count(dtype, stride, padding):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
 
 
-def test_batchnorm_leaky_relu_and_maxpool_give_the_same_bits_at_any_thread_count():
+def test_batchnorm_leaky_relu_and_the_pools_give_the_same_bits_at_any_thread_count():
     rng = np.random.default_rng(2)
     x = _channels_last(rng.standard_normal((64, 32, 16, 16)).astype(np.float32))  # 2 MB
     gamma, beta = rng.standard_normal(32).astype(np.float32), rng.standard_normal(32).astype(np.float32)
@@ -206,8 +206,10 @@ def test_batchnorm_leaky_relu_and_maxpool_give_the_same_bits_at_any_thread_count
         bn, bn_cache = F.batchnorm_forward(x, gamma, beta, np.zeros(32, np.float32), np.ones(32, np.float32), True)
         act, act_cache = F.leaky_relu_forward(bn, 0.01)
         pooled, pool_cache = F.maxpool2d_forward(act, 2)
+        averaged, average_cache = F.adaptive_avgpool2d_forward(act, 3)  # uneven windows: 16 -> 3
         return (bn, *F.batchnorm_backward(d_bn, bn_cache), act, F.leaky_relu_backward(d_bn, act_cache),
-                pooled, F.maxpool2d_backward(d_pool, pool_cache))
+                pooled, F.maxpool2d_backward(d_pool, pool_cache),
+                averaged, F.adaptive_avgpool2d_backward(d_pool[:, :, :3, :3], average_cache))
 
     results = _at_counts(ops)
     _assert_same_bits(results)

@@ -38,6 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .backend import array_namespace
+
 # Environment variables read, in order, for the thread count; the first one set wins.
 THREAD_VARIABLES = ("TINYDGL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -326,7 +328,6 @@ def column_sums(rows):
     """Sums over the first axis of rows: (M, K) -> (K,), as `ones @ rows` products (BLAS runs them several
     times faster than NumPy's sum over axis 0), in fixed blocks like `matmul_tn`."""
     if not is_numpy(rows):
-        from .backend import array_namespace
         return array_namespace(rows).ones_like(rows[:, 0]) @ rows
     blocks = row_blocks(rows)
     ones = np.ones(blocks[0].stop - blocks[0].start, dtype=rows.dtype)

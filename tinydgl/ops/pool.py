@@ -10,8 +10,8 @@ outputs and gradients channels-last too, returned as NCHW views (shape (N, C, H,
 produces channels-last activations (see `tinydgl.ops.conv`), so this keeps every slice a run of
 contiguous channels and hands the next conv an input it can use without reordering.
 
-Max pooling's two passes are written for a slice of the batch (`_maxpool_nhwc`, `_maxpool_backward_nhwc`):
-one call covers the whole batch, and on NumPy `tinydgl.threads.map_slices` runs one call per thread.
+Max and adaptive average pooling are written for a slice of the batch (`_maxpool_nhwc`, ...): one call
+covers the whole batch, and on NumPy `tinydgl.threads.map_slices` runs one call per thread.
 """
 from ..backend import array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices
@@ -159,19 +159,32 @@ def adaptive_avgpool2d_forward(x, output_size):
         raise ValueError(f"output_size must be positive, got {output_size!r}.")
     rows, cols = adaptive_windows(h, oh), adaptive_windows(w, ow)
     x_nhwc = _nhwc(x)
-    pooled_rows = xp.stack([xp.mean(x_nhwc[:, a:b, :, :], axis=1) for a, b in rows], axis=1)  # (N, oh, W, C)
-    out = xp.stack([xp.mean(pooled_rows[:, :, a:b, :], axis=2) for a, b in cols], axis=2)  # (N, oh, ow, C)
+    out = map_slices(lambda s: _adaptive_avgpool_nhwc(x_nhwc[s, ...], rows, cols, xp), x_nhwc)
     return _nchw(out), (tuple(x.shape), rows, cols)
+
+
+def _adaptive_avgpool_nhwc(x_nhwc, rows, cols, xp):
+    """Channels-last images x_nhwc: (n, H, W, C) -> (n, oh, ow, C), rows first, then columns."""
+    pooled_rows = xp.stack([xp.mean(x_nhwc[:, a:b, :, :], axis=1) for a, b in rows], axis=1)  # (n, oh, W, C)
+    return xp.stack([xp.mean(pooled_rows[:, :, a:b, :], axis=2) for a, b in cols], axis=2)  # (n, oh, ow, C)
 
 
 def adaptive_avgpool2d_backward(dout, cache):
     """dout: (N, C, oh, ow) -> dx: (N, C, H, W), undoing the two separable means in reverse order."""
-    (n, c, h, w), rows, cols = cache
+    x_shape, rows, cols = cache
     dout_nhwc = _nhwc(dout)
-    d_rows = zeros_like_on(dout, (n, len(rows), w, c))
+    return _nchw(map_slices(lambda s: _adaptive_avgpool_backward_nhwc(dout_nhwc[s, ...], x_shape, rows, cols),
+                            dout_nhwc))
+
+
+def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
+    """dout_nhwc: (n, oh, ow, C) -> dx: (n, H, W, C), channels-last."""
+    _, c, h, w = x_shape
+    n = dout_nhwc.shape[0]
+    d_rows = zeros_like_on(dout_nhwc, (n, len(rows), w, c))
     for j, (a, b) in enumerate(cols):
         d_rows[:, :, a:b, :] += dout_nhwc[:, :, j : j + 1, :] * (1.0 / (b - a))
-    dx = zeros_like_on(dout, (n, h, w, c))
+    dx = zeros_like_on(dout_nhwc, (n, h, w, c))
     for i, (a, b) in enumerate(rows):
         dx[:, a:b, :, :] += d_rows[:, i : i + 1, :, :] * (1.0 / (b - a))
-    return _nchw(dx)
+    return dx
