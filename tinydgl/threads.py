@@ -51,6 +51,9 @@ MIN_BYTES_PER_THREAD = 256 * 1024
 # so every partial sum and every BLAS call (and so every bit of a result) is the same at any thread count.
 BLOCK_BYTES = 1024 * 1024
 
+# `map_slices` computes its blocks into temporaries before copying them out: smaller blocks, less memory.
+MAP_BLOCK_BYTES = 512 * 1024
+
 _setting: int | None = None  # set_num_threads; None: from the environment
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -214,37 +217,41 @@ def for_each_slice(work, *arrays) -> None:
 
 def map_slices(fn, *arrays):
     """fn(s) for the rows in slice s of the first axis of `arrays`, for all rows: fn returns an array (or a
-    tuple of arrays) whose first axis runs over those rows. On one thread this is fn(slice(0, n)); on
-    several, each thread computes its slice with the same fn, then each copies its result into its rows of
-    new arrays (C order) joined along the first axis. For ops whose readable body allocates its own result."""
+    tuple of arrays) whose first axis runs over those rows. For ops whose readable body allocates its own
+    result.
+
+    On one thread this is fn(slice(0, n)). On several, the rows go in fixed blocks (`row_blocks` of the
+    first array, about MAP_BLOCK_BYTES each): the first block is computed here, which gives the results' shapes
+    and types; new arrays (C order) for all rows are made, and the threads compute the other blocks, each
+    block's result copied into its rows at once and dropped. So the extra memory is a block per thread, not
+    a second copy of the result."""
     n = arrays[0].shape[0]
-    parts = threads_for(arrays, n)
-    if parts == 1:
+    if threads_for(arrays, n) == 1:
         return fn(slice(0, n))
-    pieces = slices(n, parts)
-    results = [None] * parts
+    blocks = row_blocks(arrays[0], MAP_BLOCK_BYTES)
+    first = fn(blocks[0])
+    single = not isinstance(first, tuple)
+    first = (first,) if single else first
+    joined = tuple(np.empty((n, *a.shape[1:]), dtype=a.dtype) for a in first)
+    for out, part in zip(joined, first):
+        out[blocks[0]] = part
 
-    def compute(k):
-        results[k.start] = fn(pieces[k.start])
+    def block(k):
+        result = fn(blocks[k])
+        for out, part in zip(joined, (result,) if single else result):
+            out[blocks[k]] = part
 
-    run_slices(compute, parts, parts)
-    single = not isinstance(results[0], tuple)
-    parts_of = [(r,) if single else r for r in results]
-    joined = tuple(np.empty((n, *a.shape[1:]), dtype=a.dtype) for a in parts_of[0])
-
-    def copy(k):
-        for out, part in zip(joined, parts_of[k.start]):
-            out[pieces[k.start]] = part
-
-    run_slices(copy, parts, parts)
+    if len(blocks) > 1:
+        run_slices(lambda s: [block(k) for k in range(s.start + 1, s.stop + 1)], len(blocks) - 1,
+                   threads_for(arrays, n))
     return joined[0] if single else joined
 
 
-def row_blocks(x) -> list[slice]:
-    """Fixed blocks of the first axis of x, each about BLOCK_BYTES of x (at least one row)."""
+def row_blocks(x, block_bytes=None) -> list[slice]:
+    """Fixed blocks of the first axis of x, each about block_bytes (default BLOCK_BYTES) of x (>= 1 row)."""
     n = x.shape[0]
     row_bytes = max(1, x.nbytes // max(n, 1))
-    step = max(1, BLOCK_BYTES // row_bytes)
+    step = max(1, (block_bytes or BLOCK_BYTES) // row_bytes)
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
