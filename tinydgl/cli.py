@@ -146,7 +146,8 @@ def add_training_arguments(parser):
                             "reference's 3e-3 vs 3e-4)")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (shown on a terminal with tqdm), nor the line every 10 s shown otherwise")
 
 
 class CommandParser(argparse.ArgumentParser):
