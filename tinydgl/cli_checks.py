@@ -80,7 +80,10 @@ def trainer_list(text):
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in names if t not in TRAINERS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}")
+        close = [match for name in unknown for match in difflib.get_close_matches(name, list(TRAINERS), n=1)]
+        guess = f"; did you mean {', '.join(close)}?" if close else ""
+        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: "
+                                         f"{', '.join(TRAINERS)}{guess}")
     twice = sorted({t for t in names if names.count(t) > 1})
     if twice:
         raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}; name each trainer once")
