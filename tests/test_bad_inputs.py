@@ -594,7 +594,7 @@ def test_greedy_says_which_modules_the_epochs_train(capsys, tmp_path):
     out = capsys.readouterr().out
     assert ("greedy trains its 2 modules one after another, 1 epoch(s) each (--epochs-per-module 1): module 1: epoch "
             "1. Note: with --epochs 1, module 2 keeps its random initial weights, and the test uses module 1's "
-            "auxiliary head. To train all 2 modules, use --epochs 2.") in out
+            "auxiliary head. To train both modules, use --epochs 2.") in out
     assert main(["train", *SMALL, "--trainer", "greedy", "--epochs", "3"]) == 0
     out = capsys.readouterr().out
     assert "the last one also the epochs left: module 1: epoch 1; module 2: epochs 2-3." in out and "Note" not in out

@@ -368,7 +368,8 @@ def greedy_plan(trainer, epochs):
     idle = f"module {k} keeps its" if first_idle == k else f"modules {first_idle}-{k} keep their"
     other = f", or --epochs-per-module {epochs // k} with --epochs {epochs}" if epochs >= k else ""
     return (f"{line} Note: with --epochs {epochs}, {idle} random initial weights, and the test uses module "
-            f"{len(trained)}'s auxiliary head. To train all {k} modules, use --epochs {k * per}{other}.")
+            f"{len(trained)}'s auxiliary head. To train {'both' if k == 2 else f'all {k}'} modules, use --epochs "
+            f"{k * per}{other}.")
 
 
 def recalibration_note(args, trainer):
