@@ -58,8 +58,10 @@ def add_training_arguments(parser):
     parser.add_argument("--dataset", type=choice("dataset", list(DATASETS)), default="mnist-small",
                         help=f"one of: {', '.join(DATASETS)} (default %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=1,
-                        help="epochs in all, resumed ones included (default %(default)s); greedy: see --epochs-per-module")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default %(default)s)")
+                        help="epochs in all, resumed ones included (default %(default)s); greedy: see "
+                             "--epochs-per-module")
+    parser.add_argument("--batch-size", type=positive_int, default=128,
+                        help="training batch size (default %(default)s)")
     parser.add_argument("--optimizer", type=choice("optimizer", list(OPTIMIZERS)), default="adam",
                         help=f"one of: {', '.join(OPTIMIZERS)} (default %(default)s; -sf: schedule-free)")
     parser.add_argument("--lr", type=positive_float, default=None,
@@ -71,10 +73,11 @@ def add_training_arguments(parser):
                              "of the epochs, then linearly down to 2/E of it in the last: Forward-Forward's "
                              "reference schedule); in-process runs")
     parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
-                        help="weight decay of every optimizer (default %(default)s): adamw decays the weights directly (decoupled), "
-                             "the others add weight_decay * w to the gradient")
+                        help="weight decay of every optimizer (default %(default)s): adamw decays the weights "
+                             "directly (decoupled), the others add weight_decay * w to the gradient")
     parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seeds the weights, the data order and every random choice of a method (default %(default)s)")
+                        help="seeds the weights, the data order and every random choice of a method "
+                             "(default %(default)s)")
     parser.add_argument("--backend", type=choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
                         help="numpy or cupy (default: $TINYDGL_BACKEND or numpy)")
     parser.add_argument("--data-dir", default=None, help="where dataset files are (default: $TINYDGL_DATA, the cache)")
@@ -83,7 +86,8 @@ def add_training_arguments(parser):
     parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
                         help="use only the first N test images (stratified; default: all)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                        help="random crop (4-pixel zero padding) and, except for digits, horizontal flip (default: off)")
+                        help="random crop (4-pixel zero padding) and, except for digits, horizontal flip "
+                             "(default: off)")
     parser.add_argument("--bn-recalibrate", type=non_negative_int, default=DEFAULT_BN_RECALIBRATE, metavar="N",
                         help="before every test, re-estimate batch-norm statistics at the weights being tested: N "
                              "batches of a fresh pass over the training data in training mode, learning nothing, "
@@ -194,13 +198,15 @@ def parse_command_line(parser, argv):
 
 
 def build_parser():
-    parser = CommandParser(prog="tinydgl", description="Deep learning without end-to-end backprop, written out in NumPy/CuPy.")
+    parser = CommandParser(prog="tinydgl",
+                           description="Deep learning without end-to-end backprop, written out in NumPy/CuPy.")
     parser.add_argument("--version", action="version", version=f"tinydgl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model with one method")
     names = [*TRAINERS, *DATA_PARALLEL]
     train.add_argument("--trainer", type=choice("trainer", names), default="bp",
-                       help=f"one of: {', '.join(names)} (default %(default)s; {', '.join(DATA_PARALLEL)}: with --workers)")
+                       help=f"one of: {', '.join(names)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
+                            f"with --workers)")
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None,
                        help="save a checkpoint after every epoch here (and every N steps with --checkpoint-every); "
@@ -227,7 +233,8 @@ def build_parser():
     parallel.add_argument("--devices", type=int_list, default=None,
                           help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
     parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
-                          help="local (default): worker processes on this machine; mpi: one MPI rank per worker, launched as "
+                          help="local (default): worker processes on this machine; mpi: one MPI rank per worker, "
+                               "launched as "
                                "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
                                "--workers, if given, must be J)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")

@@ -186,7 +186,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             t0 = time.perf_counter()
             desc = f"epoch {epoch + 1}/{epochs}"
             bar = _progress(train_loader, batches_per_epoch, desc, progress, initial=first)
-            lines = ProgressLines(desc, batches_per_epoch, log) if progress and not hasattr(bar, "set_postfix") else None
+            shown = hasattr(bar, "set_postfix")  # a tqdm bar
+            lines = ProgressLines(desc, batches_per_epoch, log) if progress and not shown else None
             for x, y in bar:
                 with FloatingPointErrors() as numbers:
                     loss = trainer.train_step(x, y) if alignment is None else alignment.train_step(trainer, x, y)
@@ -208,7 +209,7 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
                 if curve_open[1] == curve_every:
                     curve.append(curve_open[0] / curve_open[1])
                     curve_open = [0.0, 0]
-                if hasattr(bar, "set_postfix"):
+                if shown:
                     bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{samples / (time.perf_counter() - t0):.0f}")
                 if lines is not None:
                     lines.update(steps, loss_sum / samples, n)
