@@ -69,6 +69,7 @@ def expect(code, err, want_code, message):
     else:
         assert err.startswith("usage: tinydgl"), err
         assert err.count(" error: ") == 1, err
+        assert len(err.splitlines()) <= 3, err  # a short usage line, not the subcommand's 60 options
     assert message in err, err
 
 
@@ -157,9 +158,36 @@ def test_unknown_method_option_value_lists_the_valid_ones(args, message, capsys,
     expect(*run(capsys, tmp_path, *SMALL, *args), 1, message)
 
 
+# --- misspelt options and names: a short usage line and "did you mean" (exit 2) -----------------------------------
+TYPO_CASES = [
+    (["--trainers", "bp"], "unrecognized arguments: --trainers bp. Did you mean --trainer?"),
+    (["--limit_train", "64"], "unrecognized arguments: --limit_train 64. Did you mean --limit-train?"),
+    (["--trainers=bp", "--no-progess"], "Did you mean --trainer (for --trainers), --no-progress (for --no-progess)?"),
+    (["--xyzzy"], "unrecognized argument: --xyzzy. tinydgl train --help lists the options."),
+    (["--trainer", "lss"], "unknown trainer 'lss'; choose one of: bp, dni, cdni, greedy, dgl, async-dgl, lls,"),
+    (["--trainer", "lss"], "; did you mean lls?"),
+    (["--optimizer", "adamw_sf"], "; did you mean adamw-sf?"),
+]
+
+
+@pytest.mark.parametrize("args, message", TYPO_CASES, ids=[" ".join(a) for a, _ in TYPO_CASES])
+def test_a_misspelt_option_gets_the_subcommands_short_usage_and_a_suggestion(args, message, capsys, tmp_path):
+    code, err = run(capsys, tmp_path, *SMALL, *args)
+    expect(code, err, 2, message)
+    assert err.startswith("usage: tinydgl train [options]  (tinydgl train --help lists them)\ntinydgl train: error: ")
+
+
+def test_a_misspelt_compare_option(capsys, tmp_path):
+    code, err = run(capsys, tmp_path, *SMALL, "--alignmnt", command="compare")
+    expect(code, err, 2, "unrecognized argument: --alignmnt. Did you mean --alignment?")
+    assert err.startswith("usage: tinydgl compare [options]")
+
+
 @pytest.mark.parametrize("trainers, message", [
     ("bp,magic", "argument --trainers: unknown trainer(s) 'magic'; choose from: bp, dni"),
     ("bp,bp", "argument --trainers: bp listed twice in 'bp,bp'; name each trainer once"),
+    ("bp,dlg", "argument --trainers: unknown trainer(s) 'dlg'; choose from: bp, dni, cdni, greedy, dgl,"),
+    ("bp,dlg", ", ff; did you mean dgl?"),
 ])
 def test_compare_refuses_a_bad_trainer_list(trainers, message, capsys, tmp_path):
     expect(*run(capsys, tmp_path, "--trainers", trainers, *SMALL, command="compare"), 2, message)
@@ -504,6 +532,74 @@ def test_data_dir_that_is_a_file(capsys, tmp_path):
            f"--data-dir {not_a_folder} is a file; give the folder that holds the mnist files")
 
 
+@pytest.mark.parametrize("dataset, message", [
+    ("mnist", "--data-dir {} does not exist; give the folder that holds the mnist files (make it first to download "
+              "into it), or leave --data-dir out to use $TINYDGL_DATA or the cache; nothing was trained."),
+    ("mnist-small", "--data-dir {} does not exist; mnist-small is bundled with tinydgl and reads no folder"),
+])
+def test_data_dir_that_does_not_exist(dataset, message, good_mnist, capsys, tmp_path, monkeypatch):
+    """Before the fix, the search went on to $TINYDGL_DATA and the cache and trained on what it found there."""
+    monkeypatch.setenv("TINYDGL_DATA", str(good_mnist))  # data elsewhere that must not be used instead
+    missing = tmp_path / "no-such-folder"
+    expect(*data_run(capsys, tmp_path, missing, dataset), 1, message.format(missing))
+
+
+@pytest.mark.filterwarnings("ignore:.*no published checksum")
+def test_a_data_dir_without_the_files_says_where_they_were_found(good_mnist, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYDGL_DATA", str(good_mnist))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", *SMALL, "--dataset", "mnist", "--data-dir", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert f"note: --data-dir {empty} has no mnist files; they were found in {good_mnist}.\n" in out
+    assert f"data read from {good_mnist}\n" in out
+
+
+def test_the_banner_says_where_the_data_came_from(capsys, tmp_path):
+    assert main(["train", *SMALL, "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"note: mnist-small is bundled with tinydgl; --data-dir {tmp_path} is not read." in out
+    assert f"data read from {ds.MNIST_SMALL_PATH}\n" in out
+
+
+# --- runs that would quietly do less than asked ----------------------------------------------------------------
+def test_diverging_learning_rate_is_said_in_words(tmp_path):
+    """--lr 1e9 with adam: the second moment overflows to inf, which freezes the weights while the loss stays
+    finite (1e32); before the fix NumPy printed 'RuntimeWarning: overflow' with a source path and the run
+    exited 0 with a meaningless accuracy. In a fresh interpreter, to see exactly what a person sees."""
+    folder = tmp_path / "ckpt"
+    result = _run_cli("train", *SMALL, "--model", "cnn", "--limit-train", "256", "--lr", "1e9", "--checkpoint-dir",
+                      str(folder), "--metrics-json", str(tmp_path / "m.json"), tmp_path=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("tinydgl: error: Training diverged: numbers overflowed to inf in a training step "
+                                    "(the loss was "), result.stderr
+    assert ") at epoch 1, step " in result.stderr
+    assert ("the learning rate 1e+09 is likely too high: try a smaller one (--lr). Nothing was saved in "
+            f"{folder}: no epoch had finished. The default for --optimizer adam is 0.002") in result.stderr
+    assert "Warning" not in result.stderr and "Traceback" not in result.stderr and ".py" not in result.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_loss_that_explodes_while_finite_is_divergence(capsys, tmp_path):
+    """The mlp's batch norm keeps its numbers in range at --lr 1e9, but the loss reaches 1e19: before the fix
+    the run exited 0 with an accuracy near chance."""
+    code, err = run(capsys, tmp_path, *SMALL, "--limit-train", "256", "--lr", "1e9")
+    expect(code, err, 1, "Training diverged: the loss grew to ")
+    assert "at the run's first step) at epoch 1, step " in err and "learning rate 1e+09 is likely too high" in err
+
+
+def test_greedy_says_which_modules_the_epochs_train(capsys, tmp_path):
+    """greedy on the mlp has 2 modules, one epoch each: --epochs 1 leaves the second untrained."""
+    assert main(["train", *SMALL, "--trainer", "greedy"]) == 0
+    out = capsys.readouterr().out
+    assert ("greedy trains its 2 modules one after another, 1 epoch(s) each (--epochs-per-module 1): module 1: epoch "
+            "1. Note: with --epochs 1, module 2 keeps its random initial weights, and the test uses module 1's "
+            "auxiliary head. To train both modules, use --epochs 2.") in out
+    assert main(["train", *SMALL, "--trainer", "greedy", "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "the last one also the epochs left: module 1: epoch 1; module 2: epochs 2-3." in out and "Note" not in out
+
+
 # --- checkpoints (tinydgl/train/checkpoint.py; the mechanics are tested in tests/test_long_runs.py) ---------------
 def _checkpoint(tmp_path, capsys, *extra, trainer="dgl"):
     """A finished 2-epoch run's checkpoint folder (the last two checkpoints: after epochs 1 and 2)."""
@@ -573,6 +669,23 @@ def test_a_damaged_checkpoint_is_refused_and_the_previous_offered(damage, messag
     assert main(["train", *SMALL, "--trainer", "dgl", "--epochs", "3", "--checkpoint-dir", str(folder), "--resume",
                  "previous"]) == 0
     assert "resumed from" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("epochs", ["1", "2"])
+def test_resume_with_no_epochs_left_says_nothing_to_do(epochs, capsys, tmp_path):
+    """Exit 0 (the run asked for exists), nothing trained or written; before the fix: silence, and the old
+    metrics printed as if just trained."""
+    folder = _checkpoint(tmp_path, capsys)
+    saved = (folder / "latest.json").read_text()
+    metrics = tmp_path / "m.json"
+    assert main(["train", *SMALL, "--trainer", "dgl", "--epochs", epochs, "--checkpoint-dir", str(folder), "--resume",
+                 "--metrics-json", str(metrics)]) == 0
+    out = capsys.readouterr().out
+    assert (f"tinydgl: nothing to do: the checkpoint in {folder} has already done 2 epoch(s), and --epochs {epochs} "
+            f"counts the epochs of the whole run, resumed ones included. To train more, raise it (e.g. --epochs 3); "
+            f"nothing was trained or written.") in out
+    assert "epoch   " not in out and "test accuracy" not in out and not metrics.exists()
+    assert (folder / "latest.json").read_text() == saved
 
 
 def test_resume_previous_when_there_is_none(capsys, tmp_path):

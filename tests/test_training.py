@@ -132,6 +132,7 @@ def test_cli_writes_metrics_json_and_plot(tmp_path):
 )
 def test_cli_errors_are_clear(args, code, message, tmp_path):
     env = {"TINYDGL_OFFLINE": "1", "TINYDGL_DATA": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "empty").mkdir()  # a --data-dir that does not exist is refused before the data is looked for
     result = _run_cli(*args, "--data-dir", str(tmp_path / "empty"), env=env)
     assert result.returncode == code, result.stderr
     assert message in result.stderr

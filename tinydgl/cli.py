@@ -11,6 +11,7 @@ written) print one clear message and exit with status 1, before any training whe
 before it; argparse's usage errors exit with 2.
 """
 import argparse
+import difflib
 import json
 import os
 import platform
@@ -28,8 +29,8 @@ from .optim import OPTIMIZERS, build_optimizer
 from .trainers import TRAINERS, build_trainer
 from .cli_checks import (DATA_PARALLEL, CommandError, check_compare_options, check_output_paths,
                          check_parallel_options, choice, fraction, int_list, keyword_options, non_negative_float,
-                         non_negative_int, positive_float, positive_int, positive_int_list, select_backend,
-                         trainer_list, trainer_options)
+                         non_negative_int, parallel_trainers, positive_float, positive_int, positive_int_list,
+                         select_backend, trainer_list, trainer_options)
 
 # A mirrored digit is not the same digit: no horizontal flips for these.
 DIGIT_DATASETS = ("mnist", "mnist-small")
@@ -45,7 +46,8 @@ def add_training_arguments(parser):
     """The options shared by `train` and `compare`."""
     from .data import DATASETS
 
-    parser.add_argument("--model", type=choice("model", list(MODELS)), default="cnn", help=f"one of: {', '.join(MODELS)}")
+    parser.add_argument("--model", type=choice("model", list(MODELS)), default="cnn",
+                        help=f"one of: {', '.join(MODELS)} (default %(default)s)")
     model = parser.add_argument_group("model options (--model mlp)")
     model.add_argument("--hidden", type=int_list, default=None, metavar="W1,W2,...",
                        help="widths of the hidden layers (default 256,256)")
@@ -54,10 +56,14 @@ def add_training_arguments(parser):
     model.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch norm after each hidden linear layer (default: on)")
     parser.add_argument("--dataset", type=choice("dataset", list(DATASETS)), default="mnist-small",
-                        help=f"one of: {', '.join(DATASETS)}")
-    parser.add_argument("--epochs", type=positive_int, default=1)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--optimizer", type=choice("optimizer", list(OPTIMIZERS)), default="adam")
+                        help=f"one of: {', '.join(DATASETS)} (default %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=1,
+                        help="epochs in all, resumed ones included (default %(default)s); greedy: see "
+                             "--epochs-per-module")
+    parser.add_argument("--batch-size", type=positive_int, default=128,
+                        help="training batch size (default %(default)s)")
+    parser.add_argument("--optimizer", type=choice("optimizer", list(OPTIMIZERS)), default="adam",
+                        help=f"one of: {', '.join(OPTIMIZERS)} (default %(default)s; -sf: schedule-free)")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     parser.add_argument("--momentum", type=non_negative_float, default=None,
@@ -66,15 +72,22 @@ def add_training_arguments(parser):
                         help="per-epoch learning rate: constant (default) or cooldown (constant over the first half "
                              "of the epochs, then linearly down to 2/E of it in the last: Forward-Forward's "
                              "reference schedule); in-process runs")
-    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                        help="weight decay of every optimizer (default %(default)s): adamw decays the weights "
+                             "directly (decoupled), the others add weight_decay * w to the gradient")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seeds the weights, the data order and every random choice of a method "
+                             "(default %(default)s)")
     parser.add_argument("--backend", type=choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
                         help="numpy or cupy (default: $TINYDGL_BACKEND or numpy)")
     parser.add_argument("--data-dir", default=None, help="where dataset files are (default: $TINYDGL_DATA, the cache)")
-    parser.add_argument("--limit-train", type=positive_int, default=None, help="use only the first N training images (stratified)")
-    parser.add_argument("--limit-test", type=positive_int, default=None, help="use only the first N test images (stratified)")
+    parser.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
+                        help="use only the first N training images (stratified; default: all)")
+    parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
+                        help="use only the first N test images (stratified; default: all)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                        help="random crop (4-pixel zero padding) and, except for digits, horizontal flip")
+                        help="random crop (4-pixel zero padding) and, except for digits, horizontal flip "
+                             "(default: off)")
     parser.add_argument("--bn-recalibrate", type=non_negative_int, default=DEFAULT_BN_RECALIBRATE, metavar="N",
                         help="before every test, re-estimate batch-norm statistics at the weights being tested: N "
                              "batches of a fresh pass over the training data in training mode, learning nothing, "
@@ -137,17 +150,63 @@ def add_training_arguments(parser):
                             "reference's 3e-3 vs 3e-4)")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (shown on a terminal with tqdm), nor the line every 10 s shown otherwise")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with usage errors a person can act on: a subcommand's error shows one short usage line (its
+    full usage lists some 60 options; `--help` explains them), and an unknown option gets "did you mean"."""
+
+    def format_usage(self):
+        usage = super().format_usage()
+        if usage.count("\n") <= 3:
+            return usage
+        return f"usage: {self.prog} [options]  ({self.prog} --help lists them)\n"
+
+    def refuse_unknown(self, extras):
+        """Exit 2 naming the arguments nothing took, with the closest option for each misspelt one."""
+        known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        unknown = [arg.split("=", 1)[0] for arg in extras if arg.startswith("-")]
+        hints = []
+        for name in unknown:
+            # --limit_train: the option names use hyphens
+            close = [name.replace("_", "-")] if name.replace("_", "-") in known else \
+                difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{close[0]} (for {name})" if len(unknown) > 1 else close[0])
+        hint = f". Did you mean {', '.join(hints)}?" if hints else f". {self.prog} --help lists the options."
+        self.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}{hint}")
+
+
+def parse_command_line(parser, argv):
+    """parse_args, except that an unknown argument is reported by the subcommand that was given it (its short
+    usage and a suggestion), rather than by the top-level parser, which knows none of its options."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        leaf = parser
+        while True:  # down through the subcommands given: tinydgl train, tinydgl assignments build, ...
+            action = next((a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)), None)
+            chosen = getattr(args, action.dest, None) if action else None
+            if chosen not in getattr(action, "choices", {}):
+                break
+            leaf = action.choices[chosen]
+        if not isinstance(leaf, CommandParser):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        leaf.refuse_unknown(extras)
+    return args
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="tinydgl", description="Deep learning without end-to-end backprop, written out in NumPy/CuPy.")
+    parser = CommandParser(prog="tinydgl",
+                           description="Deep learning without end-to-end backprop, written out in NumPy/CuPy.")
     parser.add_argument("--version", action="version", version=f"tinydgl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train one model with one method")
     names = [*TRAINERS, *DATA_PARALLEL]
     train.add_argument("--trainer", type=choice("trainer", names), default="bp",
-                       help=f"one of: {', '.join(names)} ({', '.join(DATA_PARALLEL)}: with --workers)")
+                       help=f"one of: {', '.join(names)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
+                            f"with --workers)")
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None,
                        help="save a checkpoint after every epoch here (and every N steps with --checkpoint-every); "
@@ -164,9 +223,9 @@ def build_parser():
                             "before it (previous), e.g. when the latest is damaged. The checkpoint must come from "
                             "the same trainer, model, dataset, optimizer and parameter-shaping options")
     parallel = train.add_argument_group("parallel runs")
-    parallel.add_argument("--workers", type=positive_int, default=None,
-                          help="dgl, lls*, local-losses, drtp, async-dgl: run the modules in J worker processes; dp-sync: W data-parallel "
-                               "workers (default: in-process)")
+    parallel.add_argument("--workers", type=positive_int, default=None, metavar="J",
+                          help=f"{', '.join(parallel_trainers())}: run the modules in J worker processes; "
+                               f"{', '.join(DATA_PARALLEL)}: W data-parallel workers (default: in-process)")
     parallel.add_argument("--n-fetch", type=positive_int, default=None,
                           help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
     parallel.add_argument("--n-push", type=positive_int, default=None,
@@ -174,7 +233,8 @@ def build_parser():
     parallel.add_argument("--devices", type=int_list, default=None,
                           help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
     parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
-                          help="local: worker processes on this machine; mpi: one MPI rank per worker, launched as "
+                          help="local (default): worker processes on this machine; mpi: one MPI rank per worker, "
+                               "launched as "
                                "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
                                "--workers, if given, must be J)")
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
@@ -194,18 +254,36 @@ def build_parser():
 
 def load_data(args):
     """The dataset and its train/test loaders, as the options ask."""
-    from .data import DataLoader, load_dataset
+    from .data import DATASETS, DataLoader, load_dataset
 
     if args.data_dir and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
         raise CommandError(f"--data-dir {args.data_dir} is a file; give the folder that holds the {args.dataset} "
                            f"files (or leave --data-dir out to use $TINYDGL_DATA or the cache).")
+    bundled = DATASETS[args.dataset].read is None
+    if args.data_dir and not os.path.exists(args.data_dir):
+        # Refused rather than created: the other places searched ($TINYDGL_DATA, the cache) would silently
+        # supply the data instead, and a typo in the path would go unnoticed.
+        instead = (f"{args.dataset} is bundled with tinydgl and reads no folder: leave --data-dir out" if bundled else
+                   f"give the folder that holds the {args.dataset} files (make it first to download into it), or "
+                   f"leave --data-dir out to use $TINYDGL_DATA or the cache")
+        raise CommandError(f"--data-dir {args.data_dir} does not exist; {instead}; nothing was trained.")
+    if args.data_dir and bundled:
+        print(f"note: {args.dataset} is bundled with tinydgl; --data-dir {args.data_dir} is not read.")
     dataset = load_dataset(args.dataset, data_dir=args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test,
                            progress=not args.no_progress)
+    if args.data_dir and not bundled and not _inside(dataset.source, args.data_dir):
+        print(f"note: --data-dir {args.data_dir} has no {args.dataset} files; they were found in {dataset.source}.")
     train_loader = DataLoader(dataset.x_train, dataset.y_train, args.batch_size, shuffle=True, seed=args.seed,
                               augment=args.augment, hflip=args.dataset not in DIGIT_DATASETS, mean=dataset.mean, std=dataset.std)
     # Evaluate in batches no larger than training ones, so evaluation never sets the peak memory.
     test_loader = DataLoader(dataset.x_test, dataset.y_test, min(args.batch_size, 500), shuffle=False, mean=dataset.mean, std=dataset.std)
     return dataset, train_loader, test_loader
+
+
+def _inside(path, folder):
+    """Whether `path` is `folder` or lies under it (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
 
 
 def make_trainer(args, trainer_name, dataset, strict=True):
@@ -274,6 +352,31 @@ def resume_command(argv):
             continue
         kept.append(arg)
     return "tinydgl " + shlex.join([*kept, "--resume"])
+
+
+def greedy_plan(trainer, epochs):
+    """greedy trains its modules one after another, `epochs_per_module` each (the last takes any epochs left):
+    a line saying which module trains in which epochs, and, when --epochs leaves some modules untrained, what
+    that means and how to train them all. None for the other trainers."""
+    from .trainers.dgl import GreedyTrainer
+
+    if not isinstance(trainer, GreedyTrainer):
+        return None
+    k, per = len(trainer.modules), trainer.epochs_per_module
+    spans = [(j * per, epochs if j == k - 1 else min(epochs, (j + 1) * per)) for j in range(k)]
+    trained = [(j, a, b) for j, (a, b) in enumerate(spans) if b > a]
+    plan = "; ".join(f"module {j + 1}: epoch{f's {a + 1}-{b}' if b - a > 1 else f' {b}'}" for j, a, b in trained)
+    left = ", the last one also the epochs left" if epochs > k * per else ""
+    line = (f"greedy trains its {k} modules one after another, {per} epoch(s) each (--epochs-per-module {per})"
+            f"{left}: {plan}.")
+    if len(trained) == k:
+        return line
+    first_idle = len(trained) + 1
+    idle = f"module {k} keeps its" if first_idle == k else f"modules {first_idle}-{k} keep their"
+    other = f", or --epochs-per-module {epochs // k} with --epochs {epochs}" if epochs >= k else ""
+    return (f"{line} Note: with --epochs {epochs}, {idle} random initial weights, and the test uses module "
+            f"{len(trained)}'s auxiliary head. To train {'both' if k == 2 else f'all {k}'} modules, use --epochs "
+            f"{k * per}{other}.")
 
 
 def recalibration_note(args, trainer):
@@ -359,9 +462,22 @@ def cmd_train(args):
         raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
     trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
     trainer.run_info = run_identity(args)
+    if args.resume:
+        done = epochs_done(args, trainer)
+        if done >= args.epochs:
+            # Exit 0: what was asked for (a run of --epochs epochs) exists, so a script that re-runs the same
+            # command after a finished run (a re-queued job) succeeds; a refusal would be an error to retry.
+            print(f"tinydgl: nothing to do: the checkpoint in {args.checkpoint_dir} has already done {done} epoch(s), "
+                  f"and --epochs {args.epochs} counts the epochs of the whole run, resumed ones included. To train "
+                  f"more, raise it (e.g. --epochs {done + 1}); nothing was trained or written.")
+            return 0
     print(f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
           f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
           f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}{recalibration_note(args, trainer)}")
+    print(f"data read from {dataset.source}")
+    plan = greedy_plan(trainer, args.epochs)
+    if plan:
+        print(plan)
     started = time.perf_counter()
     if args.workers:
         if args.checkpoint_every:
@@ -394,6 +510,15 @@ def cmd_train(args):
     return 0
 
 
+def epochs_done(args, trainer):
+    """How many epochs the checkpoint --resume names has finished; CheckpointError if it is missing, damaged
+    or not this run's (the same checks as the resume itself, made before anything else happens)."""
+    from .train import load_checkpoint
+
+    _, meta = load_checkpoint(args.checkpoint_dir, args.resume, trainer=trainer)
+    return meta["epoch"]
+
+
 def fit_on_workers(args, trainer, train_loader, test_loader):
     """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
     from .runtime import WorkerFailed, fit_data_parallel, fit_downpour, fit_module_parallel
@@ -401,7 +526,7 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     if getattr(args, "engine", "local") == "mpi":
         if args.trainer == "downpour":
             raise CommandError("downpour runs on the local engine (worker processes on one machine); "
-                               "over MPI there are dgl, lls*, local-losses, drtp, async-dgl, dni, cdni and dp-sync.")
+                               f"over MPI there are {', '.join(parallel_trainers())} and dp-sync.")
         if args.devices:
             raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
         return fit_on_mpi(args, trainer, train_loader, test_loader)
@@ -550,6 +675,7 @@ def cmd_compare(args):
     print(f"tinydgl compare on {args.model}, {dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test "
           f"images, {args.epochs} epoch(s), batch {args.batch_size}, {args.optimizer}, seed {args.seed}, "
           f"BN recalibration on {args.bn_recalibrate} batches (models with batch norm)")
+    print(f"data read from {dataset.source}")
     from .train.compute import step_macs
 
     first_batch = next(iter(train_loader.fresh_pass(0, 1)))
@@ -557,6 +683,9 @@ def cmd_compare(args):
     for name in args.trainers:
         trainer, lr = make_trainer(args, name, dataset, strict=False)
         print(f"--- {name} ---")
+        plan = greedy_plan(trainer, args.epochs)
+        if plan:
+            print(plan)
         macs = step_macs(trainer, *first_batch)  # before training, on a copy: counting changes nothing
         probe = alignment_probe(args, trainer)
         with PeakMemory(get_backend().name) as memory:
@@ -640,6 +769,15 @@ def cmd_assignments(args):
         raise CommandError(str(err)) from err
 
 
+def default_lr_hint(args):
+    """After a divergence with --lr above the optimizer's default: ' The default for --optimizer adam is ...'."""
+    default = DEFAULT_LR.get(getattr(args, "optimizer", None))
+    lr = getattr(args, "lr", None)
+    if lr is None or default is None or lr <= default:
+        return ""
+    return f" The default for --optimizer {args.optimizer} is {default:g}: leave --lr out to use it."
+
+
 def main(argv=None):
     from .data import DataFileError, DatasetNotFoundError, DownloadError
     from .train import CheckpointError, TrainingDiverged
@@ -647,11 +785,18 @@ def main(argv=None):
     from .train.stopping import RunStopped, Terminated
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:  # each line as it is printed, also into a pipe or a file (block-buffered otherwise: silent for minutes)
+        sys.stdout.reconfigure(line_buffering=True)
+    except (AttributeError, ValueError):  # a stream without it (a test's capture, a notebook)
+        pass
+    args = parse_command_line(build_parser(), argv)
     try:
         return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
     except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError) as err:
-        print(f"tinydgl: error: {err}", file=sys.stderr)
+        # A diverged run exits 1 too: its weights stopped learning, so its numbers mean nothing (and no metrics or
+        # plot are written that would look like a finished run).
+        print(f"tinydgl: error: {err}{default_lr_hint(args) if isinstance(err, TrainingDiverged) else ''}",
+              file=sys.stderr)
         return 1
     except RunStopped as stopped:
         how = f" To resume:\n  {resume_command(argv)}" if stopped.checkpoint_dir else ""

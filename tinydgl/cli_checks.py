@@ -4,6 +4,7 @@ takes, output paths, the backend, and option combinations. Every check raises `C
 argparse's `ArgumentTypeError` (a usage error, exit 2); `tinydgl.cli` runs them.
 """
 import argparse
+import difflib
 import inspect
 import math
 import os
@@ -79,7 +80,10 @@ def trainer_list(text):
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in names if t not in TRAINERS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}")
+        close = [match for name in unknown for match in difflib.get_close_matches(name, list(TRAINERS), n=1)]
+        guess = f"; did you mean {', '.join(close)}?" if close else ""
+        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: "
+                                         f"{', '.join(TRAINERS)}{guess}")
     twice = sorted({t for t in names if names.count(t) > 1})
     if twice:
         raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}; name each trainer once")
@@ -156,13 +160,17 @@ def trainer_options(args, trainer_name, strict=True):
 
 
 def choice(kind, names):
-    """An argparse type that accepts one of `names` and otherwise lists them all."""
+    """An argparse type that accepts one of `names` and otherwise lists them all (and the closest, for a typo).
+    The names are kept on the type as `.names`, so that tests can check --help lists them."""
 
     def parse(text):
         if text not in names:
-            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose one of: {', '.join(names)}")
+            close = difflib.get_close_matches(text, names, n=1)
+            guess = f"; did you mean {close[0]}?" if close else ""
+            raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose one of: {', '.join(names)}{guess}")
         return text
 
+    parse.names = list(names)
     return parse
 
 

@@ -7,8 +7,11 @@ optional batch-norm recalibration, test) and the checkpoint saves what was evalu
 """
 import contextlib
 import math
+import os
 import sys
 import time
+
+import numpy as np
 
 from ..optim import scheduled_lr
 from .checkpoint import load_checkpoint, save_checkpoint, where
@@ -16,8 +19,78 @@ from .evaluation import evaluate_epoch
 from .stopping import RunStopped, StopSignals
 
 
+# Where no progress bar shows (output piped, or tqdm not installed), a line every this many seconds.
+PROGRESS_EVERY_SECONDS = 10.0
+# The history keeps up to this many points of each epoch's training loss (means over equal runs of steps),
+# enough to draw a one-epoch run's curve and small in every checkpoint's JSON.
+LOSS_CURVE_POINTS = 50
+# A loss this many times its first value in the run (or than 1, if that was smaller) has diverged: the numbers
+# may still be finite (batch norm keeps an mlp's activations in range at --lr 1e9, its loss reaching 1e19),
+# but no run that learns gets there.
+DIVERGED_FACTOR = 1000.0
+# What ProgressLines reads the time from; tests replace it with a fake clock.
+clock = time.monotonic
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or numbers overflowed during a training step."""
+
+
+class FloatingPointErrors:
+    """Context manager: while active, NumPy's overflow and invalid-value errors (inf, or NaN from inf - inf)
+    are recorded in `first` ("overflow", "invalid value") instead of each printing a RuntimeWarning with a
+    source path. tinydgl's ops are written to stay in range (a stable softmax, log1p(exp(-|z|)), ...), so in a
+    training step such an error means the numbers are blowing up: Adam's second moment overflowing to inf,
+    for one, stops the weights (a step of m / sqrt(inf) is 0) while the loss stays finite. Not seen: CuPy's
+    GPU arithmetic, and work on other threads (NumPy's error state is per thread)."""
+
+    def __init__(self):
+        self.first = None
+
+    def __call__(self, kind, flag):
+        self.first = self.first or kind
+
+    def __enter__(self):
+        self._state = np.errstate(over="call", invalid="call", call=self)
+        self._state.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._state.__exit__(*exc)
+
+
+def diverged(problem, epoch, step, trainer, checkpoint_dir):
+    """The TrainingDiverged to raise: what happened where, the likely cause, and what was saved."""
+    rates = [opt.lr for opt in trainer.optimizers() if getattr(opt, "lr", None) is not None]
+    cause = (f"the learning rate {max(rates):g} is likely too high: try a smaller one (--lr)" if rates else
+             "try a smaller learning rate (--lr)")
+    if checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "latest.json")):
+        saved = f" The last good checkpoint is in {checkpoint_dir}."
+    elif checkpoint_dir:
+        saved = f" Nothing was saved in {checkpoint_dir}: no epoch had finished."
+    else:
+        saved = ""
+    return TrainingDiverged(f"Training diverged: {problem} at epoch {epoch}, step {step}; {cause}.{saved}")
+
+
+class ProgressLines:
+    """Where no progress bar shows (output piped to a file, or tqdm not installed): a line every `every`
+    seconds, so that a long epoch is not silent until it ends. The time comes from the module's `clock`."""
+
+    def __init__(self, desc, total, log, every=PROGRESS_EVERY_SECONDS):
+        self.desc, self.total, self.log, self.every = desc, total, log, every
+        self.started = self.last = clock()
+        self.samples = 0
+
+    def update(self, step, mean_loss, batch_size):
+        """After each step: `step` of `total` done, the epoch's mean loss so far, the step's batch size."""
+        self.samples += batch_size
+        now = clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = self.samples / (now - self.started)
+        self.log(f"  {self.desc}  step {step}/{self.total}  train loss {mean_loss:.4f}  {rate:.0f} samples/s")
 
 
 def _progress(iterable, total, desc, enabled, initial=0):
@@ -59,9 +132,15 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     Schedule-free optimizers evaluate, recalibrate and checkpoint at epoch ends at their average x and train
     at y (mid-epoch checkpoints hold y, the point training continues from); when fit returns, the
     parameters hold x (the model to use).
+    progress: a tqdm bar where stderr is a terminal and tqdm is installed; elsewhere a line through `log`
+    every PROGRESS_EVERY_SECONDS (`ProgressLines`). False: neither.
+    Raises TrainingDiverged when the loss becomes NaN or infinite, or DIVERGED_FACTOR times its first value,
+    or NumPy reports an overflow or an invalid value in a training step (`FloatingPointErrors`): any of these
+    means the run has stopped learning.
     Returns a list with one dict per epoch: epoch, train_loss, test_accuracy, test_loss, seconds (training
     only), samples_per_second (samples every module learned from, per training second),
-    bn_recalibrate_batches, bn_recalibrate_seconds.
+    bn_recalibrate_batches, bn_recalibrate_seconds, loss_curve (up to LOSS_CURVE_POINTS means of the batch
+    losses, each over loss_curve_every steps in order).
     """
     if bn_recalibrate < 0:
         raise ValueError(f"bn_recalibrate must be >= 0 (batches), got {bn_recalibrate}.")
@@ -78,6 +157,7 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
         pending = (state["resume"], meta.get("trainer_state") or {})
         log(f"resumed from {checkpoint_dir} {where(meta)}")
     batches_per_epoch = len(train_loader)
+    first_loss = None
     with StopSignals() if stop_on_signals else contextlib.nullcontext() as stop:
         for epoch in range(start, epochs):
             first = start_step if epoch == start else 0
@@ -97,31 +177,49 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             if first and partial:
                 loss_sum, samples, steps = partial["loss_sum"], partial["samples"], partial["steps"]
                 seconds_before, fresh_before = partial["seconds"], partial["fresh_before"]
+                curve, curve_open = list(partial.get("loss_curve", [])), list(partial.get("loss_curve_open", [0.0, 0]))
             else:
                 loss_sum, samples, steps, seconds_before = 0.0, 0, 0, 0.0
                 fresh_before = trainer.fresh_samples_per_module()
+                curve, curve_open = [], [0.0, 0]  # the loss curve's points, and the sum and count of the next one
+            curve_every = max(1, math.ceil(batches_per_epoch / LOSS_CURVE_POINTS))  # steps per point
             t0 = time.perf_counter()
-            bar = _progress(train_loader, batches_per_epoch, f"epoch {epoch + 1}/{epochs}", progress, initial=first)
+            desc = f"epoch {epoch + 1}/{epochs}"
+            bar = _progress(train_loader, batches_per_epoch, desc, progress, initial=first)
+            shown = hasattr(bar, "set_postfix")  # a tqdm bar
+            lines = ProgressLines(desc, batches_per_epoch, log) if progress and not shown else None
             for x, y in bar:
-                loss = trainer.train_step(x, y) if alignment is None else alignment.train_step(trainer, x, y)
+                with FloatingPointErrors() as numbers:
+                    loss = trainer.train_step(x, y) if alignment is None else alignment.train_step(trainer, x, y)
                 steps += 1
                 if not math.isfinite(loss):
-                    where_saved = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
-                    raise TrainingDiverged(
-                        f"The loss became {loss} at epoch {epoch + 1}, step {steps}{where_saved}. "
-                        "Try a smaller learning rate (--lr)."
-                    )
+                    raise diverged(f"the loss became {loss}", epoch + 1, steps, trainer, checkpoint_dir)
+                if numbers.first:
+                    what = "numbers overflowed to inf" if numbers.first == "overflow" else "NaN appeared"
+                    raise diverged(f"{what} in a training step (the loss was {loss:.3g})", epoch + 1, steps, trainer,
+                                   checkpoint_dir)
+                first_loss = loss if first_loss is None else first_loss
+                if loss > DIVERGED_FACTOR * max(first_loss, 1.0):
+                    raise diverged(f"the loss grew to {loss:.3g} (from {first_loss:.3g} at the run's first step)",
+                                   epoch + 1, steps, trainer, checkpoint_dir)
                 n = int(y.shape[0])
                 loss_sum += loss * n
                 samples += n
-                if hasattr(bar, "set_postfix"):
+                curve_open = [curve_open[0] + loss, curve_open[1] + 1]
+                if curve_open[1] == curve_every:
+                    curve.append(curve_open[0] / curve_open[1])
+                    curve_open = [0.0, 0]
+                if shown:
                     bar.set_postfix(loss=f"{loss:.3f}", samples_s=f"{samples / (time.perf_counter() - t0):.0f}")
+                if lines is not None:
+                    lines.update(steps, loss_sum / samples, n)
                 stopping = stop is not None and stop.requested
                 every = checkpoint_every and (epoch * batches_per_epoch + steps) % checkpoint_every == 0
                 if checkpoint_dir and (stopping or every) and steps < batches_per_epoch:
                     t_save = time.perf_counter()
                     progress_so_far = {"loss_sum": loss_sum, "samples": samples, "steps": steps,
-                                       "seconds": seconds_before + t_save - t0, "fresh_before": fresh_before}
+                                       "seconds": seconds_before + t_save - t0, "fresh_before": fresh_before,
+                                       "loss_curve": curve, "loss_curve_open": curve_open}
                     save_checkpoint(checkpoint_dir, trainer, epoch, history, step=steps, progress=progress_so_far)
                     t0 += time.perf_counter() - t_save  # saving is not training time
                 if stopping and steps < batches_per_epoch:
@@ -131,6 +229,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
             seconds = seconds_before + time.perf_counter() - t0
             if samples == 0:
                 raise ValueError("The training data produced no batches.")
+            if curve_open[1]:
+                curve.append(curve_open[0] / curve_open[1])
             learned, fresh = samples, None
             fresh_after = trainer.fresh_samples_per_module()
             if fresh_after is not None:
@@ -149,6 +249,9 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
                 "samples_per_second": learned / seconds,
                 "bn_recalibrate_batches": metrics["bn_recalibrate_batches"],
                 "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"],
+                # the training loss over the epoch: each point the mean batch loss of `loss_curve_every` steps
+                "loss_curve": curve,
+                "loss_curve_every": curve_every,
             }
             if evaluate_before_recalibration:
                 entry["test_accuracy_before_recalibration"] = metrics["accuracy_before_recalibration"]
