@@ -11,7 +11,7 @@ import sys
 import time
 
 from ..optim import scheduled_lr
-from .checkpoint import load_checkpoint, save_checkpoint, where
+from .checkpoint import hold_folder, last_checkpoint_note, load_checkpoint, save_checkpoint, where
 from .evaluation import evaluate_epoch
 from .stopping import RunStopped, StopSignals
 
@@ -71,14 +71,15 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     if alignment is not None:
         alignment.check(trainer)
     history, start, start_step, partial, pending = [], 0, 0, None, None
-    if resume:
-        state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
-        trainer.load_state_dict(state)
-        history, start, start_step, partial = meta["history"], meta["epoch"], meta["step"], meta.get("progress")
-        pending = (state["resume"], meta.get("trainer_state") or {})
-        log(f"resumed from {checkpoint_dir} {where(meta)}")
-    batches_per_epoch = len(train_loader)
-    with StopSignals() if stop_on_signals else contextlib.nullcontext() as stop:
+    # One run per checkpoint folder, from reading the checkpoint to the last save (released however fit ends).
+    with hold_folder(checkpoint_dir, trainer, log), StopSignals() if stop_on_signals else contextlib.nullcontext() as stop:
+        if resume:
+            state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
+            trainer.load_state_dict(state)
+            history, start, start_step, partial = meta["history"], meta["epoch"], meta["step"], meta.get("progress")
+            pending = (state["resume"], meta.get("trainer_state") or {})
+            log(f"resumed from {checkpoint_dir} {where(meta)}")
+        batches_per_epoch = len(train_loader)
         for epoch in range(start, epochs):
             first = start_step if epoch == start else 0
             train_loader.set_epoch(epoch, first)
@@ -106,7 +107,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
                 loss = trainer.train_step(x, y) if alignment is None else alignment.train_step(trainer, x, y)
                 steps += 1
                 if not math.isfinite(loss):
-                    where_saved = f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""
+                    saved = last_checkpoint_note(checkpoint_dir)  # only a checkpoint that exists is offered
+                    where_saved = f"; {saved}" if saved else ""
                     raise TrainingDiverged(
                         f"The loss became {loss} at epoch {epoch + 1}, step {steps}{where_saved}. "
                         "Try a smaller learning rate (--lr)."
