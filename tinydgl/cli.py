@@ -11,7 +11,6 @@ written) print one clear message and exit with status 1, before any training whe
 before it; argparse's usage errors exit with 2.
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -330,17 +329,11 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
     }
 
 
-def write_json(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def cmd_train(args):
     from .train import fit, plot_history
+    from .train.checkpoint import check_unlocked
+    from .train.memory import check_batch_memory
+    from .train.outputs import Outputs
 
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
@@ -353,12 +346,15 @@ def cmd_train(args):
         prepare_mpi(args)
         check_outputs_on_rank0(args)
     else:
+        check_unlocked(args.checkpoint_dir)  # a folder another run is writing: said before anything else
         check_output_paths(args)
     dataset, train_loader, test_loader = load_data(args)
     if args.checkpoint_every and not args.checkpoint_dir:
         raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
     trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
     trainer.run_info = run_identity(args)
+    if not args.workers:  # a batch too large for memory: said now, not as a MemoryError mid-epoch
+        check_batch_memory(trainer, train_loader, args.batch_size)
     print(f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
           f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
           f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}{recalibration_note(args, trainer)}")
@@ -378,19 +374,19 @@ def cmd_train(args):
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     print(f"{accuracy_line(summary)} after {summary['epochs']} epoch(s); "
           f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")
+    outputs = Outputs()  # a disk that filled up while training: the results go elsewhere, said
     if args.metrics_json:
-        write_json(args.metrics_json, summary)
-        print(f"metrics written to {args.metrics_json}")
+        outputs.write_json("metrics", args.metrics_json, summary)
     if args.plot:
-        plot_history({args.trainer: history}, args.plot, title=f"{args.model} on {args.dataset}")
-        print(f"learning curves written to {args.plot}")
+        outputs.write_file("learning curves", args.plot,
+                           lambda path: plot_history({args.trainer: history}, path, title=f"{args.model} on {args.dataset}"))
         if args.workers:
             from .runtime.metrics import plot_timeline
 
-            path = os.path.splitext(args.plot)[0] + "-timeline.png"
-            plot_timeline([w for h in history for w in h.get("workers", [])], path,
-                          title=f"{args.trainer} on {args.model}, {args.workers} workers")
-            print(f"worker timeline written to {path}")
+            outputs.write_file("worker timeline", os.path.splitext(args.plot)[0] + "-timeline.png",
+                               lambda path: plot_timeline([w for h in history for w in h.get("workers", [])], path,
+                                                          title=f"{args.trainer} on {args.model}, {args.workers} workers"))
+    outputs.finish()
     return 0
 
 
@@ -542,6 +538,8 @@ class PeakMemory:
 
 def cmd_compare(args):
     from .train import fit, plot_history
+    from .train.memory import check_batch_memory
+    from .train.outputs import Outputs
 
     check_compare_options(args)
     select_backend(args)
@@ -559,6 +557,7 @@ def cmd_compare(args):
         print(f"--- {name} ---")
         macs = step_macs(trainer, *first_batch)  # before training, on a copy: counting changes nothing
         probe = alignment_probe(args, trainer)
+        check_batch_memory(trainer, train_loader, args.batch_size)
         with PeakMemory(get_backend().name) as memory:
             history = fit(trainer, train_loader, test_loader, args.epochs, progress=not args.no_progress,
                           bn_recalibrate=args.bn_recalibrate, alignment=probe, lr_schedule=args.lr_schedule)
@@ -581,19 +580,21 @@ def cmd_compare(args):
           "get its gradients beyond the forward pass and the weight gradients.")
     if args.alignment:
         print_alignment(runs)
+    outputs = Outputs()  # a disk that filled up while training: the results go elsewhere, said
     if args.metrics_json:
-        write_json(args.metrics_json, {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "runs": runs})
-        print(f"metrics written to {args.metrics_json}")
+        outputs.write_json("metrics", args.metrics_json,
+                           {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "runs": runs})
     if args.plot:
-        plot_history({r["trainer"]: r["history"] for r in runs}, args.plot, title=f"{args.model} on {args.dataset}")
-        print(f"learning curves written to {args.plot}")
+        outputs.write_file("learning curves", args.plot, lambda path: plot_history(
+            {r["trainer"]: r["history"] for r in runs}, path, title=f"{args.model} on {args.dataset}"))
         measured = {r["trainer"]: r["alignment"] for r in runs if r.get("alignment")}
         if measured:
             from .train.alignment import plot_alignment
 
             path = os.path.splitext(args.plot)[0] + "-alignment" + os.path.splitext(args.plot)[1]
-            plot_alignment(measured, path, title=f"gradient alignment with backprop, {args.model} on {args.dataset}")
-            print(f"alignment per block written to {path}")
+            outputs.write_file("alignment per block", path, lambda path: plot_alignment(
+                measured, path, title=f"gradient alignment with backprop, {args.model} on {args.dataset}"))
+    outputs.finish()
     return 0
 
 
@@ -643,15 +644,20 @@ def cmd_assignments(args):
 def main(argv=None):
     from .data import DataFileError, DatasetNotFoundError, DownloadError
     from .train import CheckpointError, TrainingDiverged
-
+    from .train.memory import NotEnoughMemory, out_of_memory_message
+    from .train.outputs import OutputError
     from .train.stopping import RunStopped, Terminated
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
-    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError) as err:
+    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError,
+            NotEnoughMemory, OutputError) as err:
         print(f"tinydgl: error: {err}", file=sys.stderr)
+        return 1
+    except MemoryError as err:  # NumPy's _ArrayMemoryError, CuPy's OutOfMemoryError
+        print(f"tinydgl: error: {out_of_memory_message(err, getattr(args, 'batch_size', None))}", file=sys.stderr)
         return 1
     except RunStopped as stopped:
         how = f" To resume:\n  {resume_command(argv)}" if stopped.checkpoint_dir else ""
