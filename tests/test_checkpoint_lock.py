@@ -112,7 +112,8 @@ def test_the_folder_is_given_back_when_fit_is_interrupted(tmp_path):
     data = load_dataset("mnist-small", limit_train=64, limit_test=32, progress=False)
     train_loader = DataLoader(data.x_train, data.y_train, 32, mean=data.mean, std=data.std)
     test_loader = DataLoader(data.x_test, data.y_test, 32, shuffle=False, mean=data.mean, std=data.std)
-    trainer = build_trainer("bp", build_model("mlp", in_channels=1, image_size=28, num_classes=10, hidden=[16], seed=0), lambda p: build_optimizer("adam", p, lr=1e-3))
+    model = build_model("mlp", in_channels=1, image_size=28, num_classes=10, hidden=[16], seed=0)
+    trainer = build_trainer("bp", model, lambda p: build_optimizer("adam", p, lr=1e-3))
 
     def interrupt(entry):
         raise KeyboardInterrupt

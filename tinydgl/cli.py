@@ -378,14 +378,15 @@ def cmd_train(args):
     if args.metrics_json:
         outputs.write_json("metrics", args.metrics_json, summary)
     if args.plot:
-        outputs.write_file("learning curves", args.plot,
-                           lambda path: plot_history({args.trainer: history}, path, title=f"{args.model} on {args.dataset}"))
+        outputs.write_file("learning curves", args.plot, lambda path: plot_history(
+            {args.trainer: history}, path, title=f"{args.model} on {args.dataset}"))
         if args.workers:
             from .runtime.metrics import plot_timeline
 
-            outputs.write_file("worker timeline", os.path.splitext(args.plot)[0] + "-timeline.png",
-                               lambda path: plot_timeline([w for h in history for w in h.get("workers", [])], path,
-                                                          title=f"{args.trainer} on {args.model}, {args.workers} workers"))
+            timeline = os.path.splitext(args.plot)[0] + "-timeline.png"
+            outputs.write_file("worker timeline", timeline, lambda path: plot_timeline(
+                [w for h in history for w in h.get("workers", [])], path,
+                title=f"{args.trainer} on {args.model}, {args.workers} workers"))
     outputs.finish()
     return 0
 
@@ -551,13 +552,14 @@ def cmd_compare(args):
     from .train.compute import step_macs
 
     first_batch = next(iter(train_loader.fresh_pass(0, 1)))
+    for name in args.trainers:  # a batch too large for memory: said before any method trains
+        check_batch_memory(make_trainer(args, name, dataset, strict=False)[0], train_loader, args.batch_size)
     runs, rows = [], []
     for name in args.trainers:
         trainer, lr = make_trainer(args, name, dataset, strict=False)
         print(f"--- {name} ---")
         macs = step_macs(trainer, *first_batch)  # before training, on a copy: counting changes nothing
         probe = alignment_probe(args, trainer)
-        check_batch_memory(trainer, train_loader, args.batch_size)
         with PeakMemory(get_backend().name) as memory:
             history = fit(trainer, train_loader, test_loader, args.epochs, progress=not args.no_progress,
                           bn_recalibrate=args.bn_recalibrate, alignment=probe, lr_schedule=args.lr_schedule)
@@ -652,8 +654,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
-    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError,
-            NotEnoughMemory, OutputError) as err:
+    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged,
+            ImportError, NotEnoughMemory, OutputError) as err:
         print(f"tinydgl: error: {err}", file=sys.stderr)
         return 1
     except MemoryError as err:  # NumPy's _ArrayMemoryError, CuPy's OutOfMemoryError

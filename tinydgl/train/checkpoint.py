@@ -160,7 +160,8 @@ def save_checkpoint(directory, trainer, epoch, history, extra=None, step=0, prog
         this = where({"epoch": epoch, "step": step})
         before = (f"The checkpoint {where(_read_record(latest))} is intact there and stays the latest."
                   if kept else "No earlier checkpoint is there.")
-        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else f"once {directory} can be written again"
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space" if full else f"once {directory} can be written again"
         again = "run the same command with --resume to continue from it" if kept else "run the same command again"
         raise CheckpointWriteError(f"Could not write the checkpoint {this} to {directory}: {describe_os_error(err)}. "
                                    f"{before} Training stopped: {fix}, then {again}.") from err
@@ -411,9 +412,13 @@ class CheckpointLock:
         except ImportError:
             self.log(f"note: cannot lock {self.directory} on this system; make sure no other run writes there.")
             return
-        os.makedirs(self.directory, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise CheckpointWriteError(f"Cannot write checkpoints to {self.directory}: {describe_os_error(err)}; "
+                                           f"nothing was trained.") from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
