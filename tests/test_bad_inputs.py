@@ -574,8 +574,8 @@ def test_diverging_learning_rate_is_said_in_words(tmp_path):
     assert result.stderr.startswith("tinydgl: error: Training diverged: numbers overflowed to inf in a training step "
                                     "(the loss was "), result.stderr
     assert ") at epoch 1, step " in result.stderr
-    assert ("the learning rate 1e+09 is likely too high: try a smaller one (--lr). Nothing was saved in "
-            f"{folder}: no epoch had finished. The default for --optimizer adam is 0.002") in result.stderr
+    assert ("the learning rate 1e+09 is likely too high: try a smaller one (--lr). No checkpoint was written to "
+            f"{folder}. The default for --optimizer adam is 0.002") in result.stderr
     assert "Warning" not in result.stderr and "Traceback" not in result.stderr and ".py" not in result.stderr
     assert not (tmp_path / "m.json").exists()
 

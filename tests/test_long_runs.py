@@ -223,6 +223,7 @@ def test_cli_sigkill_mid_epoch_then_resume_ends_bit_identical(tmp_path):
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert "resumed from" in out and "at epoch" in out, out
+    assert "which is no longer running (it was killed or crashed); this run takes the folder over" in out  # its lock
     (a, meta_a), (b, meta_b) = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "killed")
     assert meta_a["epoch"] == meta_b["epoch"] == 3 and meta["step"] > 0
     for key in a:
@@ -239,6 +240,7 @@ def test_cli_stops_cleanly_on_a_signal_with_a_checkpoint_and_says_how_to_resume(
     assert proc.returncode == code, err
     assert f"stopped by {signame}" in err and "Traceback" not in err
     assert f"checkpoint saved in {tmp_path}" in err and "--resume" in err.splitlines()[-1]
+    assert not (tmp_path / "lock.json").exists()  # the folder was given back
     command = err.splitlines()[-1].split()
     assert command[0] == "tinydgl" and command[1] == "train" and command[-1] == "--resume"
     meta = json.loads((tmp_path / "latest.json").read_text())

@@ -12,7 +12,6 @@ before it; argparse's usage errors exit with 2.
 """
 import argparse
 import difflib
-import json
 import os
 import platform
 import sys
@@ -433,17 +432,11 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
     }
 
 
-def write_json(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def cmd_train(args):
     from .train import fit, plot_history
+    from .train.checkpoint import check_unlocked
+    from .train.memory import check_batch_memory
+    from .train.outputs import Outputs
 
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
@@ -456,6 +449,7 @@ def cmd_train(args):
         prepare_mpi(args)
         check_outputs_on_rank0(args)
     else:
+        check_unlocked(args.checkpoint_dir)  # a folder another run is writing: said before anything else
         check_output_paths(args)
     dataset, train_loader, test_loader = load_data(args)
     if args.checkpoint_every and not args.checkpoint_dir:
@@ -471,6 +465,8 @@ def cmd_train(args):
                   f"and --epochs {args.epochs} counts the epochs of the whole run, resumed ones included. To train "
                   f"more, raise it (e.g. --epochs {done + 1}); nothing was trained or written.")
             return 0
+    if not args.workers:  # a batch too large for memory: said now, not as a MemoryError mid-epoch
+        check_batch_memory(trainer, train_loader, args.batch_size)
     print(f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
           f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
           f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}{recalibration_note(args, trainer)}")
@@ -494,19 +490,20 @@ def cmd_train(args):
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     print(f"{accuracy_line(summary)} after {summary['epochs']} epoch(s); "
           f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")
+    outputs = Outputs()  # a disk that filled up while training: the results go elsewhere, said
     if args.metrics_json:
-        write_json(args.metrics_json, summary)
-        print(f"metrics written to {args.metrics_json}")
+        outputs.write_json("metrics", args.metrics_json, summary)
     if args.plot:
-        plot_history({args.trainer: history}, args.plot, title=f"{args.model} on {args.dataset}")
-        print(f"learning curves written to {args.plot}")
+        outputs.write_file("learning curves", args.plot, lambda path: plot_history(
+            {args.trainer: history}, path, title=f"{args.model} on {args.dataset}"))
         if args.workers:
             from .runtime.metrics import plot_timeline
 
-            path = os.path.splitext(args.plot)[0] + "-timeline.png"
-            plot_timeline([w for h in history for w in h.get("workers", [])], path,
-                          title=f"{args.trainer} on {args.model}, {args.workers} workers")
-            print(f"worker timeline written to {path}")
+            timeline = os.path.splitext(args.plot)[0] + "-timeline.png"
+            outputs.write_file("worker timeline", timeline, lambda path: plot_timeline(
+                [w for h in history for w in h.get("workers", [])], path,
+                title=f"{args.trainer} on {args.model}, {args.workers} workers"))
+    outputs.finish()
     return 0
 
 
@@ -667,6 +664,8 @@ class PeakMemory:
 
 def cmd_compare(args):
     from .train import fit, plot_history
+    from .train.memory import check_batch_memory
+    from .train.outputs import Outputs
 
     check_compare_options(args)
     select_backend(args)
@@ -679,6 +678,8 @@ def cmd_compare(args):
     from .train.compute import step_macs
 
     first_batch = next(iter(train_loader.fresh_pass(0, 1)))
+    for name in args.trainers:  # a batch too large for memory: said before any method trains
+        check_batch_memory(make_trainer(args, name, dataset, strict=False)[0], train_loader, args.batch_size)
     runs, rows = [], []
     for name in args.trainers:
         trainer, lr = make_trainer(args, name, dataset, strict=False)
@@ -710,19 +711,21 @@ def cmd_compare(args):
           "get its gradients beyond the forward pass and the weight gradients.")
     if args.alignment:
         print_alignment(runs)
+    outputs = Outputs()  # a disk that filled up while training: the results go elsewhere, said
     if args.metrics_json:
-        write_json(args.metrics_json, {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "runs": runs})
-        print(f"metrics written to {args.metrics_json}")
+        outputs.write_json("metrics", args.metrics_json,
+                           {"model": args.model, "dataset": args.dataset, "epochs": args.epochs, "runs": runs})
     if args.plot:
-        plot_history({r["trainer"]: r["history"] for r in runs}, args.plot, title=f"{args.model} on {args.dataset}")
-        print(f"learning curves written to {args.plot}")
+        outputs.write_file("learning curves", args.plot, lambda path: plot_history(
+            {r["trainer"]: r["history"] for r in runs}, path, title=f"{args.model} on {args.dataset}"))
         measured = {r["trainer"]: r["alignment"] for r in runs if r.get("alignment")}
         if measured:
             from .train.alignment import plot_alignment
 
             path = os.path.splitext(args.plot)[0] + "-alignment" + os.path.splitext(args.plot)[1]
-            plot_alignment(measured, path, title=f"gradient alignment with backprop, {args.model} on {args.dataset}")
-            print(f"alignment per block written to {path}")
+            outputs.write_file("alignment per block", path, lambda path: plot_alignment(
+                measured, path, title=f"gradient alignment with backprop, {args.model} on {args.dataset}"))
+    outputs.finish()
     return 0
 
 
@@ -781,7 +784,8 @@ def default_lr_hint(args):
 def main(argv=None):
     from .data import DataFileError, DatasetNotFoundError, DownloadError
     from .train import CheckpointError, TrainingDiverged
-
+    from .train.memory import NotEnoughMemory, out_of_memory_message
+    from .train.outputs import OutputError
     from .train.stopping import RunStopped, Terminated
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -792,11 +796,15 @@ def main(argv=None):
     args = parse_command_line(build_parser(), argv)
     try:
         return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
-    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged, ImportError) as err:
+    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged,
+            ImportError, NotEnoughMemory, OutputError) as err:
         # A diverged run exits 1 too: its weights stopped learning, so its numbers mean nothing (and no metrics or
         # plot are written that would look like a finished run).
         print(f"tinydgl: error: {err}{default_lr_hint(args) if isinstance(err, TrainingDiverged) else ''}",
               file=sys.stderr)
+        return 1
+    except MemoryError as err:  # NumPy's _ArrayMemoryError, CuPy's OutOfMemoryError
+        print(f"tinydgl: error: {out_of_memory_message(err, getattr(args, 'batch_size', None))}", file=sys.stderr)
         return 1
     except RunStopped as stopped:
         how = f" To resume:\n  {resume_command(argv)}" if stopped.checkpoint_dir else ""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 
-from ..train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, where
+from ..train.checkpoint import CheckpointError, hold_folder, load_checkpoint, save_checkpoint, where
 from ..train.evaluation import evaluate_epoch
 from .metrics import work_summary
 
@@ -54,31 +54,32 @@ def fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=
         raise ValueError(f"bn_recalibrate must be >= 0 (batches), got {bn_recalibrate}.")
     if bn_recalibrate and train_loader is None:
         raise ValueError("bn_recalibrate needs the train_loader to draw its batches from.")
-    history, start = [], 0
-    if resume:
-        state, meta = load_epoch_checkpoint(checkpoint_dir, resume, trainer)
-        trainer.load_state_dict(state)
-        history, start = meta["history"], meta["epoch"]
-        log(f"resumed from {checkpoint_dir} after epoch {start}")
-    run_started = time.time()
-    for epoch in range(start, epochs):
-        trainer.to_train_weights()  # the workers receive (and the engines return) the training weights
-        run = run_epoch(epoch, run_started)
-        metrics = evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate)
-        entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0] if run.get("train_loss") else run["last_loss"],
-                 "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"], "seconds": run["seconds"],
-                 "samples_per_second": run["samples_per_second"],
-                 "bn_recalibrate_batches": metrics["bn_recalibrate_batches"],
-                 "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"]}
-        entry.update({k: v for k, v in run.items() if k not in entry and k not in ("train_loss", "last_loss")})
-        history.append(entry)
-        recalibrated = (f", BN recalibrated on {entry['bn_recalibrate_batches']} batches"
-                        if entry["bn_recalibrate_batches"] else "")
-        # samples/s counts what every module learned from; when workers skipped or replayed batches, say so
-        work = work_summary(run["workers"]) if run.get("workers") else ""
-        log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
-            f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({label}{recalibrated})"
-            + (f"\n              {work}" if work else ""))
-        if checkpoint_dir:
-            save_checkpoint(checkpoint_dir, trainer, epoch + 1, history, extra={"engine": label})
+    with hold_folder(checkpoint_dir, trainer, log):  # one run per checkpoint folder, released however fit ends
+        history, start = [], 0
+        if resume:
+            state, meta = load_epoch_checkpoint(checkpoint_dir, resume, trainer)
+            trainer.load_state_dict(state)
+            history, start = meta["history"], meta["epoch"]
+            log(f"resumed from {checkpoint_dir} after epoch {start}")
+        run_started = time.time()
+        for epoch in range(start, epochs):
+            trainer.to_train_weights()  # the workers receive (and the engines return) the training weights
+            run = run_epoch(epoch, run_started)
+            metrics = evaluate_epoch(trainer, train_loader, test_loader, epoch, bn_recalibrate)
+            entry = {"epoch": epoch + 1, "train_loss": run["train_loss"][0] if run.get("train_loss") else run["last_loss"],
+                     "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"], "seconds": run["seconds"],
+                     "samples_per_second": run["samples_per_second"],
+                     "bn_recalibrate_batches": metrics["bn_recalibrate_batches"],
+                     "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"]}
+            entry.update({k: v for k, v in run.items() if k not in entry and k not in ("train_loss", "last_loss")})
+            history.append(entry)
+            recalibrated = (f", BN recalibrated on {entry['bn_recalibrate_batches']} batches"
+                            if entry["bn_recalibrate_batches"] else "")
+            # samples/s counts what every module learned from; when workers skipped or replayed batches, say so
+            work = work_summary(run["workers"]) if run.get("workers") else ""
+            log(f"epoch {epoch + 1:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc {entry['test_accuracy']:.4f}"
+                f"  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s  ({label}{recalibrated})"
+                + (f"\n              {work}" if work else ""))
+            if checkpoint_dir:
+                save_checkpoint(checkpoint_dir, trainer, epoch + 1, history, extra={"engine": label})
     return history

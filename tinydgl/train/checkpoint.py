@@ -11,16 +11,28 @@ Arrays go in `.npz`, everything else in JSON, no pickle. Layout of a checkpoint 
                                    version; "shapes": every array's shape), the SHA-256 of its .npz, and the
                                    SHA-256 of the record itself
     previous.json                  the record before it, whose .npz is kept too (the last two are kept)
+    lock.json                      while a run writes here: who it is (pid, host, command, start time);
+                                   removed when the run ends (`CheckpointLock`)
 
 Writing is atomic: each file is written under a temporary name, flushed to disk, then renamed. The rename
 of `latest.json` is the commit point, so a run killed at any moment leaves either the previous complete
 checkpoint or the new complete one, never a half-written one. A file damaged afterwards (a disk error, a
 copy cut short) is found by its SHA-256 on resume and refused by name; `previous.json` is then still there
 to resume from (`load_checkpoint(..., which="previous")`, the command's `--resume previous`).
+
+A write that fails (a full disk, a quota, an I/O error) removes its temporary file and raises
+`CheckpointWriteError`: the checkpoint before it stays the latest, intact and loadable.
+
+One folder, one run: `CheckpointLock` refuses a second run that would write the same folder (two runs would
+overwrite each other's records), naming the first.
 """
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import socket
+import sys
 import tempfile
 import time
 
@@ -35,8 +47,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupted or does not belong to this run."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a quota, an I/O error); the one before it is intact."""
+
+
+class CheckpointLocked(CheckpointError):
+    """Another run is writing checkpoints to the same folder."""
+
+
 def _atomic_write(path, write):
-    """Call write(file) on a temporary file in path's directory, fsync it, then rename it to path."""
+    """Call write(file) on a temporary file in path's directory, fsync it, then rename it to path (and fsync
+    the folder, so the rename itself survives a power cut). On any failure the temporary file is removed
+    and `path` is untouched."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
@@ -49,6 +71,30 @@ def _atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_folder(directory)
+
+
+def _fsync_folder(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a folder; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def describe_os_error(err):
+    """'the disk is full (No space left on device)' and the like: an OSError in words, for messages."""
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        return f"the disk is full ({reason})"
+    if err.errno == errno.EDQUOT:
+        return f"the disk quota is used up ({reason})"
+    return reason
 
 
 def _sha256(path):
@@ -95,11 +141,36 @@ def save_checkpoint(directory, trainer, epoch, history, extra=None, step=0, prog
     """Save the trainer after `epoch` finished epochs and `step` batches of the next one (0: at the
     boundary). progress: the loop's partial-epoch totals (loss sum, samples, seconds), needed to resume
     mid-epoch. The trainer's `resume_state()` (RNG states, buffers, counters) is saved with it. The
-    previous checkpoint is kept as previous.json with its arrays; older arrays are removed."""
+    previous checkpoint is kept as previous.json with its arrays; older arrays are removed.
+
+    Raises CheckpointWriteError when the disk refuses a write (full, over quota, an I/O error), after
+    removing what this save had written: the checkpoint before it stays the latest, intact. Training
+    should stop then (the `tinydgl` command does): a run that goes on without checkpoints would lose
+    everything since the last one to the next crash, while stopping loses nothing that `--resume` cannot
+    redo exactly, once there is space."""
+    npz_name = f"state-epoch{epoch:04d}.npz" if not step else f"state-epoch{epoch:04d}-step{step:05d}.npz"
+    try:
+        return _save(directory, trainer, epoch, history, extra, step, progress, npz_name)
+    except OSError as err:
+        latest = os.path.join(directory, "latest.json")
+        kept = _read_record(latest)["arrays"] if _intact(latest, directory) else None
+        npz_path = os.path.join(directory, npz_name)
+        if kept != npz_name and os.path.exists(npz_path):
+            os.remove(npz_path)  # this save's arrays, which no record refers to
+        this = where({"epoch": epoch, "step": step})
+        before = (f"The checkpoint {where(_read_record(latest))} is intact there and stays the latest."
+                  if kept else "No earlier checkpoint is there.")
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space" if full else f"once {directory} can be written again"
+        again = "run the same command with --resume to continue from it" if kept else "run the same command again"
+        raise CheckpointWriteError(f"Could not write the checkpoint {this} to {directory}: {describe_os_error(err)}. "
+                                   f"{before} Training stopped: {fix}, then {again}.") from err
+
+
+def _save(directory, trainer, epoch, history, extra, step, progress, npz_name):
     os.makedirs(directory, exist_ok=True)
     resume_arrays, resume_values = trainer.resume_state()
     arrays, optimizers = _flatten(trainer.state_dict(), resume_arrays)
-    npz_name = f"state-epoch{epoch:04d}.npz" if not step else f"state-epoch{epoch:04d}-step{step:05d}.npz"
     npz_path = os.path.join(directory, npz_name)
     _atomic_write(npz_path, lambda f: np.savez(f, **arrays))
     run, shapes = identity(trainer)
@@ -253,3 +324,182 @@ def load_checkpoint(directory, which="latest", trainer=None):
     if meta.get("format") == 1:  # format 1 kept dropout RNG states under extra
         meta.setdefault("trainer_state", {"dropout_rng": meta.get("extra", {}).get("rng_states", [])})
     return {"model": model, "aux": aux, "optimizers": optimizers, "resume": resume}, meta
+
+
+# --- one run per checkpoint folder ---------------------------------------------------------------------
+LOCK_NAME = "lock.json"
+
+
+def _command_line():
+    """How this process was started, for the lock's record: 'tinydgl train --trainer bp ...'."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and (os.path.basename(argv[0]) in ("tinydgl", "__main__.py") or argv[0] == "-m"):
+        argv[0] = "tinydgl"
+    return shlex.join(argv)
+
+
+def _read_owner(fd):
+    """The record in an open lock file (a dict), or None if it is empty or not complete JSON."""
+    try:
+        text = os.pread(fd, 1 << 16, 0)
+        owner = json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def _describe_owner(owner):
+    if not owner:
+        return "a run that is just starting (it has not written its details yet)"
+    run = f" ({owner['run']})" if owner.get("run") else ""
+    return (f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, started {owner.get('started', '?')}: "
+            f"{owner.get('command', '?')}{run}")
+
+
+def _locked_message(directory, owner):
+    stop = f" (kill {owner['pid']})" if owner and owner.get("host") == socket.gethostname() and owner.get("pid") else ""
+    return (f"{directory} is in use by another run: {_describe_owner(owner)}. Two runs writing one checkpoint "
+            f"folder overwrite each other's checkpoints. Wait for that run to end, stop it{stop}, or give this run "
+            f"another --checkpoint-dir; nothing was trained.")
+
+
+def _pid_running(pid):
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True
+    return True
+
+
+class CheckpointLock:
+    """Context manager: hold a checkpoint folder for one run while it writes there; a second run that asks
+    for it is refused with `CheckpointLocked`, whose message names the first (pid, host, command, start).
+
+        with CheckpointLock("ckpt", run="bp on cnn (mnist-small)"):
+            ...train, save_checkpoint("ckpt", ...)...
+
+    How: an exclusive `flock` on DIR/lock.json, which also records who holds it (for the message). The
+    kernel drops a flock when its process ends in any way (a normal end, an exception, Ctrl-C, SIGTERM,
+    SIGKILL, the out-of-memory killer), so no lock outlives its run and nothing has to guess whether the
+    owner still lives. A file made with O_EXCL would stay after SIGKILL, and telling a dead owner from a
+    live one would then rest on its pid, which means nothing on another host and may be reused here. flock
+    also conflicts between two opens in one process (two runs in one notebook), where POSIX locks
+    (fcntl.lockf) would not, and it is not handed to the parallel engines' workers (they start with spawn).
+    On NFS, Linux maps flock onto NFS's own locks. The record of a run that was killed stays in the file
+    and is taken over with a note. Where locks are not available (Windows, a filesystem without them),
+    the run goes on unlocked, with a note.
+    """
+
+    def __init__(self, directory, run=None, log=print):
+        self.directory, self.path, self.log, self._fd = directory, os.path.join(directory, LOCK_NAME), log, None
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run}
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def acquire(self):
+        try:
+            import fcntl
+        except ImportError:
+            self.log(f"note: cannot lock {self.directory} on this system; make sure no other run writes there.")
+            return
+        while True:
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise CheckpointWriteError(f"Cannot write checkpoints to {self.directory}: {describe_os_error(err)}; "
+                                           f"nothing was trained.") from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise CheckpointLocked(_locked_message(self.directory, owner)) from None
+            except OSError as err:  # e.g. ENOLCK: this filesystem has no locks
+                os.close(fd)
+                self.log(f"note: cannot lock {self.directory} ({err.strerror}); make sure no other run writes there.")
+                return
+            # A run that ends removes the file while it still holds it; if that happened between our open and
+            # our flock, we hold a file nobody else will open: open the path again.
+            try:
+                mine, now = os.fstat(fd), os.stat(self.path)
+                if (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        left = _read_owner(fd)
+        if left:
+            gone = ("which is no longer running" if left.get("host") == socket.gethostname()
+                    and not _pid_running(left.get("pid")) else "which no longer holds it")
+            self.log(f"note: {self.path} was left by {_describe_owner(left)}, {gone} (it was killed or crashed); "
+                     f"this run takes the folder over.")
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(self.owner, indent=1).encode(), 0)
+        except OSError:  # a full disk: the lock holds without its record; saving will say what is wrong
+            pass
+        self._fd = fd
+
+    def release(self):
+        """Give the folder up (removes lock.json while still holding it; see acquire). Safe to call twice."""
+        if self._fd is None:
+            return
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def hold_folder(checkpoint_dir, trainer, log=print):
+    """A `CheckpointLock` on checkpoint_dir, its record naming the trainer's run (a no-op without a folder):
+    what `tinydgl.train.fit` and the parallel engines' `fit_parallel` hold while they train."""
+    if not checkpoint_dir:
+        return contextlib.nullcontext()
+    run, name = getattr(trainer, "run_info", {}), getattr(trainer, "name", None)
+    described = f"{run.get('trainer', name)} on {run['model']} ({run['dataset']})" if "model" in run else name
+    return CheckpointLock(checkpoint_dir, run=described, log=log)
+
+
+def check_unlocked(directory):
+    """Raise CheckpointLocked if a run holds `directory` now: a check before a run starts loading data
+    (`CheckpointLock` is what holds it while the run trains). No folder (None): nothing to check."""
+    if not directory:
+        return
+    try:
+        import fcntl
+
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY)
+    except (ImportError, OSError):  # no lock file: nobody holds the folder
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CheckpointLocked(_locked_message(directory, _read_owner(fd))) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def last_checkpoint_note(directory):
+    """For messages after a failure: where the last good checkpoint in `directory` is, or that there is
+    none ("" when no directory was given)."""
+    if not directory:
+        return ""
+    latest = os.path.join(directory, "latest.json")
+    if _intact(latest, directory):
+        return f"the last good checkpoint ({where(_read_record(latest))}) is in {directory}"
+    return f"no checkpoint was written to {directory}"

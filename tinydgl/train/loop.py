@@ -7,14 +7,13 @@ optional batch-norm recalibration, test) and the checkpoint saves what was evalu
 """
 import contextlib
 import math
-import os
 import sys
 import time
 
 import numpy as np
 
 from ..optim import scheduled_lr
-from .checkpoint import load_checkpoint, save_checkpoint, where
+from .checkpoint import hold_folder, last_checkpoint_note, load_checkpoint, save_checkpoint, where
 from .evaluation import evaluate_epoch
 from .stopping import RunStopped, StopSignals
 
@@ -64,12 +63,8 @@ def diverged(problem, epoch, step, trainer, checkpoint_dir):
     rates = [opt.lr for opt in trainer.optimizers() if getattr(opt, "lr", None) is not None]
     cause = (f"the learning rate {max(rates):g} is likely too high: try a smaller one (--lr)" if rates else
              "try a smaller learning rate (--lr)")
-    if checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "latest.json")):
-        saved = f" The last good checkpoint is in {checkpoint_dir}."
-    elif checkpoint_dir:
-        saved = f" Nothing was saved in {checkpoint_dir}: no epoch had finished."
-    else:
-        saved = ""
+    saved = last_checkpoint_note(checkpoint_dir)  # only a checkpoint that exists is offered
+    saved = f" {saved[0].upper()}{saved[1:]}." if saved else ""
     return TrainingDiverged(f"Training diverged: {problem} at epoch {epoch}, step {step}; {cause}.{saved}")
 
 
@@ -150,15 +145,16 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
     if alignment is not None:
         alignment.check(trainer)
     history, start, start_step, partial, pending = [], 0, 0, None, None
-    if resume:
-        state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
-        trainer.load_state_dict(state)
-        history, start, start_step, partial = meta["history"], meta["epoch"], meta["step"], meta.get("progress")
-        pending = (state["resume"], meta.get("trainer_state") or {})
-        log(f"resumed from {checkpoint_dir} {where(meta)}")
-    batches_per_epoch = len(train_loader)
     first_loss = None
-    with StopSignals() if stop_on_signals else contextlib.nullcontext() as stop:
+    # One run per checkpoint folder, from reading the checkpoint to the last save (released however fit ends).
+    with hold_folder(checkpoint_dir, trainer, log), StopSignals() if stop_on_signals else contextlib.nullcontext() as stop:
+        if resume:
+            state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
+            trainer.load_state_dict(state)
+            history, start, start_step, partial = meta["history"], meta["epoch"], meta["step"], meta.get("progress")
+            pending = (state["resume"], meta.get("trainer_state") or {})
+            log(f"resumed from {checkpoint_dir} {where(meta)}")
+        batches_per_epoch = len(train_loader)
         for epoch in range(start, epochs):
             first = start_step if epoch == start else 0
             train_loader.set_epoch(epoch, first)
