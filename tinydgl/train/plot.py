@@ -1,4 +1,4 @@
-"""Learning-curve plots (matplotlib is an optional extra: pip install 'tinydgl[plot]')."""
+"""Learning-curve plots (matplotlib is the optional extra `plot`: see tinydgl.extras)."""
 
 
 def plot_history(histories, path, title=None):
@@ -9,7 +9,8 @@ def plot_history(histories, path, title=None):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("--plot needs matplotlib: pip install 'tinydgl[plot]'") from err
+        from ..extras import install_command
+        raise ImportError(f"--plot needs matplotlib: {install_command('plot')}") from err
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for label, history in histories.items():
         epochs = [h["epoch"] for h in history]
