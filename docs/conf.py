@@ -49,6 +49,9 @@ html_theme_options = {
     "home_page_in_toc": True,
     "show_navbar_depth": 1,
 }
+# Code blocks wrap their long lines (see the stylesheet) rather than clip them on the right
+html_static_path = ["_static"]
+html_css_files = ["tinydgl.css"]
 html_last_updated_fmt = None
 html_copy_source = False
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,18 +26,28 @@
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.
 
 # %%
-# On Colab (or anywhere tinydgl is not installed yet), install the release this notebook was written for,
-# the way the README does: a clone of the repository and `pip install -e .`. Elsewhere this cell does nothing.
+# On Colab (or anywhere tinydgl is not installed yet), install the release this notebook was written for:
+# from its wheel, uploaded next to the notebook, or else the way the README does (a clone of the repository
+# and `pip install -e .`). github.com/tinydgl/tinydgl is the address the project is to be published at:
+# until it is there, upload the wheel (notebooks/README.md says how). Elsewhere this cell does nothing.
 import importlib.util
+import os
 import subprocess
 import sys
 
 TINYDGL_VERSION = "0.1.0"
+WHEEL = f"tinydgl-{TINYDGL_VERSION}-py3-none-any.whl"  # `pip wheel --no-deps .` in a clone writes it
 if importlib.util.find_spec("tinydgl") is None:
-    subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", f"v{TINYDGL_VERSION}",
-                    "https://github.com/tinydgl/tinydgl"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "tinydgl"], check=True)
-    sys.path.insert(0, "tinydgl")  # importable now, without restarting the kernel
+    if os.path.exists(WHEEL):
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", WHEEL], check=True)
+    else:
+        clone = ["git", "clone", "--quiet", "--depth", "1", "--branch", f"v{TINYDGL_VERSION}",
+                 "https://github.com/tinydgl/tinydgl"]
+        if subprocess.run(clone, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"}).returncode:
+            raise SystemExit(f"tinydgl is not on GitHub yet: upload {WHEEL} next to this notebook and run "
+                             "this cell again (notebooks/README.md, 'Opening them in Colab').")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", "tinydgl"], check=True)
+        sys.path.insert(0, "tinydgl")  # importable now, without restarting the kernel
 
 # %%
 import os

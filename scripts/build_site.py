@@ -15,9 +15,9 @@ The build is in three steps, each a function below:
 1. `stage` copies the pages into one source folder (build/site-source/), keeping their paths in the
    repository, so that the links between them stay as they are: docs/ (the front page and the API page),
    lessons/ with the answers of lessons/answers/ folded, one per exercise, under the exercises,
-   notebooks/, the assignment handouts (written by `tinydgl assignments build`), README.md, INSTRUCTOR.md,
-   CHANGELOG.md and benchmarks/RESULTS.md. A link to a file that is not a page (a .py file, a spec) becomes
-   a link to that file in the repository on GitHub.
+   notebooks/, the assignment handouts (written by `tinydgl assignments build`), README.md, CHANGELOG.md and
+   benchmarks/RESULTS.md. A link to a file that is not a page (a .py file, a spec, INSTRUCTOR.md: the site
+   is for students) becomes a link to that file in the repository on GitHub.
 2. Sphinx builds site/ with warnings as errors, executing every notebook.
 3. `check_offline` reads every page and fails on anything loaded from the web (a script, a stylesheet, an
    image, a font), so the site reads offline.
@@ -36,8 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 GITHUB = "https://github.com/tinydgl/tinydgl/blob/main/"
 # Pages taken as they are (paths in the repository, which are also their paths on the site)
-PAGES = ("README.md", "INSTRUCTOR.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "lessons/README.md",
-         "notebooks/README.md")
+# INSTRUCTOR.md is not one: the site is what students read, and the instructor's guide says what the hidden
+# tests check. Links to it go to the repository, where instructors read it.
+PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "lessons/README.md", "notebooks/README.md")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")  # [text](target) and ![alt](target)
 FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.S | re.M)
 
@@ -218,6 +219,8 @@ def build(out, fast=False, source=None, quiet=False, cache=False):
     # Sphinx writes into build/site-html/html: MyST-NB puts the notebooks' executed copies beside the output
     # folder (../jupyter_execute), which must not be the repository's root. The finished site is copied out.
     html = REPO / "build" / "site-html" / "html"
+    if html.exists():  # Sphinx leaves the pages of an earlier build that are no longer sources (staged anew anyway)
+        shutil.rmtree(html)
     args = ["-b", "html", "-W", "--keep-going", "-n", "-c", str(REPO / "docs"), str(source), str(html)]
     if quiet:
         args.insert(0, "-q")

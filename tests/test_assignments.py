@@ -111,6 +111,91 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
         A.build(student)
 
 
+def test_no_solution_is_left_in_the_student_copy(student):
+    """No task's solution survives outside its stub: not in a docstring's example, a copy of the code in another
+    file, a lesson or a notebook (`find_leaks`: two of its significant lines in a row, or its one such line)."""
+    solutions = A.solutions()
+    assert all(solutions.values()), solutions  # every task has lines to look for
+    assert A.leaks_in(student, solutions) == []
+
+
+RELU_DOCSTRING = '''"""Solutions are marked around the lines a student is to write:
+
+    # BEGIN SOLUTION a1-relu-backward
+    dx = xp.astype(cache, dout.dtype)
+    dx *= dout
+    # END SOLUTION
+"""
+'''
+BP_COPY = """    h = x
+    for block in blocks:
+        h = block.forward(h)
+    loss, grad = self.output_loss(h, y)
+    for i in reversed(range(len(blocks))):
+        grad = blocks[i].backward(grad, need_input_grad=i > 0)   # the same loop, another comment
+    self.optimizer.step()
+"""
+
+
+def test_a_solution_is_found_in_a_docstring_or_a_copy_but_not_in_common_lines(tmp_path):
+    solutions = A.solutions()
+    assert A.find_leaks(RELU_DOCSTRING, solutions) == [(4, "a1-relu-backward")]
+    assert A.find_leaks(BP_COPY, solutions) == [(4, "a2-bp-train-step"), (5, "a2-bp-train-step")]
+    # lines everyone writes (a forward loop, an optimizer step), and one line of a longer solution, are not leaks
+    common = "h = x\nfor block in blocks:\n    h = block.forward(h)\nself.optimizer.step()\n"
+    one_line = "    grad = blocks[i].backward(grad, need_input_grad=i > 0)\n"
+    assert A.find_leaks(common + one_line, solutions) == []
+    notebook = json.dumps({"cells": [{"source": RELU_DOCSTRING.splitlines(keepends=True)}]}, indent=1)
+    (tmp_path / "x.ipynb").write_text(notebook)
+    assert [task for _, task in A.find_leaks(A.readable_text(tmp_path / "x.ipynb"), solutions)] == ["a1-relu-backward"]
+
+
+def test_build_refuses_a_solution_outside_its_region(tmp_path):
+    root = tmp_path / "checkout"
+    for name in A.STUDENT_COPY:  # (with the instructor's files: tests/ and lessons/ hold them)
+        src = A.source_root() / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / name)
+    lesson = root / "lessons" / "04-pooling-relu-batchnorm.md"
+    lines = lesson.read_text().count("\n")
+    lesson.write_text(lesson.read_text() + "\n```python\n" + RELU_DOCSTRING + "```\n")
+    out = tmp_path / "student"
+    with pytest.raises(A.AssignmentError) as refused:
+        A.build(out, root=root)
+    message = str(refused.value)
+    assert f"lessons/04-pooling-relu-batchnorm.md:{lines + 6}: a1-relu-backward" in message, message
+    assert "tinydgl/ops/activation.py" in message  # where the solution is
+    assert not out.exists()  # nothing half-built is left
+
+
+def test_the_student_copy_has_its_own_readme_and_no_broken_link(student):
+    import re
+
+    readme = (student / "README.md").read_text()
+    assert readme != (A.source_root() / "README.md").read_text()
+    assert "INSTRUCTOR" not in readme and "assignments/README.md" in readme
+    fence, link = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.S | re.M), re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+    broken = [f"{page.relative_to(student)} -> {target}" for page in sorted(student.rglob("*.md"))
+              for target in link.findall(fence.sub("", page.read_text()))
+              if "://" not in target and not target.startswith(("#", "mailto:"))
+              and not (page.parent / target.split("#")[0]).exists()]
+    assert broken == []
+
+
+@pytest.mark.parametrize("command", [
+    ["build", "/proc/x/out"], ["submit", "{student}", "/proc/x/hand-in.zip"], ["gradescope", "/proc/x/a.zip"],
+    ["classroom", "/proc/x"], ["grade", "{student}", "--json", "/proc/x/scores.json"], ["build", "{student}/README.md"],
+])
+def test_output_paths_are_checked_before_any_work(command, student, capsys):
+    assert main(["assignments", *(c.format(student=student) for c in command)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinydgl: error: ") and ("cannot write to /proc/x" in err or "is a file" in err), err
+    assert "Traceback" not in err
+
+
 def test_in_the_student_copy_every_task_fails_and_everything_else_passes(student):
     result = A.run_tests(student, (A.TASK_TESTS, *A.INDEPENDENT_TESTS))
     assert result["collection_errors"] == [], result["output"][-3000:]
@@ -174,9 +259,26 @@ def partly_solved(student, tmp_path_factory):
     return tree
 
 
-def test_the_student_stubs_score_zero(student):
-    rows, errors = A.grade(student)
-    assert errors == [] and all(r["tests"] > 0 and r["points"] == 0 and not r["done"] for r in rows), rows
+def test_the_student_stubs_score_zero_even_from_a_zip_of_the_whole_folder(student, tmp_path, capsys):
+    """A student who zips the whole folder (not `submit`'s zip) is graded on its task files, as Gradescope's
+    autograder grades the same zip, and told in one short line what was not graded."""
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as z:
+        for path in sorted(student.rglob("*")):
+            if path.is_file():
+                z.write(path, f"my-course/{path.relative_to(student).as_posix()}")
+    assert main(["assignments", "grade", str(whole), "--json", str(tmp_path / "scores.json")]) == 0
+    note = capsys.readouterr().out.splitlines()[0]
+    assert note.startswith("Ignored ") and "tests/ (" in note and len(note) < 300, note
+    rows = json.loads((tmp_path / "scores.json").read_text())["tasks"]
+    assert all(r["tests"] > 0 and r["points"] == 0 and not r["done"] for r in rows), rows
+    # the Gradescope autograder takes the very same files from it, and says the same
+    files = A.task_files(student)
+    (tmp_path / "submission").mkdir()
+    shutil.copy2(whole, tmp_path / "submission" / "whole.zip")
+    given, ignored = A._gather(tmp_path / "submission", files)
+    assert sorted(given) == files and all(given[f] == (student / f).read_bytes() for f in files)
+    assert A.ignored_note(ignored) == note
 
 
 def test_a_student_copy_grading_itself_says_it_is_practice(student, capsys):
@@ -246,8 +348,8 @@ def test_bad_submissions_are_explained(student, tmp_path):
     foreign = tmp_path / "foreign.zip"
     with zipfile.ZipFile(foreign, "w") as z:
         z.writestr("tests/test_assignments_tasks.py", "")
-        z.writestr("tinydgl/ops/linear.py", "")
-    with pytest.raises(A.AssignmentError, match="not task files: tests/test_assignments_tasks.py"):
+        z.writestr("notes/linear.txt", "")
+    with pytest.raises(A.AssignmentError, match="holds none of the task files"):
         A.grade(foreign)
     (tmp_path / "notes.txt").write_text("not a zip")
     with pytest.raises(A.AssignmentError, match="neither a folder nor a zip"):
@@ -327,7 +429,7 @@ def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path,
         assert result["score"] == 0 and len(result["tests"]) == len(A.TASKS), result
         for t in result["tests"]:
             assert t["score"] == 0 and t["status"] == "failed" and "NotImplementedError: a" in t["output"], t
-    assert "Ignored" in cheated["output"] and A.TASK_TESTS in cheated["output"]
+    assert "Ignored" in cheated["output"] and "tests/ (" in cheated["output"] and len(cheated["output"]) < 1000
     assert [t["output"] for t in cheated["tests"]] == [t["output"] for t in zero["tests"]]
     # nothing to grade: 0 and what to hand in
     empty = submission("empty", lambda folder: folder.mkdir())

@@ -234,6 +234,21 @@ def test_backprop_step_asks_no_gradient_of_the_data():
     assert asked == [(2, True), (1, True), (0, False)], asked
 
 
+@task("a2-bp-train-step")
+def test_backprop_step_takes_the_trainers_output_loss():
+    """The loss at the top is `self.output_loss`: feedback alignment's trainers take this step, some with
+    sigmoid + binary cross-entropy there."""
+    x, y = _batch()
+    model = _tiny_mlp()
+    h = x
+    for block in copy.deepcopy(model).layers:
+        h = block.forward(h)
+    loss_ref, _ = F.sigmoid_binary_cross_entropy(h, y)
+    trainer = BackpropTrainer(model, lambda p: SGD(p, lr=0.1))
+    trainer.output_loss = F.sigmoid_binary_cross_entropy
+    assert trainer.train_step(x, y) == pytest.approx(loss_ref, abs=1e-12)
+
+
 @task("a2-mse-loss")
 def test_mse_loss_value_and_gradient():
     rng = _rng(11)

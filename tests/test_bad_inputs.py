@@ -237,9 +237,11 @@ def _cupy_without_a_gpu():
 
 
 def test_backend_cupy_without_cupy(capsys, tmp_path, monkeypatch):
+    from tinydgl.extras import install_command
+
     monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
     expect(*run(capsys, tmp_path, *SMALL, "--backend", "cupy"), 1,
-           "The 'cupy' backend needs CuPy. Install it with: pip install 'tinydgl[gpu]'")
+           f"The 'cupy' backend needs CuPy. Install it with: {install_command('gpu')}")
 
 
 @pytest.mark.parametrize("extra", [[], ["--trainer", "dgl", "--workers", "2", "--devices", "0"]], ids=["in-process", "devices"])

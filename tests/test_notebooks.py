@@ -113,6 +113,8 @@ def test_notebook_opens_in_colab_and_installs_its_release(source):
     assert f'TINYDGL_VERSION = "{project_version()}"' in first_code, (
         f"{source.name}: the first code cell installs the release named in pyproject.toml")
     assert 'importlib.util.find_spec("tinydgl") is None' in first_code  # a no-op where tinydgl is installed
+    # the repository's address is a placeholder until it is published: the cell installs an uploaded wheel first
+    assert 'WHEEL = f"tinydgl-{TINYDGL_VERSION}-py3-none-any.whl"' in first_code and "not on GitHub yet" in first_code
     assert (NOTEBOOKS / "colab-badge.svg").is_file()
 
 

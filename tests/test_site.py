@@ -2,8 +2,9 @@
 
 The site is built once, in fast mode, by the documented script (scripts/build_site.py --fast) in a fresh
 Python, into a temporary folder; then a real headless Chromium (scripts/headless_browser.py) opens the front
-page, a lesson and a notebook page and checks what a reader would see: the page's title, the folded answers,
-the plots. Needs the `docs` extra and Debian's `chromium`; where they are missing the tests skip, with the
+page, a lesson, a notebook page and the API page and checks what a reader would see: the page's title, the
+folded answers, the plots, the API's rendered signatures (not directive text), code shown in full (not cut
+off on the right). It is the site students read: no task's solution and no instructor's guide on it. Needs the `docs` extra and Debian's `chromium`; where they are missing the tests skip, with the
 reason, except in CI (.ci/run sets TINYDGL_REQUIRE_SITE=1), where they fail.
 """
 import importlib.util
@@ -36,6 +37,8 @@ def need(condition, reason):
 def site(tmp_path_factory):
     need(all(importlib.util.find_spec(m) for m in ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx_design")),
          'the docs extra is not installed (pip install -e ".[docs]")')
+    if os.environ.get("TINYDGL_SITE_DIR"):  # a site built already (quick reruns of these checks while writing)
+        return Path(os.environ["TINYDGL_SITE_DIR"])
     out = tmp_path_factory.mktemp("site") / "html"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_site.py"), "--fast", "--out", str(out)],
@@ -67,7 +70,7 @@ def parse(path):
 
 
 def test_every_page_is_built(site):
-    for page in ["index", "api", "README", "INSTRUCTOR", "CHANGELOG", "benchmarks/RESULTS", "lessons/README",
+    for page in ["index", "api", "README", "CHANGELOG", "benchmarks/RESULTS", "lessons/README",
                  "notebooks/README", "assignments/README", "assignments/A1"]:
         assert (site / f"{page}.html").is_file(), page
     for chapter in sorted((ROOT / "lessons").glob("[0-9][0-9]-*.md")):
@@ -95,10 +98,21 @@ def test_no_broken_internal_link(site):
             if not path.exists():
                 broken.append(f"{page.relative_to(site)} -> {target}")
             elif url.fragment and path.suffix == ".html":
-                ids.setdefault(path, parse(path).ids)
+                if path not in ids:  # (parse each page once: the API page links to itself a thousand times)
+                    ids[path] = parse(path).ids
                 if url.fragment not in ids[path]:
                     broken.append(f"{page.relative_to(site)} -> {target} (no such anchor)")
     assert not broken, "broken links:\n  " + "\n  ".join(broken[:30])
+
+
+def test_the_site_is_for_students(site):
+    """No instructor's guide (it says what the hidden tests check; the front page sends instructors to the
+    repository) and no task's solution on any page (`assignments.find_leaks`, as `build` checks the copy)."""
+    from tinydgl import assignments
+
+    assert not (site / "INSTRUCTOR.html").exists()
+    assert build_site.GITHUB + "INSTRUCTOR.md" in (site / "index.html").read_text()
+    assert assignments.leaks_in(site, assignments.solutions()) == []
 
 
 def test_code_links_go_to_the_repository(site):
@@ -154,3 +168,31 @@ def test_the_readme_documents_the_build():
     command = readme.split("<!-- docs-command -->", 1)[1].split("```")[1].split("\n")[1]
     assert command == 'pip install -e ".[docs]" && python scripts/build_site.py'
     assert (ROOT / "docs" / "front-page.png").is_file()  # the screenshot the README shows
+
+
+def test_the_api_page_shows_signatures_and_docstrings(site, browser):
+    """Every module of docs/api.md is on the page with its functions' signatures, rendered (the autodoc
+    directives run, inside {eval-rst}: in plain MyST they would be shown as text)."""
+    assert browser.open((site / "api.html").as_uri()) == []
+    modules = re.findall(r"^\.\. automodule:: (\S+)$", (ROOT / "docs" / "api.md").read_text(), re.M)
+    assert len(modules) > 40
+    found = browser.evaluate("Array.from(document.querySelectorAll('[id^=\"module-\"]')).map(e => e.id)")
+    assert [m for m in modules if f"module-{m}" not in found] == []
+    assert browser.evaluate("document.querySelectorAll('dt.sig').length") > 300
+    relu = browser.evaluate("""(() => { const dt = document.getElementById('tinydgl.ops.activation.relu_backward');
+        return dt && [dt.textContent.trim(), dt.nextElementSibling.textContent.trim()]; })()""")
+    assert relu and relu[0].startswith("tinydgl.ops.activation.relu_backward(dout, cache)"), relu
+    assert relu[1].startswith("dout: same shape as x -> dx."), relu  # its docstring, as written
+    text = browser.evaluate("document.querySelector('main').innerText")
+    for directive in (".. py:", ".. auto", "py:module::", ":members:"):
+        assert directive not in text, directive
+
+
+@pytest.mark.parametrize("page", ["api", "lessons/06-synthetic-gradients", "notebooks/06_synthetic_gradients",
+                                  "README"])
+def test_code_is_shown_in_full(site, browser, page):
+    """Code lines are longer than the text column: they wrap, rather than run out of sight on the right."""
+    browser.open((site / f"{page}.html").as_uri())
+    blocks = browser.evaluate("""Array.from(document.querySelectorAll('main pre')).map(pre => ({
+        wide: pre.scrollWidth > pre.clientWidth + 1, text: pre.textContent.slice(0, 60)}))""")
+    assert blocks and [b["text"] for b in blocks if b["wide"]] == []

@@ -1,23 +1,26 @@
 """Assignments and their autograder: the library is the solution, the student copy is built from it.
 
-Solutions are marked in the library's own code, around the lines a student is to write:
+Solutions are marked in the library's own code, around the lines a student is to write (here a made-up
+task, a0-double; this docstring is in the student copy, so it shows no real solution):
 
-    # BEGIN SOLUTION a1-relu-backward
-    # hint: the cache is the boolean mask x > 0; dout passes where it is True, 0 elsewhere
-    dx = xp.astype(cache, dout.dtype)
-    dx *= dout
+    # BEGIN SOLUTION a0-double
+    # hint: twice x, in x's dtype
+    y = x + x
     # END SOLUTION
 
 The markers are comments, so the library runs exactly as if they were not there. `build` copies what a
-student needs (STUDENT_COPY: tinydgl/, tests/, lessons/, notebooks/ and the package's files) and replaces every
-marked region by
+student needs (STUDENT_COPY: tinydgl/, tests/, lessons/, notebooks/ and the package's files, with a README of
+its own) and replaces every marked region by
 
-    # TODO a1-relu-backward (assignments/A1.md)
-    raise NotImplementedError("a1-relu-backward: the cache is the boolean mask x > 0; ...")
+    # TODO a0-double (assignments/A0.md)
+    raise NotImplementedError("a0-double: twice x, in x's dtype")
 
 then writes a handout per assignment and a manifest. The `hint:` comment lines just after a BEGIN line become
-the stub's message. The manifest's `task_files` are the files that hold the tasks: they are what a student hands
-in (`submit` zips exactly those) and all that `grade` takes from a student.
+the stub's message. A solution must not survive anywhere else in the copy (a docstring's example, a copy of
+the code in another file or a lesson): `build` refuses, naming the file and line (see `find_leaks`). The
+manifest's `task_files` are the files that hold the tasks: they are what a student hands in (`submit` zips
+exactly those) and all that `grade` takes from a student (from a tree, or from any zip that holds them: a
+zip of the whole folder too, as the Gradescope autograder does).
 
 `grade` scores a student's work task by task with tests the student cannot touch: it builds a fresh student copy
 from the instructor's checkout (`--source`, by default the checkout this tinydgl was imported from) in a
@@ -59,10 +62,11 @@ HIDDEN_TESTS = "tests/test_assignments_hidden.py"
 MANIFEST = "assignments/manifest.json"  # written by `build` into the student copy
 # Not copied to students: the checks of the build itself, the exercise answers and their test.
 INSTRUCTOR_ONLY = ("tests/test_assignments.py", "tests/test_answers.py", "lessons/answers")
-# What a student tree needs: the code, its tests, the course, and what makes it an installable package under
-# its license (MANIFEST.in, CHANGELOG.md: the README links to it). The rest (benchmarks, scripts) is left out.
+# What a student tree needs: the code, its tests, the course, what makes it an installable package under its
+# license (MANIFEST.in, CHANGELOG.md: the README links to it), and the measured results the lessons link to.
+# The rest (benchmark scripts, scripts/, the instructor's guide) is left out; README.md is the copy's own.
 STUDENT_COPY = ("tinydgl", "tests", "lessons", "notebooks", "pyproject.toml", "README.md", "LICENSE", "NOTICE", "CHANGELOG.md",
-                "MANIFEST.in")
+                "MANIFEST.in", "benchmarks/RESULTS.md")
 # "Everything else" for the CI check: test files that use no marked code, so they pass in a student tree
 # before any task is done. (Most other test files train models, which needs assignment 1's backward passes.)
 INDEPENDENT_TESTS = ("tests/test_data_idx.py", "tests/test_data_cifar.py", "tests/test_loader.py")
@@ -145,7 +149,8 @@ TASKS = (
          "dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat)) per channel. dgamma and dbeta are "
          "given; build dx in the channels-last `rows` layout the function already uses.", points=15),
     Task("a2-bp-train-step", "The backprop training step",
-         "`BackpropTrainer.train_step`: forward through every block, softmax cross-entropy at the top, backward from "
+         "`BackpropTrainer.train_step`: forward through every block, `self.output_loss` at the top (softmax "
+         "cross-entropy; feedback alignment's trainers take this step with theirs), backward from "
          "the top block down (each block's input gradient is the output gradient of the block below; the first block "
          "needs none), then one optimizer step. Return the loss."),
     Task("a2-mse-loss", "Mean squared error, the synthesizers' loss",
@@ -202,6 +207,29 @@ def assignment_marker(assignment_id):
 def source_root():
     """The repository this tinydgl was imported from (a source checkout, with tests/)."""
     return Path(__file__).resolve().parent.parent
+
+
+def check_output(path, folder=False):
+    """Check, before any work, that an output can be written: a file (a zip, a JSON; its folder is made if
+    need be) or, with folder=True, a new or empty folder (made here). Raises AssignmentError saying why not."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise AssignmentError(f"{path} is a file: give a new (or empty) folder.")
+        if path.is_dir() and any(path.iterdir()):
+            raise AssignmentError(f"{path} exists and is not empty: choose a new folder (build never overwrites).")
+        where = path
+    else:
+        if path.is_dir():
+            raise AssignmentError(f"{path} is a folder: give the name of a file to write.")
+        where = path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):  # the folder may exist and still refuse files (read-only, /proc)
+            pass
+    except OSError as err:
+        raise AssignmentError(f"cannot write to {where}: {err.strerror or err}. Choose a folder you can write "
+                              "to.") from None
 
 
 # --- markers --------------------------------------------------------------------------------------------
@@ -353,6 +381,86 @@ def enclosing_function(text, line):
     return best
 
 
+# --- solutions must not leak ----------------------------------------------------------------------------
+
+# A line is compared without its comment, a doctest prompt and any whitespace. Lines shorter than this
+# (`h = x`, `dx *= dout`, `self.optimizer.step()`, `for i in range(n):`) are everyone's code, not a solution's.
+SIGNIFICANT = 28
+_COMMENT = re.compile(r"(^|\s)#(\s.*)?$")
+_PROMPT = re.compile(r"^\s*(>>>|\.\.\.)\s")
+# The files of a student copy (and pages of the site) that are read for leaks; the rest is binary
+TEXT_SUFFIXES = (".py", ".md", ".ipynb", ".txt", ".toml", ".json", ".yml", ".yaml", ".cfg", ".in", ".html")
+
+
+def code_key(line):
+    """A line as compared for leaks: without a doctest prompt, its comment and any whitespace."""
+    return re.sub(r"\s+", "", _COMMENT.sub("", _PROMPT.sub("", line)))
+
+
+def solution_keys(region, text):
+    """The significant lines of a region's solution (their `code_key`s, in order); text is its file's text."""
+    keys = (code_key(line) for line in text.splitlines()[region.begin:region.end - 1])
+    return [k for k in keys if len(k) >= SIGNIFICANT]
+
+
+def find_leaks(text, solutions):
+    """Where `text` repeats a solution: a sorted list of (line number, task id), lines counted from 1.
+
+    solutions is {task id: its significant lines (`solution_keys`)}. A solution leaks where two of its
+    significant lines that follow each other follow each other in text too (short lines between them do not
+    count), or, for a solution with one significant line, wherever that line is. Give a notebook's or a web
+    page's text as `readable_text` makes it."""
+    significant = [(n, k) for n, k in ((n, code_key(line)) for n, line in enumerate(text.splitlines(), 1))
+                   if len(k) >= SIGNIFICANT]
+    found = set()
+    for task_id, keys in solutions.items():
+        if len(keys) == 1:
+            found |= {(n, task_id) for n, k in significant if k == keys[0]}
+        elif keys:
+            pairs = set(zip(keys, keys[1:]))
+            found |= {(n, task_id) for (n, k), (_, after) in zip(significant, significant[1:]) if (k, after) in pairs}
+    return sorted(found)
+
+
+def readable_text(path):
+    """The text of a file as a reader sees its code, line for line: a notebook's JSON lines that are strings
+    become those strings; a web page loses its tags (its <pre> blocks keep their lines)."""
+    import html
+    path = Path(path)
+    text = path.read_text(errors="replace")
+    if path.suffix == ".ipynb":
+        def line(raw):
+            raw = raw.strip().removesuffix(",")
+            try:
+                value = json.loads(raw) if raw.startswith('"') else None
+            except ValueError:
+                value = None
+            return value.rstrip("\n") if isinstance(value, str) else raw
+        return "\n".join(line(raw) for raw in text.splitlines())
+    if path.suffix == ".html":
+        return html.unescape(re.sub(r"<[^>]+>", "", text))
+    return text
+
+
+def leaks_in(folder, solutions):
+    """['path:line: <task id>'] for every text file under folder that repeats a solution (see `find_leaks`)."""
+    folder = Path(folder)
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in TEXT_SUFFIXES and path.is_file() and "__pycache__" not in path.parts:
+            found += [f"{path.relative_to(folder).as_posix()}:{n}: {task_id}"
+                      for n, task_id in find_leaks(readable_text(path), solutions)]
+    return found
+
+
+def solutions(root=None, task_ids=None):
+    """{task id: significant lines of its solution} of the instructor's checkout `root` (default: this one)."""
+    root = Path(root or source_root())
+    texts = {}
+    return {r.task_id: solution_keys(r, texts.setdefault(r.file, (root / r.file).read_text()))
+            for r in find_regions(root) if task_ids is None or r.task_id in task_ids}
+
+
 # --- build ----------------------------------------------------------------------------------------------
 
 def stub(region, handout):
@@ -391,17 +499,38 @@ def build(out, root=None, assignments=None, task_ids=None, hidden=False):
 
     assignments (e.g. ["A1"]) or task_ids choose the tasks to stub (default: all); the others stay solved.
     hidden=True keeps the hidden tests (HIDDEN_TESTS): for the graders' own course, never for students.
+    Refuses (AssignmentError, and nothing is left in `out`) when a stubbed task's solution would survive
+    elsewhere in the copy (`find_leaks`).
     """
     root, out = Path(root or source_root()), Path(out)
     if not (root / TASK_TESTS).is_file():
         raise AssignmentError(f"{root} is not a source checkout of tinydgl (no {TASK_TESTS}); build from a clone of "
                               "the repository, installed with pip install -e .")
-    if out.exists() and any(out.iterdir()):
-        raise AssignmentError(f"{out} exists and is not empty: choose a new folder (build never overwrites).")
     problems = check(root)
     if problems:
         raise AssignmentError("the solution markers are inconsistent:\n  " + "\n  ".join(problems))
     chosen = _select(assignments, task_ids)
+    created = not out.exists()
+    check_output(out, folder=True)
+    try:
+        return _write_student_copy(root, out, chosen, hidden)
+    except BaseException as err:
+        # nothing half-written stays behind: the folder was new, or empty
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for path in out.iterdir():
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise AssignmentError(f"could not write the student copy to {out}: {err.strerror or err}.") from err
+        raise
+
+
+def _write_student_copy(root, out, chosen, hidden):
+    """`build`'s work, into the empty folder `out`: the copy, its stubs, handouts, manifest and README."""
     chosen_ids = {t.id for t in chosen}
     regions = {r.task_id: r for r in find_regions(root)}
     tests, _ = find_task_tests(root)
@@ -410,12 +539,12 @@ def build(out, root=None, assignments=None, task_ids=None, hidden=False):
         tests = {t: [n for n in ids if n not in hidden_tests[t]] for t, ids in tests.items()}
 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".hypothesis")
-    out.mkdir(parents=True, exist_ok=True)
     for name in STUDENT_COPY:
         src = root / name
         if src.is_dir():
             shutil.copytree(src, out / name, ignore=ignore)
         elif src.is_file():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, out / name)
     for rel in INSTRUCTOR_ONLY + (() if hidden else (HIDDEN_TESTS,)):
         if (out / rel).is_dir():
@@ -460,6 +589,16 @@ def build(out, root=None, assignments=None, task_ids=None, hidden=False):
         (handouts / f"{a.id}.md").write_text(handout(a, manifest))
         (handouts / f"{a.id}.ipynb").write_text(json.dumps(notebook(a, manifest), indent=1) + "\n")
     (handouts / "README.md").write_text(index(manifest))
+    (out / "README.md").write_text(student_readme(manifest))  # the repository's README is the instructor's
+    _unlink_missing(out)
+
+    leaks = leaks_in(out, {i: solution_keys(regions[i], texts[regions[i].file]) for i in chosen_ids})
+    if leaks:
+        solution = {i: f"{regions[i].file}:{regions[i].begin}" for i in chosen_ids}
+        shown = "\n  ".join(f"{leak} (the solution is {solution[leak.rsplit(': ', 1)[1]]})" for leak in leaks[:20])
+        raise AssignmentError(f"{len(leaks)} line(s) outside the marked regions repeat a solution, and would give it "
+                              f"to students (paths as in {root}):\n  {shown}\nRewrite them (a docstring's example, "
+                              "a lesson's code), or call the function the task implements instead of a copy of it.")
     return manifest
 
 
@@ -556,6 +695,71 @@ def index(manifest):
               "Each assignment has a handout (`A1.md`, ...) and a notebook (`A1.ipynb`, ...) that runs each task's "
               "tests. `manifest.json` lists every task, its file, function, marker and tests.", ""]
     return "\n".join(lines)
+
+
+def student_readme(manifest):
+    """The student copy's README.md: what the copy is, how to install it, work on a task, grade and hand in."""
+    first = manifest["tasks"][0]
+    lines = [
+        "# tinydgl: your copy of the course", "",
+        "tinydgl is a small NumPy library that writes out, by hand, how deep networks learn with backprop and "
+        "without it (synthetic gradients, local losses, feedback alignment). In this copy, the places of the "
+        "assignments' tasks are left for you to write: each raises `NotImplementedError` under a "
+        "`# TODO <task id>` comment.", "",
+        "## Install", "",
+        "```console",
+        "$ pip install -e \".[test]\"       # in this folder",
+        "```", "",
+        "## Where to read", "",
+        "- [Assignments](assignments/README.md): a handout per assignment (what each task is, where it is, how "
+        "it is graded) and a notebook that runs each task's tests.",
+        "- [Lessons](lessons/README.md): each handout says which to read first.",
+        "- [Notebooks](notebooks/README.md): a step-through notebook per lesson.", "",
+        "## Work on a task, grade, hand in", "",
+        "```console",
+        f"$ python -m pytest -q -m {first['marker']}     # one task's tests",
+        "$ tinydgl assignments grade                     # the score table (a practice grade, with these tests)",
+        "$ tinydgl assignments submit hand-in.zip        # your task files, and nothing else, to hand in",
+        "```", "",
+        "Do the assignments in order: training (`tinydgl train`, most notebooks and tests) needs the layers' "
+        "backward passes of assignment 1, and stops at the first task that is not done yet.", "",
+        "License: [MIT](LICENSE) (see also [NOTICE](NOTICE)); what changed between versions: "
+        "[CHANGELOG.md](CHANGELOG.md).", "",
+    ]
+    return "\n".join(lines)
+
+
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
+_FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.S | re.M)
+
+
+def _unlink_missing(out):
+    """In the Markdown files of the copy `out`, a link to a file that is not in the copy (the benchmarks, the
+    instructor's guide) becomes its text with the path it has in the tinydgl repository: no broken links."""
+    def fix(page):
+        def one(match):
+            bang, text, target = match.groups()
+            if "://" in target or target.startswith(("#", "mailto:")):
+                return match.group(0)
+            path = target.split("#")[0]
+            if not path or (page.parent / path).exists():
+                return match.group(0)
+            rel = os.path.normpath(os.path.relpath(page.parent / path, out)).replace(os.sep, "/")
+            if bang:
+                return text
+            if text.strip("`") in (rel, path, path.rsplit("/", 1)[-1]):
+                return f"{text} (in the tinydgl repository)"
+            return f"{text} (`{rel}` in the tinydgl repository)"
+        return one
+
+    for page in out.rglob("*.md"):
+        text, parts, last = page.read_text(), [], 0
+        for block in _FENCE.finditer(text):  # code blocks stay as written
+            parts += [_LINK.sub(fix(page), text[last:block.start()]), block.group(0)]
+            last = block.end()
+        parts.append(_LINK.sub(fix(page), text[last:]))
+        if "".join(parts) != text:
+            page.write_text("".join(parts))
 
 
 # --- running tests and grading --------------------------------------------------------------------------
@@ -667,6 +871,7 @@ def submit(tree, out):
     """Zip the task files of student copy `tree` (exactly its manifest's `task_files`) to `out`: returns them."""
     tree = Path(tree)
     files = task_files(tree)
+    check_output(out)
     missing = [f for f in files if not (tree / f).is_file()]
     if missing:
         raise AssignmentError(f"{tree.resolve()} lacks {', '.join(missing)} (task files of its manifest): give the "
@@ -730,10 +935,8 @@ def grade(work=".", tasks=TASKS, source=None):
         files = _pristine(source, base)
         if given is None:
             given = {f: (Path(work) / f).read_bytes() for f in files if (Path(work) / f).is_file()}
-        foreign = sorted(set(given) - set(files))
-        if foreign:
-            raise AssignmentError(f"{work} holds files that are not task files: {', '.join(foreign)} (the task files "
-                                  f"are {', '.join(files)}); make the zip with 'tinydgl assignments submit'.")
+        else:  # a zip: its task files, wherever they are in it (a whole folder zipped is fine), as Gradescope's
+            given, _ = _pick(given, files)
         if not given:
             raise AssignmentError(f"{Path(work).resolve()} holds none of the task files ({', '.join(files)}): give "
                                   "the root of a student copy or its submission zip.")
@@ -832,6 +1035,7 @@ def gradescope(out, source=None):
     results.json (see `autograde`).
     """
     source, out = Path(source or source_root()), Path(out)
+    check_output(out)
     names = []
     with tempfile.TemporaryDirectory(prefix="tinydgl-gradescope-") as tmp:
         course = Path(tmp) / "course"
@@ -855,29 +1059,55 @@ def gradescope(out, source=None):
 
 
 def _gather(folder, files):
-    """({task file: bytes}, [ignored names]) from a submission folder: files at their paths in the course (also
-    inside one enclosing folder, or inside a zip there), else, for a flat upload, by their file names."""
+    """({task file: bytes}, [ignored names]) from a submission folder (see `_pick`; a zip in it is opened)."""
     folder = Path(folder)
     found = []  # (relative name, bytes)
     for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
-        if not path.is_file() or "__MACOSX" in path.parts or ".git" in path.parts:
+        if not path.is_file():
             continue
         rel = path.relative_to(folder).as_posix()
         if path.suffix == ".zip" and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                found += [(n, z.read(n)) for n in z.namelist() if not n.endswith("/") and "__MACOSX" not in n]
+                found += [(n, z.read(n)) for n in z.namelist() if not n.endswith("/")]
         else:
             found.append((rel, path.read_bytes()))
-    contents, used = dict(found), {}
+    return _pick(dict(found), files)
+
+
+def _pick(contents, files):
+    """({task file: bytes}, [ignored names]) from a submission's {name: bytes}: each task file at its path in
+    the course, also under an enclosing folder (a zip of the whole student folder: the shortest such path),
+    else, for a flat upload, by its file name (the task files' names are unique). The rest is ignored, as
+    `grade` and the Gradescope autograder both use only the task files."""
+    contents = {n: data for n, data in contents.items() if "__MACOSX" not in n and ".git" not in n.split("/")}
+    used = {}
     for f in files:
         matches = sorted((n for n in contents if n == f or n.endswith("/" + f)), key=len)
         if matches:
             used[f] = matches[0]
-    if not used:  # a flat upload: linear.py, norm.py, ... (the task files' names are unique)
+    if not used:  # a flat upload: linear.py, norm.py, ...
         by_name = {f.rsplit("/", 1)[-1]: f for f in files}
         used = {by_name[n]: n for n in contents if "/" not in n and n in by_name}
-    ignored = sorted(set(contents) - set(used.values()))
+    # the names of the rest, inside the folder that holds the task files (a whole folder zipped: its name is no news)
+    prefix = next((n[:len(n) - len(f)] for f, n in used.items() if n.endswith("/" + f)), "")
+    ignored = sorted(n[len(prefix):] if n.startswith(prefix) else n for n in set(contents) - set(used.values()))
     return {f: contents[n] for f, n in used.items()}, ignored
+
+
+def ignored_note(ignored):
+    """One short line on the files of a submission that are not graded ('' when there are none): how many,
+    and the top-level files and folders they are in."""
+    if not ignored:
+        return ""
+    groups = {}
+    for name in ignored:
+        head, sep, _ = name.partition("/")
+        groups[head + sep] = groups.get(head + sep, 0) + 1
+    folders_first = sorted(groups.items(), key=lambda item: (not item[0].endswith("/"), item[0]))
+    shown = [f"{g} ({n} files)" if g.endswith("/") and n > 1 else g for g, n in folders_first]
+    where = ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
+    files = f"{len(ignored)} file{'s' if len(ignored) > 1 else ''}"
+    return f"Ignored {files} that are not task files ({where}): only the task files are graded, with the instructor's tests."
 
 
 def autograde(submission, course, results):
@@ -910,7 +1140,7 @@ def autograde(submission, course, results):
         if missing:
             lines.append(f"Not in the submission (graded as handed out, with the stubs): {', '.join(missing)}.")
         if ignored:
-            lines.append(f"Ignored (only task files are graded, with the instructor's tests): {', '.join(ignored)}.")
+            lines.append(ignored_note(ignored))
         lines += [f"Could not collect {e}" for e in errors]
         tests = []
         for r in rows:
@@ -959,6 +1189,10 @@ def classroom(out_dir, source=None):
     Classroom workflow can, is a student editing the workflow file itself: Classroom's protected paths flag that.
     """
     source, out_dir = Path(source or source_root()), Path(out_dir)
+    path = out_dir / ".github" / "workflows" / CLASSROOM_WORKFLOW
+    if path.exists():
+        raise AssignmentError(f"{path} exists: remove it first (classroom never overwrites).")
+    check_output(path)
     with tempfile.TemporaryDirectory(prefix="tinydgl-classroom-") as tmp:
         course = Path(tmp) / "course"
         files = _pristine(source, course, hidden=False)  # the template repository: what students have
@@ -998,10 +1232,6 @@ def classroom(out_dir, source=None):
               "      env:"]
     lines += [f"        {step.upper()}_RESULTS: \"${{{{steps.{step}.outputs.result}}}}\"" for step in ids]
     lines += ["      with:", f"        runners: {','.join(ids)}", ""]
-    path = out_dir / ".github" / "workflows" / CLASSROOM_WORKFLOW
-    if path.exists():
-        raise AssignmentError(f"{path} exists: remove it first (classroom never overwrites).")
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
 
@@ -1056,8 +1286,15 @@ def run_command(args):
         print(f"grade it with: tinydgl assignments grade {out}")
         return 0
     if args.assignments_command == "grade":
-        rows, errors = grade(args.tree, source=args.source)
+        if args.json:
+            check_output(args.json)
         source = Path(args.source or source_root())
+        contents = _submission(args.tree)
+        if contents:  # a zip: say, in one line, what in it is not graded
+            given, ignored = _pick(contents, task_files(source))
+            if given and ignored:
+                print(ignored_note(ignored))
+        rows, errors = grade(args.tree, source=args.source)
         if not find_regions(source):
             print(f"practice grade: with the tests of the student copy {source}; the instructor grades with theirs")
         for error in errors:

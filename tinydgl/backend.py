@@ -76,8 +76,9 @@ def _import_namespace(name: str):
         try:
             import cupy
         except ImportError as err:  # pragma: no cover - depends on the machine
+            from .extras import install_command
             raise BackendUnavailableError(
-                "The 'cupy' backend needs CuPy. Install it with: pip install 'tinydgl[gpu]' "
+                f"The 'cupy' backend needs CuPy. Install it with: {install_command('gpu')} "
                 "(cupy-cuda12x, for CUDA 12), then check that `nvidia-smi` shows a GPU."
             ) from err
         _gpu_count(cupy)

@@ -566,7 +566,8 @@ def prepare_mpi(args):
     try:
         from mpi4py import MPI
     except ImportError as err:
-        raise CommandError(f"--engine mpi needs mpi4py and an MPI library: pip install 'tinydgl[mpi]' "
+        from .extras import install_command
+        raise CommandError(f"--engine mpi needs mpi4py and an MPI library: {install_command('mpi')} "
                            f"(mpi4py and the mpich wheel), then launch with {MPI_LAUNCH} ({err}).") from err
     comm = MPI.COMM_WORLD
     size = comm.Get_size()

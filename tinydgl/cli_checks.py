@@ -212,7 +212,8 @@ def check_output_paths(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError as err:
-            raise CommandError(f"--plot needs matplotlib, which is not installed: pip install 'tinydgl[plot]' "
+            from .extras import install_command
+            raise CommandError(f"--plot needs matplotlib, which is not installed: {install_command('plot')} "
                                f"(or leave --plot out); nothing was trained.") from err
         _check_plot_format(args.plot)
 

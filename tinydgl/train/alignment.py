@@ -24,7 +24,6 @@ import math
 
 import numpy as np
 
-from .. import functional as F
 from ..backend import to_numpy
 
 
@@ -34,20 +33,27 @@ def true_gradients(trainer, x, y):
     for every model parameter, at the current weights, on batch (x, y), computed on a copy of the model so
     the trainer's own state (weights, batch-norm statistics, caches, generators) is untouched.
     Returns {parameter name: host array}."""
+    from ..trainers.backprop import BackpropTrainer
+
     reference = copy.deepcopy(trainer.model)
     reference.train()
     _plain_backprop(reference)
-    blocks = reference.layers
-    h = x
-    for block in blocks:
-        h = block.forward(h)
+    # backprop's own step on the copy, with an optimizer that leaves the weights alone: every p.grad is filled
+    backprop = BackpropTrainer(reference, _KeepWeights, getattr(trainer, "label_smoothing", 0.0))
     if hasattr(trainer, "output_loss"):  # the feedback-alignment family may train on sigmoid + BCE
-        _, grad = trainer.output_loss(h, y)
-    else:
-        _, grad = F.softmax_cross_entropy(h, y, getattr(trainer, "label_smoothing", 0.0))
-    for i in reversed(range(len(blocks))):
-        grad = blocks[i].backward(grad, need_input_grad=i > 0)
+        backprop.output_loss = trainer.output_loss
+    backprop.train_step(x, y)
     return {name: to_numpy(p.grad) for name, p in reference.named_parameters()}
+
+
+class _KeepWeights:
+    """An optimizer whose step does nothing, for a train_step that is only to compute the gradients."""
+
+    def __init__(self, params):
+        self.params = list(params)
+
+    def step(self):
+        pass
 
 
 def _plain_backprop(module):

@@ -1,4 +1,4 @@
-"""Learning-curve plots (matplotlib is an optional extra: pip install 'tinydgl[plot]')."""
+"""Learning-curve plots (matplotlib is the optional extra `plot`: see tinydgl.extras)."""
 
 
 def plot_history(histories, path, title=None):
@@ -9,7 +9,8 @@ def plot_history(histories, path, title=None):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError("--plot needs matplotlib: pip install 'tinydgl[plot]'") from err
+        from ..extras import install_command
+        raise ImportError(f"--plot needs matplotlib: {install_command('plot')}") from err
     fig = learning_curves(histories, title, plt.figure(figsize=(10, 4)))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -20,15 +20,20 @@ class BackpropTrainer(Trainer):
     def optimizers(self):
         return [self.optimizer]
 
+    def output_loss(self, logits, y):
+        """(loss, dlogits): softmax cross-entropy, with the trainer's label smoothing. Feedback alignment's
+        trainers, which take this step, may put sigmoid + BCE here instead."""
+        return F.softmax_cross_entropy(logits, y, self.label_smoothing)
+
     def train_step(self, x, y):
         # BEGIN SOLUTION a2-bp-train-step
-        # hint: forward through every block, the loss at the top, backward from the top block down (block 0 needs
-        # hint: no input gradient), then step the optimizer
+        # hint: forward through every block, self.output_loss at the top, backward from the top block down (block
+        # hint: 0 needs no input gradient), then step the optimizer
         blocks = self.model.layers
         h = x
         for block in blocks:
             h = block.forward(h)
-        loss, grad = F.softmax_cross_entropy(h, y, self.label_smoothing)
+        loss, grad = self.output_loss(h, y)
         for i in reversed(range(len(blocks))):
             # The gradient of block i's output is what block i+1 sent back. The first block's input is the
             # data, which needs no gradient.

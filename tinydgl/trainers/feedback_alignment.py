@@ -92,7 +92,8 @@ def _dtype(model):
 # --- FA ---------------------------------------------------------------------------------------------
 class FATrainer(OutputLoss, BackpropTrainer):
     """Feedback alignment: backprop's train_step, with a fixed random B in every linear/conv layer's
-    input gradient (`Linear.feedback`, `Conv2d.feedback`, used by the ops' backward)."""
+    input gradient (`Linear.feedback`, `Conv2d.feedback`, used by the ops' backward). The step's loss is
+    OutputLoss's (ce, or the reference code's sigmoid + bce), which comes first in the class order."""
 
     name = "fa"
 
@@ -106,19 +107,6 @@ class FATrainer(OutputLoss, BackpropTrainer):
             # PyTorch's fan_in for this weight: in_features (tinydgl stores Linear as (in, out)), or C/g*k*k
             fan_in = int(w.shape[0]) if isinstance(layer, Linear) else int(np.prod(w.shape[1:]))
             layer.feedback = feedback_matrix(tuple(w.shape), fan_in, rng, feedback_init, _dtype(model))
-
-    def train_step(self, x, y):
-        if self.loss == "ce":
-            return super().train_step(x, y)  # backprop's step; the layers' feedback does the rest
-        blocks = self.model.layers  # the same chain from the reference code's sigmoid + BCE output
-        h = x
-        for block in blocks:
-            h = block.forward(h)
-        loss, grad = self.output_loss(h, y)
-        for i in reversed(range(len(blocks))):
-            grad = blocks[i].backward(grad, need_input_grad=i > 0)
-        self.optimizer.step()
-        return loss
 
 
 def _parametrised_layers(module):
