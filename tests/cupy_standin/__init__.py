@@ -18,6 +18,7 @@ from pathlib import Path
 from . import fake
 from .fake import STATS
 
+MANIFEST_PATH = Path(__file__).resolve().parent / "manifest.json"
 SHIM = Path(__file__).resolve().parent / "shim"  # put first on PYTHONPATH: holds the `cupy` package
 
 
@@ -60,4 +61,4 @@ def subprocess_env(base=None, devices=1, stats=None):
     return env
 
 
-__all__ = ["STATS", "SHIM", "fake", "standin_cupy", "subprocess_env"]
+__all__ = ["MANIFEST_PATH", "STATS", "SHIM", "fake", "standin_cupy", "subprocess_env"]
