@@ -39,13 +39,15 @@ _HERE = os.path.abspath(__file__)
 
 # --- counting syncs and copies -----------------------------------------------------------------------------
 def _call_site():
-    """'file:line (function)' of the first frame outside the stand-in."""
+    """'file:line (function) <- file:line (function)': the first frame outside the stand-in, and its caller
+    (the first is often a helper such as tinydgl.backend.asarray; the second says who needed it)."""
     frame = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename) == _HERE:
         frame = frame.f_back
     if frame is None:
         return "?"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} ({frame.f_code.co_name})"
+    where = [f"{f.f_code.co_filename}:{f.f_lineno} ({f.f_code.co_name})" for f in (frame, frame.f_back) if f]
+    return " <- ".join(where)
 
 
 class Stats:
