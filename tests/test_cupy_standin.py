@@ -53,6 +53,10 @@ def test_standin_refuses_what_cupy_refuses(cupy):
     numpy_only = sorted(n for n in dir(np) if not n.startswith("_") and n not in recorded)
     assert numpy_only and not any(hasattr(cupy, n) for n in numpy_only)  # e.g. cupy.trapezoid does not exist
     assert cupy.__version__ == "14.2.0" and cupy.cuda.runtime.getDeviceCount() == 1
+    ndarray_attributes = json.loads(MANIFEST_PATH.read_text())["ndarray"]
+    assert all(a in ndarray_attributes for a in dir(cupy.ndarray) if not a.startswith("_"))
+    with pytest.raises(AttributeError):
+        x.to_device  # NumPy 2's array-API method: CuPy 14's ndarray has none
 
 
 def test_standin_counts_syncs_and_copies_with_their_call_site(cupy):

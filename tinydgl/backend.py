@@ -78,7 +78,8 @@ def _import_namespace(name: str):
         except ImportError as err:  # pragma: no cover - depends on the machine
             raise BackendUnavailableError(
                 "The 'cupy' backend needs CuPy. Install it with: pip install 'tinydgl[gpu]' "
-                "(cupy-cuda12x, for CUDA 12), then check that `nvidia-smi` shows a GPU."
+                "(CuPy 14 for CUDA 12; with a CUDA 13 driver: pip install 'cupy-cuda13x[ctk]>=14'), then check "
+                "that `nvidia-smi` shows a GPU."
             ) from err
         _gpu_count(cupy)
         return cupy
