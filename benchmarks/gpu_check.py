@@ -610,6 +610,10 @@ def print_table(run):
         detail = r["detail"].replace("|", "/")  # a Markdown table: no bars inside a cell
         print(f"| {r['check']} | {r['status'].upper()}: {detail} | {r['seconds']:.1f} |")
     print(f"| all | {'FAIL' if run.failed() else 'PASS'} | {time.monotonic() - run.started:.1f} |")
+    for r in run.rows:
+        if r.get("error"):  # the whole text is in the JSON report; its end here
+            print(f"\n--- {r['check']}: its error (the last lines; all of it is in the report) ---")
+            print("\n".join(r["error"].rstrip().splitlines()[-15:]))
 
 
 def git_commit():

@@ -233,7 +233,7 @@ class ndarray:
 
     def __repr__(self):
         STATS.sync("repr()")
-        return repr(self._a).replace("array(", "array(", 1)
+        return repr(self._a)
 
     def __str__(self):
         STATS.sync("str()")
@@ -292,9 +292,8 @@ class ndarray:
         return _wrap(self._on_device()[_unwrap_index(index)], self._device)
 
     def __setitem__(self, index, value):
-        if isinstance(value, np.ndarray):
+        if isinstance(value, np.ndarray):  # CuPy copies it to the device first
             STATS.upload("host array written into a device array")
-            value = value
         else:
             value = _unwrap(value)
         self._on_device()[_unwrap_index(index)] = value
