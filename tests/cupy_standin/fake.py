@@ -14,7 +14,7 @@ code written against CuPy:
 - it has `CUPY_STANDIN_DEVICES` GPUs (default 1); every array remembers the device current when it was
   made, and an operation on an array that is not on the current device raises CuPy's ValueError;
 - it counts host<->device synchronisations (`float()`, `int()`, `bool()`, `.item()`, `.get()`, `.tolist()`,
-  `cupy.asnumpy`, printing an array, pickling one) and host->device copies (`asarray`/`array` of host data,
+  `cupy.asnumpy`, printing an array, pickling one, indexing with a boolean mask) and host->device copies (`asarray`/`array` of host data,
   host data written into or indexing an array), each with the call site outside this file (`STATS`).
 
 Only what a student's training run needs is simulated: no streams, kernels (ElementwiseKernel, RawKernel and
@@ -395,6 +395,8 @@ def _unwrap_index(index):
     if isinstance(index, tuple):
         return tuple(_unwrap_index(i) for i in index)
     if isinstance(index, ndarray):
+        if index.dtype == np.bool_:  # the result's size is the mask's count: CuPy reads it back to the host
+            STATS.sync("boolean-mask index")
         return index._on_device()
     if isinstance(index, np.ndarray):
         STATS.upload("host array used as an index")
