@@ -578,6 +578,12 @@ def prepare_mpi(args):
         raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --engine mpi the "
                            f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}.")
     args.workers = size
+    if get_backend().name == "cupy":
+        from .runtime.mpi_engine import choose_rank_gpu
+
+        choice = choose_rank_gpu(comm)  # a collective: every rank picks its GPU, rank 0 says which
+        if comm.Get_rank() == 0:
+            print(choice)
     if comm.Get_rank() != 0:
         sys.stdout = open(os.devnull, "w")
         args.metrics_json = args.plot = None

@@ -215,10 +215,12 @@ class FFTrainer(Trainer):
         return xp.concat([labels, flat[:, self.num_classes:]], axis=1)
 
     def wrong_labels(self, y):
-        """A uniformly drawn label other than y[i] for every i, from the seeded host generator."""
-        host = to_numpy(y).astype(np.int64)
-        shift = self.negatives_rng.integers(1, self.num_classes, size=host.shape[0])
-        return asarray((host + shift) % self.num_classes, like=y)
+        """A uniformly drawn label other than y[i] for every i, from the seeded host generator.
+
+        Only the random shifts travel to the device; y stays there (reading it back would make every step
+        wait for the GPU)."""
+        shift = self.negatives_rng.integers(1, self.num_classes, size=int(y.shape[0]))
+        return (y + asarray(shift, dtype=y.dtype, like=y)) % self.num_classes
 
     def neutral(self, x):
         """The neutral sample: 1/classes in every label pixel."""
