@@ -26,6 +26,7 @@ given dL/dW = scale * z.T @ dlogits, fills its parameters' gradients.
 
 **Not yet run on a GPU**: the fused path is tested in numba's CUDA simulator only (see local_loss_cuda).
 """
+import functools
 import os
 import weakref
 
@@ -37,8 +38,9 @@ _LINEAR_CHAIN_TYPES = (FixedLinear, ClassScale, PooledLinear, Linear)
 _fixed_projections = weakref.WeakKeyDictionary()  # head -> (basis buffer, W): LLS's W never changes
 
 
+@functools.lru_cache(maxsize=None)
 def numba_cuda_ready():
-    """True when numba-cuda is installed and sees a real GPU (not the simulator)."""
+    """True when numba-cuda is installed and sees a real GPU (not the simulator); asked once per process."""
     try:
         from numba import cuda
     except ImportError:

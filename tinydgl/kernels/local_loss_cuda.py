@@ -39,25 +39,25 @@ CuPy-stream interplay (`launch`) is untested on hardware.
 import functools
 import math
 
-import numpy as np
-from numba import cuda, float32, float64  # this module is imported only where the fused path runs
+from numba import cuda, float64  # this module is imported only where the fused path runs
 
 THREADS = 128  # threads per block: a power of two (the tree reduction halves it), a multiple of the 32-wide warp
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(dtype_name="float32", threads=THREADS):
-    """The `@cuda.jit` kernel for arrays of `dtype_name`, with `threads` threads per block (a power of two).
+def make_kernel(threads=THREADS):
+    """The `@cuda.jit` kernel with `threads` threads per block (a power of two).
 
-    A factory, because a shared-memory array needs its size and dtype at compile time: the float32 kernel
-    reduces in float32 (as CuPy's composed ops do), the float64 one (the tests' reference) in float64.
-    (`cuda` is a module global on purpose: numba's simulator swaps the globals named `cuda` of a kernel.)
+    A factory, because a shared-memory array needs its size at compile time. numba then compiles the kernel
+    once per dtype of the arrays it is given (float32 on a GPU, float64 in the tests). Sums are carried in
+    float64 (the Python floats in the code) whatever the arrays' dtype: more accurate than CuPy's float32
+    sums, and cheap here, since the kernel reads far more memory than it computes.
+    `cuda` is a module global on purpose: numba's simulator swaps the globals named `cuda` of a kernel.
     """
     if threads < 1 or threads & (threads - 1):
         raise ValueError(f"threads per block must be a power of two, got {threads}.")
-    shared_dtype = {"float32": float32, "float64": float64}[dtype_name]
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def _block_sum(partial, buffer):
         """Every thread passes its partial sum; every thread gets the block's total.
 
@@ -78,7 +78,7 @@ def make_kernel(dtype_name="float32", threads=THREADS):
         cuda.syncthreads()  # everyone has read buffer[0] before the buffer is reused
         return total
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def _window(i, size, p):
         """PyTorch's adaptive window i of p over `size`: [floor(i*size/p), ceil((i+1)*size/p))."""
         return (i * size) // p, ((i + 1) * size + p - 1) // p
@@ -89,7 +89,7 @@ def make_kernel(dtype_name="float32", threads=THREADS):
         Writes z (N, d), dv (N, d) scratch, logits (N, K), dlogits (N, K), loss (N,), da (N, C, H, W)."""
         n = cuda.blockIdx.x
         t = cuda.threadIdx.x
-        buffer = cuda.shared.array(threads, dtype=shared_dtype)
+        buffer = cuda.shared.array(threads, dtype=float64)  # one slot per thread, for _block_sum
         n_examples, channels, height, width = a.shape
         d, classes = w.shape
 
@@ -204,8 +204,7 @@ def launch(a, y, w, scale, pool, normalize, label_smoothing=0.0, eps=1e-12, thre
                          f"{channels * p * p} features; build W as (d, n_classes).")
     if a4.dtype != w.dtype:
         raise TypeError(f"the block output is {a4.dtype} but the projection is {w.dtype}; use one dtype.")
-    dtype = np.dtype(str(a4.dtype))
-    kernel = make_kernel(dtype.name, threads)
+    kernel = make_kernel(threads)
     z, dv = xp.empty((n, d), dtype=a4.dtype), xp.empty((n, d), dtype=a4.dtype)
     logits, dlogits = xp.empty((n, classes), dtype=a4.dtype), xp.empty((n, classes), dtype=a4.dtype)
     loss, da = xp.empty((n,), dtype=a4.dtype), xp.empty(a4.shape, dtype=a4.dtype)
