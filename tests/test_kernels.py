@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,22 @@ def test_numpy_arrays_never_take_the_fused_path_by_default(monkeypatch):
     monkeypatch.setattr(kernels, "numba_cuda_ready", lambda: True)
     head = lls_head((3, 4, 4), 2, 5)
     kernels.local_loss(head, np.ones((2, 3, 4, 4), dtype=np.float32), np.array([0, 1]))
+
+
+def test_cupy_arrays_reach_the_kernel_without_a_host_sync(monkeypatch):
+    """numba's default for an array that names its stream is to synchronise that stream on the host before
+    every launch; the kernel runs on CuPy's current stream, so launch asks for views with sync=False."""
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
+    from tinydgl.kernels import local_loss_cuda
+
+    calls = []
+    monkeypatch.setattr(local_loss_cuda.cuda, "as_cuda_array", lambda x, sync=True: calls.append(sync) or x)
+    fake_cupy = types.SimpleNamespace(__name__="cupy")
+    arrays = (np.zeros(2), np.ones(3))
+    views = local_loss_cuda.device_arrays(fake_cupy, *arrays)
+    assert all(v is a for v, a in zip(views, arrays)) and calls == [False, False]
+    assert all(v is a for v, a in zip(local_loss_cuda.device_arrays(np, *arrays), arrays))  # NumPy: untouched
+    assert calls == [False, False]
 
 
 # --- PTX for the GPUs the simulator stands in for -----------------------------------------------------------------

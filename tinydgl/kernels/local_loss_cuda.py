@@ -112,7 +112,8 @@ def make_kernel(threads=THREADS):
         denom = max(norm, eps) if normalize else 1.0
         for f in range(t, d, threads):
             z[n, f] = z[n, f] / denom
-        cuda.syncthreads()  # z[n, :] complete before any thread reads another thread's features
+        # no barrier needed here: until phase 6 each thread reads only the features f it wrote itself (the
+        # reductions' own barriers share the sums)
 
         # 3. project: logit k is a dot product over d, one reduction per class
         for k in range(classes):
@@ -151,6 +152,7 @@ def make_kernel(threads=THREADS):
             dz *= scale
             dv[n, f] = dz
             radial_part += dz * z[n, f]
+        # the condition is the same for every thread of the block, so all of them reach _block_sum's barriers
         radial = _block_sum(radial_part, buffer) if normalize and norm > eps else 0.0
         for f in range(t, d, threads):
             dv[n, f] = (dv[n, f] - z[n, f] * radial) / denom
@@ -176,11 +178,20 @@ def make_kernel(threads=THREADS):
 def _stream_for(xp):
     """The stream to launch on: CuPy's current stream for CuPy arrays (so the kernel is ordered with the
     CuPy ops around it), numba's default stream otherwise (NumPy arrays in the simulator)."""
-
     if getattr(xp, "__name__", "") == "cupy":
         ptr = xp.cuda.get_current_stream().ptr
         return cuda.external_stream(ptr) if ptr else cuda.default_stream()
     return cuda.default_stream()
+
+
+def device_arrays(xp, *arrays):
+    """What the kernel is given: for CuPy arrays, numba views of the same memory, made **without** the host
+    synchronisation numba does by default when an array names its stream (`sync=False`): the kernel runs on
+    CuPy's current stream, after whatever wrote the arrays, so waiting on the host would only cost time.
+    NumPy arrays (the simulator) are passed as they are."""
+    if getattr(xp, "__name__", "") != "cupy":
+        return arrays
+    return tuple(cuda.as_cuda_array(x, sync=False) for x in arrays)
 
 
 def launch(a, y, w, scale, pool, normalize, label_smoothing=0.0, eps=1e-12, threads=THREADS):
@@ -188,7 +199,7 @@ def launch(a, y, w, scale, pool, normalize, label_smoothing=0.0, eps=1e-12, thre
 
     a: (N, C, H, W) or (N, D) block output; y: (N,) integer labels; w: (d, K) projection, d = C * pool**2
     (or D). All arrays from one library: CuPy arrays on a GPU (passed to numba through
-    `__cuda_array_interface__`, no copy), or NumPy arrays in numba's simulator (NUMBA_ENABLE_CUDASIM=1),
+    `__cuda_array_interface__`: no copy, no host sync, see `device_arrays`), or NumPy arrays in numba's simulator (NUMBA_ENABLE_CUDASIM=1),
     which is how CI tests it. Outputs are allocated with the same library.
     """
     from ..backend import array_namespace
@@ -210,6 +221,8 @@ def launch(a, y, w, scale, pool, normalize, label_smoothing=0.0, eps=1e-12, thre
     loss, da = xp.empty((n,), dtype=a4.dtype), xp.empty(a4.shape, dtype=a4.dtype)
     labels = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
     stream = _stream_for(xp)
-    kernel[n, threads, stream](a4, labels, w, float(scale), p, bool(normalize), float(eps), float(label_smoothing),
-                               z, dv, logits, dlogits, loss, da)
+    a_, labels_, w_, z_, dv_, logits_, dlogits_, loss_, da_ = device_arrays(xp, a4, labels, w, z, dv, logits, dlogits,
+                                                                          loss, da)
+    kernel[n, threads, stream](a_, labels_, w_, float(scale), p, bool(normalize), float(eps), float(label_smoothing),
+                               z_, dv_, logits_, dlogits_, loss_, da_)
     return loss, (xp.reshape(da, a.shape) if flat else da), z, dlogits, logits
