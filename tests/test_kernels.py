@@ -62,6 +62,18 @@ def test_fused_kernel_matches_the_composed_float64_reference(simulated, case):
     assert all(g < tolerance for g in row["grads"]), row
 
 
+def test_benchmark_script_runs_in_the_simulator():
+    """benchmarks/bench_local_loss_kernel.py is for a GPU; --simulator checks that it runs and agrees."""
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_local_loss_kernel.py"), "--simulator"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("tiny")]
+    assert [row[5] for row in rows] == ["lls", "lls-m", "lls-mxm", "local-losses"]
+    assert all(float(row[-1]) < 1e-12 for row in rows), done.stdout
+
+
 # --- the switch -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("modulation", [None, "m", "mxm"])
 def test_lls_heads_fuse_and_dgl_heads_do_not(modulation):
