@@ -101,7 +101,9 @@ def projection_matrix(head, plan, d, xp, dtype):
         cached = _fixed_projections.get(head)
         if cached is not None and cached[0] is chain[0].buffers.get("matrix"):
             return cached[1]
-    w = xp.ascontiguousarray(_apply_chain(rest, start)) if hasattr(xp, "ascontiguousarray") else _apply_chain(rest, start)
+    w = _apply_chain(rest, start)
+    if hasattr(xp, "ascontiguousarray"):  # NumPy and CuPy: rows of W next to each other, as the kernel reads them
+        w = xp.ascontiguousarray(w)
     if not learned:
         _fixed_projections[head] = (chain[0].buffers.get("matrix"), w)
     return w

@@ -31,6 +31,11 @@ radial part of the normalisation's gradient) are **tree reductions in shared mem
 The K logits and the softmax are done by thread 0 alone: K is 10 or 100, far less work than a reduction's
 round trip, and a serial loop is easier to read.
 
+What a faster version would change (to be measured on a GPU first, so not done here): in phase 1 the
+threads of a block read different pooling windows, so neighbouring threads do not read neighbouring
+addresses (the reads are not *coalesced*); sweeping the block output row by row and adding into a shared
+array of window sums would be. One block per example also leaves a large GPU half idle when N is small.
+
 Status: the kernel is tested against a float64 NumPy reference under numba's CUDA simulator
 (tests/test_kernels_cudasim.py) and compiled to PTX for sm_80 and sm_90 when NVRTC is present
 (tests/test_kernels_ptx.py). **It has not yet run on a real GPU**: its speed is unmeasured and the
