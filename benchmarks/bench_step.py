@@ -41,7 +41,6 @@ torch_smallconv_fmnist.py. PyTorch appears in benchmarks and optional tests only
 Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
 """
 import argparse
-import os
 import statistics
 import sys
 import time

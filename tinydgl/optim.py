@@ -49,7 +49,7 @@ class Optimizer:
 
     # Optimizer-wide numbers besides lr and steps that a checkpoint must keep (schedule-free's averaging
     # weights and its train/eval mode); each is a plain float, int or bool attribute.
-    scalar_names = ()
+    scalar_names: tuple[str, ...] = ()
 
     def state_dict(self):
         """{"lr", "steps", "buffers": {"<param index>.<name>": ndarray}, "counts": {...: int},

@@ -169,7 +169,7 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, run_started,
 
         def all_rows_written():
             arrived.release()
-            _take(done, header, parent)
+            _take(done, header, parent)  # noqa: F821 (the views are deleted after the last step)
 
         averaged = _AveragedGradients(trainer.optimizer, grads, index, all_rows_written)
         trainer.optimizer = averaged

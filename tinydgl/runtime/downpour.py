@@ -155,7 +155,7 @@ def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, pu
         header, weights = _weights_views(shm.buf, num_params, dtype)
 
         def check():
-            if header[ABORT]:
+            if header[ABORT]:  # noqa: F821 (the views are deleted after the last step)
                 raise _Aborted
             if os.getppid() != parent:
                 raise SystemExit(3)
