@@ -39,7 +39,8 @@ GITHUB = "https://github.com/tinydgl/tinydgl/blob/main/"
 # Pages taken as they are (paths in the repository, which are also their paths on the site)
 # INSTRUCTOR.md is not one: the site is what students read, and the instructor's guide says what the hidden
 # tests check. Links to it go to the repository, where instructors read it.
-PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "lessons/README.md", "notebooks/README.md")
+PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "benchmarks/RESULTS-archive.md", "lessons/README.md",
+         "notebooks/README.md")
 # docs/index.md and docs/api.md are the site's front and API pages, at its root; the other docs/*.md (the
 # command reference, the errors, the architecture, ...) keep their path, docs/, so links work on GitHub too.
 ROOT_PAGES = ("index.md", "api.md")
