@@ -33,8 +33,15 @@ never sits idle waiting for a helper that has not started: when other processes 
 helper gets none, the caller does that helper's pieces too, and waits only for a piece a helper has
 already begun (a small one: a piece is at most 1/PIECES_PER_THREAD of a thread's share). All waiting
 blocks (a condition variable; idle helpers block on the pool's queue): no thread of tinydgl spins, so an
-idle tinydgl takes no CPU from other processes. We do not read the load average to decide: it is a
-one-minute mean that counts our own threads too, while taking pieces adapts at every call.
+idle tinydgl takes no CPU from other processes.
+
+On a busy machine tinydgl uses only the CPUs nobody else is using (`threads_now`): when other processes
+already keep the cores busy, a helper could only take a time slice from them and make the caller wait
+for it, and the measured result is small runs slower with threads than without. How busy the machine is
+comes from the kernel's count of threads running or waiting for a CPU right now (Linux: /proc/loadavg's
+fourth field), read at most every BUSY_READING_SECONDS; the one-minute load average would lag a minute
+behind and counts our own threads too. This decides only how many threads run the pieces, never the
+pieces themselves, so it does not change a single bit of a result.
 
 BLAS runs on one thread for as long as tinydgl is imported (through `threadpoolctl`, at import), and
 tinydgl cuts its large products into fixed blocks of rows for its own threads (`matmul`, `matmul_tn`,
@@ -60,6 +67,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -79,6 +87,9 @@ MIN_PIECE_BYTES = 256 * 1024
 # (a lock, a Python call) costs little beside the work in it.
 PIECES_PER_THREAD = 4
 
+# How long one reading of how many CPUs other work is using stays valid (a reading costs 10-50 us).
+BUSY_READING_SECONDS = 0.05
+
 # Reductions and products cut their rows into blocks of about this many bytes, whatever the thread count,
 # so every partial sum and every BLAS call (and so every bit of a result) is the same at any thread count.
 BLOCK_BYTES = 1024 * 1024
@@ -87,6 +98,7 @@ BLOCK_BYTES = 1024 * 1024
 MAP_BLOCK_BYTES = 512 * 1024
 
 _setting: int | None = None  # set_num_threads; None: from the environment
+_busy_reading = (float("-inf"), 0)  # (time.monotonic() when read, threads of other work then)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
@@ -129,6 +141,30 @@ def set_num_threads(n: int | None) -> None:
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"set_num_threads expects a whole number >= 1 (or None), got {n!r}.")
     _setting = n
+
+
+def others_running() -> int:
+    """How many threads are running or waiting for a CPU right now, besides the one calling (Linux's
+    /proc/loadavg counts them machine-wide; 0 where it cannot be read)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return max(0, int(f.read().split()[3].split(b"/")[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def threads_now() -> int:
+    """num_threads(), but no more than the CPUs that other work leaves free right now, and at least 1."""
+    global _busy_reading
+    wanted = num_threads()
+    if wanted == 1:
+        return 1
+    when, others = _busy_reading
+    now = time.monotonic()
+    if now - when > BUSY_READING_SECONDS:
+        others = others_running()
+        _busy_reading = (now, others)
+    return max(1, min(wanted, (os.cpu_count() or 1) - others))
 
 
 # --- BLAS: on one thread while tinydgl is imported -------------------------------------------------------
@@ -293,16 +329,17 @@ def piece_count(arrays, n: int) -> int:
 
 def for_each_slice(work, *arrays) -> None:
     """Call `work(s)` for the contiguous slices `s` = slices(n, piece_count(arrays, n)) of the first axis of
-    `arrays`, which together cover it, on as many threads as pay off; `work(slice(0, n))` once when the
-    work is small or there is one thread. The slices are disjoint, so `work` may write its rows of a shared
+    `arrays`, which together cover it, on up to `threads_now()` threads; `work(slice(0, n))` once when the
+    work is small or there is one thread to run it. The slices are disjoint, so `work` may write its rows of a shared
     output."""
     n = arrays[0].shape[0]
     count = piece_count(arrays, n)
-    if count == 1:
+    threads = threads_now() if count > 1 else 1
+    if threads == 1:
         work(slice(0, n))
         return
     pieces = slices(n, count)
-    run_pieces(lambda k: work(pieces[k]), count, num_threads())
+    run_pieces(lambda k: work(pieces[k]), count, threads)
 
 
 def map_slices(fn, *arrays):
@@ -310,13 +347,14 @@ def map_slices(fn, *arrays):
     tuple of arrays) whose first axis runs over those rows. For ops whose readable body allocates its own
     result.
 
-    When the work is small or there is one thread this is fn(slice(0, n)). Else the rows go in fixed blocks
+    When the work is small or there is one thread to run it, this is fn(slice(0, n)). Else the rows go in fixed blocks
     (`row_blocks` of the first array, about MAP_BLOCK_BYTES each): the first block is computed here, which
     gives the results' shapes and types; new arrays (C order) for all rows are made, and the threads take
     the other blocks, each block's result copied into its rows at once and dropped. So the extra memory is
     a block per thread, not a second copy of the result."""
     n = arrays[0].shape[0]
-    if piece_count(arrays, n) == 1:
+    threads = threads_now() if piece_count(arrays, n) > 1 else 1
+    if threads == 1:
         return fn(slice(0, n))
     blocks = row_blocks(arrays[0], MAP_BLOCK_BYTES)
     first = fn(blocks[0])
@@ -331,7 +369,7 @@ def map_slices(fn, *arrays):
         for out, part in zip(joined, (result,) if single else result):
             out[blocks[k + 1]] = part
 
-    run_pieces(block, len(blocks) - 1, num_threads())
+    run_pieces(block, len(blocks) - 1, threads)
     return joined[0] if single else joined
 
 
@@ -360,7 +398,7 @@ def for_each_block(work, count: int, nbytes: int, products: bool = False) -> Non
     `nbytes`, the data they touch, decides whether threads pay off (`MIN_PIECE_BYTES`). products=True: the
     blocks call BLAS, so they run on several threads only while BLAS is on one (`owns_products`);
     otherwise one after the other, BLAS using its own threads inside each."""
-    threads = num_threads() if nbytes >= 2 * MIN_PIECE_BYTES else 1
+    threads = threads_now() if nbytes >= 2 * MIN_PIECE_BYTES else 1
     if threads > 1 and products and not owns_products():
         threads = 1
     run_pieces(work, count, threads)
