@@ -26,8 +26,7 @@ def back_to_the_environment(monkeypatch):
     # To tinydgl the machine looks idle, with more CPUs than any test asks threads for, whatever else runs
     # while the tests do: which threads a test gets must not depend on the load or the machine.
     # test_a_busy_machine_gets_no_helpers_... checks what a busy machine changes.
-    monkeypatch.setattr(threads, "_busy_reading", (float("inf"), 0))
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(threads, "_free_cpus_reading", (float("inf"), 64))  # read at +inf: never read again
     yield
     threads.set_num_threads(None)
 
@@ -129,13 +128,13 @@ def test_the_caller_does_every_piece_when_no_helper_gets_a_core(monkeypatch):
 
 def test_a_busy_machine_gets_no_helpers_but_the_same_pieces_and_results(monkeypatch):
     threads.set_num_threads(4)
-    cpus = os.cpu_count()  # 64, from the fixture
+    cpus = os.cpu_count() or 1
     x = np.arange(2**20, dtype=np.float64).reshape(1024, 1024)  # 8 MB: split on an idle machine
     out = np.empty_like(x)
     asked = []
     monkeypatch.setattr(threads, "_get_pool", lambda workers: asked.append(workers))
     for others, expected in ((cpus - 1, 1), (cpus + 5, 1)):  # one free CPU, none free
-        monkeypatch.setattr(threads, "_busy_reading", (float("-inf"), 0))  # read again ...
+        monkeypatch.setattr(threads, "_free_cpus_reading", (float("-inf"), 0))  # read again ...
         monkeypatch.setattr(threads, "others_running", lambda: others)  # ... and see this much other work
         assert threads.threads_now() == expected
         record = _Recorder(lambda s: np.add(x[s], 1.0, out=out[s]))

@@ -20,11 +20,13 @@ and add the blocks' partial sums in order: a result is then the same to the last
 Small work stays on the calling thread. Work that touches fewer than 2 * MIN_PIECE_BYTES bytes (all its
 arrays together) runs in one call on the thread that asked for it: handing a piece to another thread costs
 a wake-up, tens of microseconds on an idle machine and a whole scheduler time slice (milliseconds) on a
-busy one, more than the piece itself. The value comes from `python benchmarks/bench_threads.py
---calibrate`, which times an elementwise op (LeakyReLU's forward) over a range of sizes at one thread and
-split over two, alone and beside a competing CPU-bound process: MIN_PIECE_BYTES is a size at which a
-split is already faster on an idle machine and costs little on a busy one (benchmarks/RESULTS.md, "Threads
-on a busy machine", has the table).
+busy one, more than a small piece's work. How the value is chosen: `python benchmarks/bench_threads.py
+--calibrate` times an elementwise op (LeakyReLU's forward) of each size in one call on one thread and split
+in two pieces over two threads; MIN_PIECE_BYTES is half the smallest size at which the split is 1.2x
+faster on an idle machine (the script prints that size; benchmarks/RESULTS.md has its table). A busy
+machine is not the threshold's business: `threads_now` keeps tinydgl off the cores others use. The value
+below, 256 KiB, is the estimate the first version started from (a wake-up takes as long as a 256 KiB
+elementwise pass); on a quiet machine the calibration confirms or replaces it.
 
 How the threads share work, so that a busy machine does not stall it. The work is cut into pieces fixed by
 the shapes (at most PIECES_PER_THREAD per thread, none under MIN_PIECE_BYTES). The calling thread and the
@@ -48,8 +50,9 @@ tinydgl cuts its large products into fixed blocks of rows for its own threads (`
 `column_sums`). Three reasons:
 - Small products. OpenBLAS splits every product above about a quarter of a million multiply-adds over its
   threads, an MLP layer's 128x784 @ 784x256 (half a millisecond) included. Its caller then waits for the
-  other thread, which on a busy machine first waits for a core: `linear_forward` took 13 ms a call with
-  load ~6, and `tinydgl train --model mlp` 15x longer than with one BLAS thread.
+  other thread, which on a busy machine first waits for a core: `linear_forward` took milliseconds
+  instead of a fraction of one, and `tinydgl train --model mlp` many times longer than with one BLAS
+  thread. tinydgl's `matmul` keeps a product under BLOCK_BYTES of rows in one BLAS call.
 - Spinning. After each product BLAS's idle threads keep spinning for a while (about 0.1 s in OpenBLAS)
   in wait for the next one, on cores that tinydgl's other work, or other processes, need.
 - Bits. OpenBLAS splits some products differently at two threads (128x784 @ 784x256 in float32 differs
@@ -61,7 +64,9 @@ stay BLAS's and only the other work is tinydgl's.
 How many threads: one setting, shared with BLAS. `set_num_threads(n)` or the environment variable
 ``TINYDGL_NUM_THREADS``; else ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` (the
 variable a user already sets to limit BLAS); else the CPUs this process may run on (`taskset` counts).
-The module-parallel engines set these variables to 1 in their workers, so a worker keeps one thread.
+That many threads at most; at a given moment no more than the CPUs other work leaves free (`threads_now`),
+so asking for more threads than the machine has cores gives no more than its cores. The module-parallel
+engines set these variables to 1 in their workers, so a worker keeps one thread.
 """
 from __future__ import annotations
 
@@ -98,7 +103,7 @@ BLOCK_BYTES = 1024 * 1024
 MAP_BLOCK_BYTES = 512 * 1024
 
 _setting: int | None = None  # set_num_threads; None: from the environment
-_busy_reading = (float("-inf"), 0)  # (time.monotonic() when read, threads of other work then)
+_free_cpus_reading = (float("-inf"), 0)  # (time.monotonic() when read, CPUs other work left free then)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
@@ -155,16 +160,16 @@ def others_running() -> int:
 
 def threads_now() -> int:
     """num_threads(), but no more than the CPUs that other work leaves free right now, and at least 1."""
-    global _busy_reading
+    global _free_cpus_reading
     wanted = num_threads()
     if wanted == 1:
         return 1
-    when, others = _busy_reading
+    when, free = _free_cpus_reading
     now = time.monotonic()
     if now - when > BUSY_READING_SECONDS:
-        others = others_running()
-        _busy_reading = (now, others)
-    return max(1, min(wanted, (os.cpu_count() or 1) - others))
+        free = (os.cpu_count() or 1) - others_running()  # os.cpu_count reads a file too: both go together
+        _free_cpus_reading = (now, free)
+    return max(1, min(wanted, free))
 
 
 # --- BLAS: on one thread while tinydgl is imported -------------------------------------------------------
