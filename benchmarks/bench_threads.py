@@ -28,10 +28,10 @@ Calibration prints, per size (bytes of input and output together, the size tinyd
 the time of one call on one thread, of the same work split in two pieces over two threads whatever the
 load ("split"), and as tinydgl runs it ("tinydgl": two threads only where other work leaves two CPUs
 free, threads.threads_now); median and mean of `--repeat` calls after warm-up (the mean shows the rare
-long waits a busy machine adds), and the ratios to one thread: below 1 the split pays off. The threshold
-is then MIN_PIECE_BYTES = half the smallest size at which splitting is clearly faster on an idle machine
-(the rule is printed with the table); the rows with competitors show what a busy machine does to a split,
-and that tinydgl then keeps to one thread.
+long waits a busy machine adds), and the ratios of the medians to one thread: below 1 the split pays off.
+The threshold is then MIN_PIECE_BYTES = half the smallest size at which splitting is clearly faster on an
+idle machine (the rule is printed with the table); the rows with competitors show what a busy machine
+does to a split, and that tinydgl then keeps to one thread.
 
 Timings are only meaningful on an otherwise quiet machine: the load average is printed at the start and
 the end, with a warning if something else was running. Not a test: it prints tables for
@@ -57,7 +57,8 @@ SPIN = "while True: pass"
 DEFAULT_SIZES_KIB = "16,32,64,128,256,512,1024,2048,4096,8192"
 
 # The threshold rule (see the module docstring): splitting must make the op at least this much faster on an
-# idle machine (mean time, one thread / split). A busy machine is tinydgl's threads_now's business.
+# idle machine (median time, one thread / split: the median, because on a shared machine a single long
+# preemption moves a mean more than the split does). A busy machine is tinydgl's threads_now's business.
 IDLE_GAIN = 1.2
 
 
@@ -183,18 +184,18 @@ def bench_calibration(args):
     ratios = {}
     for k in loads:
         print(f"\n{k} competitor(s): microseconds per call, median / mean over the calls (median of "
-              f"{args.rounds} processes); ratios of the means")
+              f"{args.rounds} processes); ratios of the medians")
         print(f"{'KiB (x+out)':>12}{'one thread':>18}{'split in 2':>18}{'tinydgl':>18}{'split/one':>11}"
               f"{'tinydgl/one':>13}")
         for size in sizes:
             t = {mode: (combined(k, size, mode, 0), combined(k, size, mode, 1)) for mode in ("one", "split", "tinydgl")}
-            ratios[(k, size)] = t["split"][1] / t["one"][1]
+            ratios[(k, size)] = t["split"][0] / t["one"][0]
             print(f"{int(size) // 1024:>12}" + "".join(f"{t[m][0]:>9.1f} /{t[m][1]:>7.1f}" for m in t)
-                  + f"{ratios[(k, size)]:>11.2f}{t['tinydgl'][1] / t['one'][1]:>13.2f}")
+                  + f"{ratios[(k, size)]:>11.2f}{t['tinydgl'][0] / t['one'][0]:>13.2f}")
     idle = min(loads)
     ok = [s for s in sizes if ratios[(idle, s)] <= 1 / IDLE_GAIN]
     print(f"\nsplit: two threads whatever the load; tinydgl: two threads where the CPUs are free, else one "
-          f"(threads_now).\nrule: the smallest size where the split is >= {IDLE_GAIN}x faster (mean times) with "
+          f"(threads_now).\nrule: the smallest size where the split is >= {IDLE_GAIN}x faster (median times) with "
           f"{idle} competitor(s); MIN_PIECE_BYTES = half of it")
     if ok:
         print(f"-> smallest such size: {int(ok[0]) // 1024} KiB; MIN_PIECE_BYTES = {int(ok[0]) // 2048} KiB")
@@ -203,8 +204,7 @@ def bench_calibration(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibrate", action="store_true", help="time the split threshold instead of training")
     parser.add_argument("--models", default="mlp,cnn,smallconv", help="comma-separated (default: %(default)s)")
     parser.add_argument("--threads", default="1,2", help="thread counts (default: %(default)s)")
