@@ -85,10 +85,10 @@ def child_env(threads, pythonpath):
     return env
 
 
-def run(cmd, env, timeout):
+def run(cmd, env, timeout, cwd=None):
     try:
         done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              timeout=timeout)
+                              timeout=timeout, cwd=cwd)
     except subprocess.TimeoutExpired:
         raise procs.ChildFailed(f"`{' '.join(cmd)}` ran past --timeout {timeout} s") from None
     if done.returncode != 0:
@@ -103,7 +103,9 @@ def train_case(model, threads, load, args, workdir):
            "--limit-train", str(args.limit_train), "--limit-test", "200", "--bn-recalibrate", "0",
            "--no-progress", "--metrics-json", str(metrics)]
     with competitors(load):
-        run(cmd, child_env(threads, args.pythonpath), args.timeout)
+        # cwd: `python -m` imports from the current folder first, which must not be a checkout of tinydgl
+        # other than --pythonpath
+        run(cmd, child_env(threads, args.pythonpath), args.timeout, cwd=workdir)
     result = json.loads(metrics.read_text())
     return {"seconds": result["train_seconds"], "loss": result["history"][-1]["train_loss"]}
 
