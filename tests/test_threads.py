@@ -1,10 +1,14 @@
 """tinydgl.threads: elementwise and data-movement work on every core, and results that do not depend on it.
 
-Three kinds of check:
+Four kinds of check:
 - the thread count comes from the one setting the user has (set_num_threads, TINYDGL_NUM_THREADS, then the
   BLAS variables), and bad values are refused with the variable's name;
-- the helpers cover every row exactly once, really use several threads, and raise a slice's error only
-  after every slice has ended;
+- the helpers hand out a fixed partition that covers every row exactly once, offer it to the pool, and
+  raise a slice's error only after every slice has ended. Which thread ran which slice is the
+  scheduler's business and is never checked: tests must not depend on it;
+- on a busy machine: work under the size threshold is one call on the calling thread, the caller does the
+  pieces of a helper that never starts, a machine with no free CPU gets no helpers at all, BLAS is on one
+  thread from import, and idle threads use no CPU;
 - every op with a threaded fast path (conv, batch norm, LeakyReLU, the pools) and a whole SmallConv
   training step give the same bits at 1, 2 and 3 threads, and the same numbers as the portable code
   (array_api_strict), on inputs large enough to be cut into several blocks and slices.
@@ -157,25 +161,35 @@ def test_small_arrays_stay_on_one_thread():
 
 
 @pytest.mark.parametrize("threads_asked", [2, 8])
-def test_work_under_the_threshold_is_one_call_on_the_calling_thread_and_over_it_is_split(threads_asked):
+def test_work_under_the_threshold_is_one_call_on_the_calling_thread_and_over_it_is_split(monkeypatch,
+                                                                                          threads_asked):
     threads.set_num_threads(threads_asked)
+    asked = []  # how many helpers each split asked the pool for
+    real_get_pool = threads._get_pool
+    monkeypatch.setattr(threads, "_get_pool", lambda workers: (asked.append(workers), real_get_pool(workers))[1])
     row = 1024  # bytes per row of each float32 array below
     rows_under = (2 * threads.MIN_PIECE_BYTES - 1) // (2 * row)  # x and out together: just under 2 pieces
     for rows, pieces in ((rows_under, 1), (rows_under + 1, 2)):
+        asked.clear()
         x = np.ones((rows, row // 4), dtype=np.float32)
         out = np.empty_like(x)
         record = _Recorder(lambda s: np.negative(x[s], out=out[s]))
         threads.for_each_slice(record, x, out)
-        assert len(record.slices) == pieces, (rows, record.slices)
+        assert len(record.slices) == pieces and asked == ([] if pieces == 1 else [1]), (rows, record.slices)
         if pieces == 1:
             assert record.slices == [slice(0, rows)] and record.threads == {threading.get_ident()}
         np.testing.assert_array_equal(out, -x)
-    # a product under the threshold is one BLAS call on this thread (a, b and out below it)
+    # fixed blocks (of a product, say) touching less than the threshold run here, one after the other
+    helpers = min(threads_asked, 4) - 1  # over the threshold: a helper per thread, as many as there are blocks
+    for nbytes, expected in ((2 * threads.MIN_PIECE_BYTES - 1, []), (2 * threads.MIN_PIECE_BYTES, [helpers])):
+        asked.clear()
+        calls = []
+        threads.for_each_block(lambda k: calls.append(k), 4, nbytes, products=True)
+        assert sorted(calls) == [0, 1, 2, 3] and asked == expected
     a, b = np.ones((128, 784), np.float32), np.ones((784, 64), np.float32)
-    calls = []
-    threads.for_each_block(lambda k: calls.append(threading.get_ident()), 1, a.nbytes + 128 * 64 * 4, products=True)
-    assert calls == [threading.get_ident()]
-    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)
+    asked.clear()
+    np.testing.assert_array_equal(threads.matmul(a, b), a @ b)  # an MLP layer's product: one block, here
+    assert asked == []
 
 
 def test_an_error_in_one_slice_is_raised_after_every_slice_has_ended():
