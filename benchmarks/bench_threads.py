@@ -5,6 +5,7 @@ tinydgl does not split work (tinydgl/threads.py, MIN_PIECE_BYTES).
     python benchmarks/bench_threads.py
     python benchmarks/bench_threads.py --models mlp --rounds 5 --competitors 0,1,2
     python benchmarks/bench_threads.py --pythonpath /path/to/other/checkout     # time another tinydgl
+    python benchmarks/bench_threads.py --pythonpath /old/checkout,.             # before and after, alternated
 
     # the threshold: an elementwise op (LeakyReLU forward) of each size, one call on one thread against
     # the same work split in two pieces over two threads, idle and beside a competing process
@@ -25,13 +26,11 @@ Training children run `tinydgl train --model M --epochs 1 --limit-train N --limi
 (tinydgl's results do not depend on the thread count).
 
 Calibration prints, per size (bytes of input and output together, the size tinydgl's threshold looks at),
-the time of one call on one thread, of the same work split in two pieces over two threads whatever the
-load ("split"), and as tinydgl runs it ("tinydgl": two threads only where other work leaves two CPUs
-free, threads.threads_now); median and mean of `--repeat` calls after warm-up (the mean shows the rare
-long waits a busy machine adds), and the ratios of the medians to one thread: below 1 the split pays off.
-The threshold is then MIN_PIECE_BYTES = half the smallest size at which splitting is clearly faster on an
-idle machine (the rule is printed with the table); the rows with competitors show what a busy machine
-does to a split, and that tinydgl then keeps to one thread.
+the time of one call on one thread and of the same work split in two pieces over two threads; median and
+mean of `--repeat` calls after warm-up (the mean shows the rare long waits a busy machine adds), and the
+ratio of the medians, split / one thread: below 1 the split pays off. The threshold is then
+MIN_PIECE_BYTES = half the smallest size at which splitting is clearly faster on an idle machine (the rule
+is printed with the table); the rows with competitors show what a busy machine does to a split.
 
 Timings are only meaningful on an otherwise quiet machine: the load average is printed at the start and
 the end, with a warning if something else was running. Not a test: it prints tables for
@@ -58,7 +57,7 @@ DEFAULT_SIZES_KIB = "16,32,64,128,256,512,1024,2048,4096,8192"
 
 # The threshold rule (see the module docstring): splitting must make the op at least this much faster on an
 # idle machine (median time, one thread / split: the median, because on a shared machine a single long
-# preemption moves a mean more than the split does). A busy machine is tinydgl's threads_now's business.
+# preemption moves a mean more than the split does).
 IDLE_GAIN = 1.2
 
 
@@ -97,46 +96,51 @@ def run(cmd, env, timeout, cwd=None):
 
 
 # --- training ---------------------------------------------------------------------------------------------
-def train_case(model, threads, load, args, workdir):
-    metrics = Path(workdir) / f"{model}-{threads}-{load}.json"
+def train_case(checkout, model, threads, load, args, workdir):
+    metrics = Path(workdir) / "metrics.json"
     cmd = [sys.executable, "-m", "tinydgl", "train", "--model", model, "--epochs", "1", "--seed", "0",
            "--limit-train", str(args.limit_train), "--limit-test", "200", "--bn-recalibrate", "0",
            "--no-progress", "--metrics-json", str(metrics)]
     with competitors(load):
         # cwd: `python -m` imports from the current folder first, which must not be a checkout of tinydgl
-        # other than --pythonpath
-        run(cmd, child_env(threads, args.pythonpath), args.timeout, cwd=workdir)
+        # other than the one asked for
+        run(cmd, child_env(threads, checkout), args.timeout, cwd=workdir)
     result = json.loads(metrics.read_text())
     return {"seconds": result["train_seconds"], "loss": result["history"][-1]["train_loss"]}
 
 
 def bench_training(args):
+    checkouts = [str(Path(c).resolve()) for c in args.pythonpath.split(",")]  # the children run elsewhere
     models = args.models.split(",")
     counts = procs.parse_threads(args.threads)
     loads = [int(c) for c in args.competitors.split(",")]
-    cases = [(m, t, k) for m in models for k in loads for t in counts]
+    cases = [(c, m, t, k) for m in models for k in loads for t in counts for c in checkouts]
     print(f"training: tinydgl train --model M --epochs 1 --limit-train {args.limit_train} --limit-test 200 "
-          f"--bn-recalibrate 0 --seed 0; {args.rounds} processes per case; tinydgl from {args.pythonpath}\n")
+          f"--bn-recalibrate 0 --seed 0; {args.rounds} processes per case; tinydgl from "
+          f"{' and '.join(checkouts)}, alternated\n")
     with tempfile.TemporaryDirectory() as workdir:
         results = procs.alternate(
             cases, args.rounds, lambda case: train_case(*case, args, workdir),
-            lambda case, r: f"{case[0]:<9} {case[1]} thread(s), {case[2]} competitor(s): "
+            lambda case, r: (f"{case[0]}: " if len(checkouts) > 1 else "")
+                            + f"{case[1]:<9} {case[2]} thread(s), {case[3]} competitor(s): "
                             f"{r['seconds']:.3f} s, loss {r['loss']:.6f}")
     print()
     procs.print_load("end")
-    print(f"\ntraining seconds (train_seconds of the metrics; median [min-max] of {args.rounds} processes)")
-    header = f"{'model':<10}{'competitors':>12}" + "".join(f"{f'{t} thread(s)':>24}" for t in counts)
-    print(header + f"{'same loss':>11}")
-    for m in models:
-        for k in loads:
-            row = f"{m:<10}{k:>12}"
-            losses = set()
-            for t in counts:
-                runs = results[(m, t, k)]
-                seconds = [r["seconds"] for r in runs]
-                row += f"{statistics.median(seconds):>10.3f} [{min(seconds):.3f}-{max(seconds):.3f}]"
-                losses.update(r["loss"] for r in runs)
-            print(row + f"{'yes' if len(losses) == 1 else 'NO':>11}")
+    for c in checkouts:
+        print(f"\ntraining seconds, tinydgl from {c} (train_seconds of the metrics; median [min-max] of "
+              f"{args.rounds} processes)")
+        header = f"{'model':<10}{'competitors':>12}" + "".join(f"{f'{t} thread(s)':>24}" for t in counts)
+        print(header + f"{'same loss':>11}")
+        for m in models:
+            for k in loads:
+                row = f"{m:<10}{k:>12}"
+                losses = set()
+                for t in counts:
+                    runs = results[(c, m, t, k)]
+                    seconds = [r["seconds"] for r in runs]
+                    row += f"{statistics.median(seconds):>10.3f} [{min(seconds):.3f}-{max(seconds):.3f}]"
+                    losses.update(r["loss"] for r in runs)
+                print(row + f"{'yes' if len(losses) == 1 else 'NO':>11}")
 
 
 # --- calibration ------------------------------------------------------------------------------------------
@@ -152,12 +156,9 @@ def calibrate_child(args):
     for size in sizes:
         x = np.random.default_rng(0).standard_normal((size // 8 // 64, 64)).astype(np.float32)  # x + out = size
         times = {}
-        for mode in ("one", "split", "tinydgl"):
+        for mode in ("one", "split"):
             threads.set_num_threads(1 if mode == "one" else 2)
             threads.MIN_PIECE_BYTES = max(1, size // 2)  # two pieces, as at the threshold
-            # split: two threads whatever the load (what the threshold alone decides); tinydgl: as the
-            # library runs it, on the CPUs other work leaves free (threads.threads_now)
-            threads._free_cpus_reading = (float("inf"), 2) if mode == "split" else (float("-inf"), 0)
             times[mode] = procs.timed(lambda: F.leaky_relu_forward(x, 0.01), args.warmup, args.repeat)
         rows[size] = {mode: [statistics.median(t), statistics.fmean(t)] for mode, t in times.items()}
     procs.report(rows)
@@ -172,7 +173,7 @@ def bench_calibration(args):
 
     def run_case(load):
         with competitors(load):
-            out = run(cmd, child_env(2, args.pythonpath), args.timeout)
+            out = run(cmd, child_env(2, str(Path(args.pythonpath).resolve())), args.timeout)
         return json.loads(out.splitlines()[-1])
 
     results = procs.alternate(loads, args.rounds, run_case, lambda k, r: f"{k} competitor(s): done")
@@ -187,17 +188,15 @@ def bench_calibration(args):
     for k in loads:
         print(f"\n{k} competitor(s): microseconds per call, median / mean over the calls (median of "
               f"{args.rounds} processes); ratios of the medians")
-        print(f"{'KiB (x+out)':>12}{'one thread':>18}{'split in 2':>18}{'tinydgl':>18}{'split/one':>11}"
-              f"{'tinydgl/one':>13}")
+        print(f"{'KiB (x+out)':>12}{'one thread':>18}{'split in 2':>18}{'split/one':>11}")
         for size in sizes:
-            t = {mode: (combined(k, size, mode, 0), combined(k, size, mode, 1)) for mode in ("one", "split", "tinydgl")}
+            t = {mode: (combined(k, size, mode, 0), combined(k, size, mode, 1)) for mode in ("one", "split")}
             ratios[(k, size)] = t["split"][0] / t["one"][0]
             print(f"{int(size) // 1024:>12}" + "".join(f"{t[m][0]:>9.1f} /{t[m][1]:>7.1f}" for m in t)
-                  + f"{ratios[(k, size)]:>11.2f}{t['tinydgl'][0] / t['one'][0]:>13.2f}")
+                  + f"{ratios[(k, size)]:>11.2f}")
     idle = min(loads)
     ok = [s for s in sizes if ratios[(idle, s)] <= 1 / IDLE_GAIN]
-    print(f"\nsplit: two threads whatever the load; tinydgl: two threads where the CPUs are free, else one "
-          f"(threads_now).\nrule: the smallest size where the split is >= {IDLE_GAIN}x faster (median times) with "
+    print(f"\nrule: the smallest size where the split is >= {IDLE_GAIN}x faster (median times) with "
           f"{idle} competitor(s); MIN_PIECE_BYTES = half of it")
     if ok:
         print(f"-> smallest such size: {int(ok[0]) // 1024} KiB; MIN_PIECE_BYTES = {int(ok[0]) // 2048} KiB")
@@ -219,7 +218,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per size (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls first (default: %(default)s)")
     parser.add_argument("--pythonpath", default=str(ROOT),
-                        help="the tinydgl checkout the children import (default: this one, %(default)s)")
+                        help="the tinydgl checkout the children import, or several, comma-separated, timed in "
+                             "alternation (training only; default: this one, %(default)s)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per child (default: %(default)s)")
     parser.add_argument("--child", choices=["calibrate"], help=argparse.SUPPRESS)
     args = parser.parse_args()

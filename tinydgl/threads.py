@@ -24,7 +24,7 @@ busy one, more than a small piece's work. How the value is chosen: `python bench
 --calibrate` times an elementwise op (LeakyReLU's forward) of each size in one call on one thread and split
 in two pieces over two threads; MIN_PIECE_BYTES is half the smallest size at which the split is 1.2x
 faster on an idle machine (the script prints that size; benchmarks/RESULTS.md has its table). A busy
-machine is not the threshold's business: `threads_now` keeps tinydgl off the cores others use. The value
+machine needs no other value: there the caller takes the pieces of a helper that gets no core. The value
 below, 256 KiB, is the estimate the first version started from (a wake-up takes as long as a 256 KiB
 elementwise pass); on a quiet machine the calibration confirms or replaces it.
 
@@ -37,13 +37,11 @@ already begun (a small one: a piece is at most 1/PIECES_PER_THREAD of a thread's
 blocks (a condition variable; idle helpers block on the pool's queue): no thread of tinydgl spins, so an
 idle tinydgl takes no CPU from other processes.
 
-On a busy machine tinydgl uses only the CPUs nobody else is using (`threads_now`): when other processes
-already keep the cores busy, a helper could only take a time slice from them and make the caller wait
-for it, and the measured result is small runs slower with threads than without. How busy the machine is
-comes from the kernel's count of threads running or waiting for a CPU right now (Linux: /proc/loadavg's
-fourth field), read at most every BUSY_READING_SECONDS; the one-minute load average would lag a minute
-behind and counts our own threads too. This decides only how many threads run the pieces, never the
-pieces themselves, so it does not change a single bit of a result.
+Dropping to one thread while the machine is busy (as /proc/loadavg's count of running threads would
+tell) was tried and left out: beside other CPU-bound work, a cnn or smallconv epoch on two threads still
+ended sooner than on one (a process's threads each get their share of the cores, and ours wait without
+spinning), and the other work loses no more to it than to any two-thread program. `python
+benchmarks/bench_threads.py` times 1 and 2 threads, idle and beside competing processes.
 
 BLAS runs on one thread for as long as tinydgl is imported (through `threadpoolctl`, at import), and
 tinydgl cuts its large products into fixed blocks of rows for its own threads (`matmul`, `matmul_tn`,
@@ -64,15 +62,12 @@ stay BLAS's and only the other work is tinydgl's.
 How many threads: one setting, shared with BLAS. `set_num_threads(n)` or the environment variable
 ``TINYDGL_NUM_THREADS``; else ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` (the
 variable a user already sets to limit BLAS); else the CPUs this process may run on (`taskset` counts).
-That many threads at most; at a given moment no more than the CPUs other work leaves free (`threads_now`),
-so asking for more threads than the machine has cores gives no more than its cores. The module-parallel
-engines set these variables to 1 in their workers, so a worker keeps one thread.
+The module-parallel engines set these variables to 1 in their workers, so a worker keeps one thread.
 """
 from __future__ import annotations
 
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -92,9 +87,6 @@ MIN_PIECE_BYTES = 256 * 1024
 # (a lock, a Python call) costs little beside the work in it.
 PIECES_PER_THREAD = 4
 
-# How long one reading of how many CPUs other work is using stays valid (a reading costs 10-50 us).
-BUSY_READING_SECONDS = 0.05
-
 # Reductions and products cut their rows into blocks of about this many bytes, whatever the thread count,
 # so every partial sum and every BLAS call (and so every bit of a result) is the same at any thread count.
 BLOCK_BYTES = 1024 * 1024
@@ -103,7 +95,6 @@ BLOCK_BYTES = 1024 * 1024
 MAP_BLOCK_BYTES = 512 * 1024
 
 _setting: int | None = None  # set_num_threads; None: from the environment
-_free_cpus_reading = (float("-inf"), 0)  # (time.monotonic() when read, CPUs other work left free then)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
@@ -146,30 +137,6 @@ def set_num_threads(n: int | None) -> None:
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"set_num_threads expects a whole number >= 1 (or None), got {n!r}.")
     _setting = n
-
-
-def others_running() -> int:
-    """How many threads are running or waiting for a CPU right now, besides the one calling (Linux's
-    /proc/loadavg counts them machine-wide; 0 where it cannot be read)."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            return max(0, int(f.read().split()[3].split(b"/")[0]) - 1)
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def threads_now() -> int:
-    """num_threads(), but no more than the CPUs that other work leaves free right now, and at least 1."""
-    global _free_cpus_reading
-    wanted = num_threads()
-    if wanted == 1:
-        return 1
-    when, free = _free_cpus_reading
-    now = time.monotonic()
-    if now - when > BUSY_READING_SECONDS:
-        free = (os.cpu_count() or 1) - others_running()  # os.cpu_count reads a file too: both go together
-        _free_cpus_reading = (now, free)
-    return max(1, min(wanted, free))
 
 
 # --- BLAS: on one thread while tinydgl is imported -------------------------------------------------------
@@ -334,17 +301,16 @@ def piece_count(arrays, n: int) -> int:
 
 def for_each_slice(work, *arrays) -> None:
     """Call `work(s)` for the contiguous slices `s` = slices(n, piece_count(arrays, n)) of the first axis of
-    `arrays`, which together cover it, on up to `threads_now()` threads; `work(slice(0, n))` once when the
-    work is small or there is one thread to run it. The slices are disjoint, so `work` may write its rows of a shared
+    `arrays`, which together cover it, on up to num_threads() threads; `work(slice(0, n))` once when the
+    work is small or there is one thread. The slices are disjoint, so `work` may write its rows of a shared
     output."""
     n = arrays[0].shape[0]
     count = piece_count(arrays, n)
-    threads = threads_now() if count > 1 else 1
-    if threads == 1:
+    if count == 1:
         work(slice(0, n))
         return
     pieces = slices(n, count)
-    run_pieces(lambda k: work(pieces[k]), count, threads)
+    run_pieces(lambda k: work(pieces[k]), count, num_threads())
 
 
 def map_slices(fn, *arrays):
@@ -352,14 +318,13 @@ def map_slices(fn, *arrays):
     tuple of arrays) whose first axis runs over those rows. For ops whose readable body allocates its own
     result.
 
-    When the work is small or there is one thread to run it, this is fn(slice(0, n)). Else the rows go in fixed blocks
+    When the work is small or there is one thread, this is fn(slice(0, n)). Else the rows go in fixed blocks
     (`row_blocks` of the first array, about MAP_BLOCK_BYTES each): the first block is computed here, which
     gives the results' shapes and types; new arrays (C order) for all rows are made, and the threads take
     the other blocks, each block's result copied into its rows at once and dropped. So the extra memory is
     a block per thread, not a second copy of the result."""
     n = arrays[0].shape[0]
-    threads = threads_now() if piece_count(arrays, n) > 1 else 1
-    if threads == 1:
+    if piece_count(arrays, n) == 1:
         return fn(slice(0, n))
     blocks = row_blocks(arrays[0], MAP_BLOCK_BYTES)
     first = fn(blocks[0])
@@ -374,7 +339,7 @@ def map_slices(fn, *arrays):
         for out, part in zip(joined, (result,) if single else result):
             out[blocks[k + 1]] = part
 
-    run_pieces(block, len(blocks) - 1, threads)
+    run_pieces(block, len(blocks) - 1, num_threads())
     return joined[0] if single else joined
 
 
@@ -403,7 +368,7 @@ def for_each_block(work, count: int, nbytes: int, products: bool = False) -> Non
     `nbytes`, the data they touch, decides whether threads pay off (`MIN_PIECE_BYTES`). products=True: the
     blocks call BLAS, so they run on several threads only while BLAS is on one (`owns_products`);
     otherwise one after the other, BLAS using its own threads inside each."""
-    threads = threads_now() if nbytes >= 2 * MIN_PIECE_BYTES else 1
+    threads = num_threads() if nbytes >= 2 * MIN_PIECE_BYTES else 1
     if threads > 1 and products and not owns_products():
         threads = 1
     run_pieces(work, count, threads)
