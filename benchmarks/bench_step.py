@@ -17,11 +17,11 @@ OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS set to the thread count
 starts (and torch.set_num_threads in PyTorch's child). Timing the two in one process, or interleaving their
 steps, would make them share spinning BLAS/OpenMP threads: the one that runs next loses cores to the one
 that just ran (PyTorch's step measured ~146 ms that way on this project's 2-core machine, ~75-85 ms alone).
-tinydgl reads the same variables for its own threads (tinydgl/threads.py), and it
-runs BLAS on one and spreads its products over its own threads, so "2 threads" means two cores for both
-libraries. The parent times nothing; it alternates the children, tinydgl, PyTorch, tinydgl, PyTorch, ... for
-`--rounds` rounds, each round covering every thread count (`--threads`, default 1 and all cores) and input
-size, so a change in background load hits every case alike.
+tinydgl reads the same variables for its own threads (tinydgl/threads.py), and it runs BLAS on one and
+spreads its products over its own threads, so "2 threads" means two cores for both libraries. The parent
+times nothing; it alternates the children, tinydgl, PyTorch, tinydgl, PyTorch, ... for `--rounds` rounds,
+each round covering every thread count (`--threads`, default 1 and all cores) and input size, so a change
+in background load hits every case alike.
 
 What is printed:
 1. the machine: command, CPU, cores, NumPy's BLAS, PyTorch's version, the load average (with a warning

@@ -86,8 +86,8 @@ def child_env(threads, pythonpath):
 
 def run(cmd, env, timeout, cwd=None):
     try:
-        done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              timeout=timeout, cwd=cwd)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              check=False)
     except subprocess.TimeoutExpired:
         raise procs.ChildFailed(f"`{' '.join(cmd)}` ran past --timeout {timeout} s") from None
     if done.returncode != 0:
@@ -159,7 +159,7 @@ def calibrate_child(args):
         for mode in ("one", "split"):
             threads.set_num_threads(1 if mode == "one" else 2)
             threads.MIN_PIECE_BYTES = max(1, size // 2)  # two pieces, as at the threshold
-            times[mode] = procs.timed(lambda: F.leaky_relu_forward(x, 0.01), args.warmup, args.repeat)
+            times[mode] = procs.timed(lambda x=x: F.leaky_relu_forward(x, 0.01), args.warmup, args.repeat)
         rows[size] = {mode: [statistics.median(t), statistics.fmean(t)] for mode, t in times.items()}
     procs.report(rows)
 

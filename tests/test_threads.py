@@ -147,7 +147,7 @@ def test_work_under_the_threshold_is_one_call_on_the_calling_thread_and_over_it_
         asked.clear()
         x = np.ones((rows, row // 4), dtype=np.float32)
         out = np.empty_like(x)
-        record = _Recorder(lambda s: np.negative(x[s], out=out[s]))
+        record = _Recorder(lambda s, x=x, out=out: np.negative(x[s], out=out[s]))
         threads.for_each_slice(record, x, out)
         assert len(record.slices) == pieces and asked == ([] if pieces == 1 else [1]), (rows, record.slices)
         if pieces == 1:
@@ -158,7 +158,7 @@ def test_work_under_the_threshold_is_one_call_on_the_calling_thread_and_over_it_
     for nbytes, expected in ((2 * threads.MIN_PIECE_BYTES - 1, []), (2 * threads.MIN_PIECE_BYTES, [helpers])):
         asked.clear()
         calls = []
-        threads.for_each_block(lambda k: calls.append(k), 4, nbytes, products=True)
+        threads.for_each_block(calls.append, 4, nbytes, products=True)
         assert sorted(calls) == [0, 1, 2, 3] and asked == expected
     a, b = np.ones((128, 784), np.float32), np.ones((784, 64), np.float32)
     asked.clear()
