@@ -194,3 +194,61 @@ def test_other_loss_and_softmax_jvps(backend_case):
         for fn, jvp in [(F.softmax, F.softmax_jvp), (F.log_softmax, F.log_softmax_jvp)]:
             fd = (to_numpy(fn(put(a + eps * d))) - to_numpy(fn(put(a - eps * d)))) / (2 * eps)
             np.testing.assert_allclose(to_numpy(jvp(put(a), put(d))), fd, rtol=1e-6, atol=1e-9)
+
+
+def _layer_stacks():
+    """Small float64 networks covering every layer with a jvp: the models' blocks, a DGL head, an LLS head."""
+    from tinydgl.models import build_model
+    from tinydgl.nn import (AvgPool2d, ClassScale, Dropout, FixedLinear, L2Normalize, LeakyReLU, LengthNormalize,
+                            PooledLinear, Scale, Sequential, Tanh)
+    from tinydgl.trainers.heads import aux_head
+    rng = np.random.default_rng(9)
+    cnn = build_model("cnn", in_channels=2, image_size=8, num_classes=3, dtype="float64")
+    mlp = build_model("mlp", in_channels=1, image_size=5, num_classes=4, hidden=(6, 5), dtype="float64")
+    head = aux_head("mlp", (3, 5, 5), 4, dtype="float64")
+    lls = Sequential(AvgPool2d(2, 1), *aux_head("linear", (3, 4, 4), 6, dtype="float64").layers, LeakyReLU(0.2), Tanh(),
+                     Dropout(0.3, rng=default_rng(1)), L2Normalize(), LengthNormalize(),
+                     FixedLinear(F.softmax(np.asarray(rng.standard_normal((5, 6)))) * 1.0),
+                     PooledLinear(rng.standard_normal((4, 7)), rng.uniform(0, 1, (7, 5))),
+                     ClassScale(rng.uniform(0.5, 2, 4)), Scale(0.5))
+    return {"cnn": (cnn, (3, 2, 8, 8)), "mlp": (mlp, (4, 1, 5, 5)), "dgl-head": (head, (4, 3, 5, 5)),
+            "lls-head": (lls, (3, 3, 5, 5))}
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp", "dgl-head", "lls-head"])
+def test_module_jvp_is_the_transpose_of_backward(name):
+    """`Module.jvp` composes the ops' JVPs through a network: with every parameter and the input moving,
+    <J v, u> equals <v, J^T u> from `backward`, and J v matches a finite difference of the forward."""
+    model, shape = _layer_stacks()[name]
+    rng = np.random.default_rng(10)
+    params = model.parameters()
+    x, dx = rng.standard_normal(shape), rng.standard_normal(shape)
+    for p in params:
+        p.tangent = rng.standard_normal(p.shape)
+    out = model.forward(x)
+    dout = model.jvp(dx)
+    dout_again = model.jvp(dx)  # jvp leaves the cache for more directions and for backward
+    np.testing.assert_array_equal(dout, dout_again)
+    u = rng.standard_normal(out.shape)
+    grad_x = model.backward(u)
+    backward_side = np.sum(grad_x * dx) + sum(np.sum(p.grad * p.tangent) for p in params)
+    assert np.sum(dout * u) == pytest.approx(backward_side, rel=1e-10)
+
+    eps = 1e-6
+    data = [p.data for p in params]
+    outs = []
+    for sign in (1, -1):
+        for p, d in zip(params, data):
+            p.data = d + sign * eps * p.tangent
+        for layer in _walk(model):
+            if hasattr(layer, "rng"):
+                layer.rng = default_rng(1)  # the same dropout mask as the first pass
+        outs.append(model.forward(x + sign * eps * dx))
+        model.forget()
+    np.testing.assert_allclose(dout, (outs[0] - outs[1]) / (2 * eps), rtol=1e-5, atol=1e-7)
+
+
+def _walk(module):
+    yield module
+    for child in module.children():
+        yield from _walk(child)
