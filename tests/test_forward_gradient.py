@@ -1,0 +1,96 @@
+"""The forward-gradient trainer (`fg`): its estimate is the directional derivative times the direction,
+unbiased, and it learns."""
+import numpy as np
+import pytest
+
+from tinydgl import functional as F
+from tinydgl.models import build_model
+from tinydgl.optim import SGD
+from tinydgl.trainers import build_trainer
+
+
+def _tiny(seed=0):
+    model = build_model("mlp", in_channels=1, image_size=4, num_classes=3, hidden=(5, 4), seed=seed, dtype="float64")
+    rng = np.random.default_rng(seed)
+    return model, rng.standard_normal((8, 1, 4, 4)), rng.integers(0, 3, 8)
+
+
+def _true_gradients(model, x, y):
+    """Backprop's gradients, as host arrays, in model.parameters() order (nothing is updated)."""
+    blocks, h = model.layers, x
+    for block in blocks:
+        h = block.forward(h)
+    _, grad = F.softmax_cross_entropy(h, y)
+    for i in reversed(range(len(blocks))):
+        grad = blocks[i].backward(grad, need_input_grad=i > 0)
+    return [np.array(p.grad) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("which", [0, 3, 6, 9])  # weights, BN beta and gamma, the last bias
+def test_one_direction_on_one_parameter_is_the_directional_derivative(which):
+    """fg with one direction that moves one scalar parameter: the estimate there is the true partial
+    derivative (backprop's), to float64 precision, and zero everywhere else."""
+    model, x, y = _tiny()
+    true = _true_gradients(model, x, y)
+    trainer = build_trainer("fg", model, lambda params: SGD(params, lr=0.1), fg_directions=1)
+    target = model.parameters()[which]
+    index = tuple(np.unravel_index(7 % target.data.size, target.shape))
+
+    def one_entry(like):  # the direction: e_index on the chosen parameter, 0 on all others
+        direction = np.zeros(like.shape)
+        if like is target.data:
+            direction[index] = 1.0
+        return direction
+
+    for module in trainer.modules:
+        module.random_direction = one_entry
+    trainer.estimate_gradients(x, y)
+    for p, g in zip(model.parameters(), true):
+        expected = np.zeros(p.shape)
+        if p is target:
+            expected[index] = g[index]
+        np.testing.assert_allclose(p.grad, expected, rtol=1e-12, atol=1e-15)
+    assert abs(true[which][index]) > 1e-6  # (a bias before batch norm would have none)
+
+
+@pytest.mark.parametrize("mode", ["weight", "activity"])
+def test_estimate_is_unbiased(mode):
+    """The average over many directions approaches backprop's gradient (fixed seed)."""
+    model, x, y = _tiny()
+    true = np.concatenate([g.ravel() for g in _true_gradients(model, x, y)])
+    trainer = build_trainer("fg", model, lambda params: SGD(params, lr=0.1), fg_directions=3000, fg_mode=mode)
+    trainer.estimate_gradients(x, y)
+    estimate = np.concatenate([p.grad.ravel() for p in model.parameters()])
+    cosine = estimate @ true / (np.linalg.norm(estimate) * np.linalg.norm(true))
+    assert cosine > 0.9
+    one = build_trainer("fg", _tiny()[0], lambda params: SGD(params, lr=0.1), fg_directions=1, fg_mode=mode)
+    one.estimate_gradients(x, y)
+    single = np.concatenate([p.grad.ravel() for p in one.model.parameters()])
+    assert single @ true / (np.linalg.norm(single) * np.linalg.norm(true)) < cosine  # more directions: closer
+
+
+def test_local_losses_estimate_each_module_from_its_head():
+    """fg_loss="local": weight perturbation of a module (body + head) averages to that module's DGL
+    gradient, i.e. backprop of its own head's loss."""
+    model, x, y = _tiny()
+    trainer = build_trainer("fg", model, lambda params: SGD(params, lr=0.1), fg_loss="local", fg_directions=3000)
+    assert len(trainer.modules) == 2 and trainer.modules[0].head is not None
+    first = trainer.modules[0]
+    first.estimate_gradients(x, y)
+    estimate = np.concatenate([p.grad.ravel() for p in first.parameters()])
+    out = first.body.forward(x)
+    _, dlogits = F.softmax_cross_entropy(first.head.forward(out), y)
+    first.body.backward(first.head.backward(dlogits), need_input_grad=False)
+    exact = np.concatenate([p.grad.ravel() for p in first.parameters()])
+    assert estimate @ exact / (np.linalg.norm(estimate) * np.linalg.norm(exact)) > 0.9
+
+
+def test_bad_options_are_refused():
+    model = _tiny()[0]
+    make = lambda params: SGD(params, lr=0.1)  # noqa: E731
+    with pytest.raises(ValueError, match="mode"):
+        build_trainer("fg", model, make, fg_mode="node")
+    with pytest.raises(ValueError, match="loss"):
+        build_trainer("fg", model, make, fg_loss="both")
+    with pytest.raises(ValueError, match="directions"):
+        build_trainer("fg", model, make, fg_directions=0)

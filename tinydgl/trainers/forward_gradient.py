@@ -1,0 +1,159 @@
+"""Forward gradients: learning from directional derivatives computed in forward mode, with no backward pass
+through the network (Baydin et al. 2022, "Gradients without backpropagation"; Ren et al., ICLR 2023,
+"Scaling forward gradient with local losses"; Fournier et al., ICML 2023, "Can forward gradient match
+backpropagation?").
+
+Where does each block's gradient come from? **From a directional derivative**: draw a random direction v,
+run the forward pass together with its tangent (`Module.jvp`, the ops' `*_jvp`), and read off the loss's
+derivative along v, d = grad L . v, a single number. Then g = d v is an unbiased estimate of the gradient
+(E[v v^T] = I for v ~ N(0, I)); averaging K directions divides its variance by K.
+
+- mode "weight" (weight perturbation): v moves every parameter of the network (or of the module, with local
+  losses) at once, and g = d v is the parameters' gradient. Its variance grows with the number of
+  parameters perturbed.
+- mode "activity" (activity perturbation, Ren et al. section 3): v moves each block's *output* instead (a
+  fresh direction per block, added to the tangent flowing through it), giving an estimate of the gradient
+  with respect to each block's output; each block then turns it into its parameters' gradient by a
+  backward pass through its own layers only. Fewer numbers are perturbed (activations, not weights), so
+  the estimate is less noisy.
+- loss "global": one loss, the network's own cross-entropy. loss "local": the network is cut into modules
+  like DGL's (`tinydgl.trainers.dgl`), each with an auxiliary head and its own loss; a module's tangent
+  reaches only its own loss, which is what makes the estimate's variance small (Ren et al.; Fournier et al.
+  section 4). In activity mode the heads learn from their exact local gradient (a few layers on top of the
+  block, whose inputs are constants): our choice; only the blocks' gradients are estimated.
+
+Every module's input is a constant, as in DGL, so the local version has no update or backward locks either.
+"""
+import math
+
+from .. import functional as F
+from ..backend import asarray, default_rng
+from .dgl import _head_factory
+from .local import LocalModule, LocalTrainer, modules_from_groups, split_blocks
+
+FG_MODES = ("weight", "activity")
+FG_LOSSES = ("global", "local")
+
+
+class ForwardGradientModule(LocalModule):
+    """A LocalModule whose gradient is estimated from directional derivatives (see the module docstring)."""
+
+    def __init__(self, body, head, make_optimizer, mode, directions, rng, label_smoothing=0.0):
+        super().__init__(body, head, make_optimizer, label_smoothing)
+        self.mode, self.directions, self.rng = mode, directions, rng
+
+    def random_direction(self, like):
+        """A standard normal direction of `like`'s shape, drawn on the host (one seed, every backend)."""
+        return asarray(self.rng.standard_normal(tuple(like.shape)), dtype=like.dtype, like=like)
+
+    def logits_tangent(self, dout):
+        """The tangent of the local logits, given the tangent dout of the body's output (None: it does not move)."""
+        return dout if self.head is None else self.head.jvp(dout)
+
+    def estimate_gradients(self, x, y):
+        """Forward pass on a constant input x, then fill each parameter's .grad with the forward-gradient
+        estimate averaged over `directions` directions. Returns (loss, output passed on as a constant)."""
+        outputs = []  # each block's output (the body's forward, block by block)
+        for block in self.body.layers:
+            x = block.forward(x)
+            outputs.append(x)
+        logits = x if self.head is None else self.head.forward(x)
+        if self.mode == "weight":
+            loss = self._weight_perturbation(logits, y)
+        else:
+            loss = self._activity_perturbation(logits, y, outputs)
+        return loss, x
+
+    def _weight_perturbation(self, logits, y):
+        params = self.parameters()
+        estimates = [None] * len(params)
+        for _ in range(self.directions):
+            for p in params:
+                p.tangent = self.random_direction(p.data)
+            loss, slope = F.softmax_cross_entropy_jvp(logits, y, self.logits_tangent(self.body.jvp(None)),
+                                                      self.label_smoothing)
+            # The gradient's estimate along this direction: the slope times the direction itself.
+            for i, p in enumerate(params):
+                share = (slope / self.directions) * p.tangent
+                estimates[i] = share if estimates[i] is None else estimates[i] + share
+        for p, g in zip(params, estimates):
+            p.grad, p.tangent = g, None
+        self.body.forget()
+        if self.head is not None:
+            self.head.forget()
+        return loss
+
+    def _activity_perturbation(self, logits, y, outputs):
+        blocks = self.body.layers
+        output_grads = [None] * len(blocks)
+        for _ in range(self.directions):
+            tangent, pushes = None, []
+            for block, out in zip(blocks, outputs):
+                tangent = block.jvp(tangent)  # the directions pushed into the blocks below, carried up
+                push = self.random_direction(out)
+                tangent = push if tangent is None else tangent + push
+                pushes.append(push)
+            loss, slope = F.softmax_cross_entropy_jvp(logits, y, self.logits_tangent(tangent), self.label_smoothing)
+            for i, push in enumerate(pushes):
+                share = (slope / self.directions) * push
+                output_grads[i] = share if output_grads[i] is None else output_grads[i] + share
+        if self.head is not None:
+            _, dlogits = F.softmax_cross_entropy(logits, y, self.label_smoothing)
+            self.head.backward(dlogits, need_input_grad=False)  # the head's exact local gradient
+        for block, grad in zip(blocks, output_grads):
+            block.backward(grad, need_input_grad=False)  # through this block's own layers only
+        return loss
+
+    def step(self, x, y):
+        """One local update from the forward-gradient estimate: returns (loss, output passed on as a constant)."""
+        loss, out = self.estimate_gradients(x, y)
+        self.optimizer.step()
+        return loss, out
+
+
+class ForwardGradientTrainer(LocalTrainer):
+    """Forward-gradient training. fg_mode: weight or activity perturbation; fg_loss: global (the network's
+    loss) or local (DGL's modules and auxiliary heads, `aux`, default a linear head); fg_directions: K
+    directions averaged per step."""
+
+    name = "fg"
+
+    def __init__(self, model, make_optimizer, fg_mode="weight", fg_loss="global", fg_directions=1, aux="linear",
+                 modules=None, boundaries=None, label_smoothing=0.0, seed=0):
+        super().__init__(model)
+        if fg_mode not in FG_MODES:
+            raise ValueError(f"fg mode must be one of {', '.join(FG_MODES)}, got {fg_mode!r}.")
+        if fg_loss not in FG_LOSSES:
+            raise ValueError(f"fg loss must be one of {', '.join(FG_LOSSES)}, got {fg_loss!r}.")
+        if int(fg_directions) < 1:
+            raise ValueError(f"fg directions must be at least 1, got {fg_directions}.")
+        if fg_loss == "global" and (modules is not None or boundaries):
+            raise ValueError("--modules/--boundaries cut the network for local losses: use them with --fg-loss local.")
+        self.fg_mode, self.fg_loss, self.fg_directions = fg_mode, fg_loss, int(fg_directions)
+        num_hidden = len(model.layers) - 1
+        if fg_loss == "global" or num_hidden == 0:
+            groups = [list(range(num_hidden))] if num_hidden else [[]]
+        else:
+            groups = split_blocks(num_hidden, modules, boundaries)
+        # DGL's bodies and heads (no optimizers yet: the modules below make their own)
+        plain = modules_from_groups(model, groups, _head_factory(model, aux, seed), lambda params: None)
+        self.direction_rng = default_rng(seed + 2000)  # the directions' own generator, apart from the weights'
+        self.modules = [ForwardGradientModule(m.body, m.head, make_optimizer, fg_mode, self.fg_directions,
+                                              self.direction_rng, label_smoothing) for m in plain]
+
+    def resume_state(self):
+        arrays, values = super().resume_state()
+        return arrays, {**values, "fg_direction_rng": self.direction_rng.bit_generator.state}
+
+    def load_resume_state(self, arrays, values):
+        super().load_resume_state(arrays, values)
+        if "fg_direction_rng" in values:
+            self.direction_rng.bit_generator.state = values["fg_direction_rng"]
+
+    def estimate_gradients(self, x, y):
+        """Fill every parameter's .grad with its estimate, module by module, without updating. Returns the loss."""
+        loss = math.nan
+        for module in self.modules:
+            loss, x = module.estimate_gradients(x, y)
+        return loss
+
