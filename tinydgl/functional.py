@@ -16,6 +16,7 @@ from .ops.linear import linear_backward, linear_forward, linear_jvp
 from .ops.losses import (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_jvp, log_softmax,
                          log_softmax_jvp, mse_loss, mse_loss_jvp, one_hot, sigmoid_binary_cross_entropy,
                          sigmoid_binary_cross_entropy_jvp, softmax, softmax_cross_entropy, softmax_cross_entropy_jvp,
+                         softmax_cross_entropy_row_jvp,
                          softmax_jvp)
 from .ops.naive import (
     adaptive_avgpool2d_forward_naive,

@@ -121,12 +121,21 @@ def softmax_cross_entropy_jvp(logits, y, dlogits, label_smoothing=0.0):
     """logits, dlogits: (N, C), y: (N,) -> (loss: float, dloss: float), the loss and its directional
     derivative along dlogits: -mean over rows of <target, log_softmax_jvp(logits, dlogits)>."""
     xp = array_namespace(logits)
+    loss, rows = softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing)
+    return loss, float(xp.sum(rows))
+
+
+def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
+    """As `softmax_cross_entropy_jvp`, with the directional derivative left as its N terms, one per row:
+    (loss: float, drows: (N,)), drows summing to dloss. Row n is the derivative of example n's share of the
+    loss (activity perturbation uses them, one direction per example)."""
+    xp = array_namespace(logits)
     loss, _ = softmax_cross_entropy(logits, y, label_smoothing)
     n, num_classes = logits.shape
     target = one_hot(y, num_classes, logits.dtype)
     if label_smoothing:
         target = (1.0 - label_smoothing) * target + label_smoothing / num_classes
-    return loss, -float(xp.sum(target * log_softmax_jvp(logits, dlogits))) / n
+    return loss, -xp.sum(target * log_softmax_jvp(logits, dlogits), axis=1) / n
 
 
 def mse_loss_jvp(pred, target, dpred):

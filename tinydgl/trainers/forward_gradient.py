@@ -22,12 +22,17 @@ derivative along v, d = grad L . v, a single number. Then g = d v is an unbiased
   section 4). In activity mode the heads learn from their exact local gradient (a few layers on top of the
   block, whose inputs are constants): our choice; only the blocks' gradients are estimated.
 
+Activity perturbation takes one slope per example (each example's loss along its own direction), as Ren et
+al. do: unbiased for networks whose examples do not interact. Batch norm makes them interact through the
+batch statistics, and the terms by which one example's direction moves another's loss are then left out
+(a bias of order 1 / batch size).
+
 Every module's input is a constant, as in DGL, so the local version has no update or backward locks either.
 """
 import math
 
 from .. import functional as F
-from ..backend import asarray, default_rng
+from ..backend import array_namespace, asarray, default_rng
 from .dgl import _head_factory
 from .local import LocalModule, LocalTrainer, modules_from_groups, split_blocks
 
@@ -84,6 +89,7 @@ class ForwardGradientModule(LocalModule):
         return loss
 
     def _activity_perturbation(self, logits, y, outputs):
+        xp = array_namespace(logits)
         blocks = self.body.layers
         output_grads = [None] * len(blocks)
         for _ in range(self.directions):
@@ -93,9 +99,12 @@ class ForwardGradientModule(LocalModule):
                 push = self.random_direction(out)
                 tangent = push if tangent is None else tangent + push
                 pushes.append(push)
-            loss, slope = F.softmax_cross_entropy_jvp(logits, y, self.logits_tangent(tangent), self.label_smoothing)
+            # One slope per example: example n's loss along its own directions. Each example's estimate
+            # then carries only its own direction's noise, not the batch's (Ren et al. section 3).
+            loss, slopes = F.softmax_cross_entropy_row_jvp(logits, y, self.logits_tangent(tangent),
+                                                           self.label_smoothing)
             for i, push in enumerate(pushes):
-                share = (slope / self.directions) * push
+                share = xp.reshape(slopes * (1.0 / self.directions), (-1,) + (1,) * (push.ndim - 1)) * push
                 output_grads[i] = share if output_grads[i] is None else output_grads[i] + share
         if self.head is not None:
             _, dlogits = F.softmax_cross_entropy(logits, y, self.label_smoothing)
