@@ -146,3 +146,27 @@ def test_fg_runs_on_the_strict_backend(backend_case, mode):
     from conftest import CASES
     for a, b in zip(grads(backend_case), grads(CASES["numpy-float64"]())):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_resume_continues_with_the_same_directions():
+    """The directions' generator is part of the resume state: a trainer rebuilt from a checkpoint draws the
+    directions the uninterrupted one draws, so the runs stay bit-identical."""
+    from trainer_checks import assert_same_trainer_state
+
+    def fresh():
+        model, x, y = _tiny()
+        return build_trainer("fg", model, lambda params: SGD(params, lr=0.1, momentum=0.9), fg_mode="activity",
+                             fg_loss="local", fg_directions=2, seed=3), x, y
+
+    straight, x, y = fresh()
+    for _ in range(3):
+        straight.train_step(x, y)
+    interrupted, _, _ = fresh()
+    interrupted.train_step(x, y)
+    state, (arrays, values) = interrupted.state_dict(), interrupted.resume_state()
+    resumed, _, _ = fresh()
+    resumed.load_state_dict(state)
+    resumed.load_resume_state(arrays, values)
+    for _ in range(2):
+        resumed.train_step(x, y)
+    assert_same_trainer_state(straight, resumed)
