@@ -170,3 +170,23 @@ def test_resume_continues_with_the_same_directions():
     for _ in range(2):
         resumed.train_step(x, y)
     assert_same_trainer_state(straight, resumed)
+
+
+def test_macs_count_the_tangents():
+    """tinydgl/train/compute.py counts a forward-sized product per moving input and per moving weight of each
+    Linear, per direction (784 -> 32 -> 16 -> 10 mlp, as in tests/test_compute.py)."""
+    from tinydgl.train.compute import step_macs
+
+    def macs(mode, k):
+        model = build_model("mlp", 1, 28, 10, seed=0, dtype="float64", hidden=(32, 16))
+        trainer = build_trainer("fg", model, lambda p: SGD(p, lr=0.1), fg_mode=mode, fg_directions=k)
+        rng = np.random.default_rng(0)
+        return step_macs(trainer, rng.normal(size=(8, 1, 28, 28)), rng.integers(0, 10, size=8))
+
+    forward = 784 * 32 + 32 * 16 + 16 * 10
+    weight = macs("weight", 3)  # the first layer's input does not move; every weight does
+    assert weight["forward"] == forward and weight["weight_gradients"] == 0
+    assert weight["signal"] == 3 * (784 * 32 + 2 * 32 * 16 + 2 * 16 * 10)
+    activity = macs("activity", 2)  # directions enter at blocks 0 and 1 and move the layers above them
+    assert activity["forward"] == forward and activity["weight_gradients"] == forward
+    assert activity["signal"] == 2 * (32 * 16 + 16 * 10)
