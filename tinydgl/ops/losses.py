@@ -130,12 +130,10 @@ def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
     (loss: float, drows: (N,)), drows summing to dloss. Row n is the derivative of example n's share of the
     loss (activity perturbation uses them, one direction per example)."""
     xp = array_namespace(logits)
-    loss, _ = softmax_cross_entropy(logits, y, label_smoothing)
-    n, num_classes = logits.shape
-    target = one_hot(y, num_classes, logits.dtype)
-    if label_smoothing:
-        target = (1.0 - label_smoothing) * target + label_smoothing / num_classes
-    return loss, -xp.sum(target * log_softmax_jvp(logits, dlogits), axis=1) / n
+    # The loss is -mean_n <target_n, log_softmax(z_n)>; its derivative along dz is, row by row,
+    # <dloss/dz_n, dz_n> with dloss/dz_n = (softmax(z_n) - target_n) / N, the loss's own gradient.
+    loss, dloss_dlogits = softmax_cross_entropy(logits, y, label_smoothing)
+    return loss, xp.sum(dloss_dlogits * dlogits, axis=1)
 
 
 def mse_loss_jvp(pred, target, dpred):
