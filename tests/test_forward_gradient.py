@@ -110,8 +110,9 @@ def _accuracy(tmp_path, name, *options):
 
 def test_fg_learns_above_the_shallow_floor(tmp_path):
     """`tinydgl train --trainer fg` (activity perturbation, local losses) on mnist-small learns its hidden layers:
-    measured 0.83, against 0.42 for the shallow floor (the same network and settings, hidden layers frozen at
-    their initial weights). A broken signal leaves the hidden layers no better than frozen."""
+    measured 0.826 / 0.805 / 0.786 (seeds 0 / 1 / 2; this test runs seed 0), against 0.420 / 0.445 / 0.426 for
+    the shallow floor (the same network and settings, hidden layers frozen at their initial weights). A broken
+    signal leaves the hidden layers no better than frozen."""
     floor = _accuracy(tmp_path, "shallow")
     learned = _accuracy(tmp_path, "fg", "--fg-mode", "activity", "--fg-loss", "local", "--fg-directions", "1")
     assert floor < 0.55
