@@ -155,6 +155,10 @@ def add_training_arguments(parser):
     group.add_argument("--fg-loss", type=choice("fg loss", ["global", "local"]), default=None,
                        help="fg: global (default; the network's loss) or local (DGL's modules, each with an "
                             "--aux head, linear by default, and its own loss)")
+    group.add_argument("--fg-guess", type=choice("fg guess", ["random", "local"]), default=None,
+                       help="fg: the directions: random (default) or local (each hidden block's guess is the gradient "
+                            "of an --aux head's loss, and the global gradient is projected on it; Fournier et al. "
+                            "2023; with --fg-mode activity --fg-loss global)")
     group.add_argument("--fg-directions", type=positive_int, default=None, metavar="K",
                        help="fg: random directions averaged per step (default 1); the estimate's variance falls as 1/K")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")

@@ -22,6 +22,14 @@ derivative along v, d = grad L . v, a single number. Then g = d v is an unbiased
   section 4). In activity mode the heads learn from their exact local gradient (a few layers on top of the
   block, whose inputs are constants): our choice; only the blocks' gradients are estimated.
 
+- guess "local" (Fournier et al. 2023, their best variant; with activity perturbation and the global loss):
+  the direction pushed into each hidden block's output is not random but a guess, the gradient of a local
+  loss (an auxiliary head on that block, `aux`, trained on it), one forward-mode stream per block. The
+  estimate is the global gradient projected on the guess, per example: (<grad L_n, guess_n> / |guess_n|^2)
+  guess_n, as in the official code's `compute_projection`. It is biased (only the part along the guess
+  survives) but far less noisy than a random direction. The top block's guess is the loss's own gradient,
+  so its projection is exact.
+
 Activity perturbation takes one slope per example (each example's loss along its own direction), as Ren et
 al. do: unbiased for networks whose examples do not interact. Batch norm makes them interact through the
 batch statistics, and the terms by which one example's direction moves another's loss are then left out
@@ -34,18 +42,25 @@ import math
 from .. import functional as F
 from ..backend import array_namespace, asarray, default_rng
 from .dgl import _head_factory
-from .local import LocalModule, LocalTrainer, modules_from_groups, split_blocks
+from .local import LocalModule, LocalTrainer, block_output_shapes, modules_from_groups, split_blocks
 
 FG_MODES = ("weight", "activity")
 FG_LOSSES = ("global", "local")
+FG_GUESSES = ("random", "local")
 
 
 class ForwardGradientModule(LocalModule):
     """A LocalModule whose gradient is estimated from directional derivatives (see the module docstring)."""
 
-    def __init__(self, body, head, make_optimizer, mode, directions, rng, label_smoothing=0.0):
+    def __init__(self, body, head, make_optimizer, mode, directions, rng, label_smoothing=0.0, guess_heads=None):
+        # guess_heads: one auxiliary head per block but the last, whose local gradient is that block's guess
+        # direction (guess "local"); None: random directions.
+        self.guess_heads = guess_heads
         super().__init__(body, head, make_optimizer, label_smoothing)
         self.mode, self.directions, self.rng = mode, directions, rng
+
+    def parameters(self):
+        return super().parameters() + [p for head in (self.guess_heads or []) for p in head.parameters()]
 
     def random_direction(self, like):
         """A standard normal direction of `like`'s shape, drawn on the host (one seed, every backend)."""
@@ -65,6 +80,8 @@ class ForwardGradientModule(LocalModule):
         logits = x if self.head is None else self.head.forward(x)
         if self.mode == "weight":
             loss = self._weight_perturbation(logits, y)
+        elif self.guess_heads is not None:
+            loss = self._guided_activity_perturbation(logits, y, outputs)
         else:
             loss = self._activity_perturbation(logits, y, outputs)
         return loss, x
@@ -113,6 +130,29 @@ class ForwardGradientModule(LocalModule):
             block.backward(grad, need_input_grad=False)  # through this block's own layers only
         return loss
 
+    def local_guesses(self, logits, y, outputs):
+        """Each block's guess direction (its output's shape): the gradient of its auxiliary head's loss (which
+        also gives the head its own gradient), and for the last block the loss's gradient itself."""
+        guesses = []
+        for head, out in zip(self.guess_heads, outputs):
+            _, dlocal = F.softmax_cross_entropy(head.forward(out), y, self.label_smoothing)
+            guesses.append(head.backward(dlocal))
+        return guesses + [F.softmax_cross_entropy(logits, y, self.label_smoothing)[1]]
+
+    def _guided_activity_perturbation(self, logits, y, outputs):
+        xp = array_namespace(logits)
+        blocks = self.body.layers
+        for k, guess in enumerate(self.local_guesses(logits, y, outputs)):
+            tangent = guess  # pushed into block k's output alone, carried up to the loss
+            for block in blocks[k + 1:]:
+                tangent = block.jvp(tangent)
+            loss, slopes = F.softmax_cross_entropy_row_jvp(logits, y, tangent, self.label_smoothing)
+            # Project the global gradient on the guess, example by example: <grad L_n, guess_n> / |guess_n|^2.
+            axes = tuple(range(1, guess.ndim))
+            weights = slopes / (xp.sum(guess * guess, axis=axes) + 1e-16)
+            blocks[k].backward(xp.reshape(weights, (-1,) + (1,) * len(axes)) * guess, need_input_grad=False)
+        return loss
+
     def step(self, x, y):
         """One local update from the forward-gradient estimate: returns (loss, output passed on as a constant)."""
         loss, out = self.estimate_gradients(x, y)
@@ -123,12 +163,12 @@ class ForwardGradientModule(LocalModule):
 class ForwardGradientTrainer(LocalTrainer):
     """Forward-gradient training. fg_mode: weight or activity perturbation; fg_loss: global (the network's
     loss) or local (DGL's modules and auxiliary heads, `aux`, default a linear head); fg_directions: K
-    directions averaged per step."""
+    directions averaged per step; fg_guess: random directions, or local (guesses from auxiliary heads)."""
 
     name = "fg"
 
-    def __init__(self, model, make_optimizer, fg_mode="weight", fg_loss="global", fg_directions=1, aux="linear",
-                 modules=None, boundaries=None, label_smoothing=0.0, seed=0):
+    def __init__(self, model, make_optimizer, fg_mode="weight", fg_loss="global", fg_directions=1, fg_guess="random",
+                 aux="linear", modules=None, boundaries=None, label_smoothing=0.0, seed=0):
         super().__init__(model)
         if fg_mode not in FG_MODES:
             raise ValueError(f"fg mode must be one of {', '.join(FG_MODES)}, got {fg_mode!r}.")
@@ -136,6 +176,11 @@ class ForwardGradientTrainer(LocalTrainer):
             raise ValueError(f"fg loss must be one of {', '.join(FG_LOSSES)}, got {fg_loss!r}.")
         if int(fg_directions) < 1:
             raise ValueError(f"fg directions must be at least 1, got {fg_directions}.")
+        if fg_guess not in FG_GUESSES:
+            raise ValueError(f"fg guess must be one of {', '.join(FG_GUESSES)}, got {fg_guess!r}.")
+        if fg_guess == "local" and (fg_mode, fg_loss, int(fg_directions)) != ("activity", "global", 1):
+            raise ValueError("--fg-guess local projects the global loss's gradient on a local one: use it with "
+                             "--fg-mode activity --fg-loss global, and one direction (the guess is one direction).")
         if fg_loss == "global" and (modules is not None or boundaries):
             raise ValueError("--modules/--boundaries cut the network for local losses: use them with --fg-loss local.")
         self.fg_mode, self.fg_loss, self.fg_directions = fg_mode, fg_loss, int(fg_directions)
@@ -146,9 +191,18 @@ class ForwardGradientTrainer(LocalTrainer):
             groups = split_blocks(num_hidden, modules, boundaries)
         # DGL's bodies and heads (no optimizers yet: the modules below make their own)
         plain = modules_from_groups(model, groups, _head_factory(model, aux, seed), lambda params: None)
+        self.fg_guess = fg_guess
+        guess_heads = None
+        if fg_guess == "local":  # one auxiliary head per hidden block, as DGL's
+            make_head, shapes = _head_factory(model, aux, seed), block_output_shapes(model)
+            guess_heads = [make_head(j, shapes[j], model.layers[j]) for j in range(num_hidden)]
         self.direction_rng = default_rng(seed + 2000)  # the directions' own generator, apart from the weights'
         self.modules = [ForwardGradientModule(m.body, m.head, make_optimizer, fg_mode, self.fg_directions,
-                                              self.direction_rng, label_smoothing) for m in plain]
+                                              self.direction_rng, label_smoothing, guess_heads) for m in plain]
+
+    def auxiliary_modules(self):
+        guess_heads = {f"guess{j}": head for m in self.modules for j, head in enumerate(m.guess_heads or [])}
+        return {**super().auxiliary_modules(), **guess_heads}
 
     def resume_state(self):
         arrays, values = super().resume_state()
