@@ -89,7 +89,9 @@ def test_local_losses_estimate_each_module_from_its_head():
 
 def test_bad_options_are_refused():
     model = _tiny()[0]
-    make = lambda params: SGD(params, lr=0.1)  # noqa: E731
+    def make(params):
+        return SGD(params, lr=0.1)
+
     with pytest.raises(ValueError, match="mode"):
         build_trainer("fg", model, make, fg_mode="node")
     with pytest.raises(ValueError, match="loss"):

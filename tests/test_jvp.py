@@ -199,8 +199,19 @@ def test_other_loss_and_softmax_jvps(backend_case):
 def _layer_stacks():
     """Small float64 networks covering every layer with a jvp: the models' blocks, a DGL head, an LLS head."""
     from tinydgl.models import build_model
-    from tinydgl.nn import (AvgPool2d, ClassScale, Dropout, FixedLinear, L2Normalize, LeakyReLU, LengthNormalize,
-                            PooledLinear, Scale, Sequential, Tanh)
+    from tinydgl.nn import (
+        AvgPool2d,
+        ClassScale,
+        Dropout,
+        FixedLinear,
+        L2Normalize,
+        LeakyReLU,
+        LengthNormalize,
+        PooledLinear,
+        Scale,
+        Sequential,
+        Tanh,
+    )
     from tinydgl.trainers.heads import aux_head
     rng = np.random.default_rng(9)
     cnn = build_model("cnn", in_channels=2, image_size=8, num_classes=3, dtype="float64")

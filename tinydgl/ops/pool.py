@@ -196,7 +196,7 @@ def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
 def maxpool2d_jvp(cache, dx):
     """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Each window's output is its winning
     input, so its tangent is that input's tangent (the winner recorded by the forward pass)."""
-    x_shape, winner, kh, kw, sh, sw = cache
+    _, winner, kh, kw, sh, sw = cache
     dx_nhwc = _nhwc(dx)
     return _nchw(map_slices(lambda s: _maxpool_jvp_nhwc(dx_nhwc[s, ...], winner[s, ...], kh, kw, sh, sw),
                             dx_nhwc, winner))

@@ -42,7 +42,13 @@ import math
 from .. import functional as F
 from ..backend import array_namespace, asarray, default_rng
 from .dgl import _head_factory
-from .local import LocalModule, LocalTrainer, block_output_shapes, modules_from_groups, split_blocks
+from .local import (
+    LocalModule,
+    LocalTrainer,
+    block_output_shapes,
+    modules_from_groups,
+    split_blocks,
+)
 
 FG_MODES = ("weight", "activity")
 FG_LOSSES = ("global", "local")
