@@ -11,7 +11,7 @@
     # where tinydgl's step time goes: per-layer times and each convolution's GFLOP/s (tinydgl only)
     python benchmarks/bench_step.py --breakdown --no-torch
 
-How it is timed (protocol.md section 4). Every measurement runs in a child process of its own
+How it is timed (docs/protocol.md, section 4). Every measurement runs in a child process of its own
 (`bench_step.py --child tinydgl|torch|breakdown ...`) that imports one library and times it alone, with
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS set to the thread count before NumPy or PyTorch
 starts (and torch.set_num_threads in PyTorch's child). Timing the two in one process, or interleaving their
@@ -41,7 +41,6 @@ torch_smallconv_fmnist.py. PyTorch appears in benchmarks and optional tests only
 Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
 """
 import argparse
-import os
 import statistics
 import sys
 import time

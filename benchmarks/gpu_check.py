@@ -1,21 +1,32 @@
-"""Check tinydgl on one NVIDIA GPU: a single command with a single table of results.
+"""Check tinydgl on an NVIDIA GPU: a single command with a single table of results, offline if need be.
 
     python benchmarks/gpu_check.py                    # from the repository root, on a machine with a GPU
-    python benchmarks/gpu_check.py --no-install       # CuPy (tinydgl[gpu]) is already installed
+    python benchmarks/gpu_check.py --no-install       # never run pip (the machine is offline)
     python benchmarks/gpu_check.py --dry-run          # print the commands it would run, and run nothing
+    python benchmarks/gpu_check.py --standin          # the whole check on the CuPy stand-in, on the CPU (CI)
     python benchmarks/gpu_check.py --limit-train 20000 --sizes 1x28   # a shorter run
 
 What it runs, in order (each command in a process of its own; `--dry-run` prints them all):
 0. looks for a GPU (`nvidia-smi -L`, else the driver's /proc/driver/nvidia/gpus/, else CuPy if installed).
    None found (or CUDA_VISIBLE_DEVICES hides them all): it says so and exits with status 2 before installing
    anything. This is what happens on the project's own 2-core machine.
-1. install: `pip install -e ".[gpu]"` (cupy-cuda12x); skipped with --no-install.
+1. install: nothing when CuPy already imports (whatever its build: cupy-cuda12x, cupy-cuda13x, ...) and pytest
+   is there. Otherwise, and unless --no-install, `pip install -e ".[gpu]"` (cupy-cuda12x[ctk]) and pytest.
 2. gpu: CuPy's view of device 0 (name, memory, compute capability, CUDA runtime and driver versions), after
    an elementwise kernel (NVRTC) and a matrix product (cuBLAS) have run on it; `nvidia-smi -L` beside it.
    If CuPy sees no device, it stops here with status 2; if CuPy is missing or cannot run a kernel, with 1.
-3. tests: `python -m pytest -q -m gpu` (the tests marked `gpu`), counted from pytest's JUnit XML report:
-   it passes when none failed and at least one ran (all skipped means pytest could not use the GPU).
-4. train bp / train lls: one epoch of SmallConv on CuPy with each method, through the CLI
+3. steps: one training step of every trainer on `cnn` and `smallconv` (ff: on `mlp`, the only model it
+   takes), and one backprop step of VGG8 and of MobileNet-V1 on 3x32x32 images, all on CuPy in one process
+   (`gpu_check.py --child steps`; random data, batch 32). Each case that raises is a failure with its
+   error's text.
+4. tests: `python -m pytest -q -m gpu <the test files with gpu tests>` (named, so that no other test module,
+   and none of its imports such as hypothesis, is needed), counted from pytest's JUnit XML report: it passes
+   when none failed and at least one ran (all skipped means pytest could not use the GPU).
+5. devices: with two GPUs or more, `tinydgl train --trainer dgl --workers 2 --devices 0,1` (one worker
+   process per GPU); skipped with one GPU.
+6. mpi: where `mpiexec` and mpi4py are installed, `mpiexec -n 2 python -m mpi4py -m tinydgl train --engine
+   mpi --backend cupy --trainer dgl` (each rank picks GPU local_rank % GPUs); skipped otherwise.
+7. train bp / train lls: one epoch of SmallConv on CuPy with each method, through the CLI
    (`python -m tinydgl train --backend cupy --model smallconv ...`, which is the `tinydgl train` command), on
    Fashion-MNIST if its files are on this machine (it does not download them), else the bundled mnist-small.
    The recipe is the LLS protocol of benchmarks/RESULTS.md (batch 128, schedule-free AdamW lr 5e-3, 50
@@ -23,7 +34,7 @@ What it runs, in order (each command in a process of its own; `--dry-run` prints
    runs recorded there (seed 0: bp 0.9106, lls 0.8849); more than 2 points away is a failure (a float32
    run on a GPU adds rounding differences, not points). Accuracy and training seconds come from
    `--metrics-json`. `--limit-train` / `--limit-test` shorten the runs (printed with the results).
-5. step: one SmallConv training step (forward, cross-entropy, backward, Adam lr 5e-3; batch 128, float32,
+8. step: one SmallConv training step (forward, cross-entropy, backward, Adam lr 5e-3; batch 128, float32,
    random data already on the GPU), tinydgl on CuPy against PyTorch on CUDA where torch sees a GPU (else
    tinydgl alone). As in bench_step.py (which times the CPU and has no device option), each measurement is a
    child process of its own (`gpu_check.py --child tinydgl|torch`), the children alternate over `--rounds`
@@ -33,13 +44,20 @@ What it runs, in order (each command in a process of its own; `--dry-run` prints
    PyTorch's side calls loss.item()), as a training loop does. Both compute in full float32: PyTorch's
    TF32 switches (on for cuDNN convolutions by default) are turned off, as CuPy's matmuls do not use TF32
    unless CUPY_TF32=1; otherwise PyTorch keeps its defaults (cuDNN, no cudnn.benchmark).
-6. prints one table (check, result, seconds) and writes it with the GPU's description to --out
-   (gpu_check.json); the exit status is 0 when every check passed (a skipped PyTorch comparison is not a
-   failure), 1 when one failed, 2 when no GPU was found.
+9. prints one table (check, result, seconds) and writes it with the GPU's description to --out
+   (gpu_check.json; a failed check keeps the last lines of its command's output, its error, under
+   "error"); the exit status is 0 when every check passed (a skipped check is not a failure), 1 when one
+   failed, 2 when no GPU was found.
 
-How long: about 4-6 minutes on one recent GPU (an estimate: the script has not yet run on one); the pip
-install and CuPy's first kernel compilations (cached in ~/.cupy/kernel_cache afterwards) take the most.
-Each step has a time limit, and `--budget` (default 450 s) caps the whole run: checks that would start
+`--standin` runs all of this on the CPU, with `import cupy` giving the CuPy stand-in of tests/cupy_standin/
+(CuPy 14's names and signatures, arrays that refuse implicit conversion to NumPy; two simulated GPUs, so the
+devices and MPI checks run too). It installs nothing, shortens the runs (`--limit-train 256 --limit-test 128`,
+one round of one size, batch 8 steps) unless told otherwise, and proves that this script and the CuPy route
+work before a GPU sees them (tests/test_gpu_check.py runs it so in CI). Its timings are not a GPU's.
+
+How long: about 4-6 minutes on one recent GPU (an estimate: the script has not yet run on one); CuPy's first
+kernel compilations (cached in ~/.cupy/kernel_cache afterwards) and a pip install, if one is needed, take the
+most. Each step has a time limit, and `--budget` (default 450 s) caps the whole run: checks that would start
 after it are reported as failed ("not run"), so the command ends in under 8 minutes.
 
 Afterwards, paste into benchmarks/RESULTS.md, in place of the section "GPU check (ready, not yet run)": a
@@ -49,6 +67,7 @@ anything that failed with its message; keep gpu_check.json beside it in benchmar
 """
 import argparse
 import datetime
+import collections
 import importlib.util
 import json
 import os
@@ -59,7 +78,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -67,6 +88,7 @@ import _processes as procs  # standard library only: importable before anything 
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+STANDIN_SHIM = ROOT / "tests" / "cupy_standin" / "shim"  # holds a `cupy` package: the CuPy stand-in
 NO_GPU = 2  # exit status when there is no GPU to check
 BATCH = 128
 LR = 5e-3  # bench_step.py's Adam rate, so the step is the one timed on the CPU there
@@ -75,7 +97,21 @@ TRAIN_RECIPE = ["--model", "smallconv", "--epochs", "1", "--batch-size", "128", 
 # benchmarks/RESULTS.md, "Reproducing the LLS protocol": full Fashion-MNIST, adamw-sf, seed 0, on the CPU
 CPU_ACCURACY = {"bp": 0.9106, "lls": 0.8849}
 ACCURACY_TOLERANCE = 0.02
-LIMITS = {"install": 300, "gpu": 120, "tests": 240, "train": 240, "step": 120}  # seconds per command
+LIMITS = {"install": 300, "gpu": 120, "steps": 150, "tests": 180, "devices": 90, "mpi": 90, "train": 240,
+          "step": 120}  # seconds per command
+# The test files that hold tests marked `gpu`: named, so that pytest imports only these (no hypothesis needed).
+GPU_TEST_FILES = ["tests/test_portability.py", "tests/test_forward_forward.py", "tests/test_trainer_dni.py",
+                  "tests/test_engine.py"]
+STANDIN_GPUS = 2  # the stand-in pretends to have two GPUs, so that --devices 0,1 and MPI's choice are exercised
+STANDIN_DEFAULTS = {"limit_train": 64, "limit_test": 32, "sizes": "1x28", "rounds": 1, "warmup": 0, "repeat": 1,
+                    "step_batch": 4}
+
+
+def short_run(args):
+    """The options of the devices and MPI runs: one short epoch (shorter still on the stand-in)."""
+    train, test, batch = (64, 32, 32) if args.standin else (512, 256, 64)
+    return ["--epochs", "1", "--limit-train", train, "--limit-test", test, "--batch-size", batch, "--seed", "0",
+            "--no-progress"]
 
 # Run in a child after the install, so that the parent never imports CuPy (it may not be installed yet).
 GPU_PROBE = r"""
@@ -124,8 +160,11 @@ def show(cmd):
 
 
 # --- step 0: is there a GPU at all? ---------------------------------------------------------------------
-def find_gpu():
+def find_gpu(standin=False):
     """(True, how it was seen) when this machine has an NVIDIA GPU visible to CUDA, else (False, why not)."""
+    if standin:
+        return True, (f"no GPU: the CuPy stand-in (tests/cupy_standin/, CPU only, {STANDIN_GPUS} simulated GPUs) "
+                      "poses as CuPy")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False, f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
@@ -199,23 +238,36 @@ def dry_run(args):
     dataset, why = choose_dataset()
     scratch = "<temporary folder>"
     print("gpu_check --dry-run: the commands a run would make, in order (nothing is run)\n")
+    if args.standin:
+        print(f"   --standin: every command below runs with `import cupy` giving the CuPy stand-in "
+              f"(PYTHONPATH={STANDIN_SHIM}, {STANDIN_GPUS} simulated GPUs)")
     print(f"0. look for a GPU: nvidia-smi -L (else /proc/driver/nvidia/gpus/, else CuPy); none: exit {NO_GPU}")
-    install = python("-m", "pip", "install", "-e", ".[gpu]")
-    print("1. install: " + ("skipped (--no-install)" if args.no_install else show(install)))
+    install = python("-m", "pip", "install", "-e", ".[gpu]", "pytest")
+    print("1. install: nothing if CuPy imports and pytest is there; " + (
+        "else nothing (--no-install)" if args.no_install or args.standin else "else, what is missing of: "
+                                                                              + show(install)))
     print("2. gpu: " + show(python("-c", "<CuPy probe: name, memory, CUDA versions of device 0; a kernel, a matmul>")))
     print("        nvidia-smi -L")
-    print("3. tests: " + show(python("-m", "pytest", "-q", "-m", "gpu", f"--junitxml={scratch}/gpu-tests.xml")))
-    print(f"4. train, on {dataset} ({why}):")
+    print("3. steps: " + show(python("benchmarks/gpu_check.py", "--child", "steps", "--step-batch", args.step_batch))
+          + "   (every trainer on cnn and smallconv; VGG8, MobileNet)")
+    print("4. tests: " + show(tests_command(f"--junitxml={scratch}/gpu-tests.xml")))
+    print("5. devices (two GPUs or more): " + show(python("-m", "tinydgl", "train", "--backend", "cupy", "--trainer",
+                                                          "dgl", "--model", "smallconv", "--workers", "2",
+                                                          "--devices", "0,1", *short_run(args))))
+    print("6. mpi (mpiexec and mpi4py installed): mpiexec -n 2 " + show(python(
+        "-m", "mpi4py", "-m", "tinydgl", "train", "--engine", "mpi", "--backend", "cupy", "--trainer", "dgl",
+        "--model", "smallconv", *short_run(args))))
+    print(f"7. train, on {dataset} ({why}):")
     for trainer in ("bp", "lls"):
         print("   " + show(train_command(args, trainer, dataset, f"{scratch}/train-{trainer}.json")))
-    print("5. step: " + show(python("-c", "import torch; ...")) + "   (if torch is installed: does it see a GPU?)")
+    print("8. step: " + show(python("-c", "import torch; ...")) + "   (if torch is installed: does it see a GPU?)")
     sizes = args.sizes.split(",")
     print(f"   then {args.rounds} round(s), alternated, of:")
     for size in sizes:
         for library in ("tinydgl", "torch"):
             note = "" if library == "tinydgl" else "   (only where torch sees a GPU)"
             print("   " + show(python(*child_command(args, library, size))) + note)
-    print(f"6. the table, written to {args.out}; time limits per command (s): {LIMITS}, all together --budget "
+    print(f"9. the table, written to {args.out}; time limits per command (s): {LIMITS}, all together --budget "
           f"{args.budget:g} s")
     return 0
 
@@ -233,8 +285,12 @@ class Run:
     def time_left(self, limit):
         return max(0.0, min(limit, self.deadline - time.monotonic()))
 
-    def add(self, check, status, detail, seconds):
-        self.rows.append({"check": check, "status": status, "detail": detail, "seconds": round(seconds, 1)})
+    def add(self, check, status, detail, seconds, error=None):
+        """One row; `error`: the text that explains a failure (a command's last output lines, a traceback)."""
+        row = {"check": check, "status": status, "detail": detail, "seconds": round(seconds, 1)}
+        if error:
+            row["error"] = error[-4000:]
+        self.rows.append(row)
         print(f"--> {check}: {status.upper()} {detail} ({seconds:.1f} s)\n", flush=True)
 
     def failed(self):
@@ -246,21 +302,35 @@ def banner(text):
 
 
 def run_command(cmd, limit, run, capture=False, label=None):
-    """Run `cmd` in the repository root within min(limit, the budget left); (exit code, stdout or '', seconds).
-    Its output goes to ours as it comes unless `capture`. Exit code None: stopped at the time limit."""
+    """Run `cmd` in the repository root within min(limit, the budget left); (exit code, output, seconds).
+
+    Its output (stdout and stderr together) goes to ours as it comes, unless `capture`; either way it is
+    returned, so that a failure's text can go into the report (stdout only, when `capture`). Exit code None:
+    stopped at the time limit."""
     timeout = run.time_left(limit)
     print(f"$ {label or show(cmd)}", flush=True)
     t0 = time.monotonic()
     if timeout <= 0:
         return None, "", 0.0
     try:
-        proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, timeout=timeout, text=True,
-                              stdout=subprocess.PIPE if capture else None)
-    except subprocess.TimeoutExpired:
-        return None, "", time.monotonic() - t0
+        proc = subprocess.Popen(list(map(str, cmd)), cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                stderr=None if capture else subprocess.STDOUT)
     except OSError as err:
         return 127, str(err), time.monotonic() - t0
-    return proc.returncode, proc.stdout or "", time.monotonic() - t0
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines = collections.deque(maxlen=400)
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not capture:
+                print(line, end="", flush=True)
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    if time.monotonic() - t0 >= timeout and code != 0:
+        return None, "".join(lines), time.monotonic() - t0
+    return code, "".join(lines), time.monotonic() - t0
 
 
 def stopped(run, limit, seconds):
@@ -270,16 +340,43 @@ def stopped(run, limit, seconds):
     return f"stopped at its time limit ({limit} s)"
 
 
-def check_install(run):
-    banner("1. install the gpu extra")
-    code, _, seconds = run_command(python("-m", "pip", "install", "-e", ".[gpu]"), LIMITS["install"], run)
+IMPORT_PROBE = ("import importlib.util as u, json; c = u.find_spec('cupy') is not None; v = None\n"
+                "if c:\n    import cupy; v = cupy.__version__\n"
+                "print(json.dumps({'cupy': v, 'pytest': u.find_spec('pytest') is not None}))")
+
+
+def what_is_installed():
+    """{'cupy': its version or None, 'pytest': bool}, asked of a child (this process never imports CuPy)."""
+    try:
+        proc = subprocess.run(python("-c", IMPORT_PROBE), capture_output=True, text=True, timeout=120, cwd=ROOT)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, ValueError) as err:
+        return {"cupy": None, "pytest": False, "error": f"{type(err).__name__}: {err}"}
+
+
+def check_install(run, args):
+    """Install only what is missing: CuPy (the gpu extra) if it does not import, pytest if it is absent."""
+    banner("1. install what is missing")
+    t0 = time.monotonic()
+    have = what_is_installed()
+    missing = ([] if have["cupy"] else ['-e ".[gpu]"']) + ([] if have["pytest"] else ["pytest"])
+    found = f"CuPy {have['cupy'] or 'missing'}, pytest {'found' if have['pytest'] else 'missing'}"
+    if not missing:
+        return run.add("install", "pass", f"nothing to install ({found})", time.monotonic() - t0)
+    if args.no_install:
+        return run.add("install", "skip" if have["cupy"] else "fail",
+                       f"{found}; --no-install: not installing {', '.join(missing)}", time.monotonic() - t0)
+    cmd = python("-m", "pip", "install", *([] if have["cupy"] else ["-e", ".[gpu]"]),
+                 *([] if have["pytest"] else ["pytest"]))
+    code, out, seconds = run_command(cmd, LIMITS["install"], run)
     if code == 0:
-        run.add("install", "pass", 'pip install -e ".[gpu]"', seconds)
+        run.add("install", "pass", f"{found}: {show(cmd)}", seconds)
     elif code is None:
-        run.add("install", "fail", stopped(run, LIMITS["install"], seconds), seconds)
+        run.add("install", "fail", stopped(run, LIMITS["install"], seconds), seconds, error=out)
     else:
-        run.add("install", "fail", f"pip exited with code {code} (its error is above; offline? with CuPy already "
-                                   "installed, rerun with --no-install)", seconds)
+        run.add("install", "fail", f"pip exited with code {code} ({found}; offline? install CuPy by hand: "
+                                   "pip install 'cupy-cuda12x[ctk]>=14', or cupy-cuda13x for CUDA 13)", seconds,
+                error=out)
 
 
 def check_gpu(run):
@@ -323,16 +420,15 @@ def gpu_line(info):
 
 
 def check_tests(run, scratch):
-    banner("3. the tests marked gpu")
+    banner("4. the tests marked gpu")
     report = scratch / "gpu-tests.xml"
-    code, _, seconds = run_command(python("-m", "pytest", "-q", "-m", "gpu", f"--junitxml={report}"),
-                                   LIMITS["tests"], run)
+    code, out, seconds = run_command(tests_command(f"--junitxml={report}"), LIMITS["tests"], run)
     if code is None:
-        return run.add("tests", "fail", stopped(run, LIMITS["tests"], seconds), seconds)
+        return run.add("tests", "fail", stopped(run, LIMITS["tests"], seconds), seconds, error=out)
     try:
         suites = ET.parse(report).getroot()
     except (OSError, ET.ParseError):
-        return run.add("tests", "fail", f"pytest exited with code {code} and wrote no report", seconds)
+        return run.add("tests", "fail", f"pytest exited with code {code} and wrote no report", seconds, error=out)
     suites = [suites] if suites.tag == "testsuite" else list(suites.iter("testsuite"))
     count = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
     passed = count["tests"] - count["failures"] - count["errors"] - count["skipped"]
@@ -343,19 +439,27 @@ def check_tests(run, scratch):
     ok = code == 0 and passed > 0 and not count["failures"] and not count["errors"]
     if passed == 0 and not (count["failures"] or count["errors"]):
         detail += ": none ran, so pytest did not use the GPU"
-    run.add("tests", "pass" if ok else "fail", detail, seconds)
+    failures = [f"{case.get('classname')}.{case.get('name')}: {(bad.get('message') or '')[:500]}"
+                for case in (suites[0].iter("testcase") if suites else []) for bad in case
+                if bad.tag in ("failure", "error")]
+    run.add("tests", "pass" if ok else "fail", detail, seconds,
+            error=None if ok else "\n".join(failures) + "\n--- pytest's output ---\n" + out[-2000:])
     return count
 
 
+def tests_command(*extra):
+    return python("-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *extra, *GPU_TEST_FILES)
+
+
 def check_train(run, args, trainer, dataset, scratch):
-    banner(f"4. train {trainer}: one epoch of SmallConv on CuPy, {dataset}")
+    banner(f"7. train {trainer}: one epoch of SmallConv on CuPy, {dataset}")
     metrics = scratch / f"train-{trainer}.json"
-    code, _, seconds = run_command(train_command(args, trainer, dataset, metrics), LIMITS["train"], run)
+    code, out, seconds = run_command(train_command(args, trainer, dataset, metrics), LIMITS["train"], run)
     name = f"train {trainer}"
     if code is None:
-        return run.add(name, "fail", stopped(run, LIMITS["train"], seconds), seconds)
+        return run.add(name, "fail", stopped(run, LIMITS["train"], seconds), seconds, error=out)
     if code != 0 or not metrics.exists():
-        return run.add(name, "fail", f"tinydgl train exited with code {code} (its error is above)", seconds)
+        return run.add(name, "fail", f"tinydgl train exited with code {code}", seconds, error=out)
     summary = json.loads(metrics.read_text())
     acc, backend = summary["test_accuracy"], summary["environment"]["backend"]
     cfg = summary["config"]
@@ -378,7 +482,7 @@ def check_train(run, args, trainer, dataset, scratch):
 
 
 def check_steps(run, args):
-    banner("5. one SmallConv step: tinydgl on CuPy against PyTorch on CUDA")
+    banner("8. one SmallConv step: tinydgl on CuPy against PyTorch on CUDA")
     torch_info = None
     if procs.torch_version() is not None:
         code, out, _ = run_command(python("-c", TORCH_PROBE), 120, run, capture=True,
@@ -412,7 +516,7 @@ def check_steps(run, args):
         if "ran past" in why:  # procs' timeout message names bench_step's --timeout: say which limit it was
             why = stopped(run, LIMITS["step"], time.monotonic() - t0)
         for size in sizes:
-            run.add(f"step {size}, batch {BATCH}", "fail", why, (time.monotonic() - t0) / len(sizes))
+            run.add(f"step {size}, batch {BATCH}", "fail", why, (time.monotonic() - t0) / len(sizes), error=str(err))
         return torch_info, None
     share = (time.monotonic() - t0) / len(sizes)
     for size in sizes:
@@ -428,12 +532,88 @@ def check_steps(run, args):
     return torch_info, per_process
 
 
+def check_trainer_steps(run, args):
+    """One step of every trainer on cnn and smallconv, one VGG8 and one MobileNet step (`--child steps`)."""
+    banner("3. one step of every trainer on cnn and smallconv; one VGG8 and one MobileNet step")
+    code, out, seconds = run_command(python(__file__, "--child", "steps", "--step-batch", args.step_batch),
+                                     LIMITS["steps"], run, capture=True, label=show(python(
+                                         "benchmarks/gpu_check.py", "--child", "steps", "--step-batch",
+                                         args.step_batch)))
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if code is None or code != 0 or not lines:
+        why = stopped(run, LIMITS["steps"], seconds) if code is None else f"the child exited with code {code}"
+        return run.add("steps", "fail", why, seconds, error=out), None
+    cases = json.loads(lines[-1])["cases"]
+    for case in cases:
+        said = f"loss {case['loss']:.4f}" if case.get("loss") is not None else case["error"].splitlines()[-1]
+        print(f"  {case['trainer']:<13} {case['model']:<13} {said}  ({case['seconds']:.2f} s)")
+    by_group = collections.defaultdict(list)
+    for case in cases:
+        by_group["every trainer on " + case["model"] if case["model"] in ("cnn", "smallconv")
+                 else f"{case['trainer']} on {case['model']}"].append(case)
+    share = seconds / max(1, len(by_group))
+    for group, members in by_group.items():
+        bad = [c for c in members if c.get("error")]
+        detail = (f"{len(members) - len(bad)} of {len(members)} stepped"
+                  + (f"; failed: {', '.join(c['trainer'] for c in bad)}" if bad else
+                     f" (losses {min(c['loss'] for c in members):.3f}-{max(c['loss'] for c in members):.3f})"))
+        run.add(f"steps: {group}", "fail" if bad else "pass", detail, share,
+                error="\n\n".join(f"{c['trainer']} on {c['model']}:\n{c['error']}" for c in bad) or None)
+    return cases
+
+
+def check_devices(run, args, gpus, scratch):
+    banner("5. two GPUs: --workers 2 --devices 0,1")
+    if gpus < 2:
+        return run.add("devices", "skip", f"one GPU ({gpus} seen): --devices 0,1 needs two", 0.0)
+    metrics = scratch / "devices.json"
+    cmd = python("-m", "tinydgl", "train", "--backend", "cupy", "--trainer", "dgl", "--model", "smallconv",
+                 "--workers", "2", "--devices", "0,1", *short_run(args), "--metrics-json", metrics)
+    code, out, seconds = run_command(cmd, LIMITS["devices"], run)
+    if code == 0 and metrics.exists():
+        acc = json.loads(metrics.read_text())["test_accuracy"]
+        return run.add("devices", "pass", f"dgl, 2 workers on GPUs 0 and 1: test acc {acc:.4f}", seconds)
+    why = stopped(run, LIMITS["devices"], seconds) if code is None else f"tinydgl train exited with code {code}"
+    run.add("devices", "fail", why, seconds, error=out)
+
+
+def find_mpiexec():
+    """mpiexec beside this Python (the mpich wheel's) or on PATH, if mpi4py is installed; else None."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return None
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def check_mpi(run, args, scratch):
+    banner("6. MPI with CuPy: mpiexec -n 2 ... --engine mpi")
+    mpiexec = find_mpiexec()
+    if mpiexec is None:
+        return run.add("mpi", "skip", "no mpiexec with mpi4py here (pip install 'tinydgl[mpi]' to check it)", 0.0)
+    metrics = scratch / "mpi.json"
+    cmd = [mpiexec, "-n", "2", *python("-m", "mpi4py", "-m", "tinydgl", "train", "--engine", "mpi", "--backend",
+                                       "cupy", "--trainer", "dgl", "--model", "smallconv", *short_run(args),
+                                       "--metrics-json", metrics)]
+    code, out, seconds = run_command(cmd, LIMITS["mpi"], run)
+    choice = next((line for line in out.splitlines() if line.startswith("GPUs for the MPI ranks")), None)
+    if code == 0 and metrics.exists() and choice:
+        acc = json.loads(metrics.read_text())["test_accuracy"]
+        return run.add("mpi", "pass", f"dgl on 2 ranks: test acc {acc:.4f}; {choice}", seconds)
+    why = (stopped(run, LIMITS["mpi"], seconds) if code is None else
+           f"mpiexec exited with code {code}" + ("" if choice or code else "; no rank said which GPU it took"))
+    run.add("mpi", "fail", why, seconds, error=out)
+
+
 def print_table(run):
     print("\n| check | result | seconds |\n|---|---|---|")
     for r in run.rows:
         detail = r["detail"].replace("|", "/")  # a Markdown table: no bars inside a cell
         print(f"| {r['check']} | {r['status'].upper()}: {detail} | {r['seconds']:.1f} |")
     print(f"| all | {'FAIL' if run.failed() else 'PASS'} | {time.monotonic() - run.started:.1f} |")
+    for r in run.rows:
+        if r.get("error"):  # the whole text is in the JSON report; its end here
+            print(f"\n--- {r['check']}: its error (the last lines; all of it is in the report) ---")
+            print("\n".join(r["error"].rstrip().splitlines()[-15:]))
 
 
 def git_commit():
@@ -446,7 +626,7 @@ def git_commit():
 
 
 def full_run(args):
-    found, how = find_gpu()
+    found, how = find_gpu(args.standin)
     if not found:
         print(f"gpu_check: no GPU found: {how}.\nThis check needs one NVIDIA GPU with its driver (`nvidia-smi -L` "
               "lists it); nothing was installed or measured.", file=sys.stderr)
@@ -455,10 +635,12 @@ def full_run(args):
     now = datetime.datetime.now(datetime.timezone.utc)
     print(f"command : python {' '.join(sys.argv)}  (commit {git_commit()}, {now:%Y-%m-%d %H:%M} UTC)")
     run = Run(args.budget)
-    if not args.no_install:
-        check_install(run)
+    if args.standin:
+        run.add("install", "skip", "--standin: nothing to install (the stand-in needs only NumPy)", 0.0)
+    else:
+        check_install(run, args)
     gpu = check_gpu(run)
-    extra = {}
+    extra = {"standin": args.standin}
     if gpu.get("error"):
         print_table(run)
         write_report(args, run, gpu, extra)
@@ -467,7 +649,10 @@ def full_run(args):
         return NO_GPU if gpu["error"] == "no-gpu" else 1
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         scratch = Path(tmp)
+        extra["steps"] = check_trainer_steps(run, args)
         extra["tests"] = check_tests(run, scratch)
+        check_devices(run, args, gpu.get("count", 1), scratch)
+        check_mpi(run, args, scratch)
         dataset, why = choose_dataset()
         print(f"\ntraining data: {why}; --limit-train {args.limit_train or 'none (all)'}, "
               f"--limit-test {args.limit_test or 'none (all)'}")
@@ -498,7 +683,48 @@ def write_report(args, run, gpu, extra):
     print(f"\nwritten to {out}")
 
 
-# --- the timing child --------------------------------------------------------------------------------------
+# --- the children ------------------------------------------------------------------------------------------
+STEP_CASES = ([(trainer, model) for model in ("cnn", "smallconv") for trainer in
+               ("bp", "dni", "cdni", "greedy", "dgl", "async-dgl", "lls", "lls-m", "lls-mxm", "local-losses", "fa",
+                "dfa", "sdfa", "drtp", "shallow")]
+              + [("ff", "mlp"), ("bp", "vgg8"), ("bp", "mobilenet_v1")])
+
+
+def run_steps_child(args):
+    """One train_step per STEP_CASES entry on CuPy (random data: 1x28x28 for cnn, smallconv and mlp, 3x32x32
+    for VGG8 and MobileNet); print one JSON line with each case's loss, seconds and error text."""
+    sys.path.insert(0, str(ROOT))  # the checkout's tinydgl, installed or not
+    import numpy as np
+
+    import tinydgl
+    from tinydgl.models import build_model
+    from tinydgl.optim import Adam
+    from tinydgl.trainers import TRAINERS, build_trainer
+
+    tinydgl.set_backend("cupy")
+    missing = sorted(set(TRAINERS) - {t for t, _ in STEP_CASES})
+    assert not missing, f"gpu_check's STEP_CASES lack the trainers {missing}"
+    sync = __import__("cupy").cuda.Device().synchronize
+    rng = np.random.default_rng(0)
+    cases = []
+    for trainer_name, model_name in STEP_CASES:
+        channels, size = (3, 32) if model_name in ("vgg8", "mobilenet_v1") else (1, 28)
+        t0 = time.perf_counter()
+        case = {"trainer": trainer_name, "model": model_name}
+        try:
+            model = build_model(model_name, channels, size, 10, seed=0)
+            trainer = build_trainer(trainer_name, model, lambda p: Adam(p, lr=LR))
+            x = rng.standard_normal((args.step_batch, channels, size, size)).astype(np.float32)
+            y = rng.integers(0, 10, args.step_batch)
+            case["loss"] = float(trainer.train_step(tinydgl.backend.asarray(x), tinydgl.backend.asarray(y)))
+            sync()
+        except Exception:
+            case["error"] = traceback.format_exc()[-3000:]
+        case["seconds"] = time.perf_counter() - t0
+        cases.append(case)
+    print(json.dumps({"cases": cases}))
+
+
 def run_child(args):
     """Time one library's SmallConv step on the GPU, alone in this process; print one JSON line."""
     sys.path.insert(0, str(ROOT))  # the checkout's tinydgl, installed or not
@@ -506,6 +732,8 @@ def run_child(args):
 
     channels, size = parse_size(args.size)
     x, y = make_data(BATCH, channels, size, seed=0)
+    if args.child == "steps":
+        return run_steps_child(args)
     if args.child == "tinydgl":
         import cupy
 
@@ -552,31 +780,49 @@ def run_child(args):
                   "step_seconds": times})
 
 
+def use_standin():
+    """--standin: this process's children import the CuPy stand-in as `cupy`, with STANDIN_GPUS GPUs."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(STANDIN_SHIM), str(ROOT)]
+                                               + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    os.environ["CUPY_STANDIN_DEVICES"] = str(STANDIN_GPUS)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--no-install", action="store_true", help='skip pip install -e ".[gpu]"')
+    parser.add_argument("--no-install", action="store_true", help="never run pip (CuPy and pytest must be there)")
+    parser.add_argument("--standin", action="store_true",
+                        help="run everything on the CuPy stand-in of tests/cupy_standin/ (CPU, no GPU): for CI")
     parser.add_argument("--dry-run", action="store_true", help="print the commands it would run; run nothing")
     parser.add_argument("--out", default="gpu_check.json", help="the JSON report (default: gpu_check.json)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on this many images (default: all)")
     parser.add_argument("--limit-test", type=int, default=None, help="test on this many images (default: all)")
-    parser.add_argument("--sizes", default="1x28,3x32", help="step inputs, CxS, comma-separated (default: 1x28,3x32)")
-    parser.add_argument("--rounds", type=int, default=3, help="processes per library and size, alternated (default: 3)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per process (CuPy compiles kernels then)")
-    parser.add_argument("--repeat", type=int, default=30, help="timed steps per process (default: 30)")
+    parser.add_argument("--sizes", default=None, help="step inputs, CxS, comma-separated (default: 1x28,3x32)")
+    parser.add_argument("--rounds", type=int, default=None, help="processes per library and size, alternated (default: 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per process (CuPy compiles kernels then)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed steps per process (default: 30)")
+    parser.add_argument("--step-batch", type=int, default=None, help="batch of the every-trainer steps (default: 32)")
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole run (default: 450)")
-    parser.add_argument("--child", choices=["tinydgl", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["tinydgl", "torch", "steps"], help=argparse.SUPPRESS)
     parser.add_argument("--size", default="1x28", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    defaults = {"sizes": "1x28,3x32", "rounds": 3, "warmup": 10, "repeat": 30, "step_batch": 32}
+    if args.standin:
+        defaults.update(STANDIN_DEFAULTS)
+        use_standin()
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
     if args.child:
         return run_child(args)
     for size in args.sizes.split(","):
         parts = size.lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             parser.error(f"--sizes takes CxS sizes such as 1x28,3x32; got {size!r}")
-    if min(args.rounds, args.repeat) < 1 or args.warmup < 0 or any(
+    if min(args.rounds, args.repeat, args.step_batch) < 1 or args.warmup < 0 or any(
             v is not None and v < 1 for v in (args.limit_train, args.limit_test)):
-        parser.error("--rounds, --repeat, --limit-train and --limit-test must be at least 1, --warmup at least 0")
+        parser.error("--rounds, --repeat, --step-batch, --limit-train and --limit-test must be at least 1, --warmup "
+                     "at least 0")
     if args.dry_run:
         return dry_run(args)
     return full_run(args)

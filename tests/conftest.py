@@ -4,6 +4,10 @@
 - strict-device1: `array_api_strict` arrays on a non-default device. Like CuPy, this library refuses silent
   conversion to NumPy and refuses to mix devices, so passing here is our proof (without a GPU) that the
   code path CuPy would take makes no NumPy-only assumption.
+- cupy-standin: the CuPy route (NumPy-like fast paths, CuPy's own signatures and ufunc keywords) on the CPU,
+  through the CuPy stand-in of tests/cupy_standin/ (arrays that are not numpy.ndarray, refuse implicit host
+  conversion and NumPy arrays, and count host syncs). array_api_strict proves the generic route; this one
+  proves the route CuPy takes.
 - cupy (marker `gpu`): only where CuPy sees a GPU.
 """
 import os
@@ -45,6 +49,8 @@ class BackendCase:
             assert isinstance(array, np.ndarray), type(array)
         elif self.name == "array_api_strict":
             assert array.device == self.device, array.device
+        elif self.name == "cupy":
+            assert type(array).__module__.split(".")[0] == "cupy" and not isinstance(array, np.ndarray), type(array)
         assert str(array.dtype).endswith(self.dtype) or array.dtype.kind not in "f" if hasattr(array.dtype, "kind") else True
 
 
@@ -57,13 +63,21 @@ CASES = {
     "numpy-float64": lambda: BackendCase("numpy", "float64"),
     "numpy-float32": lambda: BackendCase("numpy", "float32", rtol=2e-4),
     "strict-device1": _strict_case,
+    "cupy-standin": lambda: BackendCase("cupy", "float64"),  # only inside `standin_cupy()` (the fixture's)
 }
 
 
 @pytest.fixture(params=list(CASES))
 def backend_case(request):
-    """Each portable test runs once per backend case."""
-    return CASES[request.param]()
+    """Each portable test runs once per backend case (the cupy-standin case with the stand-in as `cupy`)."""
+    case = CASES[request.param]()
+    if request.param != "cupy-standin":
+        yield case
+        return
+    from cupy_standin import standin_cupy
+
+    with standin_cupy():
+        yield case
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 (``tinydgl: error: ...`` and exit 1 for our errors, argparse's ``usage: ... error: ...`` and exit 2 for option
 syntax), no traceback, and no output file that looks complete (no metrics JSON, no plot).
 
-README.md's section "When something goes wrong" lists the same cases; keep the two in step. The checkpoint
+docs/errors.md's section "When something goes wrong" lists the same cases; keep the two in step. The checkpoint
 cases are at the end (how checkpoints are written, kept and resumed is tested in tests/test_long_runs.py).
 
 Most cases call `tinydgl.cli.main` in-process and fail before training; a few need a fresh interpreter

@@ -79,7 +79,8 @@ def _import_namespace(name: str):
             from .extras import install_command
             raise BackendUnavailableError(
                 f"The 'cupy' backend needs CuPy. Install it with: {install_command('gpu')} "
-                "(cupy-cuda12x, for CUDA 12), then check that `nvidia-smi` shows a GPU."
+                "(CuPy 14 for CUDA 12; with a CUDA 13 driver: pip install 'cupy-cuda13x[ctk]>=14'), then check "
+                "that `nvidia-smi` shows a GPU."
             ) from err
         _gpu_count(cupy)
         return cupy
@@ -96,8 +97,16 @@ def _import_namespace(name: str):
 
 def _make_backend(name: str, device=None) -> Backend:
     xp = _import_namespace(name)
-    if name == "cupy" and device is not None and not hasattr(device, "use"):
-        device = xp.cuda.Device(int(device))
+    if name == "cupy" and device is not None:
+        if not hasattr(device, "use"):
+            count = _gpu_count(xp)
+            if not 0 <= int(device) < count:
+                raise ValueError(f"GPU {device} does not exist: CUDA sees {count} GPU(s), numbered 0 to {count - 1} "
+                                 "(CUDA_VISIBLE_DEVICES renumbers them from 0).")
+            device = xp.cuda.Device(int(device))
+        # CuPy allocates every new array (zeros, arange, the result of each op) on the *current* device, not
+        # on the device of its inputs: make this one current, so that everything lands on it.
+        device.use()
     return Backend(name, xp, device)
 
 
@@ -131,8 +140,9 @@ def _current() -> Backend:
 def set_backend(name: str = "numpy", device=None) -> Backend:
     """Make `name` ("numpy", "cupy" or "array_api_strict") the backend for newly created arrays.
 
-    `device`: for CuPy a GPU index (or `cupy.cuda.Device`); for array_api_strict an
-    `array_api_strict.Device`; ignored by NumPy. Returns the new active `Backend`.
+    `device`: for CuPy a GPU index (or `cupy.cuda.Device`), which also becomes CuPy's current device (for this
+    thread, as CUDA's current device is), so that every array created afterwards lands on it; for
+    array_api_strict an `array_api_strict.Device`; ignored by NumPy. Returns the new active `Backend`.
     """
     global _active
     _active = _make_backend(name.strip().lower(), device)
@@ -149,11 +159,20 @@ def use_backend(name: str, device=None):
     """`with use_backend("array_api_strict", device): ...` switches the backend for one block."""
     global _active
     previous = _active  # None (not yet resolved) is restored as None
+    previous_gpu = _current_gpu() if name.strip().lower() == "cupy" and device is not None else None
     set_backend(name, device)
     try:
         yield _active
     finally:
         _active = previous
+        if previous_gpu is not None:
+            previous_gpu.use()  # the current CuPy device too, as set_backend changed it
+
+
+def _current_gpu():
+    import cupy
+
+    return cupy.cuda.Device()
 
 
 def _is_cupy_array(x) -> bool:

@@ -37,7 +37,7 @@ DIGIT_DATASETS = ("mnist", "mnist-small")
 # without diverging (the official class default, 1.0, is tuned for ImageNet-scale schedules).
 DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05, "adamw-sf": 5e-3, "sgd-sf": 0.5}
 # The LLS authors re-estimate batch-norm statistics on 50 training batches before every test
-# (protocol.md section 1); `tinydgl` does the same by default, `fit()` only when asked.
+# (docs/protocol.md, section 1); `tinydgl` does the same by default, `fit()` only when asked.
 DEFAULT_BN_RECALIBRATE = 50
 
 
@@ -409,7 +409,7 @@ def best_epoch(history):
 
 def accuracy_line(summary):
     """'test accuracy 0.8812 (final, epoch 3; best 0.8850 at epoch 2)': the paper's tables give the best
-    epoch, a last-epoch comparison needs the final one (protocol.md section 3)."""
+    epoch, a last-epoch comparison needs the final one (docs/protocol.md, section 3)."""
     final, best, epoch = summary["test_accuracy"], summary["best_test_accuracy"], summary["best_epoch"]
     if summary["epochs"] == 1 or epoch == summary["epochs"]:
         return f"test accuracy {final:.4f} (final = best, epoch {summary['epochs']})"
@@ -430,7 +430,7 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         "best_test_accuracy": best,
         "best_epoch": best_at,
         "train_seconds": total_seconds,
-        # samples every module learned from, per second of training (protocol.md section 4)
+        # samples every module learned from, per second of training (docs/protocol.md, section 4)
         "samples_per_second": total_samples / total_seconds if total_seconds else None,
         "parameters": num_parameters,
         "config": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
@@ -592,6 +592,12 @@ def prepare_mpi(args):
         raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --engine mpi the "
                            f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}.")
     args.workers = size
+    if get_backend().name == "cupy":
+        from .runtime.mpi_engine import choose_rank_gpu
+
+        choice = choose_rank_gpu(comm)  # a collective: every rank picks its GPU, rank 0 says which
+        if comm.Get_rank() == 0:
+            print(choice)
     if comm.Get_rank() != 0:
         sys.stdout = open(os.devnull, "w")
         args.metrics_json = args.plot = None

@@ -140,7 +140,7 @@ class Module:
         Raises a KeyError naming missing or unexpected keys and a ValueError on a shape mismatch.
         """
         params = dict(self.named_parameters())
-        buffer_owners = {}
+        buffer_owners: dict[str, tuple[Module, str]] = {}
         self._collect_buffer_owners("", buffer_owners)
         expected = set(params) | set(buffer_owners)
         missing, unexpected = expected - set(state), set(state) - expected

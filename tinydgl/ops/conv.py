@@ -30,6 +30,8 @@ On NumPy the copies between the products (padding, the patch matrix, the bias, a
 gradient back) run on every core, one slice of the batch per thread (`tinydgl.threads`); the products
 themselves are BLAS's, on its own threads. Every element is computed the same way at any thread count.
 """
+import numpy as np
+
 from ..backend import array_namespace, empty_like_on, is_numpy_like, zeros_like_on
 from ..threads import column_sums, for_each_block, for_each_slice, is_numpy, matmul, matmul_tn
 
@@ -74,9 +76,10 @@ def _im2col_strided(x_pad, kh, kw, stride, oh, ow):
     xp = array_namespace(x_pad)
     n, _, _, c = x_pad.shape
     s_n, s_h, s_w, s_c = x_pad.strides
-    return xp.lib.stride_tricks.as_strided(
-        x_pad, shape=(n, oh, ow, kh, kw, c), strides=(s_n, stride * s_h, stride * s_w, s_h, s_w, s_c), writeable=False
-    )
+    shape, strides = (n, oh, ow, kh, kw, c), (s_n, stride * s_h, stride * s_w, s_h, s_w, s_c)
+    if xp is np:  # read-only, so a stray write cannot scribble over overlapping windows
+        return np.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)  # CuPy's has no `writeable`
 
 
 def _im2col_sliced(x_pad, kh, kw, stride, oh, ow):

@@ -117,6 +117,36 @@ def cuda_aware_mpi():
         return False
 
 
+def choose_rank_gpu(comm=None):
+    """CuPy under MPI: each rank takes GPU `local_rank % GPUs visible`, and makes it its backend's device.
+
+    local_rank is the rank's number among the ranks on its own machine (a node-local communicator, split by
+    shared memory: `Split_type(COMM_TYPE_SHARED)`), so ranks on one machine spread over its GPUs and every
+    machine starts from its GPU 0; more ranks than GPUs share them round-robin. A collective: every rank
+    calls it. Returns, on every rank, one line naming every rank's choice (rank 0 prints it).
+    """
+    from mpi4py import MPI
+
+    from ..backend import _gpu_count, set_backend
+
+    comm = _world(comm)
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        local_rank, local_size = node.Get_rank(), node.Get_size()
+    finally:
+        node.Free()
+    import cupy
+
+    count = _gpu_count(cupy)
+    gpu = local_rank % count
+    set_backend("cupy", gpu)
+    mine = f"rank {comm.Get_rank()} -> {MPI.Get_processor_name()} GPU {gpu}"
+    every = comm.allgather((mine, local_size > count))
+    shared = " (more ranks than GPUs on a machine: they share them)" if any(s for _, s in every) else ""
+    return (f"GPUs for the MPI ranks (local rank % {count} GPU(s) visible per machine){shared}: "
+            + ", ".join(m for m, _ in every))
+
+
 # --- the sending and receiving ends of one link (rank r -> rank r+1) --------------------------------
 class _MpiSink:
     """Rank r's output: `put` sends a batch to rank r+1 when a credit allows it (see the module docstring)."""

@@ -16,7 +16,6 @@ Not counted: element-wise work (activations, batch norm, pooling, normalisations
 O(activations), not O(activations x fan-in). The step runs on a copy of the trainer, so counting changes
 nothing. So "LLS needs N times fewer MACs than backprop" (the paper's claim) can be checked here.
 """
-import contextlib
 import copy
 import math
 

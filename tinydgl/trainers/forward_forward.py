@@ -3,7 +3,7 @@
 Where does each layer's gradient come from? **From its own objective, on its own output**: positive data
 (an image with its true label written into it) should give the layer a high goodness g = sum(z**2),
 negative data (the image with a wrong label) a low one. Each layer's input is a constant, so no gradient
-ever crosses from one layer to another (`../shared/specs/forward-forward.md`; reference implementation:
+ever crosses from one layer to another (Hinton, "The Forward-Forward Algorithm", arXiv 2212.13345; reference implementation:
 github.com/loeweX/Forward-Forward, `src/ff_model.py`).
 
 Per training batch (x, y) of N images:
@@ -215,10 +215,12 @@ class FFTrainer(Trainer):
         return xp.concat([labels, flat[:, self.num_classes:]], axis=1)
 
     def wrong_labels(self, y):
-        """A uniformly drawn label other than y[i] for every i, from the seeded host generator."""
-        host = to_numpy(y).astype(np.int64)
-        shift = self.negatives_rng.integers(1, self.num_classes, size=host.shape[0])
-        return asarray((host + shift) % self.num_classes, like=y)
+        """A uniformly drawn label other than y[i] for every i, from the seeded host generator.
+
+        Only the random shifts travel to the device; y stays there (reading it back would make every step
+        wait for the GPU)."""
+        shift = self.negatives_rng.integers(1, self.num_classes, size=int(y.shape[0]))
+        return (y + asarray(shift, dtype=y.dtype, like=y)) % self.num_classes
 
     def neutral(self, x):
         """The neutral sample: 1/classes in every label pixel."""
