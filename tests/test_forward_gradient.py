@@ -135,7 +135,7 @@ def test_fg_options_belong_to_fg(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("mode", ["weight", "activity"])
-def test_fg_runs_on_the_strict_backend(backend_case, mode):
+def test_fg_runs_on_every_backend(backend_case, mode):
     """The same seed gives the same estimate on every backend (directions are drawn on the host)."""
     def grads(case):
         with case.use():

@@ -1,4 +1,5 @@
-"""Forward-mode derivatives (`*_jvp`) of every op, in float64, on NumPy and the strict array-API backend.
+"""Forward-mode derivatives (`*_jvp`) of every op, in float64, on NumPy, the strict array-API backend and the CuPy
+stand-in.
 
 Two checks per op, along random directions v (inputs and parameters together) and u (output):
 - a central finite difference, (f(theta + eps v) - f(theta - eps v)) / (2 eps), matches J v;
@@ -10,7 +11,7 @@ import pytest
 from tinydgl import functional as F
 from tinydgl.backend import default_rng, to_numpy
 
-BACKENDS = pytest.mark.parametrize("backend_case", ["numpy-float64", "strict-device1"], indirect=True)
+BACKENDS = pytest.mark.parametrize("backend_case", ["numpy-float64", "strict-device1", "cupy-standin"], indirect=True)
 
 
 def _dot(a, b):
