@@ -97,7 +97,8 @@ def add_training_arguments(parser):
                              "norm (cnn) skip it"),
     group = parser.add_argument_group("method options (each applies to the trainers that have it)")
     group.add_argument("--label-smoothing", type=fraction, default=None, help="label smoothing of every cross-entropy loss")
-    group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear")
+    group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear "
+                                                    "(fg --fg-loss local: linear by default)")
     group.add_argument("--modules", type=positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
     group.add_argument("--boundaries", type=int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
     group.add_argument("--epochs-per-module", type=positive_int, default=None, help="greedy: epochs spent on each module")
@@ -147,6 +148,19 @@ def add_training_arguments(parser):
     group.add_argument("--ff-classifier-wd-scale", type=non_negative_float, default=None,
                        help="ff: the linear classifier's weight decay is --weight-decay times this (default 10, the "
                             "reference's 3e-3 vs 3e-4)")
+    group.add_argument("--fg-mode", type=choice("fg mode", ["weight", "activity"]), default=None,
+                       help="fg: what the random direction moves: weight (default; every parameter, weight "
+                            "perturbation) or activity (each block's output, then a backward through that block "
+                            "only; Ren et al. 2023)")
+    group.add_argument("--fg-loss", type=choice("fg loss", ["global", "local"]), default=None,
+                       help="fg: global (default; the network's loss) or local (DGL's modules, each with an "
+                            "--aux head, linear by default, and its own loss)")
+    group.add_argument("--fg-guess", type=choice("fg guess", ["random", "local"]), default=None,
+                       help="fg: the directions: random (default) or local (each hidden block's guess is the gradient "
+                            "of an --aux head's loss, and the global gradient is projected on it; Fournier et al. "
+                            "2023; with --fg-mode activity --fg-loss global)")
+    group.add_argument("--fg-directions", type=positive_int, default=None, metavar="K",
+                       help="fg: random directions averaged per step (default 1); the estimate's variance falls as 1/K")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true",
