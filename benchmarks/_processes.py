@@ -1,6 +1,6 @@
 """Timing in separate processes, alternated: what bench_step.py and bench_trainers.py share.
 
-Why (protocol.md section 4): NumPy's OpenBLAS and PyTorch's OpenMP keep their worker threads spinning for
+Why (docs/protocol.md, section 4): NumPy's OpenBLAS and PyTorch's OpenMP keep their worker threads spinning for
 a while after each operation. Two libraries timed in one process, or interleaved step by step, therefore
 fight over the cores: the one that runs next loses them to the threads of the one that just ran (on this
 project's 2-core machine PyTorch's SmallConv step took ~146 ms interleaved with tinydgl's, ~75-85 ms in a

@@ -22,7 +22,7 @@ with iterations. Its setting, as far as it is stated, and what this script had t
 `runs` trains, for each seed, backprop in-process at 1 and at 2 BLAS threads (its best is reported), DNI
 and cDNI in-process at 1 and 2 threads (best), and DNI and cDNI on 2 workers (`--workers 2`, one thread
 each, the module-parallel engine with synthesizer targets flowing back). Every run is a `tinydgl train`
-process of its own, alternated over seeds (protocol.md section 4). Seconds are training seconds (the
+process of its own, alternated over seeds (docs/protocol.md, section 4). Seconds are training seconds (the
 engine's run, without evaluation; for the parallel runs the workers' start-up, about a second an epoch, is
 reported apart). It prints one table per epoch count, mean and spread over seeds, and draws accuracy and
 time against iterations to benchmarks/figures/dni_<dataset>.png.

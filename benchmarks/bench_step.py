@@ -11,17 +11,17 @@
     # where tinydgl's step time goes: per-layer times and each convolution's GFLOP/s (tinydgl only)
     python benchmarks/bench_step.py --breakdown --no-torch
 
-How it is timed (protocol.md section 4). Every measurement runs in a child process of its own
+How it is timed (docs/protocol.md, section 4). Every measurement runs in a child process of its own
 (`bench_step.py --child tinydgl|torch|breakdown ...`) that imports one library and times it alone, with
 OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS set to the thread count before NumPy or PyTorch
 starts (and torch.set_num_threads in PyTorch's child). Timing the two in one process, or interleaving their
 steps, would make them share spinning BLAS/OpenMP threads: the one that runs next loses cores to the one
 that just ran (PyTorch's step measured ~146 ms that way on this project's 2-core machine, ~75-85 ms alone).
-tinydgl reads the same variables for its own threads (tinydgl/threads.py), and at more than one thread it
-runs BLAS on one and spreads its products over its own threads, so "2 threads" means two cores for both
-libraries. The parent times nothing; it alternates the children, tinydgl, PyTorch, tinydgl, PyTorch, ... for
-`--rounds` rounds, each round covering every thread count (`--threads`, default 1 and all cores) and input
-size, so a change in background load hits every case alike.
+tinydgl reads the same variables for its own threads (tinydgl/threads.py), and it runs BLAS on one and
+spreads its products over its own threads, so "2 threads" means two cores for both libraries. The parent
+times nothing; it alternates the children, tinydgl, PyTorch, tinydgl, PyTorch, ... for `--rounds` rounds,
+each round covering every thread count (`--threads`, default 1 and all cores) and input size, so a change
+in background load hits every case alike.
 
 What is printed:
 1. the machine: command, CPU, cores, NumPy's BLAS, PyTorch's version, the load average (with a warning
@@ -41,7 +41,6 @@ torch_smallconv_fmnist.py. PyTorch appears in benchmarks and optional tests only
 Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
 """
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from tinydgl import functional as F
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam
+from tinydgl.threads import blas_own_threads
 from tinydgl.train import fit
 from tinydgl.trainers import build_trainer
 
@@ -192,13 +192,10 @@ def matmul_gflops(m, k, n, warmup=2, repeat=7):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
-    # With several threads tinydgl keeps BLAS on one while it runs (tinydgl.threads); give BLAS its own
-    # thread count back for this reference product, then hand the cores to tinydgl again.
-    tinydgl.set_num_threads(1)
-    try:
+    # tinydgl keeps BLAS on one thread (tinydgl.threads); give BLAS its own thread count back for this
+    # reference product, then take it to one again.
+    with blas_own_threads():
         t = statistics.median(procs.timed(lambda: a @ b, warmup, repeat))
-    finally:
-        tinydgl.set_num_threads(None)
     return 2.0 * m * k * n / t / 1e9
 
 

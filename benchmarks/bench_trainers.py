@@ -23,7 +23,7 @@ ran one after the other in one process.
 (`bench_trainers.py speed --child NAME ...`) with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS
 set to the thread count before NumPy starts, and the parent alternates the children (bp, lls, ..., bp,
 lls, ...) over `--rounds` rounds, each round covering every thread count in `--threads` (default 1 and all
-cores). Why (protocol.md section 4): steps of several methods interleaved in one process share OpenBLAS's
+cores). Why (docs/protocol.md, section 4): steps of several methods interleaved in one process share OpenBLAS's
 spinning threads, so one method's step pays for the threads the one before left behind, and a process of
 its own is what a user runs. Per method and thread count it prints the median [min-max of the
 per-process medians] of the step time (`--steps` timed steps on Fashion-MNIST batches after `--warmup`

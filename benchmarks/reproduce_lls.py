@@ -8,7 +8,7 @@ process per run, a table of mean and spread.
     python benchmarks/reproduce_lls.py --trainers lls --optimizers adamw-sf --seeds 0,1,2 --epochs 100 --augment
 
 Every run is the `tinydgl train` command printed beside it (SmallConv, batch 128, lr 5e-3, T 0.5, sin basis,
-batch-norm recalibration on 50 batches before every test: ../shared/specs/protocol.md), run in a child
+batch-norm recalibration on 50 batches before every test: docs/protocol.md), run in a child
 process of its own, one after another, so no run shares the cores with another. The child is that
 command's own code (`tinydgl.cli`), with one addition: it also tests each epoch *before* recalibrating,
 so the table shows what recalibration changed on the same weights. Results are appended to `--out` (JSON

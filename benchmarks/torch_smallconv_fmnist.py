@@ -10,7 +10,6 @@ architecture and the step are written once.
 import argparse
 import time
 
-import numpy as np
 import torch
 from torch import nn
 

@@ -213,12 +213,16 @@ print("mean change per weight %.3f" % np.abs(filters_after - filters_before).mea
 # same arguments from Python. `--metrics-json` writes the run's numbers.
 
 # %%
+import tempfile
+
 from tinydgl.cli import main
+
+record = os.path.join(tempfile.mkdtemp(), "bp.json")  # a run's files go to a temporary folder, not notebooks/
 
 main(["train", "--trainer", "bp", "--model", "cnn", "--limit-train", "500" if FAST else "2000",
       "--limit-test", "200" if FAST else "1000", "--epochs", "1" if FAST else "2", "--no-progress",
-      "--metrics-json", "bp.json"])
-summary = json.load(open("bp.json"))
+      "--metrics-json", record])
+summary = json.load(open(record))
 print({k: summary[k] for k in ("trainer", "test_accuracy", "train_seconds", "samples_per_second")})
 
 # %% [markdown]

@@ -153,12 +153,16 @@ print(max(np.abs(p.data - q.data).max() for p, q in zip(a.parameters(), b.parame
 # work than backprop (each synthesizer adds a forward, a backward and an optimizer step).
 
 # %%
+import tempfile
+
 from tinydgl.cli import main
+
+record = os.path.join(tempfile.mkdtemp(), "dni.json")  # a run's files go to a temporary folder, not notebooks/
 
 main(["compare", "--trainers", "bp,dni,cdni", "--model", "mlp", "--synthesizer", "linear",
       "--limit-train", "1000" if FAST else "4000", "--limit-test", "300" if FAST else "1000",
-      "--batch-size", "64", "--epochs", "1" if FAST else "3", "--no-progress", "--metrics-json", "dni.json"])
-runs = json.load(open("dni.json"))["runs"]
+      "--batch-size", "64", "--epochs", "1" if FAST else "3", "--no-progress", "--metrics-json", record])
+runs = json.load(open(record))["runs"]
 
 # %%
 names = [r["trainer"] for r in runs]

@@ -179,14 +179,18 @@ plt.show()
 # once. On `cnn` (two hidden blocks) greedy's epoch 1 is module 1 alone.
 
 # %%
+import tempfile
+
 from tinydgl.cli import main
+
+record = os.path.join(tempfile.mkdtemp(), "local.json")  # a run's files go to a temporary folder, not notebooks/
 
 epochs = 2 if FAST else 4
 main(["compare", "--trainers", "bp,greedy,dgl", "--model", "cnn", "--aux", "mlp",
       "--limit-train", "500" if FAST else "4000", "--limit-test", "300" if FAST else "1000",
       "--batch-size", "64", "--epochs", str(epochs), "--epochs-per-module", str(epochs // 2),
-      "--no-progress", "--metrics-json", "local.json"])
-runs = json.load(open("local.json"))["runs"]
+      "--no-progress", "--metrics-json", record])
+runs = json.load(open(record))["runs"]
 
 # %%
 fig, (ax_curve, ax_time) = plt.subplots(1, 2, figsize=(10, 3.3))

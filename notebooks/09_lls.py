@@ -168,12 +168,16 @@ plt.show()
 # accuracy and time per epoch. LLS-M and LLS-MxM add a few learned numbers per head.
 
 # %%
+import tempfile
+
 from tinydgl.cli import main
+
+record = os.path.join(tempfile.mkdtemp(), "lls.json")  # a run's files go to a temporary folder, not notebooks/
 
 main(["compare", "--trainers", "bp,lls,lls-m,lls-mxm", "--model", "mlp", "--optimizer", "adamw", "--lr", "5e-3",
       "--limit-train", "1000" if FAST else "4000", "--limit-test", "300" if FAST else "1000",
-      "--batch-size", "64", "--epochs", "1" if FAST else "3", "--no-progress", "--metrics-json", "lls.json"])
-runs = json.load(open("lls.json"))["runs"]
+      "--batch-size", "64", "--epochs", "1" if FAST else "3", "--no-progress", "--metrics-json", record])
+runs = json.load(open(record))["runs"]
 
 # %%
 names = [r["trainer"] for r in runs]

@@ -13,7 +13,8 @@ the book theme (from the Jupyter Book project) is made for courses and needs not
 The build is in three steps, each a function below:
 
 1. `stage` copies the pages into one source folder (build/site-source/), keeping their paths in the
-   repository, so that the links between them stay as they are: docs/ (the front page and the API page),
+   repository, so that the links between them stay as they are: docs/ (the front page and the API page at
+   the site's root; the reference pages, docs/*.md, where they are),
    lessons/ with the answers of lessons/answers/ folded, one per exercise, under the exercises,
    notebooks/, the assignment handouts (written by `tinydgl assignments build`), README.md, CHANGELOG.md and
    benchmarks/RESULTS.md. A link to a file that is not a page (a .py file, a spec, INSTRUCTOR.md: the site
@@ -38,7 +39,11 @@ GITHUB = "https://github.com/tinydgl/tinydgl/blob/main/"
 # Pages taken as they are (paths in the repository, which are also their paths on the site)
 # INSTRUCTOR.md is not one: the site is what students read, and the instructor's guide says what the hidden
 # tests check. Links to it go to the repository, where instructors read it.
-PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "lessons/README.md", "notebooks/README.md")
+PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "benchmarks/RESULTS-archive.md", "lessons/README.md",
+         "notebooks/README.md")
+# docs/index.md and docs/api.md are the site's front and API pages, at its root; the other docs/*.md (the
+# command reference, the errors, the architecture, ...) keep their path, docs/, so links work on GitHub too.
+ROOT_PAGES = ("index.md", "api.md")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")  # [text](target) and ![alt](target)
 FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.S | re.M)
 
@@ -138,15 +143,17 @@ def stage(dest, repo=REPO):
     assets = sorted(p for folder in ("notebooks", "docs", "benchmarks/figures") for pattern in ("*.svg", "*.png")
                     for p in (repo / folder).glob(pattern))
     staged = {p.relative_to(repo).as_posix() for p in (*chapters, *notebooks, *figures, *assets)}
-    staged |= set(PAGES) | {"index.md", "api.md"} | {f"assignments/{p.name}" for p in (dest / "assignments").glob("*.md")}
+    references = sorted(p for p in (repo / "docs").glob("*.md") if p.name not in ROOT_PAGES)
+    staged |= set(PAGES) | set(ROOT_PAGES) | {f"assignments/{p.name}" for p in (dest / "assignments").glob("*.md")}
+    staged |= {p.relative_to(repo).as_posix() for p in references}
 
     def put(rel, text, source=None):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         (dest / rel).write_text(rewrite_links(text, source or rel, rel, staged))
 
-    for page in ("index.md", "api.md"):
+    for page in ROOT_PAGES:
         put(page, (repo / "docs" / page).read_text())
-    for rel in PAGES:
+    for rel in [p.relative_to(repo).as_posix() for p in references] + list(PAGES):
         put(rel, (repo / rel).read_text())
     for page in (dest / "assignments").glob("*.md"):
         rel = f"assignments/{page.name}"

@@ -2,7 +2,7 @@
 (``tinydgl: error: ...`` and exit 1 for our errors, argparse's ``usage: ... error: ...`` and exit 2 for option
 syntax), no traceback, and no output file that looks complete (no metrics JSON, no plot).
 
-README.md's section "When something goes wrong" lists the same cases; keep the two in step. The checkpoint
+docs/errors.md's section "When something goes wrong" lists the same cases; keep the two in step. The checkpoint
 cases are at the end (how checkpoints are written, kept and resumed is tested in tests/test_long_runs.py).
 
 Most cases call `tinydgl.cli.main` in-process and fail before training; a few need a fresh interpreter
@@ -187,7 +187,7 @@ def test_a_misspelt_compare_option(capsys, tmp_path):
     ("bp,magic", "argument --trainers: unknown trainer(s) 'magic'; choose from: bp, dni"),
     ("bp,bp", "argument --trainers: bp listed twice in 'bp,bp'; name each trainer once"),
     ("bp,dlg", "argument --trainers: unknown trainer(s) 'dlg'; choose from: bp, dni, cdni, greedy, dgl,"),
-    ("bp,dlg", ", ff; did you mean dgl?"),
+    ("bp,dlg", ", fg; did you mean dgl?"),
 ])
 def test_compare_refuses_a_bad_trainer_list(trainers, message, capsys, tmp_path):
     expect(*run(capsys, tmp_path, "--trainers", trainers, *SMALL, command="compare"), 2, message)

@@ -223,6 +223,9 @@ SYNCS_PER_STEP = {
     # per layer (3 with the classifier), its binary cross-entropy and its peer-normalisation penalty;
     # and the classifier's cross-entropy
     "ff": 7,
+    # fg at its defaults (weight perturbation, the global loss): the network's loss; the slopes along the K
+    # directions stay on the device (with --fg-loss local it is one loss per module, as dgl)
+    "fg": 1,
     # one per module update: a call runs as many as the schedule puts before module 1's next turn
     "async-dgl": "one per module update",
 }

@@ -115,7 +115,7 @@ def test_async_dgl_uses_replay_rings_and_reports_per_worker_metrics(data):
     ((1024, 16, 16), [[0], [1], [2]]),   # a slow first stage: worker 1 replays and passes the replays on
 ], ids=["slow-consumer", "replays-passed-on"])
 def test_replay_samples_per_second_counts_what_every_worker_learned_from(data, hidden, groups):
-    """protocol.md section 4: an asynchronous pipeline's samples/s is the samples *every* module learned
+    """docs/protocol.md, section 4: an asynchronous pipeline's samples/s is the samples *every* module learned
     from (min over workers of fresh samples) per second, not what the first worker took. Each worker's
     counts add up: fresh + replayed = its steps, fresh + skipped = the batches fed.
 

@@ -1,4 +1,4 @@
-"""Forward-Forward (`ff`, tinydgl/trainers/forward_forward.py; spec ../shared/specs/forward-forward.md):
+"""Forward-Forward (`ff`, tinydgl/trainers/forward_forward.py; Hinton, arXiv 2212.13345):
 the label embedding, the length normalisation op, each layer's gradient against a NumPy reference, no
 gradient between layers, both predictions on a hand-checkable network, checkpoints and exact resume, and
 learning on the bundled digits beyond what a broken signal reaches."""

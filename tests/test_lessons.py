@@ -4,7 +4,6 @@ Every ```python block of a chapter runs, in order, in one namespace per chapter 
 notebook), from a temporary directory so that files a snippet writes do not land in the repository.
 Blocks fenced as ```console or ```text are for reading only.
 """
-import os
 import re
 from pathlib import Path
 

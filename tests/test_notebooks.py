@@ -77,6 +77,18 @@ def test_notebook_links_its_lesson_documents_fast_mode_and_links_work(source):
                     assert (NOTEBOOKS / target).resolve().exists(), f"{source.name}: link to a missing file {target}"
 
 
+# An output path written as a plain name: the file would land where the notebook runs, i.e. in notebooks/
+OUTPUT_IN_PLACE = re.compile(r"""["']--(metrics-json|plot|checkpoint-dir)["'],\s*["']""")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebook_writes_its_outputs_to_a_temporary_folder(source):
+    """A run's metrics, plots and checkpoints go to tempfile.mkdtemp(), so running the notebooks leaves
+    notebooks/ as it was (the slow run below also checks that nothing is left in its working folder)."""
+    found = [m.group(0) for m in OUTPUT_IN_PLACE.finditer(source.read_text())]
+    assert found == [], f"{source.name} writes {found} into the folder it runs in: pass a path under tempfile.mkdtemp()"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(source, tmp_path):
@@ -87,6 +99,8 @@ def test_notebook_runs_in_fast_mode(source, tmp_path):
                             timeout=4 * FAST_MODE_SECONDS)
     seconds = time.perf_counter() - t0
     assert result.returncode == 0, f"{source.name} failed in fast mode:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [], f"{source.name} wrote {left} where it runs (in notebooks/, for a reader): use a temporary folder"
     assert seconds < FAST_MODE_SECONDS, f"{source.name} took {seconds:.0f}s in fast mode (limit {FAST_MODE_SECONDS}s)"
 
 

@@ -1,4 +1,4 @@
-"""The authors' training and evaluation protocol (../shared/specs/protocol.md): schedule-free optimizers,
+"""The authors' training and evaluation protocol (docs/protocol.md): schedule-free optimizers,
 batch-norm recalibration before every test, best and final accuracy, and output paths checked up front."""
 import copy
 import json
@@ -25,7 +25,7 @@ GRADS = [[[0.5, -1.0], [0.3, 0.2]], [[0.2, 0.3], None], [[-0.4, 0.1], [0.1, -0.5
 
 # --- schedule-free optimizers, against the spec's equations written out independently --------------------
 def _by_hand_adamw(lr, b1, b2, eps, wd, warmup):
-    """protocol.md section 2, step by step, for two parameters; returns the y's, z's and the x's."""
+    """docs/protocol.md, section 2, step by step, for two parameters; returns the y's, z's and the x's."""
     y = [np.array([1.0, -2.0]), np.array([0.5, 0.25])]
     z = [None, None]
     v = [np.zeros(2), np.zeros(2)]

@@ -70,9 +70,12 @@ def parse(path):
 
 
 def test_every_page_is_built(site):
-    for page in ["index", "api", "README", "CHANGELOG", "benchmarks/RESULTS", "lessons/README",
+    for page in ["index", "api", "README", "CHANGELOG", "benchmarks/RESULTS", "benchmarks/RESULTS-archive", "lessons/README",
                  "notebooks/README", "assignments/README", "assignments/A1"]:
         assert (site / f"{page}.html").is_file(), page
+    for reference in sorted((ROOT / "docs").glob("*.md")):  # the reference pages the README links to
+        if reference.name not in build_site.ROOT_PAGES:
+            assert (site / "docs" / f"{reference.stem}.html").is_file(), reference.name
     for chapter in sorted((ROOT / "lessons").glob("[0-9][0-9]-*.md")):
         assert (site / "lessons" / f"{chapter.stem}.html").is_file(), chapter.name
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):

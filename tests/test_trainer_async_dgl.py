@@ -168,7 +168,7 @@ def test_round_robin_and_reuse_cap():
 def test_fresh_replayed_and_skipped_batches_add_up_and_fit_counts_what_every_module_learned(slow_module):
     """Per module: fresh + replayed = the samples of its steps, fresh + skipped = the data batches module 1
     took (module 1 itself: all fresh). fit's samples/s times its seconds is, each epoch, the fewest fresh
-    samples any module learned from in that epoch (protocol.md section 4).
+    samples any module learned from in that epoch (docs/protocol.md, section 4).
 
     slow_module=1: module 2 is picked a third as often, misses most of module 1's batches (skipped), and
     samples/s falls well below what module 1 took. slow_module=0: modules 2 and 3 wait for module 1 and

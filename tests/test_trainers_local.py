@@ -11,7 +11,7 @@ from tinydgl.gradcheck import numerical_gradient, rel_error
 from tinydgl.models import build_model
 from tinydgl.optim import SGD, Adam
 from tinydgl.train import fit
-from tinydgl.trainers import TRAINERS, build_trainer
+from tinydgl.trainers import build_trainer
 from tinydgl.trainers.lls import lls_basis, lls_head
 from tinydgl.trainers.local import split_blocks
 

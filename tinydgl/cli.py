@@ -37,7 +37,7 @@ DIGIT_DATASETS = ("mnist", "mnist-small")
 # without diverging (the official class default, 1.0, is tuned for ImageNet-scale schedules).
 DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05, "adamw-sf": 5e-3, "sgd-sf": 0.5}
 # The LLS authors re-estimate batch-norm statistics on 50 training batches before every test
-# (protocol.md section 1); `tinydgl` does the same by default, `fit()` only when asked.
+# (docs/protocol.md, section 1); `tinydgl` does the same by default, `fit()` only when asked.
 DEFAULT_BN_RECALIBRATE = 50
 
 
@@ -97,7 +97,8 @@ def add_training_arguments(parser):
                              "norm (cnn) skip it"),
     group = parser.add_argument_group("method options (each applies to the trainers that have it)")
     group.add_argument("--label-smoothing", type=fraction, default=None, help="label smoothing of every cross-entropy loss")
-    group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear")
+    group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear "
+                                                    "(fg --fg-loss local: linear by default)")
     group.add_argument("--modules", type=positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
     group.add_argument("--boundaries", type=int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
     group.add_argument("--epochs-per-module", type=positive_int, default=None, help="greedy: epochs spent on each module")
@@ -147,6 +148,19 @@ def add_training_arguments(parser):
     group.add_argument("--ff-classifier-wd-scale", type=non_negative_float, default=None,
                        help="ff: the linear classifier's weight decay is --weight-decay times this (default 10, the "
                             "reference's 3e-3 vs 3e-4)")
+    group.add_argument("--fg-mode", type=choice("fg mode", ["weight", "activity"]), default=None,
+                       help="fg: what the random direction moves: weight (default; every parameter, weight "
+                            "perturbation) or activity (each block's output, then a backward through that block "
+                            "only; Ren et al. 2023)")
+    group.add_argument("--fg-loss", type=choice("fg loss", ["global", "local"]), default=None,
+                       help="fg: global (default; the network's loss) or local (DGL's modules, each with an "
+                            "--aux head, linear by default, and its own loss)")
+    group.add_argument("--fg-guess", type=choice("fg guess", ["random", "local"]), default=None,
+                       help="fg: the directions: random (default) or local (each hidden block's guess is the gradient "
+                            "of an --aux head's loss, and the global gradient is projected on it; Fournier et al. "
+                            "2023; with --fg-mode activity --fg-loss global)")
+    group.add_argument("--fg-directions", type=positive_int, default=None, metavar="K",
+                       help="fg: random directions averaged per step (default 1); the estimate's variance falls as 1/K")
     parser.add_argument("--metrics-json", default=None, help="write the final metrics and per-epoch history here")
     parser.add_argument("--plot", default=None, help="write a PNG of the learning curves here (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true",
@@ -395,7 +409,7 @@ def best_epoch(history):
 
 def accuracy_line(summary):
     """'test accuracy 0.8812 (final, epoch 3; best 0.8850 at epoch 2)': the paper's tables give the best
-    epoch, a last-epoch comparison needs the final one (protocol.md section 3)."""
+    epoch, a last-epoch comparison needs the final one (docs/protocol.md, section 3)."""
     final, best, epoch = summary["test_accuracy"], summary["best_test_accuracy"], summary["best_epoch"]
     if summary["epochs"] == 1 or epoch == summary["epochs"]:
         return f"test accuracy {final:.4f} (final = best, epoch {summary['epochs']})"
@@ -416,7 +430,7 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         "best_test_accuracy": best,
         "best_epoch": best_at,
         "train_seconds": total_seconds,
-        # samples every module learned from, per second of training (protocol.md section 4)
+        # samples every module learned from, per second of training (docs/protocol.md, section 4)
         "samples_per_second": total_samples / total_seconds if total_seconds else None,
         "parameters": num_parameters,
         "config": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,

@@ -118,6 +118,7 @@ METHOD_OPTIONS = {
     "basis_size": "basis_size",
     "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
     "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
+    "fg_mode": "fg_mode", "fg_loss": "fg_loss", "fg_directions": "fg_directions", "fg_guess": "fg_guess",
 }
 
 

@@ -49,7 +49,7 @@ class Optimizer:
 
     # Optimizer-wide numbers besides lr and steps that a checkpoint must keep (schedule-free's averaging
     # weights and its train/eval mode); each is a plain float, int or bool attribute.
-    scalar_names = ()
+    scalar_names: tuple[str, ...] = ()
 
     def state_dict(self):
         """{"lr", "steps", "buffers": {"<param index>.<name>": ndarray}, "counts": {...: int},
@@ -154,8 +154,8 @@ class AdamW(Adam):
 
 class _ScheduleFree(Optimizer):
     """What both schedule-free optimizers share (Defazio et al., "The Road Less Scheduled", 2024): the
-    iterate averaging and the train/eval swap. Spec: ../shared/specs/protocol.md section 2, which follows
-    the copy in the official LLS code (an older variant of facebookresearch/schedule_free).
+    iterate averaging and the train/eval swap (docs/protocol.md, section 2). The equations follow the copy
+    in the official LLS code (an older variant of facebookresearch/schedule_free).
 
     Three sequences per parameter: z (the plain optimizer's iterates), x (a weighted average of the z's:
     the weights to evaluate) and y = beta * x + (1 - beta) * z (where gradients are taken). Only y and z

@@ -1,29 +1,63 @@
 """Elementwise and data-movement work on every core, for NumPy.
 
-BLAS runs tinydgl's matrix products on every core, but everything between them (batch norm, activations,
-pooling, padding and patch copies, the optimizer's update) is NumPy loops, and NumPy runs a loop on one
-core. It does release the GIL inside those loops, so the one pure-NumPy way to use the other cores is the
-one here: cut the batch into as many contiguous slices as there are threads and run the same NumPy code on
-each slice in a small pool of threads.
+BLAS runs tinydgl's matrix products, but everything between them (batch norm, activations, pooling,
+padding and patch copies, the optimizer's update) is NumPy loops, and NumPy runs a loop on one core. It
+does release the GIL inside those loops, so the one pure-NumPy way to use the other cores is the one here:
+cut the batch into contiguous slices and run the same NumPy code on each slice in a small pool of threads.
 
     from tinydgl.threads import for_each_slice
     out = np.empty_like(x)
     for_each_slice(lambda s: np.maximum(x[s], 0.0, out=out[s]), x, out)   # s: slices of x's first axis
 
 Each op keeps one body, written for "the rows in slice s", and calls it once with `slice(0, n)` when it
-runs on one thread, on CuPy (a GPU needs no host threads), on any other array library, or when the array is
+runs on one thread, on CuPy (a GPU needs no host threads), on any other array library, or when the work is
 too small for threads to pay off. So the readable code is the code that runs, and the only thing threads
 change is which rows each call sees. Ops that reduce (batch norm's per-channel sums) split their rows
-into blocks of a fixed size (`row_blocks`, about BLOCK_BYTES each) that do not depend on the thread count, and add the blocks'
-partial sums in order: a result is then the same to the last bit at any thread count (tests check it).
+into blocks of a fixed size (`row_blocks`, about BLOCK_BYTES each) that do not depend on the thread count,
+and add the blocks' partial sums in order: a result is then the same to the last bit at any thread count
+(tests check it).
 
-The matrix products go the same way. BLAS's own threads do not mix with these: after each product they
-keep spinning for a while (about 0.1 s in OpenBLAS) in wait for the next one, on the very cores the
-elementwise threads need (measured in benchmarks/RESULTS.md, "Fast on every core"). So while tinydgl uses
-several threads it runs BLAS on one thread (through `threadpoolctl`) and cuts its own products into blocks
-of rows for its threads (`matmul`, `matmul_tn`, `column_sums`). Your own NumPy products in the same
-process then run on one thread too; `set_num_threads(1)` gives BLAS its thread count back. Where
-threadpoolctl cannot see the BLAS, products stay BLAS's and only the other work is tinydgl's.
+Small work stays on the calling thread. Work that touches fewer than 2 * MIN_PIECE_BYTES bytes (all its
+arrays together) runs in one call on the thread that asked for it: handing a piece to another thread costs
+a wake-up, tens of microseconds on an idle machine and a whole scheduler time slice (milliseconds) on a
+busy one, more than a small piece's work. How the value is chosen: `python benchmarks/bench_threads.py
+--calibrate` times an elementwise op (LeakyReLU's forward) of each size in one call on one thread and split
+in two pieces over two threads; MIN_PIECE_BYTES is half the smallest size at which the split is 1.2x
+faster on an idle machine (the script prints that size; benchmarks/RESULTS.md has its table). A busy
+machine needs no other value: there the caller takes the pieces of a helper that gets no core. The value
+below, 256 KiB, is the estimate the first version started from (a wake-up takes as long as a 256 KiB
+elementwise pass); on a quiet machine the calibration confirms or replaces it.
+
+How the threads share work, so that a busy machine does not stall it. The work is cut into pieces fixed by
+the shapes (at most PIECES_PER_THREAD per thread, none under MIN_PIECE_BYTES). The calling thread and the
+pool's helpers each take the next piece nobody has taken, until none is left (`run_pieces`). The caller
+never sits idle waiting for a helper that has not started: when other processes hold the cores and a
+helper gets none, the caller does that helper's pieces too, and waits only for a piece a helper has
+already begun (a small one: a piece is at most 1/PIECES_PER_THREAD of a thread's share). All waiting
+blocks (a condition variable; idle helpers block on the pool's queue): no thread of tinydgl spins, so an
+idle tinydgl takes no CPU from other processes.
+
+Dropping to one thread while the machine is busy (as /proc/loadavg's count of running threads would
+tell) was tried and left out: beside other CPU-bound work, a cnn or smallconv epoch on two threads still
+ended sooner than on one (a process's threads each get their share of the cores, and ours wait without
+spinning), and the other work loses no more to it than to any two-thread program. `python
+benchmarks/bench_threads.py` times 1 and 2 threads, idle and beside competing processes.
+
+BLAS runs on one thread for as long as tinydgl is imported (through `threadpoolctl`, at import), and
+tinydgl cuts its large products into fixed blocks of rows for its own threads (`matmul`, `matmul_tn`,
+`column_sums`). Three reasons:
+- Small products. OpenBLAS splits every product above about a quarter of a million multiply-adds over its
+  threads, an MLP layer's 128x784 @ 784x256 (half a millisecond) included. Its caller then waits for the
+  other thread, which on a busy machine first waits for a core: `linear_forward` took milliseconds
+  instead of a fraction of one, and `tinydgl train --model mlp` many times longer than with one BLAS
+  thread. tinydgl's `matmul` keeps a product under BLOCK_BYTES of rows in one BLAS call.
+- Spinning. After each product BLAS's idle threads keep spinning for a while (about 0.1 s in OpenBLAS)
+  in wait for the next one, on cores that tinydgl's other work, or other processes, need.
+- Bits. OpenBLAS splits some products differently at two threads (128x784 @ 784x256 in float32 differs
+  in the last bits), so a run's numbers would depend on the thread count.
+Your own NumPy products in the same process then run on one thread too: `with blas_own_threads(): ...`
+gives BLAS its own thread count back inside the block. Where threadpoolctl cannot see the BLAS, products
+stay BLAS's and only the other work is tinydgl's.
 
 How many threads: one setting, shared with BLAS. `set_num_threads(n)` or the environment variable
 ``TINYDGL_NUM_THREADS``; else ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` (the
@@ -35,6 +69,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -43,9 +78,14 @@ from .backend import array_namespace
 # Environment variables read, in order, for the thread count; the first one set wins.
 THREAD_VARIABLES = ("TINYDGL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-# Below this many bytes per thread a slice is not worth a thread (waking a thread costs ~10-50 us; a
-# 256 KB elementwise pass takes about as long).
-MIN_BYTES_PER_THREAD = 256 * 1024
+# No piece of split work touches fewer bytes than this, so work under twice this runs on the calling thread
+# (see the module docstring for how it was chosen: benchmarks/bench_threads.py --calibrate).
+MIN_PIECE_BYTES = 256 * 1024
+
+# Split work is cut into at most this many pieces per thread: a helper that loses its core in the middle
+# of a piece then holds back only a small part of the work, and pieces stay large enough that taking one
+# (a lock, a Python call) costs little beside the work in it.
+PIECES_PER_THREAD = 4
 
 # Reductions and products cut their rows into blocks of about this many bytes, whatever the thread count,
 # so every partial sum and every BLAS call (and so every bit of a result) is the same at any thread count.
@@ -88,20 +128,18 @@ def num_threads() -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use `n` threads for elementwise and data-movement work (None: follow the environment again).
+    """Use `n` threads for tinydgl's work (None: follow the environment again).
 
-    This does not change BLAS's own thread count, which is fixed when NumPy starts; set
-    ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` before Python starts to change both together.
+    BLAS stays on one thread at any count (see the module docstring); `blas_own_threads` gives it its own
+    count back for a block of your own code.
     """
     global _setting
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"set_num_threads expects a whole number >= 1 (or None), got {n!r}.")
     _setting = n
-    if num_threads() == 1:
-        _release_blas()
 
 
-# --- BLAS: on one thread while tinydgl's threads run the products ---------------------------------------
+# --- BLAS: on one thread while tinydgl is imported -------------------------------------------------------
 _blas = None  # threadpoolctl's controller of NumPy's BLAS libraries, once looked up; False: none usable
 _blas_saved = None  # their thread counts before tinydgl took them to 1; None: not taken
 
@@ -118,25 +156,19 @@ def _blas_controller():
     return _blas
 
 
-def owns_products() -> bool:
-    """True when tinydgl runs the matrix products on its own threads, BLAS on one thread: several threads
-    and a BLAS that threadpoolctl controls. Taking BLAS to one thread happens here, on the first call."""
+def _hold_blas() -> None:
+    """Take NumPy's BLAS to one thread, remembering its counts (done once, at import)."""
     global _blas_saved
-    if num_threads() == 1:
-        return False
-    if _blas_saved is None:
-        controller = _blas_controller()
-        if not controller:
-            return False
-        with _pool_lock:
-            if _blas_saved is None:
-                _blas_saved = [lib.num_threads for lib in controller.lib_controllers]
-                for lib in controller.lib_controllers:
-                    lib.set_num_threads(1)
-    return True
+    controller = _blas_controller()
+    with _pool_lock:
+        if controller and _blas_saved is None:
+            _blas_saved = [lib.num_threads for lib in controller.lib_controllers]
+            for lib in controller.lib_controllers:
+                lib.set_num_threads(1)
 
 
-def _release_blas():
+def _release_blas() -> None:
+    """Give BLAS back the counts `_hold_blas` took."""
     global _blas_saved
     with _pool_lock:
         if _blas_saved is not None and _blas:
@@ -145,8 +177,32 @@ def _release_blas():
         _blas_saved = None
 
 
+def owns_products() -> bool:
+    """True when BLAS is on one thread (held by tinydgl), so tinydgl's threads may run products side by side."""
+    return _blas_saved is not None
+
+
+@contextmanager
+def blas_own_threads():
+    """Inside the `with` block BLAS has its own thread count back, for products of your own (a reference
+    timing, say); on leaving, BLAS is on one thread again. tinydgl's ops run inside it give the right
+    numbers, but not always the same last bits as outside it."""
+    held = owns_products()
+    _release_blas()
+    try:
+        yield
+    finally:
+        if held:
+            _hold_blas()
+
+
+_hold_blas()
+
+
+# --- the pool and how work is shared ---------------------------------------------------------------------
 def _get_pool(workers: int) -> ThreadPoolExecutor:
-    """A pool with at least `workers` threads, kept for the life of the process (threads are reused)."""
+    """A pool with at least `workers` threads, kept for the life of the process (threads are reused; idle
+    ones block on the pool's queue, using no CPU)."""
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < workers:
@@ -167,6 +223,64 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
+class _Pieces:
+    """work(k) for k in range(count), each k taken by exactly one of the threads that call `take`."""
+
+    def __init__(self, work, count):
+        self.work, self.count = work, count
+        self.taken = self.ended = 0
+        self.error = None
+        self.lock = threading.Lock()
+        self.all_ended = threading.Condition(self.lock)
+
+    def take(self):
+        """Run the next piece nobody has taken, until none is left. A piece's error is kept for the caller."""
+        while True:
+            with self.lock:
+                k = self.taken
+                if k >= self.count:
+                    return
+                self.taken += 1
+            error = None
+            try:
+                self.work(k)
+            except BaseException as err:
+                error = err
+            with self.lock:
+                if self.error is None:
+                    self.error = error
+                self.ended += 1
+                if self.ended == self.count:
+                    self.all_ended.notify_all()
+
+    def wait_until_all_ended(self):
+        with self.lock:
+            while self.ended < self.count:
+                self.all_ended.wait()  # blocks: no spinning
+
+
+def run_pieces(work, count: int, threads: int) -> None:
+    """work(k) for every k in range(count), on this thread and up to threads - 1 helpers of the pool.
+
+    Each thread takes the next piece nobody has taken. The calling thread takes pieces too and does not
+    wait for a helper that has not started (on a busy machine it may get no core for milliseconds): it
+    waits only for pieces a helper has begun. Errors from any piece are raised here, after every piece has
+    ended (the pieces write into shared arrays, so none may still be running when the caller goes on)."""
+    if threads <= 1 or count <= 1:
+        for k in range(count):
+            work(k)
+        return
+    pieces = _Pieces(work, count)
+    helpers = min(threads, count) - 1
+    pool = _get_pool(helpers)
+    for _ in range(helpers):
+        pool.submit(pieces.take)
+    pieces.take()
+    pieces.wait_until_all_ended()
+    if pieces.error is not None:
+        raise pieces.error
+
+
 def slices(n: int, parts: int) -> list[slice]:
     """range(n) cut into `parts` contiguous slices of (nearly) equal length, none empty."""
     parts = max(1, min(parts, n))
@@ -174,45 +288,29 @@ def slices(n: int, parts: int) -> list[slice]:
     return [slice(bounds[k], bounds[k + 1]) for k in range(parts)]
 
 
-def threads_for(arrays, n: int) -> int:
-    """How many threads to use on `arrays` (a tuple) whose first axis has n rows: 1 unless they are NumPy
-    arrays, there are several threads, and every thread gets at least MIN_BYTES_PER_THREAD of them."""
-    if n < 2 or not all(isinstance(a, np.ndarray) for a in arrays):
+def piece_count(arrays, n: int) -> int:
+    """How many pieces to cut the first axis (n rows) of `arrays` (a tuple) into: 1 unless they are NumPy
+    arrays, there are several threads, and they touch at least 2 * MIN_PIECE_BYTES; then as many as fit
+    MIN_PIECE_BYTES, at most PIECES_PER_THREAD per thread and one per row."""
+    threads = num_threads()
+    if threads == 1 or n < 2 or not all(isinstance(a, np.ndarray) for a in arrays):
         return 1  # CuPy, array-API test arrays, scalars: one call
     nbytes = sum(a.nbytes for a in arrays)
-    return max(1, min(num_threads(), n, nbytes // MIN_BYTES_PER_THREAD))
-
-
-def run_slices(work, n: int, parts: int) -> None:
-    """Call work(s) for `parts` contiguous slices s covering range(n), the first on this thread, the rest on
-    the pool. Exceptions from any slice are raised here, after every slice has ended (they write into
-    shared arrays, so none may still be running when the caller goes on)."""
-    if parts <= 1:
-        work(slice(0, n))
-        return
-    owns_products()  # several threads from now on: BLAS must not keep spinning on their cores
-    pieces = slices(n, parts)
-    futures = [_get_pool(parts - 1).submit(work, s) for s in pieces[1:]]
-    error = None
-    try:
-        work(pieces[0])  # the calling thread takes the first slice instead of waiting
-    except BaseException as err:
-        error = err
-    for future in futures:
-        try:
-            future.result()
-        except BaseException as err:
-            error = error or err
-    if error is not None:
-        raise error
+    return max(1, min(n, threads * PIECES_PER_THREAD, nbytes // MIN_PIECE_BYTES))
 
 
 def for_each_slice(work, *arrays) -> None:
-    """Call `work(s)` for contiguous slices `s` of the first axis of `arrays` that together cover it, on as
-    many threads as pay off (`threads_for`); `work(slice(0, n))` once on one thread. The slices are
-    disjoint, so `work` may write its rows of a shared output."""
+    """Call `work(s)` for the contiguous slices `s` = slices(n, piece_count(arrays, n)) of the first axis of
+    `arrays`, which together cover it, on up to num_threads() threads; `work(slice(0, n))` once when the
+    work is small or there is one thread. The slices are disjoint, so `work` may write its rows of a shared
+    output."""
     n = arrays[0].shape[0]
-    run_slices(work, n, threads_for(arrays, n))
+    count = piece_count(arrays, n)
+    if count == 1:
+        work(slice(0, n))
+        return
+    pieces = slices(n, count)
+    run_pieces(lambda k: work(pieces[k]), count, num_threads())
 
 
 def map_slices(fn, *arrays):
@@ -220,13 +318,13 @@ def map_slices(fn, *arrays):
     tuple of arrays) whose first axis runs over those rows. For ops whose readable body allocates its own
     result.
 
-    On one thread this is fn(slice(0, n)). On several, the rows go in fixed blocks (`row_blocks` of the
-    first array, about MAP_BLOCK_BYTES each): the first block is computed here, which gives the results' shapes
-    and types; new arrays (C order) for all rows are made, and the threads compute the other blocks, each
-    block's result copied into its rows at once and dropped. So the extra memory is a block per thread, not
-    a second copy of the result."""
+    When the work is small or there is one thread, this is fn(slice(0, n)). Else the rows go in fixed blocks
+    (`row_blocks` of the first array, about MAP_BLOCK_BYTES each): the first block is computed here, which
+    gives the results' shapes and types; new arrays (C order) for all rows are made, and the threads take
+    the other blocks, each block's result copied into its rows at once and dropped. So the extra memory is
+    a block per thread, not a second copy of the result."""
     n = arrays[0].shape[0]
-    if threads_for(arrays, n) == 1:
+    if piece_count(arrays, n) == 1:
         return fn(slice(0, n))
     blocks = row_blocks(arrays[0], MAP_BLOCK_BYTES)
     first = fn(blocks[0])
@@ -237,13 +335,11 @@ def map_slices(fn, *arrays):
         out[blocks[0]] = part
 
     def block(k):
-        result = fn(blocks[k])
+        result = fn(blocks[k + 1])
         for out, part in zip(joined, (result,) if single else result):
-            out[blocks[k]] = part
+            out[blocks[k + 1]] = part
 
-    if len(blocks) > 1:
-        run_slices(lambda s: [block(k) for k in range(s.start + 1, s.stop + 1)], len(blocks) - 1,
-                   threads_for(arrays, n))
+    run_pieces(block, len(blocks) - 1, num_threads())
     return joined[0] if single else joined
 
 
@@ -268,19 +364,14 @@ def blocked_sums(partial, *arrays):
 
 
 def for_each_block(work, count: int, nbytes: int, products: bool = False) -> None:
-    """work(k) for k in range(count), the blocks shared out over the threads in contiguous runs (a run of
-    blocks per thread; `nbytes`, the data they touch, decides whether threads pay off). products=True: the
-    blocks call BLAS, so they run on several threads only while tinydgl owns the products (BLAS on one
-    thread, `owns_products`); otherwise one after the other, BLAS using its own threads inside each."""
-    parts = max(1, min(num_threads(), count, nbytes // MIN_BYTES_PER_THREAD))
-    if parts > 1 and products and not owns_products():
-        parts = 1
-
-    def run(s):
-        for k in range(s.start, s.stop):
-            work(k)
-
-    run_slices(run, count, parts)
+    """work(k) for k in range(count): fixed blocks, taken one at a time by the threads (`run_pieces`);
+    `nbytes`, the data they touch, decides whether threads pay off (`MIN_PIECE_BYTES`). products=True: the
+    blocks call BLAS, so they run on several threads only while BLAS is on one (`owns_products`);
+    otherwise one after the other, BLAS using its own threads inside each."""
+    threads = num_threads() if nbytes >= 2 * MIN_PIECE_BYTES else 1
+    if threads > 1 and products and not owns_products():
+        threads = 1
+    run_pieces(work, count, threads)
 
 
 def matmul(a, b, out=None):

@@ -13,7 +13,7 @@ epochs 0..k-1 ran in this process. Iterating without `set_epoch` runs epochs 0, 
 
 Extra passes. `fresh_pass(epoch, batches)` serves the first batches of *another* shuffled, augmented pass
 over the same data, with its own order and crops (a separate `stream` of the same seed): what batch-norm
-recalibration reads after epoch e (protocol.md section 1: the official code starts a new iterator over the
+recalibration reads after epoch e (docs/protocol.md, section 1: the official code starts a new iterator over the
 training loader), reproducible like every epoch and independent of the training pass.
 
 Overlap. With ``prefetch > 0`` a background thread assembles, augments and normalises the next `prefetch`

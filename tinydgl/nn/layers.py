@@ -10,6 +10,11 @@ from ..backend import default_rng
 from .module import Module, Parameter, init_constant, init_uniform
 
 
+def tangent_of(parameter):
+    """A parameter's forward-mode tangent, or None for a missing parameter (a layer without bias)."""
+    return None if parameter is None else parameter.tangent
+
+
 class Linear(Module):
     """y = x @ W + b. x: (N, in_features) -> (N, out_features); W is stored (in_features, out_features)."""
 
@@ -28,6 +33,9 @@ class Linear(Module):
         out, cache = F.linear_forward(x, self.weight.data, self.bias.data if self.bias else None)
         self._remember(cache)
         return out
+
+    def jvp(self, dx):
+        return F.linear_jvp(self._peek(), dx, self.weight.tangent, tangent_of(self.bias))
 
     def backward(self, dout, need_input_grad=True):
         dx, self.weight.grad, db = F.linear_backward(dout, self._recall(), compute_dx=need_input_grad,
@@ -63,6 +71,9 @@ class Conv2d(Module):
         self._remember(cache)
         return out
 
+    def jvp(self, dx):
+        return F.conv2d_jvp(self._peek(), dx, self.weight.tangent, tangent_of(self.bias))
+
     def backward(self, dout, need_input_grad=True):
         dx, self.weight.grad, db = F.conv2d_backward(dout, self._recall(), compute_dx=need_input_grad,
                                                      feedback=self.feedback)
@@ -94,6 +105,9 @@ class _BatchNorm(Module):
         self._remember(cache)
         return out
 
+    def jvp(self, dx):
+        return F.batchnorm_jvp(self._peek(), dx, self.weight.tangent, self.bias.tangent)
+
     def backward(self, dout, need_input_grad=True):
         dx, self.weight.grad, self.bias.grad = F.batchnorm_backward(dout, self._recall())
         return dx
@@ -113,11 +127,15 @@ class BatchNorm2d(_BatchNorm):
 
 
 class _Stateless(Module):
-    """A layer without parameters: forward/backward are one functional op pair."""
+    """A layer without parameters: forward/backward/jvp are one functional op's."""
 
     def backward(self, dout, need_input_grad=True):
         cache = self._recall()
         return self._backward(dout, cache) if need_input_grad else None
+
+    def jvp(self, dx):
+        cache = self._peek()
+        return None if dx is None else self._jvp(cache, dx)
 
 
 class ReLU(_Stateless):
@@ -127,6 +145,7 @@ class ReLU(_Stateless):
         return out
 
     _backward = staticmethod(F.relu_backward)
+    _jvp = staticmethod(F.relu_jvp)
 
     def __repr__(self):
         return "ReLU()"
@@ -157,6 +176,7 @@ class Tanh(_Stateless):
         return out
 
     _backward = staticmethod(F.tanh_backward)
+    _jvp = staticmethod(F.tanh_jvp)
 
     def __repr__(self):
         return "Tanh()"
@@ -173,6 +193,7 @@ class LeakyReLU(_Stateless):
         return out
 
     _backward = staticmethod(F.leaky_relu_backward)
+    _jvp = staticmethod(F.leaky_relu_jvp)
 
     def __repr__(self):
         return f"LeakyReLU({self.negative_slope})"
@@ -189,6 +210,7 @@ class MaxPool2d(_Stateless):
         return out
 
     _backward = staticmethod(F.maxpool2d_backward)
+    _jvp = staticmethod(F.maxpool2d_jvp)
 
     def __repr__(self):
         return f"MaxPool2d({self.kernel_size}, stride={self.stride or self.kernel_size})"
@@ -205,6 +227,7 @@ class AvgPool2d(_Stateless):
         return out
 
     _backward = staticmethod(F.avgpool2d_backward)
+    _jvp = staticmethod(F.avgpool2d_jvp)
 
     def __repr__(self):
         return f"AvgPool2d({self.kernel_size}, stride={self.stride or self.kernel_size})"
@@ -221,6 +244,7 @@ class AdaptiveAvgPool2d(_Stateless):
         return out
 
     _backward = staticmethod(F.adaptive_avgpool2d_backward)
+    _jvp = staticmethod(F.adaptive_avgpool2d_jvp)
 
     def __repr__(self):
         return f"AdaptiveAvgPool2d({self.output_size})"
@@ -233,6 +257,7 @@ class Flatten(_Stateless):
         return out
 
     _backward = staticmethod(F.flatten_backward)
+    _jvp = staticmethod(lambda cache, dx: F.flatten_jvp(dx))
 
     def __repr__(self):
         return "Flatten()"
@@ -252,6 +277,7 @@ class Dropout(_Stateless):
         return out
 
     _backward = staticmethod(F.dropout_backward)
+    _jvp = staticmethod(F.dropout_jvp)
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

@@ -4,6 +4,8 @@ A module wraps functional ops and keeps what they need between passes:
 
     out = layer.forward(x)      # stores the op's cache
     dx = layer.backward(dout)   # fills each parameter's .grad, returns the input gradient
+    dout = layer.jvp(dx)        # forward mode, between the two: the output's tangent for the input's
+                                # tangent dx and each parameter's .tangent (trainers/forward_gradient.py)
 
 `backward` takes `dout` from *anywhere*: the layer above (backprop), a synthetic-gradient model (DNI),
 an auxiliary head (DGL) or a local loss (LLS). That is what lets trainers decide where gradients come from.
@@ -16,11 +18,13 @@ from ..backend import Backend, asarray, get_backend, to_backend, to_numpy
 
 
 class Parameter:
-    """A trainable array and its gradient (same shape; None until a backward pass)."""
+    """A trainable array, its gradient (same shape; None until a backward pass) and its tangent: the
+    direction it moves in for a forward-mode pass (`Module.jvp`; None: it does not move)."""
 
     def __init__(self, data):
         self.data = data
         self.grad = None
+        self.tangent = None
 
     @property
     def shape(self):
@@ -49,6 +53,13 @@ class Module:
         """Store parameter gradients; return dx, or None when `need_input_grad` is False."""
         raise NotImplementedError
 
+    def jvp(self, dx):
+        """Forward mode, after `forward` in training mode: the output's tangent for the input's tangent dx
+        (x's shape; None: the input does not move) and each parameter's `.tangent`. Reads the cache forward
+        kept and leaves it for a later backward (so one forward serves many directions). Returns None when
+        nothing moves."""
+        raise NotImplementedError(f"{type(self).__name__} has no forward-mode derivative (jvp) yet.")
+
     def __call__(self, x):
         return self.forward(x)
 
@@ -62,6 +73,13 @@ class Module:
         cache, self._cache = getattr(self, "_cache", None), None
         if cache is None:
             raise RuntimeError(f"{self!r}.backward() needs a forward pass in training mode first (and runs once per forward).")
+        return cache
+
+    def _peek(self):
+        """The cache, for a forward-mode pass, without dropping it (backward may still follow)."""
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{self!r}.jvp() needs a forward pass in training mode first, and runs before backward.")
         return cache
 
     def forget(self):
@@ -122,7 +140,7 @@ class Module:
         Raises a KeyError naming missing or unexpected keys and a ValueError on a shape mismatch.
         """
         params = dict(self.named_parameters())
-        buffer_owners = {}
+        buffer_owners: dict[str, tuple[Module, str]] = {}
         self._collect_buffer_owners("", buffer_owners)
         expected = set(params) | set(buffer_owners)
         missing, unexpected = expected - set(state), set(state) - expected
@@ -192,6 +210,11 @@ class Sequential(Module):
         for layer in self.layers:
             x = layer.forward(x)
         return x
+
+    def jvp(self, dx):
+        for layer in self.layers:
+            dx = layer.jvp(dx)
+        return dx
 
     def backward(self, dout, need_input_grad=True):
         stop = 0

@@ -21,6 +21,10 @@ class L2Normalize(Module):
         self._remember(cache)
         return out
 
+    def jvp(self, dx):
+        cache = self._peek()
+        return None if dx is None else F.l2_normalize_jvp(cache, dx)
+
     def backward(self, dout, need_input_grad=True):
         cache = self._recall()
         return F.l2_normalize_backward(dout, cache) if need_input_grad else None
@@ -42,6 +46,10 @@ class LengthNormalize(Module):
         self._remember(cache)
         return out
 
+    def jvp(self, dx):
+        cache = self._peek()
+        return None if dx is None else F.length_normalize_jvp(cache, dx)
+
     def backward(self, dout, need_input_grad=True):
         cache = self._recall()
         return F.length_normalize_backward(dout, cache) if need_input_grad else None
@@ -62,6 +70,9 @@ class FixedLinear(Module):
 
     def forward(self, x):
         return x @ self.buffers["matrix"].T
+
+    def jvp(self, dx):
+        return None if dx is None else self.forward(dx)  # linear in x: the forward of the tangent
 
     def backward(self, dout, need_input_grad=True):
         return dout @ self.buffers["matrix"] if need_input_grad else None
@@ -87,6 +98,14 @@ class PooledLinear(Module):
         self._remember((x, effective))
         return x @ effective.T
 
+    def jvp(self, dx):
+        x, effective = self._peek()
+        dout = None if dx is None else dx @ effective.T
+        if self.weight.tangent is not None:  # product rule: x @ (dweight @ pool).T
+            part = x @ (self.weight.tangent @ self.buffers["pool"]).T
+            dout = part if dout is None else dout + part
+        return dout
+
     def backward(self, dout, need_input_grad=True):
         x, effective = self._recall()
         self.weight.grad = (dout.T @ x) @ self.buffers["pool"].T
@@ -107,6 +126,9 @@ class Scale(Module):
     def forward(self, x):
         return x * self.factor
 
+    def jvp(self, dx):
+        return None if dx is None else dx * self.factor
+
     def backward(self, dout, need_input_grad=True):
         return dout * self.factor if need_input_grad else None
 
@@ -124,6 +146,13 @@ class ClassScale(Module):
     def forward(self, x):
         self._remember(x)
         return x * self.m.data
+
+    def jvp(self, dx):
+        x = self._peek()
+        dout = None if dx is None else dx * self.m.data
+        if self.m.tangent is not None:  # product rule: x * dm
+            dout = x * self.m.tangent if dout is None else dout + x * self.m.tangent
+        return dout
 
     def backward(self, dout, need_input_grad=True):
         xp = array_namespace(dout)

@@ -86,3 +86,23 @@ def tanh_forward(x):
 def tanh_backward(dout, cache):
     """dout: same shape as x -> dx = dout * (1 - tanh(x)**2)."""
     return dout * (1.0 - cache * cache)
+
+
+# --- forward mode ------------------------------------------------------------------------------------------
+# An elementwise op's Jacobian is diagonal, hence symmetric: the output tangent for an input tangent dx is
+# the same product with the local derivative that backward applies to dout. So each JVP is its backward,
+# called on the tangent.
+
+def relu_jvp(cache, dx):
+    """dx: the input tangent, x's shape -> dout = dx where x > 0, else 0 (the cache from relu_forward)."""
+    return relu_backward(dx, cache)
+
+
+def leaky_relu_jvp(cache, dx):
+    """dx: the input tangent, x's shape -> dout = dx * (1 if x > 0 else negative_slope)."""
+    return leaky_relu_backward(dx, cache)
+
+
+def tanh_jvp(cache, dx):
+    """dx: the input tangent, x's shape -> dout = dx * (1 - tanh(x)**2)."""
+    return tanh_backward(dx, cache)

@@ -267,6 +267,43 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
     return dx, dw, db
 
 
+
+def conv2d_input(cache):
+    """The input x: (N, C, H, W) a forward pass saw, recovered from its cache (an NCHW view of the padded,
+    channels-last copy the cache keeps, without the padding)."""
+    x_pad, _, _, x_shape, _, padding, _, _, _ = cache
+    xp = array_namespace(x_pad)
+    h, w = x_shape[2], x_shape[3]
+    return xp.permute_dims(x_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
+
+
+def conv2d_jvp(cache, dx=None, dw=None, db=None):
+    """Forward mode: the output tangent of a convolution, from its forward's cache and tangents
+    dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) of the input and parameters (None: that one
+    does not move). Returns dout: (N, F, H_out, W_out), or None when nothing moves.
+
+    Convolution is bilinear in (x, w), so by the product rule dout = conv(dx, w) + conv(x, dw) + db: the
+    forward op itself, run on the tangents with the same stride, padding and groups.
+    """
+    x_pad, w_col, w_shape, x_shape, stride, padding, groups, _, portable = cache
+    xp = array_namespace(x_pad)
+    dout = None
+    if dx is not None:
+        f, cg, kh, kw = w_shape
+        # w, back from its columns (G, KH*KW*Cg, F/G): the inverse of `weight_columns`
+        w = xp.reshape(xp.permute_dims(xp.reshape(w_col, (groups, kh, kw, cg, f // groups)), (0, 4, 3, 1, 2)), w_shape)
+        dout = conv2d_forward(dx, w, db, stride, padding, groups, portable)[0]
+        db = None
+    if dw is not None:
+        part = conv2d_forward(conv2d_input(cache), dw, db, stride, padding, groups, portable)[0]
+        dout = part if dout is None else dout + part
+    elif db is not None:  # only the bias moves: every output pixel of filter f moves by db[f]
+        oh = conv_output_size(x_shape[2], w_shape[2], stride, padding)
+        ow = conv_output_size(x_shape[3], w_shape[3], stride, padding)
+        dout = zeros_like_on(x_pad, (x_shape[0], w_shape[0], oh, ow)) + xp.reshape(db, (1, w_shape[0], 1, 1))
+    return dout
+
+
 def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
     """d x_pad (N, Hp, Wp, C) from dout_flat (M, F) and w_col (K, F), for groups == 1.
 

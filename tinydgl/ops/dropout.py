@@ -22,3 +22,9 @@ def dropout_forward(x, p, training, rng):
 def dropout_backward(dout, cache):
     """dout -> dx: the same mask and scale as the forward pass."""
     return dout if cache is None else dout * cache
+
+
+def dropout_jvp(cache, dx):
+    """dx: the input tangent -> dout: the tangent moves through the same mask and scale as the input did
+    (dropout is linear in x once its mask is drawn)."""
+    return dropout_backward(dx, cache)

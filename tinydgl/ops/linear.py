@@ -1,5 +1,5 @@
 """Fully connected (affine) layer: out = x @ w + b."""
-from ..backend import array_namespace
+from ..backend import array_namespace, zeros_like_on
 
 
 def linear_forward(x, w, b=None):
@@ -29,3 +29,25 @@ def linear_backward(dout, cache, compute_dx=True, feedback=None):
     db = xp.sum(dout, axis=0) if has_bias else None
     # END SOLUTION
     return dx, dw, db
+
+
+
+def linear_jvp(cache, dx=None, dw=None, db=None):
+    """Forward mode: the output tangent of out = x @ w + b, from the forward's cache and tangents
+    dx: (N, D), dw: (D, M), db: (M,) of the input and parameters (None: that one does not move).
+    Returns dout: (N, M), or None when nothing moves.
+
+    The op is bilinear in (x, w), so by the product rule dout = dx @ w + x @ dw + db: the forward itself,
+    applied once to the input tangent and once to the weight tangent (the bias tangent rides on either).
+    """
+    x, w, _ = cache
+    dout = None
+    if dx is not None:
+        dout = linear_forward(dx, w, db)[0]
+        db = None
+    if dw is not None:
+        part = linear_forward(x, dw, db)[0]
+        dout = part if dout is None else dout + part
+    elif db is not None:  # only the bias moves: every row moves by db
+        dout = zeros_like_on(x, (x.shape[0], db.shape[0])) + db
+    return dout

@@ -98,3 +98,57 @@ def binary_cross_entropy_with_logits(logits, targets):
     elementwise = xp.maximum(logits, 0.0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
     probability = 0.5 * (1.0 + xp.tanh(0.5 * logits))  # sigmoid, without overflow for large |z|
     return float(xp.sum(elementwise)) / size, (probability - targets) / size
+
+
+
+# --- forward mode ------------------------------------------------------------------------------------------
+# A loss is a scalar: its tangent along dlogits is the inner product of its gradient with dlogits.
+
+def softmax_jvp(logits, dlogits):
+    """logits, dlogits: (N, C) -> the tangent of softmax(logits): p * (dlogits - <p, dlogits>) per row."""
+    xp = array_namespace(logits)
+    p = softmax(logits)
+    return p * (dlogits - xp.sum(p * dlogits, axis=1, keepdims=True))
+
+
+def log_softmax_jvp(logits, dlogits):
+    """logits, dlogits: (N, C) -> the tangent of log_softmax(logits): dlogits - <softmax, dlogits> per row."""
+    xp = array_namespace(logits)
+    return dlogits - xp.sum(softmax(logits) * dlogits, axis=1, keepdims=True)
+
+
+def softmax_cross_entropy_jvp(logits, y, dlogits, label_smoothing=0.0):
+    """logits, dlogits: (N, C), y: (N,) -> (loss: float, dloss: float), the loss and its directional
+    derivative along dlogits: -mean over rows of <target, log_softmax_jvp(logits, dlogits)>."""
+    xp = array_namespace(logits)
+    loss, rows = softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing)
+    return loss, float(xp.sum(rows))
+
+
+def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
+    """As `softmax_cross_entropy_jvp`, with the directional derivative left as its N terms, one per row:
+    (loss: float, drows: (N,)), drows summing to dloss. Row n is the derivative of example n's share of the
+    loss (activity perturbation uses them, one direction per example)."""
+    xp = array_namespace(logits)
+    # The loss is -mean_n <target_n, log_softmax(z_n)>; its derivative along dz is, row by row,
+    # <dloss/dz_n, dz_n> with dloss/dz_n = (softmax(z_n) - target_n) / N, the loss's own gradient.
+    loss, dloss_dlogits = softmax_cross_entropy(logits, y, label_smoothing)
+    return loss, xp.sum(dloss_dlogits * dlogits, axis=1)
+
+
+def mse_loss_jvp(pred, target, dpred):
+    """pred, target, dpred: same shape -> (loss: float, dloss = mean of 2 (pred - target) * dpred)."""
+    loss, dloss_dpred = mse_loss(pred, target)
+    return loss, float(array_namespace(pred).sum(dloss_dpred * dpred))
+
+
+def sigmoid_binary_cross_entropy_jvp(logits, y, dlogits):
+    """logits, dlogits: (N, C), y: (N,) -> (loss, dloss = <sigmoid(logits) - onehot, dlogits> / (N * C))."""
+    loss, grad = sigmoid_binary_cross_entropy(logits, y)
+    return loss, float(array_namespace(logits).sum(grad * dlogits))
+
+
+def binary_cross_entropy_with_logits_jvp(logits, targets, dlogits):
+    """logits, targets, dlogits: same shape -> (loss, dloss = <sigmoid(logits) - targets, dlogits> / size)."""
+    loss, grad = binary_cross_entropy_with_logits(logits, targets)
+    return loss, float(array_namespace(logits).sum(grad * dlogits))

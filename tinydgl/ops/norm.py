@@ -212,3 +212,51 @@ def length_normalize_backward(dout, cache):
     radial = xp.sum(dout * x, axis=1, keepdims=True)  # <dout, x> per row
     safe_rms = xp.where(rms > 0, rms, xp.ones_like(rms))
     return dout / denom - x * (radial / (x.shape[1] * safe_rms * denom * denom))
+
+
+
+# --- forward mode ------------------------------------------------------------------------------------------
+
+def batchnorm_jvp(cache, dx=None, dgamma=None, dbeta=None):
+    """Forward mode: the output tangent of batch norm for tangents dx (x's shape), dgamma, dbeta: (C,)
+    (None: that one does not move). Returns dout with x's shape.
+
+    out = gamma * x_hat + beta, so dout = gamma * dx_hat + dgamma * x_hat + dbeta. In evaluation mode the
+    statistics are constants and dx_hat = inv_std * dx. In training mode they move with the batch: with
+    d mean = mean(dx) and d std = mean(x_hat * dx),
+    dx_hat = inv_std * (dx - mean(dx) - x_hat * mean(x_hat * dx)) (per channel, over batch and space).
+    """
+    centered, gamma, inv_std, training, x_shape = cache  # x_hat = centered * inv_std
+    channels = x_shape[1]
+    count = centered.size // channels
+    dout = None
+    if dx is not None:
+        rows = _as_rows(dx)
+        if training:
+            mean_dx = _channel_sums(rows, channels) / count
+            mean_xhat_dx = _channel_dots(rows, centered, channels) * inv_std / count
+            dx_hat = _shifted(rows, _tiled(mean_dx, rows))
+            dx_hat -= centered * _tiled(inv_std * mean_xhat_dx, rows)
+            dout = _scale_shift(dx_hat, _tiled(gamma * inv_std, rows))
+        else:
+            dout = _scale_shift(rows, _tiled(gamma * inv_std, rows))
+    if dgamma is not None:
+        part = _scale_shift(centered, _tiled(dgamma * inv_std, centered))
+        dout = part if dout is None else dout + part
+    if dbeta is not None:
+        dout = dout + _tiled(dbeta, centered) if dout is not None else centered * 0.0 + _tiled(dbeta, centered)
+    return None if dout is None else _from_rows(dout, x_shape)
+
+
+def l2_normalize_jvp(cache, dx):
+    """dx: (N, D) input tangent -> dout: (N, D). The Jacobian of x / ||x|| is (I - out out^T) / ||x||, a
+    symmetric matrix (dout / eps where the norm was clipped), so the tangent goes through the backward's
+    formula."""
+    return l2_normalize_backward(dx, cache)
+
+
+def length_normalize_jvp(cache, dx):
+    """dx: (N, D) input tangent -> dout: (N, D). With r the row RMS and d = r + eps,
+    dout = dx / d - x * <x, dx> / (D r d**2): the Jacobian I / d - x x^T / (D r d**2) is symmetric, so this
+    is the backward's formula applied to the tangent."""
+    return length_normalize_backward(dx, cache)

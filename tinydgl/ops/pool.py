@@ -188,3 +188,40 @@ def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
     for i, (a, b) in enumerate(rows):
         dx[:, a:b, :, :] += d_rows[:, i : i + 1, :, :] * (1.0 / (b - a))
     return dx
+
+
+
+# --- forward mode ------------------------------------------------------------------------------------------
+
+def maxpool2d_jvp(cache, dx):
+    """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Each window's output is its winning
+    input, so its tangent is that input's tangent (the winner recorded by the forward pass)."""
+    _, winner, kh, kw, sh, sw = cache
+    dx_nhwc = _nhwc(dx)
+    return _nchw(map_slices(lambda s: _maxpool_jvp_nhwc(dx_nhwc[s, ...], winner[s, ...], kh, kw, sh, sw),
+                            dx_nhwc, winner))
+
+
+def _maxpool_jvp_nhwc(dx_nhwc, winner, kh, kw, sh, sw):
+    """dx_nhwc: (n, H, W, C) and the windows' winners (n, oh, ow, C) -> dout: (n, oh, ow, C)."""
+    xp = array_namespace(dx_nhwc)
+    oh, ow = winner.shape[1], winner.shape[2]
+    dout = None
+    for i in range(kh):
+        for j in range(kw):
+            share = xp.astype(winner == i * kw + j, dx_nhwc.dtype) * dx_nhwc[_window_offset(i, j, sh, sw, oh, ow)]
+            dout = share if dout is None else dout + share
+    return dout
+
+
+def avgpool2d_jvp(cache, dx):
+    """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Averaging is linear: the forward op
+    applied to the tangent."""
+    _, kh, kw, sh, sw = cache
+    return avgpool2d_forward(dx, (kh, kw), (sh, sw))[0]
+
+
+def adaptive_avgpool2d_jvp(cache, dx):
+    """dx: (N, C, H, W) input tangent -> dout: (N, C, oh, ow): the (linear) forward op on the tangent."""
+    _, rows, cols = cache
+    return adaptive_avgpool2d_forward(dx, (len(rows), len(cols)))[0]

@@ -12,3 +12,8 @@ def flatten_backward(dout, cache):
     """dout: (N, D) -> dx with the input's shape."""
     xp = array_namespace(dout)
     return xp.reshape(dout, cache)
+
+
+def flatten_jvp(dx):
+    """dx: (N, ...) input tangent -> dout: (N, prod(...)); flatten is linear, so it is flatten of the tangent."""
+    return flatten_forward(dx)[0]

@@ -1,5 +1,5 @@
 """Synchronous data-parallel SGD (`dp-sync`): W spawned workers, one model copy each, gradients averaged
-every step through shared memory (spec: shared/specs/data-parallel.md, "Synchronous parallel SGD").
+every step through shared memory (synchronous parallel SGD, as in Dean et al., "Large Scale Distributed Deep Networks", NeurIPS 2012).
 
 Where does each block's gradient come from? **From the block above it, as in backprop, and then from every
 other worker**: each worker runs `BackpropTrainer.train_step` on its shard of the batch; the trainer's
@@ -169,7 +169,7 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, run_started,
 
         def all_rows_written():
             arrived.release()
-            _take(done, header, parent)
+            _take(done, header, parent)  # noqa: F821 (the views are deleted after the last step)
 
         averaged = _AveragedGradients(trainer.optimizer, grads, index, all_rows_written)
         trainer.optimizer = averaged

@@ -1,5 +1,5 @@
 """Downpour SGD (`downpour`): W spawned workers and a parameter server, no worker ever waiting for another
-(spec: shared/specs/data-parallel.md, "Downpour SGD"; Dean et al., "Large Scale Distributed Deep
+(Dean et al., "Large Scale Distributed Deep
 Networks", NeurIPS 2012, section 4.1).
 
 Where does each block's gradient come from? **From backprop, on a stale copy of the weights**: each worker
@@ -155,7 +155,7 @@ def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, pu
         header, weights = _weights_views(shm.buf, num_params, dtype)
 
         def check():
-            if header[ABORT]:
+            if header[ABORT]:  # noqa: F821 (the views are deleted after the last step)
                 raise _Aborted
             if os.getppid() != parent:
                 raise SystemExit(3)

@@ -26,7 +26,7 @@ the same loop, `pipeline_worker_loop`, over whatever links they have (rings here
   The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is not used here: the workers'
   real speeds are the schedule, and the trainer's in-process counters (`AsyncDGLTrainer.stats`) stay
   untouched: the engine returns per-worker metrics of its own.
-- Samples per second (protocol.md section 4) counts the samples *every* module learned from: the minimum
+- Samples per second (docs/protocol.md, section 4) counts the samples *every* module learned from: the minimum
   over workers of fresh samples (`metrics.pipeline_counts`). In fifo that is every sample fed; in replay a
   later worker may replay batches (steps, but nothing new) and skip others (overwritten in its ring before
   it took them), and each worker's summary says how many of each. Every batch carries its data batch's

@@ -21,7 +21,7 @@ the data batch it was computed from (`RingEntry.origin`). A step is fresh when t
 from that origin yet. Counting `uses == 1` would do for the second stage only: a stage that replays a
 batch pushes a brand-new entry computed from the same data, which the third stage would count again.
 
-The run's throughput (protocol.md section 4). A module pipeline has learned from a sample only once
+The run's throughput (docs/protocol.md, section 4). A module pipeline has learned from a sample only once
 *every* stage has, so `pipeline_counts` reports the minimum over workers of fresh samples as the run's
 "samples" and "samples_per_second", next to "fed_samples" (what the data-reading worker took).
 `work_summary` says in one line, for the epoch's log, when some stage skipped or replayed batches.
@@ -183,7 +183,7 @@ class WorkerRecorder:
 def pipeline_counts(workers, seconds):
     """The run's throughput figures for a module pipeline, from its workers' summaries (stage order):
     {"samples": fresh samples of the worker that learned from the fewest, i.e. the samples every module
-    learned from (protocol.md section 4), "fed_samples": what the first, data-reading worker took,
+    learned from (docs/protocol.md, section 4), "fed_samples": what the first, data-reading worker took,
     "samples_per_second": samples / seconds}."""
     samples = min(w["fresh_samples"] for w in workers)
     return {"samples": samples, "fed_samples": workers[0]["fresh_samples"], "samples_per_second": samples / seconds}

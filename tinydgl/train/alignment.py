@@ -4,7 +4,7 @@ For one batch and one model state, the alignment of a method at block l is the c
 parameter gradient the method computes for block l (what reaches `optimizer.step()`, before the optimizer
 transforms it) and the true backprop gradient of the network's loss for the same parameters, on the same
 batch, at the same weights (each block's parameter gradients concatenated into one vector;
-`../shared/specs/feedback-alignment.md`, last section). Backprop reads 1 (to rounding); a signal unrelated
+lesson 11 shows it on FA and DFA). Backprop reads 1 (to rounding); a signal unrelated
 to the loss reads about 0; FA and DFA are known to *align* as they train.
 
     probe = AlignmentProbe(every=10)

@@ -6,7 +6,9 @@ of what actually runs.
 - forward: the model's own layers' forward passes (what inference costs, once per sample fed);
 - weight_gradients: the model's own layers' weight gradients (x^T dout, the same size as their forward);
 - signal: everything else the method computes to get those gradients: input gradients passed down (backprop,
-  FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI).
+  FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI),
+  forward-mode tangents (forward gradient: per Linear or Conv2d, one forward-sized product for a moving input
+  and one for a moving weight, per direction).
 
 Counted: every Linear and Conv2d (forward: N*D*M and N*F*H_out*W_out*(C/groups)*k*k; the weight and the input
 gradient each cost as much as the forward), FixedLinear / PooledLinear projections and DFA's `project`.
@@ -14,7 +16,6 @@ Not counted: element-wise work (activations, batch norm, pooling, normalisations
 O(activations), not O(activations x fan-in). The step runs on a copy of the trainer, so counting changes
 nothing. So "LLS needs N times fewer MACs than backprop" (the paper's claim) can be checked here.
 """
-import contextlib
 import copy
 import math
 
@@ -74,6 +75,14 @@ class MacCounter:
                 return original(layer, dout, need_input_grad)
             return backward
 
+        def parametrised_jvp(original):  # forward mode: one product per moving input and moving weight
+            def jvp(layer, dx):
+                macs = counter._last.get(id(layer), 0)
+                products = (dx is not None) + (layer.weight.tangent is not None)
+                counter._add(layer, "tangent", macs * products)
+                return original(layer, dx)
+            return jvp
+
         def fixed_forward(original):
             def forward(layer, x):
                 if isinstance(layer, FixedLinear):
@@ -106,6 +115,7 @@ class MacCounter:
         for cls in (Linear, Conv2d):
             patch(cls, "forward", parametrised_forward)
             patch(cls, "backward", parametrised_backward)
+            patch(cls, "jvp", parametrised_jvp)
         for cls in (FixedLinear, PooledLinear):
             patch(cls, "forward", fixed_forward)
             patch(cls, "backward", fixed_backward)

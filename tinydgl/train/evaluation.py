@@ -1,7 +1,7 @@
 """How a model is evaluated at the end of an epoch: the protocol of the LLS authors' code, shared by the
 in-process loop (`fit`) and every parallel engine (`runtime.fit.fit_parallel`).
 
-Spec: ../shared/specs/protocol.md, sections 1 and 2. After each epoch's training and before testing:
+The protocol: docs/protocol.md, sections 1 and 2. After each epoch's training and before testing:
 
 1. the trainer puts its evaluation weights into the parameters (`to_eval_weights`: a schedule-free
    optimizer's average x; a no-op for every other optimizer);

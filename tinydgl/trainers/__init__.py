@@ -6,6 +6,7 @@ from .dgl import DGLTrainer, GreedyTrainer
 from .dni import CDNITrainer, DNITrainer
 from .feedback_alignment import DFATrainer, DRTPTrainer, FATrainer, ShallowTrainer, SignDFATrainer
 from .forward_forward import FFTrainer
+from .forward_gradient import ForwardGradientTrainer
 from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer, LocalLossesTrainer
 
 TRAINERS = {
@@ -25,6 +26,7 @@ TRAINERS = {
     "drtp": DRTPTrainer,
     "shallow": ShallowTrainer,
     "ff": FFTrainer,
+    "fg": ForwardGradientTrainer,
 }
 
 
@@ -36,5 +38,5 @@ def build_trainer(name, model, make_optimizer, **options):
 
 
 __all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
-           "FATrainer", "FFTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
+           "FATrainer", "FFTrainer", "ForwardGradientTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
            "Trainer", "TRAINERS", "build_trainer"]

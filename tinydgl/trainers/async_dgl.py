@@ -33,7 +33,7 @@ Statistics (`stats()`, plain Python numbers for the metrics JSON), per module:
   follows each batch's origin, the number of the data batch it was computed from, which every push
   passes on: a module that replays a batch pushes a new buffer entry, but not new data. The samples every
   module learned from, min over modules of fresh_samples (`fresh_samples_per_module`), are what `fit`
-  reports as samples per second (protocol.md section 4);
+  reports as samples per second (docs/protocol.md, section 4);
 - mean_reuse: updates per distinct buffered batch it learned from (1.0 = every batch used once);
 - mean_staleness: for each update, how many updates the *producing* module had made since it produced
   that batch (0 = the batch came from the producer's current weights), averaged; max_staleness likewise;

@@ -51,7 +51,7 @@ class Trainer:
 
     def recalibration_forward(self, x):
         """One forward pass that only refreshes batch-norm running statistics: training mode (batch
-        statistics, running averages updated), no labels, so nothing learns (protocol.md section 1)."""
+        statistics, running averages updated), no labels, so nothing learns (docs/protocol.md, section 1)."""
         self.model.train()
         self.model.forward(x)
         self.model.forget()  # training mode kept every layer's cache; no backward will use it

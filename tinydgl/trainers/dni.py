@@ -7,7 +7,7 @@ prediction through itself only and steps its optimizer at once: it never waits f
 
 Each synthesizer learns by regression, mse(M_i(h_i), target_i), where the target is what block i+1 sends
 back to its input when it backpropagates *its own* gradient: the true gradient at the top interface,
-bootstrapped synthetic gradients below (Jaderberg et al. 2017; spec: /shared/specs/dni.md).
+bootstrapped synthetic gradients below (Jaderberg et al., "Decoupled Neural Interfaces using Synthetic Gradients", ICML 2017).
 
     trainer = DNITrainer(model, lambda params: Adam(params, lr=1e-3), conditioned=True)   # cDNI
     loss = trainer.train_step(x, y)
@@ -173,10 +173,9 @@ class DNITrainer(Trainer):
         (same signature) is given, one per synthesizer.
     synthesizer: "linear" (the default: one Linear, or one 5x5 conv for 4-D activations), "mlp", "conv" or
         "auto" (the paper's: MLP for flat activations, conv for 4-D ones). Linear is the default because it
-        was the best trade-off measured (benchmarks/bench_dni.py, RESULTS "DNI versus backprop"): on mnist-
-        small (mlp 3x256, 2 epochs, 3 seeds) cDNI reached 0.815 with linear synthesizers at 1.5x backprop's
-        time, 0.776 with MLP-256 ones at 3.1x and 0.825 with the paper's MLP-1024 at 14.7x; on the cnn a conv
-        synthesizer was 8x slower than a linear one for the same accuracy (0.739 vs 0.743).
+        was the best trade-off measured: nearly the accuracy of MLP synthesizers at a fraction of their time
+        (the numbers, with their commands, dates and seeds: benchmarks/RESULTS.md, "DNI versus backprop",
+        "Synthesizer size and update probability"; the script: benchmarks/bench_dni.py).
     interfaces: indices of the blocks *after* which a synthesizer sits (default: every block but the last,
         the classifier). Blocks between two interfaces are trained together by backprop.
     update_prob: each step, each group independently runs its backward pass and optimizer step with this

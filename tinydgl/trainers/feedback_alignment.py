@@ -1,7 +1,8 @@
 """The feedback-alignment family: FA, DFA, sign-DFA, DRTP, and the "shallow" floor.
 
 Where does each block's gradient come from? **From fixed random matrices** instead of the transposed
-weights of the blocks above (`../shared/specs/feedback-alignment.md`). The forward pass is backprop's, the
+weights of the blocks above (FA: Lillicrap et al., Nature Communications 2016; DFA: Nøkland, NeurIPS 2016;
+DRTP, sDFA and the shallow floor: Frenkel, Lefebvre, Bol, Frontiers in Neuroscience 2021). The forward pass is backprop's, the
 output layer (the last block) learns from the true gradient of the loss, and every hidden block l is
 handed a signal delta_l in place of dL/dh_l, which it back-propagates inside itself only:
 

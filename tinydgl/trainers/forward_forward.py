@@ -3,7 +3,7 @@
 Where does each layer's gradient come from? **From its own objective, on its own output**: positive data
 (an image with its true label written into it) should give the layer a high goodness g = sum(z**2),
 negative data (the image with a wrong label) a low one. Each layer's input is a constant, so no gradient
-ever crosses from one layer to another (`../shared/specs/forward-forward.md`; reference implementation:
+ever crosses from one layer to another (Hinton, "The Forward-Forward Algorithm", arXiv 2212.13345; reference implementation:
 github.com/loeweX/Forward-Forward, `src/ff_model.py`).
 
 Per training batch (x, y) of N images:

@@ -6,7 +6,7 @@ waves of different frequencies; cross-entropy of those logits / T against the la
 gradient. Nothing is learned in that projection (LLS), except an optional per-class scale m (LLS-M) or a
 class-mixing matrix M (LLS-MxM). The classifier is trained on the constant output of the last hidden block.
 
-Spec: ../shared/specs/lls.md. The local head is assembled from shared layers:
+Paper: arXiv 2405.15868; official code: github.com/mapolinario94/LLS-DNN. The local head is assembled from shared layers:
 
     AdaptiveAvgPool2d(p) -> Flatten -> L2Normalize -> FixedLinear(B) [-> ClassScale(m) | Linear(M)] -> Scale(1/T)
 """

@@ -1,0 +1,29 @@
+"""The contributors' checks run with the tests, so the README's test command is also the lint and type
+check: `ruff check` (rules in pyproject.toml, [tool.ruff]) and mypy on the public API modules
+([tool.mypy]). Each skips, saying why, where its tool is not installed (the `test` extra installs both).
+"""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(tool, *args, tmp_path):
+    if shutil.which(tool) is None and not (Path(sys.executable).parent / tool).exists():
+        pytest.skip(f"{tool} is not installed (pip install -e \".[test]\" installs it)")
+    exe = shutil.which(tool) or str(Path(sys.executable).parent / tool)
+    return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_finds_nothing(tmp_path):
+    done = run("ruff", "check", "--no-cache", "tinydgl", "tests", "benchmarks", "scripts", tmp_path=tmp_path)
+    assert done.returncode == 0, f"ruff check found problems (fix them, or see pyproject.toml):\n{done.stdout}{done.stderr}"
+
+
+def test_mypy_passes_on_the_public_api(tmp_path):
+    done = run("mypy", "--cache-dir", str(tmp_path / "mypy-cache"), tmp_path=tmp_path)  # files: pyproject.toml
+    assert done.returncode == 0, f"mypy found problems in the public API modules:\n{done.stdout}{done.stderr}"
