@@ -54,6 +54,7 @@ def run_blocks(blocks, label, module_name):
 def run_blocks_in_simulator(blocks, label, module_name):
     """Blocks that use numba's CUDA simulator run in a subprocess: NUMBA_ENABLE_CUDASIM must be set before
     numba.cuda is imported and then replaces it for the whole process (chapter 12)."""
+    import os
     import subprocess
     import sys
 
