@@ -10,6 +10,8 @@ Each case builds a head the trainers build (LLS, LLS-M, LLS-MxM, reduced, random
 outputs with overlapping adaptive windows, flat outputs, an all-zero example), runs it once composed (the
 head's layers and F.softmax_cross_entropy, in float64) and once fused (the kernel), and reports the largest
 relative differences of the loss, the gradient w.r.t. the block output and the head's parameter gradients.
+The "steps-*" cases train a tiny mlp two steps with lls / lls-mxm, every local loss fused, and compare every
+parameter (blocks and heads) with the same steps composed.
 Grids are tiny (3 examples, 8 to 32 threads): the simulator runs each thread as a Python thread.
 """
 import copy
@@ -79,6 +81,38 @@ def run_case(name):
                 grads=grads, n_params=len(grads), dout_dtype=str(dout.dtype))
 
 
+def run_trainer_steps(trainer_name):
+    """Two lls-family training steps of a tiny mlp, with every local loss fused, against the same steps composed:
+    the kernel wired into LocalModule.step (its gradients reach the right parameters and optimizers)."""
+    import tinydgl.kernels as kernels
+    from tinydgl.models import build_model
+    from tinydgl.optim import SGD
+    from tinydgl.trainers import build_trainer
+
+    def fused_everywhere(head, out, y, label_smoothing=0.0):
+        return fused_local_loss(head, out, y, label_smoothing, threads=8)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((3, 1, 5, 5)), np.array([0, 3, 1])
+    models = []
+    for local_loss in (kernels.local_loss, fused_everywhere):
+        saved, kernels.local_loss = kernels.local_loss, local_loss
+        try:
+            model = build_model("mlp", image_size=5, num_classes=N_CLASSES, hidden=(9, 7), dtype="float64")
+            # SGD, not Adam: Adam would blow the rounding noise of the biases before batch norm (whose true
+            # gradient is 0) up into full steps
+            trainer = build_trainer(trainer_name, model, lambda params: SGD(params, lr=0.1))
+            for _ in range(2):
+                trainer.train_step(x, y)
+            models.append([p.data for p in model.parameters()] + [p.data for m in trainer.modules if m.head is not None
+                                                                  for p in m.head.parameters()])
+        finally:
+            kernels.local_loss = saved
+    composed, fused = models
+    return dict(case=f"steps-{trainer_name}", dtype="float64", loss=0.0, dout=0.0,
+                grads=[relative(f, c) for f, c in zip(fused, composed)], n_params=len(fused), dout_dtype="float64")
+
+
 def _as64(head):
     """The head with its parameters and buffers in float64 (the reference is computed in float64)."""
     for layer in head.layers:
@@ -89,6 +123,9 @@ def _as64(head):
     return head
 
 
+TRAINERS = ("lls", "lls-mxm")
+
 if __name__ == "__main__":
-    for case in (sys.argv[1:] or CASES):
-        print(json.dumps(run_case(case)), flush=True)
+    for case in (sys.argv[1:] or [*CASES, *(f"steps-{t}" for t in TRAINERS)]):
+        row = run_trainer_steps(case[len("steps-"):]) if case.startswith("steps-") else run_case(case)
+        print(json.dumps(row), flush=True)

@@ -3,7 +3,8 @@
 1. Numerics, in numba's CUDA simulator: tests/kernels_cudasim_checks.py runs in a subprocess (the simulator
    must be switched on before numba.cuda is imported, and then replaces it for the whole process, so it
    never runs in pytest's own process) and compares the kernel with the composed float64 NumPy reference,
-   forward and backward, for LLS, LLS-M, LLS-MxM (also reduced), the random basis and local-losses.
+   forward and backward, for LLS, LLS-M, LLS-MxM (also reduced), the random basis and local-losses, and
+   two training steps of a tiny mlp with every local loss fused against the same steps composed.
 2. The switch, in this process: which heads fuse, and that LocalModule's local loss takes the fused path
    on CuPy (the stand-in) only when numba-cuda sees a GPU and TINYDGL_FUSED_KERNELS is not 0.
 3. PTX for sm_80 and sm_90 (`cuda.compile_ptx`), which the simulator cannot vouch for: skipped unless NVRTC
@@ -33,9 +34,11 @@ from tinydgl.trainers.local import LocalModule
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ROOT / "tests" / "kernels_cudasim_checks.py"
 CASES = ["lls-conv-7x5-pool2", "lls-m-conv-7x5-pool2", "lls-mxm-conv-5x7-pool3", "lls-mxm-reduced-flat-11",
-         "lls-square-pool1-threads32", "lls-random-width13", "local-losses-width9", "lls-zero-example", "lls-float32"]
+         "lls-square-pool1-threads32", "lls-random-width13", "local-losses-width9", "lls-zero-example", "lls-float32",
+         "steps-lls", "steps-lls-mxm"]
+# learned head parameters compared (the steps-* cases compare every parameter of the mlp and its heads instead)
 PARAMETER_COUNTS = {"lls-m-conv-7x5-pool2": 1, "lls-mxm-conv-5x7-pool3": 1, "lls-mxm-reduced-flat-11": 1,
-                    "local-losses-width9": 1, "lls-float32": 1}
+                    "local-losses-width9": 1, "lls-float32": 1, "steps-lls": 10, "steps-lls-mxm": 12}
 
 
 
