@@ -22,8 +22,8 @@ def python_blocks(path):
     return [code for lang, code in FENCE.findall(path.read_text()) if lang == "python"]
 
 
-def test_there_are_eleven_chapters():
-    assert len(CHAPTERS) == 11, [c.name for c in CHAPTERS]
+def test_there_are_twelve_chapters():
+    assert len(CHAPTERS) == 12, [c.name for c in CHAPTERS]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
@@ -36,6 +36,8 @@ def test_chapter_snippets_run(chapter, tmp_path, monkeypatch):
 
 def run_blocks(blocks, label, module_name):
     """Run python blocks in order in one namespace (like a notebook's cells); a failure names the block."""
+    if any("NUMBA_ENABLE_CUDASIM" in code for code in blocks):
+        return run_blocks_in_simulator(blocks, label, module_name)
     import tinydgl
 
     namespace = {"__name__": module_name}
@@ -47,6 +49,22 @@ def run_blocks(blocks, label, module_name):
                 raise AssertionError(f"{label}, python block {i} failed:\n{code}") from err
     finally:
         tinydgl.set_backend("numpy")  # a chapter may switch backends; leave the default for the next test
+
+
+def run_blocks_in_simulator(blocks, label, module_name):
+    """Blocks that use numba's CUDA simulator run in a subprocess: NUMBA_ENABLE_CUDASIM must be set before
+    numba.cuda is imported and then replaces it for the whole process (chapter 12)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    runner = ("import sys\nnamespace = {'__name__': %r}\nfor i, code in enumerate(%r, 1):\n"
+              "    print(f'--- python block {i}', flush=True)\n"
+              "    exec(compile(code, f'%s, python block {i}', 'exec'), namespace)\n") % (module_name, blocks, label)
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(root), MPLBACKEND="Agg")
+    done = subprocess.run([sys.executable, "-c", runner], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{label} failed in the CUDA simulator:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
