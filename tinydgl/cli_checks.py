@@ -114,6 +114,8 @@ METHOD_OPTIONS = {
     "basis_size": "basis_size",
     "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
     "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
+    "feedback_scale": "feedback_scale", "synth_placement": "synth_placement", "synth_units": "synth_units",
+    "synth_zero_init": "synth_zero_init", "module_epoch": "module_epoch",
 }
 
 

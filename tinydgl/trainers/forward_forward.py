@@ -190,7 +190,10 @@ class FFTrainer(Trainer):
         self.running = RunningMeans(hidden, dtype)
         self.optimizer = make_optimizer(self.model.parameters())
         self.classifier_optimizer = make_optimizer(self.classifier.parameters())
+        # base_lr too: the loop's epoch schedule sets lr = base_lr * factor every epoch (a constant schedule
+        # included), so scaling lr alone would be undone at the first epoch (the classifier trained at 1e-3).
         self.classifier_optimizer.lr *= ff_classifier_lr_scale
+        self.classifier_optimizer.base_lr *= ff_classifier_lr_scale
         if getattr(self.classifier_optimizer, "weight_decay", None):
             self.classifier_optimizer.weight_decay *= ff_classifier_wd_scale
         self.negatives_rng = default_rng([seed, 5202])  # the wrong labels of the negative samples
