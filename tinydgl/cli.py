@@ -303,8 +303,8 @@ def make_trainer(args, trainer_name, dataset, strict=True):
     options = {"weight_decay": args.weight_decay} if args.weight_decay else {}
     if getattr(args, "momentum", None) is not None:
         if args.optimizer not in ("sgd", "nag") and args.momentum:
-            raise CommandError(f"--momentum applies to --optimizer sgd or nag (adam and the schedule-free optimizers "
-                               f"have their own averaging), not {args.optimizer}.")
+            raise CommandError(f"--momentum applies to --optimizer sgd (adam and the schedule-free optimizers have "
+                               f"their own averaging; nag is Nesterov's momentum), not {args.optimizer}.")
         if args.optimizer == "nag" and not args.momentum:
             raise CommandError("--optimizer nag needs --momentum above 0 (Nesterov momentum; default 0.9).")
         if args.momentum:

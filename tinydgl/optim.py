@@ -292,11 +292,11 @@ class NAG(SGD):
         super().__init__(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "nag": NAG, "adam": Adam, "adamw": AdamW, "adamw-sf": ScheduleFreeAdamW, "sgd-sf": ScheduleFreeSGD}
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamw-sf": ScheduleFreeAdamW, "sgd-sf": ScheduleFreeSGD, "nag": NAG}
 
 
 def build_optimizer(name, params, lr, **kwargs):
-    """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, nag, adam, adamw, adamw-sf, sgd-sf."""
+    """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, adam, adamw, adamw-sf, sgd-sf, nag."""
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     return OPTIMIZERS[name](params, lr=lr, **kwargs)

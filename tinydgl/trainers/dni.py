@@ -32,7 +32,7 @@ from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, LeakyReLU, Linear, Module, Re
 from .base import Trainer
 from .local import block_output_shapes
 
-SYNTHESIZERS = ("auto", "linear", "mlp", "mlp1", "conv")
+SYNTHESIZERS = ("auto", "linear", "mlp", "conv", "mlp1")
 PLACEMENTS = ("post-activation", "pre-activation")
 UNITS = ("per-example", "raw")
 ZERO_INITS = ("weight+bias", "weight")
