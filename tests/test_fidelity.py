@@ -231,7 +231,9 @@ def test_a_recipe_serves_its_family_and_its_metrics_name_it(tmp_path, capsys):
     parser = cli.build_parser()
     argv = ["train", "--recipe", "drtp", "--trainer", "bp"]
     args = cli.apply_recipe(parser, argv, parser.parse_args(argv))
-    assert args.optimizer == "nag" and args.hidden == [1000] and args.loss is None and args.feedback_scale is None
+    assert args.optimizer == "nag" and args.hidden == [1000] and args.loss == "bce" and args.feedback_scale is None
+    trainer, _ = cli.make_trainer(args, "bp", load_dataset("mnist-small", limit_train=100, limit_test=100))
+    assert trainer.loss == "bce"
     path = tmp_path / "m.json"
     assert cli.main(["train", "--recipe", "drtp", "--trainer", "sdfa", "--limit-train", "200", "--limit-test", "100",
                      "--no-progress", "--metrics-json", str(path)]) == 0

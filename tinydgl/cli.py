@@ -131,7 +131,7 @@ def add_training_arguments(parser):
                             "in evaluation mode, as eugenium/DGL's buffer experiment)")
     group.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="async DGL: skip the warm-up")
     group.add_argument("--loss", type=choice("loss", ["ce", "bce"]), default=None,
-                       help="fa, dfa, sdfa, drtp, shallow: the output loss, ce (softmax cross-entropy, default) or "
+                       help="bp, fa, dfa, sdfa, drtp, shallow: the output loss, ce (softmax cross-entropy, default) or "
                             "bce (sigmoid + binary cross-entropy, the DRTP reference code's)")
     group.add_argument("--feedback-init", type=choice("feedback init", ["kaiming", "lls-dnn"]), default=None,
                        help="fa, dfa, sdfa, drtp: how the fixed random feedback matrices are drawn: kaiming "

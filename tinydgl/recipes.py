@@ -69,8 +69,7 @@ RECIPES = {r.name: r for r in [
         files="main.py (defaults), models.py (FC_1000_FC_10), module.py + function.py (feedback hook)",
         authors_epochs="100",
         note="FC_1000_FC_10, tanh, sigmoid + BCE, NAG (momentum 0.9) lr 1e-4, batch 100, raw [0, 1] pixels, "
-             "kaiming-uniform feedback, hidden signals per sample (--feedback-scale sum); bp keeps cross-entropy "
-             "(tinydgl's bp has no --loss)",
+             "kaiming-uniform feedback, hidden signals per sample (--feedback-scale sum); bp too learns from sigmoid + BCE",
         method_options={"loss": "bce", "feedback_init": "kaiming", "feedback_scale": "sum"}),
     Recipe(
         "koz4k-mlp", ("dni", "cdni", "bp"),

@@ -125,18 +125,7 @@ class FATrainer(OutputLoss, BackpropTrainer):
             fan_in = int(w.shape[0]) if isinstance(layer, Linear) else int(np.prod(w.shape[1:]))
             layer.feedback = feedback_matrix(tuple(w.shape), fan_in, rng, feedback_init, _dtype(model))
 
-    def train_step(self, x, y):
-        if self.loss == "ce":
-            return super().train_step(x, y)  # backprop's step; the layers' feedback does the rest
-        blocks = self.model.layers  # the same chain from the reference code's sigmoid + BCE output
-        h = x
-        for block in blocks:
-            h = block.forward(h)
-        loss, grad = self.output_loss(h, y)
-        for i in reversed(range(len(blocks))):
-            grad = blocks[i].backward(grad, need_input_grad=i > 0)
-        self.optimizer.step()
-        return loss
+    # train_step is backprop's (ce or bce: `BackpropTrainer`); the layers' feedback does the rest.
 
 
 def _parametrised_layers(module):
