@@ -93,7 +93,7 @@ def main(argv=None):
     values = [accuracies[s] for s in seeds]
     mean, std = statistics.fmean(values), statistics.pstdev(values)
     gap = f"{100 * (mean - args.authors):+.1f}" if args.authors is not None else "-"
-    authors = f"{args.authors:.3f}" if args.authors is not None else "-"
+    authors = f"{args.authors:g}" if args.authors is not None else "-"
     shown = shlex.join(command(args.recipe, args.trainer, args.dataset, args.epochs, "S", extra))
     print("| recipe | trainer | epochs | authors' code | tinydgl (seeds " + args.seeds + ") | gap (points) | command | "
           "date | load |")
