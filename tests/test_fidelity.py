@@ -267,3 +267,12 @@ def test_ff_learns_at_its_defaults_above_the_shallow_floor(tmp_path):
     assert cli.main(["train", "--trainer", "ff", "--model", "mlp", "--epochs", "3", "--no-progress",
                      "--metrics-json", str(path)]) == 0
     assert json.loads(path.read_text())["test_accuracy"] > 0.82
+
+
+def test_mlp_without_biases_and_with_batch_norm_on_the_logits():
+    """koz4k's DNI example net: no Linear biases, batch norm after the output layer too."""
+    model = build_model("mlp", 1, 28, 10, seed=0, bias=False, output_batchnorm=True)
+    linears = [m for block in model.layers for m in block.layers if type(m).__name__ == "Linear"]
+    assert len(linears) == 3 and all(m.bias is None for m in linears)
+    assert type(model.layers[-1].layers[-1]).__name__ == "BatchNorm1d"
+    assert model.num_parameters() == 784 * 256 + 256 * 256 + 256 * 10 + 2 * (256 + 256 + 10)

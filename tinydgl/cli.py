@@ -54,6 +54,10 @@ def add_training_arguments(parser):
                        help="hidden activation: relu (default) or tanh (the DRTP reference code's)")
     model.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch norm after each hidden linear layer (default: on)")
+    model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                       help="biases in the linear layers (default: on; koz4k's DNI example has none)")
+    model.add_argument("--output-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                       help="batch norm on the logits too (default: off; koz4k's DNI example has it)")
     parser.add_argument("--dataset", type=choice("dataset", list(DATASETS)), default="mnist-small",
                         help=f"one of: {', '.join(DATASETS)}")
     parser.add_argument("--epochs", type=positive_int, default=1)
@@ -286,7 +290,8 @@ def input_statistics(args, dataset):
 def make_trainer(args, trainer_name, dataset, strict=True):
     channels, size, _ = dataset.input_shape
     shape = {k: v for k, v in (("hidden", getattr(args, "hidden", None)), ("activation", getattr(args, "activation", None)),
-                               ("batchnorm", getattr(args, "batchnorm", None))) if v is not None}
+                               ("batchnorm", getattr(args, "batchnorm", None)), ("bias", getattr(args, "bias", None)),
+                               ("output_batchnorm", getattr(args, "output_batchnorm", None))) if v is not None}
     if shape and trainer_name == "ff":
         raise CommandError(f"--{', --'.join(shape)} shape(s) the mlp, which ff does not train (it builds its own "
                            f"network): give its widths with --ff-hidden.")
@@ -328,7 +333,8 @@ def make_trainer(args, trainer_name, dataset, strict=True):
 # Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
 # values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
 SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
-                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm", "ff_hidden")
+                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm", "ff_hidden", "bias",
+                   "output_batchnorm")
 
 
 def run_identity(args):

@@ -73,14 +73,14 @@ RECIPES = {r.name: r for r in [
         method_options={"loss": "bce", "feedback_init": "kaiming", "feedback_scale": "sum"}),
     Recipe(
         "koz4k-mlp", ("dni", "cdni", "bp"),
-        {"model": "mlp", "hidden": [256, 256], "batchnorm": True, "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
-         "normalize": "dataset", "bn_recalibrate": 0},
+        {"model": "mlp", "hidden": [256, 256], "batchnorm": True, "bias": False, "output_batchnorm": True,
+         "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "normalize": "dataset", "bn_recalibrate": 0},
         repo="github.com/koz4k/dni-pytorch", files="examples/mnist-mlp/main.py, dni.py",
         authors_epochs="10",
-        note="784-256-256-10 with batch norm, one interface after hidden layer 2 on the batch-norm output (before "
-             "the ReLU), an MLP synthesizer with one hidden ReLU layer of 256 and no batch norm, raw gradient "
-             "targets, last layer's weight zeroed; Adam 1e-3, batch 64. tinydgl's mlp has biases and no batch "
-             "norm on the output (koz4k's: no biases, batch norm on every layer)",
+        note="784-256-256-10, linear layers without biases, batch norm after every layer (the logits' too), one "
+             "interface after hidden layer 2 on the batch-norm output (before the ReLU), an MLP synthesizer with "
+             "one hidden ReLU layer of 256 and no batch norm, raw gradient targets, last layer's weight zeroed; "
+             "Adam 1e-3, batch 64",
         method_options={"interfaces": [1], "synthesizer": "mlp1", "synth_hidden": 256,
                         "synth_placement": "pre-activation", "synth_units": "raw", "synth_zero_init": "weight"}),
     Recipe(
