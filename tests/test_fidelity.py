@@ -155,7 +155,7 @@ def test_dni_synthesizer_placement_and_units_on_a_2_sample_batch(placement, unit
     dh2 = dz @ w3.T
     true = dh2 * (a2 > 0) if placement == "pre-activation" else dh2  # dL/d(what the synthesizer reads)
     target = true * n
-    dpred = 2 * (s - target) / s.size
+    dpred = 2 * (s - target) / (s.size if units == "per-example" else 2)  # raw: koz4k's sum over features
     expected = [flat.T @ da1, da1.sum(0), h1.T @ da2, da2.sum(0), h2.T @ dz, dz.sum(0), read.T @ dpred, dpred.sum(0)]
     trainer.train_step(x, y)
     got = [g for opt in trainer.optimizers() for g in opt.grads]

@@ -29,6 +29,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import array_namespace, default_rng, zeros_like_on
 from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, LeakyReLU, Linear, Module, ReLU, Sequential, Tanh
+from ..nn.module import init_uniform
 from .base import Trainer
 from .local import block_output_shapes
 
@@ -158,7 +159,17 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_ch
         layers = [Linear(width_in, width, rng=rng, dtype=dtype) if flat else conv(width_in, width)]
     elif kind == "mlp1":
         hidden = hidden or 256
-        layers = [Linear(width_in, hidden, rng=rng, dtype=dtype), ReLU(), Linear(hidden, width, rng=rng, dtype=dtype)]
+        first = Linear(width_in, hidden, rng=rng, dtype=dtype)
+        if num_classes is not None:
+            # koz4k's BasicSynthesizer adds two Linear layers, input_trigger(h) + input_context(label), each
+            # drawn with PyTorch's bounds for its own fan-in: the label's rows (1/sqrt(K)) start larger than
+            # one Linear on [h, label] would draw them (1/sqrt(D + K)), and so does the bias (a sum of two).
+            k, d = num_classes, width
+            xp = array_namespace(first.weight.data)
+            first.weight.data = xp.concat([init_uniform(rng, (d, hidden), d ** -0.5, dtype),
+                                           init_uniform(rng, (k, hidden), k ** -0.5, dtype)], axis=0)
+            first.bias.data = init_uniform(rng, (hidden,), d ** -0.5, dtype) + init_uniform(rng, (hidden,), k ** -0.5, dtype)
+        layers = [first, ReLU(), Linear(hidden, width, rng=rng, dtype=dtype)]
     elif kind == "mlp":
         hidden = hidden or 1024
         layers = [Linear(width_in, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
@@ -224,7 +235,8 @@ class DNITrainer(Trainer):
         mask. On tinydgl's mlp, koz4k's synthesizer after the ReLU cost 9 points (issue 26).
     synth_units: "per-example" (default, see Units) or "raw": the synthesizer predicts dL/dh of the batch-mean
         loss itself (its targets are what the block above sends back, unscaled; a block is updated with
-        sg_scale * M_i(h_i)), as koz4k's dni-pytorch does.
+        sg_scale * M_i(h_i)) and its regression loss sums the squared error over an example's features,
+        averaged over the batch, as koz4k's dni-pytorch does (`_SyntheticGradientUpdater`: 2 (M - target) / B).
     synth_zero_init: "weight+bias" (default) or "weight" (koz4k's): what of the synthesizer's last layer
         starts at zero (`build_synthesizer`).
 
@@ -491,7 +503,14 @@ class DNITrainer(Trainer):
         if self.synthesizers[i] is None:
             self._to_below = target
             return
-        self.synthesizer_losses[i], d_prediction = F.mse_loss(self._synthetic[i], target)
+        loss, d_prediction = F.mse_loss(self._synthetic[i], target)
+        if self.synth_units == "raw":
+            # koz4k's loss: the squared error summed over an example's features, averaged over the batch
+            # (its gradient 2 (M - target) / B). Averaged over the features too, the raw targets' tiny
+            # gradients (~1e-8) would sit at Adam's eps and the synthesizer would barely learn.
+            features = int(np.prod(target.shape[1:]))
+            loss, d_prediction = loss * features, d_prediction * features
+        self.synthesizer_losses[i] = loss
         self.synthesizers[i].backward(d_prediction)
         self.synth_optimizers[i].step()
 
