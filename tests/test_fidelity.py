@@ -172,6 +172,10 @@ def test_dni_koz4k_synthesizer_and_zero_init():
     assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear"]
     assert layers[0].weight.shape == (256 + 10, 256) and layers[2].weight.shape == (256, 256)
     assert not np.any(layers[2].weight.data) and np.any(layers[2].bias.data)
+    # koz4k's trigger and context layers, each drawn for its own fan-in (256 and 10), added
+    trigger_rows, label_rows = np.abs(layers[0].weight.data[:256]), np.abs(layers[0].weight.data[256:])
+    assert trigger_rows.max() <= 256 ** -0.5 < label_rows.max() <= 10 ** -0.5
+    assert 256 ** -0.5 < np.abs(layers[0].bias.data).max() <= 256 ** -0.5 + 10 ** -0.5
     default = build_trainer("dni", build_model("mlp", 1, 28, 10, seed=0), RecordGradients, synthesizer="mlp1")
     assert not np.any(default.synthesizers[0].body.layers[2].bias.data)
     with pytest.raises(ValueError, match="ends with MaxPool2d"):
