@@ -11,8 +11,9 @@ recipe serves a whole family (`bp` under the drtp recipe is the DRTP code's BP r
 A recipe does not choose the dataset or the number of epochs: the comparison of issue 26 ran each on full
 Fashion-MNIST for 1 or 5 epochs (`benchmarks/reproduce.py`), and `authors_epochs` says how long the authors
 train. Where tinydgl has no exact copy of the authors' network, the recipe says which model stands in
-(`note`). Sources: repository and file the setting was read from; `commit` is the version that was read, or
-"not recorded".
+(`note`). Sources: repository and files the setting was read from; `commit` is the version of those files
+that was read for this module, or "not recorded" (the settings themselves come from the specs in
+shared/specs and from issue 26, whose author ran the authors' code).
 
 `--trainer ff` without a recipe has defaults of its own (`TRAINER_DEFAULTS`): FF's layers do not learn at
 the command's general ones (Adam 2e-3 on standardised pixels: 0.766 after 3 epochs on mnist-small, under
@@ -88,7 +89,6 @@ RECIPES = {r.name: r for r in [
         {"model": "smallconv", "optimizer": "sgd", "momentum": 0.9, "lr": 0.1, "weight_decay": 5e-4,
          "batch_size": 128, "normalize": "dataset", "bn_recalibrate": 0},
         repo="github.com/eugenium/DGL", files="auxiliary_nets_study/cifar_dgl.py, auxiliary_nets_study/models.py",
-        commit="a9c87861a0e783bed19c927193ab082689688480",
         authors_epochs="50 (lr /5 every 15)",
         note="the auxiliary-net study at depth 3, width 32 (32/64/128 convs), MLP-SR heads, SGD 0.1, momentum 0.9, "
              "weight decay 5e-4, batch 128; tinydgl's smallconv (32/64/128 convs + a 512 linear block) stands "
