@@ -432,8 +432,9 @@ def cmd_train(args):
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
     if args.workers and getattr(args, "module_epoch", None) == "own":
-        raise CommandError("--module-epoch own applies to in-process runs; the parallel engines end an epoch with "
-                           "the data's (leave --workers out, or the option).")
+        source = f" (set by --recipe {args.recipe})" if getattr(args, "recipe", None) else ""
+        raise CommandError(f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
+                           f"with the data's: leave --workers out, or add --module-epoch first.")
     if args.workers and args.lr_schedule != "constant":
         raise CommandError(f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
                            f"at a constant rate (leave --workers out, or the schedule).")
