@@ -86,6 +86,8 @@ def main(argv=None):
                   "extra": args.extra, "seed": seed, "accuracy": summary["test_accuracy"],
                   "best": summary["best_test_accuracy"], "wall_seconds": round(time.time() - started, 1),
                   "load_before": load_before, "load_after": load(), "config": summary["config"],
+                  # e.g. ff's accuracy under both predictions
+                  "last_evaluation": (summary.get("trainer_stats") or {}).get("last_evaluation"),
                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")
