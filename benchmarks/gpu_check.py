@@ -686,7 +686,7 @@ def write_report(args, run, gpu, extra):
 # --- the children ------------------------------------------------------------------------------------------
 STEP_CASES = ([(trainer, model) for model in ("cnn", "smallconv") for trainer in
                ("bp", "dni", "cdni", "greedy", "dgl", "async-dgl", "lls", "lls-m", "lls-mxm", "local-losses", "fa",
-                "dfa", "sdfa", "drtp", "shallow")]
+                "dfa", "sdfa", "drtp", "shallow", "fg")]
               + [("ff", "mlp"), ("bp", "vgg8"), ("bp", "mobilenet_v1")])
 
 

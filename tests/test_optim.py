@@ -126,16 +126,17 @@ def test_bad_arguments():
 
 
 def test_cooldown_schedule_is_forward_forwards_and_resumes_exactly(tmp_path):
-    """Constant over the first half, then 2 (1 + E - e) / E (loeweX/Forward-Forward src/utils.py); set from
-    the epoch alone, so a run resumed after epoch 2 of 4 trains at the rates of one never stopped."""
+    """loeweX/Forward-Forward src/utils.py with its 0-based epoch e: 1 while e <= E // 2, then 2 (1 + E - e) / E;
+    set from the epoch alone, so a run resumed after epoch 2 of 5 trains at the rates of one never stopped (a
+    2-epoch run trains at 1, 1 too)."""
     from tinydgl.data import DataLoader, load_dataset
     from tinydgl.models import build_model
     from tinydgl.optim import LR_SCHEDULES, build_optimizer, scheduled_lr
     from tinydgl.train import fit
     from tinydgl.trainers import build_trainer
 
-    assert [LR_SCHEDULES["cooldown"](e, 4) for e in (1, 2, 3, 4)] == [1.0, 1.0, 1.0, 0.5]
-    assert [LR_SCHEDULES["cooldown"](e, 10) for e in (5, 6, 10)] == [1.0, 1.0, 0.2]
+    assert [LR_SCHEDULES["cooldown"](e, 4) for e in (1, 2, 3, 4)] == [1.0, 1.0, 1.0, 1.0]
+    assert [LR_SCHEDULES["cooldown"](e, 10) for e in (6, 7, 8, 10)] == pytest.approx([1.0, 1.0, 0.8, 0.4])
     ds = load_dataset("mnist-small", limit_train=256, limit_test=100)
 
     def run(epochs, directory=None, resume=False):
@@ -148,11 +149,11 @@ def test_cooldown_schedule_is_forward_forwards_and_resumes_exactly(tmp_path):
             log=lambda *_: None, lr_schedule="cooldown", on_epoch_end=lambda e: seen.append(trainer.optimizers()[0].lr))
         return trainer, seen
 
-    straight, rates = run(4)
-    assert rates == pytest.approx([0.1, 0.1, 0.1, 0.05])
+    straight, rates = run(5)
+    assert rates == pytest.approx([0.1, 0.1, 0.1, 0.12, 0.08])
     run(2, str(tmp_path))
-    resumed, rest = run(4, str(tmp_path), resume=True)
-    assert rest == pytest.approx([0.1, 0.05])
+    resumed, rest = run(5, str(tmp_path), resume=True)
+    assert rest == pytest.approx([0.1, 0.12, 0.08])
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])

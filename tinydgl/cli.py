@@ -25,8 +25,9 @@ from .assignments import add_assignments_parser
 from .backend import BACKENDS, get_backend
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, build_optimizer
+from .recipes import RECIPES, TRAINER_DEFAULTS, describe, recipe_defaults
 from .trainers import TRAINERS, build_trainer
-from .cli_checks import (DATA_PARALLEL, CommandError, check_compare_options, check_output_paths,
+from .cli_checks import (DATA_PARALLEL, METHOD_OPTIONS, CommandError, check_compare_options, check_output_paths,
                          check_parallel_options, choice, fraction, int_list, keyword_options, non_negative_float,
                          non_negative_int, parallel_trainers, positive_float, positive_int, positive_int_list,
                          select_backend, trainer_list, trainer_options)
@@ -35,7 +36,7 @@ from .cli_checks import (DATA_PARALLEL, CommandError, check_compare_options, che
 DIGIT_DATASETS = ("mnist", "mnist-small")
 # adamw-sf: the LLS paper's rate (every table, batch 128). sgd-sf: the rate that trained tinydgl's models
 # without diverging (the official class default, 1.0, is tuned for ImageNet-scale schedules).
-DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05, "adamw-sf": 5e-3, "sgd-sf": 0.5}
+DEFAULT_LR = {"adam": 2e-3, "adamw": 2e-3, "sgd": 0.05, "nag": 0.05, "adamw-sf": 5e-3, "sgd-sf": 0.5}
 # The LLS authors re-estimate batch-norm statistics on 50 training batches before every test
 # (docs/protocol.md, section 1); `tinydgl` does the same by default, `fit()` only when asked.
 DEFAULT_BN_RECALIBRATE = 50
@@ -54,6 +55,10 @@ def add_training_arguments(parser):
                        help="hidden activation: relu (default) or tanh (the DRTP reference code's)")
     model.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch norm after each hidden linear layer (default: on)")
+    model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                       help="biases in the linear layers (default: on; koz4k's DNI example has none)")
+    model.add_argument("--output-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                       help="batch norm on the logits too (default: off; koz4k's DNI example has it)")
     parser.add_argument("--dataset", type=choice("dataset", list(DATASETS)), default="mnist-small",
                         help=f"one of: {', '.join(DATASETS)} (default %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=1,
@@ -66,11 +71,12 @@ def add_training_arguments(parser):
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="learning rate (default: " + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     parser.add_argument("--momentum", type=non_negative_float, default=None,
-                        help="sgd: momentum (default 0; Forward-Forward's reference recipe uses 0.9)")
+                        help="sgd: momentum (default 0; Forward-Forward's reference recipe uses 0.9); nag: Nesterov "
+                             "momentum (default 0.9, the DRTP reference code's)")
     parser.add_argument("--lr-schedule", type=choice("lr schedule", ["constant", "cooldown"]), default="constant",
-                        help="per-epoch learning rate: constant (default) or cooldown (constant over the first half "
-                             "of the epochs, then linearly down to 2/E of it in the last: Forward-Forward's "
-                             "reference schedule); in-process runs")
+                        help="per-epoch learning rate: constant (default) or cooldown (Forward-Forward's reference "
+                             "schedule as loeweX's src/utils.py computes it, 0-based epoch e: 1 while e <= E // 2, "
+                             "then 2 (1 + E - e) / E; E = 5: 1, 1, 1, 1.2, 0.8); in-process runs")
     parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
                         help="weight decay of every optimizer (default %(default)s): adamw decays the weights "
                              "directly (decoupled), the others add weight_decay * w to the gradient")
@@ -80,6 +86,9 @@ def add_training_arguments(parser):
     parser.add_argument("--backend", type=choice("backend", [b for b in BACKENDS if b != "array_api_strict"]), default=None,
                         help="numpy or cupy (default: $TINYDGL_BACKEND or numpy)")
     parser.add_argument("--data-dir", default=None, help="where dataset files are (default: $TINYDGL_DATA, the cache)")
+    parser.add_argument("--normalize", type=choice("normalization", ["dataset", "none"]), default="dataset",
+                        help="dataset (default): (x/255 - mean) / std with the dataset's per-channel statistics; "
+                             "none: raw pixels in [0, 1], as the DRTP and Forward-Forward reference codes feed them")
     parser.add_argument("--limit-train", type=positive_int, default=None, metavar="N",
                         help="use only the first N training images (stratified; default: all)")
     parser.add_argument("--limit-test", type=positive_int, default=None, metavar="N",
@@ -108,9 +117,21 @@ def add_training_arguments(parser):
                        help="lls-mxm: a basis of R waves and an R x classes matrix M (the official "
                             "LLS-MxM-reduced; R = 20 for SmallConv in the paper)")
     group.add_argument("--synthesizer", default=None,
-                       help="DNI synthetic-gradient model: linear (default), mlp, conv, auto (the paper's: mlp or conv)")
+                       help="DNI synthetic-gradient model: linear (default), mlp, mlp1 (koz4k's: one hidden ReLU "
+                            "layer, no batch norm), conv, auto (the paper's: mlp or conv)")
     group.add_argument("--interfaces", type=int_list, default=None, help="DNI: blocks after which a synthesizer sits, e.g. 0,1")
-    group.add_argument("--synth-hidden", type=positive_int, default=None, help="DNI: width of MLP synthesizers (1024)")
+    group.add_argument("--synth-hidden", type=positive_int, default=None, help="DNI: width of MLP synthesizers (1024; mlp1: 256)")
+    group.add_argument("--synth-placement", type=choice("synthesizer placement", ["post-activation", "pre-activation"]),
+                       default=None, help="DNI: where a synthesizer reads its block: post-activation (default, the block's "
+                                          "output) or pre-activation (before the block's last activation, as koz4k's "
+                                          "examples/mnist-mlp, on the batch-norm output); the activation then belongs "
+                                          "to the group above")
+    group.add_argument("--synth-units", type=choice("synthetic-gradient units", ["per-example", "raw"]), default=None,
+                       help="DNI: what a synthesizer predicts: per-example (default: B x the gradient of the batch-mean "
+                            "loss) or raw (the gradient of the batch-mean loss itself, as koz4k's dni-pytorch)")
+    group.add_argument("--synth-zero-init", type=choice("synthesizer zero-init", ["weight+bias", "weight"]), default=None,
+                       help="DNI: what is zero-initialised in a synthesizer's last layer: weight+bias (default) or "
+                            "weight (koz4k's; the bias keeps its random init)")
     group.add_argument("--synth-channels", type=positive_int, default=None, help="DNI: channels of conv synthesizers (128)")
     group.add_argument("--update-prob", type=float, default=None, help="DNI: probability that a layer updates at a step")
     group.add_argument("--sg-scale", type=positive_float, default=None, help="DNI: scale applied to synthetic gradients")
@@ -121,14 +142,23 @@ def add_training_arguments(parser):
     group.add_argument("--slowdown", type=positive_float, default=None, help="async DGL: slowdown factor of --slow-module")
     group.add_argument("--reuse-cap", type=positive_int, default=None, help="async DGL: how often a stored batch may be replayed")
     group.add_argument("--buffer-codec", default=None, help="async DGL: vq to store activations as vector-quantised codes")
+    group.add_argument("--module-epoch", type=choice("module epoch", ["first", "own"]), default=None,
+                       help="async DGL, in-process: first (default: every module stops when module 1's epoch ends) or "
+                            "own (each module makes one epoch of updates at its own pace, the finished ones forwarding "
+                            "in evaluation mode, as eugenium/DGL's buffer experiment)")
     group.add_argument("--no-warmup", dest="warmup", action="store_false", default=None, help="async DGL: skip the warm-up")
     group.add_argument("--loss", type=choice("loss", ["ce", "bce"]), default=None,
-                       help="fa, dfa, sdfa, drtp, shallow: the output loss, ce (softmax cross-entropy, default) or "
+                       help="bp, fa, dfa, sdfa, drtp, shallow: the output loss, ce (softmax cross-entropy, default) or "
                             "bce (sigmoid + binary cross-entropy, the DRTP reference code's)")
     group.add_argument("--feedback-init", type=choice("feedback init", ["kaiming", "lls-dnn"]), default=None,
                        help="fa, dfa, sdfa, drtp: how the fixed random feedback matrices are drawn: kaiming "
                             "(default; U[-sqrt(6/fan_in), sqrt(6/fan_in)], as the DRTP reference code) or lls-dnn "
                             "(1e-4 * U[0, 1), as the official LLS-DNN code's DFA)")
+    group.add_argument("--feedback-scale", type=choice("feedback scale", ["mean", "sum"]), default=None,
+                       help="dfa, sdfa, drtp: mean (default: hidden signals divided like the loss's gradient, by N, "
+                            "or N x classes for dfa with bce, so one --lr serves every method of a comparison) or sum "
+                            "(per-sample e @ B, summed over the batch by the weight gradient, as the DRTP reference "
+                            "code: what its SGD/NAG rate of 1e-4 needs; the same under Adam)")
     group.add_argument("--ff-hidden", type=positive_int_list, default=None, metavar="W1,W2,...",
                        help="ff: widths of the Forward-Forward network's layers, 2 or more (default 1000,1000,1000, "
                             "the reference's; ff builds this network itself and reads only the input size from "
@@ -220,6 +250,12 @@ def build_parser():
     train.add_argument("--trainer", type=choice("trainer", names), default="bp",
                        help=f"one of: {', '.join(names)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
                             f"with --workers)")
+    train.add_argument("--recipe", type=choice("recipe", list(RECIPES)), default=None,
+                       help=f"set every option of an authors' setting: {', '.join(RECIPES)} (tinydgl recipes lists "
+                            f"them); options given beside it override it. Without a recipe, ff's defaults are the "
+                            f"loewex-ff network and data with Adam 2e-4 (what learns in a few epochs): "
+                            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in TRAINER_DEFAULTS["ff"].items()))
+    parser.train_parser = train  # `apply_recipe` sets the recipe's values as this parser's defaults
     add_training_arguments(train)
     train.add_argument("--checkpoint-dir", default=None,
                        help="save a checkpoint after every epoch here (and every N steps with --checkpoint-every); "
@@ -262,7 +298,42 @@ def build_parser():
     compare.add_argument("--alignment-every", type=positive_int, default=10, metavar="K",
                          help="with --alignment: measure every K-th training step (default %(default)s)")
     add_assignments_parser(sub)
+    sub.add_parser("recipes", help="list the reference recipes (--recipe NAME): trainers, options, source")
     return parser
+
+
+def apply_recipe(parser, argv, args):
+    """Parse argv again with the recipe's values (--recipe, or the trainer's default recipe) as defaults, so
+    that every option given on the command line overrides them. Method options go only to a trainer that
+    has them. Returns the new args (args itself when there is no recipe)."""
+    if getattr(args, "command", None) != "train":
+        return args
+    name = args.recipe
+    if name is None:
+        if args.trainer not in TRAINER_DEFAULTS:
+            return args
+        parser.train_parser.set_defaults(**TRAINER_DEFAULTS[args.trainer])
+        return parser.parse_args(argv)
+    recipe = RECIPES[name]
+    train = parser.train_parser
+    if args.recipe and "--trainer" not in argv and not any(a.startswith("--trainer=") for a in argv):
+        train.set_defaults(trainer=recipe.trainers[0])
+        args = parser.parse_args(argv)
+    trainer = DATA_PARALLEL.get(args.trainer, args.trainer)
+    if trainer not in recipe.trainers:
+        raise CommandError(f"--recipe {name} is for --trainer {', '.join(recipe.trainers)}, not {args.trainer}.")
+    accepted = keyword_options(TRAINERS[trainer])
+    train.set_defaults(**recipe_defaults(name, {d for d, k in METHOD_OPTIONS.items() if k in accepted}))
+    args = parser.parse_args(argv)
+    args.recipe = name
+    return args
+
+
+def cmd_recipes(args):
+    for name, recipe in RECIPES.items():
+        print("\n".join(describe(recipe)))
+    print("Run one: tinydgl train --recipe NAME [--trainer T] [--dataset D] [--epochs E] [options that override it]")
+    return 0
 
 
 def load_data(args):
@@ -286,10 +357,11 @@ def load_data(args):
                            progress=not args.no_progress)
     if args.data_dir and not bundled and not _inside(dataset.source, args.data_dir):
         print(f"note: --data-dir {args.data_dir} has no {args.dataset} files; they were found in {dataset.source}.")
+    mean, std = input_statistics(args, dataset)
     train_loader = DataLoader(dataset.x_train, dataset.y_train, args.batch_size, shuffle=True, seed=args.seed,
-                              augment=args.augment, hflip=args.dataset not in DIGIT_DATASETS, mean=dataset.mean, std=dataset.std)
+                              augment=args.augment, hflip=args.dataset not in DIGIT_DATASETS, mean=mean, std=std)
     # Evaluate in batches no larger than training ones, so evaluation never sets the peak memory.
-    test_loader = DataLoader(dataset.x_test, dataset.y_test, min(args.batch_size, 500), shuffle=False, mean=dataset.mean, std=dataset.std)
+    test_loader = DataLoader(dataset.x_test, dataset.y_test, min(args.batch_size, 500), shuffle=False, mean=mean, std=std)
     return dataset, train_loader, test_loader
 
 
@@ -299,10 +371,18 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
+def input_statistics(args, dataset):
+    """(mean, std) the loaders normalise with: the dataset's (--normalize dataset), or None, None (raw [0, 1])."""
+    if getattr(args, "normalize", "dataset") == "none":
+        return None, None
+    return dataset.mean, dataset.std
+
+
 def make_trainer(args, trainer_name, dataset, strict=True):
     channels, size, _ = dataset.input_shape
     shape = {k: v for k, v in (("hidden", getattr(args, "hidden", None)), ("activation", getattr(args, "activation", None)),
-                               ("batchnorm", getattr(args, "batchnorm", None))) if v is not None}
+                               ("batchnorm", getattr(args, "batchnorm", None)), ("bias", getattr(args, "bias", None)),
+                               ("output_batchnorm", getattr(args, "output_batchnorm", None))) if v is not None}
     if shape and trainer_name == "ff":
         raise CommandError(f"--{', --'.join(shape)} shape(s) the mlp, which ff does not train (it builds its own "
                            f"network): give its widths with --ff-hidden.")
@@ -317,11 +397,14 @@ def make_trainer(args, trainer_name, dataset, strict=True):
         raise CommandError(f"model {args.model!r} does not fit {args.dataset} images ({channels}x{size}x{size}): {err}") from err
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     options = {"weight_decay": args.weight_decay} if args.weight_decay else {}
-    if getattr(args, "momentum", None):
-        if args.optimizer != "sgd":
+    if getattr(args, "momentum", None) is not None:
+        if args.optimizer not in ("sgd", "nag") and args.momentum:
             raise CommandError(f"--momentum applies to --optimizer sgd (adam and the schedule-free optimizers have "
-                               f"their own averaging), not {args.optimizer}.")
-        options["momentum"] = args.momentum
+                               f"their own averaging; nag is Nesterov's momentum), not {args.optimizer}.")
+        if args.optimizer == "nag" and not args.momentum:
+            raise CommandError("--optimizer nag needs --momentum above 0 (Nesterov momentum; default 0.9).")
+        if args.momentum:
+            options["momentum"] = args.momentum
 
     def make_optimizer(params):
         return build_optimizer(args.optimizer, params, lr=lr, **options)
@@ -329,7 +412,9 @@ def make_trainer(args, trainer_name, dataset, strict=True):
     method_options = trainer_options(args, trainer_name, strict)
     if "input_mean" in keyword_options(TRAINERS[trainer_name]):
         # ff writes labels into pixels: in the units of the images the loader gives (normalised with these)
-        method_options.update(input_mean=float(np.ravel(dataset.mean)[0]), input_std=float(np.ravel(dataset.std)[0]))
+        mean, std = input_statistics(args, dataset)
+        if mean is not None:
+            method_options.update(input_mean=float(np.ravel(mean)[0]), input_std=float(np.ravel(std)[0]))
     try:
         return build_trainer(trainer_name, model, make_optimizer, **method_options), lr
     except ValueError as err:
@@ -339,7 +424,8 @@ def make_trainer(args, trainer_name, dataset, strict=True):
 # Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
 # values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
 SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
-                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm", "ff_hidden")
+                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm", "ff_hidden", "bias",
+                   "output_batchnorm")
 
 
 def run_identity(args):
@@ -436,6 +522,7 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         "config": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
                    "lr_schedule": getattr(args, "lr_schedule", "constant"), "momentum": getattr(args, "momentum", None),
                    "weight_decay": args.weight_decay, "seed": args.seed, "augment": args.augment,
+                   "normalize": getattr(args, "normalize", "dataset"), "recipe": getattr(args, "recipe", None),
                    "bn_recalibrate": args.bn_recalibrate, "limit_train": args.limit_train,
                    "limit_test": args.limit_test},
         "environment": {"tinydgl": __version__, "backend": get_backend().name,
@@ -454,6 +541,10 @@ def cmd_train(args):
 
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
+    if args.workers and getattr(args, "module_epoch", None) == "own":
+        source = f" (set by --recipe {args.recipe})" if getattr(args, "recipe", None) else ""
+        raise CommandError(f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
+                           f"with the data's: leave --workers out, or add --module-epoch first.")
     if args.workers and args.lr_schedule != "constant":
         raise CommandError(f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
                            f"at a constant rate (leave --workers out, or the schedule).")
@@ -814,9 +905,12 @@ def main(argv=None):
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):  # a stream without it (a test's capture, a notebook)
         pass
-    args = parse_command_line(build_parser(), argv)
+    parser = build_parser()
+    args = parse_command_line(parser, argv)
     try:
-        return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments}[args.command](args)
+        args = apply_recipe(parser, argv, args)
+        return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments,
+                "recipes": cmd_recipes}[args.command](args)
     except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged,
             ImportError, NotEnoughMemory, OutputError) as err:
         # A diverged run exits 1 too: its weights stopped learning, so its numbers mean nothing (and no metrics or

@@ -119,6 +119,8 @@ METHOD_OPTIONS = {
     "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
     "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
     "fg_mode": "fg_mode", "fg_loss": "fg_loss", "fg_directions": "fg_directions", "fg_guess": "fg_guess",
+    "feedback_scale": "feedback_scale", "synth_placement": "synth_placement", "synth_units": "synth_units",
+    "synth_zero_init": "synth_zero_init", "module_epoch": "module_epoch",
 }
 
 

@@ -31,11 +31,12 @@ ACTIVATIONS = {"relu": ReLU, "tanh": Tanh}
 
 
 def mlp(in_channels=1, image_size=28, num_classes=10, hidden=(256, 256), batchnorm=True, activation="relu", seed=0,
-        dtype="float32"):
+        dtype="float32", bias=True, output_batchnorm=False):
     """Fully connected net: [flatten,] Linear -> BatchNorm1d -> ReLU per hidden layer, then a linear head.
 
     The DNI paper's MNIST nets use 256-unit hidden layers like these. activation: "relu" or "tanh" (the DRTP
-    reference code's, with batchnorm=False and hidden=(1000,) or more).
+    reference code's, with batchnorm=False and hidden=(1000,) or more). bias=False and output_batchnorm=True
+    give koz4k's dni-pytorch examples/mnist-mlp net: Linear layers without biases, batch norm on the logits too.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"Unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}.")
@@ -45,14 +46,17 @@ def mlp(in_channels=1, image_size=28, num_classes=10, hidden=(256, 256), batchno
     blocks, width = [], in_channels * image_size * image_size
     for i, h in enumerate(hidden):
         layers = [Flatten()] if i == 0 else []
-        layers.append(Linear(width, h, rng=rng, dtype=dtype))
+        layers.append(Linear(width, h, bias=bias, rng=rng, dtype=dtype))
         if batchnorm:
             layers.append(BatchNorm1d(h, dtype=dtype))
         layers.append(ACTIVATIONS[activation]())
         blocks.append(Sequential(*layers))
         width = h
     head = [Flatten()] if not hidden else []
-    blocks.append(Sequential(*head, Linear(width, num_classes, rng=rng, dtype=dtype)))
+    head.append(Linear(width, num_classes, bias=bias, rng=rng, dtype=dtype))
+    if output_batchnorm:
+        head.append(BatchNorm1d(num_classes, dtype=dtype))
+    blocks.append(Sequential(*head))
     return Sequential(*blocks)
 
 

@@ -281,11 +281,22 @@ class ScheduleFreeSGD(_ScheduleFree):
         state["z"] = z - lr_t * g
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamw-sf": ScheduleFreeAdamW, "sgd-sf": ScheduleFreeSGD}
+class NAG(SGD):
+    """Nesterov's accelerated gradient as `torch.optim.SGD(nesterov=True)` computes it (the DRTP reference
+    code's default optimizer, momentum 0.9):
+
+        g = grad + weight_decay * p;  v = momentum * v + g  (v = g at the first step);  p -= lr * (g + momentum * v)
+    """
+
+    def __init__(self, params, lr=0.01, momentum=0.9, weight_decay=0.0):
+        super().__init__(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamw-sf": ScheduleFreeAdamW, "sgd-sf": ScheduleFreeSGD, "nag": NAG}
 
 
 def build_optimizer(name, params, lr, **kwargs):
-    """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, adam, adamw, adamw-sf, sgd-sf."""
+    """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, adam, adamw, adamw-sf, sgd-sf, nag."""
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
     return OPTIMIZERS[name](params, lr=lr, **kwargs)
@@ -324,9 +335,11 @@ class CosineLR:
 
 # --- per-epoch schedules for the shared loop (`tinydgl.train.fit(..., lr_schedule=NAME)`) ---------------------
 def _cooldown(epoch, epochs):
-    """1 over the first half of training, then linearly down: 2 (1 + E - e) / E in epoch e > E/2 (1-based),
-    Forward-Forward's reference schedule (loeweX/Forward-Forward, src/utils.py)."""
-    return 1.0 if epoch <= epochs / 2 else 2.0 * (1 + epochs - epoch) / epochs
+    """Forward-Forward's reference schedule as loeweX/Forward-Forward's src/utils.py computes it, with its
+    0-based epoch e0 = epoch - 1: 1 while e0 <= E // 2, then 2 (1 + E - e0) / E. So E = 1 trains at 1,
+    E = 5 at 1, 1, 1, 1.2, 0.8 (a 1-based reading would give 2 and 1, 1, 1.2, 0.8, 0.4)."""
+    e0 = epoch - 1
+    return 1.0 if e0 <= epochs // 2 else 2.0 * (1 + epochs - e0) / epochs
 
 
 LR_SCHEDULES = {"constant": lambda epoch, epochs: 1.0, "cooldown": _cooldown}

@@ -164,6 +164,8 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
                 trainer.load_resume_state(*pending)
                 pending = None
             trainer.start_epoch(epoch)
+            if hasattr(trainer, "set_epoch_length"):  # e.g. async DGL's per-module epochs
+                trainer.set_epoch_length(batches_per_epoch)
             if pending is not None:
                 trainer.load_resume_state(*pending)
                 pending = None
@@ -222,6 +224,9 @@ def fit(trainer, train_loader, test_loader, epochs, checkpoint_dir=None, resume=
                     if hasattr(bar, "close"):
                         bar.close()
                     raise RunStopped(stop.requested, where({"epoch": epoch, "step": steps}), checkpoint_dir)
+            end_epoch = getattr(trainer, "end_epoch", None)
+            if end_epoch is not None:  # e.g. async DGL's per-module epochs finish on batches of another pass
+                end_epoch(lambda: train_loader.fresh_pass(epoch, batches_per_epoch, stream=3))
             seconds = seconds_before + time.perf_counter() - t0
             if samples == 0:
                 raise ValueError("The training data produced no batches.")

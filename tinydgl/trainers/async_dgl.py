@@ -22,6 +22,14 @@ is one epoch of module 1, and module j > 1 runs about p_j / p_1 times per call. 
 picks drawn before module 1's first turn are run too (as empty polls: every buffer is still empty), and
 the warm-up's two visits of module 1 span the first two calls.
 
+Per-module epochs, `module_epoch`. With "first" (default) an epoch ends when module 1's does, whatever the
+others have done: a slowed module has made fewer updates (about 1/slowdown as many). With "own", as in the
+official buffer experiment, each module makes one epoch of updates at its own pace: when the loop's batches
+are used up, `end_epoch` keeps the schedule running until every module has made as many updates this epoch as
+module 1; a module that is done still takes its turns, but only forwards in evaluation mode (no update) to
+feed the buffer above it, module 1 on batches of another pass over the training data (`more_batches`). The
+parallel engines keep "first" (their epoch is the data's).
+
 Round-robin scheduling with buffer_size=1 and no warm-up is synchronous DGL, exactly: each call runs
 modules 1..J in order, each on the batch its predecessor has just produced (tested bit for bit).
 
@@ -57,6 +65,7 @@ from .dgl import DGLTrainer
 from .local import block_output_shapes
 
 SCHEDULES = ("random", "round-robin")
+MODULE_EPOCHS = ("first", "own")
 
 
 class AsyncDGLTrainer(DGLTrainer):
@@ -69,15 +78,20 @@ class AsyncDGLTrainer(DGLTrainer):
     reuse_cap: serve a buffered batch at most this many times (None: no cap). buffer_codec: None (raw
     float activations) or "vq" (`buffers.VQCodec`, `codebook_size` codewords, 2-D activations cut into
     sub-vectors of `vq_subvector` numbers); quantised_eval: evaluate through the codecs (see `predict`).
-    seed: the schedule's random generator (and the heads', codecs').
+    seed: the schedule's random generator (and the heads', codecs'). module_epoch: "first" or "own"
+    (module docstring).
     """
 
     name = "async-dgl"
 
     def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, buffer_size=4,
                  schedule="random", slow_module=None, slowdown=1.0, warmup=True, reuse_cap=None, buffer_codec=None,
-                 codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0):
+                 codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0,
+                 module_epoch="first"):
         super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed)
+        if module_epoch not in MODULE_EPOCHS:
+            raise ValueError(f"Unknown module_epoch {module_epoch!r}; choose one of: {', '.join(MODULE_EPOCHS)}.")
+        self.module_epoch = module_epoch
         if schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
         n = len(self.modules)
@@ -110,6 +124,9 @@ class AsyncDGLTrainer(DGLTrainer):
         self.learned = [set() for _ in range(n)]  # per module: origins (data batch numbers) it learned from
         self.last_losses = [math.nan] * n
         self._call_losses = []
+        self._epoch_start_steps = [0] * n  # each module's step count when the epoch began (module_epoch "own")
+        self._epoch_length = None  # data batches in this epoch (`set_epoch_length`)
+        self._forwarded = 0  # batches module 1 only forwarded (after its epoch): their origins are -1, -2, ...
 
     @staticmethod
     def _probabilities(n, slow_module, slowdown):
@@ -180,6 +197,73 @@ class AsyncDGLTrainer(DGLTrainer):
         else:
             self.buffers[j].push(out, y, produced_at=counter["steps"], origin=origin)
 
+    def start_epoch(self, epoch):
+        super().start_epoch(epoch)
+        self._epoch_start_steps = [c["steps"] for c in self.counters]
+
+    def set_epoch_length(self, batches):
+        """The loop says how many data batches this epoch has: with module_epoch "own", each module's updates."""
+        self._epoch_length = int(batches)
+
+    def _epoch_done(self, j):
+        if self.module_epoch != "own" or self._epoch_length is None:
+            return False
+        return self.counters[j]["steps"] - self._epoch_start_steps[j] >= self._epoch_length
+
+    def _turn(self, j, data=None):
+        """Module j's turn: an update (`_event`), or, once it has made its epoch's updates, only a forward."""
+        if not self._epoch_done(j):
+            self._event(j, data)
+        elif j == 0:
+            self._forwarded += 1
+            self._forward_only(0, data, origin=-self._forwarded)
+        else:
+            served = self.buffers[j - 1].take()
+            if served is None:
+                self.counters[j]["picks"] += 1
+                self.counters[j]["empty_polls"] += 1
+                return
+            x, y, entry = served
+            self._forward_only(j, (x, y), origin=entry.origin)
+
+    def end_epoch(self, more_batches):
+        """module_epoch "own": run the schedule on until every module has made its epoch's updates (as many
+        as module 1: one per data batch). A module that is done only forwards, in evaluation mode, to feed
+        the buffer above; module 1 then reads batches from the iterable `more_batches()`."""
+        if self.module_epoch != "own" or self._epoch_length is None:
+            return
+        extra, limit = None, 1000 * (self._epoch_length + 1) * len(self.modules)
+        while not all(self._epoch_done(j) for j in range(len(self.modules))):
+            limit -= 1
+            if limit < 0:
+                raise RuntimeError("async DGL's per-module epoch did not finish: a module is never scheduled.")
+            j = self._pick()
+            if j == 0:
+                if extra is None:
+                    extra = iter(more_batches())
+                batch = next(extra, None)
+                if batch is None:
+                    extra = iter(more_batches())
+                    batch = next(extra)
+                self._turn(0, batch)
+            else:
+                self._turn(j)
+
+    def _forward_only(self, j, batch, origin):
+        """A module that has finished its epoch: forward in evaluation mode, learn nothing, feed the buffer."""
+        self.events += 1
+        self.counters[j]["picks"] += 1
+        if j == len(self.modules) - 1:
+            return
+        x, y = batch
+        body = self.modules[j].body
+        body.eval()
+        try:
+            out = body.forward(x)
+        finally:
+            body.train()
+        self.buffers[j].push(out, y, produced_at=self.counters[j]["steps"], origin=origin)
+
     def train_step(self, x, y):
         """Feed data batch (x, y) to module 1, then run the events scheduled before module 1's next turn.
 
@@ -188,10 +272,10 @@ class AsyncDGLTrainer(DGLTrainer):
         """
         self._call_losses = []  # the last module's losses in this call (filled by _event)
         while (j := self._pick()) != 0:  # only in the first call: picks before module 1's first turn
-            self._event(j)
-        self._event(0, (x, y))
+            self._turn(j)
+        self._turn(0, (x, y))
         while self._peek() != 0:
-            self._event(self._pick())
+            self._turn(self._pick())
         if self._call_losses:
             return float(np.mean(self._call_losses))
         return next(loss for loss in reversed(self.last_losses) if not math.isnan(loss))
@@ -234,6 +318,7 @@ class AsyncDGLTrainer(DGLTrainer):
             "next": self._next, "cursor": self._cursor, "events": self.events,
             "counters": [dict(c) for c in self.counters], "learned": [sorted(s) for s in self.learned],
             "last_losses": [None if math.isnan(v) else float(v) for v in self.last_losses], "buffers": buffers,
+            "epoch_start_steps": list(self._epoch_start_steps), "forwarded": self._forwarded,
         })
         return arrays, values
 
@@ -247,6 +332,8 @@ class AsyncDGLTrainer(DGLTrainer):
         self.counters = [dict(c) for c in values["counters"]]
         self.learned = [set(s) for s in values["learned"]]
         self.last_losses = [math.nan if v is None else v for v in values["last_losses"]]
+        self._epoch_start_steps = list(values.get("epoch_start_steps", self._epoch_start_steps))
+        self._forwarded = int(values.get("forwarded", 0))
         for j, (buffer, saved) in enumerate(zip(self.buffers, values["buffers"])):
             buffer.entries = []
             for k, e in enumerate(saved["entries"]):

@@ -4,6 +4,9 @@ Where does each block's gradient come from? **From the block above it**: the los
 last block and each block's input gradient becomes the output gradient of the block below. This is the
 source of all three locks: no block can update before the whole forward pass, the loss, and the backward
 pass of every block above it have run.
+
+loss: "ce" (softmax cross-entropy, the default) or "bce" (sigmoid + binary cross-entropy against one-hot
+targets, mean over N * classes: the DRTP reference code's loss, for its BP baseline).
 """
 from .. import functional as F
 from .base import Trainer
@@ -12,10 +15,14 @@ from .base import Trainer
 class BackpropTrainer(Trainer):
     name = "bp"
 
-    def __init__(self, model, make_optimizer, label_smoothing=0.0):
+    def __init__(self, model, make_optimizer, label_smoothing=0.0, loss="ce"):
         super().__init__(model)
+        if loss not in ("ce", "bce"):
+            raise ValueError(f"Unknown loss {loss!r}; choose one of: ce, bce.")
+        if loss == "bce" and label_smoothing:
+            raise ValueError("label smoothing applies to the cross-entropy loss (ce), not to bce.")
         self.optimizer = make_optimizer(model.parameters())
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.loss = label_smoothing, loss
 
     def optimizers(self):
         return [self.optimizer]
@@ -26,6 +33,8 @@ class BackpropTrainer(Trainer):
         return F.softmax_cross_entropy(logits, y, self.label_smoothing)
 
     def train_step(self, x, y):
+        if self.loss == "bce":
+            return self._bce_step(x, y)
         # BEGIN SOLUTION a2-bp-train-step
         # hint: forward through every block, self.output_loss at the top, backward from the top block down (block
         # hint: 0 needs no input gradient), then step the optimizer
@@ -40,4 +49,16 @@ class BackpropTrainer(Trainer):
             grad = blocks[i].backward(grad, need_input_grad=i > 0)
         self.optimizer.step()
         # END SOLUTION
+        return loss
+
+    def _bce_step(self, x, y):
+        """The same chain from a sigmoid + binary cross-entropy output."""
+        blocks = self.model.layers
+        h = x
+        for block in blocks:
+            h = block.forward(h)
+        loss, grad = F.sigmoid_binary_cross_entropy(h, y)
+        for i in reversed(range(len(blocks))):
+            grad = blocks[i].backward(grad, need_input_grad=i > 0)
+        self.optimizer.step()
         return loss

@@ -28,11 +28,16 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import array_namespace, default_rng, zeros_like_on
-from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Module, ReLU, Sequential
+from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, LeakyReLU, Linear, Module, ReLU, Sequential, Tanh
+from ..nn.module import init_uniform
 from .base import Trainer
 from .local import block_output_shapes
 
-SYNTHESIZERS = ("auto", "linear", "mlp", "conv")
+SYNTHESIZERS = ("auto", "linear", "mlp", "conv", "mlp1")
+PLACEMENTS = ("post-activation", "pre-activation")
+UNITS = ("per-example", "raw")
+ZERO_INITS = ("weight+bias", "weight")
+ACTIVATIONS = (ReLU, LeakyReLU, Tanh)  # what "pre-activation" moves from a block to the group above
 
 
 # --- synthesizers --------------------------------------------------------------------------------------
@@ -116,22 +121,27 @@ class Synthesizer(Module):
         return f"Synthesizer(\n{inner}\n)"
 
 
-def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=1024, conv_channels=128):
+def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_channels=128, zero_init="weight+bias"):
     """A synthesizer for activations of per-example `shape` ((D,) or (C, H, W)).
 
     kind: "linear" (one Linear, or one resolution-preserving 5x5 conv for 4-D activations); "mlp" (two
-    hidden layers of `hidden` units with BN and ReLU, flat activations); "conv" (two 5x5 convs of
+    hidden layers of `hidden` units, default 1024, with BN and ReLU, flat activations); "mlp1" (koz4k's
+    examples/mnist-mlp synthesizer: one hidden ReLU layer of `hidden` units, default 256, no batch norm; for
+    cDNI koz4k adds Linear(label) to the first layer's output, which is this Linear on [h, label]); "conv" (two 5x5 convs of
     `conv_channels` with BN and ReLU and a final 5x5 conv, all resolution-preserving, 4-D activations);
     "auto": mlp for flat activations, conv for 4-D ones. num_classes: None for DNI, K for cDNI.
-    The last layer is zero-initialised, so every synthetic gradient is exactly zero before training.
+    zero_init: "weight+bias" zeroes the last layer's weight and bias, so every synthetic gradient is exactly
+    zero before training; "weight" (koz4k's) zeroes the weight only, the bias keeping its random init.
     """
     flat = len(shape) == 1
     if len(shape) not in (1, 3):
         raise ValueError(f"synthesizers handle activations of shape (N, D) or (N, C, H, W), got per-example {shape}.")
     if kind == "auto":
         kind = "mlp" if flat else "conv"
-    if kind == "mlp" and not flat:
-        raise ValueError(f"the 'mlp' synthesizer is for flat activations, got per-example shape {shape}; "
+    if zero_init not in ZERO_INITS:
+        raise ValueError(f"Unknown synthesizer zero_init {zero_init!r}; choose one of: {', '.join(ZERO_INITS)}.")
+    if kind in ("mlp", "mlp1") and not flat:
+        raise ValueError(f"the '{kind}' synthesizer is for flat activations, got per-example shape {shape}; "
                          "use 'conv' or 'linear'.")
     if kind == "conv" and flat:
         raise ValueError(f"the 'conv' synthesizer is for 4-D activations, got per-example shape {shape}; "
@@ -147,7 +157,21 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=1024, conv_ch
 
     if kind == "linear":
         layers = [Linear(width_in, width, rng=rng, dtype=dtype) if flat else conv(width_in, width)]
+    elif kind == "mlp1":
+        hidden = hidden or 256
+        first = Linear(width_in, hidden, rng=rng, dtype=dtype)
+        if num_classes is not None:
+            # koz4k's BasicSynthesizer adds two Linear layers, input_trigger(h) + input_context(label), each
+            # drawn with PyTorch's bounds for its own fan-in: the label's rows (1/sqrt(K)) start larger than
+            # one Linear on [h, label] would draw them (1/sqrt(D + K)), and so does the bias (a sum of two).
+            k, d = num_classes, width
+            xp = array_namespace(first.weight.data)
+            first.weight.data = xp.concat([init_uniform(rng, (d, hidden), d ** -0.5, dtype),
+                                           init_uniform(rng, (k, hidden), k ** -0.5, dtype)], axis=0)
+            first.bias.data = init_uniform(rng, (hidden,), d ** -0.5, dtype) + init_uniform(rng, (hidden,), k ** -0.5, dtype)
+        layers = [first, ReLU(), Linear(hidden, width, rng=rng, dtype=dtype)]
     elif kind == "mlp":
+        hidden = hidden or 1024
         layers = [Linear(width_in, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
                   Linear(hidden, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
                   Linear(hidden, width, rng=rng, dtype=dtype)]
@@ -159,7 +183,8 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=1024, conv_ch
         raise ValueError(f"Unknown synthesizer {kind!r}; choose one of: {', '.join(SYNTHESIZERS)}.")
     # Zero-initialise the last layer, as Jaderberg et al. do: training starts from zero synthetic gradients,
     # so no block is pushed around by an untrained synthesizer's noise.
-    for p in layers[-1].parameters():
+    last = layers[-1]
+    for p in [last.weight] if zero_init == "weight" else last.parameters():
         p.data = zeros_like_on(p.data, p.shape)
     return Synthesizer(Sequential(*layers), conditioning)
 
@@ -201,7 +226,18 @@ class DNITrainer(Trainer):
     seed: the synthesizers' initial weights (their sizes come from a dry forward pass of the model in
         evaluation mode, on `model.input_shape`), and update_prob's draws.
     synth_hidden, synth_channels: width of the MLP synthesizer's hidden layers and channels of the conv
-        synthesizer's hidden convs (1024 and 128 in the paper).
+        synthesizer's hidden convs (1024 and 128 in the paper; "mlp1" defaults to koz4k's 256).
+    synth_placement: "post-activation" (default) reads each interface block's output; "pre-activation" reads
+        it before the block's last activation (koz4k's examples/mnist-mlp puts the interface on the batch-norm
+        output, before the ReLU): that activation then runs as the first layer of the group above, so the
+        synthetic gradient is dL/d(pre-activation) and the block below backpropagates it without the ReLU's
+        mask. On tinydgl's mlp, koz4k's synthesizer after the ReLU cost 9 points (issue 26).
+    synth_units: "per-example" (default, see Units) or "raw": the synthesizer predicts dL/dh of the batch-mean
+        loss itself (its targets are what the block above sends back, unscaled; a block is updated with
+        sg_scale * M_i(h_i)) and its regression loss sums the squared error over an example's features,
+        averaged over the batch, as koz4k's dni-pytorch does (`_SyntheticGradientUpdater`: 2 (M - target) / B).
+    synth_zero_init: "weight+bias" (default) or "weight" (koz4k's): what of the synthesizer's last layer
+        starts at zero (`build_synthesizer`).
 
     Units. The task loss is a batch mean, so dL/dh for one example is 1/N of the gradient of that example's
     own loss. Synthesizers predict the per-example gradient N * dL/dh: their targets are N times what the
@@ -217,8 +253,15 @@ class DNITrainer(Trainer):
 
     def __init__(self, model, make_optimizer, synthesizer="linear", interfaces=None, update_prob=1.0, sg_scale=1.0,
                  bp_lambda=0.0, conditioned=False, label_smoothing=0.0, seed=0, synth_optimizer=None,
-                 synth_hidden=1024, synth_channels=128):
+                 synth_hidden=None, synth_channels=128, synth_placement="post-activation", synth_units="per-example",
+                 synth_zero_init="weight+bias"):
         super().__init__(model)
+        if synth_placement not in PLACEMENTS:
+            raise ValueError(f"Unknown synth_placement {synth_placement!r}; choose one of: {', '.join(PLACEMENTS)}.")
+        if synth_units not in UNITS:
+            raise ValueError(f"Unknown synth_units {synth_units!r}; choose one of: {', '.join(UNITS)}.")
+        if synth_zero_init not in ZERO_INITS:
+            raise ValueError(f"Unknown synth_zero_init {synth_zero_init!r}; choose one of: {', '.join(ZERO_INITS)}.")
         if synthesizer not in SYNTHESIZERS:
             raise ValueError(f"Unknown synthesizer {synthesizer!r}; choose one of: {', '.join(SYNTHESIZERS)}.")
         if not 0.0 < update_prob <= 1.0:
@@ -231,7 +274,8 @@ class DNITrainer(Trainer):
         self.interfaces = self._check_interfaces(interfaces, len(blocks))
         bounds = [0] + [i + 1 for i in self.interfaces] + [len(blocks)]
         # A group is a view on consecutive blocks: the same layer objects, so no layer math is repeated here.
-        self.groups = [Sequential(*blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.synth_placement, self.synth_units, self.synth_zero_init = synth_placement, synth_units, synth_zero_init
+        self.groups = self._build_groups(blocks, bounds, synth_placement)
         self.group_optimizers = [make_optimizer(g.parameters()) for g in self.groups]
         self.make_synth_optimizer = synth_optimizer or make_optimizer
         self.synthesizer_kind, self.synth_hidden, self.synth_channels = synthesizer, synth_hidden, synth_channels
@@ -243,6 +287,22 @@ class DNITrainer(Trainer):
         self._held = []  # (h, label) of batches whose synthesizer target is still to come (parallel stages)
         self._updates, self._to_below = [True] * len(self.groups), None
         self._build_synthesizers(bounds)
+
+    @staticmethod
+    def _build_groups(blocks, bounds, placement):
+        """The groups of blocks between interfaces. "pre-activation": each interface block's last layer, an
+        activation, moves to the front of the group above (the synthesizer then reads what enters it)."""
+        groups = [list(blocks[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        if placement == "pre-activation":
+            for below, above in zip(groups[:-1], groups[1:]):
+                layers = list(getattr(below[-1], "layers", [below[-1]]))
+                if not isinstance(layers[-1], ACTIVATIONS):
+                    raise ValueError(f"synth_placement 'pre-activation' reads a block before its last activation, "
+                                     f"but this interface block ends with {type(layers[-1]).__name__} (mlp blocks end "
+                                     f"with their activation; conv blocks with a pool): use 'post-activation'.")
+                below[-1] = Sequential(*layers[:-1])
+                above.insert(0, layers[-1])
+        return [Sequential(*g) for g in groups]
 
     @staticmethod
     def _check_interfaces(interfaces, num_blocks):
@@ -264,7 +324,8 @@ class DNITrainer(Trainer):
         rng = default_rng(self.seed)
         self.synthesizers = [
             build_synthesizer(self.synthesizer_kind, shape, self.num_classes if self.conditioned else None, rng,
-                              self.dtype, hidden=self.synth_hidden, conv_channels=self.synth_channels)
+                              self.dtype, hidden=self.synth_hidden, conv_channels=self.synth_channels,
+                              zero_init=self.synth_zero_init)
             for shape in interface_shapes
         ]
         self.synth_optimizers = [self.make_synth_optimizer(m.parameters()) for m in self.synthesizers]
@@ -323,7 +384,9 @@ class DNITrainer(Trainer):
         label = F.one_hot(y, self.num_classes, self.dtype) if self.conditioned else None
         self._synthetic = [None] * top
         self.synthesizer_losses = [None] * top
-        self._batch_size = int(x.shape[0])
+        # The factor between the synthesizers' units and dL/dh of the batch-mean loss (class docstring, Units):
+        # the batch size for per-example units, 1 for raw ones (koz4k's), which _gradient and the targets use.
+        self._batch_size = int(x.shape[0]) if self.synth_units == "per-example" else 1
         self._to_below = None
         loss, h = float("nan"), x
         for i in range(first, last + 1):
@@ -439,7 +502,14 @@ class DNITrainer(Trainer):
         if self.synthesizers[i] is None:
             self._to_below = target
             return
-        self.synthesizer_losses[i], d_prediction = F.mse_loss(self._synthetic[i], target)
+        loss, d_prediction = F.mse_loss(self._synthetic[i], target)
+        if self.synth_units == "raw":
+            # koz4k's loss: the squared error summed over an example's features, averaged over the batch
+            # (its gradient 2 (M - target) / B). Averaged over the features too, the raw targets' tiny
+            # gradients (~1e-8) would sit at Adam's eps and the synthesizer would barely learn.
+            features = int(np.prod(target.shape[1:]))
+            loss, d_prediction = loss * features, d_prediction * features
+        self.synthesizer_losses[i] = loss
         self.synthesizers[i].backward(d_prediction)
         self.synth_optimizers[i].step()
 

@@ -54,13 +54,15 @@ head, normalises lengths before every layer, and is initialised as the reference
 i.e. std 1/sqrt(out_features), biases 0). So the trainer **builds its own network** and makes it
 `self.model`: blocks [Flatten,] LengthNormalize -> Linear -> ReLU (or FullGradReLU), widths `ff_hidden`.
 The model it is handed is only read (input size, classes, dtype) and must be fully connected (`--model
-mlp`): any other model is refused with a ValueError rather than silently replaced by something else. This
+mlp`, which `tinydgl train --trainer ff` picks by default): any other model is refused with a ValueError
+rather than silently replaced by something else. This
 keeps everything that reads `trainer.model` true: the parameter count the command prints, checkpoints
 (`state_dict`: model + auxiliary modules "classifier" and "peer_norm" + both optimizers), and batch-norm
 recalibration, which has nothing to do (no batch norm: `recalibration_forward` is a no-op, and the loop
 skips it anyway). `predict`/`evaluate` are FF's own, above.
 
-Inputs. The reference feeds raw pixels in [0, 1]; the `tinydgl` command's loader gives (x/255 - mean)/std.
+Inputs. The reference feeds raw pixels in [0, 1] (the command's `--normalize none`, its default for ff and
+the `loewex-ff` recipe's); with `--normalize dataset` the loader gives (x/255 - mean)/std.
 The trainer takes the images as it is given them and undoes nothing. The label pixels hold the pixel values
 1, 0 and 1/10 *in the units of the input*: (value - input_mean) / input_std, with the loader's statistics
 of channel 0 (defaults 0 and 1: raw [0, 1] pixels, the reference's inputs, and then exactly 1, 0, 1/10).
@@ -72,15 +74,17 @@ passes the dataset's statistics (`cli.make_trainer`), so its labels are 1, 0, 1/
 
 Optimizer. The trainer calls `make_optimizer` twice, for the layers and for the classifier, and multiplies
 the classifier's learning rate and weight decay by `ff_classifier_lr_scale` and `ff_classifier_wd_scale`
-(both 10: the reference's 1e-2 vs 1e-3 and 3e-3 vs 3e-4). The reference recipe (SGD, momentum 0.9, lr 1e-3,
+(both 10: the reference's 1e-2 vs 1e-3 and 3e-3 vs 3e-4). The rate's scale is applied to the optimizer's
+`base_lr` too, which the loop's epoch schedule multiplies (until 2026-12-06 it was not, and the classifier
+trained at the layers' rate). The reference recipe (SGD, momentum 0.9, lr 1e-3,
 weight decay 3e-4, batch 100, 100 epochs, linear cool-down over the second half) is, from the command,
-`tinydgl train --trainer ff --model mlp --dataset mnist --optimizer sgd --momentum 0.9 --lr 1e-3
---weight-decay 3e-4 --batch-size 100 --epochs 100 --seed 42 --lr-schedule cooldown` (6 epochs of it on the
-bundled digits: linear 0.892, goodness 0.870), and from Python `fit(..., lr_schedule="cooldown")` with
-`make_optimizer = lambda params: SGD(params, lr=1e-3, momentum=0.9, weight_decay=3e-4)`.
-The command's default, Adam at lr 2e-3, is too fast for 1000-unit FF layers (their deeper
-layers' units die or dominate; 1 epoch on the bundled digits: linear 0.47, goodness 0.03); Adam at --lr 2e-4
-reaches 0.85 after 1 epoch, 0.89 after 3.
+`tinydgl train --recipe loewex-ff --dataset mnist --epochs 100 --seed 42` (`tinydgl.recipes`; the
+cool-down as loeweX computes it, `optim._cooldown`), and from Python `fit(..., lr_schedule="cooldown")` with
+`make_optimizer = lambda params: SGD(params, lr=1e-3, momentum=0.9, weight_decay=3e-4)`. It needs its many
+epochs: 3 epochs of it on the bundled digits (120 steps) gave 0.68-0.87. The command's general default,
+Adam at lr 2e-3, is too fast for 1000-unit FF layers (their deeper layers' units die or dominate; 1 epoch on
+the bundled digits: linear 0.47, goodness 0.03). So `--trainer ff` alone trains the reference's network on
+raw pixels, batch 100, with Adam at 2e-4 (`recipes.TRAINER_DEFAULTS`): 0.85 after 1 epoch, 0.889 after 3.
 
 Other differences from the reference, none of which changes the mathematics of a step: two optimizers
 instead of one with two parameter groups; the loader's last batch of an epoch is smaller (the reference
@@ -190,7 +194,10 @@ class FFTrainer(Trainer):
         self.running = RunningMeans(hidden, dtype)
         self.optimizer = make_optimizer(self.model.parameters())
         self.classifier_optimizer = make_optimizer(self.classifier.parameters())
+        # base_lr too: the loop's epoch schedule sets lr = base_lr * factor every epoch (a constant schedule
+        # included), so scaling lr alone would be undone at the first epoch (the classifier trained at 1e-3).
         self.classifier_optimizer.lr *= ff_classifier_lr_scale
+        self.classifier_optimizer.base_lr *= ff_classifier_lr_scale
         if getattr(self.classifier_optimizer, "weight_decay", None):
             self.classifier_optimizer.weight_decay *= ff_classifier_wd_scale
         self.negatives_rng = default_rng([seed, 5202])  # the wrong labels of the negative samples
