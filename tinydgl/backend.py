@@ -51,7 +51,7 @@ class BackendUnavailableError(ImportError):
     visible. An ImportError, so code that already catches a missing library catches this too."""
 
 
-def _gpu_count(cupy) -> int:
+def gpu_count(cupy) -> int:
     """How many CUDA devices CuPy sees; BackendUnavailableError (not a CUDA traceback) when it sees none."""
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -82,7 +82,7 @@ def _import_namespace(name: str):
                 "(CuPy 14 for CUDA 12; with a CUDA 13 driver: pip install 'cupy-cuda13x[ctk]>=14'), then check "
                 "that `nvidia-smi` shows a GPU."
             ) from err
-        _gpu_count(cupy)
+        gpu_count(cupy)
         return cupy
     if name == "array_api_strict":
         try:
@@ -99,7 +99,7 @@ def _make_backend(name: str, device=None) -> Backend:
     xp = _import_namespace(name)
     if name == "cupy" and device is not None:
         if not hasattr(device, "use"):
-            count = _gpu_count(xp)
+            count = gpu_count(xp)
             if not 0 <= int(device) < count:
                 raise ValueError(f"GPU {device} does not exist: CUDA sees {count} GPU(s), numbered 0 to {count - 1} "
                                  "(CUDA_VISIBLE_DEVICES renumbers them from 0).")

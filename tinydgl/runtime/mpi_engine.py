@@ -127,7 +127,7 @@ def choose_rank_gpu(comm=None):
     """
     from mpi4py import MPI
 
-    from ..backend import _gpu_count, set_backend
+    from ..backend import gpu_count, set_backend
 
     comm = _world(comm)
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
@@ -137,7 +137,7 @@ def choose_rank_gpu(comm=None):
         node.Free()
     import cupy
 
-    count = _gpu_count(cupy)
+    count = gpu_count(cupy)
     gpu = local_rank % count
     set_backend("cupy", gpu)
     mine = f"rank {comm.Get_rank()} -> {MPI.Get_processor_name()} GPU {gpu}"

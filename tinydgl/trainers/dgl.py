@@ -12,7 +12,7 @@ from .heads import aux_head
 from .local import LocalTrainer, modules_from_groups, split_blocks
 
 
-def _head_factory(model, aux, seed):
+def head_factory(model, aux, seed):
     def make_head(j, shape, block):
         dtype = model.parameters()[0].data.dtype
         return aux_head(aux, shape, model.num_classes, seed=seed + 1000 + j, dtype=dtype)
@@ -28,7 +28,7 @@ class DGLTrainer(LocalTrainer):
     def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, label_smoothing=0.0, seed=0):
         super().__init__(model)
         self.groups = split_blocks(len(model.layers) - 1, modules, boundaries)
-        self.modules = modules_from_groups(model, self.groups, _head_factory(model, aux, seed), make_optimizer, label_smoothing)
+        self.modules = modules_from_groups(model, self.groups, head_factory(model, aux, seed), make_optimizer, label_smoothing)
 
 
 class GreedyTrainer(DGLTrainer):

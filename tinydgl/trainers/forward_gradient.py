@@ -41,7 +41,7 @@ import math
 
 from .. import functional as F
 from ..backend import array_namespace, asarray, default_rng
-from .dgl import _head_factory
+from .dgl import head_factory
 from .local import (
     LocalModule,
     LocalTrainer,
@@ -200,11 +200,11 @@ class ForwardGradientTrainer(LocalTrainer):
         else:
             groups = split_blocks(num_hidden, modules, boundaries)
         # DGL's bodies and heads (no optimizers yet: the modules below make their own)
-        plain = modules_from_groups(model, groups, _head_factory(model, aux, seed), lambda params: None)
+        plain = modules_from_groups(model, groups, head_factory(model, aux, seed), lambda params: None)
         self.fg_guess = fg_guess
         guess_heads = None
         if fg_guess == "local":  # one auxiliary head per hidden block, as DGL's
-            make_head, shapes = _head_factory(model, aux, seed), block_output_shapes(model)
+            make_head, shapes = head_factory(model, aux, seed), block_output_shapes(model)
             guess_heads = [make_head(j, shapes[j], model.layers[j]) for j in range(num_hidden)]
         self.direction_rng = default_rng(seed + 2000)  # the directions' own generator, apart from the weights'
         self.modules = [ForwardGradientModule(m.body, m.head, make_optimizer, fg_mode, self.fg_directions,
