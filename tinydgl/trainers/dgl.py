@@ -13,6 +13,8 @@ from .local import LocalTrainer, modules_from_groups, split_blocks
 
 
 def head_factory(model, aux, seed):
+    """make_head(j, shape, block) for `modules_from_groups`: module j's auxiliary head of kind `aux` (on a
+    block output of `shape`), seeded from `seed` + 1000 + j in the model's dtype. Used by dgl and fg."""
     def make_head(j, shape, block):
         dtype = model.parameters()[0].data.dtype
         return aux_head(aux, shape, model.num_classes, seed=seed + 1000 + j, dtype=dtype)
