@@ -145,7 +145,7 @@ def test_unknown_name_lists_the_valid_ones(args, message, capsys, tmp_path):
 
 
 UNKNOWN_METHOD_CASES = [  # the trainer's registry: exit 1, listing the valid names
-    (["--trainer", "dgl", "--aux", "resnet"], "--trainer dgl: Unknown auxiliary head 'resnet'; choose one of: mlp-sr, mlp, cnn, linear."),
+    (["--trainer", "dgl", "--aux", "resnet"], "--trainer dgl: Unknown auxiliary head 'resnet'; choose one of: mlp-sr, mlp, cnn, linear, pred, sim, predsim."),
     (["--trainer", "lls", "--waveform", "triangle"], "--trainer lls: Unknown waveform 'triangle'; choose one of: sin, square, cosine, random."),
     (["--trainer", "dni", "--synthesizer", "rnn"], "--trainer dni: Unknown synthesizer 'rnn'; choose one of: auto, linear, mlp, conv."),
     (["--trainer", "async-dgl", "--schedule", "fifo"], "--trainer async-dgl: Unknown schedule 'fifo'; choose one of: random, round-robin."),

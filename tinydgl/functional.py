@@ -41,5 +41,6 @@ from .ops.pool import (
     maxpool2d_forward,
 )
 from .ops.shape import flatten_backward, flatten_forward
+from .ops.similarity import similarity_matching_loss, similarity_matrix_backward, similarity_matrix_forward
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -7,6 +7,7 @@ from .dni import CDNITrainer, DNITrainer
 from .feedback_alignment import DFATrainer, DRTPTrainer, FATrainer, ShallowTrainer, SignDFATrainer
 from .forward_forward import FFTrainer
 from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer, LocalLossesTrainer
+from .pepita import PEPITATrainer
 
 TRAINERS = {
     "bp": BackpropTrainer,
@@ -25,6 +26,7 @@ TRAINERS = {
     "drtp": DRTPTrainer,
     "shallow": ShallowTrainer,
     "ff": FFTrainer,
+    "pepita": PEPITATrainer,
 }
 
 
@@ -36,5 +38,5 @@ def build_trainer(name, model, make_optimizer, **options):
 
 
 __all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
-           "FATrainer", "FFTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
+           "FATrainer", "FFTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "PEPITATrainer", "ShallowTrainer", "SignDFATrainer",
            "Trainer", "TRAINERS", "build_trainer"]

@@ -54,6 +54,7 @@ import numpy as np
 from ..backend import asarray, default_rng, to_numpy
 from .buffers import ReplayBuffer, ReplayEntry, build_codec
 from .dgl import DGLTrainer
+from .heads import PREDSIM_BETA
 from .local import block_output_shapes
 
 SCHEDULES = ("random", "round-robin")
@@ -76,8 +77,9 @@ class AsyncDGLTrainer(DGLTrainer):
 
     def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, buffer_size=4,
                  schedule="random", slow_module=None, slowdown=1.0, warmup=True, reuse_cap=None, buffer_codec=None,
-                 codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0):
-        super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed)
+                 codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0,
+                 predsim_beta=PREDSIM_BETA):
+        super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed, predsim_beta)
         if schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
         n = len(self.modules)

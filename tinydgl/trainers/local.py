@@ -38,7 +38,10 @@ class LocalModule:
         return self.body.forward(x)
 
     def local_loss(self, out, y):
-        """Cross-entropy of the local head's logits; returns (loss, gradient with respect to `out`)."""
+        """Cross-entropy of the local head's logits; returns (loss, gradient with respect to `out`).
+        A head with a loss of its own (`heads.LocalLossHead`: pred, sim, predsim) computes both itself."""
+        if hasattr(self.head, "local_loss"):
+            return self.head.local_loss(out, y, self.label_smoothing)
         logits = out if self.head is None else self.head.forward(out)
         loss, dlogits = F.softmax_cross_entropy(logits, y, self.label_smoothing)
         return loss, (dlogits if self.head is None else self.head.backward(dlogits))
