@@ -187,7 +187,7 @@ def test_a_misspelt_compare_option(capsys, tmp_path):
     ("bp,magic", "argument --trainers: unknown trainer(s) 'magic'; choose from: bp, dni"),
     ("bp,bp", "argument --trainers: bp listed twice in 'bp,bp'; name each trainer once"),
     ("bp,dlg", "argument --trainers: unknown trainer(s) 'dlg'; choose from: bp, dni, cdni, greedy, dgl,"),
-    ("bp,dlg", ", ff; did you mean dgl?"),
+    ("bp,dlg", ", ff, pepita; did you mean dgl?"),
 ])
 def test_compare_refuses_a_bad_trainer_list(trainers, message, capsys, tmp_path):
     expect(*run(capsys, tmp_path, "--trainers", trainers, *SMALL, command="compare"), 2, message)

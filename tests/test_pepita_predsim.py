@@ -173,3 +173,13 @@ def test_pepita_resumes_bit_identically_with_its_projection(digits, tmp_path):
     assert_same_trainer_state(straight, resumed)
     assert [h["test_accuracy"] for h in got] == [h["test_accuracy"] for h in expected]
     assert resumed.optimizer.lr == pytest.approx(0.0005)  # epoch 2 of 2 is past 60% and 90%: x0.01
+
+
+def test_pepita_macs_count_the_second_pass_and_the_projection_as_signal():
+    from tinydgl.train.compute import step_macs
+
+    model = build_model("mlp", 1, 4, 3, hidden=(5,), batchnorm=False, seed=0, dtype="float64")
+    macs = step_macs(PEPITATrainer(model, lambda p: SGD(p, lr=0.1)), np.ones((2, 1, 4, 4)), np.array([0, 1]))
+    forward = 16 * 5 + 5 * 3
+    assert macs["forward"] == forward and macs["weight_gradients"] == forward
+    assert macs["signal"] == forward + 3 * 16  # the modulated pass, and F e (classes x input size)

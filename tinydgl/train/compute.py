@@ -6,7 +6,8 @@ of what actually runs.
 - forward: the model's own layers' forward passes (what inference costs, once per sample fed);
 - weight_gradients: the model's own layers' weight gradients (x^T dout, the same size as their forward);
 - signal: everything else the method computes to get those gradients: input gradients passed down (backprop,
-  FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI).
+  FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI),
+  PEPITA's second (modulated) forward pass and its error projection (a trainer with `forward_passes = 2`).
 
 Counted: every Linear and Conv2d (forward: N*D*M and N*F*H_out*W_out*(C/groups)*k*k; the weight and the input
 gradient each cost as much as the forward), FixedLinear / PooledLinear projections and DFA's `project`.
@@ -47,7 +48,7 @@ class MacCounter:
             self.counts["signal"] += macs
 
     def __enter__(self):
-        from ..trainers import feedback_alignment
+        from ..trainers import feedback_alignment, pepita
 
         counter = self
         self._saved = []
@@ -110,6 +111,7 @@ class MacCounter:
             patch(cls, "forward", fixed_forward)
             patch(cls, "backward", fixed_backward)
         patch(feedback_alignment, "project", projection)
+        patch(pepita, "project", projection)
         return self
 
     def __exit__(self, *exc):
@@ -131,6 +133,11 @@ def step_macs(trainer, x, y):
     twin.model.train()
     with MacCounter(twin.model) as counter:
         twin.train_step(x, y)
+    passes = getattr(trainer, "forward_passes", 1)
+    if passes > 1:  # only the first pass is what inference costs; the others are spent on the learning signal
+        extra = counter.counts["forward"] * (passes - 1) // passes
+        counter.counts["forward"] -= extra
+        counter.counts["signal"] += extra
     n = int(y.shape[0])
     per_sample = {k: v / n for k, v in counter.counts.items()}
     per_sample["total"] = sum(per_sample.values())
