@@ -183,3 +183,10 @@ def test_pepita_macs_count_the_second_pass_and_the_projection_as_signal():
     forward = 16 * 5 + 5 * 3
     assert macs["forward"] == forward and macs["weight_gradients"] == forward
     assert macs["signal"] == forward + 3 * 16  # the modulated pass, and F e (classes x input size)
+
+
+def test_the_steps_schedule_is_pepitas_decay_at_epochs_60_and_90_of_100():
+    from tinydgl.optim import LR_SCHEDULES
+
+    steps = LR_SCHEDULES["steps"]
+    assert [steps(e, 100) for e in (1, 60, 61, 90, 91, 100)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
