@@ -96,6 +96,8 @@ class PEPITATrainer(Trainer):
         for block in blocks:
             h = block.forward(h)
             modulated.append(h)
+        # Where each block's gradient comes from: hidden blocks, the change the modulation made to their output;
+        # the last block, the modulated pass's error. Each times the block's modulated input (Linear's backward).
         for block, linear, h_clean, h_mod in zip(blocks[:-1], self.linears, clean, modulated):
             linear.backward((h_clean - h_mod) / n, need_input_grad=False)  # dW = x_mod^T (h - h_mod) / N
             block.forget()  # the activation's cache: PEPITA uses no derivative of it
