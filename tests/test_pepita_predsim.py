@@ -190,3 +190,20 @@ def test_the_steps_schedule_is_pepitas_decay_at_epochs_60_and_90_of_100():
 
     steps = LR_SCHEDULES["steps"]
     assert [steps(e, 100) for e in (1, 60, 61, 90, 91, 100)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_dgl_with_predsim_heads_resumes_bit_identically(digits, tmp_path):
+    """The heads' pred and sim parts are checkpointed as auxiliary modules and come back in place."""
+    train = DataLoader(digits.x_train[:256], digits.y_train[:256], 64, seed=3, dtype="float64")
+    test = DataLoader(digits.x_test[:100], digits.y_test[:100], 100, shuffle=False, dtype="float64")
+
+    def predsim():
+        model = build_model("mlp", 1, 28, 10, hidden=(12, 10), seed=0, dtype="float64")
+        return build_trainer("dgl", model, lambda p: build_optimizer("adam", p, lr=1e-3), aux="predsim", seed=0)
+
+    straight = predsim()
+    fit(straight, train, test, 2, checkpoint_dir=str(tmp_path), **QUIET)
+    assert set(straight.state_dict()["aux"]["head0"]) == {"0.0.weight", "0.0.bias", "1.0.weight"}
+    resumed = predsim()
+    fit(resumed, train, test, 2, checkpoint_dir=str(tmp_path), resume="previous", **QUIET)
+    assert_same_trainer_state(straight, resumed)
