@@ -687,7 +687,9 @@ def write_report(args, run, gpu, extra):
 STEP_CASES = ([(trainer, model) for model in ("cnn", "smallconv") for trainer in
                ("bp", "dni", "cdni", "greedy", "dgl", "async-dgl", "lls", "lls-m", "lls-mxm", "local-losses", "fa",
                 "dfa", "sdfa", "drtp", "shallow", "fg")]
-              + [("ff", "mlp"), ("bp", "vgg8"), ("bp", "mobilenet_v1")])
+              + [("ff", "mlp"), ("pepita", "mlp"), ("bp", "vgg8"), ("bp", "mobilenet_v1")])
+# pepita follows the official fully connected code: Linear -> activation blocks, without batch norm
+STEP_MODEL_OPTIONS = {"pepita": {"batchnorm": False}}
 
 
 def run_steps_child(args):
@@ -712,7 +714,7 @@ def run_steps_child(args):
         t0 = time.perf_counter()
         case = {"trainer": trainer_name, "model": model_name}
         try:
-            model = build_model(model_name, channels, size, 10, seed=0)
+            model = build_model(model_name, channels, size, 10, seed=0, **STEP_MODEL_OPTIONS.get(trainer_name, {}))
             trainer = build_trainer(trainer_name, model, lambda p: Adam(p, lr=LR))
             x = rng.standard_normal((args.step_batch, channels, size, size)).astype(np.float32)
             y = rng.integers(0, 10, args.step_batch)

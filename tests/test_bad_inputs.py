@@ -145,7 +145,7 @@ def test_unknown_name_lists_the_valid_ones(args, message, capsys, tmp_path):
 
 
 UNKNOWN_METHOD_CASES = [  # the trainer's registry: exit 1, listing the valid names
-    (["--trainer", "dgl", "--aux", "resnet"], "--trainer dgl: Unknown auxiliary head 'resnet'; choose one of: mlp-sr, mlp, cnn, linear."),
+    (["--trainer", "dgl", "--aux", "resnet"], "--trainer dgl: Unknown auxiliary head 'resnet'; choose one of: mlp-sr, mlp, cnn, linear, pred, sim, predsim."),
     (["--trainer", "lls", "--waveform", "triangle"], "--trainer lls: Unknown waveform 'triangle'; choose one of: sin, square, cosine, random."),
     (["--trainer", "dni", "--synthesizer", "rnn"], "--trainer dni: Unknown synthesizer 'rnn'; choose one of: auto, linear, mlp, conv, mlp1."),
     (["--trainer", "async-dgl", "--schedule", "fifo"], "--trainer async-dgl: Unknown schedule 'fifo'; choose one of: random, round-robin."),
@@ -187,7 +187,7 @@ def test_a_misspelt_compare_option(capsys, tmp_path):
     ("bp,magic", "argument --trainers: unknown trainer(s) 'magic'; choose from: bp, dni"),
     ("bp,bp", "argument --trainers: bp listed twice in 'bp,bp'; name each trainer once"),
     ("bp,dlg", "argument --trainers: unknown trainer(s) 'dlg'; choose from: bp, dni, cdni, greedy, dgl,"),
-    ("bp,dlg", ", fg; did you mean dgl?"),
+    ("bp,dlg", ", fg, pepita; did you mean dgl?"),
 ])
 def test_compare_refuses_a_bad_trainer_list(trainers, message, capsys, tmp_path):
     expect(*run(capsys, tmp_path, "--trainers", trainers, *SMALL, command="compare"), 2, message)

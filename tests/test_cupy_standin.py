@@ -23,7 +23,9 @@ from tinydgl.optim import Adam
 from tinydgl.trainers import TRAINERS, build_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-CONV_ONLY = {"ff": ["mlp"]}  # ff trains a fully connected network of its own: it takes --model mlp only
+CONV_ONLY = {"ff": ["mlp"], "pepita": ["mlp"]}  # ff trains a fully connected network of its own: it takes --model mlp only
+# pepita follows the official fully connected code: Linear -> activation blocks, no batch norm
+MODEL_OPTIONS = {"pepita": {"batchnorm": False}}
 
 
 @pytest.fixture
@@ -167,7 +169,7 @@ def _step_and_predict(name, model_name, size, n, dtype):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, 1, size, size)).astype(dtype)
     y = np.arange(n) % 10
-    model = build_model(model_name, 1, size, 10, seed=0, dtype=dtype)
+    model = build_model(model_name, 1, size, 10, seed=0, dtype=dtype, **MODEL_OPTIONS.get(name, {}))
     trainer = build_trainer(name, model, lambda p: Adam(p, lr=1e-3))
     loss = trainer.train_step(asarray(x), asarray(y))
     return loss, trainer.predict(asarray(x)), model
@@ -226,6 +228,8 @@ SYNCS_PER_STEP = {
     # fg at its defaults (weight perturbation, the global loss): the network's loss; the slopes along the K
     # directions stay on the device (with --fg-loss local it is one loss per module, as dgl)
     "fg": 1,
+    # the loss of the first (clean) pass; the second, modulated pass reports none (on mlp without batch norm)
+    "pepita": 1,
     # one per module update: a call runs as many as the schedule puts before module 1's next turn
     "async-dgl": "one per module update",
 }
@@ -234,11 +238,11 @@ SYNCS_PER_STEP = {
 @pytest.mark.parametrize("name", list(TRAINERS))
 def test_host_syncs_per_step(name):
     assert set(SYNCS_PER_STEP) == set(TRAINERS), "every trainer has a stated budget"
-    model_name = "mlp" if name == "ff" else "smallconv"
+    model_name = "mlp" if name in ("ff", "pepita") else "smallconv"
     with standin_cupy():
         tinydgl.set_backend("cupy")
         rng = np.random.default_rng(0)
-        model = build_model(model_name, 1, 12, 10, seed=0, dtype="float32")
+        model = build_model(model_name, 1, 12, 10, seed=0, dtype="float32", **MODEL_OPTIONS.get(name, {}))
         trainer = build_trainer(name, model, lambda p: Adam(p, lr=1e-3))
         x = asarray(rng.standard_normal((8, 1, 12, 12)).astype(np.float32))
         y = asarray(np.arange(8) % 10)

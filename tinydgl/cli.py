@@ -27,6 +27,8 @@ from .models import MODELS, build_model
 from .optim import OPTIMIZERS, build_optimizer
 from .recipes import RECIPES, TRAINER_DEFAULTS, describe, recipe_defaults
 from .trainers import TRAINERS, build_trainer
+from .trainers.heads import PREDSIM_BETA
+from .trainers.pepita import F_SCALE as PEPITA_F_SCALE
 from .cli_checks import (DATA_PARALLEL, METHOD_OPTIONS, CommandError, check_compare_options, check_output_paths,
                          check_parallel_options, choice, fraction, int_list, keyword_options, non_negative_float,
                          non_negative_int, parallel_trainers, positive_float, positive_int, positive_int_list,
@@ -73,10 +75,11 @@ def add_training_arguments(parser):
     parser.add_argument("--momentum", type=non_negative_float, default=None,
                         help="sgd: momentum (default 0; Forward-Forward's reference recipe uses 0.9); nag: Nesterov "
                              "momentum (default 0.9, the DRTP reference code's)")
-    parser.add_argument("--lr-schedule", type=choice("lr schedule", ["constant", "cooldown"]), default="constant",
-                        help="per-epoch learning rate: constant (default) or cooldown (Forward-Forward's reference "
+    parser.add_argument("--lr-schedule", type=choice("lr schedule", ["constant", "cooldown", "steps"]), default="constant",
+                        help="per-epoch learning rate: constant (default), cooldown (Forward-Forward's reference "
                              "schedule as loeweX's src/utils.py computes it, 0-based epoch e: 1 while e <= E // 2, "
-                             "then 2 (1 + E - e) / E; E = 5: 1, 1, 1, 1.2, 0.8); in-process runs")
+                             "then 2 (1 + E - e) / E; E = 5: 1, 1, 1, 1.2, 0.8) or steps (x0.1 after 60%% and again "
+                             "after 90%% of the epochs: PEPITA's reference schedule); in-process runs")
     parser.add_argument("--weight-decay", type=non_negative_float, default=0.0,
                         help="weight decay of every optimizer (default %(default)s): adamw decays the weights "
                              "directly (decoupled), the others add weight_decay * w to the gradient")
@@ -106,8 +109,15 @@ def add_training_arguments(parser):
                              "norm (cnn) skip it"),
     group = parser.add_argument_group("method options (each applies to the trainers that have it)")
     group.add_argument("--label-smoothing", type=fraction, default=None, help="label smoothing of every cross-entropy loss")
-    group.add_argument("--aux", default=None, help="DGL/greedy auxiliary head: mlp-sr, mlp (default), cnn, linear "
-                                                    "(fg --fg-loss local: linear by default)")
+    group.add_argument("--aux", default=None,
+                       help="DGL/greedy/async DGL auxiliary head: a classifier, mlp-sr, mlp (default), cnn, linear; or "
+                            "Nøkland & Eidnes' local losses: pred, sim, predsim (fg --fg-loss local: linear by default)")
+    group.add_argument("--pepita-f-scale", type=positive_float, default=None,
+                       help="pepita: scale of the fixed error projection F, U[-sqrt(6/D), sqrt(6/D)] times it (default "
+                            f"{PEPITA_F_SCALE}, the official code's)")
+    group.add_argument("--predsim-beta", type=fraction, default=None,
+                       help=f"--aux predsim: weight beta of the similarity loss, loss = (1 - beta) * pred + beta * sim "
+                            f"(default {PREDSIM_BETA}, the reference code's)")
     group.add_argument("--modules", type=positive_int, default=None, help="DGL/greedy: cut the hidden blocks into K modules")
     group.add_argument("--boundaries", type=int_list, default=None, help="DGL/greedy: block indices where modules start, e.g. 2,4")
     group.add_argument("--epochs-per-module", type=positive_int, default=None, help="greedy: epochs spent on each module")

@@ -115,7 +115,7 @@ METHOD_OPTIONS = {
     "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
     "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
     "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init", "loss": "loss",
-    "basis_size": "basis_size",
+    "basis_size": "basis_size", "predsim_beta": "predsim_beta", "pepita_f_scale": "pepita_f_scale",
     "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
     "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
     "fg_mode": "fg_mode", "fg_loss": "fg_loss", "fg_directions": "fg_directions", "fg_guess": "fg_guess",

@@ -342,7 +342,13 @@ def _cooldown(epoch, epochs):
     return 1.0 if e0 <= epochs // 2 else 2.0 * (1 + epochs - e0) / epochs
 
 
-LR_SCHEDULES = {"constant": lambda epoch, epochs: 1.0, "cooldown": _cooldown}
+def _steps(epoch, epochs):
+    """x0.1 after 60% of the epochs and x0.01 after 90%: PEPITA's reference schedule (GiorgiaD/PEPITA: eta
+    x0.1 at epochs 60 and 90 of 100, i.e. from 1-based epoch 61 and 91)."""
+    return 0.1 ** ((epoch > 0.6 * epochs) + (epoch > 0.9 * epochs))
+
+
+LR_SCHEDULES = {"constant": lambda epoch, epochs: 1.0, "cooldown": _cooldown, "steps": _steps}
 
 
 def scheduled_lr(optimizers, schedule, epoch, epochs):

@@ -8,7 +8,8 @@ of what actually runs.
 - signal: everything else the method computes to get those gradients: input gradients passed down (backprop,
   FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI),
   forward-mode tangents (forward gradient: per Linear or Conv2d, one forward-sized product for a moving input
-  and one for a moving weight, per direction).
+  and one for a moving weight, per direction), PEPITA's second (modulated) forward pass and its error
+  projection (a trainer with `forward_passes = 2`).
 
 Counted: every Linear and Conv2d (forward: N*D*M and N*F*H_out*W_out*(C/groups)*k*k; the weight and the input
 gradient each cost as much as the forward), FixedLinear / PooledLinear projections and DFA's `project`.
@@ -48,7 +49,7 @@ class MacCounter:
             self.counts["signal"] += macs
 
     def __enter__(self):
-        from ..trainers import feedback_alignment
+        from ..trainers import feedback_alignment, pepita
 
         counter = self
         self._saved = []
@@ -120,6 +121,7 @@ class MacCounter:
             patch(cls, "forward", fixed_forward)
             patch(cls, "backward", fixed_backward)
         patch(feedback_alignment, "project", projection)
+        patch(pepita, "project", projection)
         return self
 
     def __exit__(self, *exc):
@@ -141,6 +143,11 @@ def step_macs(trainer, x, y):
     twin.model.train()
     with MacCounter(twin.model) as counter:
         twin.train_step(x, y)
+    passes = getattr(trainer, "forward_passes", 1)
+    if passes > 1:  # only the first pass is what inference costs; the others are spent on the learning signal
+        extra = counter.counts["forward"] * (passes - 1) // passes
+        counter.counts["forward"] -= extra
+        counter.counts["signal"] += extra
     n = int(y.shape[0])
     per_sample = {k: v / n for k, v in counter.counts.items()}
     per_sample["total"] = sum(per_sample.values())

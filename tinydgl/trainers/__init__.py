@@ -8,6 +8,7 @@ from .feedback_alignment import DFATrainer, DRTPTrainer, FATrainer, ShallowTrain
 from .forward_forward import FFTrainer
 from .forward_gradient import ForwardGradientTrainer
 from .lls import LLSMTrainer, LLSMxMTrainer, LLSTrainer, LocalLossesTrainer
+from .pepita import PEPITATrainer
 
 TRAINERS = {
     "bp": BackpropTrainer,
@@ -27,6 +28,7 @@ TRAINERS = {
     "shallow": ShallowTrainer,
     "ff": FFTrainer,
     "fg": ForwardGradientTrainer,
+    "pepita": PEPITATrainer,
 }
 
 
@@ -38,5 +40,6 @@ def build_trainer(name, model, make_optimizer, **options):
 
 
 __all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
-           "FATrainer", "FFTrainer", "ForwardGradientTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer", "LLSTrainer", "LocalLossesTrainer", "ShallowTrainer", "SignDFATrainer",
+           "FATrainer", "FFTrainer", "ForwardGradientTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer",
+           "LLSTrainer", "LocalLossesTrainer", "PEPITATrainer", "ShallowTrainer", "SignDFATrainer",
            "Trainer", "TRAINERS", "build_trainer"]

@@ -62,6 +62,7 @@ import numpy as np
 from ..backend import asarray, default_rng, to_numpy
 from .buffers import ReplayBuffer, ReplayEntry, build_codec
 from .dgl import DGLTrainer
+from .heads import PREDSIM_BETA
 from .local import block_output_shapes
 
 SCHEDULES = ("random", "round-robin")
@@ -87,8 +88,8 @@ class AsyncDGLTrainer(DGLTrainer):
     def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, buffer_size=4,
                  schedule="random", slow_module=None, slowdown=1.0, warmup=True, reuse_cap=None, buffer_codec=None,
                  codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0,
-                 module_epoch="first"):
-        super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed)
+                 module_epoch="first", predsim_beta=PREDSIM_BETA):
+        super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed, predsim_beta)
         if module_epoch not in MODULE_EPOCHS:
             raise ValueError(f"Unknown module_epoch {module_epoch!r}; choose one of: {', '.join(MODULE_EPOCHS)}.")
         self.module_epoch = module_epoch

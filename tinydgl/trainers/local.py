@@ -39,7 +39,10 @@ class LocalModule:
         return self.body.forward(x)
 
     def local_loss(self, out, y):
-        """Cross-entropy of the local head's logits; returns (loss, gradient with respect to `out`)."""
+        """Cross-entropy of the local head's logits; returns (loss, gradient with respect to `out`).
+        A head with a loss of its own (`heads.LocalLossHead`: pred, sim, predsim) computes both itself."""
+        if hasattr(self.head, "local_loss"):
+            return self.head.local_loss(out, y, self.label_smoothing)
         if self.head is None:
             return F.softmax_cross_entropy(out, y, self.label_smoothing)
         # the head's layers, or on a GPU the same loss fused into one kernel (tinydgl.kernels)

@@ -1,0 +1,117 @@
+"""PEPITA: learning with two forward passes and no backward pass (Dellaferrera & Kreiman, "Error-driven
+input modulation: solving the credit assignment problem without a backward pass", ICML 2022; official code
+GiorgiaD/PEPITA, fully connected setting: `Tutorial_PEPITA_FullyConnectedNets_CIFAR-10.ipynb` and the NumPy
+`functions.py`, learn_type "ERIN").
+
+Where does each block's gradient come from? **From the difference between its two forward passes.**
+
+    pass 1   h_l = f_l(h_{l-1}),  h_0 = x              e = softmax(h_L) - onehot(y)
+    pass 2   the input modulated by the error through a fixed random F:  x_mod = x + F e
+             h_l^mod = f_l(h_{l-1}^mod),  h_0^mod = x_mod         e_mod = softmax(h_L^mod) - onehot(y)
+    hidden block l   dW_l = (h_l - h_l^mod) (outer) h_{l-1}^mod / N      its own activations, no derivative
+    last block       dW_L = e_mod (outer) h_{L-1}^mod / N
+
+(gradients, so the optimizer steps W -= lr dW; the official code writes delta_w = -dW and W += eta delta_w).
+Each dW is an outer product of an output signal with the layer's modulated input: exactly what a Linear
+layer's own backward computes for that output gradient, so each block hands its signal to its Linear layer
+(kept from pass 2) and no layer's math is written here. No gradient crosses a block boundary.
+
+Choices, following the official fully connected code:
+- F: (input_dim, classes), U[-sqrt(6 / input_dim), sqrt(6 / input_dim)] * 0.05 (`--pepita-f-scale`), drawn
+  once from the run's seed; the input is modulated by adding F e (the paper's sign; F is symmetric anyway).
+- Optimizer: the official SGD with momentum 0.9, lr 0.01, batch 64 (`--optimizer sgd --momentum 0.9 --lr 0.01
+  --batch-size 64`); its schedule, x0.1 at epochs 60 and 90 of 100, is `--lr-schedule steps` (x0.1 after 60%
+  and after 90% of the epochs). The official momentum keeps the rate inside the velocity (v = 0.9 v + eta dW),
+  ours outside (PyTorch's), which differs only for the steps right after a decay.
+- Networks: `--model mlp --no-batchnorm` (Linear -> ReLU blocks; the official network is one 1024-unit
+  hidden layer, `--hidden 1024`). Not followed: the official layers have no bias (ours do and learn the bias
+  by the same rule, the outer product with a constant input 1), its weights start He-uniform (ours at the
+  library's PyTorch-style init) and it drops 10% of hidden units with one mask shared by both passes (we
+  use no dropout). Batch norm, convolutions and dropout are refused: the official conv version
+  (`main_pytorch.py`) is not implemented here.
+"""
+import numpy as np
+
+from .. import functional as F
+from ..backend import asarray, default_rng, to_numpy
+from ..nn import Flatten, LeakyReLU, Linear, ReLU, Tanh
+from .base import Trainer
+from .feedback_alignment import feedback_matrix, project
+
+F_SCALE = 0.05  # the official code's scale of the error projection F (its --Bstd)
+_ELEMENTWISE = (ReLU, Tanh, LeakyReLU)
+
+
+def block_linear(block, last):
+    """The one Linear layer of a PEPITA block: [Flatten] Linear [activation] (the last block: no activation).
+    Any other layer is refused, with what to use instead."""
+    linears = [layer for layer in block.layers if isinstance(layer, Linear)]
+    allowed = (Flatten, Linear) if last else (Flatten, Linear, *_ELEMENTWISE)
+    other = [type(layer).__name__ for layer in block.layers if not isinstance(layer, allowed)]
+    if len(linears) != 1 or other:
+        found = " -> ".join(type(layer).__name__ for layer in block.layers)
+        raise ValueError(f"pepita trains fully connected blocks of Linear -> activation (the official fully connected "
+                         f"code, without batch norm or dropout), and the output block is one Linear; this model has a "
+                         f"block {found}. Use --model mlp --no-batchnorm.")
+    return linears[0]
+
+
+class PEPITATrainer(Trainer):
+    """PEPITA on a fully connected network (module docstring). f_scale: the scale of F (0.05)."""
+
+    name = "pepita"
+    forward_passes = 2  # the second, modulated pass is what the learning signal costs (train/compute.py)
+
+    def __init__(self, model, make_optimizer, pepita_f_scale=F_SCALE, seed=0):
+        super().__init__(model)
+        blocks = model.layers
+        self.linears = [block_linear(block, j == len(blocks) - 1) for j, block in enumerate(blocks)]
+        if pepita_f_scale <= 0:
+            raise ValueError(f"the scale of F must be positive, got {pepita_f_scale}.")
+        self.f_scale = pepita_f_scale
+        self.optimizer = make_optimizer(model.parameters())
+        input_dim = int(np.prod(model.input_shape))
+        dtype = model.parameters()[0].data.dtype
+        # Stored as (classes, *input shape) so that project(e, F) is F e for each example, in the input's shape.
+        projection = feedback_matrix((model.num_classes, *model.input_shape), input_dim, default_rng([seed, 5005]),
+                                     "kaiming", dtype)
+        self.projection = projection * pepita_f_scale
+
+    def optimizers(self):
+        return [self.optimizer]
+
+    def train_step(self, x, y):
+        blocks = self.model.layers
+        n = x.shape[0]
+        # Pass 1, the clean input: only the activations are kept, nothing for a backward pass.
+        clean, h = [], x
+        for block in blocks:
+            h = block.forward(h)
+            block.forget()
+            clean.append(h)
+        loss, dlogits = F.softmax_cross_entropy(clean[-1], y)
+        error = dlogits * n  # e = softmax(h_L) - onehot(y), per example
+        # Pass 2, the input modulated by the error: every Linear keeps its (modulated) input.
+        modulated, h = [], x + project(error, self.projection)
+        for block in blocks:
+            h = block.forward(h)
+            modulated.append(h)
+        # Where each block's gradient comes from: hidden blocks, the change the modulation made to their output;
+        # the last block, the modulated pass's error. Each times the block's modulated input (Linear's backward).
+        for block, linear, h_clean, h_mod in zip(blocks[:-1], self.linears, clean, modulated):
+            linear.backward((h_clean - h_mod) / n, need_input_grad=False)  # dW = x_mod^T (h - h_mod) / N
+            block.forget()  # the activation's cache: PEPITA uses no derivative of it
+        error_mod = F.softmax(modulated[-1]) - F.one_hot(y, error.shape[1], error.dtype)  # no loss: no host sync
+        blocks[-1].backward(error_mod / n, need_input_grad=False)  # dW = h_mod^T e_mod / N
+        self.optimizer.step()
+        return loss
+
+    def resume_state(self):
+        """Adds F (drawn from the seed at construction; saved so a resumed run uses exactly the same one)."""
+        arrays, values = super().resume_state()
+        return {**arrays, "pepita_projection": to_numpy(self.projection)}, values
+
+    def load_resume_state(self, arrays, values):
+        super().load_resume_state(arrays, values)
+        if "pepita_projection" in arrays:
+            self.projection = asarray(np.asarray(arrays["pepita_projection"]), like=self.projection)
