@@ -12,29 +12,39 @@ from .. import functional as F
 from .base import Trainer
 
 
-class BackpropTrainer(Trainer):
+LOSSES = ("ce", "bce")
+
+
+class OutputLoss:
+    """The loss at the network's output, shared by backprop and the feedback-alignment trainers:
+    `output_loss(logits, y)` -> (loss, dlogits), softmax cross-entropy (with label smoothing) or sigmoid + binary
+    cross-entropy. The alignment probe compares a method with backprop on this same loss."""
+
+    def _init_loss(self, loss, label_smoothing):
+        if loss not in LOSSES:
+            raise ValueError(f"Unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}.")
+        if loss == "bce" and label_smoothing:
+            raise ValueError("label smoothing applies to the cross-entropy loss (ce), not to bce.")
+        self.loss, self.label_smoothing = loss, label_smoothing
+
+    def output_loss(self, logits, y):
+        if self.loss == "bce":
+            return F.sigmoid_binary_cross_entropy(logits, y)
+        return F.softmax_cross_entropy(logits, y, self.label_smoothing)
+
+
+class BackpropTrainer(OutputLoss, Trainer):
     name = "bp"
 
     def __init__(self, model, make_optimizer, label_smoothing=0.0, loss="ce"):
         super().__init__(model)
-        if loss not in ("ce", "bce"):
-            raise ValueError(f"Unknown loss {loss!r}; choose one of: ce, bce.")
-        if loss == "bce" and label_smoothing:
-            raise ValueError("label smoothing applies to the cross-entropy loss (ce), not to bce.")
+        self._init_loss(loss, label_smoothing)
         self.optimizer = make_optimizer(model.parameters())
-        self.label_smoothing, self.loss = label_smoothing, loss
 
     def optimizers(self):
         return [self.optimizer]
 
-    def output_loss(self, logits, y):
-        """(loss, dlogits): softmax cross-entropy, with the trainer's label smoothing. Feedback alignment's
-        trainers, which take this step, may put sigmoid + BCE here instead."""
-        return F.softmax_cross_entropy(logits, y, self.label_smoothing)
-
     def train_step(self, x, y):
-        if self.loss == "bce":
-            return self._bce_step(x, y)
         # BEGIN SOLUTION a2-bp-train-step
         # hint: forward through every block, self.output_loss at the top, backward from the top block down (block
         # hint: 0 needs no input gradient), then step the optimizer
@@ -49,16 +59,4 @@ class BackpropTrainer(Trainer):
             grad = blocks[i].backward(grad, need_input_grad=i > 0)
         self.optimizer.step()
         # END SOLUTION
-        return loss
-
-    def _bce_step(self, x, y):
-        """The same chain from a sigmoid + binary cross-entropy output."""
-        blocks = self.model.layers
-        h = x
-        for block in blocks:
-            h = block.forward(h)
-        loss, grad = F.sigmoid_binary_cross_entropy(h, y)
-        for i in reversed(range(len(blocks))):
-            grad = blocks[i].backward(grad, need_input_grad=i > 0)
-        self.optimizer.step()
         return loss

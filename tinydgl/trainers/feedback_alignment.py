@@ -40,7 +40,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import array_namespace, asarray, default_rng
 from ..nn import Conv2d, Linear, Sequential
-from .backprop import BackpropTrainer
+from .backprop import BackpropTrainer, OutputLoss
 from .base import Trainer
 from .local import LocalModule, LocalTrainer, block_output_shapes
 
@@ -48,26 +48,6 @@ FEEDBACK_INITS = ("kaiming", "lls-dnn")
 FEEDBACK_SCALES = ("mean", "sum")
 # The output layer's loss: softmax cross-entropy (tinydgl's default), or sigmoid + binary cross-entropy
 # against one-hot targets, the DRTP reference code's (mean over N * classes, as PyTorch's BCELoss).
-LOSSES = ("ce", "bce")
-
-
-class OutputLoss:
-    """The loss at the output layer of the feedback-alignment trainers: `output_loss(logits, y)` ->
-    (loss, dlogits). The alignment probe compares with backprop on this same loss."""
-
-    def _init_loss(self, loss, label_smoothing):
-        if loss not in LOSSES:
-            raise ValueError(f"Unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}.")
-        if loss == "bce" and label_smoothing:
-            raise ValueError("label smoothing applies to the cross-entropy loss (ce), not to bce.")
-        self.loss, self.label_smoothing = loss, label_smoothing
-
-    def output_loss(self, logits, y):
-        if self.loss == "bce":
-            return F.sigmoid_binary_cross_entropy(logits, y)
-        return F.softmax_cross_entropy(logits, y, self.label_smoothing)
-
-
 def _check_scale(feedback_scale):
     if feedback_scale not in FEEDBACK_SCALES:
         raise ValueError(f"Unknown feedback_scale {feedback_scale!r}; choose one of: {', '.join(FEEDBACK_SCALES)}.")
@@ -109,16 +89,15 @@ def _dtype(model):
 
 
 # --- FA ---------------------------------------------------------------------------------------------
-class FATrainer(OutputLoss, BackpropTrainer):
+class FATrainer(BackpropTrainer):
     """Feedback alignment: backprop's train_step, with a fixed random B in every linear/conv layer's
     input gradient (`Linear.feedback`, `Conv2d.feedback`, used by the ops' backward). The step's loss is
-    OutputLoss's (ce, or the reference code's sigmoid + bce), which comes first in the class order."""
+    OutputLoss's (ce, or the reference code's sigmoid + bce), as backprop's."""
 
     name = "fa"
 
     def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0):
-        super().__init__(model, make_optimizer, label_smoothing)
-        self._init_loss(loss, label_smoothing)
+        super().__init__(model, make_optimizer, label_smoothing, loss)
         rng = default_rng([seed, 5001])
         self.feedback_init = feedback_init
         for layer in _parametrised_layers(model):
