@@ -288,3 +288,37 @@ def test_tinydgl_train_backend_cupy_on_the_standin(tmp_path):
         assert np.isfinite(result["history"][0]["train_loss"]), result["history"]
         stats = [json.loads(p.read_text()) for p in tmp_path.glob(f"stats-{trainer}.*")]
         assert stats and sum(n for s in stats for _, _, n in s["uploads"]) > 0, "the data went to the device"
+
+
+# The command, for every trainer on every model it takes: one child process (a hundred process starts would
+# cost minutes) whose `import cupy` is the stand-in, calling the command's `main` once per case.
+COMMAND_DRIVER = """
+import contextlib, io, json, math, sys
+from tinydgl.cli import main
+results = []
+for trainer, model, extra, metrics in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["train", "--backend", "cupy", "--trainer", trainer, "--model", model, "--limit-train", "16",
+                     "--limit-test", "8", "--batch-size", "8", "--bn-recalibrate", "0", "--no-progress",
+                     "--metrics-json", metrics, *extra])
+    loss = json.load(open(metrics))["history"][0]["train_loss"] if code == 0 else None
+    results.append({"case": [trainer, model], "code": code, "finite": loss is not None and math.isfinite(loss),
+                    "stderr": err.getvalue()[-2000:]})
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_the_command_trains_every_trainer_on_every_model_on_the_standin(tmp_path):
+    """`tinydgl train --backend cupy` runs every trainer on every model it takes (ff and pepita: mlp only) on
+    the stand-in: exit 0, a finite training loss, no traceback (16 images, batch 8, mnist-small)."""
+    cases = [(t, m, ["--no-batchnorm"] if MODEL_OPTIONS.get(t) == {"batchnorm": False} else [],
+              str(tmp_path / f"{t}-{m}.json")) for t in TRAINERS for m in _models(t, list(MODELS))]
+    proc = subprocess.run([sys.executable, "-c", COMMAND_DRIVER, json.dumps(cases)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.splitlines()[-1])
+    failed = [r for r in results if r["code"] != 0 or not r["finite"] or "Traceback" in r["stderr"]]
+    assert not failed, failed
+    assert len(results) == len(cases) > 2 * len(MODELS)
