@@ -620,12 +620,62 @@ def as_strided(x, shape=None, strides=None):
     return _wrap(np.lib.stride_tricks.as_strided(x._on_device(), shape=shape, strides=strides), x._device)
 
 
+class ElementwiseKernel:
+    """cupy.ElementwiseKernel(in_params, out_params, operation, name): on CuPy, `operation` is CUDA C,
+    compiled on first call and run once per element. The stand-in cannot compile CUDA: it runs the kernel's
+    *Python twin* instead, looked up by `name` in tinydgl.kernels.elementwise.PYTHON_TWINS (beside the CUDA
+    source), with CuPy's calling convention checked: as many arguments as parameters, device arrays only,
+    scalars cast to their parameter's type (`T`: the dtype of the arrays typed T), outputs written in place.
+    So the stand-in tests the twin and the calling code, **not the CUDA source**, which runs only on a GPU.
+    """
+
+    def __init__(self, in_params, out_params, operation, name="kernel", reduce_dims=True, preamble="",
+                 no_return=False, return_tuple=False, loop_prep="", after_loop="", options=()):
+        self.in_params, self.out_params = self._parse(in_params), self._parse(out_params)
+        self.operation, self.name = operation, name
+
+    @staticmethod
+    def _parse(params):
+        """'T x, float32 y' -> [('T', 'x'), ('float32', 'y')]"""
+        return [tuple(p.split()[-2:]) for p in params.split(",") if p.strip()]
+
+    def __call__(self, *args):
+        params = self.in_params + self.out_params
+        if len(args) != len(params):
+            names = ", ".join(n for _, n in params)
+            raise TypeError(f"Wrong number of arguments for {self.name!r}: {len(params)} expected ({names}), "
+                            f"{len(args)} given (the stand-in needs the outputs passed in)")
+        try:
+            import tinydgl.kernels.elementwise as library_kernels
+            twins = library_kernels.PYTHON_TWINS
+        except ImportError:
+            twins = {}
+        if self.name not in twins:
+            raise NotImplementedError(f"the CuPy stand-in cannot compile CUDA: kernel {self.name!r} needs a Python "
+                                      "twin in tinydgl.kernels.elementwise.PYTHON_TWINS")
+        arrays = [a for a in args if isinstance(a, ndarray)]
+        if not arrays or any(isinstance(a, np.ndarray) for a in args):
+            raise _host_error("<class 'numpy.ndarray'>")
+        type_of = {t: a.dtype for (t, _), a in zip(params, args) if isinstance(a, ndarray) and len(t) == 1}
+        values = []
+        for (t, _), a in zip(params, args):
+            if isinstance(a, ndarray):
+                values.append(a._on_device())
+            else:
+                values.append(np.dtype(type_of.get(t, t)).type(a))
+        STATS.launch(f"ElementwiseKernel {self.name}")
+        new = twins[self.name](*values)
+        for out, value in zip(args[len(self.in_params):], new):
+            out._a[...] = value
+
+
 _memory_pool = MemoryPool()
 
 SPECIAL = {
     "cupy": {
         "ndarray": ndarray, "ufunc": ufunc, "asarray": asarray, "array": array, "asnumpy": asnumpy,
-        "get_array_module": get_array_module, "einsum": einsum, "is_available": lambda: device_count() > 0,
+        "get_array_module": get_array_module, "einsum": einsum, "ElementwiseKernel": ElementwiseKernel,
+        "is_available": lambda: device_count() > 0,
         "get_default_memory_pool": lambda: _memory_pool,
         "get_default_pinned_memory_pool": lambda: _memory_pool,
     },

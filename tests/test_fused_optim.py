@@ -1,0 +1,83 @@
+"""The optimizers' fused CuPy updates (tinydgl/kernels/elementwise.py) against their readable NumPy form.
+
+On CuPy each SGD / momentum / NAG / Adam / AdamW update is one `ElementwiseKernel` launch per parameter.
+No GPU here: the CuPy stand-in (tests/cupy_standin/) runs each kernel's Python twin, so these tests check
+the twin and the code that calls it (arguments, in-place state), not the CUDA source, which compiles only
+on a GPU.
+"""
+import numpy as np
+import pytest
+
+import tinydgl
+from cupy_standin import STATS, standin_cupy
+from tinydgl.backend import asarray, to_numpy
+from tinydgl.nn import Parameter
+from tinydgl.optim import SGD, NAG, Adam, AdamW
+
+CONFIGS = {
+    "sgd": lambda ps: SGD(ps, lr=0.1),
+    "sgd-decay": lambda ps: SGD(ps, lr=0.1, weight_decay=0.01),
+    "momentum": lambda ps: SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov": lambda ps: NAG(ps, lr=0.1, momentum=0.9),
+    "adam": lambda ps: Adam(ps, lr=1e-2),
+    "adam-l2": lambda ps: Adam(ps, lr=1e-2, weight_decay=0.1),
+    "adamw": lambda ps: AdamW(ps, lr=1e-2, weight_decay=0.1),
+}
+SHAPES = [(3, 5), (7,), (2, 3, 3, 3)]
+
+
+def _run(config, dtype, steps=3):
+    """Parameters and optimizer state (host arrays) after `steps` updates with fixed random gradients."""
+    rng = np.random.default_rng(0)
+    params = [Parameter(asarray(rng.standard_normal(s).astype(dtype))) for s in SHAPES]
+    optimizer = CONFIGS[config](params)
+    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(steps)]
+    launches = []
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = asarray(g)
+        STATS.reset()
+        optimizer.step()
+        launches.append(STATS.total_launches())
+    state = {k: to_numpy(v) for s in optimizer.state for k, v in s.items() if not isinstance(v, int)}
+    return [to_numpy(p.data) for p in params], state, launches
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_fused_update_equals_the_readable_form_in_one_launch_per_parameter(config, monkeypatch):
+    with tinydgl.use_backend("numpy"):
+        want_params, want_state, _ = _run(config, np.float64)
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        params, state, launches = _run(config, np.float64)
+    # after the first step (which creates the state with zeros_like), one launch per parameter
+    assert launches[1:] == [len(SHAPES)] * (len(launches) - 1), launches
+    for got, want in zip(params, want_params):
+        np.testing.assert_array_equal(got, want)  # float64: the twin repeats the readable form term by term
+    assert state.keys() == want_state.keys()
+    for key in state:
+        np.testing.assert_array_equal(state[key], want_state[key], err_msg=key)
+
+
+@pytest.mark.parametrize("config", ["momentum", "adamw"])
+def test_fused_float32_and_the_switch_back_to_the_readable_form(config, monkeypatch):
+    """float32 agrees with the readable form on CuPy to rounding; TINYDGL_FUSED_KERNELS=0 turns fusion off."""
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        fused, _, fused_launches = _run(config, np.float32)
+        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
+        readable, _, readable_launches = _run(config, np.float32)
+    assert fused_launches[-1] == len(SHAPES) < readable_launches[-1]
+    for got, want in zip(fused, readable):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_standin_elementwise_kernel_checks_its_arguments():
+    with standin_cupy() as cupy:
+        kernel = cupy.ElementwiseKernel("T g, T lr", "T p", "p = p - lr * g;", "tinydgl_sgd")
+        with pytest.raises(TypeError, match="Wrong number of arguments"):
+            kernel(cupy.ones(3), 0.1)
+        with pytest.raises(TypeError, match="Unsupported type"):
+            kernel(np.ones(3), 0.1, cupy.ones(3))
+        with pytest.raises(NotImplementedError, match="Python twin"):
+            cupy.ElementwiseKernel("T x", "T y", "y = x;", "no_such_kernel")(cupy.ones(2), cupy.ones(2))

@@ -1,0 +1,110 @@
+"""The optimizers' updates as one fused CuPy kernel each: one launch updates a parameter and all its state.
+
+    fused_update("adam", xp, g, step_size, ..., p, m, v)   # p, m, v are updated in place, on the GPU
+
+Written out as array operations (tinydgl/optim.py, the readable form that NumPy runs), an Adam step is 13
+array calls per parameter, and on CuPy each call is a kernel launch costing ~10 us of host time: 234
+launches per SmallConv step for the optimizer alone. Here each update is a `cupy.ElementwiseKernel`: the
+same arithmetic, element by element, in one launch. The readable form stays the reference; the tests check
+the two agree.
+
+Each kernel is written twice, side by side in `KERNELS`:
+- `operation`: the CUDA C body CuPy compiles (per element; the names are those of `in_params` and
+  `out_params`; outputs are read and written in place);
+- `twin`: the same arithmetic in Python on NumPy arrays, term by term in the readable form's order. It is
+  what the CPU stand-in for CuPy (tests/cupy_standin/) runs when the code calls the kernel, since there is
+  no CUDA compiler there. **The CUDA source itself is only compiled on a real GPU: it has not run yet.**
+  `PYTHON_TWINS` maps each kernel's name to its twin for the stand-in to find.
+
+Turn the fused updates off (back to the readable form on CuPy) with TINYDGL_FUSED_KERNELS=0.
+"""
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FusedKernel:
+    name: str
+    in_params: str
+    out_params: str
+    operation: str
+    twin: Callable  # twin(*inputs, *outputs) -> the outputs' new values, in out_params order
+
+
+def _adam_twin(g, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, root_correction, eps, l2, shrink,
+               p, m, v):
+    p = p * shrink
+    grad = g + l2 * p
+    m = beta1 * m + one_minus_beta1 * grad
+    v = beta2 * v + one_minus_beta2 * (grad * grad)
+    p = p - step_size * (m / (np.sqrt(v) / root_correction + eps))
+    return p, m, v
+
+
+def _sgd_twin(g, lr, weight_decay, p):
+    return (p - lr * (g + weight_decay * p),)
+
+
+def _sgd_momentum_twin(g, lr, weight_decay, momentum, nesterov, p, v):
+    grad = g + weight_decay * p
+    v = momentum * v + grad
+    p = p - lr * (grad + momentum * v if nesterov else v)
+    return p, v
+
+
+KERNELS = {kernel.name: kernel for kernel in [
+    # Adam and AdamW (optim.Adam._update): l2 = Adam's weight decay added to the gradient (0 for AdamW),
+    # shrink = AdamW's decoupled decay 1 - lr * weight_decay (1 for Adam). Bias corrections are folded into
+    # step_size = lr / (1 - beta1**t) and root_correction = sqrt(1 - beta2**t), computed on the host.
+    FusedKernel(
+        "tinydgl_adam",
+        "T g, T step_size, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T root_correction, T eps, "
+        "T l2, T shrink",
+        "T p, T m, T v",
+        """
+        p = p * shrink;
+        T grad = g + l2 * p;
+        m = beta1 * m + one_minus_beta1 * grad;
+        v = beta2 * v + one_minus_beta2 * (grad * grad);
+        p = p - step_size * (m / (sqrt(v) / root_correction + eps));
+        """,
+        _adam_twin),
+    # SGD without momentum: p -= lr * (g + weight_decay * p)
+    FusedKernel("tinydgl_sgd", "T g, T lr, T weight_decay", "T p",
+                "p = p - lr * (g + weight_decay * p);", _sgd_twin),
+    # SGD with momentum, Nesterov's (NAG) when nesterov is 1. v starts at zero, so the first step's
+    # v = momentum * 0 + g = g, as the readable form's.
+    FusedKernel(
+        "tinydgl_sgd_momentum", "T g, T lr, T weight_decay, T momentum, T nesterov", "T p, T v",
+        """
+        T grad = g + weight_decay * p;
+        v = momentum * v + grad;
+        p = p - lr * (nesterov != 0 ? grad + momentum * v : v);
+        """,
+        _sgd_momentum_twin),
+]}
+
+PYTHON_TWINS = {name: kernel.twin for name, kernel in KERNELS.items()}
+
+_compiled = weakref.WeakKeyDictionary()  # namespace -> {kernel name: its ElementwiseKernel} (compiled on first call)
+
+
+def fused_update(name, xp, *args):
+    """Run kernel `name` (without its "tinydgl_" prefix) of `KERNELS` on CuPy namespace `xp`: `args` are
+    its inputs then its outputs, in the order of in_params and out_params; the outputs are updated in place."""
+    kernel = KERNELS[f"tinydgl_{name}"]
+    kernels = _compiled.setdefault(xp, {})
+    if kernel.name not in kernels:
+        kernels[kernel.name] = xp.ElementwiseKernel(kernel.in_params, kernel.out_params, kernel.operation,
+                                                    kernel.name)
+    kernels[kernel.name](*args)
+
+
+def has_fused_updates(xp):
+    """True when `xp` is CuPy (it has ElementwiseKernel) and TINYDGL_FUSED_KERNELS is not 0."""
+    from . import fused_enabled
+
+    return getattr(xp, "__name__", "") == "cupy" and hasattr(xp, "ElementwiseKernel") and fused_enabled()
