@@ -37,7 +37,8 @@ PARTS = {"optim.py": "optimizer", "batchnorm": "batch norm", "pool": "pooling", 
 
 def source(site):
     """'tinydgl/nn/batchnorm.py:forward' from the call site 'path:line (function) <- ...'."""
-    first = site.split(" <- ")[0]
+    frames = site.split(" <- ")
+    first = frames[-1] if "kernels/elementwise.py" in frames[0] else frames[0]  # the fused kernel's caller
     path, _, rest = first.rpartition(":")
     path = Path(path)
     try:

@@ -81,3 +81,28 @@ def test_standin_elementwise_kernel_checks_its_arguments():
             kernel(np.ones(3), 0.1, cupy.ones(3))
         with pytest.raises(NotImplementedError, match="Python twin"):
             cupy.ElementwiseKernel("T x", "T y", "y = x;", "no_such_kernel")(cupy.ones(2), cupy.ones(2))
+
+
+def test_batchnorm_running_statistics_in_one_launch_as_the_readable_form():
+    """ops/norm.py: both running statistics in one fused launch on CuPy (nine array calls written out),
+    equal to NumPy's readable form in float64."""
+    from tinydgl.ops.norm import batchnorm_forward
+
+    def run():
+        rng = np.random.default_rng(1)
+        x = asarray(rng.standard_normal((6, 3, 4, 5)))
+        gamma, beta = asarray(rng.standard_normal(3)), asarray(rng.standard_normal(3))
+        running_mean, running_var = asarray(rng.standard_normal(3)), asarray(rng.random(3) + 0.5)
+        STATS.reset()
+        out, _ = batchnorm_forward(x, gamma, beta, running_mean, running_var, True, momentum=0.3)
+        in_update = sum(n for (_, site), n in STATS.launches.items() if "_update_running_stats" in site)
+        return to_numpy(out), to_numpy(running_mean), to_numpy(running_var), in_update
+
+    with tinydgl.use_backend("numpy"):
+        want = run()
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        got = run()
+    assert got[3] == 1, f"{got[3]} launches to update the running statistics"
+    for g, w in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(g, w)

@@ -1,4 +1,5 @@
-"""The optimizers' updates as one fused CuPy kernel each: one launch updates a parameter and all its state.
+"""The optimizers' updates as one fused CuPy kernel each: one launch updates a parameter and all its state
+(and batch norm's running statistics, both in one launch).
 
     fused_update("adam", xp, g, step_size, ..., p, m, v)   # p, m, v are updated in place, on the GPU
 
@@ -86,6 +87,22 @@ KERNELS = {kernel.name: kernel for kernel in [
         """,
         _sgd_momentum_twin),
 ]}
+
+def _running_stats_twin(mean, var, momentum, one_minus_momentum, unbias, running_mean, running_var):
+    return (one_minus_momentum * running_mean + momentum * mean,
+            one_minus_momentum * running_var + momentum * var * unbias)
+
+
+KERNELS["tinydgl_running_stats"] = FusedKernel(
+    # batch norm's running statistics (ops/norm.py batchnorm_forward), both in one launch instead of nine:
+    # new = (1 - momentum) * old + momentum * batch, the variance unbiased by count / (count - 1)
+    "tinydgl_running_stats", "T mean, T var, T momentum, T one_minus_momentum, T unbias",
+    "T running_mean, T running_var",
+    """
+    running_mean = one_minus_momentum * running_mean + momentum * mean;
+    running_var = one_minus_momentum * running_var + momentum * var * unbias;
+    """,
+    _running_stats_twin)
 
 PYTHON_TWINS = {name: kernel.twin for name, kernel in KERNELS.items()}
 
