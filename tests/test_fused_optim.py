@@ -1,4 +1,5 @@
-"""The optimizers' fused CuPy updates (tinydgl/kernels/elementwise.py) against their readable NumPy form.
+"""The fused CuPy kernels (tinydgl/kernels/elementwise.py: the optimizers' updates, batch norm's passes)
+against their readable NumPy form.
 
 On CuPy each SGD / momentum / NAG / Adam / AdamW update is one `ElementwiseKernel` launch per parameter.
 No GPU here: the CuPy stand-in (tests/cupy_standin/) runs each kernel's Python twin, so these tests check
@@ -106,3 +107,39 @@ def test_batchnorm_running_statistics_in_one_launch_as_the_readable_form():
     assert got[3] == 1, f"{got[3]} launches to update the running statistics"
     for g, w in zip(got[:3], want[:3]):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 4, 5), (7, 5)])
+def test_batchnorm_passes_fused_as_the_readable_form(shape, monkeypatch):
+    """ops/norm.py on CuPy: centring, scale-and-shift and the training-mode dx are one launch each, reading
+    the per-channel vectors at i % C instead of tiling them; equal to NumPy's readable form in float64, in
+    training and evaluation mode, for (N, C, H, W) and (N, C) inputs."""
+    from tinydgl.ops.norm import batchnorm_backward, batchnorm_forward
+
+    def run():
+        rng = np.random.default_rng(2)
+        c = shape[1]
+        x, dout = asarray(rng.standard_normal(shape)), asarray(rng.standard_normal(shape))
+        gamma, beta = asarray(rng.standard_normal(c)), asarray(rng.standard_normal(c))
+        running_mean, running_var = asarray(rng.standard_normal(c)), asarray(rng.random(c) + 0.5)
+        results = []
+        for training in (True, False):
+            STATS.reset()
+            out, cache = batchnorm_forward(x, gamma, beta, running_mean, running_var, training)
+            grads = batchnorm_backward(dout, cache)
+            results += [to_numpy(out), *(to_numpy(g) for g in grads), STATS.total_launches()]
+        return results
+
+    with tinydgl.use_backend("numpy"):
+        want = run()
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        got = run()
+        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
+        written_out = run()
+    for g, w in zip(got, want):
+        if not isinstance(g, int):
+            np.testing.assert_array_equal(g, w)
+    # forward + backward in training mode; fused saves 8 launches on the running statistics, 1 on centring
+    # (no tile), 3 on scale-and-shift (two tiles, an add) and 10 on dx (three tiles, seven ops in one)
+    assert got[4] <= written_out[4] - 22, (got[4], written_out[4])

@@ -1,5 +1,5 @@
 """The optimizers' updates as one fused CuPy kernel each: one launch updates a parameter and all its state
-(and batch norm's running statistics, both in one launch).
+(and batch norm: its running statistics, centring, scale-and-shift and training-mode dx, one launch each).
 
     fused_update("adam", xp, g, step_size, ..., p, m, v)   # p, m, v are updated in place, on the GPU
 
@@ -103,6 +103,47 @@ KERNELS["tinydgl_running_stats"] = FusedKernel(
     running_var = one_minus_momentum * running_var + momentum * var * unbias;
     """,
     _running_stats_twin)
+
+# Batch norm over rows (ops/norm.py): `rows` is (M, W*C), channels-last, so element i belongs to channel
+# i % channels (CuPy's `i` is the element's index in the output, row-major); per-channel vectors are `raw`
+# (read at any index) instead of tiled W times, which saves a launch per vector.
+def _channel_of(x, channels):
+    """The channel of each element of rows `x`: what `i % channels` is in the CUDA source."""
+    return np.arange(x.size).reshape(x.shape) % channels
+
+
+def _bn_center_twin(x, mean, channels, y):
+    return (x - mean[_channel_of(x, channels)],)
+
+
+def _bn_scale_shift_twin(x, scale, shift, channels, y):
+    c = _channel_of(x, channels)
+    return (x * scale[c] + shift[c],)
+
+
+def _bn_dx_twin(dout, centered, inv_std, dgamma, dbeta, scale, count, channels, dx):
+    c = _channel_of(dout, channels)
+    return ((centered * (-inv_std[c] * dgamma[c] / count) + dout - dbeta[c] / count) * scale[c],)
+
+
+for _kernel in [
+    FusedKernel("tinydgl_bn_center", "T x, raw T mean, int32 channels", "T y", "y = x - mean[i % channels];",
+                _bn_center_twin),
+    FusedKernel("tinydgl_bn_scale_shift", "T x, raw T scale, raw T shift, int32 channels", "T y",
+                "const int c = i % channels; y = x * scale[c] + shift[c];", _bn_scale_shift_twin),
+    # training-mode dx = scale * (dout - mean(dout) - x_hat * mean(dout * x_hat)), per channel
+    # mean(dout) = dbeta / count and x_hat * mean(dout * x_hat) = centered * inv_std * dgamma / count
+    FusedKernel(
+        "tinydgl_bn_dx",
+        "T dout, T centered, raw T inv_std, raw T dgamma, raw T dbeta, raw T scale, T count, int32 channels",
+        "T dx",
+        """
+        const int c = i % channels;
+        dx = (centered * (-inv_std[c] * dgamma[c] / count) + dout - dbeta[c] / count) * scale[c];
+        """,
+        _bn_dx_twin),
+]:
+    KERNELS[_kernel.name] = _kernel
 
 PYTHON_TWINS = {name: kernel.twin for name, kernel in KERNELS.items()}
 
