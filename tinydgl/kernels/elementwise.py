@@ -1,5 +1,6 @@
 """The optimizers' updates as one fused CuPy kernel each: one launch updates a parameter and all its state
-(and batch norm: its running statistics, centring, scale-and-shift and training-mode dx, one launch each).
+(and batch norm: its running statistics, centring, scale-and-shift and training-mode dx, one launch each;
+max pooling: one launch per window offset, forward and backward; LeakyReLU, one launch each way).
 
     fused_update("adam", xp, g, step_size, ..., p, m, v)   # p, m, v are updated in place, on the GPU
 
@@ -145,6 +146,54 @@ for _kernel in [
 ]:
     KERNELS[_kernel.name] = _kernel
 
+# Max pooling (ops/pool.py), channels-last windows: one launch per window offset k = i * kw + j (was five),
+# the running max `out` and the winning offset `winner` updated in place; and backward, one launch per
+# offset writing dout where that offset won (was four). `W` is the winners' integer type (int8 or int32).
+def _maxpool_step_twin(candidate, k, out, winner):
+    better = candidate > out  # strict: an earlier offset keeps ties
+    return np.maximum(out, candidate), np.maximum(winner, better.astype(winner.dtype) * k)
+
+
+def _maxpool_share_twin(dout, winner, k, dx):
+    return ((winner == k).astype(dout.dtype) * dout,)
+
+
+for _kernel in [
+    FusedKernel("tinydgl_maxpool_step", "T candidate, int32 k", "T out, W winner",
+                """
+                const bool better = candidate > out;
+                if (better) winner = k;
+                if (better || candidate != candidate) out = candidate;  // NaN wins, as in maximum()
+                """,
+                _maxpool_step_twin),
+    FusedKernel("tinydgl_maxpool_share", "T dout, W winner, int32 k", "T dx",
+                "dx = (winner == k ? (T)1 : (T)0) * dout;", _maxpool_share_twin),
+]:
+    KERNELS[_kernel.name] = _kernel
+
+# LeakyReLU with 0 <= slope <= 1 (ops/activation.py): out = max(x, slope * x) and the mask x > 0 in one
+# launch (was three); backward dx = (1 if x > 0 else slope) * dout in one (was three).
+def _leaky_relu_twin(x, slope, out, positive):
+    return np.maximum(x, x * slope), x > 0
+
+
+def _leaky_relu_backward_twin(dout, positive, slope, dx):
+    return (np.maximum(positive.astype(dout.dtype), slope) * dout,)
+
+
+for _kernel in [
+    FusedKernel("tinydgl_leaky_relu", "T x, T slope", "T out, bool positive",
+                """
+                const T ax = x * slope;
+                positive = x > 0;
+                out = (x != x || x >= ax) ? x : ax;  // max(x, slope * x), NaN kept as maximum() keeps it
+                """,
+                _leaky_relu_twin),
+    FusedKernel("tinydgl_leaky_relu_backward", "T dout, bool positive, T slope", "T dx",
+                "dx = (positive ? (T)1 : slope) * dout;", _leaky_relu_backward_twin),
+]:
+    KERNELS[_kernel.name] = _kernel
+
 PYTHON_TWINS = {name: kernel.twin for name, kernel in KERNELS.items()}
 
 _compiled = weakref.WeakKeyDictionary()  # namespace -> {kernel name: its ElementwiseKernel} (compiled on first call)
@@ -159,6 +208,12 @@ def fused_update(name, xp, *args):
         kernels[kernel.name] = xp.ElementwiseKernel(kernel.in_params, kernel.out_params, kernel.operation,
                                                     kernel.name)
     kernels[kernel.name](*args)
+
+
+def fused_for(xp, *arrays):
+    """Whether the layers' fused kernels apply to `arrays`: CuPy with fusion on, and one float dtype among
+    them (a kernel's `T` is one type; mixed dtypes take the readable form)."""
+    return has_fused_updates(xp) and len({a.dtype for a in arrays}) == 1
 
 
 def has_fused_updates(xp):

@@ -90,9 +90,9 @@ def _shifted(x, shift):
 
 def _fused(xp, *arrays):
     """Whether to use the fused CuPy kernels of tinydgl/kernels/elementwise.py (CuPy, one dtype throughout)."""
-    from ..kernels.elementwise import has_fused_updates  # here: tinydgl.kernels imports the layers
+    from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
 
-    return has_fused_updates(xp) and len({a.dtype for a in arrays}) == 1
+    return fused_for(xp, *arrays)
 
 
 def _fused_rows(name, xp, rows, *args):
