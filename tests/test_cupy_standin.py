@@ -72,6 +72,21 @@ def test_standin_counts_syncs_and_copies_with_their_call_site(cupy):
     assert all(site.startswith(__file__) for site in sites), sites
 
 
+def test_standin_counts_kernel_launches_and_not_views(cupy):
+    """What benchmarks/count_launches.py counts: elementwise ops, reductions, matmuls, fills and device
+    copies are one launch each; views, `empty` and host copies are none."""
+    x = cupy.asarray(np.arange(6.0).reshape(2, 3))
+    STATS.reset()
+    x.T, x[0], x.reshape(3, 2), cupy.empty((4,)), cupy.lib.stride_tricks.as_strided(x, (2,), (8,))
+    assert STATS.total_launches() == 0, STATS.launches
+    y = x + 1  # 1
+    y *= 2  # 2
+    cupy.exp(y), y.sum(), x @ x.T, cupy.zeros((3,)), x[cupy.asarray(np.array([1, 0]))], y.astype(np.float32)  # 8
+    y[0] = 0.0  # 9: a fill
+    assert STATS.total_launches() == 9, STATS.launches
+    assert all(site.startswith(__file__) for (_, site) in STATS.launches), STATS.launches
+
+
 def test_manifest_is_what_the_installed_cupy_exports():
     """The committed manifest matches a fresh recording where the pinned CuPy is installed (it needs no GPU)."""
     real = pytest.importorskip("cupy")

@@ -73,7 +73,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .backend import array_namespace
+from .backend import array_namespace, is_numpy_like
 
 # Environment variables read, in order, for the thread count; the first one set wins.
 THREAD_VARIABLES = ("TINYDGL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -383,6 +383,9 @@ def matmul(a, b, out=None):
     if not is_numpy(a, b):
         if out is None:
             return a @ b
+        xp = array_namespace(a)
+        if is_numpy_like(xp):  # CuPy: one launch (out[...] = a @ b is two); the array API has no out=
+            return xp.matmul(a, b, out=out)
         out[...] = a @ b
         return out
     if out is None:
@@ -425,8 +428,8 @@ def matmul_tn(a, b):
 def column_sums(rows):
     """Sums over the first axis of rows: (M, K) -> (K,), as `ones @ rows` products (BLAS runs them several
     times faster than NumPy's sum over axis 0), in fixed blocks like `matmul_tn`."""
-    if not is_numpy(rows):
-        return array_namespace(rows).ones_like(rows[:, 0]) @ rows
+    if not is_numpy(rows):  # on a GPU one reduction kernel (`ones @ rows` would be two launches)
+        return array_namespace(rows).sum(rows, axis=0)
     blocks = row_blocks(rows)
     ones = np.ones(blocks[0].stop - blocks[0].start, dtype=rows.dtype)
     return _sum_over_blocks(lambda s: ones[: s.stop - s.start] @ rows[s], blocks, rows.nbytes)

@@ -15,10 +15,13 @@ code written against CuPy:
   made, and an operation on an array that is not on the current device raises CuPy's ValueError;
 - it counts host<->device synchronisations (`float()`, `int()`, `bool()`, `.item()`, `.get()`, `.tolist()`,
   `cupy.asnumpy`, printing an array, pickling one, indexing with a boolean mask) and host->device copies (`asarray`/`array` of host data,
-  host data written into or indexing an array), each with the call site outside this file (`STATS`).
+  host data written into or indexing an array), each with the call site outside this file (`STATS`);
+- it counts the calls that would launch a GPU kernel on CuPy (`STATS.launches`, with call sites; what
+  counts is said at `_launches`): benchmarks/count_launches.py prints them per trainer step.
 
-Only what a student's training run needs is simulated: no streams, kernels (ElementwiseKernel, RawKernel and
-the other CuPy-only names raise NotImplementedError), or memory limits.
+Only what a student's training run needs is simulated: no streams, no memory limits, and of CuPy's own
+kernels only `ElementwiseKernel`, through a Python twin (below); RawKernel and the other CuPy-only names
+raise NotImplementedError.
 """
 from __future__ import annotations
 
@@ -60,6 +63,14 @@ class Stats:
     def reset(self):
         self.syncs = Counter()
         self.uploads = Counter()
+        self.launches = Counter()
+
+    def launch(self, what):
+        with self.lock:
+            self.launches[(what, _call_site())] += 1
+
+    def total_launches(self):
+        return sum(self.launches.values())
 
     def sync(self, what):
         with self.lock:
@@ -77,10 +88,53 @@ class Stats:
 
     def as_dict(self):
         return {"syncs": [[w, s, n] for (w, s), n in self.syncs.most_common()],
-                "uploads": [[w, s, n] for (w, s), n in self.uploads.most_common()]}
+                "uploads": [[w, s, n] for (w, s), n in self.uploads.most_common()],
+                "launches": [[w, s, n] for (w, s), n in self.launches.most_common()]}
 
 
 STATS = Stats()
+
+
+# What counts as a kernel launch (`_launches`): every call CuPy would answer by starting GPU work on data,
+# i.e. each elementwise operator or ufunc (`a + b`, `cupy.exp`, `x *= 2`, comparisons), each reduction
+# (`sum`, `max`, `argmax`), each matmul/einsum/dot (one cuBLAS call counted as one), each copy on the device
+# (`.copy()`, `astype` to another dtype, `ascontiguousarray` of a strided view, advanced indexing, writing
+# into an array with `x[...] = v`), each creation with a fill (`zeros`, `ones`, `full`, `arange`, `*_like`
+# except `empty_like`), and each `ElementwiseKernel` call. Not counted: views (basic slicing, reshape of
+# a contiguous array, transpose, `as_strided`, a result that shares memory with an argument), `empty`
+# and `empty_like` (allocation only), metadata (shape, dtype), and host<->device copies (counted as syncs
+# and uploads instead: they are memcpys, not kernels). One call is one launch even where CuPy would start
+# two kernels (a reduction over several axes, an einsum that transposes first): the counts are a floor.
+_NO_FILL = frozenset({"empty", "empty_like"})
+
+
+def _shares(result, args):
+    """True when `result` (NumPy) is a view of one of the NumPy arrays among `args` (a view launches nothing)."""
+    return any(isinstance(a, np.ndarray) and np.may_share_memory(result, a) for a in args)
+
+
+def _launches(name, result, inputs, out=None):
+    """Count a launch for the call `name` that returned NumPy `result` from NumPy `inputs`, as said above."""
+    if name in _NO_FILL:
+        return
+    if out is None:
+        arrays = result if isinstance(result, tuple) else (result,)
+        if not any(isinstance(r, (np.ndarray, np.generic)) for r in arrays):
+            return  # metadata (cupy.shape, result_type, ...) or nothing
+        if all(isinstance(r, np.ndarray) and _shares(r, inputs) for r in arrays):
+            return  # a view
+    STATS.launch(name)
+
+
+def _flat(values):
+    """The NumPy arrays among `values` (positional and keyword arguments, through lists and tuples)."""
+    found = []
+    for v in values:
+        if isinstance(v, np.ndarray):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            found.extend(_flat(v))
+    return found
 
 
 # --- devices -------------------------------------------------------------------------------------------------
@@ -289,13 +343,16 @@ class ndarray:
         return self._a
 
     def __getitem__(self, index):
-        return _wrap(self._on_device()[_unwrap_index(index)], self._device)
+        result = self._on_device()[_unwrap_index(index)]
+        _launches("__getitem__", result, [self._a])  # a gather for advanced indexing; basic slicing is a view
+        return _wrap(result, self._device)
 
     def __setitem__(self, index, value):
         if isinstance(value, np.ndarray):  # CuPy copies it to the device first
             STATS.upload("host array written into a device array")
         else:
             value = _unwrap(value)
+            STATS.launch("__setitem__")  # a fill or a copy kernel
         self._on_device()[_unwrap_index(index)] = value
 
     def __getattr__(self, name):
@@ -315,6 +372,10 @@ class ndarray:
                 _bind(signature, f"ndarray.{name}", args, kwargs)
             out = kwargs.get("out")
             result = method(*_unwrap(args), **_unwrap(kwargs))
+            if name == "fill" or name == "sort":  # in place, returns None
+                STATS.launch(f"ndarray.{name}")
+            else:
+                _launches(f"ndarray.{name}", result, [self._a], out)
             return out if out is not None else _wrap(result, device)
 
         return call
@@ -324,13 +385,16 @@ for _name, _np_op in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply
                       ("floordiv", np.floor_divide), ("mod", np.remainder), ("pow", np.power),
                       ("matmul", np.matmul), ("and", np.bitwise_and), ("or", np.bitwise_or),
                       ("xor", np.bitwise_xor), ("lshift", np.left_shift), ("rshift", np.right_shift)]:
-    def _forward(self, other, _op=_np_op):
+    def _forward(self, other, _op=_np_op, _name=_name):
+        STATS.launch(f"__{_name}__")
         return _wrap(_op(self._on_device(), _operand(other)), self._device)
 
-    def _reverse(self, other, _op=_np_op):
+    def _reverse(self, other, _op=_np_op, _name=_name):
+        STATS.launch(f"__r{_name}__")
         return _wrap(_op(_operand(other), self._on_device()), self._device)
 
-    def _inplace(self, other, _op=_np_op):
+    def _inplace(self, other, _op=_np_op, _name=_name):
+        STATS.launch(f"__i{_name}__")
         _op(self._on_device(), _operand(other), out=self._a)
         return self
 
@@ -339,10 +403,17 @@ for _name, _np_op in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply
     setattr(ndarray, f"__i{_name}__", _inplace)
 for _name, _np_op in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
                       ("gt", np.greater), ("ge", np.greater_equal)]:
-    setattr(ndarray, f"__{_name}__", lambda self, other, _op=_np_op: _wrap(_op(self._on_device(), _operand(other)),
-                                                                           self._device))
+    def _compare(self, other, _op=_np_op, _name=_name):
+        STATS.launch(f"__{_name}__")
+        return _wrap(_op(self._on_device(), _operand(other)), self._device)
+
+    setattr(ndarray, f"__{_name}__", _compare)
 for _name, _np_op in [("neg", np.negative), ("pos", np.positive), ("abs", np.absolute), ("invert", np.invert)]:
-    setattr(ndarray, f"__{_name}__", lambda self, _op=_np_op: _wrap(_op(self._on_device()), self._device))
+    def _unary(self, _op=_np_op, _name=_name):
+        STATS.launch(f"__{_name}__")
+        return _wrap(_op(self._on_device()), self._device)
+
+    setattr(ndarray, f"__{_name}__", _unary)
 ndarray.__module__ = "cupy"
 ndarray.__qualname__ = ndarray.__name__ = "ndarray"
 
@@ -430,7 +501,9 @@ def _function(qualname, np_func, params):
         if signature is not None:
             _bind(signature, qualname, args, kwargs)
         out = kwargs.get("out")
-        result = np_func(*_unwrap(args), **_unwrap(kwargs))
+        args, kwargs = _unwrap(args), _unwrap(kwargs)
+        result = np_func(*args, **kwargs)
+        _launches(qualname, result, _flat(list(args) + list(kwargs.values())), out)
         return out if isinstance(out, ndarray) else _wrap(result)
 
     function.__name__ = function.__qualname__ = qualname.rsplit(".", 1)[-1]
@@ -469,6 +542,7 @@ class ufunc:
         for a in args:
             if not isinstance(a, (ndarray, int, float, complex, bool, np.generic)):
                 raise _host_error(type(a))
+        STATS.launch(self.name[5:])
         result = self._np(*_unwrap(args), **_unwrap(kwargs))
         return out if out is not None else _wrap(result)
 
@@ -477,6 +551,7 @@ class ufunc:
 
         def call(*args, **kwargs):
             _bind(signature, f"{self.name}.{method}", args, kwargs)
+            STATS.launch(f"{self.name[5:]}.{method}")
             out = kwargs.get("out")
             result = getattr(self._np, method)(*_unwrap(args), **_unwrap(kwargs))
             return out if out is not None else _wrap(result)
@@ -500,6 +575,8 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
         converted = np.asarray(result, dtype=dtype, order=order)
         if copy:
             converted = converted.copy()
+        if converted is not result:
+            STATS.launch("asarray")  # a dtype conversion or a copy on the device
         return a if converted is result else _wrap(converted)
     STATS.upload("asarray of host data")
     return _wrap(np.array(a, dtype=dtype, order=order))  # always a copy: host memory is not device memory
@@ -507,7 +584,9 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False):
     if isinstance(obj, ndarray):
-        return _wrap(np.array(obj._on_device(), dtype=dtype, copy=copy, order=order, ndmin=ndmin))
+        result = np.array(obj._on_device(), dtype=dtype, copy=copy, order=order, ndmin=ndmin)
+        _launches("array", result, [obj._a])
+        return _wrap(result)
     STATS.upload("array of host data")
     return _wrap(np.array(obj, dtype=dtype, order=order, ndmin=ndmin))
 
@@ -532,6 +611,7 @@ def einsum(*operands, **kwargs):
     unknown = set(kwargs) - {"dtype", "casting", "optimize"}
     if unknown:
         raise TypeError(f"Did not understand the following kwargs: {sorted(unknown)}")
+    STATS.launch("einsum")
     return _wrap(np.einsum(*_unwrap(operands), **kwargs))
 
 
@@ -540,12 +620,62 @@ def as_strided(x, shape=None, strides=None):
     return _wrap(np.lib.stride_tricks.as_strided(x._on_device(), shape=shape, strides=strides), x._device)
 
 
+class ElementwiseKernel:
+    """cupy.ElementwiseKernel(in_params, out_params, operation, name): on CuPy, `operation` is CUDA C,
+    compiled on first call and run once per element. The stand-in cannot compile CUDA: it runs the kernel's
+    *Python twin* instead, looked up by `name` in tinydgl.kernels.elementwise.PYTHON_TWINS (beside the CUDA
+    source), with CuPy's calling convention checked: as many arguments as parameters, device arrays only,
+    scalars cast to their parameter's type (`T`: the dtype of the arrays typed T), outputs written in place.
+    So the stand-in tests the twin and the calling code, **not the CUDA source**, which runs only on a GPU.
+    """
+
+    def __init__(self, in_params, out_params, operation, name="kernel", reduce_dims=True, preamble="",
+                 no_return=False, return_tuple=False, loop_prep="", after_loop="", options=()):
+        self.in_params, self.out_params = self._parse(in_params), self._parse(out_params)
+        self.operation, self.name = operation, name
+
+    @staticmethod
+    def _parse(params):
+        """'T x, float32 y' -> [('T', 'x'), ('float32', 'y')]"""
+        return [tuple(p.split()[-2:]) for p in params.split(",") if p.strip()]
+
+    def __call__(self, *args):
+        params = self.in_params + self.out_params
+        if len(args) != len(params):
+            names = ", ".join(n for _, n in params)
+            raise TypeError(f"Wrong number of arguments for {self.name!r}: {len(params)} expected ({names}), "
+                            f"{len(args)} given (the stand-in needs the outputs passed in)")
+        try:
+            import tinydgl.kernels.elementwise as library_kernels
+            twins = library_kernels.PYTHON_TWINS
+        except ImportError:
+            twins = {}
+        if self.name not in twins:
+            raise NotImplementedError(f"the CuPy stand-in cannot compile CUDA: kernel {self.name!r} needs a Python "
+                                      "twin in tinydgl.kernels.elementwise.PYTHON_TWINS")
+        arrays = [a for a in args if isinstance(a, ndarray)]
+        if not arrays or any(isinstance(a, np.ndarray) for a in args):
+            raise _host_error("<class 'numpy.ndarray'>")
+        type_of = {t: a.dtype for (t, _), a in zip(params, args) if isinstance(a, ndarray) and len(t) == 1}
+        values = []
+        for (t, _), a in zip(params, args):
+            if isinstance(a, ndarray):
+                values.append(a._on_device())
+            else:
+                values.append(np.dtype(type_of.get(t, t)).type(a))
+        STATS.launch(f"ElementwiseKernel {self.name}")
+        new = twins[self.name](*values)
+        for out, value in zip(args[len(self.in_params):], new):
+            out._a[...] = value
+
+
 _memory_pool = MemoryPool()
 
 SPECIAL = {
     "cupy": {
         "ndarray": ndarray, "ufunc": ufunc, "asarray": asarray, "array": array, "asnumpy": asnumpy,
-        "get_array_module": get_array_module, "einsum": einsum, "is_available": lambda: device_count() > 0,
+        "get_array_module": get_array_module, "einsum": einsum, "ElementwiseKernel": ElementwiseKernel,
+        "is_available": lambda: device_count() > 0,
         "get_default_memory_pool": lambda: _memory_pool,
         "get_default_pinned_memory_pool": lambda: _memory_pool,
     },

@@ -32,6 +32,13 @@ def relu_backward(dout, cache):
     return dx
 
 
+def _fused(xp, *arrays):
+    """Whether the fused CuPy kernels of tinydgl/kernels/elementwise.py apply."""
+    from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
+
+    return fused_for(xp, *arrays)
+
+
 def leaky_relu_forward(x, negative_slope=0.01):
     """x: any shape -> out = x where x > 0, else negative_slope * x."""
     xp = array_namespace(x)
@@ -39,6 +46,12 @@ def leaky_relu_forward(x, negative_slope=0.01):
         positive = x > 0
         return xp.where(positive, x, negative_slope * x), (positive, negative_slope)
     # For 0 <= a <= 1 the larger of x and a*x is x exactly when x > 0.
+    if _fused(xp, x):  # CuPy: the steps below in one launch
+        from ..kernels.elementwise import fused_update
+
+        out, positive = xp.empty_like(x), xp.empty_like(x, dtype=bool)
+        fused_update("leaky_relu", xp, x, negative_slope, out, positive)
+        return out, (positive, negative_slope)
     if not is_numpy_like(xp):
         return xp.maximum(x, negative_slope * x), (x > 0, negative_slope)
     out, positive = xp.empty_like(x), xp.empty_like(x, dtype=bool)
@@ -59,6 +72,12 @@ def leaky_relu_backward(dout, cache):
     xp = array_namespace(dout)
     if not 0.0 <= negative_slope <= 1.0:
         return xp.where(positive, dout, negative_slope * dout)
+    if _fused(xp, dout):  # CuPy: one launch
+        from ..kernels.elementwise import fused_update
+
+        dx = xp.empty_like(dout)
+        fused_update("leaky_relu_backward", xp, dout, positive, negative_slope, dx)
+        return dx
     if not is_numpy_like(xp):
         slope = xp.maximum(xp.astype(positive, dout.dtype), negative_slope)  # 1.0 where x > 0, else a, exactly
         slope *= dout

@@ -88,6 +88,42 @@ def _shifted(x, shift):
     return out
 
 
+def _fused(xp, *arrays):
+    """Whether to use the fused CuPy kernels of tinydgl/kernels/elementwise.py (CuPy, one dtype throughout)."""
+    from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
+
+    return fused_for(xp, *arrays)
+
+
+def _fused_rows(name, xp, rows, *args):
+    """Kernel `name` over rows-shaped input `rows`, into a new rows-shaped output (one launch)."""
+    from ..kernels.elementwise import fused_update
+
+    out = xp.empty_like(rows)
+    fused_update(name, xp, rows, *args, out)
+    return out
+
+
+def _center(rows, mean, channels):
+    """rows - mean, per channel (the mean tiled along the columns), in one new array."""
+    xp = array_namespace(rows)
+    if _fused(xp, rows, mean):
+        return _fused_rows("bn_center", xp, rows, mean, channels)
+    return _shifted(rows, _tiled(mean, rows))
+
+
+def _update_running_stats(xp, running_mean, running_var, mean, var, momentum, unbias):
+    """In place: running = (1 - momentum) * running + momentum * batch (the variance times `unbias`).
+    On CuPy one fused kernel (tinydgl/kernels/elementwise.py) does both, instead of nine launches."""
+    from ..kernels.elementwise import fused_update
+
+    if _fused(xp, running_mean, running_var, mean, var):
+        fused_update("running_stats", xp, mean, var, momentum, 1.0 - momentum, unbias, running_mean, running_var)
+        return
+    running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
+    running_var[...] = (1.0 - momentum) * running_var + momentum * var * unbias
+
+
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     """Normalise each channel to zero mean and unit variance, then scale by gamma and shift by beta.
 
@@ -104,20 +140,22 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         if count < 2:
             raise ValueError("batchnorm in training mode needs more than one value per channel (batch size >= 2).")
         mean = _channel_sums(rows, channels) / count
-        centered = _shifted(rows, _tiled(mean, rows))
+        centered = _center(rows, mean, channels)
         var = _channel_dots(centered, centered, channels) / count  # two passes: stable for any mean
         if running_mean is not None:
-            running_mean[...] = (1.0 - momentum) * running_mean + momentum * mean
-            running_var[...] = (1.0 - momentum) * running_var + momentum * var * (count / (count - 1))
+            _update_running_stats(xp, running_mean, running_var, mean, var, momentum, count / (count - 1))
     else:
         if running_mean is None:
             raise ValueError("batchnorm in evaluation mode needs running_mean and running_var.")
         mean, var = running_mean, running_var
-        centered = _shifted(rows, _tiled(mean, rows))
+        centered = _center(rows, mean, channels)
     inv_std = 1.0 / xp.sqrt(var + eps)
     # out = x_hat * gamma + beta with x_hat = centered * inv_std; the cache keeps `centered` and inv_std
     # rather than x_hat, which saves a pass over the activations here and costs none in backward.
-    out = _scale_shift(centered, _tiled(gamma * inv_std, rows), _tiled(beta, rows))
+    if _fused(xp, centered, gamma, beta):  # CuPy: one launch, the vectors read per channel, not tiled
+        out = _fused_rows("bn_scale_shift", xp, centered, gamma * inv_std, beta, channels)
+    else:
+        out = _scale_shift(centered, _tiled(gamma * inv_std, rows), _tiled(beta, rows))
     return _from_rows(out, tuple(x.shape)), (centered, gamma, inv_std, training, tuple(x.shape))
 
 
@@ -136,6 +174,10 @@ def batchnorm_backward(dout, cache):
     scale = gamma * inv_std
     if not training:
         return _from_rows(_scale_shift(rows, _tiled(scale, rows)), x_shape), dgamma, dbeta
+    if _fused(array_namespace(rows), rows, centered, dgamma):  # CuPy: _batchnorm_dx in one launch
+        dx = _fused_rows("bn_dx", array_namespace(rows), rows, centered, inv_std, dgamma, dbeta, scale, count,
+                         channels)
+        return _from_rows(dx, x_shape), dgamma, dbeta
     dx = map_slices(lambda s: _batchnorm_dx(rows[s, ...], centered[s, ...], dgamma, dbeta, inv_std, scale, count),
                     rows, centered)
     return _from_rows(dx, x_shape), dgamma, dbeta

@@ -17,6 +17,13 @@ from ..backend import array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices
 
 
+def _fused(xp, *arrays):
+    """Whether the fused CuPy kernels of tinydgl/kernels/elementwise.py apply."""
+    from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
+
+    return fused_for(xp, *arrays)
+
+
 def _pair(v, name):
     if isinstance(v, int):
         return v, v
@@ -68,6 +75,13 @@ def _maxpool_nhwc(x_nhwc, kh, kw, sh, sw, oh, ow):
     xp = array_namespace(x_nhwc)
     out = x_nhwc[_window_offset(0, 0, sh, sw, oh, ow)]
     winner = zeros_like_on(x_nhwc, out.shape, dtype=xp.int8 if kh * kw < 128 else xp.int32)
+    if _fused(xp, x_nhwc) and kh * kw > 1:  # CuPy: the loop below, one launch per offset
+        from ..kernels.elementwise import fused_update
+
+        out = xp.array(out)  # our own copy, updated in place (the view belongs to x)
+        for k in range(1, kh * kw):
+            fused_update("maxpool_step", xp, x_nhwc[_window_offset(k // kw, k % kw, sh, sw, oh, ow)], k, out, winner)
+        return out, winner
     out_is_ours = False
     for i in range(kh):
         for j in range(kw):
@@ -100,6 +114,12 @@ def _maxpool_backward_nhwc(dout_nhwc, winner, x_shape, kh, kw, sh, sw):
     _, c, h, w = x_shape
     n, oh, ow = dout_nhwc.shape[0], dout_nhwc.shape[1], dout_nhwc.shape[2]
     dx = zeros_like_on(dout_nhwc, (n, h, w, c))
+    if _fused(xp, dout_nhwc) and sh >= kh and sw >= kw:  # CuPy, windows apart: one launch per offset
+        from ..kernels.elementwise import fused_update
+
+        for k in range(kh * kw):
+            fused_update("maxpool_share", xp, dout_nhwc, winner, k, dx[_window_offset(k // kw, k % kw, sh, sw, oh, ow)])
+        return dx
     for i in range(kh):
         for j in range(kw):
             share = xp.astype(winner == i * kw + j, dout_nhwc.dtype)

@@ -1,0 +1,98 @@
+"""Count, per trainer, the calls that would launch a GPU kernel and the host syncs in one training step on
+the CuPy stand-in (tests/cupy_standin/, CPU only): SmallConv, batch 128, 1x28x28, float32, Adam, each
+trainer at its defaults (ff trains its own fully connected network: mlp).
+
+    PYTHONPATH=$PWD python benchmarks/count_launches.py                 # every trainer, a table
+    PYTHONPATH=$PWD python benchmarks/count_launches.py bp lls --where  # and where the launches come from
+
+What counts as a launch is written in tests/cupy_standin/fake.py (`_launches`): elementwise ops, reductions,
+matmuls, copies on the device, creations with a fill, ElementwiseKernel calls; views, `empty` and
+host<->device copies do not. CuPy spends some 10 us of host time per launch, so a step of N launches costs
+at least N * 10 us on any GPU. The counts depend on the code, not on the machine or its load.
+The second step is counted (the first builds optimizer state and buffers).
+"""
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from cupy_standin import STATS, standin_cupy  # noqa: E402
+
+import tinydgl  # noqa: E402
+from tinydgl.backend import asarray  # noqa: E402
+from tinydgl.models import build_model  # noqa: E402
+from tinydgl.optim import Adam  # noqa: E402
+from tinydgl.trainers import TRAINERS, build_trainer  # noqa: E402
+
+# the part of the library each source file is, for the breakdown
+PARTS = {"optim.py": "optimizer", "batchnorm": "batch norm", "pool": "pooling", "conv": "conv", "linear": "linear",
+         "activation": "activations", "functional.py": "functional (F.*)", "heads.py": "local heads",
+         "kernels": "fused local loss", "backend.py": "backend helpers"}
+
+
+def source(site):
+    """'tinydgl/nn/batchnorm.py:forward' from the call site 'path:line (function) <- ...'."""
+    frames = site.split(" <- ")
+    first = frames[-1] if "kernels/elementwise.py" in frames[0] else frames[0]  # the fused kernel's caller
+    path, _, rest = first.rpartition(":")
+    path = Path(path)
+    try:
+        path = path.resolve().relative_to(ROOT)
+    except ValueError:
+        pass
+    return f"{path}:{rest.split('(')[-1].rstrip(')')}"
+
+
+def count(name, batch=128, size=28, seed=0):
+    """(launches, syncs, launches by source 'file:function') of the second train_step of `name`."""
+    model_name = "mlp" if name == "ff" else "smallconv"
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        rng = np.random.default_rng(seed)
+        model = build_model(model_name, 1, size, 10, seed=seed, dtype="float32")
+        trainer = build_trainer(name, model, lambda p: Adam(p, lr=1e-3))
+        x = asarray(rng.standard_normal((batch, 1, size, size)).astype(np.float32))
+        y = asarray(np.arange(batch) % 10)
+        trainer.train_step(x, y)
+        STATS.reset()
+        trainer.train_step(x, y)
+        by_source = Counter()
+        for (_, site), n in STATS.launches.items():
+            by_source[source(site)] += n
+        return STATS.total_launches(), STATS.total_syncs(), by_source
+
+
+def by_file(by_source):
+    files = Counter()
+    for where, n in by_source.items():
+        files[where.rpartition(":")[0]] += n
+    return files
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("trainers", nargs="*", default=list(TRAINERS))
+    parser.add_argument("--where", action="store_true", help="list the launches by source file and function")
+    args = parser.parse_args(argv)
+    print("| trainer | launching calls / step | host syncs / step | largest sources (launches) |")
+    print("|---|---:|---:|---|")
+    details = {}
+    for name in args.trainers:
+        launches, syncs, by_source = count(name)
+        details[name] = by_source
+        top = ", ".join(f"{Path(f).name} {n}" for f, n in by_file(by_source).most_common(4))
+        print(f"| {name} | {launches} | {syncs} | {top} |", flush=True)
+    if args.where:
+        for name, by_source in details.items():
+            print(f"\n{name}:")
+            for where, n in by_source.most_common():
+                print(f"  {n:5d}  {where}")
+
+
+if __name__ == "__main__":
+    main()
