@@ -1,15 +1,16 @@
 """The package's line budget (as tinygrad keeps one): a library meant to be read whole must stay small.
 
 Counted: the lines of tinydgl/**/*.py that are not blank and not comments (docstrings count: they are
-read too). On 2026-12-06 the package had 11,656 such lines. The budget, 13,400, is that count plus
-about 15% for the work landing now (the CuPy stand-in, threads, recipes, forward-gradient JVPs). Issue 23
-asks for a package smaller than it was, so lower the budget as the runtime loses its twins; raise it
-only when a change is worth its lines, and say why in the commit.
+read too). On 2026-12-06 the package had 11,656 such lines before that day's work and 13,469 after it
+(forward-mode derivatives for every op, fg, PEPITA, the PredSim heads, the recipes, the fused CUDA and
+CuPy kernels). The budget, 14,000, is the latter plus 4%. Issue 23 asks for a package smaller than it was,
+so lower the budget as the runtime loses its twins; raise it only when a change is worth its lines, and
+say why in the commit.
 """
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinydgl"
-BUDGET = 13_400
+BUDGET = 14_000
 
 
 def code_lines(path):
