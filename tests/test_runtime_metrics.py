@@ -238,17 +238,21 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
-@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_ctrl_c_or_sigterm_stops_every_worker_and_frees_the_rings(signame, code, tmp_path):
+@pytest.mark.parametrize("signame, code, ignored_at_start", [("SIGINT", 130, False), ("SIGTERM", 143, False),
+                                                             ("SIGINT", 130, True)])
+def test_ctrl_c_or_sigterm_stops_every_worker_and_frees_the_rings(signame, code, ignored_at_start, tmp_path):
     """SIGINT (as Ctrl-C in a terminal) or SIGTERM (as a cluster's pre-emption) to the whole process group:
     the workers ignore it and are stopped by the parent; exit status 130 / 143 within seconds, no worker
-    left, no shared memory left, and the last epoch's checkpoint is named with the command to resume."""
+    left, no shared memory left, and the last epoch's checkpoint is named with the command to resume.
+    ignored_at_start: the run starts with SIGINT ignored, as a shell starts a background job (`... &`), where
+    Python installs no Ctrl-C handler of its own; before the parent set one, such a run never stopped."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", "dgl", "--model", "cnn", "--workers", "2",
            "--dataset", "mnist-small", "--epochs", "20", "--batch-size", "32", "--no-progress",
            "--checkpoint-dir", str(tmp_path)]
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored_at_start else None
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=ignore)
     deadline = time.time() + 90
     kids = []
     while time.time() < deadline and len(kids) < 3:  # the resource tracker and two workers

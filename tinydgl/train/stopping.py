@@ -61,12 +61,16 @@ class StopSignals:
 
 class raise_on_sigterm:
     """Context manager for runs that cannot stop at a step of their own (the parallel engines' parents):
-    SIGTERM raises `Terminated` in the main thread, so the engine's clean-up runs as it does for Ctrl-C."""
+    SIGTERM raises `Terminated` in the main thread, and Ctrl-C (SIGINT) raises KeyboardInterrupt, so the
+    engine's clean-up runs for either. Ctrl-C's handler is set explicitly because a process inherits an
+    ignored SIGINT (a shell starts background jobs so), and Python then installs no handler of its own, so
+    the run would not stop on Ctrl-C (the in-process runs' `StopSignals` sets its own handler too)."""
 
     def __enter__(self):
         self._previous = None
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = (signal.signal(signal.SIGTERM, self._handle),
+                              signal.signal(signal.SIGINT, signal.default_int_handler))
         return self
 
     @staticmethod
@@ -76,4 +80,5 @@ class raise_on_sigterm:
 
     def __exit__(self, *exc):
         if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+            signal.signal(signal.SIGTERM, self._previous[0])
+            signal.signal(signal.SIGINT, self._previous[1])
