@@ -280,3 +280,105 @@ def test_mlp_without_biases_and_with_batch_norm_on_the_logits():
     assert len(linears) == 3 and all(m.bias is None for m in linears)
     assert type(model.layers[-1].layers[-1]).__name__ == "BatchNorm1d"
     assert model.num_parameters() == 784 * 256 + 256 * 256 + 256 * 10 + 2 * (256 + 256 + 10)
+
+
+# --- the steps themselves, against the authors' definitions in PyTorch (optional: skipped without torch) -------
+def test_ff_steps_match_loewex_s_step_in_torch(digits):
+    """loeweX's ff_model.py step, its losses written out in torch and differentiated by autograd: every layer's
+    weights and biases, the classifier and the running means agree with FFTrainer's after 8 steps of SGD
+    (two parameter groups, momentum 0.9, weight decay), the rate halved mid-way as the cool-down does."""
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    hidden, n = (30, 20, 20), 10
+    model = build_model("mlp", 1, 28, 10, seed=0, dtype="float64")
+    trainer = build_trainer("ff", model, lambda p: SGD(p, lr=1e-3, momentum=0.9, weight_decay=3e-4), ff_hidden=hidden)
+    linears = [block.layers[-2] for block in trainer.model.layers]
+    weights = [torch.tensor(m.weight.data.T.copy(), requires_grad=True) for m in linears]  # torch: (out, in)
+    biases = [torch.tensor(m.bias.data.copy(), requires_grad=True) for m in linears]
+    classifier = torch.zeros(10, sum(hidden[1:]), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([{"params": weights + biases, "lr": 1e-3, "weight_decay": 3e-4, "momentum": 0.9},
+                           {"params": [classifier], "lr": 1e-2, "weight_decay": 3e-3, "momentum": 0.9}])
+    running = [torch.full((h,), 0.5, dtype=torch.float64) for h in hidden]
+
+    def norm(z):
+        return z / (torch.sqrt(torch.mean(z ** 2, dim=-1, keepdim=True)) + 1e-8)
+
+    class FullGradReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z):
+            return z.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    rng = np.random.default_rng(1)
+    images = digits.x_train.reshape(len(digits.x_train), -1) / 255.0
+    for step in range(8):
+        pick = rng.choice(len(images), n, replace=False)
+        x, y = images[pick], digits.y_train[pick].astype(np.int64)
+        wrong = (y + rng.integers(1, 10, size=n)) % 10
+        trainer.wrong_labels = lambda labels, wrong=wrong: wrong
+        if step == 4:
+            trainer.optimizer.lr /= 2
+            trainer.classifier_optimizer.lr /= 2
+            for group in opt.param_groups:
+                group["lr"] /= 2
+        trainer.train_step(x, y)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        positive, negative, neutral = xt.clone(), xt.clone(), xt.clone()
+        positive[:, :10], negative[:, :10], neutral[:, :10] = tF.one_hot(yt, 10), tF.one_hot(torch.tensor(wrong), 10), 0.1
+        opt.zero_grad()
+        z, loss = norm(torch.cat([positive, negative])), 0.0
+        targets = torch.cat([torch.ones(n), torch.zeros(n)]).double()
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            z = FullGradReLU.apply(z @ w.T + b)
+            running[i] = running[i].detach() * 0.9 + z[:n].mean(0) * 0.1
+            loss = loss + 0.03 * torch.mean((running[i].mean() - running[i]) ** 2)
+            loss = loss + tF.binary_cross_entropy_with_logits(torch.sum(z ** 2, -1) - z.shape[1], targets)
+            z = norm(z.detach())
+        with torch.no_grad():
+            h, features = norm(neutral), []
+            for i, (w, b) in enumerate(zip(weights, biases)):
+                h = norm(FullGradReLU.apply(h @ w.T + b))
+                features += [h] if i >= 1 else []
+        loss = loss + tF.cross_entropy(torch.cat(features, -1) @ classifier.T, yt)
+        loss.backward()
+        opt.step()
+    for m, w, b in zip(linears, weights, biases):
+        np.testing.assert_allclose(m.weight.data, w.detach().numpy().T, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(m.bias.data, b.detach().numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(trainer.classifier.weight.data, classifier.detach().numpy().T, rtol=1e-9, atol=1e-12)
+    for i, r in enumerate(running):
+        np.testing.assert_allclose(trainer.running.buffers[f"layer{i}"], r.detach().numpy(), rtol=1e-9, atol=1e-12)
+    assert np.abs(trainer.classifier.weight.data).max() > 1e-3  # the steps moved it: the comparison is not vacuous
+
+
+def test_bp_with_bce_and_nag_matches_the_drtp_code_s_step_in_torch(digits):
+    """The DRTP code's BP (train.py: tanh hidden layer, sigmoid output, F.binary_cross_entropy averaged over
+    N x classes, torch.optim.SGD(momentum=0.9, nesterov=True)): tinydgl's `bp --loss bce` with `nag` takes
+    the same steps from the same weights."""
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    model = build_model("mlp", 1, 28, 10, hidden=(30,), activation="tanh", batchnorm=False, seed=0, dtype="float64")
+    trainer = build_trainer("bp", model, lambda p: NAG(p, lr=0.05, momentum=0.9), loss="bce")
+    linears = [m for block in model.layers for m in block.layers if type(m).__name__ == "Linear"]
+    weights = [torch.tensor(m.weight.data.T.copy(), requires_grad=True) for m in linears]
+    biases = [torch.tensor(m.bias.data.copy(), requires_grad=True) for m in linears]
+    start = [w.detach().clone() for w in weights]
+    opt = torch.optim.SGD(weights + biases, lr=0.05, momentum=0.9, nesterov=True)
+    rng = np.random.default_rng(0)
+    images = digits.x_train / 255.0
+    for _ in range(8):
+        pick = rng.choice(len(images), 10, replace=False)
+        x, y = images[pick], digits.y_train[pick].astype(np.int64)
+        trainer.train_step(x, y)
+        opt.zero_grad()
+        hidden = torch.tanh(torch.tensor(x.reshape(len(x), -1)) @ weights[0].T + biases[0])
+        output = torch.sigmoid(hidden @ weights[1].T + biases[1])
+        tF.binary_cross_entropy(output, tF.one_hot(torch.tensor(y), 10).double()).backward()
+        opt.step()
+    for m, w, b in zip(linears, weights, biases):
+        np.testing.assert_allclose(m.weight.data, w.detach().numpy().T, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(m.bias.data, b.detach().numpy(), rtol=1e-9, atol=1e-12)
+    assert max(float((w.detach() - s).abs().max()) for w, s in zip(weights, start)) > 1e-3

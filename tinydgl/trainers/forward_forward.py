@@ -91,6 +91,8 @@ instead of one with two parameter groups; the loader's last batch of an epoch is
 drops it); the wrong labels come from the trainer's generator per step, not from the dataset per sample;
 the running means are checkpointed (the reference does not save them); the classifier's logits are not
 shifted by their maximum (which changes neither the loss nor its gradient).
+`tests/test_fidelity.py` checks, when torch is installed, that from the same weights, batches and wrong
+labels the trainer takes loeweX's steps (its losses written in torch, differentiated by autograd).
 """
 import math
 
