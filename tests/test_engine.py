@@ -261,7 +261,7 @@ def probe(conn):
     conn.send((conn.recv(), blocked_at_start, blocked_after))
 
 if __name__ == "__main__":
-    process, conn = start_worker(mp.get_context("spawn"), probe, "probe", (), "payload")
+    process, conn = start_worker(mp.get_context("spawn"), probe, "probe", (), "payload", [])
     process_pid = process.pid
     import os; os.kill(process_pid, signal.SIGINT)  # while the child is still starting (importing NumPy)
     print(conn.recv(), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
@@ -284,3 +284,44 @@ def test_a_ctrl_c_while_a_worker_starts_does_not_kill_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
     assert proc.stdout.splitlines() == ["('payload', True, False) False", "exit 0"]
+
+
+STOPPED_WHILE_STARTING = '''
+import os, signal, sys, multiprocessing as mp
+from tinydgl.runtime.engine import start_worker, stop_processes
+
+def idle(conn):
+    conn.recv()
+
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")
+    start = ctx.Process.start
+    def start_and_interrupt(self):
+        start(self)
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C during the start: held until the signals are unblocked
+    ctx.Process.start = start_and_interrupt
+    processes = []
+    try:
+        start_worker(ctx, idle, "idle", (), "payload", processes)
+    except KeyboardInterrupt:
+        print("interrupted; known to the clean-up:", len(processes))
+        stop_processes(processes)
+        print("stopped:", [p.exitcode is not None for p in processes])
+'''
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
+def test_a_ctrl_c_during_a_worker_start_leaves_it_to_the_clean_up(tmp_path):
+    """A Ctrl-C (or SIGTERM) held back while a worker starts is raised when the signals are unblocked; the
+    worker must be in the run's list by then, or the clean-up misses it and it goes on starting after the
+    parent exits (found as a spawn traceback when a signal came as a new epoch's workers started)."""
+    import subprocess
+    import sys
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_WHILE_STARTING)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=str(tmp_path), env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    assert proc.stdout.splitlines() == ["interrupted; known to the clean-up: 1", "stopped: [True]"], (
+        proc.stdout + proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -285,9 +285,9 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     try:
         with worker_thread_environment(threads_per_worker):
             for w in range(workers):
-                process, conn = start_worker(ctx, _worker, f"tinydgl-dp-worker-{w}",
-                                             (w, shm.name, layout, go[w], done[w], arrived, os.getpid(), run_started), trainer)
-                processes.append(process)
+                _, conn = start_worker(ctx, _worker, f"tinydgl-dp-worker-{w}",
+                                       (w, shm.name, layout, go[w], done[w], arrived, os.getpid(), run_started), trainer,
+                                       processes)
                 conns.append(conn)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:

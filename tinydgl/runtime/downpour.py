@@ -390,10 +390,9 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 
         with worker_thread_environment(threads_per_worker):
             for w in range(workers):
-                process, conn = start_worker(ctx, _worker, f"tinydgl-downpour-worker-{w}",
-                                             (w, shm.name, num_params, dtype.name, lock, applied[w], data_ring,
-                                              push_ring, n_fetch, n_push, os.getpid(), run_started), trainer)
-                processes.append(process)
+                _, conn = start_worker(ctx, _worker, f"tinydgl-downpour-worker-{w}",
+                                       (w, shm.name, num_params, dtype.name, lock, applied[w], data_ring,
+                                        push_ring, n_fetch, n_push, os.getpid(), run_started), trainer, processes)
                 conns.append(conn)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:

@@ -93,9 +93,14 @@ def worker_thread_environment(threads):
 _ERROR, _DONE, _READY = "error", "done", "ready"
 
 
-def start_worker(ctx, target, name, args, payload):
-    """Start a spawned worker `target(*args, conn)` and send it `payload` (its modules or trainer) through
-    `conn`, one end of a socket pair; returns (process, the parent's end).
+def start_worker(ctx, target, name, args, payload, processes):
+    """Start a spawned worker `target(*args, conn)`, append it to `processes` and send it `payload` (its
+    modules or trainer) through `conn`, one end of a socket pair; returns (process, the parent's end).
+
+    The process joins `processes` while Ctrl-C and SIGTERM are still blocked: a signal that arrived during
+    the start is raised the moment they are unblocked, and the run's clean-up must then know this worker,
+    or it would leave it starting after the parent exits (and unlinks the semaphores the child is still
+    unpickling: a traceback on the terminal).
 
     Why the payload is not a `Process` argument: spawn writes a process's arguments into a pipe whose read
     end the *parent itself* keeps open until the write finishes. A child that dies before reading them all
@@ -107,6 +112,7 @@ def start_worker(ctx, target, name, args, payload):
     process = ctx.Process(target=target, name=name, daemon=True, args=(*args, theirs))
     with stop_signals_blocked():
         process.start()
+        processes.append(process)
     theirs.close()  # the child holds its end now; ours sees EOF once the child exits
     try:
         mine.send(payload)
@@ -546,9 +552,9 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                 args = (w, run.rings[w], None if last else run.rings[w + 1], None if last else back[w],
                         back[w - 1] if w else None, total, done[w - 1] if w else feeder_done,
                         done[w], w > 0 and policy == "replay", os.getpid(), run_started, gpus[w])
-                process, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
-                                             stages.make_stage(trainer, group, batches_per_epoch, start_epoch))
-                run.processes.append(process)
+                _, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
+                                       stages.make_stage(trainer, group, batches_per_epoch, start_epoch),
+                                       run.processes)
                 run.conns.append(conn)
         run.wait_ready(timeout=120)
         ready = time.perf_counter()  # every worker started and has its stage: training starts
