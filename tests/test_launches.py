@@ -87,6 +87,19 @@ def test_standin_elementwise_kernel_checks_its_arguments():
             cupy.ElementwiseKernel("T x", "T y", "y = x;", "no_such_kernel")(cupy.ones(2), cupy.ones(2))
 
 
+
+def _three_ways(run, monkeypatch):
+    """run() on NumPy (the readable form), on the CuPy stand-in with the fused kernels, and on the stand-in
+    with them switched off (TINYDGL_FUSED_KERNELS=0): (want, got, written_out)."""
+    with tinydgl.use_backend("numpy"):
+        want = run()
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        got = run()
+        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
+        written_out = run()
+    return want, got, written_out
+
 def _same_as_readable(fused, readable, numpy):
     """Fused equals the readable form on the same backend to the last bit (the twin repeats its terms), and
     NumPy's to rounding (on CuPy a column sum is one reduction, summing in another order than NumPy's BLAS)."""
@@ -110,13 +123,7 @@ def test_batchnorm_running_statistics_in_one_launch_as_the_readable_form(monkeyp
         in_update = sum(n for (_, site), n in STATS.launches.items() if "_update_running_stats" in site)
         return to_numpy(out), to_numpy(running_mean), to_numpy(running_var), in_update
 
-    with tinydgl.use_backend("numpy"):
-        want = run()
-    with standin_cupy():
-        tinydgl.set_backend("cupy")
-        got = run()
-        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
-        written_out = run()
+    want, got, written_out = _three_ways(run, monkeypatch)
     assert got[3] == 1, f"{got[3]} launches to update the running statistics"
     _same_as_readable(got[:3], written_out[:3], want[:3])
 
@@ -142,13 +149,7 @@ def test_batchnorm_passes_fused_as_the_readable_form(shape, monkeypatch):
             results += [to_numpy(out), *(to_numpy(g) for g in grads), STATS.total_launches()]
         return results
 
-    with tinydgl.use_backend("numpy"):
-        want = run()
-    with standin_cupy():
-        tinydgl.set_backend("cupy")
-        got = run()
-        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
-        written_out = run()
+    want, got, written_out = _three_ways(run, monkeypatch)
     _same_as_readable([g for g in got if not isinstance(g, int)],
                       [g for g in written_out if not isinstance(g, int)], [w for w in want if not isinstance(w, int)])
     # forward + backward in training mode; fused saves 8 launches on the running statistics, 1 on centring
@@ -170,13 +171,7 @@ def test_maxpool_fused_as_the_readable_form(kernel, stride, monkeypatch):
         dx = maxpool2d_backward(asarray(rng.standard_normal(out.shape)), cache)
         return to_numpy(out), to_numpy(dx), STATS.total_launches()
 
-    with tinydgl.use_backend("numpy"):
-        want = run()
-    with standin_cupy():
-        tinydgl.set_backend("cupy")
-        got = run()
-        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
-        written_out = run()
+    want, got, written_out = _three_ways(run, monkeypatch)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     # forward: 4 launches per offset saved, less one copy; backward (windows apart) 3 per offset
@@ -197,13 +192,7 @@ def test_leaky_relu_fused_as_the_readable_form(monkeypatch):
         dx = leaky_relu_backward(asarray(rng.standard_normal(x.shape)), cache)
         return to_numpy(out), to_numpy(cache[0]), to_numpy(dx), STATS.total_launches()
 
-    with tinydgl.use_backend("numpy"):
-        want = run()
-    with standin_cupy():
-        tinydgl.set_backend("cupy")
-        got = run()
-        monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
-        written_out = run()
+    want, got, written_out = _three_ways(run, monkeypatch)
     for g, w in zip(got[:3], want[:3]):
         np.testing.assert_array_equal(g, w)
     assert got[3] == 2 < written_out[3], (got[3], written_out[3])
