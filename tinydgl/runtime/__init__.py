@@ -13,8 +13,12 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
   trained modules back into the parent's trainer (see the `shm_ring` docstring, "Faults, and what the
   engine builds on this").
 
-- `data_parallel.run_data_parallel`: synchronous data-parallel SGD (`dp-sync`): W workers, one model copy
-  and one shard of every batch each, gradients averaged through shared memory every step.
+- `registry`: which engine, keyed by (parallelism: module | sync | downpour, transport: shm | mpi), runs
+  which trainer (each trainer declares `parallel = (...)`); the only place that decides it.
+
+- `data_parallel.run_data_parallel`: synchronous data-parallel SGD (`--parallel sync`): W workers, one
+  model copy and one shard of every batch each, gradients averaged every step, through shared memory or
+  (`run_data_parallel_mpi`) MPI's Allreduce; `flat`: parameters and gradients packed into one vector.
 
 - `downpour.run_downpour`: Downpour SGD (`downpour`): W workers push gradients computed at stale weights
   to the parent, a parameter server that applies each push as it arrives; staleness is recorded per push.
@@ -29,14 +33,14 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
   staleness, occupancy, timeline), `metrics.work_summary` (the same in one line), `metrics.plot_timeline`;
   `fit.fit_parallel`: epochs, evaluation and checkpoints for every engine.
 
-- `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline and dp-sync with one MPI
-  rank per worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ...`.
+- `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline with one MPI rank per
+  worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi ...`.
 
 - `simulate.simulate_pipeline` / `simulate.pipeline_throughput`: a documented model (per-stage compute,
   link bandwidth and latency, buffer policy, compressed buffers, shared cores) that predicts the
   throughput of J modules on J devices, by event-driven simulation and in closed form.
 """
-from .data_parallel import fit_data_parallel, run_data_parallel
+from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour
 from .engine import WorkerFailed, fit_module_parallel, pipeline_worker_loop, run_module_parallel, split_modules
 from .fit import fit_parallel
@@ -45,6 +49,6 @@ from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, S
 from .simulate import pipeline_throughput, simulate_pipeline
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
-           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "fit_parallel",
-           "pipeline_throughput", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour",
+           "WorkerRecorder", "fit_data_parallel", "fit_data_parallel_mpi", "fit_downpour", "fit_module_parallel", "fit_parallel",
+           "pipeline_throughput", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi", "run_downpour",
            "run_module_parallel", "simulate_pipeline", "split_modules", "work_summary"]

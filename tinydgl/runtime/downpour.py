@@ -84,10 +84,13 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from ..backend import get_backend, to_numpy
+from ..backend import to_numpy
+from .data_parallel import steps_to_run
 from .engine import WorkerFailed, ignore_stop_signals, poll_workers, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
-from .metrics import WorkerRecorder
+from .flat import flat_size, gradients, pack, set_gradients, set_weights
+from .metrics import WorkerRecorder, epoch_losses
+from .registry import check
 from .shm_ring import RingBroken, RingClosed, SharedRing
 
 _ERROR, _DONE = "error", "done"
@@ -124,24 +127,97 @@ class _PushedGradients:
 
     def __init__(self, optimizer, dtype):
         self.optimizer = optimizer
-        self.accumulated = np.zeros(sum(p.data.size for p in optimizer.params), dtype)
+        self.accumulated = np.zeros(flat_size(optimizer.params), dtype)
         self.steps = 0  # gradients in the accumulator
 
     def __getattr__(self, name):  # params, lr, state, ...: the wrapped optimizer's
         return getattr(self.optimizer, name)
 
     def step(self):
-        offset = 0
-        for p in self.optimizer.params:
-            if p.grad is None:
-                raise RuntimeError(f"Parameter of shape {p.shape} got no gradient; Downpour SGD pushes every "
-                                   f"parameter's gradient to the server.")
-            self.accumulated[offset:offset + p.data.size] += to_numpy(p.grad).ravel()
-            offset += p.data.size
+        pack(gradients(self.optimizer.params, "Downpour SGD (it pushes them to the server)"), self.accumulated,
+             accumulate=True)
         self.steps += 1
 
 
 # --- the worker (module level, so spawn can import it) ----------------------------------------------------
+class _Client:
+    """A worker's side of the protocol: take batches, fetch the server's weights, push gradients; every wait
+    gives up when the run is aborted or the parent died."""
+
+    def __init__(self, index, header, weights, lock, applied, data_ring, push_ring, pushed, parent):
+        self.index, self.header, self.weights, self.lock, self.applied = index, header, weights, lock, applied
+        self.data_ring, self.push_ring, self.pushed, self.parent = data_ring, push_ring, pushed, parent
+        self.pushes = self.fetches = self.unacknowledged = self.fetched_version = 0
+
+    def check(self):
+        if self.header[ABORT]:
+            raise _Aborted
+        if os.getppid() != self.parent:
+            raise SystemExit(3)
+
+    def next_batch(self):
+        """(x, y, entry) from the data ring."""
+        item = self.data_ring.get(timeout=POLL_S)
+        while item is None:
+            self.check()
+            item = self.data_ring.get(timeout=POLL_S)
+        return item
+
+    def fetch(self):
+        """A private copy of the server's weights (and their version), once our own pushes are applied."""
+        while self.unacknowledged:  # read your own writes
+            while not self.applied.acquire(timeout=POLL_S):
+                self.check()
+            self.unacknowledged -= 1
+        while not self.lock.acquire(timeout=POLL_S):
+            self.check()
+        try:
+            snapshot, self.fetched_version = self.weights.copy(), int(self.header[VERSION])
+        finally:
+            self.lock.release()
+        self.fetches += 1
+        return snapshot
+
+    def push(self):
+        """Send the accumulated gradient, with the version it was computed at; empty the accumulator."""
+        gradient = self.pushed.accumulated[None, :]
+        while not self.push_ring.put(gradient, np.array([self.index]), produced_at=self.fetched_version,
+                                     timeout=POLL_S):
+            self.check()  # the ring is full: the server is behind
+        self.pushed.accumulated[:] = 0
+        self.pushed.steps = 0
+        self.pushes += 1
+        self.unacknowledged += 1
+
+
+def _train(trainer, client, recorder, n_fetch, n_push):
+    """The worker's loop until the end-of-data marker; returns [(batch number, loss, batch size)]."""
+    params, losses = client.pushed.optimizer.params, []
+    while True:
+        t0 = recorder.now()
+        x, y, entry = client.next_batch()
+        if entry.produced_at == _STOP:
+            recorder.waited(time.time() - t0)
+            break
+        snapshot = client.fetch() if recorder.steps % n_fetch == 0 else None
+        t1 = time.time()
+        recorder.waited(t1 - t0)
+        if snapshot is not None:
+            set_weights(params, snapshot)  # the snapshot is private: views are safe
+        loss = trainer.train_step(x, y)  # backprop at the fetched weights; the "update" only accumulates
+        losses.append((entry.produced_at, float(loss), int(y.shape[0])))
+        t2 = time.time()
+        recorder.computed(t1, t2, int(y.shape[0]))
+        if recorder.steps % n_push == 0:
+            client.push()
+            recorder.waited(time.time() - t2)
+    if client.pushed.steps:  # the rest of the accumulator, so no gradient is lost
+        t0 = time.time()
+        client.push()
+        recorder.waited(time.time() - t0)
+    return losses
+
+
 def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, push_ring, n_fetch, n_push,
             parent, run_started, conn):
     """Worker `index`: receives its model copy (a trainer), then batches from the data ring, gradients at
@@ -153,80 +229,16 @@ def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, pu
         trainer = conn.recv()
         shm = shared_memory.SharedMemory(name=weights_name)
         header, weights = _weights_views(shm.buf, num_params, dtype)
-
-        def check():
-            if header[ABORT]:  # noqa: F821 (the views are deleted after the last step)
-                raise _Aborted
-            if os.getppid() != parent:
-                raise SystemExit(3)
-
         pushed = _PushedGradients(trainer.optimizer, dtype)
         trainer.optimizer = pushed
         trainer.model.train()
-        params = pushed.optimizer.params
+        client = _Client(index, header, weights, lock, applied, data_ring, push_ring, pushed, parent)
         recorder = WorkerRecorder(index, run_started, input_is_data=True)
-        pushes = fetches = unacknowledged = 0
-        fetched_version = 0
-        losses = []  # (batch number in the run, loss, batch size)
-
-        def push():
-            nonlocal pushes, unacknowledged
-            gradient = pushed.accumulated[None, :]
-            while not push_ring.put(gradient, np.array([index]), produced_at=fetched_version, timeout=POLL_S):
-                check()  # the ring is full: the server is behind
-            pushed.accumulated[:] = 0
-            pushed.steps = 0
-            pushes += 1
-            unacknowledged += 1
-
-        while True:
-            t0 = recorder.now()
-            item = data_ring.get(timeout=POLL_S)
-            while item is None:
-                check()
-                item = data_ring.get(timeout=POLL_S)
-            x, y, entry = item
-            if entry.produced_at == _STOP:
-                recorder.waited(time.time() - t0)
-                break
-            if recorder.steps % n_fetch == 0:
-                # Read your own writes: the server has applied every push of ours before we fetch.
-                while unacknowledged:
-                    while not applied.acquire(timeout=POLL_S):
-                        check()
-                    unacknowledged -= 1
-                while not lock.acquire(timeout=POLL_S):
-                    check()
-                try:
-                    snapshot, fetched_version = weights.copy(), int(header[VERSION])
-                finally:
-                    lock.release()
-                fetches += 1
-                t1 = time.time()
-                recorder.waited(t1 - t0)
-                offset = 0
-                for p in params:
-                    view = snapshot[offset:offset + p.data.size].reshape(p.data.shape)
-                    p.data = view.astype(p.data.dtype, copy=False)  # the snapshot is private: views are safe
-                    offset += p.data.size
-            else:
-                t1 = time.time()
-                recorder.waited(t1 - t0)
-            loss = trainer.train_step(x, y)  # backprop at the fetched weights; the "update" only accumulates
-            losses.append((entry.produced_at, float(loss), int(y.shape[0])))
-            t2 = time.time()
-            recorder.computed(t1, t2, int(y.shape[0]))
-            if recorder.steps % n_push == 0:
-                push()
-                recorder.waited(time.time() - t2)
-        if pushed.steps:  # the rest of the accumulator, so no gradient is lost
-            t0 = time.time()
-            push()
-            recorder.waited(time.time() - t0)
+        losses = _train(trainer, client, recorder, n_fetch, n_push)
         metrics = recorder.summary()
-        metrics.update(pushes=pushes, fetches=fetches, wait_seconds=metrics["idle_seconds"])
+        metrics.update(pushes=client.pushes, fetches=client.fetches, wait_seconds=metrics["idle_seconds"])
         buffers = {name: to_numpy(b).copy() for name, b in trainer.model.named_buffers()}
-        del header, weights
+        del header, weights, client
         conn.send((_DONE, index, metrics, losses, buffers))
     except (_Aborted, RingClosed):
         _send(conn, (_ERROR, index, "stopped: the run was aborted (another worker failed or the run timed out)"))
@@ -252,18 +264,6 @@ def _send(conn, message):
 
 
 # --- the parent: feeder and parameter server -----------------------------------------------------------
-def _check_trainer(trainer):
-    from ..trainers.backprop import BackpropTrainer
-
-    if type(trainer) is not BackpropTrainer:
-        raise ValueError(f"Downpour SGD runs backprop (a BackpropTrainer, trainer 'bp') in every worker, got "
-                         f"{getattr(trainer, 'name', type(trainer).__name__)!r}. Local-learning trainers have "
-                         f"their own runtime (run_module_parallel).")
-    if get_backend().name != "numpy":
-        raise ValueError(f"Downpour SGD runs on the NumPy backend only for now (active backend: "
-                         f"{get_backend().name!r}); switch to numpy.")
-
-
 def _positive(name, value, meaning):
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer ({meaning}), got {value!r}.")
@@ -286,10 +286,7 @@ class _Server:
         while not self.lock.acquire(timeout=POLL_S):
             self.check()
         try:
-            offset = 0
-            for p in self.optimizer.params:
-                self.weights[offset:offset + p.data.size] = to_numpy(p.data).ravel()
-                offset += p.data.size
+            pack([p.data for p in self.optimizer.params], self.weights)
             self.header[VERSION] = self.version
         finally:
             self.lock.release()
@@ -298,10 +295,7 @@ class _Server:
         """One push (gradient (1, P), [worker], entry with produced_at = fetched version): one optimizer step."""
         t0 = time.perf_counter()
         gradient, worker, entry = push[0][0], int(push[1][0]), push[2]
-        offset = 0
-        for p in self.optimizer.params:
-            p.grad = gradient[offset:offset + p.data.size].reshape(p.data.shape).astype(p.data.dtype, copy=True)
-            offset += p.data.size
+        set_gradients(self.optimizer.params, gradient)
         self.optimizer.step()
         staleness = self.version - entry.produced_at  # pushes applied since the worker's fetch
         self.version += 1
@@ -309,6 +303,49 @@ class _Server:
         self.publish()
         self.applied[worker].release()
         self.seconds += time.perf_counter() - t0
+
+
+class _Feeder:
+    """The parent's loop: batches into the data ring, pushes applied as they arrive, workers watched."""
+
+    def __init__(self, data_ring, push_ring, server, check):
+        self.data_ring, self.push_ring, self.server, self.check = data_ring, push_ring, server, check
+        self.last_check = 0.0
+
+    def serve(self, timeout_s):
+        """Apply the pushes that arrive within timeout_s (then every one already waiting); check the
+        workers if the last check is POLL_S old."""
+        push = self.push_ring.get(timeout=timeout_s)
+        while push is not None:
+            self.server.apply(push)
+            push = self.push_ring.get(timeout=0)
+        if time.perf_counter() - self.last_check >= POLL_S:
+            self.last_check = time.perf_counter()
+            self.check()
+
+    def feed(self, x, y, produced_at):
+        """Put one batch into the data ring, serving pushes while it is full."""
+        while not self.data_ring.put(x, y, produced_at=produced_at, timeout=0):
+            self.serve(0.01)
+        self.serve(0)
+
+    def run(self, trainer, train_loader, start_epoch, epochs, workers, results):
+        """Every batch of the epochs, one end-of-data marker per worker, then pushes until every worker reported."""
+        number = 0  # batch number in this run: the data ring's `produced_at`
+        for epoch in range(start_epoch, epochs):
+            train_loader.set_epoch(epoch)
+            trainer.start_epoch(epoch)
+            for x, y in train_loader:
+                self.feed(to_numpy(x), to_numpy(y), number)
+                number += 1
+        stop_x = np.zeros((1, *trainer.model.input_shape), self.data_ring.handle.dtype)
+        for _ in range(workers):
+            self.feed(stop_x, np.zeros(1, np.int64), _STOP)
+        while len(results) < workers:
+            self.serve(0.05)
+            self.last_check = time.perf_counter()
+            self.check()
+        self.serve(0)  # every worker put its last push before reporting: apply what is left
 
 
 def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, threads_per_worker=1, start_epoch=0,
@@ -327,24 +364,18 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     wait_seconds, staleness], "steps", "samples", "pushes", "n_fetch", "n_push", "staleness" (overall:
     pushes, mean, max, histogram), "push_log" ([worker, fetched version, applied version, staleness] per
     push, in the order applied), "server_seconds" (applying pushes), "startup_seconds" (spawning the workers),
-    "seconds" (training: from every worker started to the
-    last result), "samples_per_second", "train_loss" (per epoch, sample-weighted), "last_loss" (on the
-    loader's last batch)}.
+    "seconds" (training: from every worker started to the last result), "samples_per_second", "train_loss"
+    (per epoch, sample-weighted), "last_loss" (on the loader's last batch)}.
     """
-    _check_trainer(trainer)
+    check("downpour", "shm", trainer)
     workers = _positive("workers", workers, "the number of worker processes")
     n_fetch = _positive("n_fetch", n_fetch, "fetch the weights every n_fetch steps")
     n_push = _positive("n_push", n_push, "push the accumulated gradient every n_push steps")
-    batches = len(train_loader)
-    total_steps = batches * (epochs - start_epoch)
-    if total_steps < 1:
-        raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {batches} batch(es).")
+    steps_to_run(train_loader, epochs, start_epoch)
     params = trainer.optimizer.params
-    num_params = sum(p.data.size for p in params)
-    dtype = np.dtype(params[0].data.dtype)
+    num_params, dtype = flat_size(params), np.dtype(params[0].data.dtype)
     ctx = mp.get_context("spawn")
-    lock = ctx.Lock()
-    applied = [ctx.Semaphore(0) for _ in range(workers)]
+    lock, applied = ctx.Lock(), [ctx.Semaphore(0) for _ in range(workers)]
     prefix = f"tdgl_{os.getpid()}_downpour_{secrets.token_hex(4)}"
     shm = shared_memory.SharedMemory(name=prefix, create=True, size=64 + num_params * dtype.itemsize)
     header, weights = _weights_views(shm.buf, num_params, dtype)
@@ -353,68 +384,33 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     deadline = None if timeout is None else time.perf_counter() + timeout
     started = time.perf_counter()
     run_started = time.time() if run_started is None else run_started
+
+    def check_workers(timeout_s=0.0):
+        """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
+        poll_workers(conns, processes, results, lambda w: f"Downpour worker {w}", timeout_s)
+        if deadline is not None and time.perf_counter() > deadline:
+            raise WorkerFailed(f"The Downpour run took longer than timeout={timeout} s; it was stopped.")
+
     try:
-        data_ring = SharedRing(2 * workers, int(train_loader.batch_size), trainer.model.input_shape,
-                               getattr(train_loader, "dtype", "float32"), policy="fifo", name=f"{prefix}_data",
-                               ctx=ctx)
-        rings.append(data_ring)
-        push_ring = SharedRing(2 * workers, 1, (num_params,), dtype, policy="fifo", name=f"{prefix}_push", ctx=ctx)
-        rings.append(push_ring)
-
-        last_check = [0.0]
-
-        def check(timeout_s=0.0):
-            """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
-            last_check[0] = time.perf_counter()
-            poll_workers(conns, processes, results, lambda w: f"Downpour worker {w}", timeout_s)
-            if deadline is not None and time.perf_counter() > deadline:
-                raise WorkerFailed(f"The Downpour run took longer than timeout={timeout} s; it was stopped.")
-
-        server = _Server(trainer.optimizer, weights, header, lock, applied, check)
-
-        def serve(timeout_s):
-            """Apply the pushes that arrive within timeout_s (then every one already waiting); check the
-            workers if the last check is POLL_S old."""
-            push = push_ring.get(timeout=timeout_s)
-            while push is not None:
-                server.apply(push)
-                push = push_ring.get(timeout=0)
-            if time.perf_counter() - last_check[0] >= POLL_S:
-                check()
-
-        def feed(x, y, produced_at):
-            """Put one batch into the data ring, serving pushes while it is full."""
-            while not data_ring.put(x, y, produced_at=produced_at, timeout=0):
-                serve(0.01)
-            serve(0)
-
+        rings.append(SharedRing(2 * workers, int(train_loader.batch_size), trainer.model.input_shape,
+                                getattr(train_loader, "dtype", "float32"), policy="fifo", name=f"{prefix}_data",
+                                ctx=ctx))
+        rings.append(SharedRing(2 * workers, 1, (num_params,), dtype, policy="fifo", name=f"{prefix}_push", ctx=ctx))
+        server = _Server(trainer.optimizer, weights, header, lock, applied, check_workers)
         with worker_thread_environment(threads_per_worker):
             for w in range(workers):
                 _, conn = start_worker(ctx, _worker, f"tinydgl-downpour-worker-{w}",
-                                       (w, shm.name, num_params, dtype.name, lock, applied[w], data_ring,
-                                        push_ring, n_fetch, n_push, os.getpid(), run_started), trainer, processes)
+                                       (w, shm.name, num_params, dtype.name, lock, applied[w], *rings, n_fetch, n_push,
+                                        os.getpid(), run_started), trainer, processes)
                 conns.append(conn)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"downpour: {workers} workers, n_fetch={n_fetch}, n_push={n_push}, {num_params:,} weights on the "
                 f"parameter server (the parent process)")
         try:
-            number = 0  # batch number in this run: the data ring's `produced_at`
-            for epoch in range(start_epoch, epochs):
-                train_loader.set_epoch(epoch)
-                trainer.start_epoch(epoch)
-                for x, y in train_loader:
-                    feed(to_numpy(x), to_numpy(y), number)
-                    number += 1
-            stop_x = np.zeros((1, *trainer.model.input_shape), data_ring.handle.dtype)
-            for _ in range(workers):
-                feed(stop_x, np.zeros(1, np.int64), _STOP)  # one end-of-data marker per worker
-            while len(results) < workers:
-                serve(0.05)
-                check()
-            serve(0)  # every worker put its last push before reporting: apply what is left
+            _Feeder(*rings, server, check_workers).run(trainer, train_loader, start_epoch, epochs, workers, results)
         except (RingBroken, RingClosed):  # a worker died inside put/get: name it if we can
-            check(1.0)
+            check_workers(1.0)
             raise
         seconds, startup_seconds = time.perf_counter() - ready, ready - started
     finally:
@@ -430,33 +426,33 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
         del header, weights
         shm.close()
         shm.unlink()
+    result = _downpour_result(trainer, [results[w] for w in range(workers)], server.records, len(train_loader),
+                              epochs - start_epoch, seconds)
+    return {**result, "n_fetch": n_fetch, "n_push": n_push, "server_seconds": server.seconds,
+            "startup_seconds": startup_seconds}
 
-    # The trainer's weights and optimizer already are the server's; batch-norm statistics come from the
-    # worker that saw the most batches (module docstring, "BatchNorm caveat").
-    buffers = max((results[w] for w in range(workers)), key=lambda r: r[2]["steps"])[4]
+
+def _downpour_result(trainer, results, records, batches_per_epoch, epochs, seconds):
+    """Load the batch-norm statistics of the worker that saw the most batches (module docstring, "BatchNorm
+    caveat": the weights and optimizer already are the server's) and build the run's dict."""
+    buffers = max(results, key=lambda r: r[2]["steps"])[4]
     if buffers:
         state = trainer.model.state_dict()
         state.update(buffers)
         trainer.model.load_state_dict(state)
-    metrics = [results[w][2] for w in range(workers)]
-    records = server.records
+    metrics = [r[2] for r in results]
     for w, m in enumerate(metrics):
-        if m["pushes"] != sum(1 for r in records if r[0] == w):
+        mine = [r[3] for r in records if r[0] == w]
+        if m["pushes"] != len(mine):
             raise RuntimeError(f"Downpour worker {w} pushed {m['pushes']} times but the server applied "
-                               f"{sum(1 for r in records if r[0] == w)} of its pushes; please report this.")
-        m["staleness"] = staleness_stats([r[3] for r in records if r[0] == w])
-    step_losses = sorted(step for w in range(workers) for step in results[w][3])  # by batch number
-    train_loss = []
-    for e in range(epochs - start_epoch):
-        chunk = step_losses[e * batches:(e + 1) * batches]
-        n = sum(s for _, _, s in chunk)
-        train_loss.append(sum(loss * s for _, loss, s in chunk) / n)
-    samples = sum(s for _, _, s in step_losses)
+                               f"{len(mine)} of its pushes; please report this.")
+        m["staleness"] = staleness_stats(mine)
+    step_losses = [(loss, n) for _, loss, n in sorted(step for r in results for step in r[3])]  # by batch number
+    samples = sum(n for _, n in step_losses)
     return {"workers": metrics, "steps": len(step_losses), "samples": samples, "pushes": len(records),
-            "n_fetch": n_fetch, "n_push": n_push, "staleness": staleness_stats([r[3] for r in records]),
-            "push_log": [list(r) for r in records], "server_seconds": server.seconds, "seconds": seconds,
-            "startup_seconds": startup_seconds,
-            "samples_per_second": samples / seconds, "train_loss": train_loss, "last_loss": step_losses[-1][1]}
+            "staleness": staleness_stats([r[3] for r in records]), "push_log": [list(r) for r in records],
+            "seconds": seconds, "samples_per_second": samples / seconds,
+            "train_loss": epoch_losses(step_losses, batches_per_epoch, epochs), "last_loss": step_losses[-1][0]}
 
 
 def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None, resume=False,

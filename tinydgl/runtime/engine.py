@@ -70,6 +70,7 @@ from ..backend import asarray, get_backend, to_numpy
 from . import stages
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
+from .registry import check
 from .shm_ring import RingClosed, SharedRing
 
 # BLAS reads the first three when NumPy starts; tinydgl.threads reads them too, TINYDGL_NUM_THREADS first.
@@ -282,7 +283,7 @@ def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_in
     whose units talk back (DNI), send back down what the stage computed for the stage below and take in
     what the stage above sent back, whenever it comes.
 
-    stage: a `stages.ModuleChain` or `stages.SyntheticGradientStage` (a list of local modules is taken as a
+    stage: what `trainer.pipeline_stage` built (`ModuleChain`, `SyntheticGradientStage`) (a list of local modules is taken as a
     ModuleChain). source.get(timeout) -> (x, labels, entry) or None when nothing came within `timeout` s
     (entry: a `RingEntry`, or None for raw data). sink.put(x, labels, produced_at, timeout, origin) -> False
     when there was no room within `timeout` s; sink None for the last worker. from_above / to_below: the
@@ -299,7 +300,7 @@ def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_in
     recorded with how late it came (`WorkerRecorder.fed_back`). Returns the last worker's [(loss, samples)]
     per step.
     """
-    from .stages import ModuleChain
+    from ..trainers.local import ModuleChain
 
     if isinstance(stage, (list, tuple)):
         stage = ModuleChain(stage)
@@ -509,7 +510,8 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     learned from), "fed_samples" (that the first worker took from the data), "samples_per_second" (samples /
     seconds), "train_loss" (per epoch; fifo only), "last_loss", "rings": [ring stats]}.
     """
-    policy, replay_slots, reuse_cap = stages.check_trainer(trainer)
+    check("module", "shm", trainer)
+    policy, replay_slots, reuse_cap = trainer.pipeline_links()
     num_units = stages.units(trainer)
     if groups is not None:
         groups = [list(map(int, g)) for g in groups]
@@ -522,7 +524,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         groups = split_modules(num_units, workers, costs)
     gpus = _worker_devices(workers, devices)
     shapes = stages.unit_output_shapes(trainer)
-    talks_back = stages.is_synthetic(trainer)  # DNI: each synthesizer's target comes back down a ring
+    talks_back = stages.talks_back(trainer)  # DNI: each synthesizer's target comes back down a ring
     model = trainer.model
     dtype = str(model.parameters()[0].data.dtype).split(".")[-1]
     ctx = mp.get_context("spawn")

@@ -75,13 +75,16 @@ import time
 
 import numpy as np
 
-from ..backend import asarray, get_backend, to_numpy, use_backend
+from ..backend import asarray, get_backend, to_numpy
 from ..trainers.buffers import ReplayBuffer
 from . import stages
 from .engine import pipeline_worker_loop, split_modules
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, epoch_losses, pipeline_counts
+from .registry import check
 from .shm_ring import RingEntry
+
+from .data_parallel import fit_data_parallel_mpi, run_data_parallel_mpi  # noqa: F401, I001 (their old home)
 
 HEADER, X, LABELS, CREDIT = 11, 12, 13, 14  # message tags of the links up (activations)
 BACK = (21, 22, 23, 24)  # the same four, for the links down (DNI: synthesizer targets), so the two never mix
@@ -90,7 +93,8 @@ POLL_S = 0.0005  # sleep between polls while waiting (MPI's blocking calls spin 
 FAIL_VARIABLE = "TINYDGL_MPI_TEST_FAIL_RANK"
 
 
-def _world(comm):
+def world(comm):
+    """`comm`, or MPI's COMM_WORLD if None."""
     if comm is None:
         from mpi4py import MPI
 
@@ -129,7 +133,7 @@ def choose_rank_gpu(comm=None):
 
     from ..backend import gpu_count, set_backend
 
-    comm = _world(comm)
+    comm = world(comm)
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
         local_rank, local_size = node.Get_rank(), node.Get_size()
@@ -363,15 +367,6 @@ class _FailAfterFirstBatch:
 
 
 # --- one run ----------------------------------------------------------------------------------------
-def _check(trainer):
-    """The local engine's checks (a local or DNI trainer, no buffer codec); CuPy is allowed here (staged,
-    untested)."""
-    if get_backend().name == "cupy":
-        with use_backend("numpy"):  # the local engine refuses CuPy only because its rings are host memory
-            return stages.check_trainer(trainer)
-    return stages.check_trainer(trainer)
-
-
 def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None, start_epoch=0, run_started=None,
                             log=None, balance=True):
     """Train `trainer`'s modules for epochs start_epoch..epochs-1 on the ranks of `comm` (one group each).
@@ -390,9 +385,10 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     loader (rank 0 reads it: slots 0); rings[r] is rank r's input link, with "bytes_sent" by rank r-1.
     Afterwards rank 0's trainer holds every module's learned state; rank r's holds its own modules'.
     """
-    comm = _world(comm)
+    comm = world(comm)
     rank, size = comm.Get_rank(), comm.Get_size()
-    policy, replay_slots, reuse_cap = _check(trainer)
+    check("module", "mpi", trainer)
+    policy, replay_slots, reuse_cap = trainer.pipeline_links()
     batches_per_epoch = len(train_loader)
     total = batches_per_epoch * (epochs - start_epoch)
     if total < 1:
@@ -417,7 +413,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     window = int(slots or replay_slots or 2)
     cupy_backend = get_backend().name == "cupy"
     on_device = cupy_backend and cuda_aware_mpi()
-    talks_back = stages.is_synthetic(trainer)  # DNI: each synthesizer's target comes back down (tags BACK)
+    talks_back = stages.talks_back(trainer)  # DNI: each synthesizer's target comes back down (tags BACK)
     if log:
         staging = "" if not cupy_backend else ("; CuPy: MPI is CUDA-aware, receiving into device memory (untested)"
                                                if on_device else "; CuPy: MPI is not CUDA-aware, staging through host memory")
@@ -485,7 +481,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     return comm.bcast(result, root=0)
 
 
-def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
+def fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
                   bn_recalibrate=0):
     """`fit_parallel` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
@@ -515,114 +511,12 @@ def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=Non
     same history (rank 0's, broadcast); rank 0's trainer holds the whole trained model, another rank's only
     its own modules. options: for `run_module_parallel_mpi` (slots, balance).
     """
-    comm = _world(comm)
+    comm = world(comm)
     size = comm.Get_size()
 
     def run_epoch(epoch, run_started):
         return run_module_parallel_mpi(trainer, train_loader, epoch + 1, comm=comm, start_epoch=epoch,
                                        run_started=run_started, log=log if comm.Get_rank() == 0 else None, **options)
 
-    return _fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
+    return fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
                          resume, train_loader, bn_recalibrate)
-
-
-# --- dp-sync over MPI ---------------------------------------------------------------------------------
-def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=0, log=None):
-    """Synchronous data-parallel SGD on the ranks of `comm` (`data_parallel.run_data_parallel` over MPI).
-
-    Call it on every rank with the same BackpropTrainer and the same loader: every rank reads the loader
-    itself (same seed, so the same batches; no data crosses ranks), takes its shard of each batch
-    (`shard_bounds`) and runs `train_step` with its optimizer wrapped in `_AveragedGradients`, whose
-    all-reduce is `comm.Allreduce` of the shard-size-weighted gradient row: the sum is the whole batch's
-    gradient, so the update equals single-process SGD on whole batches (BatchNorm and dropout aside, as in
-    the local version). Rank 0 broadcasts its state first, so the copies start equal (after a resume too).
-
-    Returns on every rank the dict of `run_data_parallel` ("workers": per-rank steps, samples, busy_seconds,
-    wait_seconds; "steps", "samples", "seconds", "samples_per_second", "train_loss", "last_loss") plus
-    "transport": "mpi". Every rank's trainer holds the same weights; BatchNorm running statistics are each
-    rank's own (rank 0's are the ones evaluated and saved).
-    """
-    from .data_parallel import _AveragedGradients, _check_trainer as _check_backprop, shard_bounds
-
-    comm = _world(comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    _check_backprop(trainer)
-    total_steps = len(train_loader) * (epochs - start_epoch)
-    if total_steps < 1:
-        raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {len(train_loader)} batch(es).")
-    state = comm.bcast(trainer.state_dict() if rank == 0 else None, root=0)
-    if rank != 0:
-        trainer.load_state_dict(state)
-    params = trainer.optimizer.params
-    num_grads = sum(p.data.size for p in params)
-    if log:
-        log(f"data-parallel over MPI: {size} ranks, {num_grads:,} gradients all-reduced per step")
-
-    def all_reduce(weighted_row):
-        total = np.empty_like(weighted_row)
-        comm.Allreduce(weighted_row, total)  # MPI.SUM by default
-        return total
-
-    # One row per rank, as `_AveragedGradients` expects; only this rank's row is ever written (np.zeros
-    # pages that are never touched take no memory).
-    grads = np.zeros((size, num_grads), params[0].data.dtype)
-    averaged = _AveragedGradients(trainer.optimizer, grads, rank, None, all_reduce=all_reduce)
-    trainer.optimizer = averaged
-    trainer.model.train()
-    busy, steps, samples, losses = 0.0, 0, 0, []
-    comm.Barrier()
-    started = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, epochs):
-            train_loader.set_epoch(epoch)
-            trainer.start_epoch(epoch)
-            for x, y in train_loader:
-                t0 = time.perf_counter()
-                bounds = shard_bounds(int(y.shape[0]), size)
-                averaged.shard_sizes = [b - a for a, b in bounds]
-                lo, hi = bounds[rank]
-                if hi > lo:
-                    loss = trainer.train_step(x[lo:hi], y[lo:hi])
-                else:
-                    loss = 0.0
-                    averaged.step()  # nothing to learn from, but the collective and the update still happen
-                steps += 1
-                samples += hi - lo
-                losses.append((float(loss), hi - lo))
-                busy += time.perf_counter() - t0
-    finally:
-        trainer.optimizer = averaged.optimizer
-    seconds = time.perf_counter() - started
-    # every rank learns from its shard of every batch, once: the same work counts as the other engines report
-    metrics = {"worker": rank, "steps": steps, "samples": samples, "busy_seconds": busy - averaged.wait_seconds,
-               "wait_seconds": averaged.wait_seconds, "fresh_batches": steps, "fresh_samples": samples,
-               "replayed_batches": 0, "replayed_samples": 0, "skipped_batches": 0}
-    gathered = comm.gather((metrics, losses, seconds), root=0)
-    result = None
-    if rank == 0:
-        step_losses = []
-        for shards in zip(*(g[1] for g in gathered)):
-            n = sum(s for _, s in shards)
-            step_losses.append((sum(loss * s for loss, s in shards) / n, n))
-        train_loss = epoch_losses(step_losses, len(train_loader), epochs - start_epoch)
-        samples = sum(s for _, s in step_losses)
-        seconds = max(g[2] for g in gathered)
-        result = {"workers": [g[0] for g in gathered], "steps": len(step_losses), "samples": samples,
-                  "seconds": seconds, "samples_per_second": samples / seconds, "train_loss": train_loss,
-                  "last_loss": step_losses[-1][0], "transport": "mpi"}
-    return comm.bcast(result, root=0)
-
-
-def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
-                          resume=False, bn_recalibrate=0, **options):
-    """`tinydgl.train.fit`'s history for dp-sync over MPI; call it on every rank. Rank 0 evaluates, logs and
-    checkpoints (`fit_parallel`); on resume it reads the checkpoint and each run broadcasts its state. Every
-    rank returns rank 0's history."""
-    comm = _world(comm)
-
-    def run_epoch(epoch, run_started):
-        return run_data_parallel_mpi(trainer, train_loader, epoch + 1, comm=comm, start_epoch=epoch,
-                                     log=log if comm.Get_rank() == 0 else None, **options)
-
-    return _fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{comm.Get_size()} data-parallel MPI ranks",
-                         comm, log, checkpoint_dir, resume, train_loader, bn_recalibrate)
