@@ -29,10 +29,10 @@ from .recipes import RECIPES, TRAINER_DEFAULTS, describe, recipe_defaults
 from .trainers import TRAINERS, build_trainer
 from .trainers.heads import PREDSIM_BETA
 from .trainers.pepita import F_SCALE as PEPITA_F_SCALE
-from .cli_checks import (DATA_PARALLEL, METHOD_OPTIONS, CommandError, check_compare_options, check_output_paths,
-                         check_parallel_options, choice, fraction, int_list, keyword_options, non_negative_float,
-                         non_negative_int, parallel_trainers, positive_float, positive_int, positive_int_list,
-                         select_backend, trainer_list, trainer_options)
+from .cli_checks import (DATA_PARALLEL, METHOD_OPTIONS, OLD_ENGINES, OLD_TRAINERS, CommandError, check_compare_options,
+                         check_output_paths, check_parallel_options, choice, fraction, int_list, keyword_options,
+                         non_negative_float, non_negative_int, positive_float, positive_int, positive_int_list,
+                         resolve_parallel, select_backend, trainer_list, trainer_options)
 
 # A mirrored digit is not the same digit: no horizontal flips for these.
 DIGIT_DATASETS = ("mnist", "mnist-small")
@@ -250,6 +250,30 @@ def parse_command_line(parser, argv):
     return args
 
 
+def add_parallel_arguments(group):
+    """--parallel, --transport, --workers and each engine's options; the choices and help come from the registry."""
+    from .runtime import registry
+
+    kinds = "; ".join(f"{p}: {registry.PARALLELISMS.get(p, ('', p))[1]} ({', '.join(registry.trainers_for(p))}; "
+                      f"over {' or '.join(registry.transports(p))})" for p in registry.parallelisms())
+    group.add_argument("--parallel", type=choice("parallelism", registry.parallelisms()), default=None,
+                       help=f"train on workers: {kinds} (default: in-process)")
+    group.add_argument("--transport", type=choice("transport", registry.transports()), default=None,
+                       help="; ".join(f"{t}: {what}" for t, what in registry.TRANSPORTS.items()
+                                      if t in registry.transports()) + " (default shm; mpi needs the mpi extra, and "
+                       "--workers, if given, must be J)")
+    group.add_argument("--workers", type=positive_int, default=None, metavar="J",
+                       help="how many workers --parallel runs on (default: in-process)")
+    group.add_argument("--n-fetch", type=positive_int, default=None,
+                       help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
+    group.add_argument("--n-push", type=positive_int, default=None,
+                       help="downpour: a worker pushes its summed gradients every N of its steps (default 1)")
+    group.add_argument("--devices", type=int_list, default=None,
+                       help="module, with --backend cupy: GPU ids, worker j on the (j mod n)-th (default: all)")
+    group.add_argument("--engine", choices=tuple(OLD_ENGINES), default=None,
+                       help=f"deprecated: say --transport ({', '.join(f'{o}: {n}' for o, n in OLD_ENGINES.items())})")
+
+
 def build_parser():
     parser = CommandParser(prog="tinydgl",
                            description="Deep learning without end-to-end backprop, written out in NumPy/CuPy.")
@@ -258,8 +282,8 @@ def build_parser():
     train = sub.add_parser("train", help="train one model with one method")
     names = [*TRAINERS, *DATA_PARALLEL]
     train.add_argument("--trainer", type=choice("trainer", names), default="bp",
-                       help=f"one of: {', '.join(names)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
-                            f"with --workers)")
+                       help=f"one of: {', '.join(TRAINERS)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
+                            f"deprecated, say --parallel {' or '.join(OLD_TRAINERS.values())})")
     train.add_argument("--recipe", type=choice("recipe", list(RECIPES)), default=None,
                        help=f"set every option of an authors' setting: {', '.join(RECIPES)} (tinydgl recipes lists "
                             f"them); options given beside it override it. Without a recipe, ff's defaults are the "
@@ -281,21 +305,7 @@ def build_parser():
                        help="continue from the checkpoint in --checkpoint-dir: the latest (default) or the one "
                             "before it (previous), e.g. when the latest is damaged. The checkpoint must come from "
                             "the same trainer, model, dataset, optimizer and parameter-shaping options")
-    parallel = train.add_argument_group("parallel runs")
-    parallel.add_argument("--workers", type=positive_int, default=None, metavar="J",
-                          help=f"{', '.join(parallel_trainers())}: run the modules in J worker processes; "
-                               f"{', '.join(DATA_PARALLEL)}: W data-parallel workers (default: in-process)")
-    parallel.add_argument("--n-fetch", type=positive_int, default=None,
-                          help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
-    parallel.add_argument("--n-push", type=positive_int, default=None,
-                          help="downpour: a worker pushes its summed gradients every N of its steps (default 1)")
-    parallel.add_argument("--devices", type=int_list, default=None,
-                          help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
-    parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
-                          help="local (default): worker processes on this machine; mpi: one MPI rank per worker, "
-                               "launched as "
-                               "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
-                               "--workers, if given, must be J)")
+    add_parallel_arguments(train.add_argument_group("parallel runs"))
     compare = sub.add_parser("compare", help="train several methods on the same model, data and seed; print one table")
     compare.add_argument("--trainers", type=trainer_list, default=["bp", "lls"],
                          help=f"comma-separated, from: {', '.join(TRAINERS)} (default: bp,lls)")
@@ -551,6 +561,7 @@ def cmd_train(args):
 
     if args.resume and not args.checkpoint_dir:
         raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
+    notes = resolve_parallel(args)
     if args.workers and getattr(args, "module_epoch", None) == "own":
         source = f" (set by --recipe {args.recipe})" if getattr(args, "recipe", None) else ""
         raise CommandError(f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
@@ -560,12 +571,14 @@ def cmd_train(args):
                            f"at a constant rate (leave --workers out, or the schedule).")
     check_parallel_options(args)
     select_backend(args)
-    if getattr(args, "engine", "local") == "mpi":
+    if args.transport == "mpi":
         prepare_mpi(args)
         check_outputs_on_rank0(args)
     else:
         check_unlocked(args.checkpoint_dir)  # a folder another run is writing: said before anything else
         check_output_paths(args)
+    for note in notes:
+        print(f"note: {note}")
     dataset, train_loader, test_loader = load_data(args)
     if args.checkpoint_every and not args.checkpoint_dir:
         raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
@@ -632,35 +645,22 @@ def epochs_done(args, trainer):
 
 
 def fit_on_workers(args, trainer, train_loader, test_loader):
-    """Train with the parallel runtime: data-parallel methods or the module-parallel engine."""
-    from .runtime import WorkerFailed, fit_data_parallel, fit_downpour, fit_module_parallel
+    """Train with the engine the registry keys by (--parallel, --transport)."""
+    from .runtime import WorkerFailed, registry
 
-    if getattr(args, "engine", "local") == "mpi":
-        if args.trainer == "downpour":
-            raise CommandError("downpour runs on the local engine (worker processes on one machine); "
-                               f"over MPI there are {', '.join(parallel_trainers())} and dp-sync.")
-        if args.devices:
-            raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
-        return fit_on_mpi(args, trainer, train_loader, test_loader)
-    if args.trainer in DATA_PARALLEL and args.devices:
-        raise CommandError(f"--devices applies to the module-parallel engine, not --trainer {args.trainer}.")
-    if args.trainer == "downpour":
-        fit_parallel, options = fit_downpour, {"n_fetch": args.n_fetch or 1, "n_push": args.n_push or 1}
-    elif args.trainer == "dp-sync":
-        fit_parallel, options = fit_data_parallel, {}
-    else:
-        fit_parallel, options = fit_module_parallel, {"devices": args.devices}
-        from .runtime.stages import units
-
-        modules = units(trainer)
-        if modules and args.workers > modules:
-            kind = "group(s) of blocks between synthesizers" if args.trainer in ("dni", "cdni") else "module(s)"
-            raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {modules} "
-                               f"{kind}, and each worker runs at least one: use --workers {modules} or fewer.")
+    engine = registry.find(args.parallel, args.transport)
+    if args.transport == "mpi":
+        return fit_on_mpi(args, trainer, train_loader, test_loader, engine.fit_function())
+    units = len(trainer.pipeline_units()) if args.parallel == "module" else None
+    if units and args.workers > units:
+        kind = getattr(trainer, "pipeline_unit_name", "module(s)")
+        raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {units} "
+                           f"{kind}, and each worker runs at least one: use --workers {units} or fewer.")
+    options = {o: getattr(args, o) for o in engine.options if getattr(args, o, None) is not None}
     try:
-        return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
-                            checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                            bn_recalibrate=args.bn_recalibrate, **options)
+        return engine.fit_function()(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
+                                     checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                                     bn_recalibrate=args.bn_recalibrate, **options)
     except ValueError as err:
         raise CommandError(f"--workers {args.workers}: {err}") from err
     except WorkerFailed as err:
@@ -668,29 +668,29 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
         raise CommandError(f"{err}{where}") from err
 
 
-# --- --engine mpi -----------------------------------------------------------------------------------
-MPI_LAUNCH = "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ..."
+# --- --transport mpi -----------------------------------------------------------------------------------
+MPI_LAUNCH = "mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi ..."
 # Set by mpiexec/mpirun (MPICH's Hydra, Open MPI, PMIx, Slurm): a world of size 1 without them is a plain
 # `python -m tinydgl`, which MPI starts as a "singleton" rather than an error.
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID")
 
 
 def prepare_mpi(args):
-    """--engine mpi: check the launch, set args.workers to the world size, and silence every rank but 0
+    """--transport mpi: check the launch, set args.workers to the world size, and silence every rank but 0
     (no prints, no metrics file, no plots; rank 0 also writes the checkpoints)."""
     try:
         from mpi4py import MPI
     except ImportError as err:
         from .extras import install_command
-        raise CommandError(f"--engine mpi needs mpi4py and an MPI library: {install_command('mpi')} "
+        raise CommandError(f"--transport mpi needs mpi4py and an MPI library: {install_command('mpi')} "
                            f"(mpi4py and the mpich wheel), then launch with {MPI_LAUNCH} ({err}).") from err
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
     if size == 1 and not any(v in os.environ for v in _LAUNCHER_VARIABLES):
-        raise CommandError(f"--engine mpi runs one MPI rank per worker, but this is a single process started "
+        raise CommandError(f"--transport mpi runs one MPI rank per worker, but this is a single process started "
                            f"without mpiexec. Launch it as: {MPI_LAUNCH} (J = the number of workers).")
     if args.workers is not None and args.workers != size:
-        raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --engine mpi the "
+        raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --transport mpi the "
                            f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}.")
     args.workers = size
     if get_backend().name == "cupy":
@@ -721,19 +721,17 @@ def check_outputs_on_rank0(args):
         raise CommandError(problem)
 
 
-def fit_on_mpi(args, trainer, train_loader, test_loader):
+def fit_on_mpi(args, trainer, train_loader, test_loader, fit_parallel):
     """The parallel runtime over MPI (every rank runs this). A failure on any rank aborts the whole job
     (MPI_Abort), so no rank is left waiting for a message; mpiexec then exits non-zero."""
     import traceback
 
     from mpi4py import MPI
 
-    from .runtime.mpi_engine import fit_data_parallel_mpi, fit_module_parallel_mpi
     from .train import CheckpointError, TrainingDiverged
     from .train.stopping import Terminated
 
     comm = MPI.COMM_WORLD
-    fit_parallel = fit_data_parallel_mpi if args.trainer in DATA_PARALLEL else fit_module_parallel_mpi
     try:
         return fit_parallel(trainer, train_loader, test_loader, args.epochs, comm=comm,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume,
@@ -741,7 +739,7 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
     except BaseException as err:
         if comm.Get_size() == 1:
             if isinstance(err, ValueError):
-                raise CommandError(f"--engine mpi: {err}") from err
+                raise CommandError(f"--transport mpi: {err}") from err
             raise
         request_error = isinstance(err, (ValueError, CommandError, CheckpointError))  # the person's to fix
         if isinstance(err, (KeyboardInterrupt, Terminated)):

@@ -101,7 +101,7 @@ def find(parallel, transport):
     if parallel not in parallelisms():
         raise ValueError(f"There is no {parallel!r} parallelism; choose from: {', '.join(parallelisms())}.")
     raise ValueError(f"{label(parallel)} has no {transport!r} transport; it runs over "
-                     f"{' or '.join(transports(parallel))}.")
+                     f"{' or '.join(transports(parallel))}: choose --transport {transports(parallel)[0]}.")
 
 
 def check(parallel, transport, trainer):
@@ -127,7 +127,7 @@ def refusal(parallel, name, note=""):
     fits = trainers_for(parallel)
     listed = ", ".join(f"{n} ({TRAINERS[n].__name__})" if len(fits) <= 2 else n for n in fits)
     others = [p for p in supported(name) if p != parallel]
-    instead = (f"--parallel {' or '.join(others)} runs it" if others else "train it in-process instead")
+    instead = f"run {name!r} with --parallel {' or '.join(others)}" if others else f"train {name!r} in-process"
     why = f" ({note})" if note else ""
     return (f"{label(parallel)} runs {PARALLELISMS.get(parallel, ('', 'its trainers'))[1]}: {listed}; got "
             f"{name!r}{why}. Choose one of those, or {instead}.")

@@ -252,6 +252,7 @@ class DNITrainer(Trainer):
     name = "dni"
     parallel: tuple = ("module",)  # its groups run in parallel workers (runtime/registry.py)
     talks_back = True  # on those workers, each synthesizer's target comes back down a link
+    pipeline_unit_name = "group(s) of blocks between synthesizers"
 
     def __init__(self, model, make_optimizer, synthesizer="linear", interfaces=None, update_prob=1.0, sg_scale=1.0,
                  bp_lambda=0.0, conditioned=False, label_smoothing=0.0, seed=0, synth_optimizer=None,
