@@ -155,6 +155,35 @@ def data_parallel_result(worker_metrics, shard_losses, batches_per_epoch, epochs
 
 
 # --- shared memory: spawned workers, the parent feeds the batches ---------------------------------------
+class WorkerGroup:
+    """The spawned workers of one shared-memory run (data-parallel or Downpour): started, watched, stopped.
+    label names them in errors ("data-parallel worker 1 died ..."); timeout: seconds for the whole run."""
+
+    def __init__(self, label, timeout=None):
+        self.label, self.timeout = label, timeout
+        self.ctx = mp.get_context("spawn")
+        self.processes, self.conns, self.results = [], [], {}
+        self.deadline = None if timeout is None else time.perf_counter() + timeout
+
+    def start(self, target, name, count, args, trainer, threads_per_worker):
+        """Start workers target(*args(w), conn) for w < count, named f"{name}-{w}", each sent `trainer`."""
+        with worker_thread_environment(threads_per_worker):
+            for w in range(count):
+                _, conn = start_worker(self.ctx, target, f"{name}-{w}", args(w), trainer, self.processes)
+                self.conns.append(conn)
+
+    def check(self, timeout_s=0.0):
+        """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
+        poll_workers(self.conns, self.processes, self.results, lambda w: f"{self.label} worker {w}", timeout_s)
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise WorkerFailed(f"The {self.label} run took longer than timeout={self.timeout} s; it was stopped.")
+
+    def stop(self):
+        stop_processes(self.processes)
+        for conn in self.conns:
+            conn.close()
+
+
 def _layout(max_batch, sample_shape, x_dtype, workers, num_grads, grad_dtype):
     """Byte offsets in the segment: header (n, stop, abort), batch x, labels y, gradient rows; and the total size."""
     align = lambda b: (b + 63) // 64 * 64  # noqa: E731
@@ -289,58 +318,46 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     params = trainer.optimizer.params
     layout = _layout(int(train_loader.batch_size), trainer.model.input_shape,
                      getattr(train_loader, "dtype", "float32"), workers, flat_size(params), params[0].data.dtype)
-    ctx = mp.get_context("spawn")
-    go, done, arrived = [ctx.Semaphore(0) for _ in range(workers)], [ctx.Semaphore(0) for _ in range(workers)], ctx.Semaphore(0)
+    group = WorkerGroup("data-parallel", timeout)
+    go, done = [group.ctx.Semaphore(0) for _ in range(workers)], [group.ctx.Semaphore(0) for _ in range(workers)]
+    arrived = group.ctx.Semaphore(0)
     shm = shared_memory.SharedMemory(name=f"tdgl_{os.getpid()}_dp_{secrets.token_hex(4)}", create=True,
                                      size=layout["total"])
-    processes, conns, results = [], [], {}
-    deadline = None if timeout is None else time.perf_counter() + timeout
-
-    def check_workers(timeout_s):
-        """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
-        poll_workers(conns, processes, results, lambda w: f"data-parallel worker {w}", timeout_s)
-        if deadline is not None and time.perf_counter() > deadline:
-            raise WorkerFailed(f"The data-parallel run took longer than timeout={timeout} s; it was stopped.")
 
     def gather():
         """Take `arrived` once per worker, checking for failures whenever a wait lasts POLL_S."""
         for _ in range(workers):
             while not arrived.acquire(timeout=POLL_S):
-                check_workers(0)
+                group.check()
 
     views = _views(shm.buf, layout)
     views[0][:] = 0
     started = time.perf_counter()
     run_started = time.time() if run_started is None else run_started
     try:
-        with worker_thread_environment(threads_per_worker):
-            for w in range(workers):
-                _, conn = start_worker(ctx, _worker, f"tinydgl-dp-worker-{w}",
-                                       (w, shm.name, layout, go[w], done[w], arrived, os.getpid(), run_started), trainer,
-                                       processes)
-                conns.append(conn)
+        group.start(_worker, "tinydgl-dp-worker", workers, lambda w: (w, shm.name, layout, go[w], done[w], arrived,
+                    os.getpid(), run_started), trainer, threads_per_worker)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"data-parallel: {workers} workers, {layout['num_grads']:,} gradients averaged per step")
         _feed(trainer, train_loader, start_epoch, epochs, views, go, done, gather)
-        while len(results) < workers:
-            check_workers(1.0)
+        while len(group.results) < workers:
+            group.check(1.0)
         seconds, startup_seconds = time.perf_counter() - ready, ready - started
     finally:
-        if len(results) < workers:
+        if len(group.results) < workers:
             views[0][2] = 1  # abort: waiting workers see it at their next wake-up
             for sem in go + done:
                 sem.release()
-        stop_processes(processes)
-        for conn in conns:
-            conn.close()
+        group.stop()
         del views
         shm.close()
         shm.unlink()
 
     # Every copy is the same; worker 0's also carries its own running statistics (module docstring).
+    results = [group.results[w] for w in range(workers)]
     trainer.load_state_dict(results[0][4])
-    return data_parallel_result([results[w][2] for w in range(workers)], [results[w][3] for w in range(workers)],
+    return data_parallel_result([r[2] for r in results], [r[3] for r in results],
                                 len(train_loader), epochs - start_epoch, seconds, startup_seconds=startup_seconds)
 
 

@@ -75,7 +75,6 @@ goes through the same cleanup. Workers poll too: a worker whose parent died exit
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import secrets
 import time
@@ -85,8 +84,8 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import to_numpy
-from .data_parallel import steps_to_run
-from .engine import WorkerFailed, ignore_stop_signals, poll_workers, start_worker, stop_processes, worker_thread_environment
+from .data_parallel import WorkerGroup, steps_to_run
+from .engine import ignore_stop_signals
 from .fit import fit_parallel
 from .flat import flat_size, gradients, pack, set_gradients, set_weights
 from .metrics import WorkerRecorder, epoch_losses
@@ -374,59 +373,46 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     steps_to_run(train_loader, epochs, start_epoch)
     params = trainer.optimizer.params
     num_params, dtype = flat_size(params), np.dtype(params[0].data.dtype)
-    ctx = mp.get_context("spawn")
-    lock, applied = ctx.Lock(), [ctx.Semaphore(0) for _ in range(workers)]
+    group = WorkerGroup("Downpour", timeout)
+    lock, applied = group.ctx.Lock(), [group.ctx.Semaphore(0) for _ in range(workers)]
     prefix = f"tdgl_{os.getpid()}_downpour_{secrets.token_hex(4)}"
     shm = shared_memory.SharedMemory(name=prefix, create=True, size=64 + num_params * dtype.itemsize)
     header, weights = _weights_views(shm.buf, num_params, dtype)
     header[:] = 0
-    rings, processes, conns, results = [], [], [], {}
-    deadline = None if timeout is None else time.perf_counter() + timeout
+    rings = []
     started = time.perf_counter()
     run_started = time.time() if run_started is None else run_started
-
-    def check_workers(timeout_s=0.0):
-        """Wait up to timeout_s for a worker's exit or message; raise WorkerFailed on a failure or timeout."""
-        poll_workers(conns, processes, results, lambda w: f"Downpour worker {w}", timeout_s)
-        if deadline is not None and time.perf_counter() > deadline:
-            raise WorkerFailed(f"The Downpour run took longer than timeout={timeout} s; it was stopped.")
-
     try:
         rings.append(SharedRing(2 * workers, int(train_loader.batch_size), trainer.model.input_shape,
                                 getattr(train_loader, "dtype", "float32"), policy="fifo", name=f"{prefix}_data",
-                                ctx=ctx))
-        rings.append(SharedRing(2 * workers, 1, (num_params,), dtype, policy="fifo", name=f"{prefix}_push", ctx=ctx))
-        server = _Server(trainer.optimizer, weights, header, lock, applied, check_workers)
-        with worker_thread_environment(threads_per_worker):
-            for w in range(workers):
-                _, conn = start_worker(ctx, _worker, f"tinydgl-downpour-worker-{w}",
-                                       (w, shm.name, num_params, dtype.name, lock, applied[w], *rings, n_fetch, n_push,
-                                        os.getpid(), run_started), trainer, processes)
-                conns.append(conn)
+                                ctx=group.ctx))
+        rings.append(SharedRing(2 * workers, 1, (num_params,), dtype, policy="fifo", name=f"{prefix}_push",
+                                ctx=group.ctx))
+        server = _Server(trainer.optimizer, weights, header, lock, applied, group.check)
+        group.start(_worker, "tinydgl-downpour-worker", workers, lambda w: (w, shm.name, num_params, dtype.name, lock,
+                    applied[w], *rings, n_fetch, n_push, os.getpid(), run_started), trainer, threads_per_worker)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"downpour: {workers} workers, n_fetch={n_fetch}, n_push={n_push}, {num_params:,} weights on the "
                 f"parameter server (the parent process)")
         try:
-            _Feeder(*rings, server, check_workers).run(trainer, train_loader, start_epoch, epochs, workers, results)
+            _Feeder(*rings, server, group.check).run(trainer, train_loader, start_epoch, epochs, workers, group.results)
         except (RingBroken, RingClosed):  # a worker died inside put/get: name it if we can
-            check_workers(1.0)
+            group.check(1.0)
             raise
         seconds, startup_seconds = time.perf_counter() - ready, ready - started
     finally:
-        if len(results) < workers:
+        if len(group.results) < workers:
             header[ABORT] = 1  # waiting workers see it within POLL_S
             for ring in rings:
                 ring.abort()
-        stop_processes(processes)
-        for conn in conns:
-            conn.close()
+        group.stop()
         for ring in rings:
             ring.close()
         del header, weights
         shm.close()
         shm.unlink()
-    result = _downpour_result(trainer, [results[w] for w in range(workers)], server.records, len(train_loader),
+    result = _downpour_result(trainer, [group.results[w] for w in range(workers)], server.records, len(train_loader),
                               epochs - start_epoch, seconds)
     return {**result, "n_fetch": n_fetch, "n_push": n_push, "server_seconds": server.seconds,
             "startup_seconds": startup_seconds}
