@@ -4,7 +4,7 @@
 machine, joined by shared-memory rings. This file runs the same groups as the J ranks of an MPI job, so the
 ranks may sit on different machines. Launch it through the CLI:
 
-    mpiexec -n 2 python -m mpi4py -m tinydgl train --engine mpi --trainer dgl --model cnn ...
+    mpiexec -n 2 python -m mpi4py -m tinydgl train --parallel module --transport mpi --trainer dgl --model cnn ...
 
 (`-m mpi4py` makes an exception on any rank call `MPI_Abort`, which stops the whole job instead of leaving
 the other ranks waiting for a message that never comes.) Every rank builds the same trainer; rank r runs
@@ -482,7 +482,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
 
 
 def fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
-                  bn_recalibrate=0):
+                 bn_recalibrate=0):
     """`fit_parallel` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
     from .fit import load_epoch_checkpoint
@@ -519,4 +519,4 @@ def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=Non
                                        run_started=run_started, log=log if comm.Get_rank() == 0 else None, **options)
 
     return fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
-                         resume, train_loader, bn_recalibrate)
+                        resume, train_loader, bn_recalibrate)
