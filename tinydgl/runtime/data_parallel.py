@@ -37,12 +37,11 @@ What is not the same as the single-process run (as in real data-parallel trainin
 Models without either (`cnn`, `mlp(batchnorm=False)`) match single-process SGD to rounding
 (tests/test_data_parallel.py checks 1e-10 in float64).
 
-Faults (as in `engine.py`). Whenever the parent waits for `arrived` and nothing comes within POLL_S, it
-checks every worker's `Process.sentinel` and result pipe with `multiprocessing.connection.wait`; a worker
-that died or reported an exception stops the run: the parent sets the abort flag in the segment, releases
-every worker's semaphores (waiting workers wake, see the flag and exit), stops every worker (terminate,
-then kill), unlinks the segment and raises `WorkerFailed` naming the worker. No process or segment
-outlives the run. Workers also poll: a worker whose parent died exits. NumPy backend only.
+Faults (`WorkerGroup`, as in `engine.py`). Whenever the parent waits for `arrived` and nothing comes within
+POLL_S, it checks every worker's sentinel and result pipe; a worker that died or reported an exception
+stops the run: the parent sets the abort flag, releases every semaphore (waiting workers wake, see the flag
+and exit), stops every worker, unlinks the segment and raises `WorkerFailed` naming the worker. Workers
+also poll: a worker whose parent died exits. NumPy backend only.
 """
 from __future__ import annotations
 
@@ -62,24 +61,28 @@ from .fit import fit_parallel
 from .flat import flat_size, gradients, pack, set_gradients
 from .metrics import WorkerRecorder, epoch_losses
 from .registry import check
+from .shm_ring import RingClosed
 
 _ERROR, _DONE = "error", "done"
 POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
 
 
-class _Aborted(Exception):
-    """The parent set the segment's abort flag."""
+ABORTED = "stopped: the run was aborted (another worker failed or the run timed out)"
+
+
+class Aborted(Exception):
+    """The parent set the run's abort flag (another worker failed, or the run timed out)."""
 
 
 def _take(sem, header, parent):
     """Acquire `sem` in a worker, giving up if the run was aborted or the parent died."""
     while not sem.acquire(timeout=POLL_S):
         if header[2]:
-            raise _Aborted
+            raise Aborted
         if os.getppid() != parent:
             raise SystemExit(3)
     if header[2]:
-        raise _Aborted
+        raise Aborted
 
 
 def steps_to_run(train_loader, epochs, start_epoch):
@@ -218,27 +221,55 @@ def _shared_all_reduce(rows, index, all_rows_written):
     return all_reduce
 
 
-def _worker(index, segment_name, layout, go, done, arrived, parent, run_started, conn):
-    """Worker `index`: receives its model copy (a trainer), then per step its shard through
-    `trainer.train_step` with averaged gradients; reports ("done", index, metrics, losses, state or None)
-    or ("error", index, traceback)."""
+def serve_worker(index, conn, segment_name, work, closes=()):
+    """What every shared-memory worker runs: it receives its trainer, attaches the segment, runs
+    work(trainer, buf) -> (metrics, losses, extra) and reports ("done", index, metrics, losses, extra), or
+    ("error", index, why); then closes `closes` (rings) and the segment, whatever happened."""
     ignore_stop_signals()  # Ctrl-C and SIGTERM are the parent's: it stops the workers
     shm = None
     try:
         trainer = conn.recv()
         shm = shared_memory.SharedMemory(name=segment_name)
-        header, x, y, grads = _views(shm.buf, layout)
+        conn.send((_DONE, index, *work(trainer, shm.buf)))
+    except (Aborted, RingClosed):
+        report(conn, (_ERROR, index, ABORTED))
+    except BaseException:
+        report(conn, (_ERROR, index, traceback.format_exc()))
+        raise SystemExit(1)
+    finally:
+        conn.close()
+        for ring in closes:
+            ring.close()
+        if shm is not None:
+            try:
+                shm.close()
+            except BufferError:
+                pass
+
+
+def report(conn, message):
+    try:
+        conn.send(message)
+    except (BrokenPipeError, OSError):  # the parent is gone or stopped listening
+        pass
+
+
+def _worker(index, segment_name, layout, go, done, arrived, parent, run_started, conn):
+    """Worker `index`: per step its shard through `trainer.train_step` with averaged gradients; reports its
+    metrics, [(shard loss, shard size)] per step and (worker 0) the trainer's state (`serve_worker`)."""
+    def work(trainer, buf):
+        header, x, y, grads = _views(buf, layout)
 
         def all_rows_written():
             arrived.release()
-            _take(done, header, parent)  # noqa: F821 (the views are deleted after the last step)
+            _take(done, header, parent)
 
         averaged = AveragedGradients(trainer.optimizer, _shared_all_reduce(grads, index, all_rows_written), index,
                                      layout["workers"])
         trainer.optimizer = averaged
         trainer.model.train()
         recorder = WorkerRecorder(index, run_started, input_is_data=True)
-        losses = []  # (shard loss, shard size) per step
+        losses = []
         while True:
             t0 = recorder.now()
             _take(go, header, parent)  # the parent wrote a batch (or the stop signal)
@@ -246,8 +277,7 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, run_started,
             recorder.waited(t1 - t0)
             if header[1]:
                 break
-            waited_before = averaged.wait_seconds
-            n = int(header[0])
+            waited_before, n = averaged.wait_seconds, int(header[0])
             losses.append(shard_step(trainer, averaged, x[:n], y[:n], index, layout["workers"]))
             arrived.release()  # done reading the rows
             # busy = the step minus its wait for the other workers' gradient rows (counted as idle)
@@ -257,21 +287,9 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, run_started,
         metrics = recorder.summary()
         metrics["wait_seconds"] = metrics["idle_seconds"]
         trainer.optimizer = averaged.optimizer
-        state = trainer.state_dict() if index == 0 else None
-        del header, x, y, grads, averaged, all_rows_written
-        conn.send((_DONE, index, metrics, losses, state))
-    except _Aborted:
-        conn.send((_ERROR, index, "stopped: the run was aborted (another worker failed or the run timed out)"))
-    except BaseException:
-        conn.send((_ERROR, index, traceback.format_exc()))
-        raise SystemExit(1)
-    finally:
-        conn.close()
-        if shm is not None:
-            try:
-                shm.close()
-            except BufferError:
-                pass
+        return metrics, losses, trainer.state_dict() if index == 0 else None
+
+    serve_worker(index, conn, segment_name, work)
 
 
 def _feed(trainer, train_loader, start_epoch, epochs, views, go, done, gather):

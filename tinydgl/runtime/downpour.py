@@ -65,41 +65,31 @@ statistics that do not quite belong to the server's final weights; models withou
 `mlp(batchnorm=False)`) have no such issue. Dropout: every worker starts from the same generator state, so
 the workers draw the same sequence of masks (on different batches).
 
-Faults (as in `data_parallel.py` and `engine.py`). While it waits for anything (a free slot in the data
-ring, a push, the weights' lock) the parent checks, at least every POLL_S, every worker's
-`Process.sentinel` and result pipe with `multiprocessing.connection.wait`. A worker that died or reported an
-exception stops the run: the parent sets the abort flag in the weights' segment, aborts both rings (blocked
-workers raise within their poll interval and exit), stops every worker (terminate, then kill), closes and
-unlinks every segment and raises `WorkerFailed` naming the worker. An exception in the server (the parent)
-goes through the same cleanup. Workers poll too: a worker whose parent died exits. NumPy backend only.
+Faults (`data_parallel.WorkerGroup`). While it waits for anything (a free slot in the data ring, a push,
+the weights' lock) the parent checks the workers at least every POLL_S. A worker that died or reported an
+exception, or an exception in the server (the parent), stops the run: the abort flag is set in the weights'
+segment, both rings are aborted (blocked workers exit), every worker is stopped, every segment unlinked, and
+`WorkerFailed` names the worker. A worker whose parent died exits. NumPy backend only.
 """
 from __future__ import annotations
 
 import os
 import secrets
 import time
-import traceback
 from multiprocessing import shared_memory
 
 import numpy as np
 
 from ..backend import to_numpy
-from .data_parallel import WorkerGroup, steps_to_run
-from .engine import ignore_stop_signals
+from .data_parallel import POLL_S, Aborted, WorkerGroup, serve_worker, steps_to_run
 from .fit import fit_parallel
 from .flat import flat_size, gradients, pack, set_gradients, set_weights
 from .metrics import WorkerRecorder, epoch_losses
 from .registry import check
 from .shm_ring import RingBroken, RingClosed, SharedRing
 
-_ERROR, _DONE = "error", "done"
-POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
 _STOP = -1  # `produced_at` of the end-of-data marker in the data ring
 VERSION, ABORT = 0, 1  # fields of the weights segment's int64 header
-
-
-class _Aborted(Exception):
-    """The parent set the abort flag (another worker failed, or the run timed out)."""
 
 
 def _weights_views(buf, num_params, dtype):
@@ -150,7 +140,7 @@ class _Client:
 
     def check(self):
         if self.header[ABORT]:
-            raise _Aborted
+            raise Aborted
         if os.getppid() != self.parent:
             raise SystemExit(3)
 
@@ -219,15 +209,10 @@ def _train(trainer, client, recorder, n_fetch, n_push):
 
 def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, push_ring, n_fetch, n_push,
             parent, run_started, conn):
-    """Worker `index`: receives its model copy (a trainer), then batches from the data ring, gradients at
-    the fetched weights, pushes. Reports ("done", index, metrics, losses, buffers) or ("error", index,
-    traceback). Ctrl-C is the parent's: it stops the workers."""
-    ignore_stop_signals()  # Ctrl-C and SIGTERM are the parent's: it stops the workers
-    shm = None
-    try:
-        trainer = conn.recv()
-        shm = shared_memory.SharedMemory(name=weights_name)
-        header, weights = _weights_views(shm.buf, num_params, dtype)
+    """Worker `index`: batches from the data ring, gradients at the fetched weights, pushes; reports its
+    metrics, [(batch number, loss, batch size)] and its batch-norm buffers (`serve_worker`)."""
+    def work(trainer, buf):
+        header, weights = _weights_views(buf, num_params, dtype)
         pushed = _PushedGradients(trainer.optimizer, dtype)
         trainer.optimizer = pushed
         trainer.model.train()
@@ -236,30 +221,9 @@ def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, pu
         losses = _train(trainer, client, recorder, n_fetch, n_push)
         metrics = recorder.summary()
         metrics.update(pushes=client.pushes, fetches=client.fetches, wait_seconds=metrics["idle_seconds"])
-        buffers = {name: to_numpy(b).copy() for name, b in trainer.model.named_buffers()}
-        del header, weights, client
-        conn.send((_DONE, index, metrics, losses, buffers))
-    except (_Aborted, RingClosed):
-        _send(conn, (_ERROR, index, "stopped: the run was aborted (another worker failed or the run timed out)"))
-    except BaseException:
-        _send(conn, (_ERROR, index, traceback.format_exc()))
-        raise SystemExit(1)
-    finally:
-        conn.close()
-        for ring in (data_ring, push_ring):
-            ring.close()
-        if shm is not None:
-            try:
-                shm.close()
-            except BufferError:
-                pass
+        return metrics, losses, {name: to_numpy(b).copy() for name, b in trainer.model.named_buffers()}
 
-
-def _send(conn, message):
-    try:
-        conn.send(message)
-    except (BrokenPipeError, OSError):  # the parent is gone or stopped listening
-        pass
+    serve_worker(index, conn, weights_name, work, closes=(data_ring, push_ring))
 
 
 # --- the parent: feeder and parameter server -----------------------------------------------------------

@@ -36,7 +36,7 @@ Stages travel by pickling: each worker receives its stage (its `LocalModule`s: b
 its state; or its DNI groups and synthesizers) through a socket pair right after it starts (`start_worker`
 says why not as a `Process` argument), and sends what it learned back the same way when it is done
 (`stage.state()`); the parent copies parameters, buffers (batch-norm statistics) and optimizer states into
-its own trainer (`stages.load_state`), so `trainer.evaluate` and checkpoints work in the parent afterwards.
+its own trainer (`trainer.load_pipeline_stage`), so `trainer.evaluate` and checkpoints work in the parent afterwards.
 
 GPUs. On the CuPy backend worker w uses GPU `devices[w % len(devices)]` (`--devices`, default every visible
 GPU): it selects the device before receiving its modules, so their arrays land there; the rings hold host
@@ -512,7 +512,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     """
     check("module", "shm", trainer)
     policy, replay_slots, reuse_cap = trainer.pipeline_links()
-    num_units = stages.units(trainer)
+    num_units = len(trainer.pipeline_units())
     if groups is not None:
         groups = [list(map(int, g)) for g in groups]
         if [j for g in groups for j in g] != list(range(num_units)) or not all(groups):
@@ -555,7 +555,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
                         back[w - 1] if w else None, total, done[w - 1] if w else feeder_done,
                         done[w], w > 0 and policy == "replay", os.getpid(), run_started, gpus[w])
                 _, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
-                                       stages.make_stage(trainer, group, batches_per_epoch, start_epoch),
+                                       trainer.pipeline_stage(group, batches_per_epoch, start_epoch),
                                        run.processes)
                 run.conns.append(conn)
         run.wait_ready(timeout=120)
@@ -597,7 +597,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
 
     # Copy what the workers learned into the parent's trainer (the model's blocks are the stages' units).
     for w, group in enumerate(groups):
-        stages.load_state(trainer, group, run.results[w][2])
+        trainer.load_pipeline_stage(group, run.results[w][2])
 
     worker_metrics = [run.results[w][3] for w in range(len(groups))]
     for m, group in zip(worker_metrics, groups):

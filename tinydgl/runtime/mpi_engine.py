@@ -393,7 +393,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     total = batches_per_epoch * (epochs - start_epoch)
     if total < 1:
         raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {batches_per_epoch} batch(es).")
-    num_modules = stages.units(trainer)
+    num_modules = len(trainer.pipeline_units())
     if size > num_modules:
         raise ValueError(f"{size} MPI ranks but the trainer has {num_modules} modules: launch at most "
                          f"{num_modules} ranks (mpiexec -n {num_modules}) or cut the model into more modules.")
@@ -404,9 +404,9 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     groups = split_modules(num_modules, size, costs)
     group = groups[rank]
     # Every rank starts from rank 0's state of its modules (a resume or a new split moves them).
-    states = [stages.make_stage(trainer, g, batches_per_epoch, start_epoch).state() for g in groups] if rank == 0 else None
-    stages.load_state(trainer, group, comm.scatter(states, root=0))
-    stage = stages.make_stage(trainer, group, batches_per_epoch, start_epoch)
+    states = [trainer.pipeline_stage(g, batches_per_epoch, start_epoch).state() for g in groups] if rank == 0 else None
+    trainer.load_pipeline_stage(group, comm.scatter(states, root=0))
+    stage = trainer.pipeline_stage(group, batches_per_epoch, start_epoch)
     model = trainer.model
     dtype = np.dtype(str(model.parameters()[0].data.dtype).split(".")[-1])
     shapes = stages.unit_output_shapes(trainer)
@@ -466,7 +466,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     result = None
     if rank == 0:
         for g, (state, *_) in zip(groups, gathered):
-            stages.load_state(trainer, g, state)
+            trainer.load_pipeline_stage(g, state)
         workers = [entry[1] for entry in gathered]
         rings = [{"policy": "fifo", "slots": 0, "pushed": total, "served": total, "overwritten": 0,
                   "dropped_unused": 0, "stored": 0}]  # the loader, read by rank 0 itself

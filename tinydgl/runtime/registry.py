@@ -84,14 +84,13 @@ def trainers_for(parallel):
 
 
 def supported(trainer_name):
-    """The parallelisms trainer `trainer_name` declares, each with an engine."""
-    from ..trainers import TRAINERS
-
-    return [p for p in getattr(TRAINERS.get(trainer_name), "parallel", ()) if p in parallelisms()]
+    """The parallelisms trainer `trainer_name` declares that have an engine."""
+    return [p for p in parallelisms() if trainer_name in trainers_for(p)]
 
 
-def label(parallel):
-    return PARALLELISMS.get(parallel, (f"The {parallel!r} engine", ""))[0]
+def _said(parallel):
+    """(name in a sentence, the trainers it runs) of a parallelism."""
+    return PARALLELISMS.get(parallel, (f"The {parallel!r} engine", "its trainers"))
 
 
 def find(parallel, transport):
@@ -100,7 +99,7 @@ def find(parallel, transport):
         return ENGINES[(parallel, transport)]
     if parallel not in parallelisms():
         raise ValueError(f"There is no {parallel!r} parallelism; choose from: {', '.join(parallelisms())}.")
-    raise ValueError(f"{label(parallel)} has no {transport!r} transport; it runs over "
+    raise ValueError(f"{_said(parallel)[0]} has no {transport!r} transport; it runs over "
                      f"{' or '.join(transports(parallel))}: choose --transport {transports(parallel)[0]}.")
 
 
@@ -115,7 +114,7 @@ def check(parallel, transport, trainer):
     if active not in engine.backends:
         names = " or ".join(BACKEND_NAMES.get(b, b) for b in engine.backends)
         only = " only for now" if len(engine.backends) == 1 else ""
-        raise ValueError(f"{label(parallel)} runs on the {names} backend{only} (active backend: {active!r}); "
+        raise ValueError(f"{_said(parallel)[0]} runs on the {names} backend{only} (active backend: {active!r}); "
                          f"switch to {engine.backends[0]}.")
     return engine
 
@@ -129,5 +128,5 @@ def refusal(parallel, name, note=""):
     others = [p for p in supported(name) if p != parallel]
     instead = f"run {name!r} with --parallel {' or '.join(others)}" if others else f"train {name!r} in-process"
     why = f" ({note})" if note else ""
-    return (f"{label(parallel)} runs {PARALLELISMS.get(parallel, ('', 'its trainers'))[1]}: {listed}; got "
+    return (f"{_said(parallel)[0]} runs {_said(parallel)[1]}: {listed}; got "
             f"{name!r}{why}. Choose one of those, or {instead}.")

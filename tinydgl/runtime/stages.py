@@ -1,17 +1,11 @@
 """What one worker of the module-parallel engines runs (a *stage*), and how a trainer is cut into stages.
 
 Both module-parallel engines (`engine`: processes and shared-memory rings; `mpi_engine`: MPI ranks) cut a
-trainer into contiguous groups of *units* and give each worker one group, as a stage. Two kinds of trainer
-run there:
-
-- **local trainers** (dgl, lls, lls-m, lls-mxm, drtp, async-dgl): the units are `trainer.modules`; a stage
-  is a `ModuleChain`, the worker's modules stepped in order. Nothing crosses a boundary backwards.
-- **synthetic-gradient trainers** (dni, cdni): the units are the trainer's groups (the blocks between two
-  synthesizers); a stage is a `SyntheticGradientStage`. Its groups update from their synthesizers' guesses
-  the moment they have run forward (update unlocking), and the target of the synthesizer at the stage's
-  top, the gradient the next stage's lowest group sends to its input, comes back *later*, over a link in
-  the backward direction. With BP(lambda) > 0 a stage waits for that gradient before it updates: the run
-  is lock-step (update locked, as BP(lambda) is by nature) and equals the in-process trainer.
+trainer into contiguous groups of *units* and give each worker one group, as a stage: for a local trainer
+its modules, stepped in order (`trainers/local.py`, `ModuleChain`: nothing crosses a boundary backwards);
+for DNI/cDNI its groups and synthesizers (`trainers/dni.py`, `SyntheticGradientStage`: each synthesizer's
+target comes back *later*, over a link in the backward direction; with BP(lambda) > 0 a stage waits for it
+before it updates, lock-step, and equals the in-process trainer).
 
 A stage answers, for the worker loop (`engine.pipeline_worker_loop`):
 
@@ -21,7 +15,7 @@ A stage answers, for the worker loop (`engine.pipeline_worker_loop`):
     waits_for_above                     True: the step is finished only by `finish(message)` (BP(lambda))
     learn_from_above(message) -> loss   a message came back for the oldest batch waiting for one
     finish(message)                     (waits_for_above) complete this batch's update with the message
-    state() -> picklable                what the worker learned, for `load_state` in the parent
+    state() -> picklable                what the worker learned, for `load_pipeline_stage` in the parent
 
 A trainer that declares `parallel = ("module",)` (runtime/registry.py) builds its own stages, so this file
 names no trainer:
@@ -34,7 +28,7 @@ names no trainer:
     pipeline_unit_step(j) -> run(x, y)  one step of unit j on a scratch copy (for `unit_costs`)
     talks_back                          True if its stages send messages back down (DNI)
 
-`units`, `unit_output_shapes`, `unit_costs`, `make_stage` and `load_state` ask it.
+The engines call these; `unit_output_shapes` and `unit_costs` below ask them too.
 """
 from __future__ import annotations
 
@@ -49,11 +43,6 @@ from ..backend import asarray
 def talks_back(trainer):
     """Whether the trainer's stages send messages back down (DNI: each synthesizer's target)."""
     return bool(getattr(trainer, "talks_back", False))
-
-
-def units(trainer):
-    """How many units the trainer can be cut into (its `pipeline_units()`: modules, or DNI's groups)."""
-    return len(trainer.pipeline_units())
 
 
 def unit_output_shapes(trainer):
@@ -78,7 +67,7 @@ def unit_costs(trainer, batch_size, repeats=2):
     forward's.)"""
     x, y = _zero_batch(trainer, batch_size)
     costs = []
-    for j in range(units(trainer)):
+    for j in range(len(trainer.pipeline_units())):
         run = trainer.pipeline_unit_step(j)
         best = math.inf
         for _ in range(repeats):
@@ -88,13 +77,3 @@ def unit_costs(trainer, batch_size, repeats=2):
         costs.append(best)
         x = out
     return costs
-
-
-def make_stage(trainer, group, batches_per_epoch, start_epoch):
-    """The stage that runs units `group` (contiguous indices) of `trainer` on one worker (picklable)."""
-    return trainer.pipeline_stage(group, batches_per_epoch, start_epoch)
-
-
-def load_state(trainer, group, state):
-    """Copy what a worker learned (`stage.state()`) into the parent's trainer."""
-    trainer.load_pipeline_stage(group, state)
