@@ -65,8 +65,6 @@ from .shm_ring import RingClosed
 
 _ERROR, _DONE = "error", "done"
 POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
-
-
 ABORTED = "stopped: the run was aborted (another worker failed or the run timed out)"
 
 
