@@ -40,7 +40,7 @@ SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 
 def _load_toml(path):
     try:
-        import tomllib
+        import tomllib  # novermin: 3.10 takes the tomli fallback below
     except ImportError:  # Python 3.10: build itself depends on tomli there
         import tomli as tomllib
     return tomllib.loads(path.read_text())
