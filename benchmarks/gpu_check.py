@@ -797,7 +797,7 @@ def parse_args():
 
 def check_options(parser, args):
     """Usage errors (exit 2, argparse's way) for options that cannot work, before anything runs."""
-    for size in (args.sizes or "1x1").split(","):
+    for size in args.sizes.split(",") if args.sizes else []:
         parts = size.lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             parser.error(f"--sizes takes CxS sizes such as 1x28,3x32; got {size!r}")
