@@ -231,7 +231,7 @@ def test_each_stub_alone_fails_exactly_its_own_tests(tmp_path):
 # --- grading with the instructor's tests, and submissions ------------------------------------------------
 
 SOLVED = ("tinydgl/ops/activation.py", "tinydgl/ops/linear.py", "tinydgl/ops/losses.py")  # these files' tasks done
-SOLVED_TASKS = {"a1-relu-backward", "a1-linear-backward", "a1-softmax-ce", "a2-mse-loss"}
+SOLVED_TASKS = {"a1-relu-backward", "a1-linear-backward", "a1-softmax-ce", "a2-mse-loss", "a5-linear-jvp"}
 
 # What a student might do to the tests: every task's test becomes `assert True`, and conftest.py turns any
 # failure into a pass. Either alone gives full marks when a tree's own tests grade it.

@@ -123,6 +123,11 @@ ASSIGNMENTS = (
                "close that comes to backprop. Write how DFA (and sDFA) hands the output error to every hidden block, "
                "DRTP's target made of the label alone, and the cosine with which the alignment probe compares a "
                "method's gradient with backprop's."),
+    Assignment("A5", "Learning with forward passes only",
+               ("13-forward-only.md",),
+               "Learn with no backward pass through the network. Write a layer's forward-mode derivative (its JVP), "
+               "the forward-gradient estimate built from directional derivatives, and PEPITA's update from two "
+               "forward passes."),
 )
 
 TASKS = (
@@ -190,6 +195,17 @@ TASKS = (
          "handed parameter gradients and that of its true ones (one vector each, not a cosine per parameter), "
          "computed in float64; NaN when either vector is zero. (Blocks without parameters, or with a parameter "
          "that got no gradient, are handled above your code.)"),
+    Task("a5-linear-jvp", "Linear layer: forward mode",
+         "`linear_jvp(cache, dx, dw, db)`: the output tangent of `out = x @ w + b` for the tangents of x, w and b "
+         "(each may be None: it does not move), by the product rule; None when nothing moves."),
+    Task("a5-forward-gradient", "The forward-gradient estimate",
+         "In `ForwardGradientModule._weight_perturbation`, once the random tangents are set: the loss's slope along "
+         "them (one forward-mode pass, `jvp`, no backward) and each parameter's estimate, slope times its tangent, "
+         "averaged over the `directions` directions."),
+    Task("a5-pepita-update", "PEPITA: two forward passes and the update",
+         "`PEPITATrainer.train_step`, after the clean pass (given): the pass on the input modulated by the projected "
+         "error, then each hidden block's gradient from the difference of its two outputs and the last block's "
+         "from the modulated pass's error, each through the block's Linear layer (no input gradients)."),
 )
 TASKS_BY_ID = {t.id: t for t in TASKS}
 
