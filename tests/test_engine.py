@@ -252,7 +252,7 @@ def test_an_explicit_split_is_used_and_checked(data):
 
 SIGNAL_PROBE = '''
 import signal, sys, multiprocessing as mp
-from tinydgl.runtime.engine import ignore_stop_signals, start_worker
+from tinydgl.runtime.processes import ignore_stop_signals, start_worker
 
 def probe(conn):
     blocked_at_start = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
@@ -288,7 +288,7 @@ def test_a_ctrl_c_while_a_worker_starts_does_not_kill_it(tmp_path):
 
 STOPPED_WHILE_STARTING = '''
 import os, signal, sys, multiprocessing as mp
-from tinydgl.runtime.engine import start_worker, stop_processes
+from tinydgl.runtime.processes import start_worker, stop_processes
 
 def idle(conn):
     conn.recv()

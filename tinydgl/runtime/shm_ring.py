@@ -8,7 +8,7 @@ processes with two memory copies (into the slot, out of the slot) and no picklin
     segment = [ring header | M slot headers | M activation slots | M label slots]
 
 - ring header (int64): batches pushed and served, batches overwritten before anyone used them, waiter
-  counts, and the `aborted` flag;
+  counts, the `aborted` flag and the `stopped` flag (`finish`: the producer will put nothing more);
 - slot header (int64, one row per slot): state (FREE / WRITING / READY / TAKEN), number of readers copying
   out of it, serial (push order), produced_at (the producer's step or weight version, for staleness),
   samples (the batch size), uses (times served) and origin (the data batch it was computed from);
@@ -78,9 +78,9 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..trainers.buffers import replay_choice
+from .processes import POLL_S  # blocking waits wake up this often to notice `abort()`
 
 POLICIES = ("fifo", "replay")
-POLL_S = 0.1  # blocking waits wake up this often to notice `abort()`
 _ALIGN = 64  # bytes: slots start on cache-line boundaries
 
 # Slot states.
@@ -90,7 +90,7 @@ _STATE_NAMES = {FREE: "free", WRITING: "writing", READY: "ready", TAKEN: "taken"
 STATE, READERS, SERIAL, PRODUCED_AT, SAMPLES, USES, ORIGIN = range(7)
 _SLOT_FIELDS = 8
 # Ring header fields (int64).
-PUSHED, SERVED, DROPPED_UNUSED, OVERWRITTEN, DATA_WAITERS, SPACE_WAITERS, ABORTED = range(7)
+PUSHED, SERVED, DROPPED_UNUSED, OVERWRITTEN, DATA_WAITERS, SPACE_WAITERS, ABORTED, STOPPED = range(8)
 _RING_FIELDS = 16
 
 
@@ -190,7 +190,8 @@ class SharedRing:
     concluding that a dead process holds it (`RingBroken`).
 
     put(x, labels, produced_at=0, timeout=None) -> bool and get(timeout=None) -> (x, labels, RingEntry) or
-    None; `timeout=None` blocks, `timeout=0` never waits.
+    None; `timeout=None` blocks, `timeout=0` never waits. A ring is both ends of a link (`links.Source` for
+    its consumer, `links.Sink` for its producer): `finish()` marks it stopped, `producer_stopped()` reads it.
     """
 
     def __init__(self, slots, max_batch, sample_shape, dtype="float32", policy="fifo", reuse_cap=None,
@@ -487,6 +488,26 @@ class SharedRing:
             return {"policy": self.policy, "slots": self.slots, "pushed": int(r[PUSHED]), "served": int(r[SERVED]),
                     "overwritten": int(r[OVERWRITTEN]), "dropped_unused": int(r[DROPPED_UNUSED]),
                     "stored": int(np.sum(self._slots[:, STATE] == READY))}
+        finally:
+            self._lock.release()
+
+    def finish(self):
+        """This end is done with the ring (`links.Sink.finish`): the producer calls it after its last put, and
+        `producer_stopped()` is True from then on in every process. (A consumer that calls it, as
+        `pipeline.run_stage` does, changes nothing: it finishes only after its producer.)"""
+        self._check_open()
+        self._acquire_lock()  # under the lock: a consumer that sees the flag also sees every batch put before it
+        try:
+            self._ring[STOPPED] = 1
+        finally:
+            self._lock.release()
+
+    def producer_stopped(self) -> bool:
+        """True once the producer called `finish()` (`links.Source.producer_stopped`)."""
+        self._check_open()
+        self._acquire_lock()
+        try:
+            return bool(self._ring[STOPPED])
         finally:
             self._lock.release()
 
