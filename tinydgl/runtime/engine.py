@@ -1,37 +1,12 @@
 """The module-parallel engine: the modules of a locally trained network in J worker processes.
 
-Local learning (DGL, LLS, async DGL) sends nothing backwards across a module boundary, so module j+1 only
-needs module j's output batches. `run_module_parallel` cuts the trainer's units (its modules; for DNI, its
-groups) into J contiguous groups, one *stage* per worker process (`stages`), and connects consecutive
-workers with `SharedRing`s:
+`run_module_parallel` runs the pipeline of `pipeline` (the plan, every worker's loop, the result) in
+spawned processes (`processes`), one per group, joined by `SharedRing`s (and for DNI a second ring per
+boundary, downwards):
 
     parent (reads the loader) -> ring 0 -> worker 0 -> ring 1 -> worker 1 -> ... -> worker J-1 (the loss)
 
-DNI and cDNI also send something *back* across each boundary: the gradient the upper worker's lowest group
-passes to its input, which is the target of the synthesizer at the top of the worker below. Each boundary
-then has a second ring, downwards, and the worker below trains that synthesizer when the target arrives,
-batches later (how late is in its metrics); with BP(lambda) > 0 it waits for it (lock-step). What does
-not depend on the transport (the plan, every worker's loop, the result) is `pipeline`, shared with
-`mpi_engine`; this file is the transport: processes (`processes`) and shared-memory rings (`shm_ring`).
-
-- The *parent* reads the data loader and feeds every batch into ring 0 (always "fifo": each data batch is
-  seen exactly once, in the loader's order). Workers never touch the data set.
-- Worker w gets a batch from its input ring, runs `LocalModule.step` for each of its modules in order
-  (inside a worker the modules run as in synchronous DGL), and puts the output and labels into ring w+1.
-  The last worker keeps the losses of its last module (the network's own loss).
-- Rings between workers use policy "fifo" for `dgl` and `lls*` (synchronous pipelining: every module sees
-  every batch, in order, so the weights equal the in-process trainer's) and "replay" for `async-dgl`
-  (Algorithm 2, buffer size and reuse cap from the trainer). In replay a worker whose input ring has
-  nothing servable counts an *empty poll*; a fifo worker stops after as many steps as there are data
-  batches, a replay worker once its producer has stopped and every batch it left has been served once.
-  The trainer's simulated schedule (`schedule`, `slow_module`, `slowdown`) is not used here: the workers'
-  real speeds are the schedule, and the trainer's in-process counters (`AsyncDGLTrainer.stats`) stay
-  untouched: the engine returns per-worker metrics of its own.
-- Samples per second (docs/protocol.md, section 4) counts the samples *every* module learned from: the minimum
-  over workers of fresh samples (`metrics.pipeline_counts`). In fifo that is every sample fed; in replay a
-  later worker may replay batches (steps, but nothing new) and skip others (overwritten in its ring before
-  it took them), and each worker's summary says how many of each. Every batch carries its data batch's
-  number (`origin`) from ring to ring, so "fresh" means new data, not just a new ring entry.
+The parent feeds every data batch into ring 0 ("fifo"); workers never touch the data set.
 
 Stages travel by pickling: each worker receives its stage (its `LocalModule`s: body, head, optimizer with
 its state; or its DNI groups and synthesizers) through a socket pair right after it starts (`processes.start_worker`

@@ -61,37 +61,28 @@ MPI_SPIN_S = 0.0005
 # --- the contract -------------------------------------------------------------------------------------------
 @runtime_checkable
 class Source(Protocol):
-    """The input end of a link, as a worker sees it."""
+    """The input end of a link. get(timeout): (x (N, ...), labels (N,) int64, entry) or None if nothing
+    servable came within `timeout` s (None: wait); entry: a `RingEntry` (serial, uses, staleness, origin),
+    or None for raw data. producer_stopped(): the producer has finished (a replay worker then serves what is
+    fresh and stops). finish(): the worker has read its last batch; end the link cleanly. stats(): counters
+    (policy, slots, pushed, served, overwritten, dropped_unused, stored, as `SharedRing.stats`)."""
 
-    def get(self, timeout=None):
-        """(x, labels, entry) or None if nothing servable came within `timeout` s (None: wait). x: (N, ...)
-        activations, labels: (N,) int64; entry: a `shm_ring.RingEntry` (serial, uses, staleness, origin...),
-        or None for raw data."""
-
-    def producer_stopped(self) -> bool:
-        """True once the producer has finished: a replay worker then serves what is fresh and stops."""
-
-    def finish(self):
-        """This worker is done reading; end the link cleanly (after the worker's last step)."""
-
-    def stats(self) -> dict:
-        """Counters: policy, slots, pushed, served, overwritten, dropped_unused, stored (as `SharedRing.stats`)."""
+    def get(self, timeout=None): ...
+    def producer_stopped(self) -> bool: ...
+    def finish(self): ...
+    def stats(self) -> dict: ...
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """The output end of a link, as a worker sees it."""
+    """The output end of a link. put(x, labels, produced_at, timeout, origin): pass batch x (N, ...) and its
+    N labels on, False if there was no room within `timeout` s; the caller may change x as soon as put
+    returns. produced_at: the producer's step (for staleness); origin: the data batch x was computed from.
+    finish(): nothing more will be put; end the link cleanly. stats(): counters of what was sent."""
 
-    def put(self, x, labels, produced_at=0, timeout=None, origin=None) -> bool:
-        """Pass batch x (N, ...) and its N labels on; False if there was no room within `timeout` s. The caller
-        may change x as soon as put returns. produced_at: the producer's step (for staleness); origin: the data
-        batch x was computed from."""
-
-    def finish(self):
-        """Nothing more will be put; end the link cleanly."""
-
-    def stats(self) -> dict:
-        """Counters of what was sent."""
+    def put(self, x, labels, produced_at=0, timeout=None, origin=None) -> bool: ...
+    def finish(self): ...
+    def stats(self) -> dict: ...
 
 
 class LoaderSource:

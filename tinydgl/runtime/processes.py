@@ -133,61 +133,48 @@ def describe_exit(process):
     return f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
 
 
-def receive_result(conn, process, name):
-    """A worker's ("done", ...) message from `conn`, or None if none has arrived yet (the worker is still
-    running). Raises WorkerFailed if the worker reported an error or died without reporting."""
+def receive_result(conn, process, name, kind=DONE):
+    """A worker's message of `kind` (DONE: its results; READY: it holds its payload) from `conn`, or None if
+    none has arrived yet (the worker is still running). Raises WorkerFailed if the worker reported an
+    error or died without reporting."""
     try:
         message = conn.recv() if conn.poll(0) else None
     except (EOFError, OSError):
         message = None
-    if message is not None and message[0] == DONE:
+    if message is not None and message[0] == kind:
         return message
     if message is not None:
         raise WorkerFailed(f"{name} failed:\n{message[2]}")
     if not process.is_alive():
-        raise WorkerFailed(f"{name} died ({describe_exit(process)}) before it finished; the run was stopped. "
-                           f"Check memory (a killed process often means out of memory) and run again.")
+        raise WorkerFailed(f"{name} died ({describe_exit(process)}) before it {'started' if kind == READY else 'finished'}"
+                           f"; the run was stopped. Check memory (a killed process often means out of memory) and "
+                           f"run again.")
     return None
 
 
 def wait_ready(conns, processes, name, timeout):
     """Wait until every worker has said READY (it holds its payload): a worker that started late would
     otherwise find its input overwritten, or start after the others had finished. Raises WorkerFailed if
-    one dies or reports an error first, or if they are not all ready within `timeout` s. name(w): how
-    errors name worker w."""
-    deadline = time.monotonic() + timeout
-    waiting = set(range(len(processes)))
-    while waiting:
+    one dies or reports an error first, or if they are not all ready within `timeout` s."""
+    deadline, ready = time.monotonic() + timeout, {}
+    while len(ready) < len(processes):
         left = deadline - time.monotonic()
         if left <= 0:
-            raise WorkerFailed(f"{', '.join(name(w) for w in sorted(waiting))} did not start within {timeout} s.")
-        ready = wait([conns[w] for w in waiting] + [processes[w].sentinel for w in waiting], left)
-        for w in sorted(waiting):
-            if conns[w] in ready:
-                try:
-                    message = conns[w].recv()
-                except (EOFError, OSError):
-                    message = None
-                if message is not None and message[0] == READY:
-                    waiting.discard(w)
-                    continue
-                if message is not None:
-                    raise WorkerFailed(f"{name(w)} failed:\n{message[2]}")
-            if processes[w].sentinel in ready or not processes[w].is_alive():
-                raise WorkerFailed(f"{name(w)} died ({describe_exit(processes[w])}) before it started; the run "
-                                   "was stopped.")
+            late = [name(w) for w in range(len(processes)) if w not in ready]
+            raise WorkerFailed(f"{', '.join(late)} did not start within {timeout} s.")
+        poll_workers(conns, processes, ready, name, left, kind=READY)
 
 
-def poll_workers(conns, processes, results, name, timeout):
+def poll_workers(conns, processes, results, name, timeout, kind=DONE):
     """Wait up to `timeout` s for a message or the exit of any worker that has not reported yet; store each
-    ("done", ...) message in `results[w]`. Raises WorkerFailed if a worker reported an error or died.
+    message of `kind` in `results[w]`. Raises WorkerFailed if a worker reported an error or died.
     name(w): how errors name worker w."""
     pending = [w for w in range(len(processes)) if w not in results]
     waitables = [conns[w] for w in pending] + [processes[w].sentinel for w in pending]
     ready = wait(waitables, timeout) if waitables else []
     for w in pending:
         if conns[w] in ready or processes[w].sentinel in ready:
-            message = receive_result(conns[w], processes[w], name(w))
+            message = receive_result(conns[w], processes[w], name(w), kind)
             if message is not None:
                 results[w] = message
 

@@ -492,24 +492,20 @@ class SharedRing:
             self._lock.release()
 
     def finish(self):
-        """This end is done with the ring (`links.Sink.finish`): the producer calls it after its last put, and
-        `producer_stopped()` is True from then on in every process. (A consumer that calls it, as
-        `pipeline.run_stage` does, changes nothing: it finishes only after its producer.)"""
-        self._check_open()
-        self._acquire_lock()  # under the lock: a consumer that sees the flag also sees every batch put before it
-        try:
-            self._ring[STOPPED] = 1
-        finally:
-            self._lock.release()
-
-    def producer_stopped(self) -> bool:
-        """True once the producer called `finish()` (`links.Source.producer_stopped`)."""
+        """The producer's last act (`links.Sink.finish`): `producer_stopped()` is True from now on, in every
+        process. Set under the lock, so a consumer that sees it also sees every batch put before it. (A
+        consumer may call it too, as `pipeline.run_stage` does after its last batch: only consumers read it.)"""
         self._check_open()
         self._acquire_lock()
-        try:
-            return bool(self._ring[STOPPED])
-        finally:
-            self._lock.release()
+        self._ring[STOPPED] = 1
+        self._lock.release()
+
+    def producer_stopped(self) -> bool:
+        self._check_open()
+        self._acquire_lock()
+        stopped = bool(self._ring[STOPPED])
+        self._lock.release()
+        return stopped
 
     def abort(self):
         """Stop the ring for every process: blocked and later put/get raise RingClosed within POLL_S.
