@@ -58,7 +58,7 @@ from tinydgl.optim import build_optimizer
 from tinydgl.runtime.engine import run_module_parallel, split_modules
 from tinydgl.runtime.stages import unit_costs
 from tinydgl.simulate import (LINKS, Compression, group_stages, in_process_throughput, pipeline_throughput,
-                                      simulate_pipeline)
+                              simulate_pipeline)
 from tinydgl.trainers import build_trainer
 
 FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "throughput_simulation.png")
