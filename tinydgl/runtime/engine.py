@@ -15,9 +15,11 @@ says why not as a `Process` argument), and sends what it learned back the same w
 its own trainer (`stages.load_state`), so `trainer.evaluate` and checkpoints work in the parent afterwards.
 
 GPUs. On the CuPy backend worker w uses GPU `devices[w % len(devices)]` (`--devices`, default every visible
-GPU): it selects the device before receiving its modules, so their arrays land there; the rings hold host
-copies (`put` stages through host memory), and each worker moves the batches it gets to its own device.
-Written with care but untested here: no GPU was available to this project (tests marked `gpu`).
+GPU): it selects the device before receiving its modules, so their arrays land there. Between workers,
+activations stay on the GPUs (`device_ring.DeviceRing`, CUDA IPC) where `device_links_available()`; else
+the rings hold host copies and each worker moves the batches it gets to its own device. Written with care
+but untested here: no GPU was available to this project (tests marked `gpu`); the stand-in takes the host
+path.
 
 Faults. The parent watches every worker's `Process.sentinel` (and its result pipe) with
 `multiprocessing.connection.wait`. If a worker dies before reporting, or reports an exception, the parent
@@ -39,6 +41,7 @@ from ..backend import get_backend, to_numpy
 from . import stages
 from .fit import fit_parallel
 from .metrics import WorkerRecorder
+from .device_ring import DeviceRing, device_links_available
 from .pipeline import check_groups, pipeline_result, pipeline_worker_loop, plan_pipeline, run_stage, split_modules
 from .processes import (DONE, ERROR, READY, WorkerFailed, ignore_stop_signals, poll_workers, start_worker,
                         stop_processes, wait_ready, worker_thread_environment)
@@ -122,12 +125,13 @@ class _Run:
         if self.deadline is not None and time.perf_counter() > self.deadline:
             raise WorkerFailed(f"The module-parallel run took longer than timeout={self.timeout} s; it was stopped.")
 
-    def make_rings(self, trainer, plan, max_batch, slots, ctx):
-        """Ring 0 (the data) and one ring up per boundary; returns back[w]: the ring from worker w+1 down to
-        worker w, shaped like worker w's output (the gradient at it); None for each unless DNI."""
+    def make_rings(self, trainer, plan, max_batch, slots, ctx, ring=SharedRing):
+        """Ring 0 (the data) and one `ring` up per boundary (a `DeviceRing` keeps activations on the GPUs);
+        returns back[w]: the ring from worker w+1 down to worker w, shaped like worker w's output (the
+        gradient at it); None for each unless DNI."""
         self.rings.append(SharedRing(2, max_batch, trainer.model.input_shape, "float32", "fifo", ctx=ctx))
         for group in self.groups[:-1]:
-            self.rings.append(SharedRing(plan.slots, max_batch, plan.shapes[group[-1]], plan.dtype, plan.policy,
+            self.rings.append(ring(plan.slots, max_batch, plan.shapes[group[-1]], plan.dtype, plan.policy,
                                          reuse_cap=plan.reuse_cap, ctx=ctx))
         back = [SharedRing(slots or 2, max_batch, plan.shapes[group[-1]], plan.dtype, "fifo", ctx=ctx)
                 for group in self.groups[:-1]] if plan.talks_back else [None] * (len(self.groups) - 1)
@@ -193,12 +197,14 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     and `balance`), to run exactly the pipeline a prediction was made for.
     run_started: `time.time()` the workers' timelines count from (default: now). devices: with the CuPy
     backend, the GPU ids to use, worker w on devices[w % len(devices)] (default: every visible GPU);
-    activations cross devices through the rings, staged in host memory. Must be None on NumPy.
+    activations cross devices through `DeviceRing`s (CUDA IPC; untested) where `device_links_available()`,
+    else staged in host memory. Must be None on NumPy.
 
     Returns `pipeline.pipeline_result`'s dict ("workers", "policy", "seconds": training, from the moment
     every worker has started and received its modules to the last result; "samples", "fed_samples",
     "samples_per_second", "train_loss", "last_loss", "rings": [ring stats]) plus "startup_seconds"
-    (spawning the workers and handing them their modules).
+    (spawning the workers and handing them their modules) and "activations" ("device": on the GPUs
+    between workers, or "host").
     """
     checked = stages.check_trainer(trainer)
     num_units = stages.units(trainer)
@@ -208,16 +214,19 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
         costs = stages.unit_costs(trainer, int(train_loader.batch_size)) if balance and workers > 1 else None
         groups = split_modules(num_units, workers, costs)
     gpus = _worker_devices(len(groups), devices)
+    on_device, why = device_links_available() if gpus[0] is not None else (False, "NumPy")
     plan = plan_pipeline(trainer, train_loader, epochs, start_epoch, slots, checked)
     ctx = mp.get_context("spawn")
     run = _Run(groups, timeout)
     run_started = time.time() if run_started is None else run_started
     try:
-        back = run.make_rings(trainer, plan, int(train_loader.batch_size), slots, ctx)
+        back = run.make_rings(trainer, plan, int(train_loader.batch_size), slots, ctx,
+                              DeviceRing if on_device else SharedRing)
         _start_workers(run, trainer, plan, back, start_epoch, run_started, gpus, threads_per_worker, ctx)
         ready = time.perf_counter()  # every worker started and has its stage: training starts
         if log:
-            log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {plan.policy}")
+            where = "" if gpus[0] is None else f"; activations {'on the GPUs' if on_device else 'via host memory'}: {why}"
+            log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {plan.policy}{where}")
         _feed(run, trainer, train_loader, start_epoch, epochs)
         seconds, startup_seconds = time.perf_counter() - ready, ready - run.started
         ring_stats = [ring.stats() for ring in run.rings]
@@ -233,7 +242,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     run.close()
     reports = [run.results[w][2:5] for w in range(len(groups))]
     result = pipeline_result(trainer, groups, reports, plan, epochs - start_epoch, seconds, ring_stats)
-    return {**result, "startup_seconds": startup_seconds}
+    return {**result, "startup_seconds": startup_seconds, "activations": "device" if on_device else "host"}
 
 
 def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,

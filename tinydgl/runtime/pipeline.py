@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import asarray, to_numpy
+from ..backend import asarray
 from . import stages
 from .metrics import epoch_losses, pipeline_counts
 
@@ -161,7 +161,8 @@ class _StageWorker:
     def put(self, link, x, labels, origin):
         """Put one batch into `link`, waiting (and taking in messages from above) until there is room."""
         t0 = time.time()
-        while not link.put(to_numpy(x), labels, produced_at=self.recorder.steps, timeout=1.0, origin=origin):
+        # x as it is: a link copies it where it goes (host memory for a SharedRing or MPI, the GPU for a DeviceRing)
+        while not link.put(x, labels, produced_at=self.recorder.steps, timeout=1.0, origin=origin):
             self.while_waiting()
         self.recorder.waited(time.time() - t0)
 
