@@ -1,8 +1,8 @@
 """The module-parallel engine: the modules of a locally trained network in J worker processes.
 
 `run_module_parallel` runs the pipeline of `pipeline` (the plan, every worker's loop, the result) in
-spawned processes (`processes`), one per group, joined by `SharedRing`s (and for DNI a second ring per
-boundary, downwards):
+spawned processes (`processes`), one per group, joined by shared-memory rings (`shm_ring`; and for DNI a
+second ring per boundary, downwards):
 
     parent (reads the loader) -> ring 0 -> worker 0 -> ring 1 -> worker 1 -> ... -> worker J-1 (the loss)
 

@@ -17,8 +17,7 @@ reads the data loader itself and the last rank computes the network's loss:
               |  <---- credit ------  |  <---- credit ------  |
 
     ==> one batch: a header, the activations and the labels (`links.MpiSink` -> `links.MpiSource`)
-    <-- a credit gives the producer room for one more batch (how "fifo" and "replay" map onto credits, and
-        how a link ends cleanly: the `links` docstring).
+    <-- a credit: room for one more batch (credits, policies and a clean end: the `links` docstring)
 
 The same pipeline as the local engine (`pipeline`): the same plan, the same worker loop and the same
 result; each rank runs `pipeline.run_stage` with MPI links, which return the same `RingEntry`s as a
