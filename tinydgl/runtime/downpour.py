@@ -85,13 +85,12 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import get_backend, to_numpy
-from .engine import WorkerFailed, ignore_stop_signals, poll_workers, start_worker, stop_processes, worker_thread_environment
+from .processes import (DONE as _DONE, ERROR as _ERROR, POLL_S, WorkerFailed, ignore_stop_signals, poll_workers,
+                        start_worker, stop_processes, worker_thread_environment)
 from .fit import fit_parallel
 from .metrics import WorkerRecorder
 from .shm_ring import RingBroken, RingClosed, SharedRing
 
-_ERROR, _DONE = "error", "done"
-POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
 _STOP = -1  # `produced_at` of the end-of-data marker in the data ring
 VERSION, ABORT = 0, 1  # fields of the weights segment's int64 header
 

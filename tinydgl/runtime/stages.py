@@ -13,7 +13,7 @@ run there:
   the backward direction. With BP(lambda) > 0 a stage waits for that gradient before it updates: the run
   is lock-step (update locked, as BP(lambda) is by nature) and equals the in-process trainer.
 
-A stage answers, for the worker loop (`engine.pipeline_worker_loop`):
+A stage answers, for the worker loop (`pipeline.pipeline_worker_loop`):
 
     step(x, y, origin) -> (loss, out)   run the stage on one batch (origin: its data batch number)
     message_below() -> array or None    what this step sends back to the stage below (after `step`)
