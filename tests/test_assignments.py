@@ -1,4 +1,4 @@
-"""The assignments and their autograder (tinydgl/assignments.py), checked end to end:
+"""The assignments and their autograder (the package tinydgl/course/), checked end to end:
 
 - the solution markers are balanced, task ids unique, every task has a region and tests, every task marker
   names a real task;
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tinydgl import assignments as A
+from tinydgl import course as A
 from tinydgl.cli import main
 
 
@@ -83,7 +83,7 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
     for path in (student / "tinydgl").rglob("*.py"):
         text = path.read_text()
         compile(text, str(path), "exec")
-        if path.name != "assignments.py":
+        if not path.relative_to(student).as_posix().startswith("tinydgl/course/"):  # the course describes markers
             assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path
     manifest = json.loads((student / "assignments" / "manifest.json").read_text())
     assert [t["id"] for t in manifest["tasks"]] == [t.id for t in A.TASKS]
@@ -276,7 +276,7 @@ def test_the_student_stubs_score_zero_even_from_a_zip_of_the_whole_folder(studen
     files = A.task_files(student)
     (tmp_path / "submission").mkdir()
     shutil.copy2(whole, tmp_path / "submission" / "whole.zip")
-    given, ignored = A._gather(tmp_path / "submission", files)
+    given, ignored = A.gather_submission(tmp_path / "submission", files)
     assert sorted(given) == files and all(given[f] == (student / f).read_bytes() for f in files)
     assert A.ignored_note(ignored) == note
 
@@ -382,7 +382,7 @@ def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path,
         assert {"setup.sh", "run_autograder", "requirements.txt", "course/" + A.MANIFEST} <= set(names)
         assert "course/" + A.TASK_TESTS in names and "course/tests/test_assignments.py" not in names
         assert all("BEGIN SOLUTION" not in z.read(n).decode(errors="replace")
-                   for n in names if n.startswith("course/tinydgl/") and not n.endswith("assignments.py"))
+                   for n in names if n.startswith("course/tinydgl/") and not n.startswith("course/tinydgl/course/"))
         assert z.getinfo("run_autograder").external_attr >> 16 & 0o111
     files = json.loads((student / A.MANIFEST).read_text())["task_files"]
 
@@ -462,6 +462,6 @@ def test_the_classroom_workflow_has_a_step_per_task(student, tmp_path):
                               env={"RUNNER_TEMP": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout.strip()
     assert computed == digest
     (repo / "tests" / "conftest.py").write_text("# edited\n")
-    assert A._tree_digest(repo, set(files)) != digest
+    assert A.tree_digest(repo, set(files)) != digest
     with pytest.raises(A.AssignmentError, match="exists"):
         A.classroom(repo)
