@@ -196,6 +196,41 @@ def test_output_paths_are_checked_before_any_work(command, student, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [
+    ["build", ""], ["submit", "{student}", ""], ["gradescope", ""], ["classroom", ""],
+    ["grade", "{student}", "--json", ""],
+])
+def test_an_empty_output_name_is_refused(command, student, tmp_path, monkeypatch, capsys):
+    """'' is not the current folder: build and classroom used to write into the current folder, submit and
+    gradescope said '. is a folder', and grade ran every test before it dropped --json ''."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["assignments", *(c.format(student=student) for c in command)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinydgl: error: ") and "empty name" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_is_checked_before_the_source(tmp_path):
+    """A path that cannot be written fails first, even when the source or the tree given would fail too."""
+    with pytest.raises(A.AssignmentError, match="cannot write to /proc/x"):
+        A.build("/proc/x/out", root=tmp_path)  # tmp_path is no checkout
+    with pytest.raises(A.AssignmentError, match="cannot write to /proc/x"):
+        A.submit(tmp_path, "/proc/x/hand-in.zip")  # tmp_path is no student copy
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_templates_are_package_data():
+    """The scripts and texts the course writes out are files of the package, read with importlib.resources."""
+    from importlib import resources
+
+    folder = resources.files("tinydgl.course") / "templates"
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    assert {"gradescope_setup.sh", "run_autograder", "classroom.yml", "record_tests.py"} <= set(names)
+    assert "from tinydgl.course import autograde" in A.template("run_autograder")
+    with pytest.raises(A.AssignmentError, match="needs digest"):
+        A.template("classroom.yml", requirements="numpy")
+
+
 def test_in_the_student_copy_every_task_fails_and_everything_else_passes(student):
     result = A.run_tests(student, (A.TASK_TESTS, *A.INDEPENDENT_TESTS))
     assert result["collection_errors"] == [], result["output"][-3000:]

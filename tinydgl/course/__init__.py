@@ -54,28 +54,16 @@ needs nothing beyond the standard library, and its templates ship as package dat
 `build` needs a source checkout (the tests, lessons and notebooks are not in the wheel) and says so. Leaving
 the course out would make the command differ between a wheel and a checkout for the sake of a few hundred lines.
 """
-from .student_copy import build, pristine_course, stub
 from .catalogue import ASSIGNMENTS, TASKS, TASKS_BY_ID, Assignment, Task, assignment_marker, marker_name, select_tasks
 from .command import add_assignments_parser, run_command
 from .exports import (AUTOGRADER_PACKAGES, CLASSROOM_WORKFLOW, DIGEST_COMMAND, autograde, classroom,
                       gather_submission, gradescope, ignored_note, tree_digest)
 from .grading import (HIDDEN_FAILURE, format_table, grade, pick_task_files, read_submission, run_tests, score,
-                    submit)
+                      submit)
 from .handouts import handout, index, notebook, student_readme
 from .layout import (HIDDEN_TESTS, INDEPENDENT_TESTS, INSTRUCTOR_ONLY, MANIFEST, STUDENT_COPY, TASK_TESTS,
                      AssignmentError, check_output, source_root, template)
 from .leaks import SIGNIFICANT, TEXT_SUFFIXES, code_key, find_leaks, leaks_in, readable_text, solution_keys, solutions
 from .markers import Region, check, enclosing_function, find_regions, find_task_tests, scan_markers, task_files
+from .student_copy import build, pristine_course, stub
 
-__all__ = [
-    "ASSIGNMENTS", "AUTOGRADER_PACKAGES", "Assignment", "AssignmentError", "CLASSROOM_WORKFLOW", "DIGEST_COMMAND",
-    "HIDDEN_FAILURE", "HIDDEN_TESTS", "INDEPENDENT_TESTS", "INSTRUCTOR_ONLY", "MANIFEST", "Region", "SIGNIFICANT",
-    "STUDENT_COPY", "TASKS", "TASKS_BY_ID", "TASK_TESTS", "TEXT_SUFFIXES", "Task", "add_assignments_parser",
-    "assignment_marker", "autograde", "build", "check", "check_output", "classroom", "code_key",
-    "enclosing_function", "find_leaks", "find_regions", "find_task_tests", "format_table", "gather_submission",
-    "gradescope", "grade",
-    "handout", "ignored_note", "index", "leaks_in", "marker_name", "notebook", "pick_task_files",
-    "pristine_course", "read_submission", "readable_text", "run_command", "run_tests", "scan_markers", "score",
-    "select_tasks", "solution_keys", "solutions", "source_root", "student_readme", "stub", "submit",
-    "task_files", "template", "tree_digest",
-]

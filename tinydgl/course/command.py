@@ -5,12 +5,12 @@ Every subcommand checks its output path first, so a path that cannot be written 
 import json
 from pathlib import Path
 
-from .student_copy import build
 from .catalogue import ASSIGNMENTS, TASKS
 from .exports import classroom, gradescope, ignored_note
 from .grading import format_table, grade, pick_task_files, read_submission, submit
 from .layout import AssignmentError, check_output, source_root
 from .markers import check, find_regions, task_files
+from .student_copy import build
 
 
 def add_assignments_parser(subparsers):

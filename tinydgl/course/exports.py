@@ -11,11 +11,11 @@ import time
 import zipfile
 from pathlib import Path
 
-from .student_copy import pristine_course
 from .catalogue import TASKS, TASKS_BY_ID
 from .grading import grade, pick_task_files
 from .layout import TASK_TESTS, AssignmentError, check_output, source_root, template
 from .markers import task_files
+from .student_copy import pristine_course
 
 # What grading needs besides the course copy itself (which goes in by PYTHONPATH, not pip): pinned to the
 # versions this zip was built with where they are installed. array-api-strict is not optional: without it the
@@ -46,8 +46,8 @@ def gradescope(out, source=None):
     takes only the task files of the submission, lays them over a fresh copy of course/ and writes
     results.json (see `autograde`).
     """
+    check_output(out)  # first: a zip that cannot be written fails before any work
     source, out = Path(source or source_root()), Path(out)
-    check_output(out)
     names = []
     with tempfile.TemporaryDirectory(prefix="tinydgl-gradescope-") as tmp:
         course = Path(tmp) / "course"

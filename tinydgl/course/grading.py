@@ -13,10 +13,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .student_copy import pristine_course
 from .catalogue import TASKS
 from .layout import HIDDEN_TESTS, TASK_TESTS, AssignmentError, check_output, source_root, template
 from .markers import find_task_tests, task_files
+from .student_copy import pristine_course
 
 
 def run_tests(tree, paths=(TASK_TESTS,), markexpr=None, extra_args=(), timeout=900):

@@ -8,44 +8,27 @@ from .layout import template
 
 
 def handout(assignment, manifest):
-    """The Markdown handout of one assignment."""
+    """The Markdown handout of one assignment (templates/handout.md, a handout_task.md section per task)."""
     tasks = [t for t in manifest["tasks"] if t["assignment"] == assignment.id]
-    total = sum(t["points"] for t in tasks)
     reading = ", ".join(f"[{name[:2].lstrip('0')}. {name[3:-3].replace('-', ' ')}](../lessons/{name})"
                         for name in assignment.lessons)
-    lines = [
-        f"# Assignment {assignment.id[1:]}: {assignment.title}", "",
-        assignment.intro, "",
-        f"**Read first:** lessons {reading}.", "",
-        "**How it works.** Each task is a place in the library that raises `NotImplementedError(\"<task id>: <hint>\")` "
-        "under a `# TODO <task id>` comment. Replace those lines with your code; the rest of the function is "
-        "given. Each task has its own tests: a task is done when they all pass.", "",
-        "```console",
-        f"$ python -m pytest -q -m {assignment_marker(assignment.id)}     # every task of this assignment",
-        f"$ python -m pytest -q -m {tasks[0]['marker']}     # one task",
-        "$ tinydgl assignments grade                          # the score table of all assignments",
-        "```", "",
-        "| task | what | where | points |",
-        "|---|---|---|---|",
-    ]
-    for t in tasks:
-        lines.append(f"| `{t['id']}` | {t['title']} | [`{t['function']}`](../{t['file']}) | {t['points']} |")
-    lines += [f"| | **total** | | **{total}** |", ""]
-    for t in tasks:
-        task = TASKS_BY_ID[t["id"]]
-        tests = ", ".join(f"`{n.split('::')[1]}`" for n in t["tests"])
-        lines += [
-            f"## `{t['id']}`: {t['title']} ({t['points']} points)", "",
-            f"In [`{t['file']}`](../{t['file']}): {task.what}", "",
-            f"*Hint:* {t['hint']}", "",
-            f"*Graded by* `python -m pytest -q -m {t['marker']}` ({tests} in [`{manifest['task_tests']}`](../{manifest['task_tests']}))"
-            + (f" and {t['hidden_tests']} hidden test{'s' if t['hidden_tests'] > 1 else ''} that only the autograder runs."
-               if t.get("hidden_tests") else "."),
-            "",
-        ]
+    rows = [f"| `{t['id']}` | {t['title']} | [`{t['function']}`](../{t['file']}) | {t['points']} |" for t in tasks]
+    sections = [_task_section(t, manifest["task_tests"]) for t in tasks]
     if not any(t["stubbed"] for t in tasks):
-        lines += ["(In this copy every task of this assignment is already solved.)", ""]
-    return "\n".join(lines)
+        sections.append("(In this copy every task of this assignment is already solved.)\n")
+    return template("handout.md", number=assignment.id[1:], title=assignment.title, intro=assignment.intro,
+                    reading=reading, assignment_marker=assignment_marker(assignment.id),
+                    first_marker=tasks[0]["marker"], rows="\n".join(rows), total=sum(t["points"] for t in tasks),
+                    sections="\n".join(sections).removesuffix("\n"))
+
+
+def _task_section(t, task_tests):
+    """One task's section of its handout: what to write, where, the hint, and the tests that grade it."""
+    count = t.get("hidden_tests")
+    hidden = f" and {count} hidden test{'s' if count > 1 else ''} that only the autograder runs." if count else "."
+    return template("handout_task.md", id=t["id"], title=t["title"], points=t["points"], file=t["file"],
+                    what=TASKS_BY_ID[t["id"]].what, hint=t["hint"], marker=t["marker"], task_tests=task_tests,
+                    tests=", ".join(f"`{n.split('::')[1]}`" for n in t["tests"]), hidden=hidden)
 
 
 def notebook(assignment, manifest):
@@ -75,20 +58,9 @@ def index(manifest):
     """The README.md of the handouts' folder: a table of the assignments, then how to grade and hand in."""
     count = len(manifest["assignments"])
     words = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
-    lines = ["# Assignments", "",
-             f"{words[count] if count < len(words) else count} assignments, each a set of tasks in the library's own "
-             "code, graded task by task. Do them in "
-             "order: later tasks use earlier ones (a backprop step needs the layers' backward passes).", "",
-             "| assignment | tasks | points |", "|---|---|---|"]
-    for a in manifest["assignments"]:
-        points = sum(t["points"] for t in manifest["tasks"] if t["id"] in a["tasks"])
-        lines.append(f"| [{a['id']}: {a['title']}]({a['id']}.md) | {len(a['tasks'])} | {points} |")
-    lines += ["", "Setup and grading:", "", "```console", "$ pip install -e \".[test]\"",
-              "$ tinydgl assignments grade        # one line per task: tests passed, points",
-              "$ tinydgl assignments submit hand-in.zip    # your task files (and nothing else), to hand in", "```", "",
-              "Each assignment has a handout (`A1.md`, ...) and a notebook (`A1.ipynb`, ...) that runs each task's "
-              "tests. `manifest.json` lists every task, its file, function, marker and tests.", ""]
-    return "\n".join(lines)
+    rows = [f"| [{a['id']}: {a['title']}]({a['id']}.md) | {len(a['tasks'])} | "
+            f"{sum(t['points'] for t in manifest['tasks'] if t['id'] in a['tasks'])} |" for a in manifest["assignments"]]
+    return template("handouts_index.md", count=words[count] if count < len(words) else count, rows="\n".join(rows))
 
 
 def student_readme(manifest):

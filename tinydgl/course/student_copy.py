@@ -1,12 +1,6 @@
-"""The student copy: the library with each chosen task's solution replaced by a stub, and its handouts.
-
-`build` copies what a student needs (STUDENT_COPY), replaces every marked region of the chosen tasks by
-
-    # TODO a0-double (assignments/A0.md)
-    raise NotImplementedError("a0-double: twice x, in x's dtype")
-
-writes the handouts, notebooks, manifest and README, and refuses (leaving nothing behind) when a solution
-survives anywhere else in the copy (leaks.py). `pristine_course` is the copy that grading starts from.
+"""The student copy: the library with each chosen task's solution replaced by a stub (see the package
+docstring), its handouts, manifest and README; refused, leaving nothing behind, when a solution survives
+anywhere else in the copy (leaks.py). `pristine_course` is the copy that grading starts from.
 """
 import json
 import os
@@ -109,19 +103,23 @@ def _write_student_copy(root, out, chosen, hidden):
 
 def _copy_course(root, out, hidden):
     """Copy STUDENT_COPY from root to out, less what only the instructor sees (and the hidden tests unless hidden)."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".hypothesis")
-    for name in STUDENT_COPY:
-        src = root / name
-        if src.is_dir():
-            shutil.copytree(src, out / name, ignore=ignore)
-        elif src.is_file():
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out / name)
+    _copy(root, out, STUDENT_COPY, ("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".hypothesis"))
     for rel in INSTRUCTOR_ONLY + (() if hidden else (HIDDEN_TESTS,)):
         if (out / rel).is_dir():
             shutil.rmtree(out / rel)
         else:
             (out / rel).unlink(missing_ok=True)
+
+
+def _copy(root, out, names, skip):
+    """Copy the files and folders `names` (those that exist) from root to out, less the patterns in skip."""
+    for name in names:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, out / name, ignore=shutil.ignore_patterns(*skip))
+        elif src.is_file():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out / name)
 
 
 def _write_stubs(root, out, regions):
@@ -220,11 +218,5 @@ def pristine_course(source, out, hidden=True):
         raise AssignmentError(f"{source.resolve()} has neither solution markers nor {MANIFEST}: --source is the "
                               "instructor's checkout of tinydgl (or a student copy, for a practice grade).")
     out.mkdir(parents=True)
-    for name in (*STUDENT_COPY, MANIFEST):
-        src = source / name
-        if src.is_dir():
-            shutil.copytree(src, out / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
-        elif src.is_file():
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out / name)
+    _copy(source, out, (*STUDENT_COPY, MANIFEST), ("__pycache__", "*.pyc", ".pytest_cache"))
     return task_files(out)
