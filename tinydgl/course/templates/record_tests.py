@@ -1,6 +1,6 @@
 """Run pytest and record each test's outcome and its task markers into the JSON file named by argv[1].
 
-`tinydgl.course.grade.run_tests` runs this text with `python -c` in the graded tree's Python, so it depends
+`tinydgl.course.grading.run_tests` runs this text with `python -c` in the graded tree's Python, so it depends
 on nothing of that tree (not even tinydgl). The rest of argv goes to pytest.
 """
 import json
