@@ -32,7 +32,7 @@ time against iterations to benchmarks/figures/dni_<dataset>.png.
 
 `predict` measures, in one process at one thread (a deep copy, nothing trains), the step time of each DNI
 group with its synthesizer (`runtime.stages.unit_costs`) and of the whole backprop step, and feeds them to
-`runtime.simulate.pipeline_throughput`: the samples per second J devices would reach, against backprop
+`tinydgl.simulate.pipeline_throughput`: the samples per second J devices would reach, against backprop
 on one device. Links are taken as free (say so if you quote it for machines joined by a network).
 
 Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
@@ -207,7 +207,7 @@ def cmd_predict(args):
     from tinydgl.backend import asarray
     from tinydgl.models import build_model
     from tinydgl.optim import build_optimizer
-    from tinydgl.runtime import simulate
+    from tinydgl import simulate
     from tinydgl.runtime.stages import unit_costs
     from tinydgl.trainers import build_trainer
 

@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --no-install       # never run pip (the machine is offline)
     python benchmarks/gpu_check.py --dry-run          # print the commands it would run, and run nothing
     python benchmarks/gpu_check.py --standin          # the whole check on the CuPy stand-in, on the CPU (CI)
-    python benchmarks/gpu_check.py --limit-train 20000 --sizes 1x28   # a shorter run
+    python benchmarks/gpu_check.py --limit-train 20000 --models smallconv --trainers bp,lls   # a shorter run
 
 What it runs, in order (each command in a process of its own; `--dry-run` prints them all):
 0. looks for a GPU (`nvidia-smi -L`, else the driver's /proc/driver/nvidia/gpus/, else CuPy if installed).
@@ -34,35 +34,44 @@ What it runs, in order (each command in a process of its own; `--dry-run` prints
    runs recorded there (seed 0: bp 0.9106, lls 0.8849); more than 2 points away is a failure (a float32
    run on a GPU adds rounding differences, not points). Accuracy and training seconds come from
    `--metrics-json`. `--limit-train` / `--limit-test` shorten the runs (printed with the results).
-8. step: one SmallConv training step (forward, cross-entropy, backward, Adam lr 5e-3; batch 128, float32,
-   random data already on the GPU), tinydgl on CuPy against PyTorch on CUDA where torch sees a GPU (else
-   tinydgl alone). As in bench_step.py (which times the CPU and has no device option), each measurement is a
-   child process of its own (`gpu_check.py --child tinydgl|torch`), the children alternate over `--rounds`
-   rounds, and the table gives medians [lowest-highest per-process median]. Every timed step ends with
+8. step: one training step (Adam lr 5e-3, batch 128, float32, random data already on the GPU) of bp, lls and
+   dgl on SmallConv (1x28x28) and VGG8 (3x32x32), through the library's trainers on CuPy; lls both fused (the
+   numba-cuda local-loss kernel) and composed (TINYDGL_FUSED_KERNELS=0); bp also in PyTorch on CUDA where
+   torch sees a GPU. dgl runs composed only (its MLP heads are not fusable), and there is no PyTorch LLS or
+   DGL here to compare with. `--trainers`, `--models`, `--sizes` and `--batch` choose the cases
+   (_step_timing.py says how each step is taken). As in bench_step.py (which times the CPU), each
+   measurement is a child process of its own (`gpu_check.py --child tinydgl|torch ...`), the children
+   alternate over `--rounds` rounds (default 2, `--warmup` 5 and `--repeat` 20 steps each, to fit the
+   budget), and the table gives medians [lowest-highest per-process median]. Every timed step ends with
    cupy.cuda.Device().synchronize() / torch.cuda.synchronize(), so a step's time includes its GPU work.
-   Both steps read the loss back to the host once (tinydgl's softmax_cross_entropy returns a float;
-   PyTorch's side calls loss.item()), as a training loop does. Both compute in full float32: PyTorch's
-   TF32 switches (on for cuDNN convolutions by default) are turned off, as CuPy's matmuls do not use TF32
-   unless CUPY_TF32=1; otherwise PyTorch keeps its defaults (cuDNN, no cudnn.benchmark).
-9. prints one table (check, result, seconds) and writes it with the GPU's description to --out
-   (gpu_check.json; a failed check keeps the last lines of its command's output, its error, under
-   "error"); the exit status is 0 when every check passed (a skipped check is not a failure), 1 when one
-   failed, 2 when no GPU was found.
+   Both steps read the loss back to the host once (float(trainer.train_step(...)); PyTorch's side calls
+   loss.item()), as a training loop does; tinydgl's local-loss trainers may sync more inside the step.
+   Both compute in full float32: PyTorch's TF32 switches (on for cuDNN convolutions by default) are turned
+   off, as CuPy's matmuls do not use TF32 unless CUPY_TF32=1; otherwise PyTorch keeps its defaults (cuDNN,
+   no cudnn.benchmark). A fused case that cannot launch the kernel (no numba-cuda) is skipped, with why.
+9. prints one table (check, result, seconds), then the step table (trainer, model, input, path, tinydgl ms,
+   PyTorch ms, tinydgl / PyTorch, fused / composed), and writes both with the GPU's description to --out
+   (gpu_check.json, "checks" and "step_table"; a failed check keeps the last lines of its command's output,
+   its error, under "error"); the exit status is 0 when every check passed (a skipped check is not a
+   failure), 1 when one failed, 2 when no GPU was found.
 
 `--standin` runs all of this on the CPU, with `import cupy` giving the CuPy stand-in of tests/cupy_standin/
 (CuPy 14's names and signatures, arrays that refuse implicit conversion to NumPy; two simulated GPUs, so the
-devices and MPI checks run too). It installs nothing, shortens the runs (`--limit-train 256 --limit-test 128`,
-one round of one size, batch 8 steps) unless told otherwise, and proves that this script and the CuPy route
-work before a GPU sees them (tests/test_gpu_check.py runs it so in CI). Its timings are not a GPU's.
+devices and MPI checks run too). It installs nothing, shortens the runs unless told otherwise
+(STANDIN_DEFAULTS: `--limit-train 64 --limit-test 32`, batch 4 steps, and one timed step per case, every
+model at 3x16x16), and proves that this script and the CuPy route work before a GPU sees them
+(tests/test_gpu_check.py runs it so in CI). Its timings are not a GPU's, and its fused rows are skipped:
+numba-cuda cannot launch a kernel on the CPU.
 
-How long: about 4-6 minutes on one recent GPU (an estimate: the script has not yet run on one); CuPy's first
-kernel compilations (cached in ~/.cupy/kernel_cache afterwards) and a pip install, if one is needed, take the
-most. Each step has a time limit, and `--budget` (default 450 s) caps the whole run: checks that would start
-after it are reported as failed ("not run"), so the command ends in under 8 minutes.
+How long: about 5-7 minutes on one recent GPU (an estimate: the script has not yet run on one), of which the
+timed steps' 20 processes (10 cases, 2 rounds) take about 2; CuPy's first kernel compilations (cached in
+~/.cupy/kernel_cache afterwards) and a pip install, if one is needed, take the most. Each step has a time
+limit, and `--budget` (default 450 s) caps the whole run: checks (and timed processes) that would start after
+it are reported as failed ("not run"), so the command ends in under 8 minutes.
 
 Afterwards, paste into benchmarks/RESULTS.md, in place of the section "GPU check (ready, not yet run)": a
 heading "GPU check (DATE, GPU NAME)", the command you ran, the `gpu` line printed above the table (device,
-memory, CUDA runtime / driver, CuPy, PyTorch versions), the table itself (it is printed as Markdown), and
+memory, CUDA runtime / driver, CuPy, PyTorch versions), the two tables (printed as Markdown), and
 anything that failed with its message; keep gpu_check.json beside it in benchmarks/results/ if you like.
 """
 import argparse
@@ -74,7 +83,6 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,13 +93,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import _processes as procs  # standard library only: importable before anything is installed
+import _step_timing as step_timing  # the same
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 STANDIN_SHIM = ROOT / "tests" / "cupy_standin" / "shim"  # holds a `cupy` package: the CuPy stand-in
 NO_GPU = 2  # exit status when there is no GPU to check
-BATCH = 128
-LR = 5e-3  # bench_step.py's Adam rate, so the step is the one timed on the CPU there
+LR = step_timing.LR  # bench_step.py's Adam rate, for every step this script takes
 TRAIN_RECIPE = ["--model", "smallconv", "--epochs", "1", "--batch-size", "128", "--optimizer", "adamw-sf",
                 "--lr", "5e-3", "--bn-recalibrate", "50", "--seed", "0", "--no-progress"]
 # benchmarks/RESULTS.md, "Reproducing the LLS protocol": full Fashion-MNIST, adamw-sf, seed 0, on the CPU
@@ -103,8 +111,11 @@ LIMITS = {"install": 300, "gpu": 120, "steps": 150, "tests": 180, "devices": 90,
 GPU_TEST_FILES = ["tests/test_portability.py", "tests/test_forward_forward.py", "tests/test_trainer_dni.py",
                   "tests/test_engine.py"]
 STANDIN_GPUS = 2  # the stand-in pretends to have two GPUs, so that --devices 0,1 and MPI's choice are exercised
-STANDIN_DEFAULTS = {"limit_train": 64, "limit_test": 32, "sizes": "1x28", "rounds": 1, "warmup": 0, "repeat": 1,
-                    "step_batch": 4}
+DEFAULTS = {"rounds": 2, "warmup": 5, "repeat": 20, "step_batch": 32, "batch": 128,
+            "trainers": ",".join(step_timing.STEP_TRAINERS), "models": ",".join(step_timing.STEP_MODELS)}
+# the stand-in computes with NumPy on the CPU: a small input and batch keep VGG8's steps short there
+STANDIN_DEFAULTS = {"limit_train": 64, "limit_test": 32, "sizes": "3x16", "rounds": 1, "warmup": 0, "repeat": 1,
+                    "step_batch": 4, "batch": 4}
 
 
 def short_run(args):
@@ -230,10 +241,6 @@ def train_command(args, trainer, dataset, metrics):
     return cmd
 
 
-def child_command(args, library, size):
-    return [__file__, "--child", library, "--size", size, "--warmup", args.warmup, "--repeat", args.repeat]
-
-
 def dry_run(args):
     dataset, why = choose_dataset()
     scratch = "<temporary folder>"
@@ -261,12 +268,11 @@ def dry_run(args):
     for trainer in ("bp", "lls"):
         print("   " + show(train_command(args, trainer, dataset, f"{scratch}/train-{trainer}.json")))
     print("8. step: " + show(python("-c", "import torch; ...")) + "   (if torch is installed: does it see a GPU?)")
-    sizes = args.sizes.split(",")
-    print(f"   then {args.rounds} round(s), alternated, of:")
-    for size in sizes:
-        for library in ("tinydgl", "torch"):
-            note = "" if library == "tinydgl" else "   (only where torch sees a GPU)"
-            print("   " + show(python(*child_command(args, library, size))) + note)
+    print(f"   then {args.rounds} round(s), alternated, of (--path fused / composed: the child sets "
+          "TINYDGL_FUSED_KERNELS=1 / 0):")
+    for case in step_timing.step_cases(args, with_torch=True):
+        note = "   (only where torch sees a GPU)" if case.library == "torch" else ""
+        print("   " + show(python(*step_timing.child_command("benchmarks/gpu_check.py", args, case))) + note)
     print(f"9. the table, written to {args.out}; time limits per command (s): {LIMITS}, all together --budget "
           f"{args.budget:g} s")
     return 0
@@ -481,16 +487,14 @@ def check_train(run, args, trainer, dataset, scratch):
     return summary
 
 
-def check_steps(run, args):
-    banner("8. one SmallConv step: tinydgl on CuPy against PyTorch on CUDA")
+def probe_torch(run):
+    """(PyTorch's version, CUDA build and whether it sees a GPU, or None; why PyTorch is not timed, or None)."""
     torch_info = None
     if procs.torch_version() is not None:
         code, out, _ = run_command(python("-c", TORCH_PROBE), 120, run, capture=True,
                                    label="python -c '<torch probe: version, CUDA build, sees a GPU?>'")
         torch_info = json.loads(out.strip().splitlines()[-1]) if code == 0 and out.strip() else None
-    libraries = ["tinydgl"]
     if torch_info and torch_info["available"]:
-        libraries.append("torch")
         why_not = None
     elif torch_info:
         why_not = f"PyTorch {torch_info['torch']} sees no CUDA GPU (CUDA build: {torch_info['cuda']})"
@@ -499,37 +503,51 @@ def check_steps(run, args):
     else:
         why_not = "PyTorch is not installed (pip install torch, a CUDA build)"
     print(f"torch: {torch_info or why_not}", flush=True)
-    sizes = args.sizes.split(",")
-    cases = [(size, lib) for size in sizes for lib in libraries]
+    return torch_info, why_not
+
+
+def time_step_cases(run, args, cases):
+    """{case: [one child's result per round]}, the children alternated over --rounds rounds. A child that fails,
+    or that the --budget leaves no time for, gives {"error": why}; a fused child that cannot launch the kernel
+    gives {"skipped": why}, which later rounds repeat without starting another process."""
     threads = procs.parse_threads("all")[0]
+    skipped = {}
+
+    def run_case(case):
+        if case in skipped:
+            return skipped[case]
+        timeout = run.time_left(LIMITS["step"])
+        if timeout <= 0:
+            return {"error": stopped(run, LIMITS["step"], 0.0)}
+        try:
+            result = procs.child_result(step_timing.child_command(__file__, args, case), threads, timeout)
+        except procs.ChildFailed as err:  # its own error went to our stderr as it ran
+            why = str(err)
+            if "ran past" in why:  # procs' timeout message names bench_step's --timeout: say which limit it was
+                why = stopped(run, LIMITS["step"], timeout)
+            return {"error": why}
+        if "skipped" in result:
+            skipped[case] = result
+        return result
+
+    return procs.alternate(cases, args.rounds, run_case, step_timing.describe)
+
+
+def check_steps(run, args):
+    """Step 8: each trainer's step timed on each model and path, against PyTorch's where there is one (rows)."""
+    banner("8. one training step: bp, lls (fused and composed) and dgl on CuPy; bp on PyTorch CUDA")
+    torch_info, why_no_torch = probe_torch(run)
+    cases = step_timing.step_cases(args, with_torch=why_no_torch is None)
     t0 = time.monotonic()
-    try:
-        results = procs.alternate(
-            cases, args.rounds,
-            lambda case: procs.child_result(child_command(args, case[1], case[0]), threads,
-                                            run.time_left(LIMITS["step"]) or 0.01),
-            lambda case, r: f"{case[1]:<7} {case[0]}: median {statistics.median(r['step_seconds']) * 1e3:.2f} ms "
-                            f"on {r['device']}",
-        )
-    except procs.ChildFailed as err:
-        why = str(err).splitlines()[0][:300]
-        if "ran past" in why:  # procs' timeout message names bench_step's --timeout: say which limit it was
-            why = stopped(run, LIMITS["step"], time.monotonic() - t0)
-        for size in sizes:
-            run.add(f"step {size}, batch {BATCH}", "fail", why, (time.monotonic() - t0) / len(sizes), error=str(err))
-        return torch_info, None
-    share = (time.monotonic() - t0) / len(sizes)
-    for size in sizes:
-        got = {lib: procs.summarize([r["step_seconds"] for r in results[(size, lib)]]) for lib in libraries}
-        detail = f"tinydgl {procs.format_summary(got['tinydgl'], 1e3, 2)} ms"
-        if "torch" in got:
-            detail += (f", PyTorch {procs.format_summary(got['torch'], 1e3, 2)} ms, tinydgl / PyTorch "
-                       f"{got['tinydgl'].median / got['torch'].median:.2f}x")
-        else:
-            detail += f" (PyTorch not timed: {why_not})"
-        run.add(f"step {size}, batch {BATCH}", "pass", detail, share)
-    per_process = {f"{s}/{lib}": [r["step_seconds"] for r in results[(s, lib)]] for s in sizes for lib in libraries}
-    return torch_info, per_process
+    results = time_step_cases(run, args, cases)
+    rows = step_timing.step_rows(cases, results, why_no_torch)
+    share = (time.monotonic() - t0) / max(1, len(rows))
+    for row in rows:
+        run.add(f"step {row['trainer']} {row['model']} {row['input']} {row['path']}", row["status"],
+                step_timing.row_detail(row), share, error=row.get("error"))
+    per_process = {"/".join(case): [r["step_seconds"] for r in got if "step_seconds" in r]
+                   for case, got in results.items()}
+    return torch_info, rows, per_process
 
 
 def check_trainer_steps(run, args):
@@ -659,12 +677,13 @@ def full_run(args):
         extra["dataset"] = dataset
         for trainer in ("bp", "lls"):
             extra[f"train_{trainer}"] = check_train(run, args, trainer, dataset, scratch)
-    extra["torch"], extra["step_seconds"] = check_steps(run, args)
+    extra["torch"], extra["step_table"], extra["step_seconds"] = check_steps(run, args)
     print(f"\ngpu     : {gpu_line(gpu)}")
     if extra["torch"]:
         t = extra["torch"]
         print(f"torch   : {t['torch']} (CUDA {t['cuda']}, {'sees ' + t['device'] if t['available'] else 'no GPU'})")
     print_table(run)
+    step_timing.print_step_table(extra["step_table"], args.batch)
     write_report(args, run, gpu, extra)
     return 1 if run.failed() else 0
 
@@ -728,58 +747,11 @@ def run_steps_child(args):
 
 
 def run_child(args):
-    """Time one library's SmallConv step on the GPU, alone in this process; print one JSON line."""
+    """A child process: every trainer's step (`--child steps`), or one timed case (`--child tinydgl|torch`)."""
     sys.path.insert(0, str(ROOT))  # the checkout's tinydgl, installed or not
-    from bench_step import make_data, parse_size
-
-    channels, size = parse_size(args.size)
-    x, y = make_data(BATCH, channels, size, seed=0)
     if args.child == "steps":
         return run_steps_child(args)
-    if args.child == "tinydgl":
-        import cupy
-
-        import tinydgl
-        from bench_step import tinydgl_step_fn
-
-        tinydgl.set_backend("cupy")
-        xd, yd = tinydgl.backend.asarray(x), tinydgl.backend.asarray(y)
-        _, _, step = tinydgl_step_fn(channels, size, xd, yd)  # Adam lr 5e-3, as in bench_step.py
-        sync = cupy.cuda.Device().synchronize
-        device = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-        device = device.decode() if isinstance(device, bytes) else str(device)
-        version = f"cupy {cupy.__version__}"
-    else:
-        import torch
-        from torch_smallconv_fmnist import smallconv
-
-        if not torch.cuda.is_available():
-            sys.exit("PyTorch sees no CUDA GPU.")
-        cuda = torch.device("cuda")
-        torch.manual_seed(0)
-        model = smallconv(channels, 10).to(cuda).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-        xd, yd = torch.from_numpy(x).to(cuda), torch.from_numpy(y).to(cuda)
-
-        def step():
-            loss = torch.nn.functional.cross_entropy(model(xd), yd)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            return loss.item()
-
-        torch.backends.cudnn.allow_tf32 = False  # full float32, as tinydgl's CuPy computes (see the docstring)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        sync = torch.cuda.synchronize
-        device, version = torch.cuda.get_device_name(0), f"torch {torch.__version__}"
-
-    def synced_step():
-        step()
-        sync()
-
-    times = procs.timed(synced_step, args.warmup, args.repeat)
-    procs.report({"library": args.child, "input": args.size, "device": device, "version": version,
-                  "step_seconds": times})
+    return step_timing.timed_child(args)
 
 
 def use_standin():
@@ -789,7 +761,7 @@ def use_standin():
     os.environ["CUPY_STANDIN_DEVICES"] = str(STANDIN_GPUS)
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-install", action="store_true", help="never run pip (CuPy and pytest must be there)")
@@ -799,32 +771,53 @@ def main():
     parser.add_argument("--out", default="gpu_check.json", help="the JSON report (default: gpu_check.json)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on this many images (default: all)")
     parser.add_argument("--limit-test", type=int, default=None, help="test on this many images (default: all)")
-    parser.add_argument("--sizes", default=None, help="step inputs, CxS, comma-separated (default: 1x28,3x32)")
-    parser.add_argument("--rounds", type=int, default=None, help="processes per library and size, alternated (default: 3)")
+    parser.add_argument("--trainers", default=None, help="timed steps: of these trainers, comma-separated (default: "
+                                                         f"{DEFAULTS['trainers']})")
+    parser.add_argument("--models", default=None, help=f"timed steps: on these models (default: {DEFAULTS['models']})")
+    parser.add_argument("--sizes", default=None, help="timed steps: every model at these inputs, CxS, comma-separated "
+                                                      "(default: each model's own, smallconv 1x28, vgg8 3x32)")
+    parser.add_argument("--batch", type=int, default=None, help="batch of the timed steps (default: 128)")
+    parser.add_argument("--rounds", type=int, default=None, help="processes per timed case, alternated (default: 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per process (CuPy compiles kernels then)")
-    parser.add_argument("--repeat", type=int, default=None, help="timed steps per process (default: 30)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed steps per process (default: 20)")
     parser.add_argument("--step-batch", type=int, default=None, help="batch of the every-trainer steps (default: 32)")
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole run (default: 450)")
     parser.add_argument("--child", choices=["tinydgl", "torch", "steps"], help=argparse.SUPPRESS)
     parser.add_argument("--size", default="1x28", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="smallconv", help=argparse.SUPPRESS)
+    parser.add_argument("--trainer", default="bp", help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="composed", choices=["fused", "composed"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    defaults = {"sizes": "1x28,3x32", "rounds": 3, "warmup": 10, "repeat": 30, "step_batch": 32}
-    if args.standin:
-        defaults.update(STANDIN_DEFAULTS)
-        use_standin()
+    defaults = {**DEFAULTS, **(STANDIN_DEFAULTS if args.standin else {})}
     for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    if args.child:
-        return run_child(args)
-    for size in args.sizes.split(","):
+    return parser, args
+
+
+def check_options(parser, args):
+    """Usage errors (exit 2, argparse's way) for options that cannot work, before anything runs."""
+    for size in args.sizes.split(",") if args.sizes else []:
         parts = size.lower().split("x")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
             parser.error(f"--sizes takes CxS sizes such as 1x28,3x32; got {size!r}")
-    if min(args.rounds, args.repeat, args.step_batch) < 1 or args.warmup < 0 or any(
+    for option, known in (("trainers", step_timing.STEP_TRAINERS), ("models", step_timing.STEP_MODELS)):
+        unknown = sorted(set(getattr(args, option).split(",")) - set(known))
+        if unknown:
+            parser.error(f"--{option} takes some of {', '.join(known)} (comma-separated); not {', '.join(unknown)}")
+    if min(args.rounds, args.repeat, args.step_batch, args.batch) < 1 or args.warmup < 0 or any(
             v is not None and v < 1 for v in (args.limit_train, args.limit_test)):
-        parser.error("--rounds, --repeat, --step-batch, --limit-train and --limit-test must be at least 1, --warmup "
-                     "at least 0")
+        parser.error("--rounds, --repeat, --batch, --step-batch, --limit-train and --limit-test must be at least 1, "
+                     "--warmup at least 0")
+
+
+def main():
+    parser, args = parse_args()
+    if args.standin:
+        use_standin()
+    if args.child:
+        return run_child(args)
+    check_options(parser, args)
     if args.dry_run:
         return dry_run(args)
     return full_run(args)

@@ -1,4 +1,4 @@
-"""Predicted pipeline throughput (`tinydgl.runtime.simulate`) against measured local runs, and for J <= 16.
+"""Predicted pipeline throughput (`tinydgl.simulate`) against measured local runs, and for J <= 16.
 
     # (a) + (b): measure each DGL module's step on this machine, predict J = 1, 2, 4 workers on its cores
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.simulate_throughput
@@ -57,8 +57,8 @@ from tinydgl.models import build_model
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime.engine import run_module_parallel, split_modules
 from tinydgl.runtime.stages import unit_costs
-from tinydgl.runtime.simulate import (LINKS, Compression, group_stages, in_process_throughput, pipeline_throughput,
-                                      simulate_pipeline)
+from tinydgl.simulate import (LINKS, Compression, group_stages, in_process_throughput, pipeline_throughput,
+                              simulate_pipeline)
 from tinydgl.trainers import build_trainer
 
 FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "throughput_simulation.png")

@@ -1,4 +1,4 @@
-"""The tests that grade the assignments, task by task (see tinydgl/assignments.py and assignments/*.md).
+"""The tests that grade the assignments, task by task (see tinydgl/course/ and assignments/*.md).
 
 Each test is marked with its task, `@task("a1-relu-backward")` -> marker `task_a1_relu_backward`, so
 `python -m pytest -m task_a1_relu_backward` checks one task. A test fails on the task's stub and passes on
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tinydgl import functional as F
-from tinydgl.assignments import TASKS_BY_ID, assignment_marker, marker_name
+from tinydgl.course import TASKS_BY_ID, assignment_marker, marker_name
 from tinydgl.gradcheck import check_gradients, numerical_gradient, rel_error
 from tinydgl.models import build_model
 from tinydgl.nn import Sequential
@@ -591,3 +591,145 @@ def test_the_probe_reads_one_for_backprop_and_one_at_dfas_classifier():
             assert cosines == pytest.approx([1.0] * 3, abs=1e-12)
         else:
             assert all(-1.0 <= c <= 1.0 for c in cosines[:-1])
+
+
+# --- assignment 5: learning with forward passes only ----------------------------------------------------
+
+def _numpy_cross_entropy(logits, y):
+    """The mean softmax cross-entropy, by hand (the reference for tests that must not use a1-softmax-ce)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(y)), y].mean()
+
+
+@task("a5-linear-jvp")
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_jvp_matches_a_central_difference(bias):
+    rng = _rng(31)
+    x, w, b = rng.standard_normal((4, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3) if bias else None
+    dx, dw, db = rng.standard_normal(x.shape), rng.standard_normal(w.shape), rng.standard_normal(3) if bias else None
+    _, cache = F.linear_forward(x, w, b)
+    eps = 1e-6
+    moved = [F.linear_forward(x + s * eps * dx, w + s * eps * dw, None if b is None else b + s * eps * db)[0]
+             for s in (1, -1)]
+    np.testing.assert_allclose(F.linear_jvp(cache, dx, dw, db), (moved[0] - moved[1]) / (2 * eps), rtol=1e-7,
+                               atol=1e-9)
+
+
+@task("a5-linear-jvp")
+def test_linear_jvp_with_tangents_left_out():
+    """A tangent left out (None) does not move: with dx alone the tangent is dx @ w, with dw alone x @ dw."""
+    rng = _rng(32)
+    x, w, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal(2)
+    dx, dw = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    _, cache = F.linear_forward(x, w, b)
+    np.testing.assert_allclose(F.linear_jvp(cache, dx=dx), dx @ w, rtol=1e-12)
+    np.testing.assert_allclose(F.linear_jvp(cache, dw=dw), x @ dw, rtol=1e-12)
+    assert F.linear_jvp(cache) is None
+
+
+def fg_trainer_recording_directions(directions):
+    """A float64 fg trainer (weight perturbation, the global loss) whose directions are drawn here and recorded."""
+    model = build_model("mlp", in_channels=1, image_size=4, num_classes=3, hidden=(5,), dtype="float64", seed=2)
+    trainer = build_trainer("fg", model, lambda params: SGD(params, lr=0.1), fg_directions=directions)
+    (module,) = trainer.modules
+    rng, drawn = _rng(33), []
+
+    def random_direction(like):
+        drawn.append(rng.standard_normal(like.shape))
+        return drawn[-1]
+
+    module.random_direction = random_direction
+    return trainer, module, drawn
+
+
+def slope_by_finite_differences(model, params, direction, x, y, eps=1e-6):
+    """The loss's derivative along `direction` (one array per parameter), from two forward passes."""
+    data = [p.data for p in params]
+    losses = []
+    for sign in (1, -1):
+        for p, d, v in zip(params, data, direction):
+            p.data = d + sign * eps * v
+        losses.append(_numpy_cross_entropy(model.forward(x), y))
+        model.forget()
+    for p, d in zip(params, data):
+        p.data = d
+    return (losses[0] - losses[1]) / (2 * eps)
+
+
+@task("a5-forward-gradient")
+def test_forward_gradient_is_the_slope_times_the_direction():
+    """With one direction v, each parameter's estimate is (grad L . v) v_p: the slope along v, times v."""
+    trainer, module, drawn = fg_trainer_recording_directions(1)
+    rng = _rng(34)
+    x, y = rng.standard_normal((6, 1, 4, 4)), rng.integers(0, 3, 6)
+    params = module.parameters()
+    before = [p.data.copy() for p in params]
+    trainer.estimate_gradients(x, y)
+    assert len(drawn) == len(params)
+    slope = slope_by_finite_differences(trainer.model, params, drawn, x, y)
+    for p, v, d in zip(params, drawn, before):
+        np.testing.assert_allclose(p.grad, slope * v, rtol=1e-6, atol=1e-10)
+        np.testing.assert_array_equal(p.data, d)  # an estimate, not a step
+
+
+@task("a5-forward-gradient")
+def test_forward_gradient_with_one_weight_perturbed_is_its_partial_derivative():
+    """Perturb one weight alone (every other tangent zero): the estimate is that weight's true partial
+    derivative, and zero for every other parameter."""
+    trainer, module, drawn = fg_trainer_recording_directions(1)
+    params = module.parameters()
+    rng = _rng(35)
+    x, y = rng.standard_normal((5, 1, 4, 4)), rng.integers(0, 3, 5)
+
+    def one_weight(like):
+        v = np.zeros(like.shape)
+        if len(drawn) == 0:
+            v[(1,) * v.ndim] = 1.0
+        drawn.append(v)
+        return v
+
+    module.random_direction = one_weight
+    trainer.estimate_gradients(x, y)
+    partial = slope_by_finite_differences(trainer.model, params, drawn, x, y)
+    index = (1,) * params[0].data.ndim
+    assert params[0].grad[index] == pytest.approx(partial, rel=1e-6)
+    assert np.count_nonzero(params[0].grad) == 1 and all(np.count_nonzero(p.grad) == 0 for p in params[1:])
+
+
+def _pepita_by_hand(trainer, x, y):
+    """PEPITA's gradients for a one-hidden-layer ReLU net, in NumPy: {parameter: gradient}, and the clean loss."""
+    (w1, b1), (w2, b2) = [(lin.weight.data, lin.bias.data) for lin in trainer.linears]
+    n, classes = len(y), w2.shape[1]
+    onehot = np.eye(classes)[y]
+
+    def run(inputs):
+        flat = inputs.reshape(n, -1)
+        hidden = np.maximum(flat @ w1 + b1, 0)
+        logits = hidden @ w2 + b2
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return flat, hidden, logits, p / p.sum(axis=1, keepdims=True) - onehot
+
+    _, h, logits, e = run(x)
+    x_mod = x + (e @ trainer.projection.reshape(classes, -1)).reshape(x.shape)
+    flat_mod, h_mod, _, e_mod = run(x_mod)
+    grads = {"w1": flat_mod.T @ (h - h_mod) / n, "b1": (h - h_mod).sum(0) / n, "w2": h_mod.T @ e_mod / n,
+             "b2": e_mod.sum(0) / n}
+    return grads, _numpy_cross_entropy(logits, y)
+
+
+@task("a5-pepita-update")
+def test_pepita_gradients_match_the_numpy_reference():
+    model = build_model("mlp", in_channels=1, image_size=4, num_classes=3, hidden=(7,), batchnorm=False,
+                        dtype="float64", seed=3)
+    trainer = build_trainer("pepita", model, lambda params: SGD(params, lr=0.1), pepita_f_scale=0.5)
+    trainer.optimizer.step = lambda: None  # keep the gradients to compare, leave the weights
+    rng = _rng(36)
+    x, y = rng.standard_normal((8, 1, 4, 4)), rng.integers(0, 3, 8)
+    expected, clean_loss = _pepita_by_hand(trainer, x, y)
+    loss = trainer.train_step(x, y)
+    (lin1, lin2) = trainer.linears
+    got = {"w1": lin1.weight.grad, "b1": lin1.bias.grad, "w2": lin2.weight.grad, "b2": lin2.bias.grad}
+    for name, grad in expected.items():
+        np.testing.assert_allclose(got[name], grad, rtol=1e-10, atol=1e-14, err_msg=name)
+    assert float(loss) == pytest.approx(clean_loss, rel=1e-10)

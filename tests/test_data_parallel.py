@@ -12,7 +12,7 @@ from tinydgl.models import build_model
 from tinydgl.nn import Parameter
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime.data_parallel import run_data_parallel, shard_bounds
-from tinydgl.runtime.engine import WorkerFailed
+from tinydgl.runtime.processes import WorkerFailed
 from tinydgl.trainers import build_trainer
 
 

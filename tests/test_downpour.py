@@ -16,7 +16,7 @@ from tinydgl.nn import Parameter
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime import fit_downpour, run_downpour
 from tinydgl.runtime.downpour import staleness_stats
-from tinydgl.runtime.engine import WorkerFailed
+from tinydgl.runtime.processes import WorkerFailed
 from tinydgl.trainers import build_trainer
 
 

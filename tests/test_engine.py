@@ -226,18 +226,25 @@ def test_devices_need_the_cupy_backend(data):
 
 
 @pytest.mark.gpu
-def test_workers_on_gpus_give_the_in_process_weights(data):
-    """CuPy backend: worker j on GPU j % n, batches staged through host memory in the rings; fifo keeps the
-    in-process weights (up to float32 reduction order on the GPU)."""
+@pytest.mark.parametrize("activations", ["host", "device"])
+def test_workers_on_gpus_give_the_in_process_weights(data, activations, monkeypatch):
+    """CuPy backend: worker j on GPU j % n, batches staged through host memory in the rings or kept on the
+    GPUs (`DeviceRing`, CUDA IPC: not run on a GPU yet); fifo keeps the in-process weights (up to float32
+    reduction order on the GPU)."""
     from tinydgl.backend import is_gpu_available, to_numpy, use_backend
+    from tinydgl.runtime.device_ring import device_links_available
 
     if not is_gpu_available():
         pytest.skip("needs CuPy and a visible NVIDIA GPU")
     ds, test = data
     with use_backend("cupy", 0):
+        if activations == "host":
+            monkeypatch.setenv("TINYDGL_DEVICE_LINKS", "0")
+        elif not device_links_available()[0]:
+            pytest.skip(f"activations cannot stay on the GPUs here: {device_links_available()[1]}")
         reference, parallel = _trainer("dgl", "cnn"), _trainer("dgl", "cnn")
         fit(reference, _loader(ds), test, 1, progress=False, log=lambda *a: None)
-        run_module_parallel(parallel, _loader(ds), 1, workers=2)
+        assert run_module_parallel(parallel, _loader(ds), 1, workers=2)["activations"] == activations
         for p, q in zip(reference.model.parameters(), parallel.model.parameters()):
             np.testing.assert_allclose(to_numpy(p.data), to_numpy(q.data), rtol=1e-4, atol=1e-5)
 
@@ -252,7 +259,7 @@ def test_an_explicit_split_is_used_and_checked(data):
 
 SIGNAL_PROBE = '''
 import signal, sys, multiprocessing as mp
-from tinydgl.runtime.engine import ignore_stop_signals, start_worker
+from tinydgl.runtime.processes import ignore_stop_signals, start_worker
 
 def probe(conn):
     blocked_at_start = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
@@ -288,7 +295,7 @@ def test_a_ctrl_c_while_a_worker_starts_does_not_kill_it(tmp_path):
 
 STOPPED_WHILE_STARTING = '''
 import os, signal, sys, multiprocessing as mp
-from tinydgl.runtime.engine import start_worker, stop_processes
+from tinydgl.runtime.processes import start_worker, stop_processes
 
 def idle(conn):
     conn.recv()

@@ -1,6 +1,6 @@
 """The contributors' checks run with the tests, so the README's test command is also the lint and type
-check: `ruff check` (rules in pyproject.toml, [tool.ruff]) and mypy on the public API modules
-([tool.mypy]). Each skips, saying why, where its tool is not installed (the `test` extra installs both).
+check: `ruff check` (rules in pyproject.toml, [tool.ruff]), mypy on the public API modules
+([tool.mypy]), and vermin for the oldest supported Python (requires-python, 3.10). Each skips, saying why, where its tool is not installed (the `test` extra installs both).
 """
 import shutil
 import subprocess
@@ -27,3 +27,12 @@ def test_ruff_finds_nothing(tmp_path):
 def test_mypy_passes_on_the_public_api(tmp_path):
     done = run("mypy", "--cache-dir", str(tmp_path / "mypy-cache"), tmp_path=tmp_path)  # files: pyproject.toml
     assert done.returncode == 0, f"mypy found problems in the public API modules:\n{done.stdout}{done.stderr}"
+
+
+def test_code_runs_on_the_oldest_supported_python(tmp_path):
+    # Static, because this machine has only Python 3.11; `nox` (noxfile.py) runs the suite on 3.10 and 3.13
+    # wherever those interpreters are installed. vermin reads the modules each name needs (tomllib: 3.11).
+    done = run("vermin", "-q", "--no-tips", "--violations", "--target=3.10-", "--eval-annotations",
+               "--exclude", "sentinel",  # multiprocessing.Process.sentinel (3.3), not 3.15's sentinel builtin
+               "tinydgl", "tests", "benchmarks", "scripts", "noxfile.py", tmp_path=tmp_path)
+    assert done.returncode == 0, f"code that needs a newer Python than 3.10 (requires-python):\n{done.stdout}{done.stderr}"

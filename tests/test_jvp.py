@@ -152,6 +152,16 @@ def test_one_input_op_jvp(backend_case, name):
              lambda dout, cache: {"x": backward(dout, cache)}, {"x": x})
 
 
+
+@BACKENDS
+@pytest.mark.parametrize("shape", [(5, 7), (4, 5, 3, 3), (4, 3, 2, 2)], ids=["rows", "channel-std", "flattened"])
+def test_similarity_matrix_jvp(backend_case, shape):
+    """PredSim's cosine-similarity matrix: rows (N, D); feature maps summarised by each channel's std (C > 3,
+    H > 1); other feature maps flattened."""
+    x = np.random.default_rng(11).standard_normal(shape)
+    check_op(backend_case, F.similarity_matrix_forward, lambda cache, x: F.similarity_matrix_jvp(cache, x),
+             lambda dout, cache: {"x": F.similarity_matrix_backward(dout, cache)}, {"x": x})
+
 LOSSES = {
     "softmax_cross_entropy": (lambda z, y: F.softmax_cross_entropy(z, y), F.softmax_cross_entropy_jvp),
     "smoothed_cross_entropy": (lambda z, y: F.softmax_cross_entropy(z, y, 0.1),

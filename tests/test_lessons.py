@@ -22,8 +22,8 @@ def python_blocks(path):
     return [code for lang, code in FENCE.findall(path.read_text()) if lang == "python"]
 
 
-def test_there_are_twelve_chapters():
-    assert len(CHAPTERS) == 12, [c.name for c in CHAPTERS]
+def test_there_are_thirteen_chapters():
+    assert len(CHAPTERS) == 13, [c.name for c in CHAPTERS]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

@@ -40,7 +40,7 @@ SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 
 def _load_toml(path):
     try:
-        import tomllib
+        import tomllib  # novermin: 3.10 takes the tomli fallback below
     except ImportError:  # Python 3.10: build itself depends on tomli there
         import tomli as tomllib
     return tomllib.loads(path.read_text())
@@ -132,6 +132,27 @@ def test_the_wheel_alone_imports_and_loads_the_bundled_data(dists, tmp_path):
         assert Path(path).resolve().is_relative_to(site.resolve()), got
     assert got["version"] == VERSION
     assert got["train"][0] == 4000 and got["test"][0] == 1000, got
+
+
+def test_the_wheel_alone_reads_the_course_templates(dists, tmp_path):
+    """The course's scripts and texts (tinydgl/course/templates/) are package data: in the wheel, and read from
+    the installed package's path (importlib.resources), not from a source tree."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(dists["wheel"]) as whl:
+        whl.extractall(site)
+    on_disk = {p.name: p.read_text() for p in (ROOT / "tinydgl" / "course" / "templates").iterdir() if p.is_file()}
+    code = ("import json, sys; from importlib import resources; import tinydgl.course as c; "
+            "folder = resources.files('tinydgl.course') / 'templates'; "
+            "print(json.dumps({'where': str(folder), 'texts': {p.name: p.read_text() for p in folder.iterdir()}, "
+            "'run': c.template('run_autograder')}))")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert Path(got["where"]).resolve().is_relative_to(site.resolve()), got["where"]
+    assert got["texts"] == on_disk and len(on_disk) >= 5
+    assert got["run"] == on_disk["run_autograder"]
 
 
 def test_the_sdist_holds_the_course(dists):

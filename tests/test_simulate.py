@@ -1,11 +1,10 @@
-"""The pipeline throughput model (`tinydgl.runtime.simulate`): the simulation against the closed form and
+"""The pipeline throughput model (`tinydgl.simulate`): the simulation against the closed form and
 against cases whose answer is known by hand."""
 import math
 
 import pytest
 
-from tinydgl.runtime import pipeline_throughput, simulate_pipeline
-from tinydgl.runtime.simulate import Compression, group_stages, in_process_throughput
+from tinydgl.simulate import Compression, group_stages, in_process_throughput, pipeline_throughput, simulate_pipeline
 
 
 def steady(result):

@@ -21,7 +21,7 @@ import tracemalloc
 import numpy as np
 
 from . import __version__
-from .assignments import add_assignments_parser
+from .course import add_assignments_parser
 from .backend import BACKENDS, get_backend
 from .models import MODELS, build_model
 from .optim import OPTIMIZERS, build_optimizer
@@ -884,7 +884,7 @@ def print_alignment(runs):
 
 
 def cmd_assignments(args):
-    from .assignments import AssignmentError, run_command
+    from .course import AssignmentError, run_command
 
     try:
         return run_command(args)

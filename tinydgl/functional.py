@@ -51,6 +51,11 @@ from .ops.pool import (
     maxpool2d_jvp,
 )
 from .ops.shape import flatten_backward, flatten_forward, flatten_jvp
-from .ops.similarity import similarity_matching_loss, similarity_matrix_backward, similarity_matrix_forward
+from .ops.similarity import (
+    similarity_matching_loss,
+    similarity_matrix_backward,
+    similarity_matrix_forward,
+    similarity_matrix_jvp,
+)
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -8,18 +8,15 @@ the run's metrics JSON records the recipe's name (config.recipe). Method options
 trainer (e.g. the drtp recipe's --feedback-scale) are applied only to the trainers that have them, so one
 recipe serves a whole family (`bp` under the drtp recipe is the DRTP code's BP run).
 
-A recipe does not choose the dataset or the number of epochs: the comparison of issue 26 ran each on full
-Fashion-MNIST for 1 or 5 epochs (`benchmarks/reproduce.py`), and `authors_epochs` says how long the authors
-train. Where tinydgl has no exact copy of the authors' network, the recipe says which model stands in
-(`note`). Sources: repository and files the setting was read from; `commit` is the version of those files
-that was read for this module, or "not recorded" (the settings themselves come from the specs in
-shared/specs and from issue 26, whose author ran the authors' code).
+A recipe does not choose the dataset or the number of epochs: `benchmarks/reproduce.py` runs each on full
+Fashion-MNIST for 1 or 5 epochs, and `authors_epochs` says how long the authors train. Where tinydgl has no
+exact copy of the authors' network, the recipe says which model stands in (`note`). Sources: the repository
+and files the setting was read from; `commit` is the version of those files that was read, or "not recorded".
 
-`--trainer ff` without a recipe has defaults of its own (`TRAINER_DEFAULTS`): FF's layers do not learn at
-the command's general ones (Adam 2e-3 on standardised pixels: 0.766 after 3 epochs on mnist-small, under
-the shallow floor), nor, in a few epochs, at the reference's SGD 1e-3, which needs its 100 epochs (3 epochs
-of `loewex-ff` on mnist-small: 0.68-0.87, measured 2026-12-06). The reference's network, data and batch
-with Adam at 2e-4 reach 0.889 (linear prediction; 0.846 after 1 epoch).
+`--trainer ff` without a recipe has defaults of its own (`TRAINER_DEFAULTS`): FF's layers do not learn, in a
+few epochs, at the command's general ones (Adam 2e-3 on standardised pixels) nor at the reference's SGD 1e-3,
+which needs its 100 epochs; the reference's network, data and batch with Adam at 2e-4 do (the measurements are
+in benchmarks/RESULTS.md).
 """
 from dataclasses import dataclass, field
 

@@ -41,6 +41,9 @@ def linear_jvp(cache, dx=None, dw=None, db=None):
     applied once to the input tangent and once to the weight tangent (the bias tangent rides on either).
     """
     x, w, _ = cache
+    # BEGIN SOLUTION a5-linear-jvp
+    # hint: product rule on out = x @ w + b: a term for each tangent that is not None, dout None if all are None;
+    # hint: with only db, every row of dout is db (zeros_like_on makes the (N, M) zeros on x's device)
     dout = None
     if dx is not None:
         dout = linear_forward(dx, w, db)[0]
@@ -50,4 +53,5 @@ def linear_jvp(cache, dx=None, dw=None, db=None):
         dout = part if dout is None else dout + part
     elif db is not None:  # only the bias moves: every row moves by db
         dout = zeros_like_on(x, (x.shape[0], db.shape[0])) + db
+    # END SOLUTION
     return dout

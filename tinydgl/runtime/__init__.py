@@ -8,6 +8,8 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
 - `shm_ring.SharedRing`: that buffer, in one shared-memory segment, with the replay policy of DGL's
   Algorithm 2 (`policy="replay"`) or strict FIFO for synchronous pipelining (`policy="fifo"`).
 
+- `processes`: how every local engine starts, watches and stops its worker processes (`WorkerFailed`).
+
 - `engine.run_module_parallel`: starts J spawned workers (contiguous module groups), feeds the data into
   the first ring, watches the workers (a dead one stops the run cleanly: `WorkerFailed`) and copies the
   trained modules back into the parent's trainer (see the `shm_ring` docstring, "Faults, and what the
@@ -27,8 +29,9 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
   trainer is cut into stages. DNI's stages also talk *back*: each boundary has a second link, downwards,
   carrying the synthesizer targets (the true or bootstrapped gradient), which arrive batches late.
 
-- `engine.pipeline_worker_loop`: the loop every module worker runs, whatever carries its batches (and its
-  targets back, for DNI);
+- `pipeline`: the module pipeline without its transport (the plan, `pipeline_worker_loop`: the loop every
+  module worker runs, and the result), over `links`: the contract (`Source`, `Sink`) that a `SharedRing`
+  and the MPI links implement;
   `metrics.WorkerRecorder`: what each worker did and when (busy/idle, fresh/replayed/skipped batches,
   staleness, occupancy, timeline), `metrics.work_summary` (the same in one line), `metrics.plot_timeline`;
   `fit.fit_parallel`: epochs, evaluation and checkpoints for every engine.
@@ -36,19 +39,18 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
 - `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline with one MPI rank per
   worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi ...`.
 
-- `simulate.simulate_pipeline` / `simulate.pipeline_throughput`: a documented model (per-stage compute,
-  link bandwidth and latency, buffer policy, compressed buffers, shared cores) that predicts the
-  throughput of J modules on J devices, by event-driven simulation and in closed form.
+What a pipeline *would* do on J devices (a throughput model, not a runtime) is `tinydgl.simulate`.
 """
 from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour
-from .engine import WorkerFailed, fit_module_parallel, pipeline_worker_loop, run_module_parallel, split_modules
+from .engine import fit_module_parallel, run_module_parallel
 from .fit import fit_parallel
 from .metrics import WorkerRecorder, plot_timeline, work_summary
+from .pipeline import pipeline_worker_loop, split_modules
+from .processes import WorkerFailed
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
-from .simulate import pipeline_throughput, simulate_pipeline
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
-           "WorkerRecorder", "fit_data_parallel", "fit_data_parallel_mpi", "fit_downpour", "fit_module_parallel", "fit_parallel",
-           "pipeline_throughput", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi", "run_downpour",
-           "run_module_parallel", "simulate_pipeline", "split_modules", "work_summary"]
+           "WorkerRecorder", "fit_data_parallel", "fit_data_parallel_mpi", "fit_downpour", "fit_module_parallel",
+           "fit_parallel", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi",
+           "run_downpour", "run_module_parallel", "split_modules", "work_summary"]

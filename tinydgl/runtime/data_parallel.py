@@ -56,15 +56,14 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import to_numpy
-from .engine import WorkerFailed, ignore_stop_signals, poll_workers, start_worker, stop_processes, worker_thread_environment
 from .fit import fit_parallel
 from .flat import flat_size, gradients, pack, set_gradients
 from .metrics import WorkerRecorder, epoch_losses
+from .processes import (DONE, ERROR, POLL_S, WorkerFailed, ignore_stop_signals, poll_workers, start_worker,
+                        stop_processes, worker_thread_environment)
 from .registry import check
 from .shm_ring import RingClosed
 
-_ERROR, _DONE = "error", "done"
-POLL_S = 0.2  # how often a waiting process checks for failures (a wait ends as soon as it is released)
 ABORTED = "stopped: the run was aborted (another worker failed or the run timed out)"
 
 
@@ -228,11 +227,11 @@ def serve_worker(index, conn, segment_name, work, closes=()):
     try:
         trainer = conn.recv()
         shm = shared_memory.SharedMemory(name=segment_name)
-        conn.send((_DONE, index, *work(trainer, shm.buf)))
+        conn.send((DONE, index, *work(trainer, shm.buf)))
     except (Aborted, RingClosed):
-        report(conn, (_ERROR, index, ABORTED))
+        report(conn, (ERROR, index, ABORTED))
     except BaseException:
-        report(conn, (_ERROR, index, traceback.format_exc()))
+        report(conn, (ERROR, index, traceback.format_exc()))
         raise SystemExit(1)
     finally:
         conn.close()

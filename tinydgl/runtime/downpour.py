@@ -81,10 +81,11 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import to_numpy
-from .data_parallel import POLL_S, Aborted, WorkerGroup, serve_worker, steps_to_run
+from .data_parallel import Aborted, WorkerGroup, serve_worker, steps_to_run
 from .fit import fit_parallel
 from .flat import flat_size, gradients, pack, set_gradients, set_weights
 from .metrics import WorkerRecorder, epoch_losses
+from .processes import POLL_S
 from .registry import check
 from .shm_ring import RingBroken, RingClosed, SharedRing
 

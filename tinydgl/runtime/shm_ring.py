@@ -8,7 +8,7 @@ processes with two memory copies (into the slot, out of the slot) and no picklin
     segment = [ring header | M slot headers | M activation slots | M label slots]
 
 - ring header (int64): batches pushed and served, batches overwritten before anyone used them, waiter
-  counts, and the `aborted` flag;
+  counts, the `aborted` flag and the `stopped` flag (`finish`: the producer will put nothing more);
 - slot header (int64, one row per slot): state (FREE / WRITING / READY / TAKEN), number of readers copying
   out of it, serial (push order), produced_at (the producer's step or weight version, for staleness),
   samples (the batch size), uses (times served) and origin (the data batch it was computed from);
@@ -78,10 +78,11 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..trainers.buffers import replay_choice
+from .processes import POLL_S  # blocking waits wake up this often to notice `abort()`
 
 POLICIES = ("fifo", "replay")
-POLL_S = 0.1  # blocking waits wake up this often to notice `abort()`
 _ALIGN = 64  # bytes: slots start on cache-line boundaries
+IPC_HANDLE_BYTES = 64  # a CUDA IPC memory handle (cudaIpcMemHandle_t), one per slot of a DeviceRing
 
 # Slot states.
 FREE, WRITING, READY, TAKEN = 0, 1, 2, 3
@@ -90,7 +91,8 @@ _STATE_NAMES = {FREE: "free", WRITING: "writing", READY: "ready", TAKEN: "taken"
 STATE, READERS, SERIAL, PRODUCED_AT, SAMPLES, USES, ORIGIN = range(7)
 _SLOT_FIELDS = 8
 # Ring header fields (int64).
-PUSHED, SERVED, DROPPED_UNUSED, OVERWRITTEN, DATA_WAITERS, SPACE_WAITERS, ABORTED = range(7)
+PUSHED, SERVED, DROPPED_UNUSED, OVERWRITTEN, DATA_WAITERS, SPACE_WAITERS, ABORTED, STOPPED = range(8)
+PRODUCER_DEVICE, READ_TO_END = 8, 9  # a `DeviceRing`'s: the GPU its slots live on; its consumer has finished
 _RING_FIELDS = 16
 
 
@@ -142,6 +144,7 @@ class RingHandle:
     space: Any  # fifo: counts free slots; replay: "a slot may be writable" signal
     data: Any  # fifo: counts ready batches; replay: "a batch may be servable" signal
     lock_timeout: float = 5.0
+    on_device: bool = False  # a `device_ring.DeviceRing`: activations in GPU memory, not in the segment
 
     def attach(self) -> "SharedRing":
         return SharedRing.attach(self)
@@ -156,9 +159,9 @@ def _layout(handle):
     slot_headers = _RING_FIELDS * 8
     data = _align(slot_headers + handle.slots * _SLOT_FIELDS * 8)
     per_sample = math.prod(handle.sample_shape)
-    slot_bytes = _align(handle.max_batch * per_sample * np.dtype(handle.dtype).itemsize)
+    slot_bytes = 0 if handle.on_device else _align(handle.max_batch * per_sample * np.dtype(handle.dtype).itemsize)
     labels = data + handle.slots * slot_bytes
-    total = labels + handle.slots * handle.max_batch * 8
+    total = labels + handle.slots * handle.max_batch * 8 + (handle.slots * IPC_HANDLE_BYTES if handle.on_device else 0)
     return slot_headers, data, labels, total, slot_bytes // np.dtype(handle.dtype).itemsize
 
 
@@ -175,8 +178,8 @@ def _release_segment(shm, unlink):
             pass
 
 
-def _attach(handle):
-    return SharedRing.attach(handle)
+def _attach(handle, cls=None):
+    return (cls or SharedRing).attach(handle)
 
 
 class SharedRing:
@@ -190,7 +193,8 @@ class SharedRing:
     concluding that a dead process holds it (`RingBroken`).
 
     put(x, labels, produced_at=0, timeout=None) -> bool and get(timeout=None) -> (x, labels, RingEntry) or
-    None; `timeout=None` blocks, `timeout=0` never waits.
+    None; `timeout=None` blocks, `timeout=0` never waits. A ring is both ends of a link (`links.Source` for
+    its consumer, `links.Sink` for its producer): `finish()` marks it stopped, `producer_stopped()` reads it.
     """
 
     def __init__(self, slots, max_batch, sample_shape, dtype="float32", policy="fifo", reuse_cap=None,
@@ -212,7 +216,7 @@ class SharedRing:
             slots=slots, max_batch=int(max_batch), sample_shape=tuple(int(s) for s in sample_shape),
             dtype=np.dtype(dtype).name, policy=policy, reuse_cap=None if reuse_cap is None else int(reuse_cap),
             lock=ctx.Lock(), space=ctx.Semaphore(slots if policy == "fifo" else 0), data=ctx.Semaphore(0),
-            lock_timeout=float(lock_timeout))
+            lock_timeout=float(lock_timeout), on_device=self.on_device)
         total = _layout(handle)[3]
         shm = shared_memory.SharedMemory(name=handle.name, create=True, size=total)
         self._open(handle, shm, owner=True)
@@ -240,6 +244,9 @@ class SharedRing:
         self._slots = np.ndarray((handle.slots, _SLOT_FIELDS), np.int64, buf, slot_headers)
         self._activations = np.ndarray((handle.slots, slot_elems), np.dtype(handle.dtype), buf, data)
         self._labels = np.ndarray((handle.slots, handle.max_batch), np.int64, buf, labels)
+        if handle.on_device:  # a DeviceRing's CUDA IPC handles, one per slot, after the labels
+            self._handles = np.ndarray((handle.slots, IPC_HANDLE_BYTES), np.uint8, buf,
+                                       _layout(handle)[3] - handle.slots * IPC_HANDLE_BYTES)
         self._per_sample = math.prod(handle.sample_shape)
         self._closed = False
         self._finalizer = weakref.finalize(self, _release_segment, shm, owner)
@@ -259,7 +266,7 @@ class SharedRing:
 
     def __reduce__(self):
         # Sent to a spawned worker as its handle; the worker attaches (and never unlinks).
-        return _attach, (self.handle,)
+        return _attach, (self.handle, type(self))
 
     def __enter__(self):
         return self
@@ -313,8 +320,17 @@ class SharedRing:
         self._ring[waiters] = 0
 
     # --- put ------------------------------------------------------------------------------------------
+    on_device = False  # activations in the segment; `DeviceRing` keeps them in GPU memory instead
+    _staged = staticmethod(to_numpy)  # what put copies from: a host array
+
+    def _write(self, slot, x, n):
+        np.copyto(self._activations[slot, :n * self._per_sample].reshape(x.shape), x, casting="same_kind")
+
+    def _read(self, slot, n):
+        return self._activations[slot, :n * self._per_sample].reshape((n, *self.handle.sample_shape)).copy()
+
     def _check_batch(self, x, labels):
-        x, labels = to_numpy(x), to_numpy(labels)
+        x, labels = self._staged(x), to_numpy(labels)
         h = self.handle
         n = int(x.shape[0]) if x.ndim else 0
         if x.ndim != 1 + len(h.sample_shape) or tuple(x.shape[1:]) != h.sample_shape or not 1 <= n <= h.max_batch:
@@ -351,7 +367,7 @@ class SharedRing:
         if slot is None:
             return False
         try:
-            np.copyto(self._activations[slot, :n * self._per_sample].reshape(x.shape), x, casting="same_kind")
+            self._write(slot, x, n)
             self._labels[slot, :n] = labels
         except BaseException:  # give the slot back rather than leave it reserved forever
             self._acquire_lock()
@@ -422,7 +438,7 @@ class SharedRing:
         finally:
             self._lock.release()
         try:
-            x = self._activations[slot, :n * self._per_sample].reshape((n, *self.handle.sample_shape)).copy()
+            x = self._read(slot, n)
             labels = self._labels[slot, :n].copy()
         finally:
             self._acquire_lock()
@@ -489,6 +505,22 @@ class SharedRing:
                     "stored": int(np.sum(self._slots[:, STATE] == READY))}
         finally:
             self._lock.release()
+
+    def finish(self):
+        """The producer's last act (`links.Sink.finish`): `producer_stopped()` is True from now on, in every
+        process. Set under the lock, so a consumer that sees it also sees every batch put before it. (A
+        consumer may call it too, as `pipeline.run_stage` does after its last batch: only consumers read it.)"""
+        self._check_open()
+        self._acquire_lock()
+        self._ring[STOPPED] = 1
+        self._lock.release()
+
+    def producer_stopped(self) -> bool:
+        self._check_open()
+        self._acquire_lock()
+        stopped = bool(self._ring[STOPPED])
+        self._lock.release()
+        return stopped
 
     def abort(self):
         """Stop the ring for every process: blocked and later put/get raise RingClosed within POLL_S.

@@ -7,7 +7,7 @@ for DNI/cDNI its groups and synthesizers (`trainers/dni.py`, `SyntheticGradientS
 target comes back *later*, over a link in the backward direction; with BP(lambda) > 0 a stage waits for it
 before it updates, lock-step, and equals the in-process trainer).
 
-A stage answers, for the worker loop (`engine.pipeline_worker_loop`):
+A stage answers, for the worker loop (`pipeline.pipeline_worker_loop`):
 
     step(x, y, origin) -> (loss, out)   run the stage on one batch (origin: its data batch number)
     message_below() -> array or None    what this step sends back to the stage below (after `step`)

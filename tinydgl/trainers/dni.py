@@ -231,7 +231,7 @@ class DNITrainer(Trainer):
         it before the block's last activation (koz4k's examples/mnist-mlp puts the interface on the batch-norm
         output, before the ReLU): that activation then runs as the first layer of the group above, so the
         synthetic gradient is dL/d(pre-activation) and the block below backpropagates it without the ReLU's
-        mask. On tinydgl's mlp, koz4k's synthesizer after the ReLU cost 9 points (issue 26).
+        mask. On tinydgl's mlp, koz4k's synthesizer after the ReLU cost 9 points (benchmarks/RESULTS.md).
     synth_units: "per-example" (default, see Units) or "raw": the synthesizer predicts dL/dh of the batch-mean
         loss itself (its targets are what the block above sends back, unscaled; a block is updated with
         sg_scale * M_i(h_i)) and its regression loss sums the squared error over an example's features,

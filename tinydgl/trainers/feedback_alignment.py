@@ -26,7 +26,7 @@ How big the hidden signals are, `feedback_scale` (dfa, sdfa, drtp):
   over the batch: what the DRTP reference code's hook (`function.py`) hands back. The output layer still
   learns from the mean loss. Under Adam the two are the same run (Adam divides the scale out); under the
   reference's SGD/NAG at lr 1e-4 "mean" leaves the hidden layers N (or N * classes) times slower, which
-  cost dfa/sdfa/drtp 21-41 points after 5 epochs on Fashion-MNIST (issue 26); the `drtp` recipe sets "sum".
+  cost dfa/sdfa/drtp 21-41 points after 5 epochs on Fashion-MNIST (benchmarks/RESULTS.md); the `drtp` recipe sets "sum".
 The default stays "mean" because tinydgl compares methods side by side at one --lr: with "sum", SGD at a
 rate that suits backprop would step the hidden layers 100-1,000 times too far.
 DRTP needs nothing from the layers above, so it is a local learner (`LocalTrainer`, one module per

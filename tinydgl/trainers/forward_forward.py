@@ -75,8 +75,8 @@ passes the dataset's statistics (`cli.make_trainer`), so its labels are 1, 0, 1/
 Optimizer. The trainer calls `make_optimizer` twice, for the layers and for the classifier, and multiplies
 the classifier's learning rate and weight decay by `ff_classifier_lr_scale` and `ff_classifier_wd_scale`
 (both 10: the reference's 1e-2 vs 1e-3 and 3e-3 vs 3e-4). The rate's scale is applied to the optimizer's
-`base_lr` too, which the loop's epoch schedule multiplies (until 2026-12-06 it was not, and the classifier
-trained at the layers' rate). The reference recipe (SGD, momentum 0.9, lr 1e-3,
+`base_lr` too, which the loop's epoch schedule multiplies (else the classifier would train at the layers'
+rate). The reference recipe (SGD, momentum 0.9, lr 1e-3,
 weight decay 3e-4, batch 100, 100 epochs, linear cool-down over the second half) is, from the command,
 `tinydgl train --recipe loewex-ff --dataset mnist --epochs 100 --seed 42` (`tinydgl.recipes`; the
 cool-down as loeweX computes it, `optim._cooldown`), and from Python `fit(..., lr_schedule="cooldown")` with

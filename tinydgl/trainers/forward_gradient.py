@@ -103,11 +103,15 @@ class ForwardGradientModule(LocalModule):
         for _ in range(self.directions):
             for p in params:
                 p.tangent = self.random_direction(p.data)
+            # BEGIN SOLUTION a5-forward-gradient
+            # hint: the slope along the tangents: <dloss_dlogits, the logits' tangent> (self.body.jvp(None), then
+            # hint: self.logits_tangent); each estimates[i] gathers slope * p.tangent, averaged over the directions
             slope = xp.sum(dloss_dlogits * self.logits_tangent(self.body.jvp(None)))
             # The gradient's estimate along this direction: the slope times the direction itself.
             for i, p in enumerate(params):
                 share = (slope / self.directions) * p.tangent
                 estimates[i] = share if estimates[i] is None else estimates[i] + share
+            # END SOLUTION
         for p, g in zip(params, estimates):
             p.grad, p.tangent = g, None
         self.body.forget()

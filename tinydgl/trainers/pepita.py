@@ -91,6 +91,10 @@ class PEPITATrainer(Trainer):
             clean.append(h)
         loss, dlogits = F.softmax_cross_entropy(clean[-1], y)
         error = dlogits * n  # e = softmax(h_L) - onehot(y), per example
+        # BEGIN SOLUTION a5-pepita-update
+        # hint: pass 2 on x + project(error, self.projection); hidden block l: its Linear's backward of
+        # hint: (h_l - h_l^mod) / N, then block.forget(); the last block: backward of (softmax(h_L^mod) - onehot(y)) / N;
+        # hint: no input gradients
         # Pass 2, the input modulated by the error: every Linear keeps its (modulated) input.
         modulated, h = [], x + project(error, self.projection)
         for block in blocks:
@@ -103,6 +107,7 @@ class PEPITATrainer(Trainer):
             block.forget()  # the activation's cache: PEPITA uses no derivative of it
         error_mod = F.softmax(modulated[-1]) - F.one_hot(y, error.shape[1], error.dtype)  # no loss: no host sync
         blocks[-1].backward(error_mod / n, need_input_grad=False)  # dW = h_mod^T e_mod / N
+        # END SOLUTION
         self.optimizer.step()
         return loss
 

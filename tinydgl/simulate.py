@@ -1,6 +1,7 @@
 """How fast would a pipeline of J modules run on J devices? A documented model, simulated and solved.
 
-`run_module_parallel` really runs DGL's modules in worker processes, but only on this machine. This file
+`tinydgl.runtime.run_module_parallel` really runs DGL's modules in worker processes, but only on this
+machine. This file (analysis, not runtime: nothing here starts a process or moves a batch)
 predicts what the same pipeline would do on J GPUs or machines joined by links of a given bandwidth and
 latency, with or without compressed (vector-quantised) buffers, and on P < J shared cores (which is how
 the local engine's predictions are checked against its measured runs, see
@@ -95,8 +96,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..trainers.buffers import replay_choice
-from .engine import split_modules
+from .runtime.pipeline import split_modules
+from .trainers.buffers import replay_choice
 
 POLICIES = ("fifo", "replay")
 _EPS = 1e-12  # seconds: events closer than this happen together
@@ -219,6 +220,10 @@ class _Stage:
         self.steps = self.fresh_steps = self.replays = self.skips = 0
         self.waiting = False  # replay: nothing servable; the wait counts as a skip once time passes in it
 
+    def start_step(self, fresh):
+        self.state, self.remaining, self.item_fresh = "computing", self.seconds, fresh
+        self.waiting = self.skip_counted = False
+
 
 class _Link:
     def __init__(self, seconds):
@@ -227,6 +232,163 @@ class _Link:
         self.in_flight = None  # (serial, arrival time)
         self.buffer = []  # stored batches at the receiver: [serial, uses]
         self.sent = self.dropped_before_send = self.overwritten_unused = 0
+
+
+class _Simulation:
+    """The pipeline's state at time `now`, and the rules that move it on (see the module docstring)."""
+
+    def __init__(self, c, t, batches, slots, policy, reuse_cap, devices, max_steps):
+        self.stages = [_Stage(s) for s in c]
+        self.links = [_Link(s) for s in t[:-1]]  # links[j]: stage j -> stage j+1, with stage j+1's buffer
+        self.slots, self.policy, self.reuse_cap, self.devices, self.max_steps = slots, policy, reuse_cap, devices, max_steps
+        self.data_left, self.serial, self.now = int(batches), 0, 0.0
+
+    def upstream_finished(self, j):
+        """Stage j's producer has stopped and nothing is on its way to stage j any more."""
+        link = self.links[j - 1]
+        return self.stages[j - 1].state == "done" and link.outbox is None and link.in_flight is None
+
+    def try_take_input(self, j):
+        stage = self.stages[j]
+        if self.max_steps is not None and stage.steps >= self.max_steps:
+            stage.state = "done"
+        elif j == 0:
+            if self.data_left > 0:
+                self.data_left -= 1
+                stage.start_step(True)
+            else:
+                stage.state = "done"
+        elif self.policy == "fifo":
+            buffer = self.links[j - 1].buffer
+            if buffer and buffer[0] is not None:  # None: a reserved slot whose batch is still in flight
+                buffer.pop(0)  # oldest first; its slot is free again
+                stage.start_step(True)
+            elif self.upstream_finished(j):
+                stage.state = "done"
+        else:
+            self.take_replay(j)
+
+    def take_replay(self, j):
+        """Among stored batches with the fewest uses, the freshest (the engine's replay_choice)."""
+        stage, buffer = self.stages[j], self.links[j - 1].buffer
+        if not any(entry[1] == 0 for entry in buffer) and self.upstream_finished(j):
+            stage.state = "done"
+            return
+        pick = replay_choice([e[1] for e in buffer], [e[0] for e in buffer], self.reuse_cap) if buffer else None
+        if pick is None:
+            stage.waiting = True
+            return
+        buffer[pick][1] += 1
+        stage.start_step(buffer[pick][1] == 1)
+
+    def try_send(self, j):
+        """Move stage j's finished output onto link j if the link (and, for fifo, a slot) is free."""
+        link, stage = self.links[j], self.stages[j]
+        if link.outbox is None or link.in_flight is not None:
+            return
+        if self.policy == "fifo" and len(link.buffer) >= self.slots:
+            return  # every slot reserved: the producer stays blocked
+        link.in_flight = (link.outbox, self.now + link.seconds)
+        link.outbox = None
+        link.sent += 1
+        if self.policy == "fifo":
+            link.buffer.append(None)  # reserve the slot now; filled on arrival
+            stage.state = "starved"  # its output is on its way: ready for the next batch
+
+    def finish_step(self, j):
+        stage = self.stages[j]
+        stage.steps += 1
+        stage.fresh_steps += stage.item_fresh
+        stage.replays += not stage.item_fresh
+        stage.finished_at.append(self.now)
+        if j == len(self.stages) - 1:
+            stage.state = "starved"
+            return
+        link = self.links[j]
+        if link.outbox is not None:  # replay only: fifo never computes with a full outbox
+            link.dropped_before_send += 1
+        link.outbox = self.serial
+        self.serial += 1
+        stage.state = "blocked" if self.policy == "fifo" else "starved"
+
+    def arrive(self, j):
+        link = self.links[j]
+        sent_serial, _ = link.in_flight
+        link.in_flight = None
+        if self.policy == "fifo":
+            link.buffer[link.buffer.index(None)] = [sent_serial, 0]
+            return
+        if len(link.buffer) >= self.slots:  # replace the oldest stored batch
+            oldest = min(range(len(link.buffer)), key=lambda i: link.buffer[i][0])
+            link.overwritten_unused += link.buffer[oldest][1] == 0
+            link.buffer.pop(oldest)
+        link.buffer.append([sent_serial, 0])
+
+    def snapshot(self):
+        return (tuple(s.state for s in self.stages), tuple((l.outbox, l.in_flight, len(l.buffer),
+                tuple(tuple(e) if e else None for e in l.buffer)) for l in self.links), self.data_left)
+
+    def settle(self):
+        """Apply every consequence of the current state at `now` until nothing changes."""
+        changed = True
+        while changed:
+            before = self.snapshot()
+            for j, link in enumerate(self.links):
+                if link.in_flight is not None and link.in_flight[1] <= self.now + _EPS:  # zero-time transfers
+                    self.arrive(j)
+            for j in range(len(self.links)):
+                self.try_send(j)
+            for j, stage in enumerate(self.stages):
+                if stage.state == "starved":
+                    self.try_take_input(j)
+            changed = self.snapshot() != before
+
+    def run(self):
+        """Move from event to event (a step ends, a batch arrives) until every stage is done; returns the end."""
+        stages = self.stages
+        self.settle()
+        while any(s.state != "done" for s in stages):
+            computing = [s for s in stages if s.state == "computing"]
+            rate = 1.0 if self.devices is None or not computing else min(1.0, self.devices / len(computing))
+            candidates = [self.now + s.remaining / rate for s in computing]
+            candidates += [l.in_flight[1] for l in self.links if l.in_flight is not None]
+            if not candidates:
+                raise RuntimeError("simulate_pipeline: no event can happen but stages are not done (a bug in the model).")
+            later = min(candidates)
+            dt = later - self.now
+            for s in stages:
+                if s.waiting and s.state == "starved" and dt > _EPS and not s.skip_counted:
+                    s.skips += 1  # a wait that takes time (not one resolved by an arrival at the same instant)
+                    s.skip_counted = True
+                s.time[s.state] += dt
+                if s.state == "computing":
+                    s.remaining -= dt * rate
+            self.now = later
+            for j, s in enumerate(stages):
+                if s.state == "computing" and s.remaining <= _EPS * max(1.0, s.seconds):
+                    self.finish_step(j)
+            self.settle()  # arrivals due now, then sends and takes
+        return self.now
+
+
+def _middle_rate(times):
+    """Steps per second between the end of the first quarter of the steps and the end of the third."""
+    n = len(times)
+    a, b = n // 4, (3 * n) // 4
+    if a < 1 or b <= a:  # too few steps for a middle: the average over the whole run
+        return n / times[-1]
+    return (b - a) / (times[b - 1] - times[a - 1])
+
+
+def _stage_report(j, stage, link, total):
+    entry = {"stage": j, "steps": stage.steps, "fresh_steps": stage.fresh_steps, "replays": stage.replays,
+             "skips": stage.skips, **{k: stage.time[state] / total if total else 0.0
+                                      for k, state in (("busy", "computing"), ("starved", "starved"),
+                                                       ("blocked", "blocked"))}}
+    if link is not None:
+        entry.update(received=link.sent, dropped_before_send=link.dropped_before_send,
+                     overwritten_unused=link.overwritten_unused)
+    return entry
 
 
 def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf, latency=0.0, slots=2,
@@ -258,175 +420,21 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
     if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1 or (policy == "fifo" and max_steps < batches)):
         raise ValueError(f"max_steps must be None or an integer >= 1 (and >= batches = {batches} for fifo, where a "
                          f"stage that stops early would block its producer forever), got {max_steps}.")
-    stages = [_Stage(s) for s in c]
-    links = [_Link(s) for s in t[:-1]]  # links[j]: stage j -> stage j+1, with stage j+1's buffer
-    data_left = int(batches)
-    serial = 0
-    now = 0.0
-
-    def upstream_finished(j):
-        """Stage j's producer has stopped and nothing is on its way to stage j any more."""
-        link = links[j - 1]
-        return stages[j - 1].state == "done" and link.outbox is None and link.in_flight is None
-
-    def start_step(stage, fresh):
-        stage.state, stage.remaining, stage.item_fresh = "computing", stage.seconds, fresh
-        stage.waiting = stage.skip_counted = False
-
-    def try_take_input(j):
-        nonlocal data_left
-        stage = stages[j]
-        if max_steps is not None and stage.steps >= max_steps:
-            stage.state = "done"
-            return
-        if j == 0:
-            if data_left > 0:
-                data_left -= 1
-                start_step(stage, True)
-            else:
-                stage.state = "done"
-            return
-        link = links[j - 1]
-        if policy == "fifo":
-            if link.buffer and link.buffer[0] is not None:  # None: a reserved slot whose batch is still in flight
-                link.buffer.pop(0)  # oldest first; its slot is free again
-                start_step(stage, True)
-            elif upstream_finished(j):
-                stage.state = "done"
-            return
-        # replay: among stored batches with the fewest uses, the freshest (the engine's replay_choice)
-        unused = [entry for entry in link.buffer if entry[1] == 0]
-        if not unused and upstream_finished(j):
-            stage.state = "done"
-            return
-        pick = replay_choice([e[1] for e in link.buffer], [e[0] for e in link.buffer], reuse_cap) if link.buffer else None
-        if pick is None:
-            stage.waiting = True
-            return
-        entry = link.buffer[pick]
-        entry[1] += 1
-        start_step(stage, entry[1] == 1)
-
-    def try_send(j):
-        """Move stage j's finished output onto link j if the link (and, for fifo, a slot) is free."""
-        link, stage = links[j], stages[j]
-        if link.outbox is None or link.in_flight is not None:
-            return
-        if policy == "fifo" and len(link.buffer) >= slots:
-            return  # every slot reserved: the producer stays blocked
-        link.in_flight = (link.outbox, now + link.seconds)
-        link.outbox = None
-        link.sent += 1
-        if policy == "fifo":
-            link.buffer.append(None)  # reserve the slot now; filled on arrival
-            stage.state = "starved"  # its output is on its way: ready for the next batch
-
-    def finish_step(j):
-        nonlocal serial
-        stage = stages[j]
-        stage.steps += 1
-        stage.fresh_steps += stage.item_fresh
-        stage.replays += not stage.item_fresh
-        stage.finished_at.append(now)
-        if j == J - 1:
-            stage.state = "starved"
-            return
-        link = links[j]
-        if link.outbox is not None:  # replay only: fifo never computes with a full outbox
-            link.dropped_before_send += 1
-        link.outbox = serial
-        serial += 1
-        stage.state = "blocked" if policy == "fifo" else "starved"
-
-    def arrive(j):
-        link = links[j]
-        sent_serial, _ = link.in_flight
-        link.in_flight = None
-        if policy == "fifo":
-            link.buffer[link.buffer.index(None)] = [sent_serial, 0]
-            return
-        if len(link.buffer) >= slots:  # replace the oldest stored batch
-            oldest = min(range(len(link.buffer)), key=lambda i: link.buffer[i][0])
-            link.overwritten_unused += link.buffer[oldest][1] == 0
-            link.buffer.pop(oldest)
-        link.buffer.append([sent_serial, 0])
-
-    def settle():
-        """Apply every consequence of the current state at `now` until nothing changes."""
-        changed = True
-        while changed:
-            before = _snapshot()
-            for j, link in enumerate(links):
-                if link.in_flight is not None and link.in_flight[1] <= now + _EPS:  # zero-time transfers
-                    arrive(j)
-            for j in range(J - 1):
-                try_send(j)
-            for j in range(J):
-                if stages[j].state == "starved":
-                    try_take_input(j)
-            changed = _snapshot() != before
-
-    def _snapshot():
-        return (tuple(s.state for s in stages), tuple((l.outbox, l.in_flight, len(l.buffer),
-                tuple(tuple(e) if e else None for e in l.buffer)) for l in links), data_left)
-
-    settle()
-    while any(s.state != "done" for s in stages):
-        computing = [s for s in stages if s.state == "computing"]
-        rate = 1.0 if devices is None or not computing else min(1.0, devices / len(computing))
-        candidates = [now + s.remaining / rate for s in computing]
-        candidates += [l.in_flight[1] for l in links if l.in_flight is not None]
-        if not candidates:
-            raise RuntimeError("simulate_pipeline: no event can happen but stages are not done (a bug in the model).")
-        later = min(candidates)
-        dt = later - now
-        for s in stages:
-            if s.waiting and s.state == "starved" and dt > _EPS and not s.skip_counted:
-                s.skips += 1  # a wait that takes time (not one resolved by an arrival at the same instant)
-                s.skip_counted = True
-            s.time[s.state] += dt
-            if s.state == "computing":
-                s.remaining -= dt * rate
-        now = later
-        for j, s in enumerate(stages):
-            if s.state == "computing" and s.remaining <= _EPS * max(1.0, s.seconds):
-                finish_step(j)
-        settle()  # arrivals due now, then sends and takes
-
-    total = now
-
-    def middle_rate(times):
-        """Steps per second between the end of the first quarter of the steps and the end of the third."""
-        n = len(times)
-        a, b = n // 4, (3 * n) // 4
-        if a < 1 or b <= a:  # too few steps for a middle: the average over the whole run
-            return n / times[-1]
-        return (b - a) / (times[b - 1] - times[a - 1])
-
-    first, last = stages[0], stages[-1]
-    steady_in = batch_size * middle_rate(first.finished_at)
-    steady_out = batch_size * middle_rate(last.finished_at)
+    sim = _Simulation(c, t, batches, slots, policy, reuse_cap, devices, max_steps)
+    total = sim.run()
+    first, last = sim.stages[0], sim.stages[-1]
+    steady_in = batch_size * _middle_rate(first.finished_at)
+    steady_out = batch_size * _middle_rate(last.finished_at)
     # The pipeline's steady throughput. fifo: what the last stage completes (every batch once; stage 0's own
     # rate runs ahead while the buffers fill, which in a long pipeline reaches into the middle of the run).
     # replay: fresh batches into stage 0 (the last stage's steps include replays).
     steady = steady_out if policy == "fifo" else steady_in
     baseline = in_process_throughput(stage_seconds, batch_size)
-    result = {
+    return {
         "policy": policy, "stages_count": J, "devices": devices, "batches": int(batches), "seconds": total,
         "input_samples_per_s": batch_size * first.steps / first.finished_at[-1],
         "output_samples_per_s": batch_size * last.steps / total,
         "steady_input_samples_per_s": steady_in, "steady_output_samples_per_s": steady_out,
         "steady_samples_per_s": steady, "in_process_samples_per_s": baseline, "speedup": steady / baseline,
-        "stages": [],
+        "stages": [_stage_report(j, s, sim.links[j - 1] if j else None, total) for j, s in enumerate(sim.stages)],
     }
-    for j, s in enumerate(stages):
-        entry = {"stage": j, "steps": s.steps, "fresh_steps": s.fresh_steps, "replays": s.replays, "skips": s.skips,
-                 "busy": s.time["computing"] / total if total else 0.0,
-                 "starved": s.time["starved"] / total if total else 0.0,
-                 "blocked": s.time["blocked"] / total if total else 0.0}
-        if j > 0:
-            link = links[j - 1]
-            entry.update(received=link.sent, dropped_before_send=link.dropped_before_send,
-                         overwritten_unused=link.overwritten_unused)
-        result["stages"].append(entry)
-    return result
