@@ -9,8 +9,8 @@ import inspect
 import math
 import os
 
-from .backend import get_backend, set_backend
-from .trainers import TRAINERS
+from ..backend import get_backend, set_backend
+from ..trainers import TRAINERS
 
 
 # Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
@@ -207,6 +207,10 @@ def check_output_paths(args):
                       f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or err)
             raise CommandError(f"{option} {path}: cannot write there ({reason}). Choose a path in a "
                                f"folder you can write to; nothing was trained.") from err
+    for what, path in companion_plots(args).items():
+        if os.path.isdir(path):
+            raise CommandError(f"--plot {args.plot} also writes the {what} to {path}, which is a folder: choose "
+                               f"another --plot name, or move that folder; nothing was trained.")
     if args.metrics_json and getattr(args, "plot", None) and \
             os.path.realpath(args.metrics_json) == os.path.realpath(args.plot):
         raise CommandError(f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
@@ -215,10 +219,24 @@ def check_output_paths(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError as err:
-            from .extras import install_command
+            from ..extras import install_command
             raise CommandError(f"--plot needs matplotlib, which is not installed: {install_command('plot')} "
                                f"(or leave --plot out); nothing was trained.") from err
         _check_plot_format(args.plot)
+
+
+def companion_plots(args):
+    """The figures written beside --plot, {what: path}: with --workers the workers' timeline (a PNG), with
+    compare's --alignment the alignment per block. Named here so that the check and the writer agree."""
+    if not getattr(args, "plot", None):
+        return {}
+    base, extension = os.path.splitext(args.plot)
+    plots = {}
+    if getattr(args, "workers", None):
+        plots["worker timeline"] = base + "-timeline.png"
+    if getattr(args, "alignment", False):
+        plots["alignment per block"] = base + "-alignment" + extension
+    return plots
 
 
 def _file_in_the_way(folder):
@@ -265,12 +283,28 @@ def select_backend(args):
 
 def parallel_trainers():
     """The trainers the module-parallel engine runs (local trainers other than greedy, and synthetic gradients)."""
-    from .trainers.dgl import GreedyTrainer
-    from .trainers.dni import DNITrainer
-    from .trainers.local import LocalTrainer
+    from ..trainers.dgl import GreedyTrainer
+    from ..trainers.dni import DNITrainer
+    from ..trainers.local import LocalTrainer
 
     return [n for n, cls in TRAINERS.items()
             if (issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)) or issubclass(cls, DNITrainer)]
+
+
+def check_train_options(args):
+    """`train`: refuse option combinations that cannot work, before anything is read or written."""
+    if args.resume and not args.checkpoint_dir:
+        raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
+    if args.workers and getattr(args, "module_epoch", None) == "own":
+        source = f" (set by --recipe {args.recipe})" if getattr(args, "recipe", None) else ""
+        raise CommandError(f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
+                           f"with the data's: leave --workers out, or add --module-epoch first.")
+    if args.workers and args.lr_schedule != "constant":
+        raise CommandError(f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
+                           f"at a constant rate (leave --workers out, or the schedule).")
+    check_parallel_options(args)
 
 
 def check_parallel_options(args):
