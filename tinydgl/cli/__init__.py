@@ -1,23 +1,12 @@
-"""The `tinydgl` command.
-
-    tinydgl train [--trainer bp] [--model cnn] [--dataset mnist-small] [--epochs 1] [--batch-size 128]
-                  [--optimizer adam|adamw|sgd|adamw-sf|sgd-sf] [--lr ...] [--seed 0] [--backend numpy|cupy]
-                  [--data-dir DIR] [--limit-train N] [--limit-test N] [--augment/--no-augment]
-                  [--bn-recalibrate 50] [--checkpoint-dir DIR] [--checkpoint-every N] [--resume [previous]]
-                  [--metrics-json PATH] [--plot PATH]
+"""The `tinydgl` command: `tinydgl train`, `compare`, `recipes` and `assignments` (`tinydgl --help`).
 
 Errors a person can fix (an unknown name, missing data, a diverging run, an output path that cannot be
 written) print one clear message and exit with status 1, before any training where they can be known
-before it; argparse's usage errors exit with
+before it; argparse's usage errors exit with 2.
 
-The package, one file per job:
-    parser.py    the options of every subcommand, usage errors, recipes as defaults
-    checks.py    what is checked before any work (option ranges, which trainer takes which option, output
-                 paths, the backend, option combinations)
-    train.py     `train`: data, building the trainer, the in-process run, summaries, peak memory
-    parallel.py  `train --workers`: local worker processes or MPI ranks
-    compare.py   `compare`: several methods, one table, gradient alignment
-    __init__.py  `main`: runs a subcommand, turns the errors a person can fix into one line and an exit code
+One file per job: parser.py (the options), checks.py (what is checked before any work), train.py (data,
+trainer, the in-process run, its report), parallel.py (`train --workers`: local processes or MPI ranks),
+compare.py; here, `main`, which runs a subcommand and turns the errors above into one line.
 """
 import os
 import sys

@@ -375,7 +375,7 @@ def apply_recipe(parser, argv, args):
     if trainer not in recipe.trainers:
         raise CommandError(f"--recipe {name} is for --trainer {', '.join(recipe.trainers)}, not {args.trainer}.")
     accepted = keyword_options(TRAINERS[trainer])
-    train.set_defaults(**recipe_defaults(name, {d for d, k in METHOD_OPTIONS.items() if k in accepted}))
+    train.set_defaults(**recipe_defaults(name, {k for k in METHOD_OPTIONS if k in accepted}))
     args = parser.parse_args(argv)
     args.recipe = name
     return args
