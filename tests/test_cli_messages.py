@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tinydgl.cli import build_parser
-from tinydgl.cli_checks import DATA_PARALLEL, parallel_trainers
+from tinydgl.cli.checks import DATA_PARALLEL, parallel_trainers
+from tinydgl.cli.parser import build_parser
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam
@@ -48,7 +48,7 @@ def test_every_option_has_help_with_its_default_and_choices(command):
 
 
 def test_workers_help_names_every_trainer_that_runs_on_workers():
-    """Generated from cli_checks.parallel_trainers (what --workers accepts); before, it left out dni, cdni and
+    """Generated from cli.checks.parallel_trainers (what --workers accepts); before, it left out dni, cdni and
     downpour."""
     text = next(t for flag, _, t in _options(_subcommands()["train"]) if flag == "--workers")
     for name in [*parallel_trainers(), *DATA_PARALLEL]:
