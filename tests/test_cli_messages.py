@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from tinydgl.cli import build_parser
-from tinydgl.cli_checks import DATA_PARALLEL
+from tinydgl.cli.checks import DATA_PARALLEL
+from tinydgl.cli.parser import build_parser
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam

@@ -10,7 +10,9 @@ import pytest
 
 from tinydgl import functional as F
 from tinydgl.backend import to_numpy
-from tinydgl.cli import build_parser, main, trainer_options
+from tinydgl.cli import main
+from tinydgl.cli.checks import trainer_options
+from tinydgl.cli.parser import build_parser
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.gradcheck import check_gradients, numerical_gradient, rel_error
 from tinydgl.models import build_model
@@ -440,7 +442,8 @@ def test_the_command_trains_ff(capsys, tmp_path):
 def test_the_command_writes_labels_in_the_units_of_the_loaders_images():
     """The loader standardises images with the dataset's statistics; `make_trainer` hands them to ff, so the
     label pixels are exactly 1 / 0 / 0.1 in raw pixel units, as in the reference."""
-    from tinydgl.cli import build_parser, load_data, make_trainer
+    from tinydgl.cli.parser import build_parser
+    from tinydgl.cli.train import load_data, make_trainer
 
     args = build_parser().parse_args(["train", "--trainer", "ff", "--model", "mlp", "--limit-train", "64",
                                       "--limit-test", "20", "--ff-hidden", "20,20", "--no-progress"])

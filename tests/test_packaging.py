@@ -93,7 +93,7 @@ def test_the_wheel_holds_the_package_its_data_and_license(dists):
     assert {n.split("/")[0] for n in names} == {"tinydgl", info}  # no tests/, lessons/ ... as top-level packages
     modules = {n for n in names if n.endswith(".py")}
     assert modules == {n for n in _on_disk("tinydgl") if n.endswith(".py")}
-    assert {"tinydgl/__init__.py", "tinydgl/cli.py", "tinydgl/trainers/__init__.py", "tinydgl/runtime/engine.py",
+    assert {"tinydgl/__init__.py", "tinydgl/cli/__init__.py", "tinydgl/trainers/__init__.py", "tinydgl/runtime/engine.py",
             "tinydgl/data/datasets.py"} <= modules
     assert hashlib.sha256(data).hexdigest() == MNIST_SMALL_SHA256
     assert license_text == (ROOT / "LICENSE").read_text()

@@ -5,8 +5,8 @@ import argparse
 import numpy as np
 import pytest
 
-from tinydgl.cli import build_parser
-from tinydgl.cli_checks import CommandError, check_parallel_options, resolve_parallel
+from tinydgl.cli.checks import CommandError, check_parallel_options, resolve_parallel
+from tinydgl.cli.parser import build_parser
 from tinydgl.models import build_model
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime import flat, registry
