@@ -13,7 +13,7 @@ from tinydgl.cli_checks import DATA_PARALLEL, parallel_trainers
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam
-from tinydgl.train import TrainingDiverged, fit, load_checkpoint, loop
+from tinydgl.train import TrainingDiverged, batches, fit, load_checkpoint
 from tinydgl.trainers import build_trainer
 
 
@@ -87,7 +87,7 @@ class FakeClock:
 def test_a_progress_line_every_ten_seconds_where_no_bar_shows(digits, monkeypatch):
     """Under pytest stderr is no terminal, so there is no tqdm bar: the loop prints lines instead. The clock
     moves 4 s per read (once at the epoch's start, once per step): lines after steps 3 and 6 (12 s, 24 s)."""
-    monkeypatch.setattr(loop, "clock", FakeClock(4.0))
+    monkeypatch.setattr(batches, "clock", FakeClock(4.0))
     _, history, lines = _run(digits, progress=True)
     progress = [line for line in lines if "step " in line]
     assert [line.split("step ")[1].split()[0] for line in progress] == ["3/8", "6/8"]
@@ -96,7 +96,7 @@ def test_a_progress_line_every_ten_seconds_where_no_bar_shows(digits, monkeypatc
 
 
 def test_no_progress_lines_when_progress_is_off(digits, monkeypatch):
-    monkeypatch.setattr(loop, "clock", FakeClock(100.0))
+    monkeypatch.setattr(batches, "clock", FakeClock(100.0))
     _, _, lines = _run(digits, progress=False)
     assert not [line for line in lines if "step " in line]
 
@@ -110,7 +110,7 @@ def test_the_history_keeps_the_loss_of_every_step(digits):
 
 
 def test_a_long_epoch_keeps_at_most_loss_curve_points(digits, monkeypatch):
-    monkeypatch.setattr(loop, "LOSS_CURVE_POINTS", 3)  # 8 steps: points of 3, 3 and 2 steps
+    monkeypatch.setattr(batches, "LOSS_CURVE_POINTS", 3)  # 8 steps: points of 3, 3 and 2 steps
     _, history, _ = _run(digits, progress=False)
     assert history[0]["loss_curve_every"] == 3 and len(history[0]["loss_curve"]) == 3
 

@@ -27,7 +27,7 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
   targets back, for DNI);
   `metrics.WorkerRecorder`: what each worker did and when (busy/idle, fresh/replayed/skipped batches,
   staleness, occupancy, timeline), `metrics.work_summary` (the same in one line), `metrics.plot_timeline`;
-  `fit.fit_parallel`: epochs, evaluation and checkpoints for every engine.
+  `epochs.epochs_on_workers`: epochs, evaluation and checkpoints for every engine.
 
 - `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline and dp-sync with one MPI
   rank per worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ...`.
@@ -39,12 +39,12 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
 from .data_parallel import fit_data_parallel, run_data_parallel
 from .downpour import fit_downpour, run_downpour
 from .engine import WorkerFailed, fit_module_parallel, pipeline_worker_loop, run_module_parallel, split_modules
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder, plot_timeline, work_summary
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 from .simulate import pipeline_throughput, simulate_pipeline
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
-           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "fit_parallel",
+           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "epochs_on_workers",
            "pipeline_throughput", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour",
            "run_module_parallel", "simulate_pipeline", "split_modules", "work_summary"]
