@@ -1,21 +1,12 @@
-"""The parallel engines' epochs, trained by the one epoch loop (`tinydgl.train.loop.run_epochs`).
+"""The parallel engines' epochs, for the one epoch loop (`tinydgl.train.loop.run_epochs`).
 
-Every parallel engine (module-parallel, dp-sync, Downpour) trains one epoch with fresh workers and hands the
-learned weights back to the parent's trainer at the end of it. So the parent holds the whole model at every
-epoch boundary, which is where the loop evaluates it and saves a checkpoint (the same atomic format as
-`tinydgl.train.fit`, so `--resume` works the same way: a run stopped mid-epoch, by Ctrl-C, a crash or a
-killed worker, resumes from the last finished epoch).
-
-The end of an epoch follows the same protocol as in-process training (`tinydgl.train.evaluation`): the
-parent switches its trainer to the evaluation weights (schedule-free optimizers: x), recalibrates batch norm
-if asked (`bn_recalibrate` batches of a fresh pass over the training loader, in the parent, which holds
-the whole model), tests, and saves that model; before the next epoch it switches back to the training
-weights (y), which is what the next epoch's workers receive.
-
-Why no mid-epoch checkpoints here: inside an epoch the workers' modules are at different batches (and,
-with replay, at points no serial run passes through), so the epoch boundary is the last point where one
-consistent model exists. `--checkpoint-every` applies to in-process runs; a parallel run stopped by
-SIGTERM or Ctrl-C resumes from its last finished epoch.
+Every parallel engine (module-parallel, dp-sync, Downpour) trains one epoch on fresh workers and hands the
+learned weights back to the parent's trainer at its end. So the parent holds the whole model at every epoch
+boundary: the loop evaluates it there (the protocol of `tinydgl.train.evaluation`: evaluation weights,
+batch-norm recalibration in the parent, test) and saves a checkpoint in `tinydgl.train.fit`'s format, so a
+run stopped by Ctrl-C, a crash or a killed worker resumes from its last finished epoch. Inside an epoch the
+workers' modules are at different batches (with replay, at points no serial run passes through), so there
+are no mid-epoch checkpoints here (`--checkpoint-every` is for in-process runs).
 """
 from __future__ import annotations
 
