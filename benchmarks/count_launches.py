@@ -108,13 +108,19 @@ def main(argv=None):
 
 def print_syncs(trainers):
     """The table of host syncs per step: in the trainer's step, and the loop's reads of the losses."""
-    from tinydgl.train.batches import LOSS_READ_EVERY
+    try:
+        from tinydgl.train.batches import LOSS_READ_EVERY
+    except ImportError:  # tinydgl before issue 24: the loop read each step's loss, a Python float, as it came
+        LOSS_READ_EVERY = 1
 
     print("| trainer | host syncs in train_step | the loop's loss reads per step | where (syncs in the step) |")
     print("|---|---:|---:|---|")
     for name in trainers:
         _, syncs, _, sites = count(name)
-        where = "; ".join(f"{n} x {what} at {source(site)}" for (what, site), n in sites.most_common()) or "-"
+        merged = Counter()
+        for (what, site), n in sites.items():
+            merged[f"{what} at {source(site)}"] += n
+        where = "; ".join(f"{n} x {at}" for at, n in merged.most_common()) or "-"
         print(f"| {name} | {syncs} | 1/{LOSS_READ_EVERY} | {where} |", flush=True)
 
 

@@ -13,7 +13,7 @@ from tinydgl.cli_checks import DATA_PARALLEL, parallel_trainers
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam
-from tinydgl.train import TrainingDiverged, batches, fit, load_checkpoint
+from tinydgl.train import FitConfig, TrainingDiverged, batches, fit, load_checkpoint
 from tinydgl.trainers import build_trainer
 
 
@@ -107,6 +107,16 @@ def test_the_history_keeps_the_loss_of_every_step(digits):
     assert history[0]["loss_curve_every"] == 1 and len(curve) == 8
     assert np.mean(curve) == pytest.approx(history[0]["train_loss"])  # equal batches: the same mean
     assert curve[-1] < curve[0]
+
+
+def test_a_config_object_trains_as_the_keywords_do(digits):
+    """fit(..., config=FitConfig(...)) is fit(..., **keywords); keywords given beside a config replace its fields
+    (here epochs=1 and log)."""
+    _, by_keywords, _ = _run(digits, progress=False)
+    _, by_config, lines = _run(digits, config=FitConfig(5, progress=False, log=print))
+    numbers = ("train_loss", "test_accuracy", "test_loss", "loss_curve")
+    assert [[e[k] for k in numbers] for e in by_config] == [[e[k] for k in numbers] for e in by_keywords]
+    assert len(by_config) == 1 and lines[-1].startswith("epoch   1/1  train loss ")
 
 
 def test_a_long_epoch_keeps_at_most_loss_curve_points(digits, monkeypatch):
