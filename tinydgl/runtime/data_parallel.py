@@ -348,5 +348,5 @@ def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log
         return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
                                  run_started=run_started, **options)
 
-    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers", checkpoint_dir,
-                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers",
+                             checkpoint_dir, resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

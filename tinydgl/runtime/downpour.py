@@ -472,4 +472,4 @@ def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=prin
         return run
 
     return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
-                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+                             resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

@@ -619,4 +619,4 @@ def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, l
                                    run_started=run_started, **options)
 
     return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log,
-                        train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+                             train_loader=train_loader, bn_recalibrate=bn_recalibrate)

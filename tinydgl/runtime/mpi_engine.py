@@ -496,7 +496,7 @@ def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, che
         start = load_epoch_checkpoint(checkpoint_dir, resume, trainer)[1]["epoch"] if resume else 0
         comm.bcast(start, root=0)
         history = epochs_on_workers(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log,
-                               train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+                                    train_loader=train_loader, bn_recalibrate=bn_recalibrate)
     else:
         start = comm.bcast(None, root=0)
         for epoch in range(start, epochs):
