@@ -56,9 +56,9 @@ def source(site):
 MODEL_OPTIONS = {"pepita": {"batchnorm": False}}  # the official PEPITA network: no batch norm
 
 
-def count(name, batch=128, size=28, seed=0):
-    """(launches, syncs, launches by source 'file:function', syncs by (what, call site)) of the second
-    train_step of `name`."""
+def count(name, batch=128, size=28, seed=0, sync_sites=None):
+    """(launches, syncs, launches by source 'file:function') of the second train_step of `name`; the Counter
+    sync_sites, if given, gets the syncs by (what, call site)."""
     model_name = "mlp" if name in ("ff", "pepita") else "smallconv"
     with standin_cupy():
         tinydgl.set_backend("cupy")
@@ -73,7 +73,9 @@ def count(name, batch=128, size=28, seed=0):
         by_source = Counter()
         for (_, site), n in STATS.launches.items():
             by_source[source(site)] += n
-        return STATS.total_launches(), STATS.total_syncs(), by_source, Counter(STATS.syncs)
+        if sync_sites is not None:
+            sync_sites.update(STATS.syncs)
+        return STATS.total_launches(), STATS.total_syncs(), by_source
 
 
 def by_file(by_source):
@@ -95,7 +97,7 @@ def main(argv=None):
     print("|---|---:|---:|---|")
     details = {}
     for name in args.trainers:
-        launches, syncs, by_source, _ = count(name)
+        launches, syncs, by_source = count(name)
         details[name] = by_source
         top = ", ".join(f"{Path(f).name} {n}" for f, n in by_file(by_source).most_common(4))
         print(f"| {name} | {launches} | {syncs} | {top} |", flush=True)
@@ -116,7 +118,8 @@ def print_syncs(trainers):
     print("| trainer | host syncs in train_step | the loop's loss reads per step | where (syncs in the step) |")
     print("|---|---:|---:|---|")
     for name in trainers:
-        _, syncs, _, sites = count(name)
+        sites = Counter()
+        _, syncs, _ = count(name, sync_sites=sites)
         merged = Counter()
         for (what, site), n in sites.items():
             merged[f"{what} at {source(site)}"] += n
