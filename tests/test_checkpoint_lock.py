@@ -129,13 +129,13 @@ def test_the_folder_is_given_back_when_fit_is_interrupted(tmp_path):
 
 
 def test_the_parallel_engines_hold_the_folder_while_they_train(tmp_path):
-    from tinydgl.runtime.fit import fit_parallel
+    from tinydgl.runtime.epochs import epochs_on_workers
 
     class Model:
         def num_parameters(self):
             return 0
 
-    class Trainer:  # just enough for fit_parallel's bookkeeping and checkpoints
+    class Trainer:  # just enough for epochs_on_workers' bookkeeping and checkpoints
         name, model = "dgl", Model()
 
         def to_train_weights(self):
@@ -150,7 +150,7 @@ def test_the_parallel_engines_hold_the_folder_while_they_train(tmp_path):
         raise RuntimeError("a worker failed")
 
     with pytest.raises(RuntimeError, match="a worker failed"):
-        fit_parallel(run_epoch, Trainer(), None, 1, "2 workers", checkpoint_dir=str(tmp_path))
+        epochs_on_workers(run_epoch, Trainer(), None, 1, "2 workers", checkpoint_dir=str(tmp_path))
     assert seen == [0]
     assert not (tmp_path / LOCK_NAME).exists()
 

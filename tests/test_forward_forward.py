@@ -342,7 +342,7 @@ def test_runs_on_a_backend_without_numpy_conversions(backend_case):
         trainer = _tiny(hidden=(6, 5), dtype=backend_case.dtype)
         loss = trainer.train_step(x, y)
         result = trainer.evaluate([(x, y)])
-    assert np.isfinite(loss) and 0 <= result["accuracy_goodness"] <= 1
+    assert np.isfinite(float(loss)) and 0 <= result["accuracy_goodness"] <= 1
     backend_case.check_device(_linears(trainer)[0].weight.data)
     rows, dout = np.random.default_rng(1).standard_normal((2, 4, 6))
     rows[0] = 0.0  # the zero-row branch too
@@ -361,7 +361,7 @@ def test_runs_on_cupy_like_on_numpy(gpu_case):
     losses = [host.train_step(x, y) for _ in range(2)]
     with gpu_case.use():
         device = _tiny(hidden=(6, 5), dtype="float32")
-        device_losses = [device.train_step(gpu_case.put(x), gpu_case.put(y)) for _ in range(2)]
+        device_losses = [float(device.train_step(gpu_case.put(x), gpu_case.put(y))) for _ in range(2)]
         scores = device.goodness_scores(gpu_case.put(x))
     np.testing.assert_allclose(device_losses, losses, rtol=1e-4)
     np.testing.assert_allclose(to_numpy(scores), host.goodness_scores(x), rtol=1e-4)

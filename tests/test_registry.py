@@ -39,11 +39,11 @@ def test_a_new_engine_and_trainer_are_one_entry_each(monkeypatch):
         name = "fake"
         parallel = ("fake",)
 
-    monkeypatch.setitem(registry.ENGINES, ("fake", "shm"), registry.Engine("fake", "shm", "tinydgl.runtime:fit_parallel"))
+    monkeypatch.setitem(registry.ENGINES, ("fake", "shm"), registry.Engine("fake", "shm", "tinydgl.runtime:epochs_on_workers"))
     monkeypatch.setitem(TRAINERS, "fake", FakeTrainer)
     model = build_model("mlp", in_channels=1, image_size=8, num_classes=10, seed=0)
     fake = FakeTrainer(model, lambda p: build_optimizer("sgd", p, lr=0.1))
-    assert registry.check("fake", "shm", fake).fit_function().__name__ == "fit_parallel"
+    assert registry.check("fake", "shm", fake).fit_function().__name__ == "epochs_on_workers"
     with pytest.raises(ValueError, match=r"runs its trainers: fake \(FakeTrainer\); got .bp."):
         registry.check("fake", "shm", _trainer("bp"))
     train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]

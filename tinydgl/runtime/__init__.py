@@ -34,7 +34,7 @@ data-parallel SGD (every worker a whole model copy), synchronous and asynchronou
   and the MPI links implement;
   `metrics.WorkerRecorder`: what each worker did and when (busy/idle, fresh/replayed/skipped batches,
   staleness, occupancy, timeline), `metrics.work_summary` (the same in one line), `metrics.plot_timeline`;
-  `fit.fit_parallel`: epochs, evaluation and checkpoints for every engine.
+  `epochs.epochs_on_workers`: epochs, evaluation and checkpoints for every engine.
 
 - `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline with one MPI rank per
   worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi ...`.
@@ -44,7 +44,7 @@ What a pipeline *would* do on J devices (a throughput model, not a runtime) is `
 from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour
 from .engine import fit_module_parallel, run_module_parallel
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder, plot_timeline, work_summary
 from .pipeline import pipeline_worker_loop, split_modules
 from .processes import WorkerFailed
@@ -52,5 +52,5 @@ from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, S
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
            "WorkerRecorder", "fit_data_parallel", "fit_data_parallel_mpi", "fit_downpour", "fit_module_parallel",
-           "fit_parallel", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi",
+           "epochs_on_workers", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi",
            "run_downpour", "run_module_parallel", "split_modules", "work_summary"]

@@ -1,16 +1,13 @@
 """Synchronous data-parallel SGD (`--parallel sync`): W workers, one model copy each, gradients averaged every
-step (synchronous parallel SGD, as in Dean et al., "Large Scale Distributed Deep Networks", NeurIPS 2012).
-Written once over an all-reduce that two transports implement: a shared-memory segment among spawned
-worker processes (`run_data_parallel`), and MPI's Allreduce among the ranks of an MPI job
-(`run_data_parallel_mpi`). The shard step (`shard_step`), the averaged optimizer (`AveragedGradients`) and
-the merge of the shards' losses (`data_parallel_result`) are the same for both.
+step (Dean et al., "Large Scale Distributed Deep Networks", NeurIPS 2012), written once over an all-reduce:
+a shared-memory segment among spawned workers (`run_data_parallel`) or MPI's Allreduce among the ranks of
+an MPI job (`run_data_parallel_mpi`).
 
 Where does each block's gradient come from? **From the block above it, as in backprop, and then from every
-other worker**: each worker runs `BackpropTrainer.train_step` on its shard of the batch; the trainer's
-optimizer is wrapped in `AveragedGradients`, whose `step()` all-reduces the worker's shard-size-weighted
-gradient (shared memory: writes it into its row of a shared array, waits for everyone, sums the rows in
-worker order), replaces every `p.grad` by that sum and only then lets the real optimizer update. Every copy applies the same update to the same weights, so the
-copies stay identical and equal single-process SGD with the whole batch:
+other worker**: each worker runs `BackpropTrainer.train_step` on its shard of the batch (`shard_step`) with
+its optimizer wrapped in `AveragedGradients`, whose `step()` all-reduces the shard-size-weighted gradients
+and only then lets the real optimizer update. Every copy applies the same update to the same weights, so
+the copies stay identical and equal single-process SGD with the whole batch:
 
     grad of mean_{i in batch} loss_i = sum_w (n_w / B) * grad of mean_{i in shard w} loss_i
 
@@ -26,9 +23,7 @@ The second round keeps a fast worker from overwriting its row while a slow one s
 `multiprocessing.Barrier`: its condition variable waits for every sleeper to acknowledge a wake-up, so
 aborting it while a dead worker "sleeps" in it hangs forever; a semaphore release never waits.
 
-Shards. A batch of n samples is cut into W contiguous shards whose sizes differ by at most one (the first
-n % W shards get the extra sample), so any batch size works, including a last smaller batch; the rows are
-weighted by shard size. A worker with an empty shard (n < W) contributes weight 0 and still steps.
+Any batch size works (`shard_bounds`); a worker with an empty shard (n < W) contributes weight 0 and still steps.
 
 What is not the same as the single-process run (as in real data-parallel training):
 - BatchNorm uses each shard's batch statistics (no SyncBN), so the gradients differ from the whole batch's;
@@ -37,11 +32,9 @@ What is not the same as the single-process run (as in real data-parallel trainin
 Models without either (`cnn`, `mlp(batchnorm=False)`) match single-process SGD to rounding
 (tests/test_data_parallel.py checks 1e-10 in float64).
 
-Faults (`WorkerGroup`, as in `engine.py`). Whenever the parent waits for `arrived` and nothing comes within
-POLL_S, it checks every worker's sentinel and result pipe; a worker that died or reported an exception
-stops the run: the parent sets the abort flag, releases every semaphore (waiting workers wake, see the flag
-and exit), stops every worker, unlinks the segment and raises `WorkerFailed` naming the worker. Workers
-also poll: a worker whose parent died exits. NumPy backend only.
+Faults (`WorkerGroup`). A worker that died or raised stops the run: the parent sets the abort flag, releases
+every semaphore, stops every worker, unlinks the segment and raises `WorkerFailed` naming the worker; a
+worker whose parent died exits. NumPy backend only.
 """
 from __future__ import annotations
 
@@ -56,7 +49,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from ..backend import to_numpy
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .flat import flat_size, gradients, pack, set_gradients
 from .metrics import WorkerRecorder, epoch_losses
 from .processes import (DONE, ERROR, POLL_S, WorkerFailed, ignore_stop_signals, poll_workers, start_worker,
@@ -379,14 +372,14 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
 def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
                       resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a data-parallel run; checkpoints and resume as
-    in `runtime.fit.fit_parallel`. Each epoch starts fresh workers (about a second) and ends with an
+    in `runtime.epochs.epochs_on_workers`. Each epoch starts fresh workers (about a second) and ends with an
     evaluation in the parent. options: for `run_data_parallel`."""
     def run_epoch(epoch, run_started):
         return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
                                  run_started=run_started, **options)
 
-    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers", checkpoint_dir,
-                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers",
+                             checkpoint_dir, resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
 
 
 # --- MPI: every rank reads the loader itself and takes its shard; MPI's Allreduce sums the rows ----------
@@ -454,7 +447,7 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
 def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
                           resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history for dp-sync over MPI; call it on every rank. Rank 0 evaluates, logs and
-    checkpoints (`fit_parallel`); on resume it reads the checkpoint and each run broadcasts its state. Every
+    checkpoints (`epochs_on_workers`); on resume it reads the checkpoint and each run broadcasts its state. Every
     rank returns rank 0's history."""
     from .mpi_engine import fit_on_ranks, world
 

@@ -1,6 +1,5 @@
-"""Downpour SGD (`downpour`): W spawned workers and a parameter server, no worker ever waiting for another
-(Dean et al., "Large Scale Distributed Deep
-Networks", NeurIPS 2012, section 4.1).
+"""Downpour SGD (`--parallel downpour`): W spawned workers and a parameter server, no worker ever waiting
+for another (Dean et al., "Large Scale Distributed Deep Networks", NeurIPS 2012, section 4.1).
 
 Where does each block's gradient come from? **From backprop, on a stale copy of the weights**: each worker
 runs `BackpropTrainer.train_step` on its own mini-batches with the weights it last *fetched* from the
@@ -28,35 +27,9 @@ The protocol (the parent process is the server; `fetch` every n_fetch steps, `pu
     p.grad = gradient; optimizer.step(); version += 1
     write weights + version (lock); record staleness
 
-Choices, and why:
-- The server is the parent process, not a process of its own: the trainer and its optimizer state already
-  live there (so afterwards the trainer simply *is* the server's final state, no copying back), one process
-  fewer competes for the cores, and a server failure is an exception in the caller's own process (cleaned up
-  by the same `finally` as every other failure). Applying a push is one optimizer step, cheap next to a
-  worker's forward + backward, and the parent does it between copying batches into the data ring.
-- One shared data ring instead of fixed shards: the parent reads the loader in order and every batch is
-  taken by exactly one worker, whichever is free first. Fixed shards (batch i to worker i % W) would make a
-  fast worker wait for the feeder to get past a slow worker's batches, i.e. wait for another worker; with a
-  shared queue a slow worker simply takes fewer batches (per-worker `steps` in the metrics show it).
-- A worker waits for its *own* pushes to be applied before it fetches ("read your own writes"). It never
-  waits for another worker, only for the server, and so staleness counts exactly the updates it did not
-  see: with W = 1 and n_fetch = n_push = 1 every staleness is 0 and the run equals single-process SGD
-  (tests/test_downpour.py checks 1e-10 in float64). The paper's client fetches asynchronously instead and
-  may miss even its own last push.
-- Between fetches the worker's weights stay as fetched. The paper's client also takes a local plain-SGD
-  step after each gradient (Algorithm 7.1 in its appendix); we leave that out, so n_fetch > 1 means "compute
-  n_fetch gradients at the same weights", which makes the effect of n_fetch easy to read.
-- The pushed gradient is the *sum* of the n_push gradients (the paper's "accrued gradients"), so with SGD
-  one push moves the weights about as far as n_push single steps would.
-- Weights are read under a `multiprocessing.Lock` (held only for one copy), never torn: a push's weights and
-  version are written together.
-
-What differs from `dp-sync` (data_parallel.py): there, each batch is cut into W shards, the W shard
-gradients are averaged and every copy applies the same update, so the copies stay identical and equal
-single-process SGD, but every step waits for the slowest worker. Here each whole batch goes to one worker,
-W batches are in flight at once and nobody waits for anybody; the price is that gradients are computed at
-stale weights. The server takes one optimizer step per push (per batch when n_push = 1), so an epoch has as
-many updates as single-process SGD, not W times fewer as in dp-sync with a W-times-larger batch.
+Why the server is the parent, why one shared data ring rather than fixed shards, why a worker reads its own
+writes before it fetches, and how this differs from synchronous data-parallel SGD: docs/parallel.md,
+"Downpour: choices, and why".
 
 BatchNorm caveat: the server only sees gradients; batch-norm running statistics are buffers, not
 parameters, so each worker keeps its own (computed on its batches, with its own stale weights) and the
@@ -82,7 +55,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from .data_parallel import Aborted, WorkerGroup, serve_worker, steps_to_run
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .flat import flat_size, gradients, pack, set_gradients, set_weights
 from .metrics import WorkerRecorder, epoch_losses
 from .processes import POLL_S
@@ -409,7 +382,7 @@ def _downpour_result(trainer, results, records, batches_per_epoch, epochs, secon
 def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None, resume=False,
                  bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch, with the run's staleness and push log) for a
-    Downpour run; checkpoints and resume as in `runtime.fit.fit_parallel`. Each epoch starts fresh workers
+    Downpour run; checkpoints and resume as in `runtime.epochs.epochs_on_workers`. Each epoch starts fresh workers
     (about a second) and ends with an evaluation in the parent, with the server's weights; the server's
     optimizer state carries over. options: for `run_downpour` (n_fetch, n_push, threads_per_worker, timeout)."""
     def run_epoch(epoch, run_started):
@@ -418,5 +391,5 @@ def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=prin
         log(f"  staleness of {run['pushes']} pushes: mean {run['staleness']['mean']:.2f}, max {run['staleness']['max']}")
         return run
 
-    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
-                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
+                             resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

@@ -1,12 +1,6 @@
-"""Parameters and gradients as one flat vector: how the data-parallel engines move them.
-
-An all-reduce, a push to a parameter server and a shared weights segment each carry one contiguous 1-D
-array, not a list of arrays of different shapes. The flat vector of params [p_0, ..., p_k] is
-
-    flat = concat(p_0.ravel(), ..., p_k.ravel())        shape (P,), P = sum of p.size
-
-in the optimizer's `params` order, which is the same in every worker (they all built the same model), so
-the offsets agree without being sent.
+"""Parameters and gradients as one flat vector, shape (P,), P = sum of p.size: what an all-reduce, a push to
+a parameter server or a shared weights segment carries. flat = concat(p_0.ravel(), ..., p_k.ravel()) in the
+optimizer's `params` order, the same in every worker (the same model), so the offsets are never sent.
 """
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """Which parallel engine runs which trainer, and over which transport: the one place that decides.
 
-An engine is keyed by (parallelism, transport):
-
-    parallelism  module     the network cut into groups of modules, one worker each (a pipeline)
-                 sync       synchronous data-parallel SGD: every worker a model copy, gradients averaged each step
-                 downpour   Downpour SGD: model copies push gradients to a parameter server, nobody waits
-    transport    shm        worker processes on this machine, joined by shared memory
-                 mpi        the ranks of an MPI job (mpiexec), on one machine or several
-
-A trainer says which parallelisms it supports with a class attribute, `parallel = ("module",)` (default:
-none), and `parallel_note` says why not where a reader would expect it. An engine says where its fit
-function is and which backends it runs on. So a new engine is one `register(Engine(...))` line here, a new
-trainer is its `parallel` declaration (and, for "module", the pipeline methods its stages need, see
-`runtime/stages.py`); the checks of the engines and of the command, and the command's help, read this.
+Engines are keyed by (parallelism: module | sync | downpour, transport: shm | mpi; described below). A
+trainer declares the parallelisms it supports, `parallel = ("module",)` (default: none; `parallel_note`
+says why not); an engine says where its fit function is and which backends it runs on. A new engine is
+one `register(Engine(...))` line, a new trainer its `parallel` declaration (for "module" also the pipeline
+methods of `runtime/stages.py`); the engines' checks, the command's checks and its help read this file.
 """
 from __future__ import annotations
 
