@@ -10,7 +10,7 @@ process per run, a table of mean and spread.
 Every run is the `tinydgl train` command printed beside it (SmallConv, batch 128, lr 5e-3, T 0.5, sin basis,
 batch-norm recalibration on 50 batches before every test: docs/protocol.md), run in a child
 process of its own, one after another, so no run shares the cores with another. The child is that
-command's own code (`tinydgl.cli`), with one addition: it also tests each epoch *before* recalibrating,
+command's own code (`tinydgl.cli.train`), with one addition: it also tests each epoch *before* recalibrating,
 so the table shows what recalibration changed on the same weights. Results are appended to `--out` (JSON
 lines) as each run ends; a rerun skips the runs already there, so an interrupted sweep continues.
 
@@ -44,15 +44,16 @@ def train_args(trainer, optimizer, seed, epochs, augment, extra):
 
 def child(argv, out_path):
     """One run: what `tinydgl train argv` does in-process, plus a test before each recalibration."""
-    from tinydgl import cli
+    from tinydgl.cli.parser import build_parser
+    from tinydgl.cli.train import load_data, make_trainer, run_summary
     from tinydgl.train import fit
 
-    args = cli.build_parser().parse_args(["train", "--no-progress", *argv])
-    dataset, train_loader, test_loader = cli.load_data(args)
-    trainer, lr = cli.make_trainer(args, args.trainer, dataset)
+    args = build_parser().parse_args(["train", "--no-progress", *argv])
+    dataset, train_loader, test_loader = load_data(args)
+    trainer, lr = make_trainer(args, args.trainer, dataset)
     history = fit(trainer, train_loader, test_loader, args.epochs, progress=False, bn_recalibrate=args.bn_recalibrate,
                   evaluate_before_recalibration=True, log=lambda line: print(line, flush=True))
-    summary = cli.run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
+    summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     with open(out_path, "w") as f:
         json.dump(summary, f)
 

@@ -120,10 +120,10 @@ def fold_answers(lesson, answers):
 
 def handouts(dest):
     """Write the assignment handouts (README.md, A1.md, ...) as `tinydgl assignments build` makes them."""
-    from tinydgl import assignments
+    from tinydgl import course
 
     with tempfile.TemporaryDirectory(prefix="tinydgl-site-") as tmp:
-        assignments.build(Path(tmp) / "course", root=REPO)
+        course.build(Path(tmp) / "course", root=REPO)
         for page in sorted((Path(tmp) / "course" / "assignments").glob("*.md")):
             (dest / "assignments").mkdir(parents=True, exist_ok=True)
             shutil.copy2(page, dest / "assignments" / page.name)

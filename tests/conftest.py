@@ -98,8 +98,8 @@ def numpy_of(x):
 
 def pytest_configure(config):
     """Register the assignments' markers: `task_<id>` for each task, `assignment_a1`... for each assignment
-    (tinydgl/assignments.py lists them; `python -m pytest -m task_a1_relu_backward` runs one task's tests)."""
-    from tinydgl.assignments import ASSIGNMENTS, TASKS, assignment_marker
+    (tinydgl/course/catalogue.py lists them; `python -m pytest -m task_a1_relu_backward` runs one task's tests)."""
+    from tinydgl.course import ASSIGNMENTS, TASKS, assignment_marker
 
     for a in ASSIGNMENTS:
         config.addinivalue_line("markers", f"{assignment_marker(a.id)}: the tests of assignment {a.id[1:]}, {a.title}")

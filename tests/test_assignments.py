@@ -1,4 +1,4 @@
-"""The assignments and their autograder (tinydgl/assignments.py), checked end to end:
+"""The assignments and their autograder (the package tinydgl/course/), checked end to end:
 
 - the solution markers are balanced, task ids unique, every task has a region and tests, every task marker
   names a real task;
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tinydgl import assignments as A
+from tinydgl import course as A
 from tinydgl.cli import main
 
 
@@ -83,7 +83,7 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
     for path in (student / "tinydgl").rglob("*.py"):
         text = path.read_text()
         compile(text, str(path), "exec")
-        if path.name != "assignments.py":
+        if not path.relative_to(student).as_posix().startswith("tinydgl/course/"):  # the course describes markers
             assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, path
     manifest = json.loads((student / "assignments" / "manifest.json").read_text())
     assert [t["id"] for t in manifest["tasks"]] == [t.id for t in A.TASKS]
@@ -196,6 +196,41 @@ def test_output_paths_are_checked_before_any_work(command, student, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", [
+    ["build", ""], ["submit", "{student}", ""], ["gradescope", ""], ["classroom", ""],
+    ["grade", "{student}", "--json", ""],
+])
+def test_an_empty_output_name_is_refused(command, student, tmp_path, monkeypatch, capsys):
+    """'' is not the current folder: build and classroom used to write into the current folder, submit and
+    gradescope said '. is a folder', and grade ran every test before it dropped --json ''."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["assignments", *(c.format(student=student) for c in command)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinydgl: error: ") and "empty name" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_is_checked_before_the_source(tmp_path):
+    """A path that cannot be written fails first, even when the source or the tree given would fail too."""
+    with pytest.raises(A.AssignmentError, match="cannot write to /proc/x"):
+        A.build("/proc/x/out", root=tmp_path)  # tmp_path is no checkout
+    with pytest.raises(A.AssignmentError, match="cannot write to /proc/x"):
+        A.submit(tmp_path, "/proc/x/hand-in.zip")  # tmp_path is no student copy
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_templates_are_package_data():
+    """The scripts and texts the course writes out are files of the package, read with importlib.resources."""
+    from importlib import resources
+
+    folder = resources.files("tinydgl.course") / "templates"
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    assert {"gradescope_setup.sh", "run_autograder", "classroom.yml", "record_tests.py"} <= set(names)
+    assert "from tinydgl.course import autograde" in A.template("run_autograder")
+    with pytest.raises(A.AssignmentError, match="needs digest"):
+        A.template("classroom.yml", requirements="numpy")
+
+
 def test_in_the_student_copy_every_task_fails_and_everything_else_passes(student):
     result = A.run_tests(student, (A.TASK_TESTS, *A.INDEPENDENT_TESTS))
     assert result["collection_errors"] == [], result["output"][-3000:]
@@ -276,7 +311,7 @@ def test_the_student_stubs_score_zero_even_from_a_zip_of_the_whole_folder(studen
     files = A.task_files(student)
     (tmp_path / "submission").mkdir()
     shutil.copy2(whole, tmp_path / "submission" / "whole.zip")
-    given, ignored = A._gather(tmp_path / "submission", files)
+    given, ignored = A.gather_submission(tmp_path / "submission", files)
     assert sorted(given) == files and all(given[f] == (student / f).read_bytes() for f in files)
     assert A.ignored_note(ignored) == note
 
@@ -382,7 +417,7 @@ def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path,
         assert {"setup.sh", "run_autograder", "requirements.txt", "course/" + A.MANIFEST} <= set(names)
         assert "course/" + A.TASK_TESTS in names and "course/tests/test_assignments.py" not in names
         assert all("BEGIN SOLUTION" not in z.read(n).decode(errors="replace")
-                   for n in names if n.startswith("course/tinydgl/") and not n.endswith("assignments.py"))
+                   for n in names if n.startswith("course/tinydgl/") and not n.startswith("course/tinydgl/course/"))
         assert z.getinfo("run_autograder").external_attr >> 16 & 0o111
     files = json.loads((student / A.MANIFEST).read_text())["task_files"]
 
@@ -462,6 +497,6 @@ def test_the_classroom_workflow_has_a_step_per_task(student, tmp_path):
                               env={"RUNNER_TEMP": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout.strip()
     assert computed == digest
     (repo / "tests" / "conftest.py").write_text("# edited\n")
-    assert A._tree_digest(repo, set(files)) != digest
+    assert A.tree_digest(repo, set(files)) != digest
     with pytest.raises(A.AssignmentError, match="exists"):
         A.classroom(repo)

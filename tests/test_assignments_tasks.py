@@ -1,4 +1,4 @@
-"""The tests that grade the assignments, task by task (see tinydgl/assignments.py and assignments/*.md).
+"""The tests that grade the assignments, task by task (see tinydgl/course/ and assignments/*.md).
 
 Each test is marked with its task, `@task("a1-relu-backward")` -> marker `task_a1_relu_backward`, so
 `python -m pytest -m task_a1_relu_backward` checks one task. A test fails on the task's stub and passes on
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tinydgl import functional as F
-from tinydgl.assignments import TASKS_BY_ID, assignment_marker, marker_name
+from tinydgl.course import TASKS_BY_ID, assignment_marker, marker_name
 from tinydgl.gradcheck import check_gradients, numerical_gradient, rel_error
 from tinydgl.models import build_model
 from tinydgl.nn import Sequential

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from error_catalogue import catalogued, check
 from tinydgl.cli import main
 from tinydgl.train import fit
 from tinydgl.train.checkpoint import LOCK_NAME, CheckpointLock, CheckpointLocked, check_unlocked, load_checkpoint
@@ -58,13 +59,13 @@ def train(capsys, *args):
     return code, out, err
 
 
-def test_a_second_run_is_refused_while_the_first_holds_the_folder(tmp_path, capsys):
+def test_a_second_run_is_refused_while_the_first_holds_the_folder(tmp_path, capsys, request):
     folder = tmp_path / "ckpt"
     holder = hold(folder)
     try:
         record = (folder / LOCK_NAME).read_text()
         code, out, err = train(capsys, "--trainer", "lls", "--checkpoint-dir", str(folder))
-        assert code == 1
+        check(catalogued(request), code, out, err, folder)
         assert f"tinydgl: error: {folder} is in use by another run: pid {holder.pid} on host " in err
         assert "tinydgl train --trainer bp --checkpoint-dir" in err and "(bp on mlp (mnist-small))" in err
         assert "nothing was trained" in err and "epoch" not in out
@@ -128,13 +129,13 @@ def test_the_folder_is_given_back_when_fit_is_interrupted(tmp_path):
 
 
 def test_the_parallel_engines_hold_the_folder_while_they_train(tmp_path):
-    from tinydgl.runtime.fit import fit_parallel
+    from tinydgl.runtime.epochs import epochs_on_workers
 
     class Model:
         def num_parameters(self):
             return 0
 
-    class Trainer:  # just enough for fit_parallel's bookkeeping and checkpoints
+    class Trainer:  # just enough for epochs_on_workers' bookkeeping and checkpoints
         name, model = "dgl", Model()
 
         def to_train_weights(self):
@@ -149,12 +150,12 @@ def test_the_parallel_engines_hold_the_folder_while_they_train(tmp_path):
         raise RuntimeError("a worker failed")
 
     with pytest.raises(RuntimeError, match="a worker failed"):
-        fit_parallel(run_epoch, Trainer(), None, 1, "2 workers", checkpoint_dir=str(tmp_path))
+        epochs_on_workers(run_epoch, Trainer(), None, 1, "2 workers", checkpoint_dir=str(tmp_path))
     assert seen == [0]
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, capsys):
+def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, capsys, request):
     folder = tmp_path / "ckpt"
     holder = hold(folder)
     holder.send_signal(signal.SIGKILL)
@@ -162,7 +163,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, capsys)
     left = json.loads((folder / LOCK_NAME).read_text())
     assert left["pid"] == holder.pid
     code, out, err = train(capsys, "--checkpoint-dir", str(folder))
-    assert code == 0, err
+    check(catalogued(request), code, out, err, folder)
     assert (f"note: {folder / LOCK_NAME} was left by pid {holder.pid} on host {left['host']}" in out
             and "which is no longer running (it was killed or crashed); this run takes the folder over." in out)
     assert load_checkpoint(str(folder))[1]["epoch"] == 1

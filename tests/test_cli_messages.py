@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from tinydgl.cli import build_parser
-from tinydgl.cli_checks import DATA_PARALLEL, parallel_trainers
+from tinydgl.cli.checks import DATA_PARALLEL, parallel_trainers
+from tinydgl.cli.parser import build_parser
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import Adam
-from tinydgl.train import TrainingDiverged, fit, load_checkpoint, loop
+from tinydgl.train import FitConfig, TrainingDiverged, batches, fit, load_checkpoint
 from tinydgl.trainers import build_trainer
 
 
@@ -48,7 +48,7 @@ def test_every_option_has_help_with_its_default_and_choices(command):
 
 
 def test_workers_help_names_every_trainer_that_runs_on_workers():
-    """Generated from cli_checks.parallel_trainers (what --workers accepts); before, it left out dni, cdni and
+    """Generated from cli.checks.parallel_trainers (what --workers accepts); before, it left out dni, cdni and
     downpour."""
     text = next(t for flag, _, t in _options(_subcommands()["train"]) if flag == "--workers")
     for name in [*parallel_trainers(), *DATA_PARALLEL]:
@@ -87,7 +87,7 @@ class FakeClock:
 def test_a_progress_line_every_ten_seconds_where_no_bar_shows(digits, monkeypatch):
     """Under pytest stderr is no terminal, so there is no tqdm bar: the loop prints lines instead. The clock
     moves 4 s per read (once at the epoch's start, once per step): lines after steps 3 and 6 (12 s, 24 s)."""
-    monkeypatch.setattr(loop, "clock", FakeClock(4.0))
+    monkeypatch.setattr(batches, "clock", FakeClock(4.0))
     _, history, lines = _run(digits, progress=True)
     progress = [line for line in lines if "step " in line]
     assert [line.split("step ")[1].split()[0] for line in progress] == ["3/8", "6/8"]
@@ -96,7 +96,7 @@ def test_a_progress_line_every_ten_seconds_where_no_bar_shows(digits, monkeypatc
 
 
 def test_no_progress_lines_when_progress_is_off(digits, monkeypatch):
-    monkeypatch.setattr(loop, "clock", FakeClock(100.0))
+    monkeypatch.setattr(batches, "clock", FakeClock(100.0))
     _, _, lines = _run(digits, progress=False)
     assert not [line for line in lines if "step " in line]
 
@@ -109,8 +109,18 @@ def test_the_history_keeps_the_loss_of_every_step(digits):
     assert curve[-1] < curve[0]
 
 
+def test_a_config_object_trains_as_the_keywords_do(digits):
+    """fit(..., config=FitConfig(...)) is fit(..., **keywords); keywords given beside a config replace its fields
+    (here epochs=1 and log)."""
+    _, by_keywords, _ = _run(digits, progress=False)
+    _, by_config, lines = _run(digits, config=FitConfig(5, progress=False, log=print))
+    numbers = ("train_loss", "test_accuracy", "test_loss", "loss_curve")
+    assert [[e[k] for k in numbers] for e in by_config] == [[e[k] for k in numbers] for e in by_keywords]
+    assert len(by_config) == 1 and lines[-1].startswith("epoch   1/1  train loss ")
+
+
 def test_a_long_epoch_keeps_at_most_loss_curve_points(digits, monkeypatch):
-    monkeypatch.setattr(loop, "LOSS_CURVE_POINTS", 3)  # 8 steps: points of 3, 3 and 2 steps
+    monkeypatch.setattr(batches, "LOSS_CURVE_POINTS", 3)  # 8 steps: points of 3, 3 and 2 steps
     _, history, _ = _run(digits, progress=False)
     assert history[0]["loss_curve_every"] == 3 and len(history[0]["loss_curve"]) == 3
 

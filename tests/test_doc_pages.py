@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tinydgl"
 MAX_LINES = 25
-# Being rewritten in issue 23 by other hands; their explanations move to pages when they land.
+# Rewritten by other issue-23 work at the same time as this test was written; their explanations move to pages next.
 NOT_YET = {"runtime/downpour.py", "runtime/mpi_engine.py", "runtime/data_parallel.py", "runtime/stages.py",
-           "assignments.py", "kernels/local_loss_cuda.py"}
+           "course/__init__.py", "kernels/local_loss_cuda.py"}
 PAGE = re.compile(r"\bdocs/[\w/-]+\.md\b")
 
 

@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tinydgl import cli
+from tinydgl.cli import main
+from tinydgl.cli.parser import apply_recipe, build_parser
+from tinydgl.cli.train import load_data, make_trainer
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
 from tinydgl.optim import NAG, LR_SCHEDULES, SGD, build_optimizer
@@ -74,8 +76,8 @@ def test_nag_follows_torch_s_nesterov_sgd_step_by_step():
 # --- raw pixels ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("normalize", ["dataset", "none"])
 def test_normalize_none_feeds_raw_pixels(normalize, digits):
-    args = cli.build_parser().parse_args(["train", "--normalize", normalize, "--no-progress", "--batch-size", "50"])
-    dataset, train_loader, test_loader = cli.load_data(args)
+    args = build_parser().parse_args(["train", "--normalize", normalize, "--no-progress", "--batch-size", "50"])
+    dataset, train_loader, test_loader = load_data(args)
     x, _ = next(iter(test_loader))
     raw = np.asarray(dataset.x_test[:50], np.float32).reshape(x.shape) / 255
     if normalize == "none":
@@ -208,17 +210,17 @@ def test_async_dgl_module_epoch(module_epoch, digits):
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_each_recipe_sets_its_options_and_given_options_override_it(name, digits):
     recipe = RECIPES[name]
-    parser = cli.build_parser()
+    parser = build_parser()
     argv = ["train", "--recipe", name]
-    args = cli.apply_recipe(parser, argv, parser.parse_args(argv))
+    args = apply_recipe(parser, argv, parser.parse_args(argv))
     assert args.trainer == recipe.trainers[0] and args.recipe == name
     for dest, value in {**recipe.options, **recipe.method_options}.items():
         assert getattr(args, dest) == value, dest
     argv = ["train", "--recipe", name, "--lr", "0.0123", "--batch-size", "7"]
-    over = cli.apply_recipe(parser, argv, parser.parse_args(argv))
+    over = apply_recipe(parser, argv, parser.parse_args(argv))
     assert (over.lr, over.batch_size) == (0.0123, 7)
     assert over.optimizer == recipe.options["optimizer"]
-    trainer, lr = cli.make_trainer(args, args.trainer, digits)  # the trainer is built with them
+    trainer, lr = make_trainer(args, args.trainer, digits)  # the trainer is built with them
     assert lr == recipe.options["lr"] and type(trainer).__name__ != "BackpropTrainer"
     for dest, value in recipe.method_options.items():
         attribute = {"aux": None, "boundaries": None, "interfaces": "interfaces", "synthesizer": "synthesizer_kind",
@@ -232,20 +234,20 @@ def test_each_recipe_sets_its_options_and_given_options_override_it(name, digits
 def test_a_recipe_serves_its_family_and_its_metrics_name_it(tmp_path, capsys):
     """bp under the drtp recipe takes the common options but not dfa's method options; the metrics JSON
     records the recipe; another family's trainer is refused; `tinydgl recipes` lists every recipe's source."""
-    parser = cli.build_parser()
+    parser = build_parser()
     argv = ["train", "--recipe", "drtp", "--trainer", "bp"]
-    args = cli.apply_recipe(parser, argv, parser.parse_args(argv))
+    args = apply_recipe(parser, argv, parser.parse_args(argv))
     assert args.optimizer == "nag" and args.hidden == [1000] and args.loss == "bce" and args.feedback_scale is None
-    trainer, _ = cli.make_trainer(args, "bp", load_dataset("mnist-small", limit_train=100, limit_test=100))
+    trainer, _ = make_trainer(args, "bp", load_dataset("mnist-small", limit_train=100, limit_test=100))
     assert trainer.loss == "bce"
     path = tmp_path / "m.json"
-    assert cli.main(["train", "--recipe", "drtp", "--trainer", "sdfa", "--limit-train", "200", "--limit-test", "100",
+    assert main(["train", "--recipe", "drtp", "--trainer", "sdfa", "--limit-train", "200", "--limit-test", "100",
                      "--no-progress", "--metrics-json", str(path)]) == 0
     config = json.loads(path.read_text())["config"]
     assert config["recipe"] == "drtp" and config["optimizer"] == "nag" and config["normalize"] == "none"
-    assert cli.main(["train", "--recipe", "drtp", "--trainer", "dni", "--no-progress"]) == 1
+    assert main(["train", "--recipe", "drtp", "--trainer", "dni", "--no-progress"]) == 1
     assert "--recipe drtp is for --trainer drtp, dfa" in capsys.readouterr().err
-    assert cli.main(["recipes"]) == 0
+    assert main(["recipes"]) == 0
     out = capsys.readouterr().out
     for recipe in RECIPES.values():
         assert f"{recipe.name}: " in out and recipe.repo in out
@@ -254,12 +256,12 @@ def test_a_recipe_serves_its_family_and_its_metrics_name_it(tmp_path, capsys):
 def test_ff_defaults_learn_and_options_override_them():
     """--trainer ff alone: the reference's network and raw pixels with Adam 2e-4 (the command's general
     defaults, Adam 2e-3 on standardised pixels, leave FF under the shallow floor); given options override."""
-    parser = cli.build_parser()
-    args = cli.apply_recipe(parser, ["train", "--trainer", "ff"], parser.parse_args(["train", "--trainer", "ff"]))
+    parser = build_parser()
+    args = apply_recipe(parser, ["train", "--trainer", "ff"], parser.parse_args(["train", "--trainer", "ff"]))
     assert (args.model, args.optimizer, args.lr, args.batch_size, args.normalize, args.recipe) == \
         ("mlp", "adam", 2e-4, 100, "none", None)
     argv = ["train", "--trainer", "ff", "--optimizer", "sgd", "--lr", "1e-3"]
-    args = cli.apply_recipe(parser, argv, parser.parse_args(argv))
+    args = apply_recipe(parser, argv, parser.parse_args(argv))
     assert (args.optimizer, args.lr, args.model) == ("sgd", 1e-3, "mlp")
 
 
@@ -268,7 +270,7 @@ def test_ff_learns_at_its_defaults_above_the_shallow_floor(tmp_path):
     """`tinydgl train --trainer ff --model mlp --epochs 3` on the bundled digits: above the shallow floor of
     0.82 (the general defaults gave 0.766; measured with these, 2026-12-06: 0.889)."""
     path = tmp_path / "ff.json"
-    assert cli.main(["train", "--trainer", "ff", "--model", "mlp", "--epochs", "3", "--no-progress",
+    assert main(["train", "--trainer", "ff", "--model", "mlp", "--epochs", "3", "--no-progress",
                      "--metrics-json", str(path)]) == 0
     assert json.loads(path.read_text())["test_accuracy"] > 0.82
 

@@ -10,7 +10,9 @@ import pytest
 
 from tinydgl import functional as F
 from tinydgl.backend import to_numpy
-from tinydgl.cli import build_parser, main, trainer_options
+from tinydgl.cli import main
+from tinydgl.cli.checks import trainer_options
+from tinydgl.cli.parser import build_parser
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.gradcheck import check_gradients, numerical_gradient, rel_error
 from tinydgl.models import build_model
@@ -340,7 +342,7 @@ def test_runs_on_a_backend_without_numpy_conversions(backend_case):
         trainer = _tiny(hidden=(6, 5), dtype=backend_case.dtype)
         loss = trainer.train_step(x, y)
         result = trainer.evaluate([(x, y)])
-    assert np.isfinite(loss) and 0 <= result["accuracy_goodness"] <= 1
+    assert np.isfinite(float(loss)) and 0 <= result["accuracy_goodness"] <= 1
     backend_case.check_device(_linears(trainer)[0].weight.data)
     rows, dout = np.random.default_rng(1).standard_normal((2, 4, 6))
     rows[0] = 0.0  # the zero-row branch too
@@ -359,7 +361,7 @@ def test_runs_on_cupy_like_on_numpy(gpu_case):
     losses = [host.train_step(x, y) for _ in range(2)]
     with gpu_case.use():
         device = _tiny(hidden=(6, 5), dtype="float32")
-        device_losses = [device.train_step(gpu_case.put(x), gpu_case.put(y)) for _ in range(2)]
+        device_losses = [float(device.train_step(gpu_case.put(x), gpu_case.put(y))) for _ in range(2)]
         scores = device.goodness_scores(gpu_case.put(x))
     np.testing.assert_allclose(device_losses, losses, rtol=1e-4)
     np.testing.assert_allclose(to_numpy(scores), host.goodness_scores(x), rtol=1e-4)
@@ -440,7 +442,8 @@ def test_the_command_trains_ff(capsys, tmp_path):
 def test_the_command_writes_labels_in_the_units_of_the_loaders_images():
     """The loader standardises images with the dataset's statistics; `make_trainer` hands them to ff, so the
     label pixels are exactly 1 / 0 / 0.1 in raw pixel units, as in the reference."""
-    from tinydgl.cli import build_parser, load_data, make_trainer
+    from tinydgl.cli.parser import build_parser
+    from tinydgl.cli.train import load_data, make_trainer
 
     args = build_parser().parse_args(["train", "--trainer", "ff", "--model", "mlp", "--limit-train", "64",
                                       "--limit-test", "20", "--ff-hidden", "20,20", "--no-progress"])

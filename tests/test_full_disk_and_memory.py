@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from error_catalogue import catalogued, check
 from tinydgl.cli import main
 from tinydgl.train import checkpoint
 from tinydgl.train.checkpoint import CheckpointWriteError, load_checkpoint
@@ -52,7 +53,7 @@ def leftovers(folder):
 # --- checkpoints -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("refused", ["state-epoch0002.npz", "previous.json", "latest.json"])
 def test_a_full_disk_while_checkpointing_stops_the_run_and_keeps_the_earlier_checkpoint(refused, tmp_path, capsys,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, request):
     """The disk fills up during the save after epoch 2, at each of its three files in turn."""
     folder = tmp_path / "ckpt"
     real_write = checkpoint._atomic_write
@@ -69,7 +70,7 @@ def test_a_full_disk_while_checkpointing_stops_the_run_and_keeps_the_earlier_che
 
     monkeypatch.setattr(checkpoint, "_atomic_write", full_disk_at)
     code, out, err = command(capsys, "train", *SMALL, "--epochs", "3", "--checkpoint-dir", str(folder))
-    assert code == 1
+    check(catalogued(request), code, out, err, folder)
     assert (f"tinydgl: error: Could not write the checkpoint after epoch 2 to {folder}: the disk is full (No space "
             f"left on device). The checkpoint after epoch 1 is intact there and stays the latest. Training stopped: "
             f"free some space, then run the same command with --resume to continue from it.") in err
@@ -178,13 +179,13 @@ def refuse_writes_under(monkeypatch, folder):
     monkeypatch.setattr(builtins, "open", open_)
 
 
-def test_compare_on_a_full_disk_saves_the_metrics_elsewhere(tmp_path, capsys, monkeypatch):
+def test_compare_on_a_full_disk_saves_the_metrics_elsewhere(tmp_path, capsys, monkeypatch, request):
     full, elsewhere = tmp_path / "full", tmp_path / "tmp"
     elsewhere.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(elsewhere))
     refuse_writes_under(monkeypatch, full)
     code, out, err = command(capsys, "compare", "--trainers", "bp", *SMALL, "--metrics-json", str(full / "m.json"))
-    assert code == 1
+    check(catalogued(request), code, out, err, full)
     assert "bp " in out  # it trained and printed its table
     message = err.strip().splitlines()[-1]
     assert message.startswith(f"tinydgl: error: could not write the metrics to {full / 'm.json'} (the disk is full "
@@ -242,7 +243,7 @@ def test_compare_on_a_real_full_disk(small_disk, tmp_path, capsys, monkeypatch):
 
 
 # --- memory ----------------------------------------------------------------------------------------------
-def test_running_out_of_memory_while_training_names_the_batch_size(capsys, monkeypatch):
+def test_running_out_of_memory_while_training_names_the_batch_size(capsys, monkeypatch, request):
     from tinydgl.trainers import TRAINERS
 
     real_step = TRAINERS["bp"].train_step
@@ -253,18 +254,18 @@ def test_running_out_of_memory_while_training_names_the_batch_size(capsys, monke
         return real_step(self, x, y)
 
     monkeypatch.setattr(TRAINERS["bp"], "train_step", step)
-    code, _, err = command(capsys, "train", *SMALL, "--batch-size", "64")
-    assert code == 1
+    code, out, err = command(capsys, "train", *SMALL, "--batch-size", "64")
+    check(catalogued(request), code, out, err)
     assert err.startswith("tinydgl: error: out of memory with --batch-size 64 (Unable to allocate")
     assert "use a smaller batch, e.g. --batch-size 16." in err
 
 
-def test_a_batch_too_large_for_the_free_memory_is_refused_before_training(capsys, monkeypatch):
+def test_a_batch_too_large_for_the_free_memory_is_refused_before_training(capsys, monkeypatch, request):
     from tinydgl.train import memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: (20_000_000, "MemAvailable in /proc/meminfo"))
     code, out, err = command(capsys, "train", "--model", "cnn", "--batch-size", "4000", "--no-progress")
-    assert code == 1
+    check(catalogued(request), code, out, err)
     assert err.startswith("tinydgl: error: --batch-size 4000 needs about ")
     assert "but only 20.0 MB is free (MemAvailable in /proc/meminfo): use a smaller batch, e.g. --batch-size " in err
     suggested = int(err.split("e.g. --batch-size ")[1].split(";")[0])

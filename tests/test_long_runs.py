@@ -166,7 +166,7 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_is_kept(damage
 
 
 def test_the_parallel_engines_refuse_a_mid_epoch_checkpoint(digits, tmp_path):
-    from tinydgl.runtime.fit import load_epoch_checkpoint
+    from tinydgl.runtime.epochs import load_epoch_checkpoint
 
     train, test = _loaders(digits)
     trainer = _trainer("dgl")

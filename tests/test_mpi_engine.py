@@ -262,7 +262,7 @@ def test_dp_sync_over_mpi_matches_single_process_large_batch_sgd(tmp_path):
 
 
 def test_cli_dp_sync_over_mpi_reports_the_same_work_counts_as_the_other_engines(tmp_path):
-    """Through the command (fit_parallel's epoch line, the metrics file): every rank learned from its shard
+    """Through the command (epochs_on_workers' epoch line, the metrics file): every rank learned from its shard
     of every batch once, reported with the keys every engine's workers have."""
     metrics, out = _train(tmp_path, "dp", "--trainer", "dp-sync", "--engine", "mpi", "--epochs", "1")
     assert "test accuracy" in out.stdout and "learned from" not in out.stdout

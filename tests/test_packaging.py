@@ -93,7 +93,7 @@ def test_the_wheel_holds_the_package_its_data_and_license(dists):
     assert {n.split("/")[0] for n in names} == {"tinydgl", info}  # no tests/, lessons/ ... as top-level packages
     modules = {n for n in names if n.endswith(".py")}
     assert modules == {n for n in _on_disk("tinydgl") if n.endswith(".py")}
-    assert {"tinydgl/__init__.py", "tinydgl/cli.py", "tinydgl/trainers/__init__.py", "tinydgl/runtime/engine.py",
+    assert {"tinydgl/__init__.py", "tinydgl/cli/__init__.py", "tinydgl/trainers/__init__.py", "tinydgl/runtime/engine.py",
             "tinydgl/data/datasets.py"} <= modules
     assert hashlib.sha256(data).hexdigest() == MNIST_SMALL_SHA256
     assert license_text == (ROOT / "LICENSE").read_text()
@@ -132,6 +132,27 @@ def test_the_wheel_alone_imports_and_loads_the_bundled_data(dists, tmp_path):
         assert Path(path).resolve().is_relative_to(site.resolve()), got
     assert got["version"] == VERSION
     assert got["train"][0] == 4000 and got["test"][0] == 1000, got
+
+
+def test_the_wheel_alone_reads_the_course_templates(dists, tmp_path):
+    """The course's scripts and texts (tinydgl/course/templates/) are package data: in the wheel, and read from
+    the installed package's path (importlib.resources), not from a source tree."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(dists["wheel"]) as whl:
+        whl.extractall(site)
+    on_disk = {p.name: p.read_text() for p in (ROOT / "tinydgl" / "course" / "templates").iterdir() if p.is_file()}
+    code = ("import json, sys; from importlib import resources; import tinydgl.course as c; "
+            "folder = resources.files('tinydgl.course') / 'templates'; "
+            "print(json.dumps({'where': str(folder), 'texts': {p.name: p.read_text() for p in folder.iterdir()}, "
+            "'run': c.template('run_autograder')}))")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert Path(got["where"]).resolve().is_relative_to(site.resolve()), got["where"]
+    assert got["texts"] == on_disk and len(on_disk) >= 5
+    assert got["run"] == on_disk["run_autograder"]
 
 
 def test_the_sdist_holds_the_course(dists):

@@ -57,11 +57,11 @@ def test_losses_on_backend(backend_case, rng):
     ref_loss, ref_d = F.softmax_cross_entropy(logits, y, 0.1)
     loss, d = F.softmax_cross_entropy(backend_case.put(logits), backend_case.put(y), 0.1)
     backend_case.check_device(d)
-    assert loss == pytest.approx(ref_loss, rel=backend_case.rtol * 10)
+    assert float(loss) == pytest.approx(ref_loss, rel=backend_case.rtol * 10)
     np.testing.assert_allclose(to_numpy(d), ref_d, rtol=backend_case.rtol, atol=backend_case.rtol)
     np.testing.assert_allclose(to_numpy(F.softmax(backend_case.put(logits))), F.softmax(logits), rtol=backend_case.rtol)
     mse, dm = F.mse_loss(backend_case.put(logits), backend_case.put(logits * 0))
-    assert mse == pytest.approx(np.mean(logits**2), rel=backend_case.rtol * 10)
+    assert float(mse) == pytest.approx(np.mean(logits**2), rel=backend_case.rtol * 10)
 
 
 # Small inputs keep the deep models quick; mobilenet and vgg8 need a few pixels to survive their strides.

@@ -110,12 +110,12 @@ def test_no_broken_internal_link(site):
 
 def test_the_site_is_for_students(site):
     """No instructor's guide (it says what the hidden tests check; the front page sends instructors to the
-    repository) and no task's solution on any page (`assignments.find_leaks`, as `build` checks the copy)."""
-    from tinydgl import assignments
+    repository) and no task's solution on any page (`course.find_leaks`, as `build` checks the copy)."""
+    from tinydgl import course
 
     assert not (site / "INSTRUCTOR.html").exists()
     assert build_site.GITHUB + "INSTRUCTOR.md" in (site / "index.html").read_text()
-    assert assignments.leaks_in(site, assignments.solutions()) == []
+    assert course.leaks_in(site, course.solutions()) == []
 
 
 def test_code_links_go_to_the_repository(site):

@@ -149,7 +149,8 @@ def test_model_that_does_not_fit_the_images_is_reported():
     """dni_cnn's three 3x3 pools need at least 27x27 pixels: 8x8 images get a clear error, not a traceback."""
     from types import SimpleNamespace
 
-    from tinydgl.cli import CommandError, make_trainer
+    from tinydgl.cli.checks import CommandError
+    from tinydgl.cli.train import make_trainer
 
     args = SimpleNamespace(model="dni_cnn", dataset="tiny", seed=0, lr=None, optimizer="adam", weight_decay=0.0)
     tiny = SimpleNamespace(input_shape=(1, 8, 8), num_classes=10)

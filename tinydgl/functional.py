@@ -13,7 +13,8 @@ from .ops.activation import (leaky_relu_backward, leaky_relu_forward, leaky_relu
 from .ops.conv import col2im, conv2d_backward, conv2d_forward, conv2d_input, conv2d_jvp, conv_output_size, im2col
 from .ops.dropout import dropout_backward, dropout_forward, dropout_jvp
 from .ops.linear import linear_backward, linear_forward, linear_jvp
-from .ops.losses import (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_jvp, log_softmax,
+from .ops.losses import (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_jvp, float64_scalar,
+                         log_softmax,
                          log_softmax_jvp, mse_loss, mse_loss_jvp, one_hot, sigmoid_binary_cross_entropy,
                          sigmoid_binary_cross_entropy_jvp, softmax, softmax_cross_entropy, softmax_cross_entropy_jvp,
                          softmax_cross_entropy_row_jvp,

@@ -18,6 +18,7 @@ import weakref
 from .. import functional as F
 from ..backend import array_namespace
 from ..nn import AdaptiveAvgPool2d, ClassScale, FixedLinear, Flatten, L2Normalize, Linear, PooledLinear, Scale
+from ..ops.losses import float64_scalar
 
 _LINEAR_CHAIN_TYPES = (FixedLinear, ClassScale, PooledLinear, Linear)
 _fixed_projections = weakref.WeakKeyDictionary()  # head -> (basis buffer, W): LLS's W never changes
@@ -119,7 +120,7 @@ def fused_local_loss(head, out, y, label_smoothing=0.0, plan=None, threads=None)
         grad_w = plan["scale"] * (z.T @ dlogits)
         for layer in reversed(rest):
             grad_w = layer.backward(grad_w, need_input_grad=layer is not rest[0])
-    return float(xp.sum(loss_rows)) / n, dout
+    return float64_scalar(xp.sum(loss_rows)) / n, dout
 
 
 def composed_local_loss(head, out, y, label_smoothing=0.0):

@@ -1,5 +1,18 @@
-"""Losses that return (loss, gradient): softmax cross-entropy and mean squared error."""
+"""Losses that return (loss, gradient): softmax cross-entropy and mean squared error.
+
+A loss is a float64 scalar on the device it was computed on (`float64_scalar`): reading it on the host is a
+sync on a GPU, so the training loop reads many steps' losses at once; on NumPy it is a `numpy.float64`,
+a Python float.
+"""
 from ..backend import arange_like, array_namespace
+
+
+def float64_scalar(total):
+    """A 0-d sum as a float64 scalar on its device, with no host sync: a 0-d CuPy array, or a `numpy.float64`
+    (a Python float) on NumPy. Its bits are those of `float(total)`, so a loss computed from it, as
+    `-float64_scalar(sum) / n`, equals the host arithmetic `-float(sum) / n` exactly."""
+    xp = array_namespace(total)
+    return total.astype(xp.float64) if hasattr(total, "astype") else xp.astype(total, xp.float64)
 
 
 def softmax(logits):
@@ -29,7 +42,7 @@ def softmax_cross_entropy(logits, y, label_smoothing=0.0):
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     logits: (N, C), y: (N,) ints in [0, C). With label smoothing s the target is (1 - s) * onehot + s / C,
-    as in PyTorch. Returns (loss: float, dlogits: (N, C)); dlogits = (softmax - target) / N.
+    as in PyTorch. Returns (loss: float64 scalar, dlogits: (N, C)); dlogits = (softmax - target) / N.
     """
     xp = array_namespace(logits)
     if logits.ndim != 2 or y.shape[0] != logits.shape[0]:
@@ -43,24 +56,24 @@ def softmax_cross_entropy(logits, y, label_smoothing=0.0):
     if label_smoothing:
         target = (1.0 - label_smoothing) * target + label_smoothing / num_classes
     logp = log_softmax(logits)
-    loss = -float(xp.sum(target * logp)) / n
+    loss = -float64_scalar(xp.sum(target * logp)) / n
     dlogits = (xp.exp(logp) - target) / n
     # END SOLUTION
     return loss, dlogits
 
 
 def mse_loss(pred, target):
-    """Mean over all elements of (pred - target)^2. Returns (loss: float, dpred) with pred's shape."""
+    """Mean over all elements of (pred - target)^2. Returns (loss: float64 scalar, dpred) with pred's shape."""
     xp = array_namespace(pred)
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"mse_loss shapes differ: pred {tuple(pred.shape)} vs target {tuple(target.shape)}.")
     # BEGIN SOLUTION a2-mse-loss
-    # hint: the mean of (pred - target)**2 over all elements (a Python float) and its gradient
+    # hint: the mean of (pred - target)**2 over all elements (a float64 scalar: float64_scalar) and its gradient
     diff = pred - target
     size = 1
     for s in pred.shape:
         size *= s
-    return float(xp.sum(diff * diff)) / size, (2.0 / size) * diff
+    return float64_scalar(xp.sum(diff * diff)) / size, (2.0 / size) * diff
     # END SOLUTION
 
 
@@ -68,7 +81,7 @@ def sigmoid_binary_cross_entropy(logits, y):
     """Binary cross-entropy of sigmoid(logits) against one-hot targets, the mean over all N * C elements (as
     PyTorch's BCELoss after a sigmoid, the DRTP reference code's output loss).
 
-    logits: (N, C), y: (N,) ints. Returns (loss: float, dlogits = (sigmoid(logits) - onehot) / (N * C)).
+    logits: (N, C), y: (N,) ints. Returns (loss: float64 scalar, dlogits = (sigmoid(logits) - onehot) / (N * C)).
     Computed from the logits, stably: max(z, 0) - z * t + log(1 + exp(-|z|)).
     """
     xp = array_namespace(logits)
@@ -80,14 +93,14 @@ def sigmoid_binary_cross_entropy(logits, y):
     elementwise = xp.maximum(logits, 0.0) - logits * target + xp.log(1.0 + xp.exp(-xp.abs(logits)))
     size = n * num_classes
     probability = 0.5 * (1.0 + xp.tanh(0.5 * logits))  # sigmoid, without overflow for large |z|
-    return float(xp.sum(elementwise)) / size, (probability - target) / size
+    return float64_scalar(xp.sum(elementwise)) / size, (probability - target) / size
 
 
 def binary_cross_entropy_with_logits(logits, targets):
     """Mean binary cross-entropy of sigmoid(logits) against float targets in [0, 1] of the same shape (as
     PyTorch's BCEWithLogitsLoss; Forward-Forward's per-layer loss, with targets 1 for positive and 0 for
     negative samples). Stable for logits of any size: max(z, 0) - z * t + log(1 + exp(-|z|)).
-    Returns (loss: float, dlogits = (sigmoid(logits) - targets) / size)."""
+    Returns (loss: float64 scalar, dlogits = (sigmoid(logits) - targets) / size)."""
     xp = array_namespace(logits, targets)
     if tuple(logits.shape) != tuple(targets.shape):
         raise ValueError(f"binary_cross_entropy_with_logits shapes differ: logits {tuple(logits.shape)} vs "
@@ -97,7 +110,7 @@ def binary_cross_entropy_with_logits(logits, targets):
         size *= s
     elementwise = xp.maximum(logits, 0.0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
     probability = 0.5 * (1.0 + xp.tanh(0.5 * logits))  # sigmoid, without overflow for large |z|
-    return float(xp.sum(elementwise)) / size, (probability - targets) / size
+    return float64_scalar(xp.sum(elementwise)) / size, (probability - targets) / size
 
 
 

@@ -11,7 +11,7 @@ difference between the examples' cosine-similarity matrix S(h) (N x N) and that 
     other 4-D inputs are flattened.
 """
 from ..backend import array_namespace
-from .losses import one_hot
+from .losses import float64_scalar, one_hot
 
 EPS = 1e-8  # added to each row's length, as the reference code does
 
@@ -94,4 +94,4 @@ def similarity_matching_loss(h, y, num_classes):
     target, _ = similarity_matrix_forward(one_hot(y, num_classes, h.dtype))
     diff = S - target
     count = diff.shape[0] * diff.shape[1]
-    return float(xp.sum(diff * diff)) / count, similarity_matrix_backward((2.0 / count) * diff, cache)
+    return float64_scalar(xp.sum(diff * diff)) / count, similarity_matrix_backward((2.0 / count) * diff, cache)

@@ -6,20 +6,20 @@ also sends each synthesizer's target back. Data-parallel SGD, synchronous (`dp-s
 (`downpour`), runs on the same machinery. The rooms: `shm_ring` (the buffer), `processes` (start, watch,
 stop), `links` and `pipeline` (the module pipeline, written once over a Source/Sink contract), `engine`
 (shared memory), `mpi_engine` (import it explicitly: it needs mpi4py), `data_parallel`, `downpour`,
-`stages`, `metrics`, `fit`. What a pipeline *would* do on J devices is `tinydgl.simulate`.
+`stages`, `metrics`, `epochs`. What a pipeline *would* do on J devices is `tinydgl.simulate`.
 
 Design notes (each file, the ring's layout and faults, MPI messages, the metrics): docs/design/runtime.md.
 """
 from .data_parallel import fit_data_parallel, run_data_parallel
 from .downpour import fit_downpour, run_downpour
 from .engine import fit_module_parallel, run_module_parallel
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder, plot_timeline, work_summary
 from .pipeline import pipeline_worker_loop, split_modules
 from .processes import WorkerFailed
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
-           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "fit_parallel",
+           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "epochs_on_workers",
            "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour", "run_module_parallel",
            "split_modules", "work_summary"]

@@ -55,7 +55,7 @@ import numpy as np
 from ..backend import get_backend, to_numpy
 from .processes import (DONE as _DONE, ERROR as _ERROR, POLL_S, WorkerFailed, ignore_stop_signals, poll_workers,
                         start_worker, stop_processes, worker_thread_environment)
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder, epoch_losses
 
 
@@ -341,11 +341,11 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
 def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
                       resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a data-parallel run; checkpoints and resume as
-    in `runtime.fit.fit_parallel`. Each epoch starts fresh workers (about a second) and ends with an
+    in `runtime.epochs.epochs_on_workers`. Each epoch starts fresh workers (about a second) and ends with an
     evaluation in the parent. options: for `run_data_parallel`."""
     def run_epoch(epoch, run_started):
         return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
                                  run_started=run_started, **options)
 
-    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers", checkpoint_dir,
-                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers",
+                             checkpoint_dir, resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

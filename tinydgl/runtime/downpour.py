@@ -87,7 +87,7 @@ import numpy as np
 from ..backend import get_backend, to_numpy
 from .processes import (DONE as _DONE, ERROR as _ERROR, POLL_S, WorkerFailed, ignore_stop_signals, poll_workers,
                         start_worker, stop_processes, worker_thread_environment)
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder
 from .shm_ring import RingBroken, RingClosed, SharedRing
 
@@ -461,7 +461,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None, resume=False,
                  bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch, with the run's staleness and push log) for a
-    Downpour run; checkpoints and resume as in `runtime.fit.fit_parallel`. Each epoch starts fresh workers
+    Downpour run; checkpoints and resume as in `runtime.epochs.epochs_on_workers`. Each epoch starts fresh workers
     (about a second) and ends with an evaluation in the parent, with the server's weights; the server's
     optimizer state carries over. options: for `run_downpour` (n_fetch, n_push, threads_per_worker, timeout)."""
     def run_epoch(epoch, run_started):
@@ -470,5 +470,5 @@ def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=prin
         log(f"  staleness of {run['pushes']} pushes: mean {run['staleness']['mean']:.2f}, max {run['staleness']['max']}")
         return run
 
-    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
-                        resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
+                             resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)

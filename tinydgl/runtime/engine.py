@@ -20,7 +20,7 @@ import traceback
 
 from ..backend import get_backend, to_numpy
 from . import stages
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder
 from .device_ring import DeviceRing, device_links_available
 from .pipeline import check_groups, pipeline_result, pipeline_worker_loop, plan_pipeline, run_stage, split_modules
@@ -229,7 +229,7 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
 def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
                         resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a module-parallel run, plus each epoch's
-    per-worker metrics and ring statistics; checkpoints and resume as in `runtime.fit.fit_parallel`. Each
+    per-worker metrics and ring statistics; checkpoints and resume as in `runtime.epochs.epochs_on_workers`. Each
     epoch starts fresh workers and ends with an evaluation in the parent, so an epoch's seconds include the
     workers' start (about a second) and async-dgl's replay rings start empty every epoch (as after a
     resume). options: passed to `run_module_parallel`."""
@@ -237,5 +237,5 @@ def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, l
         return run_module_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
                                    run_started=run_started, **options)
 
-    return fit_parallel(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log,
-                        train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log,
+                             train_loader=train_loader, bn_recalibrate=bn_recalibrate)

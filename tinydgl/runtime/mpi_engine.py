@@ -51,7 +51,7 @@ import numpy as np
 
 from ..backend import get_backend, use_backend
 from . import stages
-from .fit import fit_parallel
+from .epochs import epochs_on_workers
 from .links import BACK, LoaderSource, MpiSink, MpiSource
 from .metrics import WorkerRecorder, epoch_losses
 from .pipeline import pipeline_result, plan_pipeline, run_stage, split_modules
@@ -241,16 +241,16 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
 
 def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
                   bn_recalibrate=0):
-    """`fit_parallel` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
+    """`epochs_on_workers` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
-    from .fit import load_epoch_checkpoint
+    from .epochs import load_epoch_checkpoint
 
     rank = comm.Get_rank()
     if rank == 0:
         start = load_epoch_checkpoint(checkpoint_dir, resume, trainer)[1]["epoch"] if resume else 0
         comm.bcast(start, root=0)
-        history = fit_parallel(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log,
-                               train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+        history = epochs_on_workers(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log,
+                                    train_loader=train_loader, bn_recalibrate=bn_recalibrate)
     else:
         start = comm.bcast(None, root=0)
         for epoch in range(start, epochs):
@@ -264,7 +264,7 @@ def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=Non
     """`tinydgl.train.fit`'s history for a module-parallel run over MPI; call it on every rank.
 
     Rank 0 evaluates after every epoch, logs (log is used on rank 0 only) and saves the checkpoint (the
-    format of `runtime.fit.fit_parallel`); with resume=True rank 0 reads the checkpoint and the next run
+    format of `runtime.epochs.epochs_on_workers`); with resume=True rank 0 reads the checkpoint and the next run
     scatters its weights to the ranks, so only rank 0 needs to see checkpoint_dir. Every rank returns the
     same history (rank 0's, broadcast); rank 0's trainer holds the whole trained model, another rank's only
     its own modules. options: for `run_module_parallel_mpi` (slots, balance).
@@ -370,7 +370,7 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
 def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
                           resume=False, bn_recalibrate=0, **options):
     """`tinydgl.train.fit`'s history for dp-sync over MPI; call it on every rank. Rank 0 evaluates, logs and
-    checkpoints (`fit_parallel`); on resume it reads the checkpoint and each run broadcasts its state. Every
+    checkpoints (`epochs_on_workers`); on resume it reads the checkpoint and each run broadcasts its state. Every
     rank returns rank 0's history."""
     comm = _world(comm)
 

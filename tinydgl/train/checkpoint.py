@@ -448,7 +448,7 @@ class CheckpointLock:
 
 def hold_folder(checkpoint_dir, trainer, log=print):
     """A `CheckpointLock` on checkpoint_dir, its record naming the trainer's run (a no-op without a folder):
-    what `tinydgl.train.fit` and the parallel engines' `fit_parallel` hold while they train."""
+    what `tinydgl.train.fit` and the parallel engines' `epochs_on_workers` hold while they train."""
     if not checkpoint_dir:
         return contextlib.nullcontext()
     run, name = getattr(trainer, "run_info", {}), getattr(trainer, "name", None)

@@ -1,5 +1,5 @@
 """How a model is evaluated at the end of an epoch: the protocol of the LLS authors' code, shared by the
-in-process loop (`fit`) and every parallel engine (`runtime.fit.fit_parallel`).
+in-process loop (`fit`) and every parallel engine (`runtime.epochs.epochs_on_workers`).
 
 The protocol: docs/protocol.md, sections 1 and 2. After each epoch's training and before testing:
 

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..backend import asarray, default_rng, to_numpy
+from ..backend import array_namespace, asarray, default_rng, to_numpy
 from .buffers import ReplayBuffer, ReplayEntry, build_codec
 from .dgl import DGLTrainer
 from .heads import PREDSIM_BETA
@@ -233,9 +233,10 @@ class AsyncDGLTrainer(DGLTrainer):
         self._turn(0, (x, y))
         while self._peek() != 0:
             self._turn(self._pick())
-        if self._call_losses:
-            return float(np.mean(self._call_losses))
-        return next(loss for loss in reversed(self.last_losses) if not math.isnan(loss))
+        if self._call_losses:  # the mean on the device: no host sync (`F.float64_scalar`)
+            xp = array_namespace(*self._call_losses)
+            return xp.mean(xp.stack(self._call_losses))
+        return next(loss for loss in reversed(self.last_losses) if not (isinstance(loss, float) and math.isnan(loss)))
 
     def predict(self, x):
         """Logits of the whole model in evaluation mode: the plain forward pass (the default), or, with

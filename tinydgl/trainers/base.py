@@ -83,7 +83,7 @@ class Trainer:
             loss_sum += loss * int(y.shape[0])
         if total == 0:
             raise ValueError("evaluate() got no batches.")
-        return {"accuracy": correct / total, "loss": loss_sum / total}
+        return {"accuracy": correct / total, "loss": float(loss_sum / total)}  # the one read of the losses
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

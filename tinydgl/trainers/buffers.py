@@ -102,6 +102,7 @@ class VQCodec(Module):
         self.k = int(codebook_size)
         self.decay, self.restart_after, self.chunk = decay, restart_after, chunk
         self.rng = default_rng(seed)
+        self._seen_initialised = None  # the "initialised" buffer last read as set: no host read after that
         g, k, d = self.groups, self.k, self.dim
         self.buffers = {
             "codebook": asarray(np.zeros((g, k, d)), dtype=dtype),
@@ -142,8 +143,10 @@ class VQCodec(Module):
             raise ValueError(f"VQCodec was built for activations of shape {self.shape}, got {tuple(x.shape[1:])}.")
         xp = array_namespace(x)
         v = xp.astype(self._vectors(x), self.buffers["codebook"].dtype)
-        if learn and float(self.buffers["initialised"][0]) == 0.0:
-            self._initialise(v)
+        if learn and self.buffers["initialised"] is not self._seen_initialised:  # a host sync, until it is set
+            if float(self.buffers["initialised"][0]) == 0.0:
+                self._initialise(v)
+            self._seen_initialised = self.buffers["initialised"]
         codes = self._nearest(v)
         if learn:
             self._update(v, codes)
@@ -223,7 +226,10 @@ class VQCodec(Module):
         idle = xp.where(counts > 0, xp.zeros_like(counts), self.buffers["idle"] + 1)
         # Restart dead codewords at random batch vectors; their statistics restart at a fair share (count 1).
         dead = idle >= self.restart_after  # (g, K)
-        if bool(xp.any(dead)):
+        # On NumPy, restart only when a codeword is dead; on a device, asking would be a host sync every
+        # update, so candidates are drawn every update and masked (the host generator moves on every update:
+        # the picks differ from NumPy's, the rule is the same).
+        if not isinstance(dead, np.ndarray) or bool(xp.any(dead)):
             fresh = self._random_vectors(v, self.k)
             mask = xp.astype(dead, v.dtype)[:, :, None]
             codebook = mask * fresh + (1 - mask) * codebook

@@ -170,7 +170,7 @@ class FFTrainer(Trainer):
             activity = xp.mean(z[:positives, :], axis=0)
             running = PEER_MOMENTUM * self.running.buffers[key] + (1 - PEER_MOMENTUM) * activity
             centred = running - xp.mean(running)
-            penalty = float(xp.mean(centred * centred))
+            penalty = F.float64_scalar(xp.mean(centred * centred))
             # d penalty / d r_j = 2 (r_j - mean r) / width; d r_j / d z_ij = (1 - momentum) / P, positive rows i
             push = (self.peer_norm * 2.0 * (1 - PEER_MOMENTUM) / (width * positives)) * centred
             dz = xp.concat([dz[:positives, :] + push[None, :], dz[positives:, :]], axis=0)
@@ -258,9 +258,9 @@ class FFTrainer(Trainer):
             total += int(y.shape[0])
         if total == 0:
             raise ValueError("evaluate() got no batches.")
-        result = {"accuracy": correct[self.ff_predict] / total, "loss": loss_sum[self.ff_predict] / total}
+        result = {"accuracy": correct[self.ff_predict] / total, "loss": float(loss_sum[self.ff_predict] / total)}
         for name in FF_PREDICTIONS:
-            result[f"accuracy_{name}"], result[f"loss_{name}"] = correct[name] / total, loss_sum[name] / total
+            result[f"accuracy_{name}"], result[f"loss_{name}"] = correct[name] / total, float(loss_sum[name] / total)
         self.last_evaluation = {k: v for k, v in result.items() if k not in ("accuracy", "loss")}
         return result
 
@@ -270,7 +270,8 @@ class FFTrainer(Trainer):
     def stats(self):
         """The last step's per-layer BCE and peer penalty and classifier loss; the last evaluation's
         accuracy and loss of both predictions (which the command's metrics JSON keeps as trainer_stats)."""
-        return {"predict": self.ff_predict, "last_step": self.last_step, "last_evaluation": self.last_evaluation}
+        last_step = {k: [float(v) for v in vs] if isinstance(vs, list) else float(vs) for k, vs in self.last_step.items()}
+        return {"predict": self.ff_predict, "last_step": last_step, "last_evaluation": self.last_evaluation}
 
     # --- exact resume -------------------------------------------------------------------------------
     def resume_state(self):

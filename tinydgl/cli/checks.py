@@ -9,8 +9,8 @@ import inspect
 import math
 import os
 
-from .backend import get_backend, set_backend
-from .trainers import TRAINERS
+from ..backend import get_backend, set_backend
+from ..trainers import TRAINERS
 
 
 # Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
@@ -21,59 +21,31 @@ class CommandError(Exception):
     """An error in the user's request, reported without a traceback."""
 
 
-# Option types: each refuses a value out of its range with "must be ..., got VALUE" (argparse prefixes the
-# option's name and exits with 2), so a bad value never reaches training.
-def _int(text, wanted):
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+def number(kind, wanted, in_range, range_says):
+    """An argparse type for numbers: `kind` (int or float) read from the text; "must be {wanted}, got TEXT" when
+    it is none (or not finite), "must be {range_says}, got TEXT" when `in_range` refuses it. argparse prefixes
+    the option's name and exits with 2, so a bad value never reaches training."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        if not in_range(value):
+            raise argparse.ArgumentTypeError(f"must be {range_says}, got {text}")
+        return value
+
+    return parse
 
 
-def _float(text, wanted):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
-    return value
-
-
-def positive_int(text):
-    value = _int(text, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = _int(text, "an integer, 0 or more")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = _float(text, "a positive number")
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = _float(text, "a number, 0 or more")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def fraction(text):
-    """A number in [0, 1), e.g. label smoothing (1 would spread every label evenly over all classes)."""
-    value = _float(text, "a number in [0, 1)")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+positive_int = number(int, "a positive integer", lambda v: v >= 1, "a positive integer")
+non_negative_int = number(int, "an integer, 0 or more", lambda v: v >= 0, "0 or more")
+positive_float = number(float, "a positive number", lambda v: v > 0, "positive")
+non_negative_float = number(float, "a number, 0 or more", lambda v: v >= 0, "0 or more")
+# e.g. label smoothing: 1 would spread every label evenly over all classes
+fraction = number(float, "a number in [0, 1)", lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def trainer_list(text):
@@ -107,21 +79,16 @@ def positive_int_list(text):
     return values
 
 
-# CLI option -> trainer keyword argument.
-METHOD_OPTIONS = {
-    "label_smoothing": "label_smoothing", "aux": "aux", "modules": "modules", "boundaries": "boundaries",
-    "epochs_per_module": "epochs_per_module", "waveform": "waveform", "temperature": "temperature",
-    "synthesizer": "synthesizer", "interfaces": "interfaces", "synth_hidden": "synth_hidden",
-    "synth_channels": "synth_channels", "update_prob": "update_prob", "sg_scale": "sg_scale", "bp_lambda": "bp_lambda",
-    "buffer_size": "buffer_size", "schedule": "schedule", "slow_module": "slow_module", "slowdown": "slowdown",
-    "reuse_cap": "reuse_cap", "buffer_codec": "buffer_codec", "warmup": "warmup", "feedback_init": "feedback_init", "loss": "loss",
-    "basis_size": "basis_size", "predsim_beta": "predsim_beta", "pepita_f_scale": "pepita_f_scale",
-    "ff_hidden": "ff_hidden", "ff_relu_grad": "ff_relu_grad", "peer_norm": "peer_norm", "ff_predict": "ff_predict",
-    "ff_classifier_lr_scale": "ff_classifier_lr_scale", "ff_classifier_wd_scale": "ff_classifier_wd_scale",
-    "fg_mode": "fg_mode", "fg_loss": "fg_loss", "fg_directions": "fg_directions", "fg_guess": "fg_guess",
-    "feedback_scale": "feedback_scale", "synth_placement": "synth_placement", "synth_units": "synth_units",
-    "synth_zero_init": "synth_zero_init", "module_epoch": "module_epoch",
-}
+# The method options: each option's name is the keyword argument of the trainers that take it (--bp-lambda:
+# bp_lambda=...), and `keyword_options` tells which trainers those are.
+METHOD_OPTIONS = (
+    "label_smoothing", "aux", "modules", "boundaries", "epochs_per_module", "waveform", "temperature", "synthesizer",
+    "interfaces", "synth_hidden", "synth_channels", "update_prob", "sg_scale", "bp_lambda", "buffer_size",
+    "schedule", "slow_module", "slowdown", "reuse_cap", "buffer_codec", "warmup", "feedback_init", "loss",
+    "basis_size", "predsim_beta", "pepita_f_scale", "ff_hidden", "ff_relu_grad", "peer_norm", "ff_predict",
+    "ff_classifier_lr_scale", "ff_classifier_wd_scale", "fg_mode", "fg_loss", "fg_directions", "fg_guess",
+    "feedback_scale", "synth_placement", "synth_units", "synth_zero_init", "module_epoch",
+)
 
 
 def keyword_options(cls):
@@ -145,14 +112,14 @@ def trainer_options(args, trainer_name, strict=True):
     """
     accepted = keyword_options(TRAINERS[trainer_name])
     options, unused = {}, []
-    for flag, keyword in METHOD_OPTIONS.items():
-        value = getattr(args, flag, None)
+    for keyword in METHOD_OPTIONS:
+        value = getattr(args, keyword, None)
         if value is None:
             continue
         if keyword in accepted:
             options[keyword] = value
         else:
-            unused.append("--" + flag.replace("_", "-"))
+            unused.append("--" + keyword.replace("_", "-"))
     if "seed" in accepted:
         options["seed"] = args.seed
     if unused and strict:
@@ -207,6 +174,10 @@ def check_output_paths(args):
                       f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or err)
             raise CommandError(f"{option} {path}: cannot write there ({reason}). Choose a path in a "
                                f"folder you can write to; nothing was trained.") from err
+    for what, path in companion_plots(args).items():
+        if os.path.isdir(path):
+            raise CommandError(f"--plot {args.plot} also writes the {what} to {path}, which is a folder: choose "
+                               f"another --plot name, or move that folder; nothing was trained.")
     if args.metrics_json and getattr(args, "plot", None) and \
             os.path.realpath(args.metrics_json) == os.path.realpath(args.plot):
         raise CommandError(f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
@@ -215,10 +186,24 @@ def check_output_paths(args):
         try:
             import matplotlib  # noqa: F401
         except ImportError as err:
-            from .extras import install_command
+            from ..extras import install_command
             raise CommandError(f"--plot needs matplotlib, which is not installed: {install_command('plot')} "
                                f"(or leave --plot out); nothing was trained.") from err
         _check_plot_format(args.plot)
+
+
+def companion_plots(args):
+    """The figures written beside --plot, {what: path}: with --workers the workers' timeline (a PNG), with
+    compare's --alignment the alignment per block. Named here so that the check and the writer agree."""
+    if not getattr(args, "plot", None):
+        return {}
+    base, extension = os.path.splitext(args.plot)
+    plots = {}
+    if getattr(args, "workers", None):
+        plots["worker timeline"] = base + "-timeline.png"
+    if getattr(args, "alignment", False):
+        plots["alignment per block"] = base + "-alignment" + extension
+    return plots
 
 
 def _file_in_the_way(folder):
@@ -265,12 +250,28 @@ def select_backend(args):
 
 def parallel_trainers():
     """The trainers the module-parallel engine runs (local trainers other than greedy, and synthetic gradients)."""
-    from .trainers.dgl import GreedyTrainer
-    from .trainers.dni import DNITrainer
-    from .trainers.local import LocalTrainer
+    from ..trainers.dgl import GreedyTrainer
+    from ..trainers.dni import DNITrainer
+    from ..trainers.local import LocalTrainer
 
     return [n for n, cls in TRAINERS.items()
             if (issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)) or issubclass(cls, DNITrainer)]
+
+
+def check_train_options(args):
+    """`train`: refuse option combinations that cannot work, before anything is read or written."""
+    if args.resume and not args.checkpoint_dir:
+        raise CommandError("--resume needs --checkpoint-dir (the directory the first run saved to).")
+    if args.checkpoint_every and not args.checkpoint_dir:
+        raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
+    if args.workers and getattr(args, "module_epoch", None) == "own":
+        source = f" (set by --recipe {args.recipe})" if getattr(args, "recipe", None) else ""
+        raise CommandError(f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
+                           f"with the data's: leave --workers out, or add --module-epoch first.")
+    if args.workers and args.lr_schedule != "constant":
+        raise CommandError(f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
+                           f"at a constant rate (leave --workers out, or the schedule).")
+    check_parallel_options(args)
 
 
 def check_parallel_options(args):
@@ -298,11 +299,11 @@ def check_parallel_options(args):
 
 def check_compare_options(args):
     """`compare`: a method option that none of --trainers has would be silently ignored; refuse it."""
-    for flag, keyword in METHOD_OPTIONS.items():
-        if getattr(args, flag, None) is None:
+    for keyword in METHOD_OPTIONS:
+        if getattr(args, keyword, None) is None:
             continue
         if not any(keyword in keyword_options(TRAINERS[name]) for name in args.trainers):
-            option = "--" + flag.replace("_", "-")
+            option = "--" + keyword.replace("_", "-")
             have = [n for n in TRAINERS if keyword in keyword_options(TRAINERS[n])]
             raise CommandError(f"{option} applies to none of --trainers {','.join(args.trainers)} (it applies to "
                                f"{', '.join(have)}): add one of those or leave {option} out.")
