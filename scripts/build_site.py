@@ -41,8 +41,9 @@ GITHUB = "https://github.com/tinydgl/tinydgl/blob/main/"
 # tests check. Links to it go to the repository, where instructors read it.
 PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "benchmarks/RESULTS-archive.md", "lessons/README.md",
          "notebooks/README.md")
-# docs/index.md and docs/api.md are the site's front and API pages, at its root; the other docs/*.md (the
-# command reference, the errors, the architecture, ...) keep their path, docs/, so links work on GitHub too.
+# docs/index.md and docs/api.md are the site's front and API pages, at its root; the other docs/**/*.md (the
+# command reference, the errors, the architecture, the method and design pages, ...) keep their path, so links
+# work on GitHub too.
 ROOT_PAGES = ("index.md", "api.md")
 LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")  # [text](target) and ![alt](target)
 FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.S | re.M)
@@ -143,7 +144,8 @@ def stage(dest, repo=REPO):
     assets = sorted(p for folder in ("notebooks", "docs", "benchmarks/figures") for pattern in ("*.svg", "*.png")
                     for p in (repo / folder).glob(pattern))
     staged = {p.relative_to(repo).as_posix() for p in (*chapters, *notebooks, *figures, *assets)}
-    references = sorted(p for p in (repo / "docs").glob("*.md") if p.name not in ROOT_PAGES)
+    references = sorted(p for p in (repo / "docs").rglob("*.md")
+                        if p.relative_to(repo / "docs").as_posix() not in ROOT_PAGES)
     staged |= set(PAGES) | set(ROOT_PAGES) | {f"assignments/{p.name}" for p in (dest / "assignments").glob("*.md")}
     staged |= {p.relative_to(repo).as_posix() for p in references}
 

@@ -4,23 +4,13 @@ tinydgl's ops never import NumPy or CuPy directly. Each op asks its inputs which
 
     xp = array_namespace(x)
 
-and calls `xp.matmul`, `xp.exp`, ... on it, as DeZero and scikit-learn do. So the same code runs on
+and calls `xp.matmul`, `xp.exp`, ... on it, so one code path runs on numpy, cupy (an NVIDIA GPU) and
+array_api_strict (the tests' fake-device backend). Only the default for *new* arrays is global: pick it with
+`tinydgl.set_backend("cupy")`, TINYDGL_BACKEND or `--backend`; an unusable one raises
+`BackendUnavailableError`. Random numbers are drawn on the host (`default_rng`), so a seed means the same
+numbers on every backend.
 
-- ``numpy``            any laptop (the default);
-- ``cupy``             an NVIDIA GPU;
-- ``array_api_strict`` a *test* backend: a minimal, standard-only array library whose arrays can live on a
-                       fake device and, like CuPy's, refuse silent conversion to NumPy. If the whole test suite
-                       passes on it, the code makes no NumPy-only assumption and will run on CuPy.
-
-What is global here is only the *default* for creating new arrays (parameters, data batches): the active
-backend and its device. Pick it with ``tinydgl.set_backend("cupy")``, the environment variable
-``TINYDGL_BACKEND=cupy`` (read when tinydgl first needs a backend, not at import: a bad value is one clear
-error there), or the CLI's ``--backend``. A backend that cannot run here (CuPy not installed, or installed
-but without a GPU) raises `BackendUnavailableError`, an ImportError, when it is chosen.
-
-Random numbers are always drawn on the host by a seeded ``numpy.random.Generator`` and then moved to the
-device (`default_rng`, `asarray`). That costs a small copy per draw on a GPU but makes a seed mean the same
-numbers on every backend, so a run on CuPy can be checked against the same run on NumPy.
+Design notes: docs/design/backends.md.
 """
 from __future__ import annotations
 

@@ -1,95 +1,15 @@
 """How fast would a pipeline of J modules run on J devices? A documented model, simulated and solved.
 
-`tinydgl.runtime.run_module_parallel` really runs DGL's modules in worker processes, but only on this
-machine. This file (analysis, not runtime: nothing here starts a process or moves a batch)
-predicts what the same pipeline would do on J GPUs or machines joined by links of a given bandwidth and
-latency, with or without compressed (vector-quantised) buffers, and on P < J shared cores (which is how
-the local engine's predictions are checked against its measured runs, see
-`benchmarks/simulate_throughput.py`). Two ways to get the answer:
+Analysis, not runtime: nothing here starts a process or moves a batch. Stage j needs stage_seconds[j] per
+batch on a device of its own; each link between stages is its own channel, busy latency + bytes / bandwidth
+per batch; receivers hold M batches, "fifo" or "replay" (the two policies of `shm_ring.SharedRing`);
+optional compressed buffers; P < J shared cores by processor sharing.
 
-- `simulate_pipeline(...)`: an event-driven simulation of N batches through the pipeline. It returns
-  throughput, per-stage busy / starved / blocked fractions and, for replay buffers, how often each stage
-  replayed, skipped and lost batches.
-- `pipeline_throughput(...)`: the closed-form steady state. For long runs the simulation converges to it
-  (tested), except where this docstring says the formula is only a bound.
-- `in_process_throughput(...)`: the baseline, one process running every module in turn; a pipeline's
-  speed-up is `pipeline / in-process`.
+- `simulate_pipeline(...)`: event by event, N batches: throughput and per-stage busy/starved/blocked.
+- `pipeline_throughput(...)`: the closed-form steady state (exact, or a bound where the design notes say).
+- `in_process_throughput(...)`: one process running every module in turn, the speed-up's baseline.
 
-The model (every assumption the numbers rest on)
-------------------------------------------------
-
-Stages. The pipeline has J *stages* (workers, devices), stage j holding a contiguous group of modules.
-`stage_seconds[j]` is the time stage j needs for one batch on a device of its own: the forward, local
-loss, backward and update of each of its modules (`LocalModule.step`). Times are deterministic (every
-batch costs the same) and do not depend on what else runs. Per-module times can be grouped into J stages
-with `group_stages`, which uses the engine's own `split_modules` (the contiguous split whose slowest
-stage is fastest).
-
-Data. Stage 0 reads from a data source that always has the next batch ready (the engine's parent
-process feeds ring 0; to model the feeder as a cost, make it a stage of its own). Every batch has
-`batch_size` samples; throughputs are reported in samples per second.
-
-Links. Between stage j and stage j+1 there is one link of its own (a point-to-point connection: no two
-links share bandwidth). Sending the `bytes_out[j]` bytes of one batch keeps that link busy for
-
-    transfer_j = latency + bytes_out[j] / bandwidth
-
-seconds, one batch at a time (a send counts as finished when the receiver has it, so latency is paid per
-batch and not hidden by pipelining several sends on one link). Transfers overlap with computing: a
-stage hands its output to its link and starts the next batch at once (a separate copy engine / NIC, as
-with CUDA streams or a sender thread). Nothing travels backwards (local learning sends no gradients);
-labels are part of `bytes_out` if you want to count them.
-
-Buffers. The receiving side of each link has a buffer of `slots` (M) batches, with one of two policies,
-the two of `shm_ring.SharedRing`:
-
-- "fifo" (DGL Algorithm 1, pipelined): every batch is used exactly once, in order. A send reserves a
-  slot of the receiver's buffer when it starts; if all M slots are reserved (in flight or waiting to be
-  used), the producer stage *blocks* with its finished output until the consumer takes a batch (which
-  frees its slot when the consumer starts computing on it). A blocked stage does not compute.
-- "replay" (DGL Algorithm 2): the producer never blocks. If the link is busy, the finished output waits
-  in a one-batch outbox, and a newer output replaces it (counted in `dropped_before_send`). A batch that
-  arrives at a full buffer replaces the oldest stored batch (`overwritten_unused` counts those replaced
-  before any use). When a stage needs input, it takes, among stored batches with the fewest uses, the
-  freshest (`buffers.replay_choice`); a batch is kept after use, so a stage whose producer is slower
-  reuses batches instead of waiting, up to `reuse_cap` uses per batch. With nothing servable it waits
-  (one `skips` per wait). Every step of a stage, fresh or replayed, sends an output downstream. A
-  consumer stops once its producer has stopped and it has no unused batch left, or, with `max_steps`
-  (the engine's rule), after that many steps.
-
-Compression. With `compression=Compression(ratio, encode_seconds, decode_seconds)` every link carries
-`bytes_out / ratio` bytes; the producer spends `encode_seconds` more per batch it sends (computing the
-codes) and the consumer `decode_seconds` more per batch it uses (a replayed batch is decoded again, as in
-`ReplayBuffer`, which stores codes). Codebook updates sent to the receiver are not modelled (for VQ they
-are K * dim numbers, small next to a conv batch and amortised over many batches; see RESULTS.md).
-
-Devices. `devices=None` (default): every stage has a device of its own. `devices=P` with P < J: the J
-stages share P identical cores by *processor sharing*, the idealised time-slicing of an operating
-system: while n stages compute, each progresses at min(1, P / n) of its own-device speed. Waiting
-(starved or blocked) stages use no core, and neither do links (a DMA engine / NIC does the copy; to
-charge a local memory copy to a core, add its time to the stages' seconds).
-
-The closed form (`pipeline_throughput`), with c_j = stage_seconds[j] plus codec seconds and t_j the
-transfer time of link j (0 for the last stage):
-
-    fifo:    batches/s = min( 1 / max_j max(c_j, t_j),  P / sum_j c_j )
-    replay:  fresh batches/s into stage 0 = min(1, P / J) / c_0
-
-- fifo, P >= J: a chain of single servers (stages and links) with deterministic times runs at the pace
-  of its slowest server, for any M >= 1 (blocking only delays, it never loses work). Exact.
-- fifo, P < J: each stage still needs c_j of core time per batch, and there are only P cores: the second
-  term. It is an *upper bound*: it assumes at least P stages are always ready to compute, which fails
-  while a stage starves or blocks; the simulation says how far below it a pipeline runs.
-- replay: stage 0 never blocks, so it runs at its own speed on a device of its own (exact). On P < J
-  cores, a replaying stage always has work (without `reuse_cap`), so all J stages compute all the time
-  and stage 0 gets P / J of a core: exact without a cap, a *lower bound* with a cap or `max_steps`
-  (stages that wait or stop give their share back). Downstream stages step at their own pace: replaying
-  when faster than their producer, losing (overwriting) batches when slower.
-
-Not modelled: variation between batches, contention between links or for memory bandwidth, steps that
-get slower when processes share cores (caches, memory bandwidth: measured in RESULTS.md), load from other
-processes (the P cores are assumed to be ours), start-up (spawning workers, first-batch warm-up), the
-codebook traffic of VQ, and the data loader's own cost unless given as a stage.
+Design notes (every assumption, the closed form and when it is exact): docs/design/throughput-model.md.
 """
 from __future__ import annotations
 
@@ -193,7 +113,7 @@ def in_process_throughput(stage_seconds, batch_size=1):
 
 def pipeline_throughput(stage_seconds, bytes_out=0.0, bandwidth=math.inf, latency=0.0, policy="fifo",
                         compression=None, devices=None, batch_size=1):
-    """Steady-state samples/s entering the pipeline (see the module docstring for the formula and when it
+    """Steady-state samples/s entering the pipeline (docs/design/throughput-model.md: the formula and when it
     is exact): fifo: min(1 / max_j max(c_j, t_j), P / sum_j c_j); replay: min(1, P / J) / c_0, times
     batch_size. c_j includes the codec's seconds; t_j = latency + bytes_out[j] / ratio / bandwidth."""
     c, t, J = _check_inputs(stage_seconds, bytes_out, bandwidth, latency, 1, policy, compression, devices, batch_size)
@@ -235,7 +155,7 @@ class _Link:
 
 
 class _Simulation:
-    """The pipeline's state at time `now`, and the rules that move it on (see the module docstring)."""
+    """The pipeline's state at time `now`, and the rules that move it on (docs/design/throughput-model.md)."""
 
     def __init__(self, c, t, batches, slots, policy, reuse_cap, devices, max_steps):
         self.stages = [_Stage(s) for s in c]
@@ -393,7 +313,7 @@ def _stage_report(j, stage, link, total):
 
 def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf, latency=0.0, slots=2,
                       policy="fifo", reuse_cap=None, compression=None, devices=None, batch_size=1, max_steps=None):
-    """Run `batches` data batches through the pipeline of the module docstring, event by event.
+    """Run `batches` data batches through the pipeline of the model (docs/design/throughput-model.md), event by event.
 
     stage_seconds: compute seconds per batch of each of the J stages (own device). bytes_out: bytes per
     batch each link carries (J - 1 numbers, or one for all). bandwidth (bytes/s), latency (s): of every

@@ -1,68 +1,16 @@
 """Elementwise and data-movement work on every core, for NumPy.
 
-BLAS runs tinydgl's matrix products, but everything between them (batch norm, activations, pooling,
-padding and patch copies, the optimizer's update) is NumPy loops, and NumPy runs a loop on one core. It
-does release the GIL inside those loops, so the one pure-NumPy way to use the other cores is the one here:
-cut the batch into contiguous slices and run the same NumPy code on each slice in a small pool of threads.
+NumPy runs each loop on one core but releases the GIL inside it, so the batch is cut into contiguous
+slices and the same NumPy code runs on each slice in a small pool of threads:
 
     from tinydgl.threads import for_each_slice
     out = np.empty_like(x)
     for_each_slice(lambda s: np.maximum(x[s], 0.0, out=out[s]), x, out)   # s: slices of x's first axis
 
-Each op keeps one body, written for "the rows in slice s", and calls it once with `slice(0, n)` when it
-runs on one thread, on CuPy (a GPU needs no host threads), on any other array library, or when the work is
-too small for threads to pay off. So the readable code is the code that runs, and the only thing threads
-change is which rows each call sees. Ops that reduce (batch norm's per-channel sums) split their rows
-into blocks of a fixed size (`row_blocks`, about BLOCK_BYTES each) that do not depend on the thread count,
-and add the blocks' partial sums in order: a result is then the same to the last bit at any thread count
-(tests check it).
-
-Small work stays on the calling thread. Work that touches fewer than 2 * MIN_PIECE_BYTES bytes (all its
-arrays together) runs in one call on the thread that asked for it: handing a piece to another thread costs
-a wake-up, tens of microseconds on an idle machine and a whole scheduler time slice (milliseconds) on a
-busy one, more than a small piece's work. How the value is chosen: `python benchmarks/bench_threads.py
---calibrate` times an elementwise op (LeakyReLU's forward) of each size in one call on one thread and split
-in two pieces over two threads; MIN_PIECE_BYTES is half the smallest size at which the split is 1.2x
-faster on an idle machine (the script prints that size; benchmarks/RESULTS.md has its table). A busy
-machine needs no other value: there the caller takes the pieces of a helper that gets no core. The value
-below, 256 KiB, is the estimate the first version started from (a wake-up takes as long as a 256 KiB
-elementwise pass); on a quiet machine the calibration confirms or replaces it.
-
-How the threads share work, so that a busy machine does not stall it. The work is cut into pieces fixed by
-the shapes (at most PIECES_PER_THREAD per thread, none under MIN_PIECE_BYTES). The calling thread and the
-pool's helpers each take the next piece nobody has taken, until none is left (`run_pieces`). The caller
-never sits idle waiting for a helper that has not started: when other processes hold the cores and a
-helper gets none, the caller does that helper's pieces too, and waits only for a piece a helper has
-already begun (a small one: a piece is at most 1/PIECES_PER_THREAD of a thread's share). All waiting
-blocks (a condition variable; idle helpers block on the pool's queue): no thread of tinydgl spins, so an
-idle tinydgl takes no CPU from other processes.
-
-Dropping to one thread while the machine is busy (as /proc/loadavg's count of running threads would
-tell) was tried and left out: beside other CPU-bound work, a cnn or smallconv epoch on two threads still
-ended sooner than on one (a process's threads each get their share of the cores, and ours wait without
-spinning), and the other work loses no more to it than to any two-thread program. `python
-benchmarks/bench_threads.py` times 1 and 2 threads, idle and beside competing processes.
-
-BLAS runs on one thread for as long as tinydgl is imported (through `threadpoolctl`, at import), and
-tinydgl cuts its large products into fixed blocks of rows for its own threads (`matmul`, `matmul_tn`,
-`column_sums`). Three reasons:
-- Small products. OpenBLAS splits every product above about a quarter of a million multiply-adds over its
-  threads, an MLP layer's 128x784 @ 784x256 (half a millisecond) included. Its caller then waits for the
-  other thread, which on a busy machine first waits for a core: `linear_forward` took milliseconds
-  instead of a fraction of one, and `tinydgl train --model mlp` many times longer than with one BLAS
-  thread. tinydgl's `matmul` keeps a product under BLOCK_BYTES of rows in one BLAS call.
-- Spinning. After each product BLAS's idle threads keep spinning for a while (about 0.1 s in OpenBLAS)
-  in wait for the next one, on cores that tinydgl's other work, or other processes, need.
-- Bits. OpenBLAS splits some products differently at two threads (128x784 @ 784x256 in float32 differs
-  in the last bits), so a run's numbers would depend on the thread count.
-Your own NumPy products in the same process then run on one thread too: `with blas_own_threads(): ...`
-gives BLAS its own thread count back inside the block. Where threadpoolctl cannot see the BLAS, products
-stay BLAS's and only the other work is tinydgl's.
-
-How many threads: one setting, shared with BLAS. `set_num_threads(n)` or the environment variable
-``TINYDGL_NUM_THREADS``; else ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` (the
-variable a user already sets to limit BLAS); else the CPUs this process may run on (`taskset` counts).
-The module-parallel engines set these variables to 1 in their workers, so a worker keeps one thread.
+One body per op, called once with slice(0, n) on one thread, on CuPy or for small work; reductions add
+fixed-size row blocks in order, so results are the same to the last bit at any thread count. BLAS is kept
+on one thread while tinydgl is imported (`blas_own_threads` gives it back); `set_num_threads(n)` or
+TINYDGL_NUM_THREADS sets the count. Design notes (why, piece sizes, busy machines): docs/design/threads.md.
 """
 from __future__ import annotations
 
@@ -79,7 +27,7 @@ from .backend import array_namespace, is_numpy_like
 THREAD_VARIABLES = ("TINYDGL_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # No piece of split work touches fewer bytes than this, so work under twice this runs on the calling thread
-# (see the module docstring for how it was chosen: benchmarks/bench_threads.py --calibrate).
+# (docs/design/threads.md says how it was chosen: benchmarks/bench_threads.py --calibrate).
 MIN_PIECE_BYTES = 256 * 1024
 
 # Split work is cut into at most this many pieces per thread: a helper that loses its core in the middle
@@ -123,14 +71,14 @@ def _from_environment() -> int:
 
 
 def num_threads() -> int:
-    """The number of threads tinydgl's NumPy ops use (see the module docstring for where it comes from)."""
+    """The number of threads tinydgl's NumPy ops use (where it comes from: docs/design/threads.md)."""
     return _setting if _setting is not None else _from_environment()
 
 
 def set_num_threads(n: int | None) -> None:
     """Use `n` threads for tinydgl's work (None: follow the environment again).
 
-    BLAS stays on one thread at any count (see the module docstring); `blas_own_threads` gives it its own
+    BLAS stays on one thread at any count (docs/design/threads.md); `blas_own_threads` gives it its own
     count back for a block of your own code.
     """
     global _setting

@@ -6,21 +6,10 @@
         for x, y in loader:          # x: float32 (B, C, H, W) on the active backend's device; y: int64 (B,)
             ...
 
-Reproducibility. Everything random about epoch e (the order, the crops, the flips) is drawn from generators
-seeded with (seed, e[, batch]) alone, never from state carried over from earlier epochs. So after a crash,
-``set_epoch(k)`` (and ``start_batch``, for a crash mid-epoch) reproduces epoch k exactly, whether or not
-epochs 0..k-1 ran in this process. Iterating without `set_epoch` runs epochs 0, 1, 2, ... in turn.
-
-Extra passes. `fresh_pass(epoch, batches)` serves the first batches of *another* shuffled, augmented pass
-over the same data, with its own order and crops (a separate `stream` of the same seed): what batch-norm
-recalibration reads after epoch e (docs/protocol.md, section 1: the official code starts a new iterator over the
-training loader), reproducible like every epoch and independent of the training pass.
-
-Overlap. With ``prefetch > 0`` a background thread assembles, augments and normalises the next `prefetch`
-batches (NumPy releases the GIL in its copies and arithmetic) while the caller computes. The move to the
-device (`tinydgl.backend.asarray`) happens in the caller's thread, since the active backend and CuPy's
-current device belong to it. An exception in the thread is re-raised in the caller; abandoning the iterator
-(``break``, garbage collection, `close()`) stops the thread.
+Everything random about epoch e is drawn from (seed, e[, batch]) alone, so `set_epoch(k)` (and
+`start_batch`) reproduces epoch k exactly after a crash. `fresh_pass` serves another pass for batch-norm
+recalibration; with `prefetch > 0` a thread prepares the next batches while the caller computes.
+Design notes (reproducibility, extra passes, the prefetch thread): docs/design/data-loader.md.
 """
 from __future__ import annotations
 

@@ -2,29 +2,14 @@
 
     loss, dout = local_loss(head, out, y, label_smoothing)      # what LocalModule.local_loss calls
 
-`local_loss` runs a local head on a block output and returns (loss, gradient with respect to the output),
-filling the gradients of the head's learned parameters (LLS-M's m, LLS-MxM's M, local-losses' weight).
-Two ways, same numbers:
+Returns (loss, gradient with respect to the block output) and fills the gradients of the head's learned
+parameters. Composed (the reference, the fallback): the head's own layers, about 40 array calls. Fused:
+one numba-cuda launch (`local_loss_cuda.launch`) plus one matmul, used when the arrays are CuPy arrays,
+numba-cuda is installed and the head is `fusable` (pool? -> L2Normalize? -> bias-free linear chain ->
+Scale?: LLS, LLS-M, LLS-MxM, local-losses). TINYDGL_FUSED_KERNELS=0 or `fused=False` turns it off.
+**Not yet run on a GPU**: the fused path is tested in numba's CUDA simulator only.
 
-- **composed** (the reference, and the fallback): the head's own layers, forward then backward — pooling,
-  normalisation, projection, scale, `F.softmax_cross_entropy` — about 40 array calls for a head pooled to 4 x 4 (each a launch on CuPy).
-- **fused**: `local_loss_cuda.launch`, the whole loss and its gradient in one numba-cuda launch, plus one
-  matmul for the learned parameters' gradient. Used automatically when the arrays are CuPy arrays,
-  numba-cuda is installed (`pip install tinydgl[gpu]`) and the head has the LLS shape (below). Turn it off
-  with the environment variable ``TINYDGL_FUSED_KERNELS=0`` (read at each call) or `fused=False`, to
-  compare the two; `fused=True` forces it (NumPy arrays then need numba's simulator, as the tests use).
-
-The heads the fused kernel understands (`fusable`): an optional `AdaptiveAvgPool2d(p), Flatten()`, an
-optional `L2Normalize()`, then a **chain of bias-free linear layers** (`FixedLinear`, `ClassScale`,
-`PooledLinear`, `Linear(bias=False)`), then an optional `Scale(1/T)`. That is LLS, LLS-M, LLS-MxM (also
-reduced) and local-losses. Any other head (DGL's auxiliary classifiers, ...) runs composed.
-
-How a new variant plugs in: write its projection as such a chain of layers (or as a new bias-free linear
-layer with forward/backward, like `ClassScale`). Nothing else changes: the chain applied to the identity
-is the kernel's projection matrix W (d, K), and since the logits are linear in W the chain's own backward,
-given dL/dW = scale * z.T @ dlogits, fills its parameters' gradients.
-
-**Not yet run on a GPU**: the fused path is tested in numba's CUDA simulator only (see local_loss_cuda).
+Design notes (the two paths, the heads, how a new variant plugs in): docs/design/kernels.md.
 """
 import functools
 import os
@@ -60,7 +45,7 @@ def fused_enabled():
 
 def fusable(head):
     """The head read as the kernel's arguments: dict(pool, normalize, chain, scale), or None when the head
-    is not of the form pool? -> L2Normalize? -> bias-free linear chain -> Scale? (see the module docstring)."""
+    is not of the form pool? -> L2Normalize? -> bias-free linear chain -> Scale? (docs/design/kernels.md)."""
     layers = list(getattr(head, "layers", []))
     pool = None
     if len(layers) >= 2 and isinstance(layers[0], AdaptiveAvgPool2d) and isinstance(layers[1], Flatten):

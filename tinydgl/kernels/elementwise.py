@@ -1,24 +1,14 @@
 """The optimizers' updates as one fused CuPy kernel each: one launch updates a parameter and all its state
-(and batch norm: its running statistics, centring, scale-and-shift and training-mode dx, one launch each;
-max pooling: one launch per window offset, forward and backward; LeakyReLU, one launch each way).
+(and batch norm, max pooling and LeakyReLU: one launch per pass).
 
     fused_update("adam", xp, g, step_size, ..., p, m, v)   # p, m, v are updated in place, on the GPU
 
-Written out as array operations (tinydgl/optim.py, the readable form that NumPy runs), an Adam step is 13
-array calls per parameter, and on CuPy each call is a kernel launch costing ~10 us of host time: 234
-launches per SmallConv step for the optimizer alone. Here each update is a `cupy.ElementwiseKernel`: the
-same arithmetic, element by element, in one launch. The readable form stays the reference; the tests check
-the two agree.
+The readable form (tinydgl/optim.py, what NumPy runs) is 13 array calls per Adam parameter, each a launch
+on CuPy. Each kernel is written twice in `KERNELS`: `operation`, the CUDA C body CuPy compiles, and `twin`,
+the same arithmetic on NumPy that the CPU stand-in for CuPy runs (`PYTHON_TWINS`). **The CUDA source is only
+compiled on a real GPU: it has not run yet.** TINYDGL_FUSED_KERNELS=0 turns the fused updates off.
 
-Each kernel is written twice, side by side in `KERNELS`:
-- `operation`: the CUDA C body CuPy compiles (per element; the names are those of `in_params` and
-  `out_params`; outputs are read and written in place);
-- `twin`: the same arithmetic in Python on NumPy arrays, term by term in the readable form's order. It is
-  what the CPU stand-in for CuPy (tests/cupy_standin/) runs when the code calls the kernel, since there is
-  no CUDA compiler there. **The CUDA source itself is only compiled on a real GPU: it has not run yet.**
-  `PYTHON_TWINS` maps each kernel's name to its twin for the stand-in to find.
-
-Turn the fused updates off (back to the readable form on CuPy) with TINYDGL_FUSED_KERNELS=0.
+Design notes: docs/design/kernels.md, "The optimizers, batch norm and pooling as fused CuPy kernels".
 """
 import weakref
 from dataclasses import dataclass

@@ -1,34 +1,13 @@
 """2-D convolution (cross-correlation, as in every deep-learning library) via im2col + one matrix product.
 
-The idea (lesson 3): every output pixel is a dot product between one kh x kw x C patch of the input and a
-filter. Copy all patches into the rows of a matrix `cols` (M = N*H_out*W_out rows, K = kh*kw*C columns) and
-the whole convolution becomes one matrix product `cols @ w_col`, which BLAS (or cuBLAS) runs at full speed.
+Every output pixel is a dot product between one kh x kw x C patch of the input and a filter: copy all
+patches into the rows of `cols` (M = N*H_out*W_out rows, K = kh*kw*C columns) and the convolution is one
+product `cols @ w_col`. x: (N, C, H, W), w: (F, C/groups, kh, kw) -> out: (N, F, H_out, W_out), stored
+channels-last in memory. `cols` is built in batch slices that fit `WORKSPACE_BYTES` and never kept; with one
+group, dx adds each kernel offset's product back (`_input_grad_by_offset`), with groups it scatters dcols
+(`col2im`). `_im2col_sliced` is the portable twin of the strided fast path; copies run on every core.
 
-Layout choices that make it fast, and why:
-- Inside the op we work *channels-last* (N, H, W, C). A patch row is then kh*kw runs of C contiguous
-  numbers, so building `cols` copies contiguous memory, and the product's result (M, F) already *is* the
-  output in (N, H_out, W_out, F) order: returning it as an (N, F, H_out, W_out) *view* costs nothing.
-  The next elementwise ops keep that layout, and the next conv's channels-last view is free again.
-- Gradients: dw = cols^T @ dout is one more product. dx is the adjoint of im2col: each of the kh*kw kernel
-  offsets adds its share back onto the strided slice of the input it read. With one group we compute
-  each share as its own product, dout @ w[:, :, i, j]^T, a contiguous (M, C) block (`_input_grad_by_offset`);
-  with groups we form all of dcols = dout @ w_col^T first and scatter it (`col2im`). Same sum, but the first
-  never holds the (M, K) dcols matrix, which is as large as `cols`.
-- Groups (depthwise convs in MobileNet) batch the product over groups: (G, M, K/G) @ (G, K/G, F/G).
-- With one group every product is a plain 2-D one, which NumPy passes to BLAS in a single call.
-- Memory: `cols` is kh*kw times larger than the input (604 MB for VGG8's second conv at batch 128), so we
-  never keep it. The cache holds the padded input, and `cols` is built in slices of the batch that fit a
-  fixed workspace (`WORKSPACE_BYTES`, like cuDNN's workspace), once for the forward product and again for
-  dw in backward. That costs a second patch copy per step but bounds a conv's extra memory, which is what
-  lets a local learner hold only one block's activations at a time.
-
-Only `im2col` has a NumPy/CuPy-specific fast path (a zero-copy strided window view); `_im2col_sliced`
-builds the same matrix from kh*kw standard slices and is used for every other array library. Tests check
-that both agree.
-
-On NumPy the copies between the products (padding, the patch matrix, the bias, adding each offset's input
-gradient back) run on every core, one slice of the batch per thread (`tinydgl.threads`); the products
-themselves are BLAS's, on its own threads. Every element is computed the same way at any thread count.
+Design notes (the layout choices and why, memory): docs/design/convolution.md; lesson 3 builds it.
 """
 import numpy as np
 
@@ -187,7 +166,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
 
     x: (N, C, H, W), w: (F, C // groups, KH, KW), b: (F,) or None.
     Returns out: (N, F, H_out, W_out) with H_out = (H + 2*padding - KH) // stride + 1, and a cache.
-    `out` is stored channels-last in memory (see the module docstring); its shape and values are NCHW.
+    `out` is stored channels-last in memory (docs/design/convolution.md); its shape and values are NCHW.
     """
     _check_conv_args(x, w, b, stride, padding, groups)
     xp = array_namespace(x, w, b)

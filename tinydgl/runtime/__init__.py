@@ -1,45 +1,15 @@
 """The parallel runtime: training spread over worker processes (one machine) or MPI ranks (machines).
 
-Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so module j+1 only
-needs module j's output batches; DNI sends back only each synthesizer's target, and learns from it late. This package runs each module (or group of modules) in its own worker;
-what sits between two consecutive workers is a bounded buffer of (activation, label) batches. It also runs
-data-parallel SGD (every worker a whole model copy), synchronous and asynchronous, on the same machinery:
+Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so each module (or
+group) runs in its own worker, joined to the next by a bounded buffer of (activation, label) batches; DNI
+also sends each synthesizer's target back. Data-parallel SGD, synchronous (`sync`) and asynchronous
+(`downpour`), runs on the same machinery. The rooms: `registry` (which engine, keyed by parallelism and
+transport, runs which trainer: the one place that decides), `shm_ring` (the buffer), `processes` (start,
+watch, stop), `links` and `pipeline` (the module pipeline, written once over a Source/Sink contract),
+`engine` (shared memory), `mpi_engine` (import it explicitly: it needs mpi4py), `data_parallel` (over
+shared memory or MPI), `flat` (parameters as one vector), `downpour`, `stages`, `metrics`, `epochs`. What a pipeline *would* do on J devices is `tinydgl.simulate`.
 
-- `shm_ring.SharedRing`: that buffer, in one shared-memory segment, with the replay policy of DGL's
-  Algorithm 2 (`policy="replay"`) or strict FIFO for synchronous pipelining (`policy="fifo"`).
-
-- `processes`: how every local engine starts, watches and stops its worker processes (`WorkerFailed`).
-
-- `engine.run_module_parallel`: starts J spawned workers (contiguous module groups), feeds the data into
-  the first ring, watches the workers (a dead one stops the run cleanly: `WorkerFailed`) and copies the
-  trained modules back into the parent's trainer (see the `shm_ring` docstring, "Faults, and what the
-  engine builds on this").
-
-- `registry`: which engine, keyed by (parallelism: module | sync | downpour, transport: shm | mpi), runs
-  which trainer (each trainer declares `parallel = (...)`); the only place that decides it.
-
-- `data_parallel.run_data_parallel`: synchronous data-parallel SGD (`--parallel sync`): W workers, one
-  model copy and one shard of every batch each, gradients averaged every step, through shared memory or
-  (`run_data_parallel_mpi`) MPI's Allreduce; `flat`: parameters and gradients packed into one vector.
-
-- `downpour.run_downpour`: Downpour SGD (`downpour`): W workers push gradients computed at stale weights
-  to the parent, a parameter server that applies each push as it arrives; staleness is recorded per push.
-
-- `stages`: what one worker runs (its modules, or for DNI/cDNI its groups and synthesizers) and how a
-  trainer is cut into stages. DNI's stages also talk *back*: each boundary has a second link, downwards,
-  carrying the synthesizer targets (the true or bootstrapped gradient), which arrive batches late.
-
-- `pipeline`: the module pipeline without its transport (the plan, `pipeline_worker_loop`: the loop every
-  module worker runs, and the result), over `links`: the contract (`Source`, `Sink`) that a `SharedRing`
-  and the MPI links implement;
-  `metrics.WorkerRecorder`: what each worker did and when (busy/idle, fresh/replayed/skipped batches,
-  staleness, occupancy, timeline), `metrics.work_summary` (the same in one line), `metrics.plot_timeline`;
-  `epochs.epochs_on_workers`: epochs, evaluation and checkpoints for every engine.
-
-- `mpi_engine` (import it explicitly: it needs mpi4py): the same module pipeline with one MPI rank per
-  worker, launched by `mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi ...`.
-
-What a pipeline *would* do on J devices (a throughput model, not a runtime) is `tinydgl.simulate`.
+Design notes (each file, the ring's layout and faults, MPI messages, the metrics): docs/design/runtime.md.
 """
 from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour

@@ -7,34 +7,12 @@ Where does each block's gradient come from? **From the block above it, as in bac
 other worker**: each worker runs `BackpropTrainer.train_step` on its shard of the batch (`shard_step`) with
 its optimizer wrapped in `AveragedGradients`, whose `step()` all-reduces the shard-size-weighted gradients
 and only then lets the real optimizer update. Every copy applies the same update to the same weights, so
-the copies stay identical and equal single-process SGD with the whole batch:
+the copies stay identical and equal single-process SGD with the whole batch (BatchNorm and dropout aside):
 
     grad of mean_{i in batch} loss_i = sum_w (n_w / B) * grad of mean_{i in shard w} loss_i
 
-One step, synchronised by the parent with semaphores (`go[w]`, `done[w]` per worker, one `arrived`):
-
-    parent: write batch (x, y, n) -> release every go[w] -> take `arrived` W times (rows written)
-            -> release every done[w] -> take `arrived` W times (rows read) -> next batch
-    worker: take go[w] -> copy its shard, forward + backward -> write its gradient row -> release arrived
-            -> take done[w] -> average the rows (same order, same arithmetic in every worker)
-            -> optimizer step -> release arrived
-
-The second round keeps a fast worker from overwriting its row while a slow one still averages. Not a
-`multiprocessing.Barrier`: its condition variable waits for every sleeper to acknowledge a wake-up, so
-aborting it while a dead worker "sleeps" in it hangs forever; a semaphore release never waits.
-
-Any batch size works (`shard_bounds`); a worker with an empty shard (n < W) contributes weight 0 and still steps.
-
-What is not the same as the single-process run (as in real data-parallel training):
-- BatchNorm uses each shard's batch statistics (no SyncBN), so the gradients differ from the whole batch's;
-  each worker also keeps its own running statistics, and the parent takes worker 0's at the end.
-- Dropout: every worker starts from the same generator state, so masks are not those of one process.
-Models without either (`cnn`, `mlp(batchnorm=False)`) match single-process SGD to rounding
-(tests/test_data_parallel.py checks 1e-10 in float64).
-
-Faults (`WorkerGroup`). A worker that died or raised stops the run: the parent sets the abort flag, releases
-every semaphore, stops every worker, unlinks the segment and raises `WorkerFailed` naming the worker; a
-worker whose parent died exits. NumPy backend only.
+Design notes (one step's semaphores, what differs from one process, faults): docs/design/runtime.md,
+"Synchronous data-parallel SGD".
 """
 from __future__ import annotations
 

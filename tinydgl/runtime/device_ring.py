@@ -1,24 +1,14 @@
 """A shared ring whose activations stay on the GPUs: CUDA IPC between two worker processes.
 
-UNTESTED ON A GPU: no GPU has run this file yet. It was written against CuPy 14's documented API; on the CuPy
-stand-in (tests/cupy_standin/) the engine always takes the fallback, a host-staged `SharedRing`, and the
-tests check that it does. Until a GPU runs tests/test_engine.py's `gpu` tests, treat the device path as a
-proposal; `TINYDGL_DEVICE_LINKS=0` turns it off.
+UNTESTED ON A GPU: no GPU has run this file yet (written against CuPy 14's documented API). On the CuPy
+stand-in the engine always takes the fallback, a host-staged `SharedRing`, and the tests check that it
+does; `TINYDGL_DEVICE_LINKS=0` turns the device path off. A `DeviceRing` keeps the `SharedRing` segment for
+the bookkeeping and the labels, but its activation slots are allocations in the producer's GPU memory,
+named by IPC handles; the consumer copies each batch device to device, and the producer's `finish` waits
+until the consumer has finished reading.
 
-Between two module-parallel workers on GPUs, a `SharedRing` copies every batch device -> host (the
-producer), host -> host (into and out of the segment) and host -> device (the consumer): 12.8 MB per batch
-at SmallConv's first boundary, 134 MB for VGG8. A `DeviceRing` keeps the same segment, slot states,
-policies and waits for the bookkeeping and the labels, but its activation slots are `slots` allocations in
-the producer's GPU memory:
-
-- the producer allocates them on its first `put` (one `cudaMalloc` each: an IPC handle names a whole
-  allocation, so slots cannot come from CuPy's memory pool) and writes each slot's IPC handle into the
-  segment; `put` copies the batch into its slot on the device and synchronises before the slot is READY;
-- the consumer opens the handles on its first `get` (`cudaIpcMemLazyEnablePeerAccess`) and copies a batch
-  out to its own device, device to device (`cudaMemcpy` with unified addressing: a peer copy when the two
-  GPUs differ), then frees the slot;
-- a producer's memory must outlive the consumer's reads, so the producer's `finish` waits until the
-  consumer has finished too (READ_TO_END), or the run was aborted.
+Design notes (why: the copies a host ring costs; allocation, peer copies, lifetime): docs/design/runtime.md,
+"Activations that stay on the GPUs".
 """
 from __future__ import annotations
 

@@ -14,35 +14,7 @@ weights, so the gradient is applied to weights it was not computed at. That gap 
 where the version counts the pushes applied so far. Every push is recorded (worker, fetched version,
 applied version = the version it creates, staleness) and summarised per worker and overall.
 
-The protocol (the parent process is the server; `fetch` every n_fetch steps, `push` every n_push steps):
-
-    parent = server + feeder                               worker w (one of W, each a model copy)
-    ------------------------------------------            ------------------------------------------
-    loader -> batches ----> [data ring, fifo] ----------->  get a batch (whoever is free takes the next)
-                                                            every n_fetch steps: wait for its own pushes
-    [shared weights + version] --(lock, copy)------------>    to be applied, then fetch (weights, version)
-                                                            forward + backward at the fetched weights
-                                                            accumulate the gradient
-    get a push <---- [push ring, fifo: (gradient, w, v)] <- every n_push steps (and at the end): push
-    p.grad = gradient; optimizer.step(); version += 1
-    write weights + version (lock); record staleness
-
-Why the server is the parent, why one shared data ring rather than fixed shards, why a worker reads its own
-writes before it fetches, and how this differs from synchronous data-parallel SGD: docs/parallel.md,
-"Downpour: choices, and why".
-
-BatchNorm caveat: the server only sees gradients; batch-norm running statistics are buffers, not
-parameters, so each worker keeps its own (computed on its batches, with its own stale weights) and the
-parent takes those of the worker that took the most steps (dp-sync takes worker 0's). Evaluation then uses
-statistics that do not quite belong to the server's final weights; models without BatchNorm (`cnn`,
-`mlp(batchnorm=False)`) have no such issue. Dropout: every worker starts from the same generator state, so
-the workers draw the same sequence of masks (on different batches).
-
-Faults (`data_parallel.WorkerGroup`). While it waits for anything (a free slot in the data ring, a push,
-the weights' lock) the parent checks the workers at least every POLL_S. A worker that died or reported an
-exception, or an exception in the server (the parent), stops the run: the abort flag is set in the weights'
-segment, both rings are aborted (blocked workers exit), every worker is stopped, every segment unlinked, and
-`WorkerFailed` names the worker. A worker whose parent died exits. NumPy backend only.
+Design notes (the protocol, its choices and why, BatchNorm, faults): docs/design/runtime.md, "Downpour SGD".
 """
 from __future__ import annotations
 

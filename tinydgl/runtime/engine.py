@@ -1,34 +1,15 @@
 """The module-parallel engine: the modules of a locally trained network in J worker processes.
 
-`run_module_parallel` runs the pipeline of `pipeline` (the plan, every worker's loop, the result) in
-spawned processes (`processes`), one per group, joined by shared-memory rings (`shm_ring`; and for DNI a
-second ring per boundary, downwards):
+`run_module_parallel` runs the pipeline of `pipeline` in spawned processes (`processes`), one per group,
+joined by shared-memory rings (`shm_ring`; for DNI a second ring per boundary, downwards):
 
     parent (reads the loader) -> ring 0 -> worker 0 -> ring 1 -> worker 1 -> ... -> worker J-1 (the loss)
 
-The parent feeds every data batch into ring 0 ("fifo"); workers never touch the data set.
+Stages travel by pickling over a socket pair and come back the same way into the parent's trainer. On CuPy
+worker w uses GPU devices[w % len(devices)] (untested: no GPU was available). A worker that dies aborts
+every ring and raises `WorkerFailed`; no process or segment outlives the run.
 
-Stages travel by pickling: each worker receives its stage (its `LocalModule`s: body, head, optimizer with
-its state; or its DNI groups and synthesizers) through a socket pair right after it starts (`processes.start_worker`
-says why not as a `Process` argument), and sends what it learned back the same way when it is done
-(`stage.state()`); the parent copies parameters, buffers (batch-norm statistics) and optimizer states into
-its own trainer (`trainer.load_pipeline_stage`), so `trainer.evaluate` and checkpoints work in the parent afterwards.
-
-GPUs. On the CuPy backend worker w uses GPU `devices[w % len(devices)]` (`--devices`, default every visible
-GPU): it selects the device before receiving its modules, so their arrays land there. Between workers,
-activations stay on the GPUs (`device_ring.DeviceRing`, CUDA IPC) where `device_links_available()`; else
-the rings hold host copies and each worker moves the batches it gets to its own device. Written with care
-but untested here: no GPU was available to this project (tests marked `gpu`); the stand-in takes the host
-path.
-
-Faults. The parent watches every worker's `Process.sentinel` (and its result pipe) with
-`multiprocessing.connection.wait`. If a worker dies before reporting, or reports an exception, the parent
-aborts every ring (blocked `put`/`get` everywhere raise `RingClosed` within `POLL_S`), joins the other
-workers (terminate, then kill, if they do not stop), closes and unlinks every ring it created and raises
-`WorkerFailed` naming the worker, its modules and its exit code. No process or segment outlives the run.
-
-BLAS threads. Each worker gets `threads_per_worker` BLAS/OpenMP threads: the variables are set in the
-parent's environment just while the workers start (spawn: the child reads them before importing NumPy).
+Design notes (stages, GPUs, faults, BLAS threads): docs/design/runtime.md, "On one machine".
 """
 from __future__ import annotations
 

@@ -1,41 +1,14 @@
 """The links between pipeline workers: one small contract, and its MPI implementation.
 
-A module-parallel worker (`pipeline.pipeline_worker_loop`) reads batches from a `Source` and writes what
-its stage produced to a `Sink`; DNI's workers also have a second pair pointing down, for the synthesizer
-targets. That is all a worker knows about its transport. Two transports implement the contract:
+A module-parallel worker (`pipeline.pipeline_worker_loop`) reads batches from a `Source` and writes what its
+stage produced to a `Sink` (DNI's workers have a second pair pointing down). Shared memory implements it
+with `shm_ring.SharedRing`; MPI with `MpiSink` on rank r and `MpiSource` on rank r+1 (rank 0 reads the
+loader through a `LoaderSource`). One batch is three messages (HEADER, X, LABELS: NumPy buffers, no
+pickling); a CREDIT gives the producer room for one more batch: handed back when a batch is served
+("fifo") or as soon as it is drained into a local `ReplayBuffer` ("replay"). `finish` ends with a stop
+header and a BYE, so nothing is left in flight.
 
-- shared memory, one machine: `shm_ring.SharedRing` is both ends of a link (a bounded ring of slots,
-  policy "fifo" or "replay");
-- MPI, one rank per worker: `MpiSink` on rank r and `MpiSource` on rank r+1, below; rank 0 reads the
-  loader itself through a `LoaderSource`.
-
-MPI messages. One batch = three messages (tags HEADER, X, LABELS), NumPy buffers sent with Isend, received
-with Recv into arrays of the right shape: no pickling. HEADER is int64 [samples, produced_at, serial, stop,
-origin] (origin: the data batch it was computed from, see `metrics`); the receiver knows the activation
-shape and dtype (every rank built the same model). A credit (tag CREDIT, one int64) gives the producer
-room for one more batch. The two policies of `shm_ring` map onto credits like this:
-
-- "fifo" (dgl, lls*): the producer starts with `slots` credits and spends one per batch; the consumer
-  hands a credit back when it *serves* a batch. So at most `slots` batches are in flight or waiting, and
-  the producer blocks when the consumer lags, like a full fifo ring. Batches are served in order, exactly
-  once: the weights equal the in-process trainer's.
-- "replay" (async-dgl): the consumer *drains* every batch that has arrived (Iprobe) into a local
-  `ReplayBuffer` (Algorithm 2's B_j: capacity M, push replaces the oldest) and hands the credit back at
-  once; it serves by `replay_choice` (fewest uses, then the freshest, under the reuse cap) and counts an
-  empty poll when nothing is servable. So the producer waits only if `slots` batches are still on the
-  wire, undrained, i.e. if the consumer is in the middle of one long step; it never waits for a batch to
-  be used.
-
-A clean end (`finish`). After its last batch a producer sends a HEADER with stop=1 and then reads credits
-until a BYE (credit -1). A consumer, after its last step, drains its input until that stop header (in
-replay it may finish its steps first: what still arrives is discarded, but credited, so the producer is
-never stuck), then sends BYE. MPI keeps the messages of one (source, tag) in order, so the BYE is the last
-message on CREDIT: when the producer reads it no credit is left unread, and every batch has been received,
-so its Isends complete. Nothing is left in flight when the ranks move on to the end-of-epoch collectives.
-
-CuPy (untested: no GPU in CI). The worker hands a sink host arrays (`to_numpy`), so sending is always
-staged through host memory; an `MpiSource` with on_device=True (CUDA-aware MPI) receives straight into
-device memory, else into a host array moved to the device with `asarray`.
+Design notes (credits per policy, the clean end, CuPy): docs/design/runtime.md, "Links, and the MPI transport".
 """
 from __future__ import annotations
 
@@ -119,7 +92,7 @@ class LoaderSource:
 
 # --- over MPI: the sending and receiving ends of one link (rank r -> rank r+1) -------------------------------
 class MpiSink:
-    """Rank r's output: `put` sends a batch to rank r+1 when a credit allows it (see the module docstring); a `Sink`."""
+    """Rank r's output: `put` sends a batch to rank r+1 when a credit allows it (docs/design/runtime.md); a `Sink`."""
 
     def __init__(self, comm, dest, credits, dtype, tags=(HEADER, X, LABELS, CREDIT)):
         self.comm, self.dest, self.credits, self.dtype = comm, dest, int(credits), np.dtype(dtype)

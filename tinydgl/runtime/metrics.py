@@ -1,46 +1,14 @@
 """What each worker of a parallel run did, and when: busy/idle time, what it learned from, staleness, replays,
 buffer occupancy.
 
-Every worker of the parallel engines (module-parallel, local and MPI; dp-sync; Downpour) owns one
-`WorkerRecorder`. The worker loop tells it when it started waiting for a batch, when it got one (with what
-the buffer said about it), and when it finished computing; the recorder keeps running sums and a bounded
-*timeline* of busy intervals, and `summary()` turns them into the JSON-ready dict that lands in the
-metrics file:
+Every worker of the parallel engines owns one `WorkerRecorder`; the worker loop tells it when it waited,
+what it got and when it finished computing, and `summary()` gives the JSON-ready dict of the metrics file
+(steps, samples, busy/idle seconds, fresh/replayed/skipped batches, empty polls, staleness, occupancy, the
+timeline). A step is fresh when the worker has not learned from its batch's *origin* (the data batch it
+was computed from) yet; `pipeline_counts` reports the minimum over workers of fresh samples as the run's
+samples. `plot_timeline` draws the timelines as a Gantt chart.
 
-    steps, samples (every step's samples, replays included), busy_seconds, idle_seconds, busy_fraction,
-    samples_per_second (samples / (busy + idle): how fast this worker computed, replays included),
-    fresh_batches / fresh_samples (steps on data this worker had never learned from),
-    replayed_batches / replayed_samples (steps on data it had learned from before),
-    skipped_batches (data batches of the run it never learned from: overwritten in a replay buffer first),
-    empty_polls (looks into a replay buffer that found nothing servable; the worker waited),
-    staleness_mean / staleness_max, occupancy_mean (batches waiting in the input buffer when one was
-    taken), timeline [[start, end], ...]
-
-What counts as the same data. Every batch a pipeline stage passes on carries its *origin*, the number of
-the data batch it was computed from (`RingEntry.origin`). A step is fresh when this worker has not learned
-from that origin yet. Counting `uses == 1` would do for the second stage only: a stage that replays a
-batch pushes a brand-new entry computed from the same data, which the third stage would count again.
-
-The run's throughput (docs/protocol.md, section 4). A module pipeline has learned from a sample only once
-*every* stage has, so `pipeline_counts` reports the minimum over workers of fresh samples as the run's
-"samples" and "samples_per_second", next to "fed_samples" (what the data-reading worker took).
-`work_summary` says in one line, for the epoch's log, when some stage skipped or replayed batches.
-
-Staleness of a batch, in a module pipeline: how many more batches the producing worker had pushed into
-the buffer between pushing this one and our taking it, i.e. how many updates the module below made since it
-computed these activations (0 = the freshest possible; in FIFO it grows with the buffer's backlog, in
-replay with reuse). Timeline times are seconds since the run started (`time.time()` of the parent, passed
-to every worker; the clocks of processes on one machine agree; across machines they are as good as NTP).
-
-`plot_timeline` draws the timelines of a run's workers as a Gantt chart (one row per worker, a bar per
-busy interval): where the pipeline's bubbles are is easier to see than to read. For DNI it also marks, in
-black, each synthesizer target that came back from the worker above, when it was learned from.
-
-Targets that come back (DNI on the module-parallel engines, `fed_back`): a worker whose top synthesizer
-learns from the stage above counts the targets it received, how late each came (in batches: how many more
-batches the worker had run since the one the target is for), and the regression loss it gave; the summary
-adds targets_received, target_lateness_mean / _max / _counts, synthesizer_loss_mean / _last and
-feedback_timeline.
+Design notes (every field, staleness, DNI's returning targets): docs/design/runtime.md, "What each worker did".
 """
 from __future__ import annotations
 

@@ -1,30 +1,14 @@
 """The module pipeline, written once for every transport: the plan, the worker's loop, the result.
 
-Local learning (DGL, LLS, async DGL) sends nothing backwards across a module boundary, so module j+1 only
-needs module j's output batches. The trainer's units (its modules; for DNI, its groups) are cut into J
-contiguous groups (`split_modules`), one *stage* per worker (`stages`), and consecutive workers are joined
-by links (`links`). Two transports run it, and add only their workers and their links:
-`engine.run_module_parallel` (processes of one machine, shared-memory rings) and
-`mpi_engine.run_module_parallel_mpi` (the ranks of an MPI job, MPI messages).
+The trainer's units (its modules; for DNI, its groups) are cut into J contiguous groups (`split_modules`),
+one stage per worker (`stages`), joined by links (`links`). Worker w gets a batch from its input link, runs
+its stage and puts the output and labels into its output link. Links are "fifo" for `dgl` and `lls*` (the
+weights equal the in-process trainer's) and "replay" for `async-dgl`; DNI also sends each synthesizer's
+target back down a second link. Samples per second counts the samples every module learned from.
+Two transports add only their workers and links: `engine.run_module_parallel` (shared memory) and
+`mpi_engine.run_module_parallel_mpi` (MPI ranks).
 
-- Worker w gets a batch from its input link, runs its stage (for local trainers `LocalModule.step` of each
-  of its modules in order, as in synchronous DGL) and puts the output and labels into its output link.
-  The first worker's input is the data, each batch once, in the loader's order; the last worker keeps the
-  losses of its last module (the network's own loss).
-- Links use policy "fifo" for `dgl` and `lls*` (synchronous pipelining: every module sees every batch, in
-  order, so the weights equal the in-process trainer's) and "replay" for `async-dgl` (Algorithm 2, buffer
-  size and reuse cap from the trainer). In replay a worker whose input has nothing servable counts an
-  *empty poll*; a fifo worker stops after as many steps as there are data batches, a replay worker once
-  its producer has stopped and every batch it left has been served once. The trainer's simulated schedule
-  (`schedule`, `slow_module`, `slowdown`) is not used: the workers' real speeds are the schedule.
-- DNI and cDNI also send something *back* across each boundary: the gradient the upper worker's lowest
-  group passes to its input, the target of the synthesizer at the top of the worker below. Each boundary
-  then has a second link, downwards, and the worker below trains that synthesizer when the target arrives,
-  batches later (how late is in its metrics); with BP(lambda) > 0 it waits for it (lock-step).
-- Samples per second (docs/protocol.md, section 4) counts the samples *every* module learned from: the
-  minimum over workers of fresh samples (`metrics.pipeline_counts`). In replay a later worker may replay
-  batches (steps, but nothing new) and skip others (overwritten before it took them). Every batch carries
-  its data batch's number (`origin`) from link to link, so "fresh" means new data, not a new entry.
+Design notes (stopping rules, DNI's targets, fresh data): docs/design/runtime.md, "The module pipeline".
 """
 from __future__ import annotations
 

@@ -1,66 +1,16 @@
 """A bounded buffer of (activation, label) batches in shared memory, between two worker processes.
 
-In the module-parallel runtime each module (or group of modules) runs in its own process. Module j's worker
-puts every batch it produces into a `SharedRing`; module j+1's worker gets batches out of it. The ring is
-one `multiprocessing.shared_memory.SharedMemory` segment cut into M fixed-size *slots*, so a batch crosses
-processes with two memory copies (into the slot, out of the slot) and no pickling:
+One `SharedMemory` segment cut into M fixed-size slots, so a batch crosses processes with two copies and
+no pickling:
 
     segment = [ring header | M slot headers | M activation slots | M label slots]
 
-- ring header (int64): batches pushed and served, batches overwritten before anyone used them, waiter
-  counts, the `aborted` flag and the `stopped` flag (`finish`: the producer will put nothing more);
-- slot header (int64, one row per slot): state (FREE / WRITING / READY / TAKEN), number of readers copying
-  out of it, serial (push order), produced_at (the producer's step or weight version, for staleness),
-  samples (the batch size), uses (times served) and origin (the data batch it was computed from);
-- activation slot: room for `max_batch` samples of `sample_shape` and `dtype` (64-byte aligned);
-- label slot: `max_batch` int64 labels.
+Policy "fifo": every batch served once, in order (`put` blocks when full). "replay" (DGL Algorithm 2, the
+policy of `trainers.buffers.ReplayBuffer`): `put` never waits and replaces the oldest batch; `get` serves the
+least-used, freshest batch, up to `reuse_cap` times. `get` returns a copy; `put` copies before returning. The
+creator owns and unlinks the segment; `abort()` makes every `put`/`get` raise `RingClosed` within `POLL_S`.
 
-Two policies, i.e. what happens when the ring is full or has nothing new:
-
-- `"fifo"`: strict first-in, first-out, every batch served exactly once. `put` blocks while all M slots
-  hold unread batches; `get` blocks while none does. This is synchronous pipelining (Algorithm 1 of DGL
-  run across processes): module j may run at most M batches ahead of module j+1.
-- `"replay"`: Algorithm 2's buffer B_j, the policy of `tinydgl.trainers.buffers.ReplayBuffer` (same
-  selection function, `replay_choice`): `put` never waits for the consumer, a push into a full ring
-  replaces the oldest batch; `get` serves, among stored batches with the fewest uses, the freshest, and
-  a batch is kept after it is served, so a slow producer's batches are reused. With `reuse_cap`, a batch
-  served that many times is not served again; `get(timeout)` returns None when nothing is servable
-  (within the timeout), and the caller counts a skip.
-
-Synchronisation. A `multiprocessing.Lock` guards all headers; it is held only to read or change a few
-integers, never during a copy. Copies go into and out of a slot while the slot is *reserved* in its
-header: a producer writes a slot in state WRITING, which no consumer looks at; a consumer copies out of a
-slot whose `readers` count (replay) or TAKEN state (fifo) stops any producer from reusing it. So a
-producer never overwrites a batch while a consumer is reading it, and a consumer never sees half a batch.
-Blocking uses semaphores, not `multiprocessing.Condition`: a Condition's `notify` waits for each sleeper
-to wake up, so a waiter killed with SIGKILL would hang the notifier forever; a semaphore just keeps a
-count. In "fifo" the two semaphores count free slots and ready batches (the textbook bounded buffer); in
-"replay" they are wake-up signals ("a slot may be writable", "a batch may be servable"), released once per
-registered waiter, and every waiter re-checks the headers when it wakes.
-
-`get` returns a *copy* (a fresh NumPy array), never a view into the segment: it stays valid however long
-the caller keeps it, and the slot is free for the producer again as soon as `get` returns. `put` copies
-the caller's array into the slot before returning, so the caller may reuse or change its array at once
-(unlike `multiprocessing.Queue`, whose feeder thread pickles the array *later*: mutate it after `put` and
-the receiver sees the change). Arrays of any backend are accepted (moved to the host first); `get`
-returns NumPy arrays, which the worker moves to its own backend.
-
-Lifetime. The creating process owns the segment: `close()` (or leaving a `with` block) unmaps and unlinks
-it, and a `weakref.finalize` does the same if the ring is garbage-collected or the interpreter exits
-without `close()`. Other processes *attach* (`SharedRing.attach(ring.handle)`, or just pass the ring as a
-`Process` argument: it pickles as its handle) and only unmap on `close()`. Attach from processes started
-by the creator (spawn, forkserver or fork): they share its `multiprocessing` resource tracker, which also
-unlinks the segment if the creator itself is killed before it can (with a "leaked shared_memory" warning).
-
-Faults, and what the engine builds on this. A worker killed while blocked in `put`/`get` (waiting on a
-semaphore) holds nothing: the ring stays consistent and usable (tested with SIGKILL). A worker killed in
-the microseconds it holds the lock, or while it has a slot reserved, leaves the ring in a state nobody
-else can repair; the engine does not try to: it watches its workers (`Process.sentinel`), and when one
-dies it calls `abort()` on every ring, which makes every blocked or later `put`/`get` in every process
-raise `RingClosed` within `POLL_S` seconds (the flag is read without the lock, so this works even if the
-dead worker held it); a lock that stays held longer than `lock_timeout` raises `RingBroken`. Then the
-engine joins or kills the workers and closes the rings it created, by the names it recorded
-(`ring.name`), so no segment outlives the run.
+Design notes (headers, locking and semaphores, lifetime, faults): docs/design/runtime.md, "The shared-memory ring".
 """
 from __future__ import annotations
 
@@ -183,7 +133,7 @@ def _attach(handle, cls=None):
 
 
 class SharedRing:
-    """M slots of (activations, int64 labels) batches in one shared-memory segment; see the module docstring.
+    """M slots of (activations, int64 labels) batches in one shared-memory segment; see docs/design/runtime.md.
 
     slots: M, batches the ring holds. max_batch, sample_shape, dtype: the largest batch a slot holds,
     e.g. max_batch=128, sample_shape=(3, 32, 32), dtype="float32" (1.5 MiB per slot); smaller batches fit.
@@ -278,7 +228,7 @@ class SharedRing:
     def _check_open(self):
         if self._closed:
             raise RingClosed(f"Shared ring {self.name!r} was closed in this process; create or attach a new one.")
-        if self._ring[ABORTED]:  # read without the lock on purpose: see the module docstring
+        if self._ring[ABORTED]:  # read without the lock on purpose: docs/design/runtime.md, "Faults"
             raise RingClosed(f"Shared ring {self.name!r} was aborted (a worker failed or the run is stopping).")
 
     def _acquire_lock(self):

@@ -1,13 +1,8 @@
 """What one worker of the module-parallel engines runs (a *stage*), and how a trainer is cut into stages.
 
-Both module-parallel engines (`engine`: processes and shared-memory rings; `mpi_engine`: MPI ranks) cut a
-trainer into contiguous groups of *units* and give each worker one group, as a stage: for a local trainer
-its modules, stepped in order (`trainers/local.py`, `ModuleChain`: nothing crosses a boundary backwards);
-for DNI/cDNI its groups and synthesizers (`trainers/dni.py`, `SyntheticGradientStage`: each synthesizer's
-target comes back *later*, over a link in the backward direction; with BP(lambda) > 0 a stage waits for it
-before it updates, lock-step, and equals the in-process trainer).
-
-A stage answers, for the worker loop (`pipeline.pipeline_worker_loop`):
+The engines cut a trainer's units into contiguous groups, one stage per worker: a local trainer's modules
+(`ModuleChain`, trainers/local.py) or DNI's groups and synthesizers (`SyntheticGradientStage`,
+trainers/dni.py, whose targets come back down late). A stage answers, for `pipeline.pipeline_worker_loop`:
 
     step(x, y, origin) -> (loss, out)   run the stage on one batch (origin: its data batch number)
     message_below() -> array or None    what this step sends back to the stage below (after `step`)
@@ -17,18 +12,11 @@ A stage answers, for the worker loop (`pipeline.pipeline_worker_loop`):
     finish(message)                     (waits_for_above) complete this batch's update with the message
     state() -> picklable                what the worker learned, for `load_pipeline_stage` in the parent
 
-A trainer that declares `parallel = ("module",)` (runtime/registry.py) builds its own stages, so this file
-names no trainer:
-
-    pipeline_units() -> list            what is cut into groups (its modules, or DNI's groups)
-    pipeline_links() -> (policy, replay_slots, reuse_cap)   "fifo" or "replay" links (refuses what cannot run)
-    pipeline_stage(group, batches_per_epoch, start_epoch)   the stage of one worker (`ModuleChain` in
-                                        trainers/local.py, `SyntheticGradientStage` in trainers/dni.py)
-    load_pipeline_stage(group, state)   copy a worker's `stage.state()` back into the trainer
-    pipeline_unit_step(j) -> run(x, y)  one step of unit j on a scratch copy (for `unit_costs`)
-    talks_back                          True if its stages send messages back down (DNI)
-
-The engines call these; `unit_output_shapes` and `unit_costs` below ask them too.
+A trainer that declares `parallel = ("module",)` (runtime/registry.py) builds its own stages, so no trainer
+is named here: pipeline_units() (what is cut), pipeline_links() -> (policy, replay_slots, reuse_cap)
+("fifo" or "replay"; refuses what cannot run), pipeline_stage(group, batches_per_epoch, start_epoch),
+load_pipeline_stage(group, state), pipeline_unit_step(j) -> run(x, y) (one step of unit j on a scratch
+copy, for `unit_costs`) and `talks_back` (True if its stages send messages back down, as DNI's do).
 """
 from __future__ import annotations
 

@@ -1,30 +1,13 @@
 """Checkpoints that survive a crash at any moment, know what run they belong to, and are checked on resume.
 
-Arrays go in `.npz`, everything else in JSON, no pickle. Layout of a checkpoint directory:
+Arrays go in `.npz` (state-epoch0003.npz, state-epoch0003-step00120.npz), everything else in JSON, no
+pickle: latest.json is the newest checkpoint's record (position, history, RNG states, the run it belongs
+to, every array's shape, SHA-256 checksums), previous.json the one before it, lock.json the run writing
+here (`CheckpointLock`). Every file is written under a temporary name, flushed, then renamed; the rename of
+latest.json is the commit point. A damaged file is refused by name on resume (`which="previous"` still
+loads); a failed write raises `CheckpointWriteError` and leaves the previous checkpoint intact.
 
-    state-epoch0003.npz            arrays after 3 finished epochs: model parameters/buffers, auxiliary
-    state-epoch0003-step00120.npz  modules, optimizer buffers, the trainer's resume arrays (e.g. async DGL's
-                                   replay buffers); the second: 120 batches into epoch 4 (`--checkpoint-every`)
-    latest.json                    the newest checkpoint's record: where it is in training (epoch, step),
-                                   history, optimizer scalars, RNG states, what run it belongs to ("run":
-                                   trainer, model, dataset, the options that shape parameters, tinydgl
-                                   version; "shapes": every array's shape), the SHA-256 of its .npz, and the
-                                   SHA-256 of the record itself
-    previous.json                  the record before it, whose .npz is kept too (the last two are kept)
-    lock.json                      while a run writes here: who it is (pid, host, command, start time);
-                                   removed when the run ends (`CheckpointLock`)
-
-Writing is atomic: each file is written under a temporary name, flushed to disk, then renamed. The rename
-of `latest.json` is the commit point, so a run killed at any moment leaves either the previous complete
-checkpoint or the new complete one, never a half-written one. A file damaged afterwards (a disk error, a
-copy cut short) is found by its SHA-256 on resume and refused by name; `previous.json` is then still there
-to resume from (`load_checkpoint(..., which="previous")`, the command's `--resume previous`).
-
-A write that fails (a full disk, a quota, an I/O error) removes its temporary file and raises
-`CheckpointWriteError`: the checkpoint before it stays the latest, intact and loadable.
-
-One folder, one run: `CheckpointLock` refuses a second run that would write the same folder (two runs would
-overwrite each other's records), naming the first.
+Design notes (the layout, atomic writes, locks): docs/design/checkpoints.md.
 """
 import contextlib
 import errno

@@ -1,59 +1,15 @@
 """Asynchronous Decoupled Greedy Learning with replay buffers (DGL Algorithm 2), simulated in one process.
 
 Where does each block's gradient come from? **From its module's auxiliary head**, exactly as in `dgl`
-(every update is `LocalModule.step`). What changes is *when* each module runs and *which* input it sees:
-modules run at different speeds, so module j learns from batches that module j-1 produced some time ago
-and left in a replay buffer B_{j-1}, possibly several times over:
+(every update is `LocalModule.step`). What changes is *when* each module runs and *which* input it sees: a
+schedule draws which module runs next (modelling their relative speeds), and module j learns from batches
+module j-1 left in a replay buffer B_{j-1}, possibly several times over. Nothing runs in parallel here: the
+order of updates is what asynchrony does to learning. One `train_step(x, y)` is module 1's turn on x plus
+every event the schedule puts before its next turn; `stats()` counts fresh, replayed and skipped batches,
+reuse and staleness per module.
 
-    while training:
-        sample j ~ p                                  (p models the modules' relative speeds)
-        if j == 1: (x, y) <- next data batch           else: (x, y) <- B_{j-1}.take()   (idle if nothing)
-        x_j <- f_j(x); update module j on its local loss
-        if j < J: B_j.push(x_j, y)                     (replacing the oldest batch when full)
-
-As in the paper's simulation (`buffer_experiments/cifar_buffer.py`), nothing runs in parallel: the
-schedule decides the order of updates, and that order is what asynchrony does to learning.
-
-How `train_step(x, y)` maps onto the event loop: the data stream is the training loop's batches, so each
-call is the event that hands module 1 the batch x, plus every event the schedule puts before module 1's
-next turn. Concretely, a call (1) runs module 1 on x, then (2) keeps drawing modules and running their
-events until the schedule next picks module 1; that pick is kept for the next call. So one epoch of `fit`
-is one epoch of module 1, and module j > 1 runs about p_j / p_1 times per call. In the very first call,
-picks drawn before module 1's first turn are run too (as empty polls: every buffer is still empty), and
-the warm-up's two visits of module 1 span the first two calls.
-
-Per-module epochs, `module_epoch`. With "first" (default) an epoch ends when module 1's does, whatever the
-others have done: a slowed module has made fewer updates (about 1/slowdown as many). With "own", as in the
-official buffer experiment, each module makes one epoch of updates at its own pace: when the loop's batches
-are used up, `end_epoch` keeps the schedule running until every module has made as many updates this epoch as
-module 1; a module that is done still takes its turns, but only forwards in evaluation mode (no update) to
-feed the buffer above it, module 1 on batches of another pass over the training data (`more_batches`). The
-parallel engines keep "first" (their epoch is the data's).
-
-Round-robin scheduling with buffer_size=1 and no warm-up is synchronous DGL, exactly: each call runs
-modules 1..J in order, each on the batch its predecessor has just produced (tested bit for bit).
-
-Statistics (`stats()`, plain Python numbers for the metrics JSON), per module:
-- picks: times the schedule drew it; steps: updates it made; empty_polls: picks with nothing to learn from;
-- fresh_batches / fresh_samples: updates on data it had never learned from; replayed_batches /
-  replayed_samples: updates on data it had learned from before; skipped_batches: data batches module 1
-  took that it has not learned from (overwritten in a buffer, or still on their way). "The same data"
-  follows each batch's origin, the number of the data batch it was computed from, which every push
-  passes on: a module that replays a batch pushes a new buffer entry, but not new data. The samples every
-  module learned from, min over modules of fresh_samples (`fresh_samples_per_module`), are what `fit`
-  reports as samples per second (docs/protocol.md, section 4);
-- mean_reuse: updates per distinct buffered batch it learned from (1.0 = every batch used once);
-- mean_staleness: for each update, how many updates the *producing* module had made since it produced
-  that batch (0 = the batch came from the producer's current weights), averaged; max_staleness likewise;
-- dropped_unused (its input buffer): batches replaced before anyone learned from them.
-Module 1 learns from fresh data: reuse 1.0, staleness 0.
-
-Resume: weights, heads, optimizers and VQ codebooks are checkpointed (codebooks as auxiliary modules
-`codec0`, ...), and so is everything else the next event depends on (`resume_state`): every buffer's
-stored batches with their uses and provenance, the schedule (its generator, the warm-up still to do, the
-pick already made, the round-robin cursor), the counters and which data each module learned from, and the
-VQ codecs' generators. A run resumed from any checkpoint, mid-epoch included, is bit-identical to one
-that was never stopped (tests/test_long_runs.py).
+Paper: Belilovsky, Eickenberg, Oyallon, ICML 2020, Algorithm 2 (official simulation: cifar_buffer.py).
+Design notes (the event loop, per-module epochs, the statistics, resume): docs/methods/async-dgl.md.
 """
 import math
 

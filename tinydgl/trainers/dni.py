@@ -2,25 +2,14 @@
 
 Where does each block's gradient come from? **From a synthesizer** — a small model `M_i` that looks at the
 block's output `h_i` (and, for cDNI, the one-hot label) and predicts dL/dh_i. The block backpropagates that
-prediction through itself only and steps its optimizer at once: it never waits for the blocks above
-(update unlocking). Only the top block (the classifier) sees the true loss gradient.
-
-Each synthesizer learns by regression, mse(M_i(h_i), target_i), where the target is what block i+1 sends
-back to its input when it backpropagates *its own* gradient: the true gradient at the top interface,
-bootstrapped synthetic gradients below (Jaderberg et al., "Decoupled Neural Interfaces using Synthetic Gradients", ICML 2017).
+prediction through itself only and steps at once (update unlocking). Each synthesizer learns by regression
+on what block i+1 sends back to its input: the true gradient at the top, bootstrapped below.
 
     trainer = DNITrainer(model, lambda params: Adam(params, lr=1e-3), conditioned=True)   # cDNI
     loss = trainer.train_step(x, y)
 
-Blocks between two interfaces form a *group* trained by ordinary backprop inside the group; by default
-there is an interface after every block except the classifier.
-
-A note on speed. In one process DNI does *more* arithmetic than backprop: the same forward and backward
-passes through the model, plus a forward and backward pass and an optimizer step for every synthesizer (an
-MLP synthesizer with two 1024-unit layers has 1.6 M parameters, almost six times the 256-unit MNIST net). One
-epoch of mnist-small on `mlp` (batch 64, Adam, one CPU thread): bp 0.25 s, dni and cdni with MLP
-synthesizers 3.7 s, with linear synthesizers 0.35 s. Decoupling can only pay off when blocks run in
-parallel on separate devices, or when blocks update less often (`update_prob`).
+Paper: Jaderberg et al., "Decoupled Neural Interfaces using Synthetic Gradients", ICML 2017.
+Design notes (groups, why one process is slower than backprop): docs/methods/dni.md.
 """
 import copy
 

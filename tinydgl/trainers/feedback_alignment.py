@@ -1,37 +1,15 @@
 """The feedback-alignment family: FA, DFA, sign-DFA, DRTP, and the "shallow" floor.
 
 Where does each block's gradient come from? **From fixed random matrices** instead of the transposed
-weights of the blocks above (FA: Lillicrap et al., Nature Communications 2016; DFA: Nøkland, NeurIPS 2016;
-DRTP, sDFA and the shallow floor: Frenkel, Lefebvre, Bol, Frontiers in Neuroscience 2021). The forward pass is backprop's, the
-output layer (the last block) learns from the true gradient of the loss, and every hidden block l is
-handed a signal delta_l in place of dL/dh_l, which it back-propagates inside itself only:
+weights of the blocks above. The forward pass is backprop's and the output layer learns from the true
+gradient; every hidden block l gets a signal delta_l in place of dL/dh_l and back-propagates it inside
+itself only: FA sends each layer's gradient down through a fixed random B (dx = dout @ B^T); DFA
+delta_l = e @ B_l (e = softmax(z) - onehot(y)); sDFA sign(e) @ B_l; DRTP onehot(y) @ B_l (the label alone);
+shallow: no signal, only the output layer learns. Every B is drawn once from the run's seed.
 
-    FA       the backprop chain, but every linear/conv layer sends its gradient down through a fixed
-             random B of its weight's shape (dx = dout @ B^T): no weight transport, still backward-locked
-    DFA      delta_l = e @ B_l           e = softmax(z) - onehot(y), over the batch as in the loss
-    sDFA     delta_l = sign(e) @ B_l
-    DRTP     delta_l = onehot(y) @ B_l   the label alone: a block can learn as soon as its forward is done
-    shallow  no signal: hidden blocks keep their initial weights; only the output layer learns
-
-B_l has shape (classes, *shape of h_l); every B is drawn once from the run's seed and never learned.
-The output loss is softmax cross-entropy (loss="ce") or, as in the DRTP reference code, sigmoid + binary
-cross-entropy (loss="bce"; with `--model mlp --activation tanh --no-batchnorm`, its whole setting); the
-test loss the loop reports stays the softmax cross-entropy of the logits, for every trainer alike.
-
-How big the hidden signals are, `feedback_scale` (dfa, sdfa, drtp):
-- "mean" (default): divided like the loss's own gradient: by N (by N * classes for dfa with bce, whose
-  output error is the gradient of a mean over N * classes), so a hidden block's signal has the size of a
-  true gradient of the batch-mean loss, and one learning rate serves every trainer of a `compare`.
-- "sum": per sample e @ B, sign(e) @ B or onehot(y) @ B, which the weight gradient (x^T delta) then sums
-  over the batch: what the DRTP reference code's hook (`function.py`) hands back. The output layer still
-  learns from the mean loss. Under Adam the two are the same run (Adam divides the scale out); under the
-  reference's SGD/NAG at lr 1e-4 "mean" leaves the hidden layers N (or N * classes) times slower, which
-  cost dfa/sdfa/drtp 21-41 points after 5 epochs on Fashion-MNIST (benchmarks/RESULTS.md); the `drtp` recipe sets "sum".
-The default stays "mean" because tinydgl compares methods side by side at one --lr: with "sum", SGD at a
-rate that suits backprop would step the hidden layers 100-1,000 times too far.
-DRTP needs nothing from the layers above, so it is a local learner (`LocalTrainer`, one module per
-block) and runs on the module-parallel engine like LLS; DFA needs the output error of every batch sent
-back to every block, and FA the whole backward chain, so both run in one process.
+Papers: FA, Lillicrap et al., Nature Communications 2016; DFA, Nøkland, NeurIPS 2016; DRTP, sDFA and the
+shallow floor, Frenkel, Lefebvre, Bol, Frontiers in Neuroscience 2021.
+Design notes (the output loss, `feedback_scale` "mean" vs "sum", which engines): docs/methods/feedback-alignment.md.
 """
 import math
 

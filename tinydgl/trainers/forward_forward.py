@@ -1,98 +1,15 @@
 """Forward-Forward (Hinton 2022): every layer learns from its own "goodness", in forward passes only.
 
 Where does each layer's gradient come from? **From its own objective, on its own output**: positive data
-(an image with its true label written into it) should give the layer a high goodness g = sum(z**2),
-negative data (the image with a wrong label) a low one. Each layer's input is a constant, so no gradient
-ever crosses from one layer to another (Hinton, "The Forward-Forward Algorithm", arXiv 2212.13345; reference implementation:
-github.com/loeweX/Forward-Forward, `src/ff_model.py`).
+(the image with its true label written into its first pixels) should give the layer a high goodness
+g = sum(z**2), negative data (a wrong label) a low one; each layer's input is a constant. The trainer builds
+its own network (LengthNormalize -> Linear -> ReLU blocks, widths `ff_hidden`) from the `mlp` it is handed.
 
-Per training batch (x, y) of N images:
-- labels into pixels: the first 10 pixels of the first row (flat indices 0..9 of channel 0) are replaced
-  by one_hot(y) (positive), one_hot(wrong) with `wrong` drawn uniformly among the 9 other labels by a
-  seeded host generator (negative; its state is in `resume_state`), or 1/10 each (neutral);
-- one batch of 2N rows, positives then negatives, goes up the network; layer l is
-  z_l = relu(W_l n(z_{l-1}) + b_l) with n(v) = v / (sqrt(mean(v**2)) + 1e-8) (`LengthNormalize`; the
-  input is normalised too), so only the direction of the activity below is passed on;
-- layer l's loss: binary cross-entropy with logits g - d_l (d_l its width) against 1 / 0, mean over the
-  2N rows, plus `peer_norm` * mean((mean(r) - r)**2), r = 0.9 r_old + 0.1 * (mean activity of each unit
-  over the positives; the reference's running means, starting at 0.5: buffers of the auxiliary module
-  "peer_norm", checkpointed). Its gradient reaches W_l and b_l only;
-- the downstream linear classifier (auxiliary module "classifier": no bias, zero-initialised) learns with
-  cross-entropy from the neutral sample's normalised activities n(z_l) of every layer but the first,
-  concatenated, a constant input; its optimizer is its own.
-All gradients are taken at the weights the step started from, then both optimizers step: as the reference,
-which sums every loss and runs one backward and one SGD step with two parameter groups.
+    tinydgl train --trainer ff        # or: --recipe loewex-ff, the reference's SGD recipe
 
-`train_step` returns the **sum over layers** of each layer's loss (BCE + peer_norm * penalty): the
-quantity whose gradients train the network. The classifier's cross-entropy is not in it; `stats()` has it,
-with each layer's BCE and penalty of the last step.
-
-Predictions (both computed by `evaluate`; `ff_predict` chooses the one `predict`, hence the test accuracy
-of `fit` and the command, uses):
-- "linear" (default; the reference's main result): the classifier on the neutral sample;
-- "goodness": for each label c, embed c, run the network and add up the goodness of every layer but the
-  first; the label with the largest total wins. The 10 passes are one pass over 10N rows.
-`evaluate` returns {"accuracy", "loss"} of the chosen one plus "accuracy_linear", "loss_linear",
-"accuracy_goodness", "loss_goodness" (the cross-entropy of the goodness totals read as logits: not a
-trained quantity, only for completeness); `stats()["last_evaluation"]` keeps the last evaluation's four.
-Evaluating both costs 11 forward passes per test image, every epoch. Read the linear accuracy with care:
-after a few epochs on the bundled digits it is no better than the same classifier on the *untrained*
-network's random ReLU features (0.84 vs 0.84 for 200,200 in the learning test; 0.89 vs 0.91 for 3 x 1000
-after 3 epochs of Adam at 2e-4); the goodness prediction, at chance (0.06) for the untrained network, is
-what shows that the layers learned.
-
-ReLU's gradient, `ff_relu_grad`: "full" (default, the reference's ReLU_full_grad: backward passes the
-incoming gradient unchanged, `FullGradReLU`) or "true" (the ReLU derivative, `ReLU`). The goodness term's
-gradient 2 z dL/dg is 0 wherever z = relu(.) = 0, so the two differ only in the peer-normalisation term:
-with "full", a unit that is off for the whole batch is still pushed towards the mean activity (dead units
-come back), with "true" it is not. The default is the reference's, since that is what reproduces its
-numbers.
-
-How FF relates to `trainer.model`. The Trainer interface needs `self.model`, a `Sequential` of blocks, and
-the `tinydgl` command builds one with `--model`. FF's network is not the `mlp`: it has no batch norm and no
-head, normalises lengths before every layer, and is initialised as the reference (weights ~ N(0, 1/width),
-i.e. std 1/sqrt(out_features), biases 0). So the trainer **builds its own network** and makes it
-`self.model`: blocks [Flatten,] LengthNormalize -> Linear -> ReLU (or FullGradReLU), widths `ff_hidden`.
-The model it is handed is only read (input size, classes, dtype) and must be fully connected (`--model
-mlp`, which `tinydgl train --trainer ff` picks by default): any other model is refused with a ValueError
-rather than silently replaced by something else. This
-keeps everything that reads `trainer.model` true: the parameter count the command prints, checkpoints
-(`state_dict`: model + auxiliary modules "classifier" and "peer_norm" + both optimizers), and batch-norm
-recalibration, which has nothing to do (no batch norm: `recalibration_forward` is a no-op, and the loop
-skips it anyway). `predict`/`evaluate` are FF's own, above.
-
-Inputs. The reference feeds raw pixels in [0, 1] (the command's `--normalize none`, its default for ff and
-the `loewex-ff` recipe's); with `--normalize dataset` the loader gives (x/255 - mean)/std.
-The trainer takes the images as it is given them and undoes nothing. The label pixels hold the pixel values
-1, 0 and 1/10 *in the units of the input*: (value - input_mean) / input_std, with the loader's statistics
-of channel 0 (defaults 0 and 1: raw [0, 1] pixels, the reference's inputs, and then exactly 1, 0, 1/10).
-That matters: after the input's length normalisation, a label written as a raw 1 into standardised digits
-(RMS about 1, against about 0.3 for raw ones) is 3 times fainter relative to the image. Measured on the
-bundled digits (the learning test's setting, goodness / linear test accuracy): raw inputs 0.79 / 0.84,
-standardised with input_mean/input_std 0.69 / 0.83, standardised without them 0.44 / 0.75. The command
-passes the dataset's statistics (`cli.make_trainer`), so its labels are 1, 0, 1/10 in raw pixel units.
-
-Optimizer. The trainer calls `make_optimizer` twice, for the layers and for the classifier, and multiplies
-the classifier's learning rate and weight decay by `ff_classifier_lr_scale` and `ff_classifier_wd_scale`
-(both 10: the reference's 1e-2 vs 1e-3 and 3e-3 vs 3e-4). The rate's scale is applied to the optimizer's
-`base_lr` too, which the loop's epoch schedule multiplies (else the classifier would train at the layers'
-rate). The reference recipe (SGD, momentum 0.9, lr 1e-3,
-weight decay 3e-4, batch 100, 100 epochs, linear cool-down over the second half) is, from the command,
-`tinydgl train --recipe loewex-ff --dataset mnist --epochs 100 --seed 42` (`tinydgl.recipes`; the
-cool-down as loeweX computes it, `optim._cooldown`), and from Python `fit(..., lr_schedule="cooldown")` with
-`make_optimizer = lambda params: SGD(params, lr=1e-3, momentum=0.9, weight_decay=3e-4)`. It needs its many
-epochs: 3 epochs of it on the bundled digits (120 steps) gave 0.68-0.87. The command's general default,
-Adam at lr 2e-3, is too fast for 1000-unit FF layers (their deeper layers' units die or dominate; 1 epoch on
-the bundled digits: linear 0.47, goodness 0.03). So `--trainer ff` alone trains the reference's network on
-raw pixels, batch 100, with Adam at 2e-4 (`recipes.TRAINER_DEFAULTS`): 0.85 after 1 epoch, 0.889 after 3.
-
-Other differences from the reference, none of which changes the mathematics of a step: two optimizers
-instead of one with two parameter groups; the loader's last batch of an epoch is smaller (the reference
-drops it); the wrong labels come from the trainer's generator per step, not from the dataset per sample;
-the running means are checkpointed (the reference does not save them); the classifier's logits are not
-shifted by their maximum (which changes neither the loss nor its gradient).
-`tests/test_fidelity.py` checks, when torch is installed, that from the same weights, batches and wrong
-labels the trainer takes loeweX's steps (its losses written in torch, differentiated by autograd).
+Paper: Hinton, "The Forward-Forward Algorithm", arXiv 2212.13345; reference code github.com/loeweX/Forward-Forward.
+Design notes (the step, the two predictions, inputs, optimizer, differences from the reference):
+docs/methods/forward-forward.md.
 """
 import math
 

@@ -1,41 +1,15 @@
 """Forward gradients: learning from directional derivatives computed in forward mode, with no backward pass
-through the network (Baydin et al. 2022, "Gradients without backpropagation"; Ren et al., ICLR 2023,
-"Scaling forward gradient with local losses"; Fournier et al., ICML 2023, "Can forward gradient match
-backpropagation?").
+through the network.
 
 Where does each block's gradient come from? **From a directional derivative**: draw a random direction v,
-run the forward pass together with its tangent (`Module.jvp`, the ops' `*_jvp`), and read off the loss's
-derivative along v, d = grad L . v, a single number. Then g = d v is an unbiased estimate of the gradient
-(E[v v^T] = I for v ~ N(0, I)); averaging K directions divides its variance by K.
+run the forward pass with its tangent (`Module.jvp`, the ops' `*_jvp`), read the loss's slope along v,
+d = grad L . v, and take g = d v, an unbiased estimate of the gradient. `mode` "weight" perturbs the
+parameters, "activity" each block's output; `loss` "global" or "local" (DGL-style modules with heads);
+`guess="local"` pushes a local loss's gradient instead of a random direction (biased, far less noisy).
 
-- mode "weight" (weight perturbation): v moves every parameter of the network (or of the module, with local
-  losses) at once, and g = d v is the parameters' gradient. Its variance grows with the number of
-  parameters perturbed.
-- mode "activity" (activity perturbation, Ren et al. section 3): v moves each block's *output* instead (a
-  fresh direction per block, added to the tangent flowing through it), giving an estimate of the gradient
-  with respect to each block's output; each block then turns it into its parameters' gradient by a
-  backward pass through its own layers only. Fewer numbers are perturbed (activations, not weights), so
-  the estimate is less noisy.
-- loss "global": one loss, the network's own cross-entropy. loss "local": the network is cut into modules
-  like DGL's (`tinydgl.trainers.dgl`), each with an auxiliary head and its own loss; a module's tangent
-  reaches only its own loss, which is what makes the estimate's variance small (Ren et al.; Fournier et al.
-  section 4). In activity mode the heads learn from their exact local gradient (a few layers on top of the
-  block, whose inputs are constants): our choice; only the blocks' gradients are estimated.
-
-- guess "local" (Fournier et al. 2023, their best variant; with activity perturbation and the global loss):
-  the direction pushed into each hidden block's output is not random but a guess, the gradient of a local
-  loss (an auxiliary head on that block, `aux`, trained on it), one forward-mode stream per block. The
-  estimate is the global gradient projected on the guess, per example: (<grad L_n, guess_n> / |guess_n|^2)
-  guess_n, as in the official code's `compute_projection`. It is biased (only the part along the guess
-  survives) but far less noisy than a random direction. The top block's guess is the loss's own gradient,
-  so its projection is exact.
-
-Activity perturbation takes one slope per example (each example's loss along its own direction), as Ren et
-al. do: unbiased for networks whose examples do not interact. Batch norm makes them interact through the
-batch statistics, and the terms by which one example's direction moves another's loss are then left out
-(a bias of order 1 / batch size).
-
-Every module's input is a constant, as in DGL, so the local version has no update or backward locks either.
+Papers: Baydin et al. 2022, "Gradients without backpropagation"; Ren et al., ICLR 2023, "Scaling forward
+gradient with local losses"; Fournier et al., ICML 2023, "Can forward gradient match backpropagation?".
+Design notes (each option, the per-example slopes, batch norm): docs/methods/forward-gradient.md.
 """
 import math
 

@@ -1,34 +1,14 @@
-"""PEPITA: learning with two forward passes and no backward pass (Dellaferrera & Kreiman, "Error-driven
-input modulation: solving the credit assignment problem without a backward pass", ICML 2022; official code
-GiorgiaD/PEPITA, fully connected setting: `Tutorial_PEPITA_FullyConnectedNets_CIFAR-10.ipynb` and the NumPy
-`functions.py`, learn_type "ERIN").
+"""PEPITA: learning with two forward passes and no backward pass.
 
-Where does each block's gradient come from? **From the difference between its two forward passes.**
+Where does each block's gradient come from? **From the difference between its two forward passes.** Pass 1
+runs x and gives the error e = softmax(h_L) - onehot(y); pass 2 runs x + F e (F a fixed random matrix).
+Hidden block l: dW_l = (h_l - h_l^mod) (outer) h_{l-1}^mod / N; last block: dW_L = e_mod (outer)
+h_{L-1}^mod / N. Each signal goes to the block's Linear layer's own backward: no layer's math is copied
+here, and no gradient crosses a block boundary. Networks: `--model mlp --no-batchnorm`.
 
-    pass 1   h_l = f_l(h_{l-1}),  h_0 = x              e = softmax(h_L) - onehot(y)
-    pass 2   the input modulated by the error through a fixed random F:  x_mod = x + F e
-             h_l^mod = f_l(h_{l-1}^mod),  h_0^mod = x_mod         e_mod = softmax(h_L^mod) - onehot(y)
-    hidden block l   dW_l = (h_l - h_l^mod) (outer) h_{l-1}^mod / N      its own activations, no derivative
-    last block       dW_L = e_mod (outer) h_{L-1}^mod / N
-
-(gradients, so the optimizer steps W -= lr dW; the official code writes delta_w = -dW and W += eta delta_w).
-Each dW is an outer product of an output signal with the layer's modulated input: exactly what a Linear
-layer's own backward computes for that output gradient, so each block hands its signal to its Linear layer
-(kept from pass 2) and no layer's math is written here. No gradient crosses a block boundary.
-
-Choices, following the official fully connected code:
-- F: (input_dim, classes), U[-sqrt(6 / input_dim), sqrt(6 / input_dim)] * 0.05 (`--pepita-f-scale`), drawn
-  once from the run's seed; the input is modulated by adding F e (the paper's sign; F is symmetric anyway).
-- Optimizer: the official SGD with momentum 0.9, lr 0.01, batch 64 (`--optimizer sgd --momentum 0.9 --lr 0.01
-  --batch-size 64`); its schedule, x0.1 at epochs 60 and 90 of 100, is `--lr-schedule steps` (x0.1 after 60%
-  and after 90% of the epochs). The official momentum keeps the rate inside the velocity (v = 0.9 v + eta dW),
-  ours outside (PyTorch's), which differs only for the steps right after a decay.
-- Networks: `--model mlp --no-batchnorm` (Linear -> ReLU blocks; the official network is one 1024-unit
-  hidden layer, `--hidden 1024`). Not followed: the official layers have no bias (ours do and learn the bias
-  by the same rule, the outer product with a constant input 1), its weights start He-uniform (ours at the
-  library's PyTorch-style init) and it drops 10% of hidden units with one mask shared by both passes (we
-  use no dropout). Batch norm, convolutions and dropout are refused: the official conv version
-  (`main_pytorch.py`) is not implemented here.
+Paper: Dellaferrera & Kreiman, "Error-driven input modulation: solving the credit assignment problem without
+a backward pass", ICML 2022; official code GiorgiaD/PEPITA (fully connected, learn_type "ERIN").
+Design notes (F, the optimizer, where we differ from the official code): docs/methods/pepita.md.
 """
 import numpy as np
 
