@@ -300,7 +300,7 @@ def arange_like(x, n, dtype=None):
 def default_rng(seed=None) -> np.random.Generator:
     """A seeded host random generator; draws are moved to the device with `asarray`.
 
-    Drawing on the host makes one seed give the same numbers on every backend (see the module docstring).
+    Drawing on the host makes one seed give the same numbers on every backend (docs/design/backends.md).
     """
     return np.random.default_rng(seed)
 

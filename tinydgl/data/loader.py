@@ -100,7 +100,7 @@ class DataLoader:
 
     def fresh_pass(self, epoch: int, batches: int, stream: int = 1):
         """The first `batches` batches (at most an epoch's) of another pass over the data for `epoch`:
-        shuffled and augmented like training batches, in an order of its own (module docstring).
+        shuffled and augmented like training batches, in an order of its own (docs/design/data-loader.md).
         Does not change which epoch the next plain iteration runs."""
         host = self._host_batches(epoch, 0, max(0, int(batches)), stream)
         return self._to_device(host if self.prefetch <= 0 else _prefetch(host, self.prefetch))

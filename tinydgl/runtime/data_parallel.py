@@ -340,7 +340,7 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
         shm.close()
         shm.unlink()
 
-    # Every copy is the same; worker 0's also carries its own running statistics (module docstring).
+    # Every copy is the same; worker 0's also carries its own running statistics (docs/design/runtime.md).
     results = [group.results[w] for w in range(workers)]
     trainer.load_state_dict(results[0][4])
     return data_parallel_result([r[2] for r in results], [r[3] for r in results],

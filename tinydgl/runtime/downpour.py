@@ -263,7 +263,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 
     Each batch of `train_loader` is taken by one worker (whichever is free); a worker fetches the weights
     every `n_fetch` of its steps and pushes its summed gradients every `n_push` steps (and at the end); the
-    server applies each push with the trainer's optimizer as it arrives (module docstring). Afterwards the
+    server applies each push with the trainer's optimizer as it arrives (docs/design/runtime.md). Afterwards the
     trainer holds the server's final weights and optimizer state (and the batch-norm statistics of the
     worker with the most steps). Versions count the pushes applied in this run, from 0.
     threads_per_worker: BLAS threads of each worker. timeout: seconds before the run is stopped (None: no
@@ -329,7 +329,7 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
 
 
 def _downpour_result(trainer, results, records, batches_per_epoch, epochs, seconds):
-    """Load the batch-norm statistics of the worker that saw the most batches (module docstring, "BatchNorm
+    """Load the batch-norm statistics of the worker that saw the most batches (docs/design/runtime.md, "BatchNorm
     caveat": the weights and optimizer already are the server's) and build the run's dict."""
     buffers = max(results, key=lambda r: r[2]["steps"])[4]
     if buffers:

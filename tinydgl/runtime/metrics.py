@@ -65,7 +65,7 @@ class WorkerRecorder:
         """A batch was taken from the input buffer; `entry` is the buffer's `RingEntry` (or None: the data).
 
         Returns the batch's origin, the number of the data batch it was computed from, which the worker
-        passes on with its output (module docstring)."""
+        passes on with its output (docs/design/runtime.md)."""
         if entry is None or self.input_is_data:
             origin = self.steps  # the data reader takes every data batch once, in order: its steps number them
         else:

@@ -36,7 +36,7 @@ class AsyncDGLTrainer(DGLTrainer):
     float activations) or "vq" (`buffers.VQCodec`, `codebook_size` codewords, 2-D activations cut into
     sub-vectors of `vq_subvector` numbers); quantised_eval: evaluate through the codecs (see `predict`).
     seed: the schedule's random generator (and the heads', codecs'). module_epoch: "first" or "own"
-    (module docstring).
+    (docs/methods/async-dgl.md).
     """
 
     name = "async-dgl"
@@ -266,7 +266,7 @@ class AsyncDGLTrainer(DGLTrainer):
 
     # --- resume ---------------------------------------------------------------------------------
     def resume_state(self):
-        """Adds the buffers' contents and bookkeeping, the schedule and the counters (module docstring)."""
+        """Adds the buffers' contents and bookkeeping, the schedule and the counters (docs/methods/async-dgl.md)."""
         arrays, values = super().resume_state()
         buffers = []
         for j, buffer in enumerate(self.buffers):

@@ -117,7 +117,7 @@ class DFATrainer(OutputLoss, Trainer):
 
     def error_signal(self, dlogits, y):
         """What is projected to the hidden blocks: the output error e, as the loss's gradient divides it
-        (by N, or N * classes with bce) with feedback_scale "mean", per sample with "sum" (module docstring)."""
+        (by N, or N * classes with bce) with feedback_scale "mean", per sample with "sum" (docs/methods/feedback-alignment.md)."""
         if self.feedback_scale == "sum":
             per_sample = dlogits.shape[0] * (dlogits.shape[1] if self.loss == "bce" else 1)
             return dlogits * per_sample

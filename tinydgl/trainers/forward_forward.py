@@ -64,7 +64,7 @@ def _described_input(model):
 
 
 class FFTrainer(Trainer):
-    """Forward-Forward (module docstring). Options: ff_hidden (widths, default the reference's 3 x 1000),
+    """Forward-Forward (docs/methods/forward-forward.md). Options: ff_hidden (widths, default the reference's 3 x 1000),
     ff_relu_grad ("full" | "true"), peer_norm (weight, 0.03), ff_predict ("linear" | "goodness"),
     ff_classifier_lr_scale and ff_classifier_wd_scale (10, 10), input_mean and input_std (the loader's
     normalisation of channel 0, for the label pixels; 0 and 1: raw pixels), seed."""

@@ -30,7 +30,7 @@ FG_GUESSES = ("random", "local")
 
 
 class ForwardGradientModule(LocalModule):
-    """A LocalModule whose gradient is estimated from directional derivatives (see the module docstring)."""
+    """A LocalModule whose gradient is estimated from directional derivatives (docs/methods/forward-gradient.md)."""
 
     def __init__(self, body, head, make_optimizer, mode, directions, rng, label_smoothing=0.0, guess_heads=None):
         # guess_heads: one auxiliary head per block but the last, whose local gradient is that block's guess

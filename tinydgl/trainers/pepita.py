@@ -37,7 +37,7 @@ def block_linear(block, last):
 
 
 class PEPITATrainer(Trainer):
-    """PEPITA on a fully connected network (module docstring). f_scale: the scale of F (0.05)."""
+    """PEPITA on a fully connected network (docs/methods/pepita.md). f_scale: the scale of F (0.05)."""
 
     name = "pepita"
     forward_passes = 2  # the second, modulated pass is what the learning signal costs (train/compute.py)
