@@ -147,17 +147,31 @@ SECTIONS = {
              "mlp", "--sg-scale", "2"),
         case("--temperature applies to none of --trainers bp,dgl (it applies to lls, ...): add one of those or leave "
              "--temperature out.", "--trainers", "bp,dgl", "--temperature", "0.5", command="compare"),
-        case("--n-push applies to --trainer downpour only (with --workers W), not --trainer bp: leave it out.",
-             "--n-push", "2"),
-        case("--n-fetch applies to --trainer downpour only (with --workers W), not --trainer lls: leave it out.",
-             "--trainer", "lls", "--workers", "2", "--n-fetch", "2"),
-        case("--devices places worker processes on GPUs: add --workers J (and --backend cupy).", "--devices", "0"),
-        case("--trainer dp-sync is data-parallel: say how many workers with --workers W.", "--trainer", "dp-sync"),
-        case("--workers runs the modules of ... in parallel, or dp-sync, downpour on W model copies; --trainer bp "
-             "trains in-process only: leave --workers out. For data-parallel backprop, use --trainer dp-sync or "
-             "downpour.", "--trainer", "bp", "--workers", "2"),
-        case("--workers runs the modules of ... --trainer greedy trains in-process only: leave --workers out.",
-             "--trainer", "greedy", "--workers", "2"),
+        case("--n-push applies to --parallel downpour --transport shm only: add --parallel downpour --workers J, or "
+             "leave it out.", "--n-push", "2"),
+        case("--n-fetch applies to --parallel downpour --transport shm only, not --parallel module --transport shm: "
+             "leave it out.", "--trainer", "lls", "--workers", "2", "--n-fetch", "2"),
+        case("--devices applies to --parallel module --transport shm only: add --parallel module --workers J, or "
+             "leave it out.", "--devices", "0"),
+        case("--parallel sync runs on worker processes: say how many with --workers J.", "--parallel", "sync"),
+        case("--parallel sync runs on worker processes: say how many with --workers J.", "--trainer", "dp-sync",
+             what="(the old spelling of `--parallel sync`)"),
+        case("The module-parallel engine runs local trainers and synthetic gradients: dni, cdni, dgl, ...; got 'bp'. "
+             "Choose one of those, or run 'bp' with --parallel sync or downpour.",
+             "--trainer", "bp", "--parallel", "module", "--workers", "2"),
+        case("The module-parallel engine runs local trainers and synthetic gradients: dni, cdni, dgl, ...; got 'bp'. "
+             "Choose one of those, or run 'bp' with --parallel sync or downpour.", "--trainer", "bp", "--workers", "2",
+             what="(`--workers` alone is the old spelling of `--parallel module`)"),
+        case("The module-parallel engine runs local trainers and synthetic gradients: ...; got 'greedy' (greedy trains "
+             "one module at a time). Choose one of those, or train 'greedy' in-process.",
+             "--trainer", "greedy", "--parallel", "module", "--workers", "2"),
+        case("Synchronous data-parallel SGD runs backprop in every worker, each on its shard of every batch: bp "
+             "(BackpropTrainer); got 'dgl'. Choose one of those, or run 'dgl' with --parallel module.",
+             "--trainer", "dgl", "--parallel", "sync", "--workers", "2"),
+        case("Downpour SGD has no 'mpi' transport; it runs over shm: choose --transport shm.",
+             "--parallel", "downpour", "--transport", "mpi"),
+        case("--trainer dp-sync means --parallel sync, but --parallel module was given: say only --parallel.",
+             "--trainer", "dp-sync", "--parallel", "module", "--workers", "2"),
         case("--workers 9: --trainer dgl on mlp has 2 module(s), and each worker runs at least one: use --workers 2 or "
              "fewer.", "--trainer", "dgl", "--workers", "9"),
         case("--workers 2: devices=[0] needs the CuPy backend (--backend cupy); the active backend is 'numpy'.",

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from tinydgl.cli.checks import DATA_PARALLEL, parallel_trainers
+from tinydgl.cli.checks import DATA_PARALLEL
 from tinydgl.cli.parser import build_parser
 from tinydgl.data import DataLoader, load_dataset
 from tinydgl.models import build_model
@@ -47,12 +47,18 @@ def test_every_option_has_help_with_its_default_and_choices(command):
         assert not missing or action.choices, f"{flag}: the help leaves out {missing}: {text!r}"
 
 
-def test_workers_help_names_every_trainer_that_runs_on_workers():
-    """Generated from cli.checks.parallel_trainers (what --workers accepts); before, it left out dni, cdni and
-    downpour."""
-    text = next(t for flag, _, t in _options(_subcommands()["train"]) if flag == "--workers")
-    for name in [*parallel_trainers(), *DATA_PARALLEL]:
-        assert f"{name}," in text or f"{name}:" in text, name
+def test_parallel_help_names_every_trainer_that_runs_on_workers():
+    """Generated from the registry (runtime/registry.py: what --parallel accepts, per parallelism); before, the
+    --workers help left out dni, cdni and downpour."""
+    from tinydgl.runtime import registry
+
+    text = next(t for flag, _, t in _options(_subcommands()["train"]) if flag == "--parallel")
+    for parallel in registry.parallelisms():
+        assert f"{parallel}:" in text, parallel
+        for name in registry.trainers_for(parallel):
+            assert f"{name}," in text or f"{name};" in text, name
+    trainer_help = next(t for flag, _, t in _options(_subcommands()["train"]) if flag == "--trainer")
+    assert all(f"{old}" in trainer_help for old in DATA_PARALLEL) and "deprecated" in trainer_help
 
 
 # --- the training loop -------------------------------------------------------------------------------------------

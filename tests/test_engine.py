@@ -215,7 +215,7 @@ def test_cli_workers_matches_in_process_and_rejects_other_trainers(tmp_path, cap
         assert y["train_loss"] == pytest.approx(x["train_loss"], abs=1e-5)
     assert [w["modules"] for w in b["history"][0]["workers"]] == [[0], [1]]
     assert main(["train", "--no-progress", "--model", "mlp", "--limit-train", "256", "--workers", "2"]) != 0
-    assert "--trainer bp trains in-process only" in capsys.readouterr().err
+    assert "got 'bp'. Choose one of those, or run 'bp' with --parallel sync or downpour" in capsys.readouterr().err
     assert mp.active_children() == [] and _segments_of_this_process() == []
 
 

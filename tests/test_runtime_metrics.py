@@ -212,7 +212,7 @@ def test_cli_dp_sync(tmp_path, capsys):
     assert summary["trainer"] == "dp-sync" and len(summary["history"][0]["workers"]) == 2
     assert summary["test_accuracy"] > 0.3  # 4 steps of Adam on 256 digits: well above chance (0.1)
     assert main(["train", "--trainer", "dp-sync", "--model", "mlp", *SMALL]) == 1
-    assert "--workers W" in capsys.readouterr().err
+    assert "--parallel sync runs on worker processes: say how many with --workers J" in capsys.readouterr().err
 
 
 def _children(pid):
@@ -312,4 +312,4 @@ def test_cli_downpour_reports_staleness(tmp_path, capsys):
     assert entry["pushes"] == 4 and len(entry["push_log"]) == 4  # one push per step, 4 batches
     assert entry["staleness"]["max"] >= 0 and len(entry["workers"]) == 2
     assert main(["train", "--trainer", "dgl", "--workers", "2", "--n-push", "2", *SMALL]) == 1
-    assert "downpour only" in capsys.readouterr().err
+    assert "--n-push applies to --parallel downpour --transport shm only" in capsys.readouterr().err

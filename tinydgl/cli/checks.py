@@ -10,11 +10,14 @@ import math
 import os
 
 from ..backend import get_backend, set_backend
+from ..runtime import registry
 from ..trainers import TRAINERS
 
-
-# Data-parallel methods: the trainer every worker runs (each worker holds a whole model copy); only with --workers.
-DATA_PARALLEL = {"dp-sync": "bp", "downpour": "bp"}
+# Old spellings, still accepted with a one-line note: pseudo-trainers that chose a data-parallel engine, and
+# --engine for the transport. Which trainer runs where is the registry's (tinydgl/runtime/registry.py).
+OLD_TRAINERS = {"dp-sync": "sync", "downpour": "downpour"}
+OLD_ENGINES = {"local": "shm", "mpi": "mpi"}
+DATA_PARALLEL = {old: registry.trainers_for(parallel)[0] for old, parallel in OLD_TRAINERS.items()}
 
 
 class CommandError(Exception):
@@ -248,14 +251,27 @@ def select_backend(args):
         raise CommandError(str(err)) from err
 
 
-def parallel_trainers():
-    """The trainers the module-parallel engine runs (local trainers other than greedy, and synthetic gradients)."""
-    from ..trainers.dgl import GreedyTrainer
-    from ..trainers.dni import DNITrainer
-    from ..trainers.local import LocalTrainer
+def resolve_parallel(args):
+    """Read the old spellings (--trainer dp-sync/downpour, --engine, --workers alone) as --parallel and
+    --transport; returns their deprecation notes, one line each."""
+    notes = []
 
-    return [n for n, cls in TRAINERS.items()
-            if (issubclass(cls, LocalTrainer) and not issubclass(cls, GreedyTrainer)) or issubclass(cls, DNITrainer)]
+    def settle(field, value, old, say=""):
+        given = getattr(args, field)
+        if given not in (None, value):
+            raise CommandError(f"{old} means --{field} {value}, but --{field} {given} was given: say only --{field}.")
+        setattr(args, field, value)
+        notes.append(f"{old} is deprecated: say {say}--{field} {value}.")
+
+    if args.trainer in OLD_TRAINERS:
+        settle("parallel", OLD_TRAINERS[args.trainer], f"--trainer {args.trainer}", f"--trainer {DATA_PARALLEL[args.trainer]} ")
+    if getattr(args, "engine", None):
+        settle("transport", OLD_ENGINES[args.engine], f"--engine {args.engine}")
+    if args.parallel is None and (args.workers or args.transport):
+        settle("parallel", "module", f"{'--workers' if args.workers else '--transport'} without --parallel")
+    if args.parallel and args.transport is None:
+        args.transport = "shm"
+    return notes
 
 
 def check_train_options(args):
@@ -275,26 +291,27 @@ def check_train_options(args):
 
 
 def check_parallel_options(args):
-    """`train`: refuse parallel-run options that do not fit the trainer, before anything is read or written.
-    (With --engine mpi the workers are the ranks, counted later by `prepare_mpi`.)"""
-    if (args.n_fetch or args.n_push) and args.trainer != "downpour":
-        used = " and ".join(f for f, v in (("--n-fetch", args.n_fetch), ("--n-push", args.n_push)) if v)
-        verb = "apply" if " and " in used else "applies"
-        raise CommandError(f"{used} {verb} to --trainer downpour only (with --workers W), not --trainer "
-                           f"{args.trainer}: leave {'them' if ' and ' in used else 'it'} out.")
-    if getattr(args, "engine", "local") != "local":
-        return
-    if args.devices and not args.workers:
-        raise CommandError("--devices places worker processes on GPUs: add --workers J (and --backend cupy).")
-    if args.trainer in DATA_PARALLEL and not args.workers:
-        raise CommandError(f"--trainer {args.trainer} is data-parallel: say how many workers with --workers W.")
-    if args.workers and args.trainer not in DATA_PARALLEL:
-        parallel = parallel_trainers()
-        if args.trainer not in parallel:
-            instead = " For data-parallel backprop, use --trainer dp-sync or downpour." if args.trainer == "bp" else ""
-            raise CommandError(f"--workers runs the modules of {', '.join(parallel)} in parallel, or "
-                               f"{', '.join(DATA_PARALLEL)} on W model copies; --trainer {args.trainer} trains "
-                               f"in-process only: leave --workers out.{instead}")
+    """`train`: refuse a (--parallel, --transport) pair without an engine, a trainer that does not run
+    there, and options the chosen engine does not read, before anything is read or written (all read from
+    the registry). With --transport mpi the workers are the ranks, counted later by `prepare_mpi`."""
+    engine = None
+    if args.parallel:
+        try:
+            engine = registry.find(args.parallel, args.transport)
+        except ValueError as err:
+            raise CommandError(str(err)) from err
+        trainer = DATA_PARALLEL.get(args.trainer, args.trainer)
+        if args.parallel not in registry.supported(trainer):
+            raise CommandError(registry.refusal(args.parallel, trainer, TRAINERS[trainer].parallel_note))
+        if args.transport == "shm" and not args.workers:
+            raise CommandError(f"--parallel {args.parallel} runs on worker processes: say how many with --workers J.")
+    for option in dict.fromkeys(o for e in registry.ENGINES.values() for o in e.options):
+        if getattr(args, option, None) and (engine is None or option not in engine.options):
+            homes = [e for e in registry.ENGINES.values() if option in e.options]
+            where = " or ".join(f"--parallel {e.parallel} --transport {e.transport}" for e in homes)
+            now = (f", not --parallel {engine.parallel} --transport {engine.transport}: leave it out" if engine
+                   else f": add --parallel {homes[0].parallel} --workers J, or leave it out")
+            raise CommandError(f"--{option.replace('_', '-')} applies to {where} only{now}.")
 
 
 def check_compare_options(args):

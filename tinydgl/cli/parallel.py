@@ -1,12 +1,13 @@
-"""`tinydgl train --workers J`: the parallel runs. Locally, worker processes on this machine (the
-module-parallel engine, or the data-parallel dp-sync and downpour); with `--engine mpi`, one MPI rank per
-worker, where every rank runs the command and rank 0 alone prints and writes.
+"""`tinydgl train --parallel module|sync|downpour --workers J`: the parallel runs, on the engine the registry
+(`runtime/registry.py`) keys by (--parallel, --transport). With `--transport shm`, worker processes on this
+machine; with `--transport mpi`, one MPI rank per worker, where every rank runs the command and rank 0
+alone prints and writes.
 """
 import os
 import sys
 
 from ..backend import get_backend
-from .checks import DATA_PARALLEL, CommandError, check_output_paths, parallel_trainers
+from .checks import CommandError, check_output_paths
 
 
 def fit_on_workers(args, trainer, train_loader, test_loader):
@@ -22,35 +23,22 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
 
 
 def fit_on_engine(args, trainer, train_loader, test_loader):
-    """The engine --engine and --trainer name, with its options checked."""
-    from ..runtime import WorkerFailed, fit_data_parallel, fit_downpour, fit_module_parallel
+    """Train with the engine the registry keys by (--parallel, --transport)."""
+    from ..runtime import WorkerFailed, registry
 
-    if getattr(args, "engine", "local") == "mpi":
-        if args.trainer == "downpour":
-            raise CommandError("downpour runs on the local engine (worker processes on one machine); "
-                               f"over MPI there are {', '.join(parallel_trainers())} and dp-sync.")
-        if args.devices:
-            raise CommandError("--devices is for the local engine; with MPI, each rank picks its own GPU.")
-        return fit_on_mpi(args, trainer, train_loader, test_loader)
-    if args.trainer in DATA_PARALLEL and args.devices:
-        raise CommandError(f"--devices applies to the module-parallel engine, not --trainer {args.trainer}.")
-    if args.trainer == "downpour":
-        fit_parallel, options = fit_downpour, {"n_fetch": args.n_fetch or 1, "n_push": args.n_push or 1}
-    elif args.trainer == "dp-sync":
-        fit_parallel, options = fit_data_parallel, {}
-    else:
-        fit_parallel, options = fit_module_parallel, {"devices": args.devices}
-        from ..runtime.stages import units
-
-        modules = units(trainer)
-        if modules and args.workers > modules:
-            kind = "group(s) of blocks between synthesizers" if args.trainer in ("dni", "cdni") else "module(s)"
-            raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {modules} "
-                               f"{kind}, and each worker runs at least one: use --workers {modules} or fewer.")
+    engine = registry.find(args.parallel, args.transport)
+    if args.transport == "mpi":
+        return fit_on_mpi(args, trainer, train_loader, test_loader, engine.fit_function())
+    units = len(trainer.pipeline_units()) if args.parallel == "module" else None
+    if units and args.workers > units:
+        kind = getattr(trainer, "pipeline_unit_name", "module(s)")
+        raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {units} "
+                           f"{kind}, and each worker runs at least one: use --workers {units} or fewer.")
+    options = {o: getattr(args, o) for o in engine.options if getattr(args, o, None) is not None}
     try:
-        return fit_parallel(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
-                            checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                            bn_recalibrate=args.bn_recalibrate, **options)
+        return engine.fit_function()(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
+                                     checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                                     bn_recalibrate=args.bn_recalibrate, **options)
     except ValueError as err:
         raise CommandError(f"--workers {args.workers}: {err}") from err
     except WorkerFailed as err:
@@ -58,29 +46,29 @@ def fit_on_engine(args, trainer, train_loader, test_loader):
         raise CommandError(f"{err}{where}") from err
 
 
-# --- --engine mpi -----------------------------------------------------------------------------------
-MPI_LAUNCH = "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ..."
+# --- --transport mpi -----------------------------------------------------------------------------------
+MPI_LAUNCH = "mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi ..."
 # Set by mpiexec/mpirun (MPICH's Hydra, Open MPI, PMIx, Slurm): a world of size 1 without them is a plain
 # `python -m tinydgl`, which MPI starts as a "singleton" rather than an error.
 _LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID")
 
 
 def prepare_mpi(args):
-    """--engine mpi: check the launch, set args.workers to the world size, and silence every rank but 0
+    """--transport mpi: check the launch, set args.workers to the world size, and silence every rank but 0
     (no prints, no metrics file, no plots; rank 0 also writes the checkpoints)."""
     try:
         from mpi4py import MPI
     except ImportError as err:
         from ..extras import install_command
-        raise CommandError(f"--engine mpi needs mpi4py and an MPI library: {install_command('mpi')} "
+        raise CommandError(f"--transport mpi needs mpi4py and an MPI library: {install_command('mpi')} "
                            f"(mpi4py and the mpich wheel), then launch with {MPI_LAUNCH} ({err}).") from err
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
     if size == 1 and not any(v in os.environ for v in _LAUNCHER_VARIABLES):
-        raise CommandError(f"--engine mpi runs one MPI rank per worker, but this is a single process started "
+        raise CommandError(f"--transport mpi runs one MPI rank per worker, but this is a single process started "
                            f"without mpiexec. Launch it as: {MPI_LAUNCH} (J = the number of workers).")
     if args.workers is not None and args.workers != size:
-        raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --engine mpi the "
+        raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --transport mpi the "
                            f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}.")
     args.workers = size
     if get_backend().name == "cupy":
@@ -111,19 +99,17 @@ def check_outputs_on_rank0(args):
         raise CommandError(problem)
 
 
-def fit_on_mpi(args, trainer, train_loader, test_loader):
+def fit_on_mpi(args, trainer, train_loader, test_loader, fit_parallel):
     """The parallel runtime over MPI (every rank runs this). A failure on any rank aborts the whole job
     (MPI_Abort), so no rank is left waiting for a message; mpiexec then exits non-zero."""
     import traceback
 
     from mpi4py import MPI
 
-    from ..runtime.mpi_engine import fit_data_parallel_mpi, fit_module_parallel_mpi
     from ..train import CheckpointError, TrainingDiverged
     from ..train.stopping import Terminated
 
     comm = MPI.COMM_WORLD
-    fit_parallel = fit_data_parallel_mpi if args.trainer in DATA_PARALLEL else fit_module_parallel_mpi
     try:
         return fit_parallel(trainer, train_loader, test_loader, args.epochs, comm=comm,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume,
@@ -131,7 +117,7 @@ def fit_on_mpi(args, trainer, train_loader, test_loader):
     except BaseException as err:
         if comm.Get_size() == 1:
             if isinstance(err, ValueError):
-                raise CommandError(f"--engine mpi: {err}") from err
+                raise CommandError(f"--transport mpi: {err}") from err
             raise
         request_error = isinstance(err, (ValueError, CommandError, CheckpointError))  # the person's to fix
         if isinstance(err, (KeyboardInterrupt, Terminated)):

@@ -16,8 +16,8 @@ from ..recipes import RECIPES, TRAINER_DEFAULTS, recipe_defaults
 from ..trainers import TRAINERS
 from ..trainers.heads import PREDSIM_BETA
 from ..trainers.pepita import F_SCALE as PEPITA_F_SCALE
-from .checks import (DATA_PARALLEL, METHOD_OPTIONS, CommandError, choice, fraction, int_list, keyword_options,
-                     non_negative_float, non_negative_int, parallel_trainers, positive_float, positive_int,
+from .checks import (DATA_PARALLEL, METHOD_OPTIONS, OLD_ENGINES, OLD_TRAINERS, CommandError, choice, fraction,
+                     int_list, keyword_options, non_negative_float, non_negative_int, positive_float, positive_int,
                      positive_int_list, trainer_list)
 
 # adamw-sf: the LLS paper's rate (every table, batch 128). sgd-sf: the rate that trained tinydgl's models
@@ -294,8 +294,8 @@ def add_train_parser(sub):
     train = sub.add_parser("train", help="train one model with one method")
     names = [*TRAINERS, *DATA_PARALLEL]
     train.add_argument("--trainer", type=choice("trainer", names), default="bp",
-                       help=f"one of: {', '.join(names)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
-                            f"with --workers)")
+                       help=f"one of: {', '.join(TRAINERS)} (default %(default)s; {', '.join(DATA_PARALLEL)}: "
+                            f"deprecated, say --parallel {' or '.join(OLD_TRAINERS.values())})")
     train.add_argument("--recipe", type=choice("recipe", list(RECIPES)), default=None,
                        help=f"set every option of an authors' setting: {', '.join(RECIPES)} (tinydgl recipes lists "
                             f"them); options given beside it override it. Without a recipe, ff's defaults are the "
@@ -321,22 +321,29 @@ def add_train_parser(sub):
 
 
 def add_parallel_arguments(train):
-    """`train`'s options for runs on several worker processes or MPI ranks."""
-    parallel = train.add_argument_group("parallel runs")
-    parallel.add_argument("--workers", type=positive_int, default=None, metavar="J",
-                          help=f"{', '.join(parallel_trainers())}: run the modules in J worker processes; "
-                               f"{', '.join(DATA_PARALLEL)}: W data-parallel workers (default: in-process)")
-    parallel.add_argument("--n-fetch", type=positive_int, default=None,
-                          help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
-    parallel.add_argument("--n-push", type=positive_int, default=None,
-                          help="downpour: a worker pushes its summed gradients every N of its steps (default 1)")
-    parallel.add_argument("--devices", type=int_list, default=None,
-                          help="with --backend cupy and --workers: GPU ids, worker j on the (j mod n)-th (default: all)")
-    parallel.add_argument("--engine", choices=("local", "mpi"), default="local",
-                          help="local (default): worker processes on this machine; mpi: one MPI rank per worker, "
-                               "launched as "
-                               "mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi ... (needs the mpi extra; "
-                               "--workers, if given, must be J)")
+    """`train`'s options for runs on several worker processes or MPI ranks: --parallel, --transport,
+    --workers and each engine's options; the choices and help come from the registry."""
+    from ..runtime import registry
+
+    group = train.add_argument_group("parallel runs")
+    kinds = "; ".join(f"{p}: {registry.PARALLELISMS.get(p, ('', p))[1]} ({', '.join(registry.trainers_for(p))}; "
+                      f"over {' or '.join(registry.transports(p))})" for p in registry.parallelisms())
+    group.add_argument("--parallel", type=choice("parallelism", registry.parallelisms()), default=None,
+                       help=f"train on workers: {kinds} (default: in-process)")
+    group.add_argument("--transport", type=choice("transport", registry.transports()), default=None,
+                       help="; ".join(f"{t}: {what}" for t, what in registry.TRANSPORTS.items()
+                                      if t in registry.transports()) + " (default shm; mpi needs the mpi extra, and "
+                       "--workers, if given, must be J)")
+    group.add_argument("--workers", type=positive_int, default=None, metavar="J",
+                       help="how many workers --parallel runs on (default: in-process)")
+    group.add_argument("--n-fetch", type=positive_int, default=None,
+                       help="downpour: a worker fetches the server's weights every N of its steps (default 1)")
+    group.add_argument("--n-push", type=positive_int, default=None,
+                       help="downpour: a worker pushes its summed gradients every N of its steps (default 1)")
+    group.add_argument("--devices", type=int_list, default=None,
+                       help="module, with --backend cupy: GPU ids, worker j on the (j mod n)-th (default: all)")
+    group.add_argument("--engine", choices=tuple(OLD_ENGINES), default=None,
+                       help=f"deprecated: say --transport ({', '.join(f'{o}: {n}' for o, n in OLD_ENGINES.items())})")
 
 
 def add_compare_parser(sub):

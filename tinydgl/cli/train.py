@@ -15,7 +15,7 @@ from ..models import build_model
 from ..optim import build_optimizer
 from ..trainers import TRAINERS, build_trainer
 from .checks import (DATA_PARALLEL, CommandError, check_output_paths, check_train_options, companion_plots,
-                     keyword_options, select_backend, trainer_options)
+                     keyword_options, resolve_parallel, select_backend, trainer_options)
 from .parallel import check_outputs_on_rank0, fit_on_workers, prepare_mpi
 from .parser import DEFAULT_LR
 
@@ -28,14 +28,17 @@ def cmd_train(args):
     from ..train.checkpoint import check_unlocked
     from ..train.memory import check_batch_memory
 
+    notes = resolve_parallel(args)
     check_train_options(args)
     select_backend(args)
-    if getattr(args, "engine", "local") == "mpi":
+    if args.transport == "mpi":
         prepare_mpi(args)
         check_outputs_on_rank0(args)
     else:
         check_unlocked(args.checkpoint_dir)  # a folder another run is writing: said before anything else
         check_output_paths(args)
+    for note in notes:
+        print(f"note: {note}")
     dataset, train_loader, test_loader = load_data(args)
     trainer, lr = make_trainer(args, DATA_PARALLEL.get(args.trainer, args.trainer), dataset)
     trainer.run_info = run_identity(args)

@@ -2,15 +2,16 @@
 
 Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so each module (or
 group) runs in its own worker, joined to the next by a bounded buffer of (activation, label) batches; DNI
-also sends each synthesizer's target back. Data-parallel SGD, synchronous (`dp-sync`) and asynchronous
-(`downpour`), runs on the same machinery. The rooms: `shm_ring` (the buffer), `processes` (start, watch,
-stop), `links` and `pipeline` (the module pipeline, written once over a Source/Sink contract), `engine`
-(shared memory), `mpi_engine` (import it explicitly: it needs mpi4py), `data_parallel`, `downpour`,
-`stages`, `metrics`, `epochs`. What a pipeline *would* do on J devices is `tinydgl.simulate`.
+also sends each synthesizer's target back. Data-parallel SGD, synchronous (`sync`) and asynchronous
+(`downpour`), runs on the same machinery. The rooms: `registry` (which engine, keyed by parallelism and
+transport, runs which trainer: the one place that decides), `shm_ring` (the buffer), `processes` (start,
+watch, stop), `links` and `pipeline` (the module pipeline, written once over a Source/Sink contract),
+`engine` (shared memory), `mpi_engine` (import it explicitly: it needs mpi4py), `data_parallel` (over
+shared memory or MPI), `flat` (parameters as one vector), `downpour`, `stages`, `metrics`, `epochs`. What a pipeline *would* do on J devices is `tinydgl.simulate`.
 
 Design notes (each file, the ring's layout and faults, MPI messages, the metrics): docs/design/runtime.md.
 """
-from .data_parallel import fit_data_parallel, run_data_parallel
+from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour
 from .engine import fit_module_parallel, run_module_parallel
 from .epochs import epochs_on_workers
@@ -20,6 +21,6 @@ from .processes import WorkerFailed
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
 __all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
-           "WorkerRecorder", "fit_data_parallel", "fit_downpour", "fit_module_parallel", "epochs_on_workers",
-           "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_downpour", "run_module_parallel",
-           "split_modules", "work_summary"]
+           "WorkerRecorder", "fit_data_parallel", "fit_data_parallel_mpi", "fit_downpour", "fit_module_parallel",
+           "epochs_on_workers", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi",
+           "run_downpour", "run_module_parallel", "split_modules", "work_summary"]

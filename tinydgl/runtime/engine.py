@@ -26,6 +26,7 @@ from .device_ring import DeviceRing, device_links_available
 from .pipeline import check_groups, pipeline_result, pipeline_worker_loop, plan_pipeline, run_stage, split_modules
 from .processes import (DONE, ERROR, READY, WorkerFailed, ignore_stop_signals, poll_workers, start_worker,
                         stop_processes, wait_ready, worker_thread_environment)
+from .registry import check
 from .shm_ring import RingClosed, SharedRing
 
 # the names this engine has always offered, wherever they live now
@@ -142,7 +143,7 @@ def _start_workers(run, trainer, plan, back, start_epoch, run_started, gpus, thr
                      back[w - 1] if w else None)
             args = (w, links, plan, w > 0 and plan.policy == "replay", os.getpid(), run_started, gpus[w])
             _, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
-                                   stages.make_stage(trainer, group, plan.batches_per_epoch, start_epoch),
+                                   trainer.pipeline_stage(group, plan.batches_per_epoch, start_epoch),
                                    run.processes)
             run.conns.append(conn)
     wait_ready(run.conns, run.processes, run.describe, timeout=120)
@@ -187,8 +188,9 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     (spawning the workers and handing them their modules) and "activations" ("device": on the GPUs
     between workers, or "host").
     """
-    checked = stages.check_trainer(trainer)
-    num_units = stages.units(trainer)
+    check("module", "shm", trainer)
+    checked = trainer.pipeline_links()
+    num_units = len(trainer.pipeline_units())
     if groups is not None:
         groups = check_groups(groups, num_units)
     else:

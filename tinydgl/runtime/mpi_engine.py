@@ -4,7 +4,7 @@
 machine, joined by shared-memory rings. This file runs the same groups as the J ranks of an MPI job, so the
 ranks may sit on different machines. Launch it through the CLI:
 
-    mpiexec -n 2 python -m mpi4py -m tinydgl train --engine mpi --trainer dgl --model cnn ...
+    mpiexec -n 2 python -m mpi4py -m tinydgl train --parallel module --transport mpi --trainer dgl --model cnn ...
 
 (`-m mpi4py` makes an exception on any rank call `MPI_Abort`, which stops the whole job instead of leaving
 the other ranks waiting for a message that never comes.) Every rank builds the same trainer; rank r runs
@@ -47,19 +47,22 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 
-from ..backend import get_backend, use_backend
+from ..backend import get_backend
 from . import stages
 from .epochs import epochs_on_workers
 from .links import BACK, LoaderSource, MpiSink, MpiSource
-from .metrics import WorkerRecorder, epoch_losses
+from .metrics import WorkerRecorder
 from .pipeline import pipeline_result, plan_pipeline, run_stage, split_modules
+from .registry import check
+
+from .data_parallel import fit_data_parallel_mpi, run_data_parallel_mpi  # noqa: F401, I001 (their old home)
 
 FAIL_VARIABLE = "TINYDGL_MPI_TEST_FAIL_RANK"
 
 
-def _world(comm):
+def world(comm):
+    """`comm`, or MPI's COMM_WORLD if None."""
     if comm is None:
         from mpi4py import MPI
 
@@ -98,7 +101,7 @@ def choose_rank_gpu(comm=None):
 
     from ..backend import gpu_count, set_backend
 
-    comm = _world(comm)
+    comm = world(comm)
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
         local_rank, local_size = node.Get_rank(), node.Get_size()
@@ -134,15 +137,6 @@ class _FailAfterFirstBatch:
 
 
 # --- one run ----------------------------------------------------------------------------------------
-def _check(trainer):
-    """The local engine's checks (a local or DNI trainer, no buffer codec); CuPy is allowed here (staged,
-    untested)."""
-    if get_backend().name == "cupy":
-        with use_backend("numpy"):  # the local engine refuses CuPy only because its rings are host memory
-            return stages.check_trainer(trainer)
-    return stages.check_trainer(trainer)
-
-
 def _rank_links(comm, trainer, train_loader, plan, groups, start_epoch, epochs, on_device):
     """This rank's links (source, sink, from_above, to_below), as `pipeline.run_stage` takes them: rank 0
     reads the loader; rank r > 0 receives from rank r-1; the links down (tags BACK) are DNI's only."""
@@ -170,7 +164,7 @@ def _rank_groups(comm, trainer, train_loader, balance):
     """Every rank's module group: `split_modules` over the ranks, by costs measured on rank 0 (broadcast,
     so every rank agrees)."""
     rank, size = comm.Get_rank(), comm.Get_size()
-    num_modules = stages.units(trainer)
+    num_modules = len(trainer.pipeline_units())
     if size > num_modules:
         raise ValueError(f"{size} MPI ranks but the trainer has {num_modules} modules: launch at most "
                          f"{num_modules} ranks (mpiexec -n {num_modules}) or cut the model into more modules.")
@@ -205,15 +199,16 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     input link, with "bytes_sent" by rank r-1. Afterwards rank 0's trainer holds every module's learned
     state; rank r's holds its own modules'.
     """
-    comm = _world(comm)
+    comm = world(comm)
     rank, size = comm.Get_rank(), comm.Get_size()
-    plan = plan_pipeline(trainer, train_loader, epochs, start_epoch, slots, _check(trainer))
+    check("module", "mpi", trainer)
+    plan = plan_pipeline(trainer, train_loader, epochs, start_epoch, slots, trainer.pipeline_links())
     groups = _rank_groups(comm, trainer, train_loader, balance)
     # Every rank starts from rank 0's state of its modules (a resume or a new split moves them).
-    states = [stages.make_stage(trainer, g, plan.batches_per_epoch, start_epoch).state() for g in groups] \
+    states = [trainer.pipeline_stage(g, plan.batches_per_epoch, start_epoch).state() for g in groups] \
         if rank == 0 else None
-    stages.load_state(trainer, groups[rank], comm.scatter(states, root=0))
-    stage = stages.make_stage(trainer, groups[rank], plan.batches_per_epoch, start_epoch)
+    trainer.load_pipeline_stage(groups[rank], comm.scatter(states, root=0))
+    stage = trainer.pipeline_stage(groups[rank], plan.batches_per_epoch, start_epoch)
     on_device = get_backend().name == "cupy" and cuda_aware_mpi()
     if log:
         log(_describe(size, groups, plan, on_device))
@@ -239,7 +234,7 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     return comm.bcast(result, root=0)
 
 
-def _fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
+def fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
                   bn_recalibrate=0):
     """`epochs_on_workers` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
@@ -269,114 +264,12 @@ def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=Non
     same history (rank 0's, broadcast); rank 0's trainer holds the whole trained model, another rank's only
     its own modules. options: for `run_module_parallel_mpi` (slots, balance).
     """
-    comm = _world(comm)
+    comm = world(comm)
     size = comm.Get_size()
 
     def run_epoch(epoch, run_started):
         return run_module_parallel_mpi(trainer, train_loader, epoch + 1, comm=comm, start_epoch=epoch,
                                        run_started=run_started, log=log if comm.Get_rank() == 0 else None, **options)
 
-    return _fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
+    return fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
                          resume, train_loader, bn_recalibrate)
-
-
-# --- dp-sync over MPI ---------------------------------------------------------------------------------
-def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=0, log=None):
-    """Synchronous data-parallel SGD on the ranks of `comm` (`data_parallel.run_data_parallel` over MPI).
-
-    Call it on every rank with the same BackpropTrainer and the same loader: every rank reads the loader
-    itself (same seed, so the same batches; no data crosses ranks), takes its shard of each batch
-    (`shard_bounds`) and runs `train_step` with its optimizer wrapped in `_AveragedGradients`, whose
-    all-reduce is `comm.Allreduce` of the shard-size-weighted gradient row: the sum is the whole batch's
-    gradient, so the update equals single-process SGD on whole batches (BatchNorm and dropout aside, as in
-    the local version). Rank 0 broadcasts its state first, so the copies start equal (after a resume too).
-
-    Returns on every rank the dict of `run_data_parallel` ("workers": per-rank steps, samples, busy_seconds,
-    wait_seconds; "steps", "samples", "seconds", "samples_per_second", "train_loss", "last_loss") plus
-    "transport": "mpi". Every rank's trainer holds the same weights; BatchNorm running statistics are each
-    rank's own (rank 0's are the ones evaluated and saved).
-    """
-    from .data_parallel import _AveragedGradients, _check_trainer as _check_backprop, shard_bounds
-
-    comm = _world(comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    _check_backprop(trainer)
-    total_steps = len(train_loader) * (epochs - start_epoch)
-    if total_steps < 1:
-        raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {len(train_loader)} batch(es).")
-    state = comm.bcast(trainer.state_dict() if rank == 0 else None, root=0)
-    if rank != 0:
-        trainer.load_state_dict(state)
-    params = trainer.optimizer.params
-    num_grads = sum(p.data.size for p in params)
-    if log:
-        log(f"data-parallel over MPI: {size} ranks, {num_grads:,} gradients all-reduced per step")
-
-    def all_reduce(weighted_row):
-        total = np.empty_like(weighted_row)
-        comm.Allreduce(weighted_row, total)  # MPI.SUM by default
-        return total
-
-    # One row per rank, as `_AveragedGradients` expects; only this rank's row is ever written (np.zeros
-    # pages that are never touched take no memory).
-    grads = np.zeros((size, num_grads), params[0].data.dtype)
-    averaged = _AveragedGradients(trainer.optimizer, grads, rank, None, all_reduce=all_reduce)
-    trainer.optimizer = averaged
-    trainer.model.train()
-    busy, steps, samples, losses = 0.0, 0, 0, []
-    comm.Barrier()
-    started = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, epochs):
-            train_loader.set_epoch(epoch)
-            trainer.start_epoch(epoch)
-            for x, y in train_loader:
-                t0 = time.perf_counter()
-                bounds = shard_bounds(int(y.shape[0]), size)
-                averaged.shard_sizes = [b - a for a, b in bounds]
-                lo, hi = bounds[rank]
-                if hi > lo:
-                    loss = trainer.train_step(x[lo:hi], y[lo:hi])
-                else:
-                    loss = 0.0
-                    averaged.step()  # nothing to learn from, but the collective and the update still happen
-                steps += 1
-                samples += hi - lo
-                losses.append((float(loss), hi - lo))
-                busy += time.perf_counter() - t0
-    finally:
-        trainer.optimizer = averaged.optimizer
-    seconds = time.perf_counter() - started
-    # every rank learns from its shard of every batch, once: the same work counts as the other engines report
-    metrics = {"worker": rank, "steps": steps, "samples": samples, "busy_seconds": busy - averaged.wait_seconds,
-               "wait_seconds": averaged.wait_seconds, "fresh_batches": steps, "fresh_samples": samples,
-               "replayed_batches": 0, "replayed_samples": 0, "skipped_batches": 0}
-    gathered = comm.gather((metrics, losses, seconds), root=0)
-    result = None
-    if rank == 0:
-        step_losses = []
-        for shards in zip(*(g[1] for g in gathered)):
-            n = sum(s for _, s in shards)
-            step_losses.append((sum(loss * s for loss, s in shards) / n, n))
-        train_loss = epoch_losses(step_losses, len(train_loader), epochs - start_epoch)
-        samples = sum(s for _, s in step_losses)
-        seconds = max(g[2] for g in gathered)
-        result = {"workers": [g[0] for g in gathered], "steps": len(step_losses), "samples": samples,
-                  "seconds": seconds, "samples_per_second": samples / seconds, "train_loss": train_loss,
-                  "last_loss": step_losses[-1][0], "transport": "mpi"}
-    return comm.bcast(result, root=0)
-
-
-def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
-                          resume=False, bn_recalibrate=0, **options):
-    """`tinydgl.train.fit`'s history for dp-sync over MPI; call it on every rank. Rank 0 evaluates, logs and
-    checkpoints (`epochs_on_workers`); on resume it reads the checkpoint and each run broadcasts its state. Every
-    rank returns rank 0's history."""
-    comm = _world(comm)
-
-    def run_epoch(epoch, run_started):
-        return run_data_parallel_mpi(trainer, train_loader, epoch + 1, comm=comm, start_epoch=epoch,
-                                     log=log if comm.Get_rank() == 0 else None, **options)
-
-    return _fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{comm.Get_size()} data-parallel MPI ranks",
-                         comm, log, checkpoint_dir, resume, train_loader, bn_recalibrate)

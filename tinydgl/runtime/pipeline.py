@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import asarray
+from ..trainers.local import ModuleChain
 from . import stages
 from .metrics import epoch_losses, pipeline_counts
 
@@ -97,7 +98,7 @@ def plan_pipeline(trainer, train_loader, epochs, start_epoch, slots, checked):
     return PipelinePlan(policy, reuse_cap if policy == "replay" else None, int(slots or replay_slots or 2),
                         batches_per_epoch, total, stages.unit_output_shapes(trainer),
                         np.dtype(str(trainer.model.parameters()[0].data.dtype).split(".")[-1]),
-                        stages.is_synthetic(trainer))
+                        stages.talks_back(trainer))
 
 
 # --- what every worker runs -------------------------------------------------------------------------------
@@ -208,8 +209,8 @@ def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_in
     talk back (DNI), send back down what the stage computed for the stage below and take in what the stage
     above sent back, whenever it comes.
 
-    stage: a `stages.ModuleChain` or `stages.SyntheticGradientStage` (a list of local modules is taken as a
-    ModuleChain). source: a `links.Source` (its `get`; entry None for raw data); sink: a `links.Sink`, None
+    stage: what `trainer.pipeline_stage` built (`ModuleChain`, `SyntheticGradientStage`; a list of local
+    modules is taken as a ModuleChain). source: a `links.Source` (its `get`; entry None for raw data); sink: a `links.Sink`, None
     for the last worker. from_above / to_below: the links in the backward direction, None where there is no
     stage above / below. A stage that waits for the stage above (BP(lambda)) finishes each step only when
     that batch's message is back: the pipeline runs in lock-step.
@@ -222,7 +223,7 @@ def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_in
     per step.
     """
     if isinstance(stage, (list, tuple)):
-        stage = stages.ModuleChain(stage)
+        stage = ModuleChain(stage)
     worker = _StageWorker(stage, source, sink, recorder, keep_alive, from_above, to_below)
     # fifo: exactly one step per data batch. replay: replays are steps too, so the count says nothing about
     # the data; such a worker runs until its producer has stopped and every fresh batch has been served.
@@ -260,7 +261,7 @@ def pipeline_result(trainer, groups, reports, plan, epochs_run, seconds, rings):
     "rings"}."""
     workers = []
     for group, (state, summary, _) in zip(groups, reports):
-        stages.load_state(trainer, group, state)  # the model's blocks are the stages' units
+        trainer.load_pipeline_stage(group, state)  # the model's blocks are the stages' units
         workers.append({**summary, "modules": group})
     losses = reports[-1][2]
     train_loss = epoch_losses(losses, plan.batches_per_epoch, epochs_run) if plan.policy == "fifo" else []

@@ -85,6 +85,14 @@ class AsyncDGLTrainer(DGLTrainer):
         self._epoch_length = None  # data batches in this epoch (`set_epoch_length`)
         self._forwarded = 0  # batches module 1 only forwarded (after its epoch): their origins are -1, -2, ...
 
+    def pipeline_links(self):
+        """On the module-parallel engines the buffers are the links: "replay" links of M batches."""
+        if self.buffer_codec:
+            raise ValueError("The module-parallel engine stores raw activations in its rings; buffer_codec="
+                             f"{self.buffer_codec!r} is only supported in-process.")
+        return "replay", (self.buffers[0].capacity if self.buffers else 1), \
+            (self.buffers[0].reuse_cap if self.buffers else None)
+
     @staticmethod
     def _probabilities(n, slow_module, slowdown):
         weights = np.ones(n)

@@ -35,6 +35,7 @@ class OutputLoss:
 
 class BackpropTrainer(OutputLoss, Trainer):
     name = "bp"
+    parallel: tuple = ("sync", "downpour")  # data-parallel: each worker a whole model copy (runtime/registry.py)
 
     def __init__(self, model, make_optimizer, label_smoothing=0.0, loss="ce"):
         super().__init__(model)

@@ -14,6 +14,9 @@ class Trainer:
     """Base class. Subclasses set `name` and implement `train_step`; most also override `optimizers`."""
 
     name = "trainer"
+    # Which parallel engines can run it ("module", "sync", "downpour": runtime/registry.py); none by default.
+    parallel: tuple = ()
+    parallel_note = ""  # why not, where a reader would expect it to run in parallel
     # What run this is (model, dataset, parameter-shaping options), recorded in checkpoints and compared on
     # resume (`tinydgl.train.checkpoint.check_fits`); the `tinydgl` command fills it in.
     run_info: dict = {}

@@ -46,6 +46,8 @@ class GreedyTrainer(DGLTrainer):
     """
 
     name = "greedy"
+    parallel: tuple = ()
+    parallel_note = "greedy trains one module at a time"
 
     def __init__(self, model, make_optimizer, epochs_per_module=1, aux="mlp", modules=None, boundaries=None,
                  label_smoothing=0.0, seed=0, predsim_beta=PREDSIM_BETA):

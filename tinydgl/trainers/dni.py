@@ -239,6 +239,9 @@ class DNITrainer(Trainer):
     """
 
     name = "dni"
+    parallel: tuple = ("module",)  # its groups run in parallel workers (runtime/registry.py)
+    talks_back = True  # on those workers, each synthesizer's target comes back down a link
+    pipeline_unit_name = "group(s) of blocks between synthesizers"
 
     def __init__(self, model, make_optimizer, synthesizer="linear", interfaces=None, update_prob=1.0, sg_scale=1.0,
                  bp_lambda=0.0, conditioned=False, label_smoothing=0.0, seed=0, synth_optimizer=None,
@@ -454,6 +457,44 @@ class DNITrainer(Trainer):
                 self.synth_optimizers[i].load_state_dict(part.synth_optimizers[i].state_dict())
         self._batch = part._batch
 
+    def stage_state(self):
+        """This stage without its batches in flight (held inputs, synthetic gradients, a pending target):
+        what a worker sends back, and `load_stage` reads."""
+        part = copy.copy(self)
+        part._held = []
+        part._synthetic = part._true_gradient = part._to_below = None
+        return part
+
+    # --- on the module-parallel engines (runtime/stages.py): a worker runs a run of groups -------------
+    def pipeline_units(self):
+        return self.groups
+
+    def pipeline_links(self):
+        """(policy, replay_slots, reuse_cap): every group sees every batch once, in order."""
+        if len(self.groups) < 2:
+            raise ValueError("This DNI trainer has one group (no synthesizer): nothing to run in parallel.")
+        return "fifo", None, None
+
+    def pipeline_stage(self, group, batches_per_epoch, start_epoch):
+        return SyntheticGradientStage(self.stage(group[0], group[-1]), batches_per_epoch, start_epoch)
+
+    def load_pipeline_stage(self, group, state):
+        self.load_stage(state)
+
+    def pipeline_unit_step(self, j):
+        """run(x, y): group j's step on a scratch copy (forward, its synthesizer's guess, backward, update),
+        then what a worker holding it at a boundary does when the target comes back: its synthesizer learns."""
+        scratch = copy.deepcopy(self.stage(j, j))
+        scratch.bp_lambda = 0.0  # time the group and its synthesizer, not a wait for the stage above
+        scratch.update_prob = 1.0
+
+        def run(x, y):
+            loss, out = scratch.stage_step(x, y)
+            if scratch._held:
+                scratch.stage_learn_from_above(out * 0)
+            return loss, out
+        return run
+
     def _gradient(self, i, from_above):
         """Where group i's output gradient comes from: the loss at the top, its synthesizer elsewhere."""
         # BEGIN SOLUTION a2-dni-gradient
@@ -511,3 +552,39 @@ class CDNITrainer(DNITrainer):
     def __init__(self, model, make_optimizer, **options):
         options.setdefault("conditioned", True)
         super().__init__(model, make_optimizer, **options)
+
+
+class SyntheticGradientStage:
+    """The stage of a DNI/cDNI trainer on one worker (the stage interface: runtime/stages.py): `part` is
+    `DNITrainer.stage(first, last)`, its groups and the synthesizers after them. batches_per_epoch and
+    start_epoch tell it where epochs begin (update_prob's draws are seeded by epoch and batch, so every
+    stage draws the same groups for a batch)."""
+
+    def __init__(self, part, batches_per_epoch, start_epoch):
+        self.part, self.batches_per_epoch, self.start_epoch = part, int(batches_per_epoch), int(start_epoch)
+        self.waits_for_above = part.bp_lambda > 0.0 and part.last_group < len(part.groups) - 1
+        self._step = 0
+
+    def step(self, x, y, origin=None):
+        if self._step % self.batches_per_epoch == 0:
+            self.part.start_epoch(self.start_epoch + self._step // self.batches_per_epoch)
+        self._step += 1
+        loss, out = self.part.stage_step(x, y)
+        if self.part.bp_lambda > 0.0 and not self.waits_for_above:
+            self.part.stage_finish(None)  # the top stage: the true gradient is here
+        return loss, out
+
+    def message_below(self):
+        return self.part.stage_message_below()
+
+    def expects_from_above(self):
+        return self.part.stage_expects_from_above()
+
+    def learn_from_above(self, message):
+        return self.part.stage_learn_from_above(message)
+
+    def finish(self, message):
+        self.part.stage_finish(message)
+
+    def state(self):
+        return self.part.stage_state()

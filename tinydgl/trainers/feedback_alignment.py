@@ -73,6 +73,8 @@ class FATrainer(BackpropTrainer):
     OutputLoss's (ce, or the reference code's sigmoid + bce), as backprop's."""
 
     name = "fa"
+    parallel: tuple = ()
+    parallel_note = "FA sends gradients down the whole chain, as backprop does"
 
     def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0):
         super().__init__(model, make_optimizer, label_smoothing, loss)
@@ -99,6 +101,7 @@ class DFATrainer(OutputLoss, Trainer):
     """Direct feedback alignment: every hidden block gets the output error through its own B_l."""
 
     name = "dfa"
+    parallel_note = "DFA needs each batch's output error sent back to every module; not yet"
 
     def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0,
                  feedback_scale="mean"):
@@ -143,6 +146,7 @@ class SignDFATrainer(DFATrainer):
     """sDFA: only the sign of each output error is sent back (one bit per class)."""
 
     name = "sdfa"
+    parallel_note = "sDFA needs each batch's output error sent back to every module; not yet"
 
     def error_signal(self, dlogits, y):
         xp = array_namespace(dlogits)

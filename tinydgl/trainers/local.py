@@ -9,6 +9,7 @@ locking), which is what lets modules run in parallel.
 `LocalModule.step` is that one rule, written once; DGL, greedy, async DGL and LLS differ only in how they
 cut the network, which heads they attach, and when each module runs.
 """
+import copy
 import math
 
 import numpy as np
@@ -112,6 +113,8 @@ class LocalTrainer(Trainer):
     constant output of module j-1. The reported loss is the last module's (the network's own loss).
     """
 
+    parallel: tuple = ("module",)  # its modules run in parallel workers (runtime/registry.py)
+
     def __init__(self, model):
         super().__init__(model)
         self.modules: list[LocalModule] = []
@@ -127,6 +130,55 @@ class LocalTrainer(Trainer):
         for module in self.modules:
             loss, x = module.step(x, y)
         return loss
+
+    # --- on the module-parallel engines (runtime/stages.py): a worker steps a run of modules ---------
+    def pipeline_units(self):
+        return self.modules
+
+    def pipeline_links(self):
+        """(policy, replay_slots, reuse_cap): every module sees every batch once, in order."""
+        return "fifo", None, None
+
+    def pipeline_stage(self, group, batches_per_epoch, start_epoch):
+        return ModuleChain([self.modules[j] for j in group])
+
+    def load_pipeline_stage(self, group, state):
+        for j, learned in zip(group, state):
+            mine = self.modules[j]
+            mine.body.load_state_dict(learned["body"])
+            if mine.head is not None:
+                mine.head.load_state_dict(learned["head"])
+            mine.optimizer.load_state_dict(learned["optimizer"])
+
+    def pipeline_unit_step(self, j):
+        scratch = copy.deepcopy(self.modules[j])
+        return scratch.step
+
+
+class ModuleChain:
+    """The stage of a local trainer on one worker: its modules, each stepped in order (as in synchronous
+    DGL); nothing comes back from the stage above (the stage interface: runtime/stages.py)."""
+
+    waits_for_above = False
+
+    def __init__(self, modules):
+        self.modules = list(modules)
+
+    def step(self, x, y, origin=None):
+        loss = math.nan
+        for module in self.modules:
+            loss, x = module.step(x, y)  # the local rule: each module learns from its own head
+        return loss, x
+
+    def message_below(self):
+        return None
+
+    def expects_from_above(self):
+        return False
+
+    def state(self):
+        return [{"body": m.body.state_dict(), "head": m.head.state_dict() if m.head is not None else None,
+                 "optimizer": m.optimizer.state_dict()} for m in self.modules]
 
 
 def modules_from_groups(model, groups, make_head, make_optimizer, label_smoothing=0.0):
