@@ -76,18 +76,9 @@ class VQCodec(Module):
     codewords. Codebooks are buffers of this module (saved in checkpoints, so a resumed run decodes
     as before).
 
-    Learning (`encode(x, learn=True)`), per batch (the EMA k-means of VQ-VAE, van den Oord et al. 2017):
-    1. the first batch initialises each codebook with K of its vectors drawn at random;
-    2. each vector is assigned its nearest codeword, by squared distance ||v||^2 - 2 v.c + ||c||^2 (one
-       matmul, done in chunks to bound memory);
-    3. count_k <- decay * count_k + (1 - decay) * n_k and sum_k <- decay * sum_k + (1 - decay) * (sum of
-       the vectors assigned to k); codeword_k = sum_k / count_k (with Laplace smoothing of the counts);
-    4. a codeword no vector has chosen for `restart_after` batches in a row is restarted at a random vector
-       of the batch (a common fix for dead codewords), so the codebook keeps covering the data as the
-       producing module changes, and codewords the first batch placed badly do not stay wasted.
-    The codes returned are step 2's, i.e. computed with the codebook before this batch's update; decoding
-    always uses the current codebook (the receiver's copy, kept in sync by sending the codebook, K*dim
-    numbers, which is reported separately and amortised over many batches).
+    Learning (`encode(x, learn=True)`): the EMA k-means of VQ-VAE (van den Oord et al. 2017), with dead
+    codewords restarted after `restart_after` idle batches; the codes returned are computed with the codebook
+    before this batch's update. The four steps: docs/methods/async-dgl.md, "Learning a VQ codebook".
     """
 
     name = "vq"
