@@ -6,7 +6,7 @@
     # quicker: one trainer, the bundled digits
     python benchmarks/bench_engines.py --trainers dgl --workers 1,2 --dataset mnist-small --model smallconv
 
-Every run is a separate `tinydgl train` process (`mpiexec -n J python -m mpi4py -m tinydgl train --engine mpi`
+Every run is a separate `tinydgl train` process (`mpiexec -n J python -m mpi4py -m tinydgl train --transport mpi`
 for MPI), so each gets exactly the BLAS threads it is given: in-process runs with 1 thread and with
 `--cores` threads (the "same total threads" as `--cores` single-threaded workers), workers with 1 thread
 each. samples/s is the training throughput the run reports (data samples through the first module per
@@ -76,17 +76,19 @@ def main():
                 metrics = os.path.join(tmp, f"{trainer}-{engine}-{workers}-{threads}-{repeat}.json")
                 # data-parallel methods' in-process counterpart is backprop on the whole batch (what dp-sync's
                 # update equals, and what Downpour approximates with stale weights)
-                name = "bp" if engine == "in-process" and trainer in ("dp-sync", "downpour") else trainer
+                data_parallel = {"dp-sync": "sync", "downpour": "downpour"}.get(trainer)
+                name = "bp" if data_parallel else trainer
                 cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", name, *common, "--metrics-json", metrics]
                 if engine == "in-process" and args.baseline_extra:
                     cmd += args.baseline_extra.split()
-                if engine == "local":
-                    cmd += ["--workers", str(workers)]
-                elif engine == "mpi":
+                if engine != "in-process":
+                    cmd += ["--parallel", data_parallel or "module", "--transport", "shm" if engine == "local" else "mpi"]
+                    cmd += ["--workers", str(workers)] if engine == "local" else []  # MPI: the ranks are the workers
+                if engine == "mpi":
                     if not os.path.exists(mpiexec):
                         print("mpiexec not found: skipping the MPI engine", file=sys.stderr)
                         continue
-                    cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "mpi4py", *cmd[1:], "--engine", "mpi"]
+                    cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "mpi4py", *cmd[1:]]
                 wall = run(cmd, threads, args.timeout)
                 if wall is None:
                     continue

@@ -22,10 +22,10 @@ What it runs, in order (each command in a process of its own; `--dry-run` prints
 4. tests: `python -m pytest -q -m gpu <the test files with gpu tests>` (named, so that no other test module,
    and none of its imports such as hypothesis, is needed), counted from pytest's JUnit XML report: it passes
    when none failed and at least one ran (all skipped means pytest could not use the GPU).
-5. devices: with two GPUs or more, `tinydgl train --trainer dgl --workers 2 --devices 0,1` (one worker
+5. devices: with two GPUs or more, `tinydgl train --trainer dgl --parallel module --workers 2 --devices 0,1` (one worker
    process per GPU); skipped with one GPU.
-6. mpi: where `mpiexec` and mpi4py are installed, `mpiexec -n 2 python -m mpi4py -m tinydgl train --engine
-   mpi --backend cupy --trainer dgl` (each rank picks GPU local_rank % GPUs); skipped otherwise.
+6. mpi: where `mpiexec` and mpi4py are installed, `mpiexec -n 2 python -m mpi4py -m tinydgl train
+   --parallel module --transport mpi --backend cupy --trainer dgl` (each rank picks GPU local_rank % GPUs); skipped otherwise.
 7. train bp / train lls: one epoch of SmallConv on CuPy with each method, through the CLI
    (`python -m tinydgl train --backend cupy --model smallconv ...`, which is the `tinydgl train` command), on
    Fashion-MNIST if its files are on this machine (it does not download them), else the bundled mnist-small.
@@ -259,11 +259,11 @@ def dry_run(args):
           + "   (every trainer on cnn and smallconv; VGG8, MobileNet)")
     print("4. tests: " + show(tests_command(f"--junitxml={scratch}/gpu-tests.xml")))
     print("5. devices (two GPUs or more): " + show(python("-m", "tinydgl", "train", "--backend", "cupy", "--trainer",
-                                                          "dgl", "--model", "smallconv", "--workers", "2",
+                                                          "dgl", "--model", "smallconv", "--parallel", "module", "--workers", "2",
                                                           "--devices", "0,1", *short_run(args))))
     print("6. mpi (mpiexec and mpi4py installed): mpiexec -n 2 " + show(python(
-        "-m", "mpi4py", "-m", "tinydgl", "train", "--engine", "mpi", "--backend", "cupy", "--trainer", "dgl",
-        "--model", "smallconv", *short_run(args))))
+        "-m", "mpi4py", "-m", "tinydgl", "train", "--parallel", "module", "--transport", "mpi", "--backend", "cupy",
+        "--trainer", "dgl", "--model", "smallconv", *short_run(args))))
     print(f"7. train, on {dataset} ({why}):")
     for trainer in ("bp", "lls"):
         print("   " + show(train_command(args, trainer, dataset, f"{scratch}/train-{trainer}.json")))
@@ -586,7 +586,7 @@ def check_devices(run, args, gpus, scratch):
         return run.add("devices", "skip", f"one GPU ({gpus} seen): --devices 0,1 needs two", 0.0)
     metrics = scratch / "devices.json"
     cmd = python("-m", "tinydgl", "train", "--backend", "cupy", "--trainer", "dgl", "--model", "smallconv",
-                 "--workers", "2", "--devices", "0,1", *short_run(args), "--metrics-json", metrics)
+                 "--parallel", "module", "--workers", "2", "--devices", "0,1", *short_run(args), "--metrics-json", metrics)
     code, out, seconds = run_command(cmd, LIMITS["devices"], run)
     if code == 0 and metrics.exists():
         acc = json.loads(metrics.read_text())["test_accuracy"]
@@ -604,13 +604,13 @@ def find_mpiexec():
 
 
 def check_mpi(run, args, scratch):
-    banner("6. MPI with CuPy: mpiexec -n 2 ... --engine mpi")
+    banner("6. MPI with CuPy: mpiexec -n 2 ... --transport mpi")
     mpiexec = find_mpiexec()
     if mpiexec is None:
         return run.add("mpi", "skip", "no mpiexec with mpi4py here (pip install 'tinydgl[mpi]' to check it)", 0.0)
     metrics = scratch / "mpi.json"
-    cmd = [mpiexec, "-n", "2", *python("-m", "mpi4py", "-m", "tinydgl", "train", "--engine", "mpi", "--backend",
-                                       "cupy", "--trainer", "dgl", "--model", "smallconv", *short_run(args),
+    cmd = [mpiexec, "-n", "2", *python("-m", "mpi4py", "-m", "tinydgl", "train", "--parallel", "module",
+                                       "--transport", "mpi", "--backend", "cupy", "--trainer", "dgl", "--model", "smallconv", *short_run(args),
                                        "--metrics-json", metrics)]
     code, out, seconds = run_command(cmd, LIMITS["mpi"], run)
     choice = next((line for line in out.splitlines() if line.startswith("GPUs for the MPI ranks")), None)

@@ -25,7 +25,7 @@
 # [`SharedRing`](../tinydgl/runtime/shm_ring.py), the shared-memory buffer of (activation, label) batches,
 # to show the mechanics; then the real runtime ([`tinydgl/runtime/`](../tinydgl/runtime/__init__.py)) in
 # one command, with its per-worker record and timeline; then single-process simulations of synchronous
-# data-parallel SGD and Downpour (the runtime runs both for real: `--trainer dp-sync|downpour --workers W`).
+# data-parallel SGD and Downpour (the runtime runs both for real: `--trainer bp --parallel sync|downpour --workers W`).
 #
 # **Fast mode.** `TINYDGL_FAST=1` shrinks data and training so that the whole notebook runs in seconds
 # (the test suite runs every notebook that way). Leave it unset for the fuller version.

@@ -1,32 +1,49 @@
 """The package's line budget (as tinygrad keeps one): a library meant to be read whole must stay small.
 
-Counted: the lines of tinydgl/**/*.py that are not blank and not comments (docstrings count: they are
-read too). On 2026-12-06 the package had 11,656 such lines before that day's work and 13,469 after it
-(forward-mode derivatives for every op, fg, PEPITA, the PredSim heads, the recipes, the fused CUDA and
-CuPy kernels). The budget, 14,000, is the latter plus 4%. Issue 23 asks for a package smaller than it was,
-so lower the budget as the runtime loses its twins; raise it only when a change is worth its lines, and
-say why in the commit.
+Counted, for each tinydgl/**/*.py: its logical lines of code (one per statement, however many physical lines
+the formatter wraps it over: Python's tokenizer ends each with a NEWLINE token) plus the physical lines of
+its docstrings, which are read too. Blank lines and comments do not count. The count does not depend on
+formatting, so `ruff format` (which wraps long calls one argument per line) neither grows nor shrinks it.
+
+History: 12,569 at the start of 2026-12-06's session (commit fe8ff31), before the command and the course
+became packages, the runtime lost its twins and the long module docstrings moved to the site's method and
+design pages. The budget is the count after that work plus 1%. Lower it when a change makes the package
+smaller; raise it only when a change is worth its lines, and say why in the commit.
 """
+import ast
+import io
+import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinydgl"
-BUDGET = 14_000
+BUDGET = 12_700
 
 
-def code_lines(path):
-    """Lines of `path` that are neither blank nor a comment."""
-    return sum(1 for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#"))
+def docstrings(tree):
+    """The docstring expressions of a module, its classes and functions."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                yield first
 
 
-def test_code_lines_count_what_a_reader_reads(tmp_path):
-    sample = tmp_path / "sample.py"
-    sample.write_text('"""Doc."""\n\n# a comment\nx = 1  # trailing\n    \n')
-    assert code_lines(sample) == 2
+def reader_lines(text):
+    """Logical lines of code (a docstring counts as its physical lines instead of one statement)."""
+    statements = sum(1 for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.NEWLINE)
+    docs = list(docstrings(ast.parse(text)))
+    return statements - len(docs) + sum(d.end_lineno - d.lineno + 1 for d in docs)
+
+
+def test_reader_lines_count_statements_and_docstrings_not_layout():
+    one_line = 'def f(a, b):\n    """Add.\n\n    Shapes: any."""\n    # why\n    return g(a, b)\n'
+    wrapped = 'def f(a, b):\n    """Add.\n\n    Shapes: any."""\n\n    # why\n    return g(\n        a,\n        b,\n    )\n'
+    assert reader_lines(one_line) == reader_lines(wrapped) == 1 + 3 + 1
 
 
 def test_the_package_stays_within_its_line_budget():
-    sizes = {p.relative_to(PACKAGE).as_posix(): code_lines(p) for p in sorted(PACKAGE.rglob("*.py"))}
+    sizes = {p.relative_to(PACKAGE).as_posix(): reader_lines(p.read_text()) for p in sorted(PACKAGE.rglob("*.py"))}
     total = sum(sizes.values())
     largest = ", ".join(f"{name} {n}" for name, n in sorted(sizes.items(), key=lambda kv: -kv[1])[:5])
-    assert total <= BUDGET, (f"tinydgl/ has {total:,} code lines, over its budget of {BUDGET:,} (tests/test_size.py). "
-                             f"Largest files: {largest}. Shorten before raising the budget.")
+    assert total <= BUDGET, (f"tinydgl/ has {total:,} lines (statements and docstring lines), over its budget of "
+                             f"{BUDGET:,} (tests/test_size.py). Largest files: {largest}. Shorten before raising it.")
