@@ -1,9 +1,8 @@
 """Replay buffers between modules (DGL Algorithm 2) and the codecs that store activations in them.
 
-A `ReplayBuffer` sits between module j and module j+1. Module j pushes each output batch it produces
-(as a constant, with its labels); module j+1 takes batches out whenever it is scheduled, possibly reusing
-one several times when module j is slower. What is stored is whatever the buffer's codec makes of the
-activations:
+A `ReplayBuffer` sits between module j, which pushes each output batch (with its labels), and module j+1,
+which takes batches out when scheduled, reusing one when module j is slower. It stores what its codec makes
+of the activations:
 
 - `RawCodec`: the array itself (float32: 4 bytes per number).
 - `VQCodec`: online vector quantisation, as in the extended DGL paper (Belilovsky et al. 2021,
