@@ -49,7 +49,7 @@ def _true_output_gradients(model, x, y):
 
 class Oracle:
     """A synthesizer that knows the answer: the true gradient of the current batch, in the synthesizers'
-    per-example units (N * dL/dh, see DNITrainer's docstring)."""
+    per-example units (N * dL/dh, see docs/methods/dni.md, "Units")."""
 
     def __init__(self, gradient):
         self.gradient = gradient.shape[0] * gradient

@@ -4,10 +4,8 @@ An optimizer holds a list of `Parameter`s and updates `p.data` from `p.grad` in 
 `grad` is None are skipped (their block did not run this step). Each optimizer can save and restore its
 state (`state_dict` / `load_state_dict`) as host NumPy arrays for checkpoints.
 
-Every optimizer has `train()` and `eval()`, which the training loop calls before training and before
-evaluating. They do nothing, except for the *schedule-free* optimizers (`ScheduleFreeAdamW`,
-`ScheduleFreeSGD`): those train at one point y and evaluate at another, x, and the two calls move the
-parameters between them.
+`train()` and `eval()`, called by the training loop before training and before evaluating, do nothing except
+for the schedule-free optimizers, which train at y and evaluate at x (docs/protocol.md, section 2).
 
 On CuPy, SGD (with or without momentum, NAG), Adam and AdamW update each parameter with one fused kernel
 (tinydgl/kernels/elementwise.py: the same arithmetic as the readable form below, in one launch instead of

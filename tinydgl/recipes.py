@@ -3,20 +3,10 @@
     tinydgl train --recipe drtp --trainer dfa --dataset fashion-mnist --epochs 5
     tinydgl recipes                      # every recipe, its trainers, options and source
 
-A recipe sets every `tinydgl train` option of an authors' setting; options given beside it override it, and
-the run's metrics JSON records the recipe's name (config.recipe). Method options a recipe sets for one
-trainer (e.g. the drtp recipe's --feedback-scale) are applied only to the trainers that have them, so one
-recipe serves a whole family (`bp` under the drtp recipe is the DRTP code's BP run).
-
-A recipe does not choose the dataset or the number of epochs: `benchmarks/reproduce.py` runs each on full
-Fashion-MNIST for 1 or 5 epochs, and `authors_epochs` says how long the authors train. Where tinydgl has no
-exact copy of the authors' network, the recipe says which model stands in (`note`). Sources: the repository
-and files the setting was read from; `commit` is the version of those files that was read, or "not recorded".
-
-`--trainer ff` without a recipe has defaults of its own (`TRAINER_DEFAULTS`): FF's layers do not learn, in a
-few epochs, at the command's general ones (Adam 2e-3 on standardised pixels) nor at the reference's SGD 1e-3,
-which needs its 100 epochs; the reference's network, data and batch with Adam at 2e-4 do (the measurements are
-in benchmarks/RESULTS.md).
+A recipe sets every `tinydgl train` option of an authors' setting (options given beside it override it), but
+not the dataset or the epochs (`authors_epochs`); `note` names a stand-in model, `commit` the version of the
+sources read. `TRAINER_DEFAULTS`: `--trainer ff`'s own defaults without a recipe. The rules and why:
+docs/commands.md, "Recipes".
 """
 from dataclasses import dataclass, field
 
@@ -116,7 +106,7 @@ RECIPES = {r.name: r for r in [
                         "ff_predict": "linear", "ff_classifier_lr_scale": 10.0, "ff_classifier_wd_scale": 10.0}),
 ]}
 
-# Defaults of trainers that do not learn at the command's general ones (module docstring); a recipe or
+# Defaults of trainers that do not learn at the command's general ones (docs/commands.md, "Recipes"); a recipe or
 # options given on the command line override them.
 TRAINER_DEFAULTS = {
     "ff": {"model": "mlp", "optimizer": "adam", "lr": 2e-4, "batch_size": 100, "normalize": "none",

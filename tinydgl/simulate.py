@@ -319,9 +319,8 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
     batch each link carries (J - 1 numbers, or one for all). bandwidth (bytes/s), latency (s): of every
     link. slots: buffer size M at each receiver. policy: "fifo" or "replay" (with optional reuse_cap).
     compression: a `Compression` or None. devices: None (one per stage) or P shared cores. max_steps: every
-    stage stops after this many steps, fresh or replayed (the engine's rule before 2026-11-22, kept to
-    study it: under replay a fast consumer may stop before its producer); None (the engine's rule now): a
-    stage stops only when its input runs out. With fifo it must be None or >= batches.
+    stage stops after this many steps (an old rule of the engine, docs/design/throughput-model.md); None
+    (the engine's rule): a stage stops only when its input runs out. With fifo it must be None or >= batches.
 
     Returns a dict: "seconds" (until the last stage stops), "input_samples_per_s" (fresh samples taken by
     stage 0, over the time until its last step ends), "output_samples_per_s" (steps of the last stage, fresh

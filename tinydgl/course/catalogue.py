@@ -98,7 +98,7 @@ TASKS = (
     Task("a2-dni-gradient", "DNI: where a group's gradient comes from",
          "`DNITrainer._gradient(i, from_above)`: the true loss gradient for the top group; for the others the "
          "synthesizer's prediction (mixed with `from_above` under BP(lambda)), scaled by `sg_scale` and converted "
-         "from per-example units (see the class docstring, \"Units\")."),
+         "from per-example units (lesson 6, \"Units: per-example gradients\")."),
     Task("a2-dni-synthesizer-target", "DNI: the synthesizers' regression target",
          "In `DNITrainer._update_group`: what group i sends back (dx) is the regression target of the synthesizer "
          "below it, M_(i-1), in per-example units and without `sg_scale`. Train M_(i-1) on it and return it."),

@@ -1,18 +1,9 @@
 """Batch normalisation over the batch (and spatial) axes, for (N, C) and (N, C, H, W) inputs.
 
-Both passes see the input as a matrix `rows` whose columns each belong to one channel: (N, C) inputs as
-they are, and (N, C, H, W) inputs by their channels-last memory, (N*H, W*C) (a free view for tinydgl's
-channels-last activations, see `tinydgl.ops.conv`; column w*C + c holds channel c). Per-channel vectors
-are tiled W times to line up with the columns. Why not simply reduce over axes (0, 2, 3)? Speed, on NumPy:
-- an elementwise op broadcasting a (C,) vector over (M, C) runs its inner loop C elements at a time, and
-  with C = 32 that overhead doubles the op's time; with W*C-long rows it disappears;
-- column sums are matrix-vector products, `ones @ rows`, which BLAS runs several times faster than a
-  sum over axis 0 (`tinydgl.threads.column_sums`).
-The output is built channels-last as well, so the layout survives into the next layer.
-
-On NumPy the passes over the activations run on every core (`tinydgl.threads`): the rows are cut into one
-slice per thread, each slice is normalised by the same code, and the per-channel dot products add partial
-sums over fixed blocks of rows, so the result does not depend on the thread count; so do the column sums.
+Both passes see the input as a matrix `rows` of shape (N*H, W*C) (channels-last memory, a free view; column
+w*C + c holds channel c; (N, C) inputs as they are), with per-channel vectors tiled W times, and build the
+output channels-last; on NumPy they run on every core, with the same result at any thread count. Why this
+layout and not a reduction over axes (0, 2, 3): docs/design/convolution.md, "Batch normalisation".
 """
 from ..backend import array_namespace, is_numpy_like
 from ..threads import blocked_sums, column_sums, for_each_slice, map_slices

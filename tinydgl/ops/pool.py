@@ -1,17 +1,8 @@
 """Pooling: max, average and adaptive average, over windows of NCHW inputs (no padding).
 
-Max and average pooling loop over the k*k offsets inside a window, not over the windows: each offset is
-one strided slice of the whole batch (`x[:, i::s, j::s, :]`), so a 2x2 pool is four vectorised steps.
-This needs nothing beyond standard slicing, so the same code runs on NumPy, CuPy and any array-API
-library.
-
-The ops index a channels-last *view* of their input, `permute_dims(x, (0, 2, 3, 1))`, and build their
-outputs and gradients channels-last too, returned as NCHW views (shape (N, C, H, W)). tinydgl's conv
-produces channels-last activations (see `tinydgl.ops.conv`), so this keeps every slice a run of
-contiguous channels and hands the next conv an input it can use without reordering.
-
-Max and adaptive average pooling are written for a slice of the batch (`_maxpool_nhwc`, ...): one call
-covers the whole batch, and on NumPy `tinydgl.threads.map_slices` runs one call per thread.
+Each of the k*k offsets inside a window is one strided slice of the whole batch (`x[:, i::s, j::s, :]`), on a
+channels-last view of the input; outputs and gradients are NCHW views of channels-last arrays, and on NumPy
+the batch is cut into one slice per thread. Why: docs/design/convolution.md, "Pooling".
 """
 from ..backend import array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices

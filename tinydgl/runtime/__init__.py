@@ -2,14 +2,10 @@
 
 Local learning (DGL, async DGL, LLS) sends nothing backwards across module boundaries, so each module (or
 group) runs in its own worker, joined to the next by a bounded buffer of (activation, label) batches; DNI
-also sends each synthesizer's target back. Data-parallel SGD, synchronous (`sync`) and asynchronous
-(`downpour`), runs on the same machinery. The rooms: `registry` (which engine, keyed by parallelism and
-transport, runs which trainer: the one place that decides), `shm_ring` (the buffer), `processes` (start,
-watch, stop), `links` and `pipeline` (the module pipeline, written once over a Source/Sink contract),
-`engine` (shared memory), `mpi_engine` (import it explicitly: it needs mpi4py), `data_parallel` (over
-shared memory or MPI), `flat` (parameters as one vector), `downpour`, `stages`, `metrics`, `epochs`. What a pipeline *would* do on J devices is `tinydgl.simulate`.
-
-Design notes (each file, the ring's layout and faults, MPI messages, the metrics): docs/design/runtime.md.
+also sends each synthesizer's target back. Data-parallel SGD (`sync`, `downpour`) runs on the same
+machinery. `registry` is the one place that decides which engine (parallelism x transport) runs which
+trainer; `mpi_engine` needs mpi4py (import it explicitly). Each file, the ring's layout and faults, MPI
+messages, the metrics: docs/design/runtime.md (and docs/architecture.md's map).
 """
 from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour

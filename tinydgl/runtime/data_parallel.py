@@ -4,15 +4,10 @@ a shared-memory segment among spawned workers (`run_data_parallel`) or MPI's All
 an MPI job (`run_data_parallel_mpi`).
 
 Where does each block's gradient come from? **From the block above it, as in backprop, and then from every
-other worker**: each worker runs `BackpropTrainer.train_step` on its shard of the batch (`shard_step`) with
-its optimizer wrapped in `AveragedGradients`, whose `step()` all-reduces the shard-size-weighted gradients
-and only then lets the real optimizer update. Every copy applies the same update to the same weights, so
-the copies stay identical and equal single-process SGD with the whole batch (BatchNorm and dropout aside):
-
-    grad of mean_{i in batch} loss_i = sum_w (n_w / B) * grad of mean_{i in shard w} loss_i
-
-Design notes (one step's semaphores, what differs from one process, faults): docs/design/runtime.md,
-"Synchronous data-parallel SGD".
+other worker**: each worker backpropagates its shard (`shard_step`) and `AveragedGradients.step()` all-reduces
+the shard-size-weighted gradients before the real optimizer updates, so every copy equals single-process SGD
+with the whole batch (BatchNorm and dropout aside). Why, one step's semaphores, what differs from one
+process, faults: docs/design/runtime.md, "Synchronous data-parallel SGD".
 """
 from __future__ import annotations
 

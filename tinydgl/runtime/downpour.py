@@ -2,19 +2,10 @@
 for another (Dean et al., "Large Scale Distributed Deep Networks", NeurIPS 2012, section 4.1).
 
 Where does each block's gradient come from? **From backprop, on a stale copy of the weights**: each worker
-runs `BackpropTrainer.train_step` on its own mini-batches with the weights it last *fetched* from the
-server; the worker's optimizer is wrapped in `_PushedGradients`, whose `step()` adds the gradients to an
-accumulator instead of updating anything. Every `n_push` steps the worker pushes the accumulated (summed)
-gradient; the server applies it with the trainer's own optimizer as soon as it arrives (the paper used
-Adagrad; we use whatever the trainer was built with). Meanwhile other workers' pushes may have moved the
-weights, so the gradient is applied to weights it was not computed at. That gap is the *staleness*:
-
-    staleness of a push = server version when it is applied - version the worker last fetched
-
-where the version counts the pushes applied so far. Every push is recorded (worker, fetched version,
-applied version = the version it creates, staleness) and summarised per worker and overall.
-
-Design notes (the protocol, its choices and why, BatchNorm, faults): docs/design/runtime.md, "Downpour SGD".
+backpropagates with the weights it last fetched and pushes the summed gradient every `n_push` steps; the server
+applies each push as it arrives, so it may meet weights other pushes have moved. Staleness of a push = server
+version when applied - version fetched; every push is recorded. The protocol, staleness, its choices and why,
+BatchNorm, faults: docs/design/runtime.md, "Downpour SGD".
 """
 from __future__ import annotations
 

@@ -1,46 +1,14 @@
 """The module-parallel engine over MPI: one rank per module group, on one machine or several.
 
-`engine.run_module_parallel` runs the J module groups of a locally trained network in J processes of one
-machine, joined by shared-memory rings. This file runs the same groups as the J ranks of an MPI job, so the
-ranks may sit on different machines. Launch it through the CLI:
+The same pipeline as `engine.run_module_parallel` (the same plan, worker loop, metrics and result), with MPI
+links (`links.MpiSink` -> `links.MpiSource`) instead of shared-memory rings. Launch it through the CLI:
 
     mpiexec -n 2 python -m mpi4py -m tinydgl train --parallel module --transport mpi --trainer dgl --model cnn ...
 
-(`-m mpi4py` makes an exception on any rank call `MPI_Abort`, which stops the whole job instead of leaving
-the other ranks waiting for a message that never comes.) Every rank builds the same trainer; rank r runs
-module group r of `split_modules` (costs measured on rank 0 and broadcast, so every rank agrees); rank 0
-reads the data loader itself and the last rank computes the network's loss:
-
-    rank 0                      rank 1                      rank 2 (last)
-    loader -> modules 0..a  ==> modules a+1..b          ==> modules b+1..J-1 -> loss
-              |    header, x, labels  |    header, x, labels  |
-              |  <---- credit ------  |  <---- credit ------  |
-
-    ==> one batch: a header, the activations and the labels (`links.MpiSink` -> `links.MpiSource`)
-    <-- a credit: room for one more batch (credits, policies and a clean end: the `links` docstring)
-
-The same pipeline as the local engine (`pipeline`): the same plan, the same worker loop and the same
-result; each rank runs `pipeline.run_stage` with MPI links, which return the same `RingEntry`s as a
-`SharedRing`, so `WorkerRecorder` measures staleness, occupancy, fresh, replayed and skipped batches and
-empty polls the same way, and the run reports the same samples per second.
-
-End of an epoch (a pickled, collective step; cheap next to an epoch): every rank `gather`s its modules'
-state (body, head, optimizer), its `WorkerRecorder.summary()` and (last rank) its losses to rank 0, which
-loads the states into its own trainer, so `trainer.evaluate` and checkpoints work there. The metrics are
-then broadcast, so every rank returns the same dict. At the start of every run rank 0 `scatter`s the
-current state of each group to the rank that runs it: so a resumed checkpoint (read on rank 0 only, no
-shared file system needed) or a module that changed rank between epochs starts from the right weights.
-Timelines: rank 0's `time.time()` after a Barrier is broadcast as the common start (clocks of different
-machines agree as well as NTP makes them).
-
-CuPy (untested: no GPU in CI). `cuda_aware_mpi()` asks the MPI library (`MPIX_Query_cuda_support`, which
-MPICH and Open MPI export); if it is, ranks receive straight into device memory, else through host memory
-(`links`). The run's log line says which.
-
-Faults. The job is one MPI program: a rank that raises makes `python -m mpi4py` (or the CLI, which calls
-`Abort` itself) abort every rank; `mpiexec` then exits non-zero. There is no attempt to survive a lost
-rank; resume from the last epoch's checkpoint. For tests only, `TINYDGL_MPI_TEST_FAIL_RANK=r` makes rank r
-raise after its first batch.
+Rank 0 reads the loader, the last rank computes the loss; at each epoch's end every rank gathers its state
+and metrics to rank 0, which evaluates and checkpoints. A rank that raises aborts the job (no survival of a
+lost rank: resume from the last checkpoint); `TINYDGL_MPI_TEST_FAIL_RANK=r` makes rank r fail, for tests.
+Ranks, messages, state, timelines, CUDA-aware MPI and faults: docs/design/runtime.md, "The MPI engine".
 """
 from __future__ import annotations
 

@@ -209,18 +209,13 @@ def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_in
     talk back (DNI), send back down what the stage computed for the stage below and take in what the stage
     above sent back, whenever it comes.
 
-    stage: what `trainer.pipeline_stage` built (`ModuleChain`, `SyntheticGradientStage`; a list of local
-    modules is taken as a ModuleChain). source: a `links.Source` (its `get`; entry None for raw data); sink: a `links.Sink`, None
-    for the last worker. from_above / to_below: the links in the backward direction, None where there is no
-    stage above / below. A stage that waits for the stage above (BP(lambda)) finishes each step only when
-    that batch's message is back: the pipeline runs in lock-step.
-    replay_input: the source is a replay buffer, so "nothing servable" is an empty poll, and once
-    `producer_stopped()` the worker serves what was never served and stops (Algorithm 2 has no end; this run
-    does, without replays past the last fresh batch). keep_alive(): called while waiting (raises to stop the
-    worker, e.g. the parent died). recorder: the worker's `WorkerRecorder`; each output goes on with the
-    origin (data batch number) that `recorder.got` returned for its input, and each message from above is
-    recorded with how late it came (`WorkerRecorder.fed_back`). Returns the last worker's [(loss, samples)]
-    per step.
+    stage: what `trainer.pipeline_stage` built (a list of local modules is taken as a `ModuleChain`).
+    source: a `links.Source`; sink: a `links.Sink`, None for the last worker. from_above / to_below: the
+    backward links, None where there is no stage above / below (a BP(lambda) stage waits for each message).
+    replay_input: the source is a replay buffer ("nothing servable" is an empty poll; once
+    `producer_stopped()` the worker serves what was never served and stops). keep_alive(): called while
+    waiting (raises to stop the worker). recorder: the worker's `WorkerRecorder` (origins, lateness).
+    Returns the last worker's [(loss, samples)] per step. docs/design/runtime.md, "The module pipeline".
     """
     if isinstance(stage, (list, tuple)):
         stage = ModuleChain(stage)

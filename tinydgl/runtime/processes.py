@@ -54,16 +54,8 @@ def start_worker(ctx, target, name, args, payload, processes):
     """Start a spawned worker `target(*args, conn)`, append it to `processes` and send it `payload` (its
     modules or trainer) through `conn`, one end of a socket pair; returns (process, the parent's end).
 
-    The process joins `processes` while Ctrl-C and SIGTERM are still blocked: a signal that arrived during
-    the start is raised the moment they are unblocked, and the run's clean-up must then know this worker,
-    or it would leave it starting after the parent exits (and unlinks the semaphores the child is still
-    unpickling: a traceback on the terminal).
-
-    Why the payload is not a `Process` argument: spawn writes a process's arguments into a pipe whose read
-    end the *parent itself* keeps open until the write finishes. A child that dies before reading them all
-    (a script without `if __name__ == "__main__":` makes every child re-run it and die) leaves the parent
-    blocked forever once the payload is larger than the pipe's 64 KiB. A socket whose other end is gone
-    makes `send` fail at once instead. The worker's first act is `conn.recv()`.
+    The process joins `processes` while stop signals are still blocked; the worker's first act is `conn.recv()`.
+    Why both, and why the payload is not a `Process` argument: docs/design/runtime.md, "Starting a worker".
     """
     mine, theirs = ctx.Pipe(duplex=True)
     process = ctx.Process(target=target, name=name, daemon=True, args=(*args, theirs))

@@ -1,22 +1,9 @@
 """What one worker of the module-parallel engines runs (a *stage*), and how a trainer is cut into stages.
 
 The engines cut a trainer's units into contiguous groups, one stage per worker: a local trainer's modules
-(`ModuleChain`, trainers/local.py) or DNI's groups and synthesizers (`SyntheticGradientStage`,
-trainers/dni.py, whose targets come back down late). A stage answers, for `pipeline.pipeline_worker_loop`:
-
-    step(x, y, origin) -> (loss, out)   run the stage on one batch (origin: its data batch number)
-    message_below() -> array or None    what this step sends back to the stage below (after `step`)
-    expects_from_above() -> bool        whether the stage above will send something back for this batch
-    waits_for_above                     True: the step is finished only by `finish(message)` (BP(lambda))
-    learn_from_above(message) -> loss   a message came back for the oldest batch waiting for one
-    finish(message)                     (waits_for_above) complete this batch's update with the message
-    state() -> picklable                what the worker learned, for `load_pipeline_stage` in the parent
-
-A trainer that declares `parallel = ("module",)` (runtime/registry.py) builds its own stages, so no trainer
-is named here: pipeline_units() (what is cut), pipeline_links() -> (policy, replay_slots, reuse_cap)
-("fifo" or "replay"; refuses what cannot run), pipeline_stage(group, batches_per_epoch, start_epoch),
-load_pipeline_stage(group, state), pipeline_unit_step(j) -> run(x, y) (one step of unit j on a scratch
-copy, for `unit_costs`) and `talks_back` (True if its stages send messages back down, as DNI's do).
+(`ModuleChain`, trainers/local.py) or DNI's groups and synthesizers (`SyntheticGradientStage`, trainers/dni.py).
+A trainer that declares `parallel = ("module",)` (runtime/registry.py) builds its own stages, so no trainer is
+named here. A stage's methods, and a trainer's `pipeline_*` methods: docs/design/runtime.md, "Stages".
 """
 from __future__ import annotations
 

@@ -1,23 +1,13 @@
 """Gradient alignment: how close is the gradient a method hands its optimizer to backprop's?
 
-For one batch and one model state, the alignment of a method at block l is the cosine between the
-parameter gradient the method computes for block l (what reaches `optimizer.step()`, before the optimizer
-transforms it) and the true backprop gradient of the network's loss for the same parameters, on the same
-batch, at the same weights (each block's parameter gradients concatenated into one vector;
-lesson 11 shows it on FA and DFA). Backprop reads 1 (to rounding); a signal unrelated
-to the loss reads about 0; FA and DFA are known to *align* as they train.
+At block l: the cosine between the parameter gradient the method hands `optimizer.step()` and the true backprop
+gradient, same batch, same weights (block's gradients concatenated). Backprop reads 1; unrelated signals read
+about 0; blocks that got no gradient that step, and async DGL's later modules, read NaN; Forward-Forward is
+refused. What it measures and why: docs/design/measurements.md; lesson 11 shows it on FA and DFA.
 
     probe = AlignmentProbe(every=10)
     fit(trainer, train, test, epochs, alignment=probe)   # every 10th step goes through the probe
     probe.summary()  # {"every": 10, "steps": [1, 11, ...], "blocks": [[cos of block 0 at each step], ...]}
-
-It works for every trainer whose train_step learns from the batch it is given (backprop, DNI, greedy,
-DGL, LLS, local-losses, the feedback-alignment family). In async DGL only the first module learns from the
-batch it is given; the later ones learn from buffered activations computed at other steps, with other
-weights, so their blocks read NaN (the first module's are measured). Forward-Forward is refused: its
-network has no output loss whose backprop gradient its layers could be compared with. A block whose
-parameters got no gradient at that step (a DNI group that skipped its update, a frozen greedy module, the
-shallow floor's hidden blocks) reads NaN.
 """
 import copy
 import math

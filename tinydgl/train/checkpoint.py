@@ -365,16 +365,8 @@ class CheckpointLock:
         with CheckpointLock("ckpt", run="bp on cnn (mnist-small)"):
             ...train, save_checkpoint("ckpt", ...)...
 
-    How: an exclusive `flock` on DIR/lock.json, which also records who holds it (for the message). The
-    kernel drops a flock when its process ends in any way (a normal end, an exception, Ctrl-C, SIGTERM,
-    SIGKILL, the out-of-memory killer), so no lock outlives its run and nothing has to guess whether the
-    owner still lives. A file made with O_EXCL would stay after SIGKILL, and telling a dead owner from a
-    live one would then rest on its pid, which means nothing on another host and may be reused here. flock
-    also conflicts between two opens in one process (two runs in one notebook), where POSIX locks
-    (fcntl.lockf) would not, and it is not handed to the parallel engines' workers (they start with spawn).
-    On NFS, Linux maps flock onto NFS's own locks. The record of a run that was killed stays in the file
-    and is taken over with a note. Where locks are not available (Windows, a filesystem without them),
-    the run goes on unlocked, with a note.
+    An exclusive `flock` on DIR/lock.json, which the kernel drops however the process ends; where locks are
+    not available, the run goes on unlocked, with a note. Why flock: docs/design/checkpoints.md.
     """
 
     def __init__(self, directory, run=None, log=print):

@@ -1,21 +1,10 @@
 """Compute next to accuracy: the multiply-accumulates (MACs) one training step costs, counted from the shapes
-of what actually runs.
+of what actually runs (on a copy of the trainer, so counting changes nothing).
 
     macs = step_macs(trainer, x, y)   # per sample: {"forward", "signal", "weight_gradients", "total"}
 
-- forward: the model's own layers' forward passes (what inference costs, once per sample fed);
-- weight_gradients: the model's own layers' weight gradients (x^T dout, the same size as their forward);
-- signal: everything else the method computes to get those gradients: input gradients passed down (backprop,
-  FA), auxiliary heads and their training (DGL), the fixed projections (LLS, DFA, DRTP), synthesizers (DNI),
-  forward-mode tangents (forward gradient: per Linear or Conv2d, one forward-sized product for a moving input
-  and one for a moving weight, per direction), PEPITA's second (modulated) forward pass and its error
-  projection (a trainer with `forward_passes = 2`).
-
-Counted: every Linear and Conv2d (forward: N*D*M and N*F*H_out*W_out*(C/groups)*k*k; the weight and the input
-gradient each cost as much as the forward), FixedLinear / PooledLinear projections and DFA's `project`.
-Not counted: element-wise work (activations, batch norm, pooling, normalisations, the optimizer), which is
-O(activations), not O(activations x fan-in). The step runs on a copy of the trainer, so counting changes
-nothing. So "LLS needs N times fewer MACs than backprop" (the paper's claim) can be checked here.
+forward: the model's own layers; weight_gradients: their weight gradients; signal: everything else the method
+computes to get those. What each part holds, and what is and is not counted: docs/design/measurements.md.
 """
 import copy
 import math
@@ -137,7 +126,7 @@ def _walk(module):
 
 def step_macs(trainer, x, y):
     """MACs per sample of one `train_step(x, y)`, counted on a copy of the trainer: a dict with forward,
-    signal, weight_gradients and total (module docstring)."""
+    signal, weight_gradients and total (docs/design/measurements.md)."""
     twin = copy.deepcopy(trainer)
     twin.to_train_weights()
     twin.model.train()

@@ -1,21 +1,12 @@
 """How a model is evaluated at the end of an epoch: the protocol of the LLS authors' code, shared by the
 in-process loop (`fit`) and every parallel engine (`runtime.epochs.epochs_on_workers`).
 
-The protocol: docs/protocol.md, sections 1 and 2. After each epoch's training and before testing:
-
+After each epoch's training and before testing (docs/protocol.md, sections 1 and 2, says why):
 1. the trainer puts its evaluation weights into the parameters (`to_eval_weights`: a schedule-free
    optimizer's average x; a no-op for every other optimizer);
-2. if `bn_recalibrate` = N > 0, batch-norm statistics are re-estimated at those weights: the first N batches
-   of a fresh pass over the training loader go through the model in training mode, with no labels, so no
-   layer, head or synthesizer learns anything (`recalibrate_batchnorm`);
+2. if `bn_recalibrate` = N > 0, the first N batches of a fresh pass over the training loader go through the
+   model in training mode, with no labels, so only batch-norm statistics change (`recalibrate_batchnorm`);
 3. the model is tested in evaluation mode.
-
-Why 2 matters: BN's running statistics are averages over the epoch, taken at weights that kept moving. For
-local learners, whose blocks change fast, they lag the weights they are used with; with schedule-free
-optimizers they were even taken at other weights (y, not x). With momentum 0.1, 50 batches leave the old
-statistics 0.9**50 = 0.5 % of their weight: the statistics are, in effect, measured again. What it is
-worth, measured: benchmarks/RESULTS.md, "Reproducing the LLS protocol". What it costs: N forward passes (no backward), e.g. about 1/3 of the time of N training steps.
-
 The loop calls `to_train_weights` again before the next epoch's training.
 """
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """The epoch loop every way of training shares: in this process (`fit`), on local worker processes and on MPI
 ranks (`tinydgl.runtime.epochs`). Evaluation, the history, the log line, crash-safe checkpoints with exact
-resume, and stop signals, written once.
-
-Each epoch: something trains it (`batches.BatchLoop` here, batch by batch; the parallel engines on fresh
-workers) and returns an `EpochRun`; then `evaluation.evaluate_epoch` runs the authors' end-of-epoch protocol
-(evaluation weights, optional batch-norm recalibration, test), the history gets its entry, the log its line,
-and the checkpoint saves what was evaluated.
+resume, and stop signals, written once. Each epoch returns an `EpochRun` (from `batches.BatchLoop` here, from
+the workers in parallel runs), then is evaluated, logged and saved: docs/design/training-loop.md.
 """
 import contextlib
 import dataclasses
@@ -69,37 +65,12 @@ def fit(trainer, train_loader, test_loader, epochs=None, config=None, **options)
     """Train for `epochs` epochs (in total, counting any resumed ones) and return the history.
 
     The options are `FitConfig`'s fields, as keywords (or a whole `config`; keywords given beside it replace
-    its fields):
-    train_loader / test_loader: iterables of (x, y) batches; train_loader must have `set_epoch(e, start_batch)`
-    so each epoch's order depends only on (seed, epoch), which is what makes a resumed run exact.
-    checkpoint_dir: save after every epoch (atomically; the last two checkpoints are kept).
-    checkpoint_every: also save every N training steps (counted from the run's start), mid-epoch.
-    resume: True or "latest" continues from the last save, "previous" from the one before; mid-epoch
-    checkpoints resume at the batch after the saved one, and the run ends bit-identical to one never stopped
-    (the trainer's `resume_state` carries generators, counters and buffers). The checkpoint must belong to
-    a run like this one (same trainer, model and parameter shapes; `checkpoint.check_fits`).
-    stop_on_signals: SIGTERM or a first Ctrl-C stop the run after its current step: it saves a checkpoint
-    (when checkpoint_dir is set) and raises `stopping.RunStopped`; a second Ctrl-C interrupts at once.
-    bn_recalibrate: before every evaluation, re-estimate batch-norm statistics on this many batches of a
-    fresh pass over train_loader (the LLS authors' protocol, `evaluation.py`; 0: evaluate with the
-    statistics the epoch left; the `tinydgl` command's default is 50). evaluate_before_recalibration: also
-    test before recalibrating (history key test_accuracy_before_recalibration), to see what it changed.
-    alignment: an `alignment.AlignmentProbe`; its due steps go through it, which measures how close the
-    gradients the trainer hands its optimizers are to backprop's (it keeps the records).
-    lr_schedule: a name of `tinydgl.optim.LR_SCHEDULES` ("constant", "cooldown"): every optimizer's rate in
-    each epoch is its base rate times the schedule's factor for that epoch.
-    Schedule-free optimizers evaluate, recalibrate and checkpoint at epoch ends at their average x and train
-    at y (mid-epoch checkpoints hold y, the point training continues from); when fit returns, the
-    parameters hold x (the model to use).
-    progress: a tqdm bar where stderr is a terminal and tqdm is installed; elsewhere a line through `log`
-    every `batches.PROGRESS_EVERY_SECONDS`. False: neither. on_epoch_end: called with each history entry.
-    Raises TrainingDiverged when the loss becomes NaN or infinite, or `batches.DIVERGED_FACTOR` times its
-    first value, or NumPy reports an overflow or an invalid value in a training step: any of these means
-    the run has stopped learning.
+    its fields); what each does: docs/design/training-loop.md. train_loader must have
+    `set_epoch(e, start_batch)`, so that a resumed run is exact.
+    Raises TrainingDiverged when the loss becomes NaN, infinite or `batches.DIVERGED_FACTOR` times its first
+    value, or NumPy reports an overflow or an invalid value in a training step.
     Returns a list with one dict per epoch: epoch, train_loss, test_accuracy, test_loss, seconds (training
-    only), samples_per_second (samples every module learned from, per training second),
-    bn_recalibrate_batches, bn_recalibrate_seconds, loss_curve (up to `batches.LOSS_CURVE_POINTS` means of
-    the batch losses, each over loss_curve_every steps in order).
+    only), samples_per_second, bn_recalibrate_batches, bn_recalibrate_seconds, loss_curve.
     """
     if epochs is not None:
         options["epochs"] = epochs

@@ -1,13 +1,9 @@
 """Will a training step at this batch size fit in memory? A cheap estimate before training, and a message
 for when memory runs out anyway.
 
-A step's memory grows with the batch: every block keeps its activations (and caches) for the backward
-pass, and the data loader keeps a few batches ready. `check_batch_memory` measures a step on copies of the
-trainer at a few small batch sizes with tracemalloc (which sees NumPy's allocations), so the growth per
-sample comes from the real model, trainer and auxiliary heads rather than from a table of layer shapes,
-and compares the total at the asked batch size with the memory this process can still get. It costs a few
-small training steps on copies (a fraction of a second for the mnist models; a few seconds for ff's 3 x 1000
-network at a batch of thousands); the trainer itself is not touched.
+`check_batch_memory` measures a step on copies of the trainer at a few small batch sizes with tracemalloc,
+and compares the growth, extrapolated to the asked batch size, with the memory this process can still get
+(how, and what it costs: docs/design/checkpoints.md, "Memory before a run").
 
 NumPy only: on CuPy the memory is the GPU's, and CuPy's own OutOfMemoryError (a MemoryError) is reported
 by `out_of_memory_message` like NumPy's.

@@ -1,9 +1,8 @@
 """Replay buffers between modules (DGL Algorithm 2) and the codecs that store activations in them.
 
-A `ReplayBuffer` sits between module j and module j+1. Module j pushes each output batch it produces
-(as a constant, with its labels); module j+1 takes batches out whenever it is scheduled, possibly reusing
-one several times when module j is slower. What is stored is whatever the buffer's codec makes of the
-activations:
+A `ReplayBuffer` sits between module j, which pushes each output batch (with its labels), and module j+1,
+which takes batches out when scheduled, reusing one when module j is slower. It stores what its codec makes
+of the activations:
 
 - `RawCodec`: the array itself (float32: 4 bytes per number).
 - `VQCodec`: online vector quantisation, as in the extended DGL paper (Belilovsky et al. 2021,
@@ -76,18 +75,9 @@ class VQCodec(Module):
     codewords. Codebooks are buffers of this module (saved in checkpoints, so a resumed run decodes
     as before).
 
-    Learning (`encode(x, learn=True)`), per batch (the EMA k-means of VQ-VAE, van den Oord et al. 2017):
-    1. the first batch initialises each codebook with K of its vectors drawn at random;
-    2. each vector is assigned its nearest codeword, by squared distance ||v||^2 - 2 v.c + ||c||^2 (one
-       matmul, done in chunks to bound memory);
-    3. count_k <- decay * count_k + (1 - decay) * n_k and sum_k <- decay * sum_k + (1 - decay) * (sum of
-       the vectors assigned to k); codeword_k = sum_k / count_k (with Laplace smoothing of the counts);
-    4. a codeword no vector has chosen for `restart_after` batches in a row is restarted at a random vector
-       of the batch (a common fix for dead codewords), so the codebook keeps covering the data as the
-       producing module changes, and codewords the first batch placed badly do not stay wasted.
-    The codes returned are step 2's, i.e. computed with the codebook before this batch's update; decoding
-    always uses the current codebook (the receiver's copy, kept in sync by sending the codebook, K*dim
-    numbers, which is reported separately and amortised over many batches).
+    Learning (`encode(x, learn=True)`): the EMA k-means of VQ-VAE (van den Oord et al. 2017), with dead
+    codewords restarted after `restart_after` idle batches; the codes returned are computed with the codebook
+    before this batch's update. The four steps: docs/methods/async-dgl.md, "Learning a VQ codebook".
     """
 
     name = "vq"

@@ -79,8 +79,8 @@ class LabelBias2d(Module):
 
 
 class Synthesizer(Module):
-    """M_i: predicts the gradient of the loss with respect to a block's output h (per example, see
-    DNITrainer's "Units"), optionally from the one-hot label too.
+    """M_i: predicts the gradient of the loss with respect to a block's output h (per example: "Units" in
+    lessons/06-synthetic-gradients.md), optionally from the one-hot label too.
 
     forward(h, label=None) -> synthetic gradient with h's shape. backward(dout) fills the parameters'
     gradients (the synthesizer's inputs are constants, so nothing is returned).
@@ -181,61 +181,29 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_ch
 # --- the trainer ---------------------------------------------------------------------------------------
 
 class DNITrainer(Trainer):
-    """Synthetic-gradient training (DNI; cDNI with `conditioned=True`).
+    """Synthetic-gradient training (DNI; cDNI with `conditioned=True`). Why each default, with measurements:
+    docs/methods/dni.md, "The options".
 
-    make_optimizer(params) -> Optimizer: one optimizer per group of blocks and, unless `synth_optimizer`
-        (same signature) is given, one per synthesizer.
-    synthesizer: "linear" (the default: one Linear, or one 5x5 conv for 4-D activations), "mlp", "conv" or
-        "auto" (the paper's: MLP for flat activations, conv for 4-D ones). Linear is the default because it
-        was the best trade-off measured: nearly the accuracy of MLP synthesizers at a fraction of their time
-        (the numbers, with their commands, dates and seeds: benchmarks/RESULTS.md, "DNI versus backprop",
-        "Synthesizer size and update probability"; the script: benchmarks/bench_dni.py).
-    interfaces: indices of the blocks *after* which a synthesizer sits (default: every block but the last,
-        the classifier). Blocks between two interfaces are trained together by backprop.
-    update_prob: each step, each group independently runs its backward pass and optimizer step with this
-        probability (Jaderberg et al. show cDNI still converges at 0.05); a group that skips still runs
-        forward. Synthesizer M_i trains whenever group i+1 runs backward, since that is where its target
-        comes from. Draws come from a generator seeded with (seed, epoch, batch), so a resumed run repeats them.
-    sg_scale: multiplies the gradient every group below the classifier is updated with (a damping factor on
-        synthetic gradients). Targets stay unscaled: backward is linear in its output gradient, so dividing
-        what a group sends back by sg_scale gives exactly what the unscaled estimate would have sent.
-    bp_lambda: BP(lambda) mixing, a backprop analogue of TD(lambda). Group i's gradient estimate becomes
-            (1 - lambda) * M_i(h_i) + lambda * delta_i,
-        where delta_i is what group i+1 sent back when it backpropagated *its* estimate — available only when
-        group i+1 ran backward this step (else the estimate is M_i(h_i) alone). delta_i is also M_i's
-        regression target, so the targets mix true and synthetic gradients. lambda = 0 is DNI (pure
-        bootstrapping, update unlocked); lambda = 1 hands every group the true gradient, which is exactly
-        backprop, and M_i regresses onto it. For lambda > 0 a group needs the gradient from the group above,
-        which needs the one above it, and so on: mixing in the true gradient at an interface is impossible
-        without a full backward pass. So the step runs the whole forward pass, then updates the groups top
-        down — BP(lambda) buys accuracy with the update lock DNI exists to remove.
-    conditioned: cDNI — every synthesizer also sees the one-hot label (concatenated to flat activations,
-        a per-channel bias for conv ones).
+    make_optimizer(params) -> Optimizer: one per group of blocks and, unless `synth_optimizer` (same
+        signature) is given, one per synthesizer.
+    synthesizer: "linear" (default: one Linear, or one 5x5 conv for 4-D activations), "mlp", "conv" or "auto"
+        (the paper's: MLP for flat activations, conv for 4-D ones).
+    interfaces: indices of the blocks *after* which a synthesizer sits (default: every block but the last).
+        Blocks between two interfaces are trained together by backprop.
+    update_prob: each step, each group runs its backward pass and optimizer step with this probability (it
+        still runs forward); draws are seeded with (seed, epoch, batch), so a resumed run repeats them.
+    sg_scale: multiplies the synthetic gradient every group below the classifier is updated with.
+    bp_lambda: BP(lambda): group i's estimate is (1 - lambda) * M_i(h_i) + lambda * delta_i, delta_i being
+        what group i+1 sent back; 0 is DNI, 1 is backprop. For lambda > 0 the groups update top down.
+    conditioned: cDNI: every synthesizer also sees the one-hot label.
     label_smoothing: for the task loss at the top, as in backprop.
-    seed: the synthesizers' initial weights (their sizes come from a dry forward pass of the model in
-        evaluation mode, on `model.input_shape`), and update_prob's draws.
-    synth_hidden, synth_channels: width of the MLP synthesizer's hidden layers and channels of the conv
-        synthesizer's hidden convs (1024 and 128 in the paper; "mlp1" defaults to koz4k's 256).
-    synth_placement: "post-activation" (default) reads each interface block's output; "pre-activation" reads
-        it before the block's last activation (koz4k's examples/mnist-mlp puts the interface on the batch-norm
-        output, before the ReLU): that activation then runs as the first layer of the group above, so the
-        synthetic gradient is dL/d(pre-activation) and the block below backpropagates it without the ReLU's
-        mask. On tinydgl's mlp, koz4k's synthesizer after the ReLU cost 9 points (benchmarks/RESULTS.md).
-    synth_units: "per-example" (default, see Units) or "raw": the synthesizer predicts dL/dh of the batch-mean
-        loss itself (its targets are what the block above sends back, unscaled; a block is updated with
-        sg_scale * M_i(h_i)) and its regression loss sums the squared error over an example's features,
-        averaged over the batch, as koz4k's dni-pytorch does (`_SyntheticGradientUpdater`: 2 (M - target) / B).
-    synth_zero_init: "weight+bias" (default) or "weight" (koz4k's): what of the synthesizer's last layer
-        starts at zero (`build_synthesizer`).
-
-    Units. The task loss is a batch mean, so dL/dh for one example is 1/N of the gradient of that example's
-    own loss. Synthesizers predict the per-example gradient N * dL/dh: their targets are N times what the
-    block above sends back, and a block is updated with sg_scale * M_i(h_i) / N. A synthesizer trained at
-    one batch size then stays right at another, and its targets are of order 1 instead of 1/N. The latter
-    matters with Adam, whose first steps move every weight by about lr whatever the gradient's scale: with
-    raw dL/dh targets (~1e-4 here) a zero-initialised synthesizer overshoots by orders of magnitude. On
-    mnist-small (mlp, 2 epochs, Adam 1e-3 throughout) this took cDNI from 0.83 to 0.89 test accuracy, and
-    cDNI with linear synthesizers from 0.84 to 0.92.
+    seed: the synthesizers' initial weights (sized by a dry forward pass on `model.input_shape`), and the draws.
+    synth_hidden, synth_channels: width of the MLP synthesizer's hidden layers, channels of the conv one's.
+    synth_placement: "post-activation" (default) or "pre-activation" (before the interface block's last
+        activation, as koz4k's examples/mnist-mlp).
+    synth_units: "per-example" (default: synthesizers predict N * dL/dh, so they hold at any batch size) or
+        "raw" (dL/dh of the batch-mean loss, as koz4k's dni-pytorch).
+    synth_zero_init: "weight+bias" (default) or "weight" (koz4k's): what of the last layer starts at zero.
     """
 
     name = "dni"
@@ -376,7 +344,7 @@ class DNITrainer(Trainer):
         label = F.one_hot(y, self.num_classes, self.dtype) if self.conditioned else None
         self._synthetic = [None] * top
         self.synthesizer_losses = [None] * top
-        # The factor between the synthesizers' units and dL/dh of the batch-mean loss (class docstring, Units):
+        # The factor between the synthesizers' units and dL/dh of the batch-mean loss (lesson 6, "Units"):
         # the batch size for per-example units, 1 for raw ones (koz4k's), which _gradient and the targets use.
         self._batch_size = int(x.shape[0]) if self.synth_units == "per-example" else 1
         self._to_below = None

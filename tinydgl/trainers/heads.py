@@ -1,22 +1,11 @@
-"""Auxiliary heads for DGL: small classifiers attached to a module's output (built from the shared layers).
+"""Auxiliary heads for DGL and the local-loss trainers: small classifiers (or losses) on a module's output,
+built from the shared layers.
 
-From the DGL papers' code (`auxillary_classifier2`):
-- "mlp-sr" (the main one): average-pool to ceil(H/4) per side, three 1x1 conv + BN + ReLU, adaptive-average-pool
-  to 2x2, flatten (4C), three Linear(4C, 4C) + BN + ReLU, Linear to the classes.
-- "mlp" (cheap, used for the async experiments): adaptive-average-pool to 2x2, then the MLP part.
-- "cnn": two 3x3 conv + BN + ReLU at full resolution, pool to 2x2, linear.
-- "linear" (for teaching): pool to 2x2, BN, flatten, one Linear.
-For flat (N, D) outputs, the conv and pooling parts are dropped and the MLP width is D.
+    head = aux_head("mlp-sr", shape, num_classes)   # (C, H, W) or (D,); also "mlp", "cnn", "linear", "pred", ...
 
-From Nøkland & Eidnes, "Training neural networks with local error signals" (ICML 2019; code
-anokland/local-loss, `LocalLossBlockLinear` / `LocalLossBlockConv`), heads with a loss of their own
-(`LocalLossHead`), not a classifier's cross-entropy alone:
-- "pred": a linear classifier (weight initialised to zero, as the reference) on the block's output, average-
-  pooled first for feature maps so that it sees at most 4096 features (the reference's --dim-in-decoder);
-  cross-entropy.
-- "sim": the similarity-matching loss (`ops/similarity.py`) of the block's output passed through a learned
-  Linear(D, D, bias=False) for flat outputs, or a 3x3 Conv2d(C, C, bias=False) for feature maps.
-- "predsim": (1 - beta) * pred + beta * sim, beta = 0.99 by default (the reference's --beta).
+DGL's heads ("mlp-sr", "mlp", "cnn", "linear") follow the DGL papers' code (`auxillary_classifier2`); the
+local-loss heads ("pred", "sim", "predsim", `LocalLossHead`) follow Nøkland & Eidnes, "Training neural networks
+with local error signals", ICML 2019 (anokland/local-loss). Each head's layers: docs/methods/auxiliary-heads.md.
 """
 import math
 
