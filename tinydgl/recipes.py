@@ -104,6 +104,37 @@ RECIPES = {r.name: r for r in [
              "second half, raw [0, 1] pixels",
         method_options={"ff_hidden": [1000, 1000, 1000], "ff_relu_grad": "full", "peer_norm": 0.03,
                         "ff_predict": "linear", "ff_classifier_lr_scale": 10.0, "ff_classifier_wd_scale": 10.0}),
+    Recipe(
+        "pepita-fc", ("pepita", "shallow", "bp"),
+        {"model": "mlp", "hidden": [1024], "batchnorm": False, "bias": False, "optimizer": "sgd", "momentum": 0.9,
+         "lr": 0.01, "batch_size": 64, "lr_schedule": "steps", "normalize": "none", "bn_recalibrate": 0},
+        repo="github.com/GiorgiaD/PEPITA", files="Tutorial_PEPITA_FullyConnectedNets_CIFAR-10.ipynb (NetFC1x1024DOcust)",
+        authors_epochs="100 (lr x0.1 at 60 and 90)",
+        note="one 1024-unit ReLU layer, no biases, F = U[-sqrt(6/D), sqrt(6/D)] x 0.05, SGD momentum 0.9 lr 0.01, "
+             "batch 64, [0, 1] pixels; not followed: He-uniform init and 10% dropout (one mask for both passes). "
+             "The notebook trains CIFAR-10 (52.58% after 100 epochs); on MNIST it changes only the input size",
+        method_options={"pepita_f_scale": 0.05}),
+    Recipe(
+        "nokland-predsim", ("dgl", "greedy", "bp"),
+        {"model": "mlp", "hidden": [1024, 1024, 1024], "batchnorm": True, "optimizer": "adam", "lr": 5e-4,
+         "batch_size": 128, "normalize": "dataset", "bn_recalibrate": 0},
+        repo="github.com/anokland/local-loss", files="train.py (defaults), run_experiments.sh (FashionMNIST mlp)",
+        authors_epochs="200 on Fashion-MNIST (lr x0.25 at 100, 150, 175, 188); the README's table: 100",
+        note="3 x 1024 with batch norm, one local loss per hidden layer (predsim, beta 0.99), Adam 5e-4, batch 128; "
+             "not followed: dropout 0.025, leaky ReLU for sim and predsim, 2-pixel jitter and flips; "
+             "--aux pred | sim for the other two losses",
+        method_options={"aux": "predsim", "predsim_beta": 0.99}),
+    Recipe(
+        "fournier-fg", ("fg", "bp"),
+        {"model": "smallconv", "optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "weight_decay": 5e-4,
+         "batch_size": 128, "normalize": "dataset", "bn_recalibrate": 0},
+        repo="github.com/streethagore/ForwardLocalGradient", files="args.py (defaults), model/small_net.py",
+        authors_epochs="101 (lr x0.2 every 30)",
+        note="the global loss's forward gradient along local guesses (an MLP head per block), activity "
+             "perturbation (their LocalFG-A), SGD 0.05, momentum 0.9, weight decay 5e-4, batch 128; tinydgl's "
+             "smallconv stands in for their small-net (six 3x3 convs, 64-256 channels); not followed: the step "
+             "schedule and their heads' shape (pooled to 2x2, 3 layers of 1024)",
+        method_options={"fg_mode": "activity", "fg_loss": "global", "fg_guess": "local", "aux": "mlp"}),
 ]}
 
 # Defaults of trainers that do not learn at the command's general ones (docs/commands.md, "Recipes"); a recipe or

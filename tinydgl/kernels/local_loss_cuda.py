@@ -27,7 +27,7 @@ dL/dW into dm, dM or dweight.
 How the work is split: **one thread block per example** (the grid is N blocks), THREADS threads each.
 Everything one example needs (its window sums, its norm, its K logits) stays inside its block, so the
 only synchronisation is `cuda.syncthreads()` between phases, and sums over d (the norm, each logit, the
-radial part of the normalisation's gradient) are **tree reductions in shared memory** (`_block_sum`).
+radial part of the normalisation's gradient) are **tree reductions in shared memory** (`block_sum`).
 The K logits and the softmax are done by thread 0 alone: K is 10 or 100, far less work than a reduction's
 round trip, and a serial loop is easier to read.
 
@@ -49,6 +49,146 @@ from numba import cuda, float64  # this module is imported only where the fused 
 THREADS = 128  # threads per block: a power of two (the tree reduction halves it), a multiple of the 32-wide warp
 
 
+# The kernel's phases, one device function each, in the order the kernel runs them. Each is run by every
+# thread of example n's block; t = cuda.threadIdx.x, and "for f in range(t, d, threads)" is a block-stride
+# loop: thread t takes features t, t + threads, ..., so any d works with any number of threads. A phase
+# that reduces over d calls block_sum, whose barriers every thread of the block must reach.
+
+@cuda.jit(device=True, inline="always")
+def block_sum(partial, buffer, threads):
+    """Every thread passes its partial sum; every thread gets the block's total.
+
+    A tree reduction: in round s, thread t < s adds buffer[t + s] into buffer[t], halving the live part
+    each round, so `threads` partial sums become one in log2(threads) rounds. The syncthreads between
+    rounds make each round's writes visible before the next reads them.
+    """
+    t = cuda.threadIdx.x
+    buffer[t] = partial
+    cuda.syncthreads()
+    s = threads // 2
+    while s > 0:
+        if t < s:
+            buffer[t] += buffer[t + s]
+        cuda.syncthreads()
+        s //= 2
+    total = buffer[0]
+    cuda.syncthreads()  # everyone has read buffer[0] before the buffer is reused
+    return total
+
+
+@cuda.jit(device=True, inline="always")
+def adaptive_window(i, size, p):
+    """PyTorch's adaptive window i of p over `size`: [floor(i*size/p), ceil((i+1)*size/p))."""
+    return (i * size) // p, ((i + 1) * size + p - 1) // p
+
+
+@cuda.jit(device=True, inline="always")
+def pool(a, n, p, z, threads):
+    """1. z[n, f] = the mean of feature f's window of a[n] (C, H, W); returns this thread's sum of squares."""
+    t = cuda.threadIdx.x
+    height, width, d = a.shape[2], a.shape[3], z.shape[1]
+    squares = 0.0
+    for f in range(t, d, threads):
+        c, i, j = f // (p * p), (f // p) % p, f % p
+        h0, h1 = adaptive_window(i, height, p)
+        w0, w1 = adaptive_window(j, width, p)
+        total = 0.0
+        for h in range(h0, h1):
+            for x in range(w0, w1):
+                total += a[n, c, h, x]
+        v = total / ((h1 - h0) * (w1 - w0))
+        z[n, f] = v
+        squares += v * v
+    return squares
+
+
+@cuda.jit(device=True, inline="always")
+def normalise(z, n, squares, normalize, eps, buffer, threads):
+    """2. z[n] /= max(||v||, eps) (or by 1 without normalisation); returns (||v||, the divisor)."""
+    t = cuda.threadIdx.x
+    norm = math.sqrt(block_sum(squares, buffer, threads))  # a reduction over all d features of the block
+    denom = max(norm, eps) if normalize else 1.0
+    for f in range(t, z.shape[1], threads):
+        z[n, f] = z[n, f] / denom
+    # no barrier needed here: until phase 6 each thread reads only the features f it wrote itself (the
+    # reductions' own barriers share the sums)
+    return norm, denom
+
+
+@cuda.jit(device=True, inline="always")
+def project(z, w, n, scale, logits, buffer, threads):
+    """3. logits[n, k] = scale * <z[n], w[:, k]>: a dot product over d, one reduction per class."""
+    t = cuda.threadIdx.x
+    d, classes = w.shape
+    for k in range(classes):
+        partial = 0.0
+        for f in range(t, d, threads):
+            partial += z[n, f] * w[f, k]
+        dot = block_sum(partial, buffer, threads)
+        if t == 0:
+            logits[n, k] = scale * dot
+
+
+@cuda.jit(device=True, inline="always")
+def softmax_cross_entropy(logits, y, n, smoothing, dlogits, loss):
+    """4. loss[n] and dlogits[n] = (softmax - target) / N, by one thread (K is small); the max is
+    subtracted first so exp cannot overflow."""
+    n_examples, classes = logits.shape
+    top = logits[n, 0]
+    for k in range(1, classes):
+        top = max(top, logits[n, k])
+    sum_exp = 0.0
+    for k in range(classes):
+        sum_exp += math.exp(logits[n, k] - top)
+    log_sum = top + math.log(sum_exp)
+    label = y[n]
+    row_loss = 0.0
+    for k in range(classes):
+        target = smoothing / classes + (1.0 - smoothing if k == label else 0.0)
+        row_loss -= target * (logits[n, k] - log_sum)
+        dlogits[n, k] = (math.exp(logits[n, k] - log_sum) - target) / n_examples
+    loss[n] = row_loss
+
+
+@cuda.jit(device=True, inline="always")
+def back_through_projection(z, w, dlogits, n, scale, normalize, eps, norm, denom, dv, buffer, threads):
+    """5. dv[n] = dL/dv: dz_f = scale * sum_k w[f, k] dlogits_k, then, with normalisation,
+    dv = (dz - z <dz, z>) / ||v||, which needs one more reduction for <dz, z>."""
+    t = cuda.threadIdx.x
+    d, classes = w.shape
+    radial_part = 0.0
+    for f in range(t, d, threads):
+        dz = 0.0
+        for k in range(classes):
+            dz += w[f, k] * dlogits[n, k]
+        dz *= scale
+        dv[n, f] = dz
+        radial_part += dz * z[n, f]
+    # the condition is the same for every thread of the block, so all of them reach block_sum's barriers
+    radial = block_sum(radial_part, buffer, threads) if normalize and norm > eps else 0.0
+    for f in range(t, d, threads):
+        dv[n, f] = (dv[n, f] - z[n, f] * radial) / denom
+
+
+@cuda.jit(device=True, inline="always")
+def unpool(dv, n, p, da, threads):
+    """6. da[n] = dL/da: each input pixel collects 1/area of the gradient of every window that holds it
+    (adaptive windows can overlap, so a pixel may lie in two)."""
+    t = cuda.threadIdx.x
+    channels, height, width = da.shape[1], da.shape[2], da.shape[3]
+    for e in range(t, channels * height * width, threads):
+        c, h, x = e // (height * width), (e // width) % height, e % width
+        grad = 0.0
+        for i in range(p):
+            h0, h1 = adaptive_window(i, height, p)
+            if h0 <= h < h1:
+                for j in range(p):
+                    w0, w1 = adaptive_window(j, width, p)
+                    if w0 <= x < w1:
+                        grad += dv[n, c * p * p + i * p + j] / ((h1 - h0) * (w1 - w0))
+        da[n, c, h, x] = grad
+
+
 @functools.lru_cache(maxsize=None)
 def make_kernel(threads=THREADS):
     """The `@cuda.jit` kernel with `threads` threads per block (a power of two).
@@ -62,120 +202,21 @@ def make_kernel(threads=THREADS):
     if threads < 1 or threads & (threads - 1):
         raise ValueError(f"threads per block must be a power of two, got {threads}.")
 
-    @cuda.jit(device=True, inline="always")
-    def _block_sum(partial, buffer):
-        """Every thread passes its partial sum; every thread gets the block's total.
-
-        A tree reduction: in round s, thread t < s adds buffer[t + s] into buffer[t], halving the live part
-        each round, so `threads` partial sums become one in log2(threads) rounds. The syncthreads between
-        rounds make each round's writes visible before the next reads them.
-        """
-        t = cuda.threadIdx.x
-        buffer[t] = partial
-        cuda.syncthreads()
-        s = threads // 2
-        while s > 0:
-            if t < s:
-                buffer[t] += buffer[t + s]
-            cuda.syncthreads()
-            s //= 2
-        total = buffer[0]
-        cuda.syncthreads()  # everyone has read buffer[0] before the buffer is reused
-        return total
-
-    @cuda.jit(device=True, inline="always")
-    def _window(i, size, p):
-        """PyTorch's adaptive window i of p over `size`: [floor(i*size/p), ceil((i+1)*size/p))."""
-        return (i * size) // p, ((i + 1) * size + p - 1) // p
-
     @cuda.jit
     def local_loss_kernel(a, y, w, scale, p, normalize, eps, smoothing, z, dv, logits, dlogits, loss, da):
         """One block per example n = blockIdx.x. a: (N, C, H, W), y: (N,) ints, w: (d, K).
         Writes z (N, d), dv (N, d) scratch, logits (N, K), dlogits (N, K), loss (N,), da (N, C, H, W)."""
         n = cuda.blockIdx.x
-        t = cuda.threadIdx.x
-        buffer = cuda.shared.array(threads, dtype=float64)  # one slot per thread, for _block_sum
-        n_examples, channels, height, width = a.shape
-        d, classes = w.shape
-
-        # 1. pool: thread t computes features t, t + threads, ... (a "block-stride loop": any d, any threads)
-        squares = 0.0
-        for f in range(t, d, threads):
-            c, i, j = f // (p * p), (f // p) % p, f % p
-            h0, h1 = _window(i, height, p)
-            w0, w1 = _window(j, width, p)
-            total = 0.0
-            for h in range(h0, h1):
-                for x in range(w0, w1):
-                    total += a[n, c, h, x]
-            v = total / ((h1 - h0) * (w1 - w0))
-            z[n, f] = v
-            squares += v * v
-
-        # 2. normalise by the example's length, a reduction over all d features of the block
-        norm = math.sqrt(_block_sum(squares, buffer))
-        denom = max(norm, eps) if normalize else 1.0
-        for f in range(t, d, threads):
-            z[n, f] = z[n, f] / denom
-        # no barrier needed here: until phase 6 each thread reads only the features f it wrote itself (the
-        # reductions' own barriers share the sums)
-
-        # 3. project: logit k is a dot product over d, one reduction per class
-        for k in range(classes):
-            partial = 0.0
-            for f in range(t, d, threads):
-                partial += z[n, f] * w[f, k]
-            dot = _block_sum(partial, buffer)
-            if t == 0:
-                logits[n, k] = scale * dot
-
-        # 4. softmax cross-entropy, by thread 0 (K is small); max subtracted first so exp cannot overflow
-        if t == 0:
-            top = logits[n, 0]
-            for k in range(1, classes):
-                top = max(top, logits[n, k])
-            sum_exp = 0.0
-            for k in range(classes):
-                sum_exp += math.exp(logits[n, k] - top)
-            log_sum = top + math.log(sum_exp)
-            label = y[n]
-            row_loss = 0.0
-            for k in range(classes):
-                target = smoothing / classes + (1.0 - smoothing if k == label else 0.0)
-                row_loss -= target * (logits[n, k] - log_sum)
-                dlogits[n, k] = (math.exp(logits[n, k] - log_sum) - target) / n_examples
-            loss[n] = row_loss
+        buffer = cuda.shared.array(threads, dtype=float64)  # one slot per thread, for block_sum
+        squares = pool(a, n, p, z, threads)
+        norm, denom = normalise(z, n, squares, normalize, eps, buffer, threads)
+        project(z, w, n, scale, logits, buffer, threads)
+        if cuda.threadIdx.x == 0:
+            softmax_cross_entropy(logits, y, n, smoothing, dlogits, loss)
         cuda.syncthreads()  # dlogits[n, :] written before every thread uses it
-
-        # 5. back through the projection: dz_f = scale * sum_k w[f, k] dlogits_k; with normalisation,
-        #    dv = (dz - z <dz, z>) / ||v||, which needs one more reduction for <dz, z>
-        radial_part = 0.0
-        for f in range(t, d, threads):
-            dz = 0.0
-            for k in range(classes):
-                dz += w[f, k] * dlogits[n, k]
-            dz *= scale
-            dv[n, f] = dz
-            radial_part += dz * z[n, f]
-        # the condition is the same for every thread of the block, so all of them reach _block_sum's barriers
-        radial = _block_sum(radial_part, buffer) if normalize and norm > eps else 0.0
-        for f in range(t, d, threads):
-            dv[n, f] = (dv[n, f] - z[n, f] * radial) / denom
+        back_through_projection(z, w, dlogits, n, scale, normalize, eps, norm, denom, dv, buffer, threads)
         cuda.syncthreads()  # dv[n, :] complete before the un-pooling reads it
-
-        # 6. back through the pooling: each input pixel collects 1/area of the gradient of every window that
-        #    holds it (adaptive windows can overlap, so a pixel may lie in two)
-        for e in range(t, channels * height * width, threads):
-            c, h, x = e // (height * width), (e // width) % height, e % width
-            grad = 0.0
-            for i in range(p):
-                h0, h1 = _window(i, height, p)
-                if h0 <= h < h1:
-                    for j in range(p):
-                        w0, w1 = _window(j, width, p)
-                        if w0 <= x < w1:
-                            grad += dv[n, c * p * p + i * p + j] / ((h1 - h0) * (w1 - w0))
-            da[n, c, h, x] = grad
+        unpool(dv, n, p, da, threads)
 
     return local_loss_kernel
 
