@@ -1,6 +1,8 @@
 """The contributors' checks run with the tests, so the README's test command is also the lint and type
 check: `ruff check` (rules in pyproject.toml, [tool.ruff]), mypy on the public API modules
-([tool.mypy]), and vermin for the oldest supported Python (requires-python, 3.10). Each skips, saying why, where its tool is not installed (the `test` extra installs both).
+([tool.mypy]), vermin for the oldest supported Python (requires-python, 3.10), and two house rules read
+from the code: no function over 80 lines, and no `_private` name imported from another file (a helper two
+files use is public, where both can see it). Each skips, saying why, where its tool is not installed (the `test` extra installs both).
 """
 import shutil
 import subprocess
@@ -36,3 +38,34 @@ def test_code_runs_on_the_oldest_supported_python(tmp_path):
                "--exclude", "sentinel",  # multiprocessing.Process.sentinel (3.3), not 3.15's sentinel builtin
                "tinydgl", "tests", "benchmarks", "scripts", "noxfile.py", tmp_path=tmp_path)
     assert done.returncode == 0, f"code that needs a newer Python than 3.10 (requires-python):\n{done.stdout}{done.stderr}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def package_trees():
+    import ast
+
+    for path in sorted((ROOT / "tinydgl").rglob("*.py")):
+        yield path.relative_to(ROOT), ast.parse(path.read_text())
+
+
+def test_no_function_is_over_80_lines():
+    # A function a reader cannot see on one screen does several jobs: split it and name the parts.
+    import ast
+
+    long = [f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path, tree in package_trees() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+def test_no_private_name_is_imported_from_another_file():
+    import ast
+
+    private = [f"{path}:{node.lineno} from {node.module} import {alias.name}"
+               for path, tree in package_trees() for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not private, "private names imported across files (make them public where both files see them):\n" + \
+        "\n".join(private)

@@ -7,7 +7,7 @@ formatting, so `ruff format` (which wraps long calls one argument per line) neit
 
 History: 12,569 at the start of 2026-12-06's session (commit fe8ff31), before the command and the course
 became packages, the runtime lost its twins and the long module docstrings moved to the site's method and
-design pages. The budget is the count after that work plus 1%. Lower it when a change makes the package
+design pages: 12,417 after it. The budget is that plus about 1%. Lower it when a change makes the package
 smaller; raise it only when a change is worth its lines, and say why in the commit.
 """
 import ast
@@ -16,7 +16,7 @@ import tokenize
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinydgl"
-BUDGET = 12_700
+BUDGET = 12_550
 
 
 def docstrings(tree):
