@@ -13,6 +13,7 @@ then gives, per case, the median and the spread (min-max of the per-process medi
 Parent side: `parse_threads`, `print_machine`, `print_load`, `alternate`, `child_result`, `summarize`.
 Child side: `report` (print the one JSON line the parent reads), `blas_threads`.
 """
+
 import importlib.metadata
 import importlib.util
 import json
@@ -48,8 +49,9 @@ def parse_threads(text):
         elif part.isdigit() and int(part) >= 1:
             count = int(part)
         else:
-            raise ValueError(f"--threads takes a comma-separated list of positive integers or 'all' "
-                             f"(e.g. '1,all'), got {text!r}.")
+            raise ValueError(
+                f"--threads takes a comma-separated list of positive integers or 'all' (e.g. '1,all'), got {text!r}."
+            )
         if count not in counts:
             counts.append(count)
     return counts
@@ -78,11 +80,15 @@ def run_child(args, threads, timeout=None):
     try:
         proc = subprocess.run(cmd, env=thread_env(threads), stdout=subprocess.PIPE, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ChildFailed(f"`{command_text(args)}` ran past --timeout {timeout} s and was stopped; "
-                          "give it more time with a larger --timeout.") from None
+        raise ChildFailed(
+            f"`{command_text(args)}` ran past --timeout {timeout} s and was stopped; "
+            "give it more time with a larger --timeout."
+        ) from None
     if proc.returncode != 0:
-        raise ChildFailed(f"`{command_text(args)}` (threads={threads}) exited with code {proc.returncode}; "
-                          "its error is printed above.")
+        raise ChildFailed(
+            f"`{command_text(args)}` (threads={threads}) exited with code {proc.returncode}; "
+            "its error is printed above."
+        )
     return proc.stdout
 
 
@@ -105,8 +111,10 @@ def alternate(cases, rounds, run_case, describe):
             result = run_case(case)
             results[case].append(result)
             n = r * len(cases) + i + 1
-            print(f"  [{n:>{len(str(total))}}/{total}] round {r + 1}: {describe(case, result)}  "
-                  f"(load before {load:.2f})", flush=True)
+            print(
+                f"  [{n:>{len(str(total))}}/{total}] round {r + 1}: {describe(case, result)}  (load before {load:.2f})",
+                flush=True,
+            )
     return results
 
 
@@ -165,14 +173,18 @@ def print_machine(with_torch=False):
     """The command, the machine, NumPy's BLAS, PyTorch's version and the load average at start."""
     print("command : python " + " ".join(sys.argv))
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine : {cpu_model()}, {os.cpu_count()} cores ({usable} usable here), "
-          f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(
+        f"machine : {cpu_model()}, {os.cpu_count()} cores ({usable} usable here), "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
     print(f"numpy   : {numpy_blas()}")
     if with_torch:
         print(f"torch   : {torch_version() or 'not installed'}")
-    print(f"threads : each child gets {', '.join(THREAD_VARIABLES)} = its thread count before importing NumPy"
-          + (" or PyTorch (and torch.set_num_threads)" if with_torch else "")
-          + "; a warning follows the runs if a child's pool reported another count")
+    print(
+        f"threads : each child gets {', '.join(THREAD_VARIABLES)} = its thread count before importing NumPy"
+        + (" or PyTorch (and torch.set_num_threads)" if with_torch else "")
+        + "; a warning follows the runs if a child's pool reported another count"
+    )
     coretype = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     if coretype:
         print(f"env     : {coretype}")
@@ -182,14 +194,20 @@ def print_machine(with_torch=False):
 def print_load(when):
     """The 1/5/15-minute load average; at the start, a warning when something else is using the CPU."""
     one, five, fifteen = os.getloadavg()
-    print(f"load    : {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15-min average at {when}"
-          + (")" if when == "start" else "; includes this benchmark's own processes)"), flush=True)
+    print(
+        f"load    : {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15-min average at {when}"
+        + (")" if when == "start" else "; includes this benchmark's own processes)"),
+        flush=True,
+    )
     if when == "start" and one > QUIET_LOAD:
         # All-core runs suffer most: a BLAS thread that waits for one on a busy core spins, so a step can
         # take many times longer (seen here: 2-thread SmallConv steps of ~6 s instead of ~0.15 s at load 4).
-        print(f"WARNING : the 1-minute load average is {one:.2f} before anything of ours runs: other processes are "
-              "using the CPU, so these times will be inflated and noisy, the all-cores ones most. For figures to "
-              f"quote, wait until `uptime` shows less than {QUIET_LOAD}.", flush=True)
+        print(
+            f"WARNING : the 1-minute load average is {one:.2f} before anything of ours runs: other processes are "
+            "using the CPU, so these times will be inflated and noisy, the all-cores ones most. For figures to "
+            f"quote, wait until `uptime` shows less than {QUIET_LOAD}.",
+            flush=True,
+        )
 
 
 def format_summary(s, scale=1.0, digits=1):

@@ -20,6 +20,7 @@ or the CPU stand-in) reports "skipped" with the reason instead of a time.
 Parent side (standard library only): `step_cases`, `child_command`, `step_rows`, `print_step_table`.
 Child side: `timed_child` (imports CuPy or PyTorch, never both).
 """
+
 import collections
 import importlib.util
 import os
@@ -35,8 +36,10 @@ NUM_CLASSES = 10
 STEP_TRAINERS = ("bp", "lls", "dgl")
 STEP_MODELS = {"smallconv": "1x28", "vgg8": "3x32"}  # each model at its data's size: Fashion-MNIST, CIFAR-10
 FUSED_TRAINERS = ("lls",)  # the trainers whose local heads tinydgl.kernels.fusable accepts
-WHY_COMPOSED_ONLY = {"bp": "bp has no local loss to fuse",
-                     "dgl": "DGL's auxiliary heads (MLPs with biases and batch norm) are not fusable"}
+WHY_COMPOSED_ONLY = {
+    "bp": "bp has no local loss to fuse",
+    "dgl": "DGL's auxiliary heads (MLPs with biases and batch norm) are not fusable",
+}
 TORCH_TRAINERS = ("bp",)  # the only trainer with a faithful PyTorch copy in benchmarks/
 NO_TORCH_REFERENCE = "no PyTorch reference here"
 
@@ -65,8 +68,24 @@ def step_cases(args, with_torch):
 def child_command(script, args, case):
     """`<script> --child tinydgl|torch ...`: one process timing one case."""
     path = ["--path", case.path] if case.library == "tinydgl" else []
-    return [script, "--child", case.library, "--size", case.size, "--model", case.model, "--trainer", case.trainer,
-            *path, "--batch", args.batch, "--warmup", args.warmup, "--repeat", args.repeat]
+    return [
+        script,
+        "--child",
+        case.library,
+        "--size",
+        case.size,
+        "--model",
+        case.model,
+        "--trainer",
+        case.trainer,
+        *path,
+        "--batch",
+        args.batch,
+        "--warmup",
+        args.warmup,
+        "--repeat",
+        args.repeat,
+    ]
 
 
 def describe(case, result):
@@ -87,8 +106,12 @@ def milliseconds(results):
     if not timed:
         return None
     s = procs.summarize(timed)
-    return {"median": round(s.median * 1e3, 3), "low": round(s.low * 1e3, 3), "high": round(s.high * 1e3, 3),
-            "processes": s.processes}
+    return {
+        "median": round(s.median * 1e3, 3),
+        "low": round(s.low * 1e3, 3),
+        "high": round(s.high * 1e3, 3),
+        "processes": s.processes,
+    }
 
 
 def step_rows(cases, results, why_no_torch):
@@ -100,20 +123,35 @@ def step_rows(cases, results, why_no_torch):
         ours = results[case]
         torch_case = case._replace(path="autograd", library="torch")
         theirs = results.get(torch_case, [])
-        row = {"trainer": case.trainer, "model": case.model, "input": case.size, "path": case.path,
-               "tinydgl_ms": milliseconds(ours), "torch_ms": milliseconds(theirs)}
+        row = {
+            "trainer": case.trainer,
+            "model": case.model,
+            "input": case.size,
+            "path": case.path,
+            "tinydgl_ms": milliseconds(ours),
+            "torch_ms": milliseconds(theirs),
+        }
         errors = [r["error"] for r in ours + theirs if "error" in r]
         skipped = next((r["skipped"] for r in ours if "skipped" in r), None)
         row["status"] = "fail" if errors else "skip" if skipped else "pass"
-        row["note"] = first_line({"error": errors[0]}) if errors else skipped or (
-            None if case.path == "fused" else WHY_COMPOSED_ONLY.get(case.trainer))
+        row["note"] = (
+            first_line({"error": errors[0]})
+            if errors
+            else skipped or (None if case.path == "fused" else WHY_COMPOSED_ONLY.get(case.trainer))
+        )
         if errors:
             row["error"] = "\n\n".join(errors)
         launches = [r["fused_launches_per_step"] for r in ours if "fused_launches_per_step" in r]
         row["fused_launches_per_step"] = launches[0] if launches else None
-        row["torch_note"] = (NO_TORCH_REFERENCE if case.trainer not in TORCH_TRAINERS else
-                             why_no_torch if torch_case not in results else
-                             None if row["torch_ms"] else "failed: " + first_line(theirs[-1]))
+        row["torch_note"] = (
+            NO_TORCH_REFERENCE
+            if case.trainer not in TORCH_TRAINERS
+            else why_no_torch
+            if torch_case not in results
+            else None
+            if row["torch_ms"]
+            else "failed: " + first_line(theirs[-1])
+        )
         row["tinydgl_vs_torch"] = ratio(row["tinydgl_ms"], row["torch_ms"])
         composed = results.get(case._replace(path="composed"), []) if case.path == "fused" else []
         row["fused_vs_composed"] = ratio(row["tinydgl_ms"], milliseconds(composed))
@@ -150,16 +188,24 @@ def row_detail(row):
 
 def print_step_table(rows, batch):
     """The timed steps as a Markdown table: median ms [lowest-highest per-process median]."""
-    print(f"\none training step, batch {batch}, float32, data on the GPU: median ms [lowest-highest per-process "
-          "median]\n")
+    print(
+        f"\none training step, batch {batch}, float32, data on the GPU: median ms [lowest-highest per-process median]\n"
+    )
     print("| trainer | model | input | path | tinydgl ms | PyTorch ms | tinydgl / PyTorch | fused / composed |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ours = format_ms(r["tinydgl_ms"]) if r["tinydgl_ms"] else f"{r['status']}: {r['note']}"
         theirs = format_ms(r["torch_ms"]) if r["torch_ms"] else r["torch_note"] or "-"
-        cells = [r["trainer"], r["model"], r["input"], r["path"], ours, theirs,
-                 f"{r['tinydgl_vs_torch']:.2f}x" if r["tinydgl_vs_torch"] else "-",
-                 f"{r['fused_vs_composed']:.2f}x" if r["fused_vs_composed"] else "-"]
+        cells = [
+            r["trainer"],
+            r["model"],
+            r["input"],
+            r["path"],
+            ours,
+            theirs,
+            f"{r['tinydgl_vs_torch']:.2f}x" if r["tinydgl_vs_torch"] else "-",
+            f"{r['fused_vs_composed']:.2f}x" if r["fused_vs_composed"] else "-",
+        ]
         print("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
 
 
@@ -170,8 +216,13 @@ def timed_child(args):
 
     channels, size = parse_size(args.size)
     x, y = make_data(args.batch, channels, size, seed=0)
-    case = {"library": args.child, "trainer": args.trainer, "model": args.model, "input": args.size,
-            "path": args.path if args.child == "tinydgl" else "autograd"}
+    case = {
+        "library": args.child,
+        "trainer": args.trainer,
+        "model": args.model,
+        "input": args.size,
+        "path": args.path if args.child == "tinydgl" else "autograd",
+    }
     setup = tinydgl_step if args.child == "tinydgl" else torch_step
     step, sync, info = setup(args, channels, size, x, y)
     if step is None:
@@ -185,9 +236,11 @@ def timed_child(args):
     if "launches" in info:
         launches = info.pop("launches")[0] / (args.warmup + args.repeat)
         if (launches > 0) != (args.path == "fused"):
-            sys.exit(f"{args.trainer} on {args.model}, path {args.path}: the fused kernel ran {launches:g} times per "
-                     f"step, {'none' if args.path == 'fused' else 'expected none'} (TINYDGL_FUSED_KERNELS="
-                     f"{os.environ.get('TINYDGL_FUSED_KERNELS')}).")
+            sys.exit(
+                f"{args.trainer} on {args.model}, path {args.path}: the fused kernel ran {launches:g} times per "
+                f"step, {'none' if args.path == 'fused' else 'expected none'} (TINYDGL_FUSED_KERNELS="
+                f"{os.environ.get('TINYDGL_FUSED_KERNELS')})."
+            )
         info["fused_launches_per_step"] = launches
     procs.report({**case, **info, "step_seconds": times})
 

@@ -37,6 +37,7 @@ on one device. Links are taken as free (say so if you quote it for machines join
 
 Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
 """
+
 import argparse
 import json
 import os
@@ -48,17 +49,37 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NET = ["--model", "mlp", "--hidden", "256,256,256", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "128",
-       "--no-augment", "--no-progress", "--bn-recalibrate", "0"]
+NET = [
+    "--model",
+    "mlp",
+    "--hidden",
+    "256,256,256",
+    "--optimizer",
+    "adam",
+    "--lr",
+    "1e-3",
+    "--batch-size",
+    "128",
+    "--no-augment",
+    "--no-progress",
+    "--bn-recalibrate",
+    "0",
+]
 SAME_STRUCTURE = ["--synthesizer", "mlp", "--synth-hidden", "256"]
 
 
 def train(args, threads, out):
     """One `tinydgl train` in a process of its own with `threads` BLAS threads; returns its metrics JSON."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    done = subprocess.run([sys.executable, "-m", "tinydgl", "train", *args, "--metrics-json", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    env = dict(
+        os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tinydgl", "train", *args, "--metrics-json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise SystemExit(f"tinydgl train {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return json.loads(Path(out).read_text())
@@ -81,11 +102,13 @@ def spread(values):
 
 def methods():
     """(label, extra args, thread counts to try, workers)"""
-    return [("bp", ["--trainer", "bp"], (1, 2)),
-            ("dni", ["--trainer", "dni", *SAME_STRUCTURE], (1, 2)),
-            ("cdni", ["--trainer", "cdni", *SAME_STRUCTURE], (1, 2)),
-            ("dni, 2 workers", ["--trainer", "dni", *SAME_STRUCTURE, "--workers", "2"], (1,)),
-            ("cdni, 2 workers", ["--trainer", "cdni", *SAME_STRUCTURE, "--workers", "2"], (1,))]
+    return [
+        ("bp", ["--trainer", "bp"], (1, 2)),
+        ("dni", ["--trainer", "dni", *SAME_STRUCTURE], (1, 2)),
+        ("cdni", ["--trainer", "cdni", *SAME_STRUCTURE], (1, 2)),
+        ("dni, 2 workers", ["--trainer", "dni", *SAME_STRUCTURE, "--workers", "2"], (1,)),
+        ("cdni, 2 workers", ["--trainer", "cdni", *SAME_STRUCTURE, "--workers", "2"], (1,)),
+    ]
 
 
 def run_all(args, data, label_methods):
@@ -97,12 +120,14 @@ def run_all(args, data, label_methods):
             for label, extra, threads_list in label_methods:
                 for threads in threads_list:
                     out = Path(tmp) / f"run-{len(curves)}-{seed}-{threads}.json"
-                    metrics = train([*NET, *data, *extra, "--epochs", str(args.epochs), "--seed", str(seed)],
-                                    threads, out)
+                    metrics = train(
+                        [*NET, *data, *extra, "--epochs", str(args.epochs), "--seed", str(seed)], threads, out
+                    )
                     curves.setdefault((label, threads), []).append(curve(metrics))
                     last = curves[(label, threads)][-1][-1]
-                    print(f"  seed {seed} {label:<16} {threads} thread(s): acc {last[1]:.4f}  {last[2]:.2f} s",
-                          flush=True)
+                    print(
+                        f"  seed {seed} {label:<16} {threads} thread(s): acc {last[1]:.4f}  {last[2]:.2f} s", flush=True
+                    )
     best = {}
     for label, _, threads_list in label_methods:
         chosen = min(threads_list, key=lambda t: statistics.median(c[-1][2] for c in curves[(label, t)]))
@@ -120,8 +145,10 @@ def print_table(best, batches_per_epoch):
             acc, acc_sd = spread([c[e][1] for c in runs])
             sec, sec_sd = spread([c[e][2] for c in runs])
             startup = spread([c[e][3] for c in runs])[0]
-            print(f"| {label} ({threads}) | {(e + 1) * batches_per_epoch} | {acc:.4f} ± {acc_sd:.4f} | "
-                  f"{sec:.2f} ± {sec_sd:.2f} | {sec / bp_seconds[e]:.2f}x | {startup:.1f} |")
+            print(
+                f"| {label} ({threads}) | {(e + 1) * batches_per_epoch} | {acc:.4f} ± {acc_sd:.4f} | "
+                f"{sec:.2f} ± {sec_sd:.2f} | {sec / bp_seconds[e]:.2f}x | {startup:.1f} |"
+            )
 
 
 def plot(best, batches_per_epoch, path, title):
@@ -162,32 +189,49 @@ def batches_per_epoch(args):
 
 
 def cmd_runs(args):
-    print(f"# bench_dni.py runs: {args.dataset}, seeds {args.seeds}, {args.epochs} epochs; load average "
-          f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"# bench_dni.py runs: {args.dataset}, seeds {args.seeds}, {args.epochs} epochs; load average "
+        f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     best = run_all(args, data_args(args), methods())
     per_epoch = batches_per_epoch(args)
     print_table(best, per_epoch)
     figures = ROOT / "benchmarks" / "figures"
     figures.mkdir(exist_ok=True)
-    plot(best, per_epoch, figures / f"dni_{args.dataset.replace('-', '_')}.png",
-         f"bp vs DNI/cDNI on {args.dataset}, mlp 3x256 BN, MLP synthesizers 256, Adam 1e-3, batch 128 "
-         f"(mean ± sd over seeds {','.join(map(str, args.seeds))})")
+    plot(
+        best,
+        per_epoch,
+        figures / f"dni_{args.dataset.replace('-', '_')}.png",
+        f"bp vs DNI/cDNI on {args.dataset}, mlp 3x256 BN, MLP synthesizers 256, Adam 1e-3, batch 128 "
+        f"(mean ± sd over seeds {','.join(map(str, args.seeds))})",
+    )
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 def cmd_synthesizers(args):
-    print(f"# bench_dni.py synthesizers: {args.dataset}, seeds {args.seeds}, {args.epochs} epochs; load average "
-          f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"# bench_dni.py synthesizers: {args.dataset}, seeds {args.seeds}, {args.epochs} epochs; load average "
+        f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     variants = []
     for trainer in ("dni", "cdni"):
-        for name, synth in (("linear", ["--synthesizer", "linear"]), ("MLP 256", SAME_STRUCTURE),
-                            ("MLP 1024", ["--synthesizer", "mlp", "--synth-hidden", "1024"])):
+        for name, synth in (
+            ("linear", ["--synthesizer", "linear"]),
+            ("MLP 256", SAME_STRUCTURE),
+            ("MLP 1024", ["--synthesizer", "mlp", "--synth-hidden", "1024"]),
+        ):
             variants.append((f"{trainer}, {name}", ["--trainer", trainer, *synth], (1,)))
         for p in (0.5, 0.2):
-            variants.append((f"{trainer}, MLP 256, update-prob {p}",
-                             ["--trainer", trainer, *SAME_STRUCTURE, "--update-prob", str(p)], (1,)))
-        variants.append((f"{trainer}, linear, 2 workers", ["--trainer", trainer, "--synthesizer", "linear",
-                                                          "--workers", "2"], (1,)))
+            variants.append(
+                (
+                    f"{trainer}, MLP 256, update-prob {p}",
+                    ["--trainer", trainer, *SAME_STRUCTURE, "--update-prob", str(p)],
+                    (1,),
+                )
+            )
+        variants.append(
+            (f"{trainer}, linear, 2 workers", ["--trainer", trainer, "--synthesizer", "linear", "--workers", "2"], (1,))
+        )
     variants.insert(0, ("bp", ["--trainer", "bp"], (1,)))
     best = run_all(args, data_args(args), variants)
     bp = spread([c[-1][2] for c in best["bp"][1]])[0]
@@ -211,8 +255,10 @@ def cmd_predict(args):
     from tinydgl.runtime.stages import unit_costs
     from tinydgl.trainers import build_trainer
 
-    print(f"# bench_dni.py predict: batch {args.batch_size}, devices {args.devices}; load average "
-          f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"# bench_dni.py predict: batch {args.batch_size}, devices {args.devices}; load average "
+        f"{os.getloadavg()[0]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
 
     def trainer(name, **options):
         model = build_model("mlp", hidden=(256, 256, 256), seed=0)
@@ -233,8 +279,11 @@ def cmd_predict(args):
     print(f"\nbackprop, one device: {1e3 * bp_step:.2f} ms a step, {bp_rate:.0f} samples/s\n")
     print("| synthesizer | groups: ms a step each (with its synthesizer) | J devices | predicted samples/s | vs bp |")
     print("|---|---|---|---|---|")
-    for name, options in (("linear", {"synthesizer": "linear"}), ("MLP 256", {"synthesizer": "mlp", "synth_hidden": 256}),
-                          ("MLP 1024", {"synthesizer": "mlp", "synth_hidden": 1024})):
+    for name, options in (
+        ("linear", {"synthesizer": "linear"}),
+        ("MLP 256", {"synthesizer": "mlp", "synth_hidden": 256}),
+        ("MLP 1024", {"synthesizer": "mlp", "synth_hidden": 1024}),
+    ):
         dni = trainer("dni", **options)
         costs = [statistics.median(c) for c in zip(*(unit_costs(dni, args.batch_size) for _ in range(args.repeats)))]
         for j in args.devices:

@@ -16,6 +16,7 @@ command from launch to exit, is the fair end-to-end comparison); speed-up is aga
 with the same total threads (dp-sync, downpour: against in-process backprop on the same batches). Not a test: prints a table to paste into benchmarks/RESULTS.md with the
 command, and writes every run's metrics to --out.
 """
+
 import argparse
 import json
 import os
@@ -51,16 +52,34 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cores", type=int, default=os.cpu_count())
     parser.add_argument("--extra", default="", help="more `tinydgl train` options, e.g. '--reuse-cap 2'")
-    parser.add_argument("--baseline-extra", default="",
-                        help="options for the in-process runs only, e.g. '--schedule round-robin' for async-dgl")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of every case, interleaved; the table shows medians")
+    parser.add_argument(
+        "--baseline-extra",
+        default="",
+        help="options for the in-process runs only, e.g. '--schedule round-robin' for async-dgl",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of every case, interleaved; the table shows medians"
+    )
     parser.add_argument("--out", default="engines.json")
     parser.add_argument("--timeout", type=int, default=1800)
     args = parser.parse_args()
 
-    common = ["--model", args.model, "--dataset", args.dataset, "--limit-train", str(args.limit_train),
-              "--limit-test", str(args.limit_test), "--epochs", str(args.epochs), "--batch-size",
-              str(args.batch_size), "--no-progress", *args.extra.split()]
+    common = [
+        "--model",
+        args.model,
+        "--dataset",
+        args.dataset,
+        "--limit-train",
+        str(args.limit_train),
+        "--limit-test",
+        str(args.limit_test),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--no-progress",
+        *args.extra.split(),
+    ]
     mpiexec = shutil.which("mpiexec") or os.path.join(sys.prefix, "bin", "mpiexec")
     print("command: python " + " ".join(sys.argv))
     print(f"machine: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}")
@@ -82,7 +101,12 @@ def main():
                 if engine == "in-process" and args.baseline_extra:
                     cmd += args.baseline_extra.split()
                 if engine != "in-process":
-                    cmd += ["--parallel", data_parallel or "module", "--transport", "shm" if engine == "local" else "mpi"]
+                    cmd += [
+                        "--parallel",
+                        data_parallel or "module",
+                        "--transport",
+                        "shm" if engine == "local" else "mpi",
+                    ]
                     cmd += ["--workers", str(workers)] if engine == "local" else []  # MPI: the ranks are the workers
                 if engine == "mpi":
                     if not os.path.exists(mpiexec):
@@ -96,14 +120,19 @@ def main():
                 summary.update(engine=engine, workers=workers, threads=threads, wall_seconds=wall, repeat=repeat)
                 results.append(summary)
                 runs[case].append(summary)
-                print(f"  [{repeat + 1}/{args.repeat}] {trainer} {engine} J={workers} threads={threads}: "
-                      f"{summary['samples_per_second']:.0f} samples/s, {wall:.1f} s wall, "
-                      f"acc {summary['test_accuracy']:.4f}", flush=True)
+                print(
+                    f"  [{repeat + 1}/{args.repeat}] {trainer} {engine} J={workers} threads={threads}: "
+                    f"{summary['samples_per_second']:.0f} samples/s, {wall:.1f} s wall, "
+                    f"acc {summary['test_accuracy']:.4f}",
+                    flush=True,
+                )
     print(f"\nload average after: {os.getloadavg()[0]:.2f}\n")
     print(f"median of {args.repeat} run(s) each (samples/s: min-max in brackets)\n")
-    header = ("| trainer | engine | J | BLAS threads each | samples/s | wall s | vs in-process 1 thread | "
-              "vs in-process, same total threads | wall vs in-process, same threads | test acc | worker busy | "
-              "replayed/skipped batches |")
+    header = (
+        "| trainer | engine | J | BLAS threads each | samples/s | wall s | vs in-process 1 thread | "
+        "vs in-process, same total threads | wall vs in-process, same threads | test acc | worker busy | "
+        "replayed/skipped batches |"
+    )
     print(header + "\n|" + "---|" * 12)
     median = statistics.median
     for case in cases:
@@ -120,13 +149,17 @@ def main():
         last = got[len(got) // 2]
         per_worker = last["history"][-1].get("workers") or []
         busy = " ".join(f"{100 * w.get('busy_fraction', 0):.0f}%" for w in per_worker) or "-"
-        replays = (f"{sum(w.get('replayed_batches', 0) for w in per_worker)}/"
-                   f"{sum(w.get('skipped_batches', 0) for w in per_worker)}")
+        replays = (
+            f"{sum(w.get('replayed_batches', 0) for w in per_worker)}/"
+            f"{sum(w.get('skipped_batches', 0) for w in per_worker)}"
+        )
         ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
-        print(f"| {trainer} | {engine} | {workers or '-'} | {threads} | {median(sps):,.0f} [{min(sps):,.0f}-{max(sps):,.0f}] "
-              f"| {wall:.1f} | {ratio(median(sps), base_sps.get(1))} | {ratio(median(sps), base_sps.get(same))} | "
-              f"{ratio(base_wall.get(same, 0), wall)} | {median([r['test_accuracy'] for r in got]):.4f} | {busy} | "
-              f"{replays if per_worker else '-'} |")
+        print(
+            f"| {trainer} | {engine} | {workers or '-'} | {threads} | {median(sps):,.0f} [{min(sps):,.0f}-{max(sps):,.0f}] "
+            f"| {wall:.1f} | {ratio(median(sps), base_sps.get(1))} | {ratio(median(sps), base_sps.get(same))} | "
+            f"{ratio(base_wall.get(same, 0), wall)} | {median([r['test_accuracy'] for r in got]):.4f} | {busy} | "
+            f"{replays if per_worker else '-'} |"
+        )
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nmetrics of every run: {args.out}")

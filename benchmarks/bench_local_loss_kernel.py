@@ -13,6 +13,7 @@ that fusing removes. It has **not yet run on a GPU**: no machine with one was le
 `--simulator` runs one small block in numba's simulator to check that the script works; its times mean
 nothing.
 """
+
 import argparse
 import copy
 import os
@@ -89,19 +90,28 @@ def main(argv=None):
         try:
             import cupy
             from numba import cuda
+
             if not cuda.is_available():
                 raise ImportError("numba-cuda sees no GPU")
         except ImportError as err:
-            print(f"no GPU to time on ({err}); install CuPy and numba-cuda (pip install -e '.[gpu]') on a machine "
-                  "with an NVIDIA GPU, or pass --simulator for a smoke run.")
+            print(
+                f"no GPU to time on ({err}); install CuPy and numba-cuda (pip install -e '.[gpu]') on a machine "
+                "with an NVIDIA GPU, or pass --simulator for a smoke run."
+            )
             return 2
-        xp, sync, blocks, batch, dtype = cupy, (lambda: cupy.cuda.get_current_stream().synchronize()), \
-            [b for name in MODELS for b in hidden_blocks(name)], \
-            args.batch, "float32"
+        xp, sync, blocks, batch, dtype = (
+            cupy,
+            (lambda: cupy.cuda.get_current_stream().synchronize()),
+            [b for name in MODELS for b in hidden_blocks(name)],
+            args.batch,
+            "float32",
+        )
 
     rng = np.random.default_rng(0)
-    print(f"{'model':10} {'block':>5} {'shape':>14} {'head':13} {'composed ms':>12} {'fused ms':>9} {'speed-up':>9} "
-          f"{'max |diff|':>10}")
+    print(
+        f"{'model':10} {'block':>5} {'shape':>14} {'head':13} {'composed ms':>12} {'fused ms':>9} {'speed-up':>9} "
+        f"{'max |diff|':>10}"
+    )
     for model, index, shape, pool in blocks:
         out = xp.asarray(rng.standard_normal((batch, *shape)).astype(dtype))
         y = xp.asarray(rng.integers(0, args.classes, batch))
@@ -114,12 +124,17 @@ def main(argv=None):
             times = {"composed": [], "fused": []}
             for _ in range(args.rounds):
                 times["composed"].append(time_calls(lambda: composed_local_loss(head, out, y), sync, args.repeats))
-                times["fused"].append(time_calls(lambda: fused_local_loss(twin, out, y), sync, args.repeats)
-                                      if not args.simulator else 0.0)
+                times["fused"].append(
+                    time_calls(lambda: fused_local_loss(twin, out, y), sync, args.repeats)
+                    if not args.simulator
+                    else 0.0
+                )
             composed, fused = statistics.median(times["composed"]), statistics.median(times["fused"])
             speedup = f"{composed / fused:8.1f}x" if fused else "        -"
-            print(f"{model:10} {index:5d} {str(shape):>14} {kind:13} {composed:12.3f} {fused:9.3f} {speedup} "
-                  f"{difference:10.2e}")
+            print(
+                f"{model:10} {index:5d} {str(shape):>14} {kind:13} {composed:12.3f} {fused:9.3f} {speedup} "
+                f"{difference:10.2e}"
+            )
     return 0
 
 

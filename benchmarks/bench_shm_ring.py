@@ -14,6 +14,7 @@ batches (128 x 3 x 32 x 32 float32 = 1.5 MiB, plus 128 int64 labels):
 
 SharedRing here is policy="fifo" (every batch delivered once, as multiprocessing.Queue does).
 """
+
 import argparse
 import multiprocessing as mp
 import os
@@ -82,8 +83,10 @@ def _close(channel):
 
 def throughput(kind, batches, slots, n=128):
     channel, result = _make(kind, slots, n), SPAWN.Queue()
-    workers = [SPAWN.Process(target=_producer, args=(channel, batches, n)),
-               SPAWN.Process(target=_consumer, args=(channel, batches, result))]
+    workers = [
+        SPAWN.Process(target=_producer, args=(channel, batches, n)),
+        SPAWN.Process(target=_consumer, args=(channel, batches, result)),
+    ]
     for w in workers:
         w.start()
     rate, wrong = result.get(timeout=300)
@@ -119,16 +122,23 @@ def main():
     parser.add_argument("--slots", type=int, default=4, help="ring slots / Queue maxsize")
     args = parser.parse_args()
     mib = 128 * np.prod(SAMPLE) * 4 / 2**20
-    print(f"batch: 128 x {SAMPLE} float32 = {mib:.2f} MiB + 128 int64 labels; slots/maxsize {args.slots}; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'channel':<12} {'batches/s':>10} {'MiB/s':>8} {'round trip 1.5 MiB (median / p90)':>34} "
-          f"{'round trip 1 sample':>22} {'changed after put':>18}")
+    print(
+        f"batch: 128 x {SAMPLE} float32 = {mib:.2f} MiB + 128 int64 labels; slots/maxsize {args.slots}; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'channel':<12} {'batches/s':>10} {'MiB/s':>8} {'round trip 1.5 MiB (median / p90)':>34} "
+        f"{'round trip 1 sample':>22} {'changed after put':>18}"
+    )
     for kind in ("SharedRing", "Queue"):
         rate, wrong = throughput(kind, args.batches, args.slots)
         big = round_trip(kind, args.round_trips, args.slots, 128)
         small = round_trip(kind, args.round_trips, args.slots, 1)
-        print(f"{kind:<12} {rate:>10.0f} {rate * mib:>8.0f} {big[0]:>20.3f} / {big[1]:.3f} ms "
-              f"{small[0]:>10.3f} / {small[1]:.3f} ms {wrong:>8d} / {args.batches}", flush=True)
+        print(
+            f"{kind:<12} {rate:>10.0f} {rate * mib:>8.0f} {big[0]:>20.3f} / {big[1]:.3f} ms "
+            f"{small[0]:>10.3f} / {small[1]:.3f} ms {wrong:>8d} / {args.batches}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

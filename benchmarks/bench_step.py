@@ -40,6 +40,7 @@ Both libraries train the same architecture: tinydgl's `build_model("smallconv")`
 torch_smallconv_fmnist.py. PyTorch appears in benchmarks and optional tests only; tinydgl never imports it.
 Not a test: it prints tables to paste into benchmarks/RESULTS.md with the command that produced them.
 """
+
 import argparse
 import statistics
 import sys
@@ -171,8 +172,10 @@ def layer_breakdown(channels, size, x, y, warmup, repeat):
     for _ in range(repeat):
         timed_step()
     median = {k: statistics.median(v) for k, v in times.items()}
-    rows = [(name, repr(layer).splitlines()[0], median.get((name, "fwd"), 0.0), median.get((name, "bwd"), 0.0))
-            for name, layer in layers]
+    rows = [
+        (name, repr(layer).splitlines()[0], median.get((name, "fwd"), 0.0), median.get((name, "bwd"), 0.0))
+        for name, layer in layers
+    ]
     rows.append(("loss", "softmax_cross_entropy", median[("loss", "fwd")], 0.0))
     rows.append(("adam", "Adam.step", 0.0, median[("adam", "step")]))
     return model, rows, median
@@ -224,8 +227,10 @@ def run_child(args):
     counts, sizes = procs.parse_threads(args.threads), args.sizes.split(",")
     one_size = len(sizes) == 1 or args.epoch or args.child == "breakdown"  # a step child times one size
     if len(counts) != 1 or not one_size:
-        sys.exit("a --child process times one thread count and one size (--threads 2 --sizes 1x28); "
-                 "run the script without --child, and it passes them.")
+        sys.exit(
+            "a --child process times one thread count and one size (--threads 2 --sizes 1x28); "
+            "run the script without --child, and it passes them."
+        )
     threads = counts[0]
     tinydgl.set_backend("numpy")
     if args.child == "breakdown":
@@ -245,8 +250,9 @@ def run_child(args):
             loss, seconds = train_epoch(model, optimizer, train)
         else:
             # fit evaluates after the epoch (untimed); one test batch keeps that short
-            test = DataLoader(ds.x_test[: args.batch], ds.y_test[: args.batch], args.batch, shuffle=False,
-                              mean=ds.mean, std=ds.std)
+            test = DataLoader(
+                ds.x_test[: args.batch], ds.y_test[: args.batch], args.batch, shuffle=False, mean=ds.mean, std=ds.std
+            )
             loss, seconds = tinydgl_epoch(train, test, channels, size, args.seed)
         result.update(epoch_seconds=seconds, train_loss=loss, steps=len(train), samples=len(ds.y_train))
     else:
@@ -266,8 +272,10 @@ def run_child(args):
 
 
 def child_breakdown(args, threads):
-    print(f"\n=== tinydgl breakdown, {threads} thread(s) (tinydgl uses {tinydgl.num_threads()}, BLAS reports "
-          f"{procs.blas_threads()} before tinydgl starts) ===")
+    print(
+        f"\n=== tinydgl breakdown, {threads} thread(s) (tinydgl uses {tinydgl.num_threads()}, BLAS reports "
+        f"{procs.blas_threads()} before tinydgl starts) ==="
+    )
     for size_text in args.sizes.split(","):
         channels, size = parse_size(size_text)
         x, y = make_data(args.batch, channels, size, args.seed)
@@ -276,15 +284,33 @@ def child_breakdown(args, threads):
         print_breakdown(label, rows)
         print_conv_rates(label, model, median, args.batch, size)
     big = 2048
-    print(f"\nnp float32 matmul {big}x{big}x{big}, {threads} thread(s): {matmul_gflops(big, big, big):.1f} GFLOP/s "
-          "(the BLAS's practical peak here)", flush=True)
+    print(
+        f"\nnp float32 matmul {big}x{big}x{big}, {threads} thread(s): {matmul_gflops(big, big, big):.1f} GFLOP/s "
+        "(the BLAS's practical peak here)",
+        flush=True,
+    )
 
 
 # --- the parent: alternate the children, then tabulate ------------------------------------------------
 def child_args(args, library, threads, size=None):
     """The command line of one child: the parent's settings, one library, one thread count (one size)."""
-    out = [__file__, "--child", library, "--threads", threads, "--batch", args.batch, "--seed", args.seed,
-           "--warmup", args.warmup, "--repeat", args.repeat, "--sizes", size or args.sizes]
+    out = [
+        __file__,
+        "--child",
+        library,
+        "--threads",
+        threads,
+        "--batch",
+        args.batch,
+        "--seed",
+        args.seed,
+        "--warmup",
+        args.warmup,
+        "--repeat",
+        args.repeat,
+        "--sizes",
+        size or args.sizes,
+    ]
     if args.epoch:
         out += ["--epoch"] + (["--limit-train", args.limit_train] if args.limit_train else [])
     return out
@@ -293,48 +319,70 @@ def child_args(args, library, threads, size=None):
 def compare_steps(args, libraries, thread_counts):
     sizes = args.sizes.split(",")
     cases = [(threads, size, lib) for threads in thread_counts for size in sizes for lib in libraries]
-    print(f"\nstep: SmallConv, float32, batch {args.batch}, Adam lr {LR}; per process {args.warmup} warm-up + "
-          f"{args.repeat} timed steps; {args.rounds} round(s) of {len(cases)} processes\n")
+    print(
+        f"\nstep: SmallConv, float32, batch {args.batch}, Adam lr {LR}; per process {args.warmup} warm-up + "
+        f"{args.repeat} timed steps; {args.rounds} round(s) of {len(cases)} processes\n"
+    )
     results = procs.alternate(
-        cases, args.rounds,
+        cases,
+        args.rounds,
         lambda case: procs.child_result(child_args(args, case[2], case[0], case[1]), case[0], args.timeout),
-        lambda case, r: f"{LIBRARIES[case[2]]:<7} {case[0]} thread(s) {size_label(case[1])}: "
-                        f"median {statistics.median(r['step_seconds']) * 1e3:.1f} ms",
+        lambda case, r: (
+            f"{LIBRARIES[case[2]]:<7} {case[0]} thread(s) {size_label(case[1])}: "
+            f"median {statistics.median(r['step_seconds']) * 1e3:.1f} ms"
+        ),
     )
     check_threads(results)
     procs.print_load("end")
-    print(f"\nstep time in ms: median of all {args.rounds} x {args.repeat} timed steps "
-          f"[lowest-highest median of the {args.rounds} processes]\n")
+    print(
+        f"\nstep time in ms: median of all {args.rounds} x {args.repeat} timed steps "
+        f"[lowest-highest median of the {args.rounds} processes]\n"
+    )
     print("| input | threads | tinydgl ms | PyTorch ms | tinydgl / PyTorch |\n|---|---|---|---|---|")
     for threads in thread_counts:
         for size in sizes:
-            got = {lib: procs.summarize([r["step_seconds"] for r in results[(threads, size, lib)]])
-                   for lib in libraries}
+            got = {
+                lib: procs.summarize([r["step_seconds"] for r in results[(threads, size, lib)]]) for lib in libraries
+            }
             print(f"| {size_label(size)} | {threads} | " + " | ".join(cells(got, 1e3)) + " |")
 
 
 def compare_epochs(args, libraries, thread_counts):
     cases = [(threads, lib) for threads in thread_counts for lib in libraries]
     subset = f"the first {args.limit_train:,} (class-balanced) training images" if args.limit_train else "60,000 images"
-    print(f"\nepoch: SmallConv on Fashion-MNIST ({subset}), batch {args.batch}, Adam lr {LR}, "
-          f"seed {args.seed}; {args.rounds} round(s) of {len(cases)} processes, one epoch each\n")
+    print(
+        f"\nepoch: SmallConv on Fashion-MNIST ({subset}), batch {args.batch}, Adam lr {LR}, "
+        f"seed {args.seed}; {args.rounds} round(s) of {len(cases)} processes, one epoch each\n"
+    )
     results = procs.alternate(
-        cases, args.rounds,
+        cases,
+        args.rounds,
         lambda case: procs.child_result(child_args(args, case[1], case[0]), case[0], args.timeout),
-        lambda case, r: f"{LIBRARIES[case[1]]:<7} {case[0]} thread(s): {r['epoch_seconds']:.1f} s "
-                        f"({r['steps']} steps), train loss {r['train_loss']:.4f}",
+        lambda case, r: (
+            f"{LIBRARIES[case[1]]:<7} {case[0]} thread(s): {r['epoch_seconds']:.1f} s "
+            f"({r['steps']} steps), train loss {r['train_loss']:.4f}"
+        ),
     )
     check_threads(results)
     procs.print_load("end")
-    print(f"\nseconds of training in one epoch: median of {args.rounds} process(es) [min-max]; "
-          "mean training loss (median)\n")
-    print("| threads | tinydgl s | PyTorch s | tinydgl / PyTorch | loss tinydgl | loss PyTorch |\n"
-          "|---|---|---|---|---|---|")
+    print(
+        f"\nseconds of training in one epoch: median of {args.rounds} process(es) [min-max]; "
+        "mean training loss (median)\n"
+    )
+    print(
+        "| threads | tinydgl s | PyTorch s | tinydgl / PyTorch | loss tinydgl | loss PyTorch |\n"
+        "|---|---|---|---|---|---|"
+    )
     for threads in thread_counts:
         got = {lib: procs.summarize([[r["epoch_seconds"]] for r in results[(threads, lib)]]) for lib in libraries}
         loss = {lib: statistics.median(r["train_loss"] for r in results[(threads, lib)]) for lib in libraries}
-        print(f"| {threads} | " + " | ".join(cells(got, 1.0)) + " | "
-              + " | ".join(f"{loss[lib]:.4f}" if lib in loss else "-" for lib in LIBRARIES) + " |")
+        print(
+            f"| {threads} | "
+            + " | ".join(cells(got, 1.0))
+            + " | "
+            + " | ".join(f"{loss[lib]:.4f}" if lib in loss else "-" for lib in LIBRARIES)
+            + " |"
+        )
 
 
 def cells(got, scale):
@@ -351,25 +399,37 @@ def check_threads(results):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", default="1,all",
-                        help="comma-separated thread counts, 'all' = os.cpu_count() (default: 1,all)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="processes per library and case, alternated (default: 3)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--threads", default="1,all", help="comma-separated thread counts, 'all' = os.cpu_count() (default: 1,all)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="processes per library and case, alternated (default: 3)")
     parser.add_argument("--sizes", default="1x28,3x32", help="comma-separated CxS input sizes (default: 1x28,3x32)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per process before timing")
     parser.add_argument("--repeat", type=int, default=15, help="timed steps per process")
-    parser.add_argument("--epoch", action="store_true",
-                        help="time one whole epoch of Fashion-MNIST instead of single steps on random data")
-    parser.add_argument("--limit-train", type=int, default=None,
-                        help="--epoch on a class-balanced subset of this many training images (smoke tests)")
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="time one whole epoch of Fashion-MNIST instead of single steps on random data",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        help="--epoch on a class-balanced subset of this many training images (smoke tests)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data (and, in epoch mode, batch order and weights)")
     parser.add_argument("--no-torch", action="store_true", help="time tinydgl only")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also print tinydgl's per-layer times and conv GFLOP/s (a tinydgl-only child per "
-                             "thread count)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print tinydgl's per-layer times and conv GFLOP/s (a tinydgl-only child per thread count)",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one child may run (default: 3600)")
     parser.add_argument("--child", choices=["tinydgl", "torch", "breakdown"], help=argparse.SUPPRESS)
     args = parser.parse_args()

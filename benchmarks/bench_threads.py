@@ -36,6 +36,7 @@ Timings are only meaningful on an otherwise quiet machine: the load average is p
 the end, with a warning if something else was running. Not a test: it prints tables for
 benchmarks/RESULTS.md with the command that produced them.
 """
+
 import argparse
 import json
 import os
@@ -86,8 +87,7 @@ def child_env(threads, pythonpath):
 
 def run(cmd, env, timeout, cwd=None):
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                              check=False)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
     except subprocess.TimeoutExpired:
         raise procs.ChildFailed(f"`{' '.join(cmd)}` ran past --timeout {timeout} s") from None
     if done.returncode != 0:
@@ -98,9 +98,27 @@ def run(cmd, env, timeout, cwd=None):
 # --- training ---------------------------------------------------------------------------------------------
 def train_case(checkout, model, threads, load, args, workdir):
     metrics = Path(workdir) / "metrics.json"
-    cmd = [sys.executable, "-m", "tinydgl", "train", "--model", model, "--epochs", "1", "--seed", "0",
-           "--limit-train", str(args.limit_train), "--limit-test", "200", "--bn-recalibrate", "0",
-           "--no-progress", "--metrics-json", str(metrics)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinydgl",
+        "train",
+        "--model",
+        model,
+        "--epochs",
+        "1",
+        "--seed",
+        "0",
+        "--limit-train",
+        str(args.limit_train),
+        "--limit-test",
+        "200",
+        "--bn-recalibrate",
+        "0",
+        "--no-progress",
+        "--metrics-json",
+        str(metrics),
+    ]
     with competitors(load):
         # cwd: `python -m` imports from the current folder first, which must not be a checkout of tinydgl
         # other than the one asked for
@@ -115,20 +133,29 @@ def bench_training(args):
     counts = procs.parse_threads(args.threads)
     loads = [int(c) for c in args.competitors.split(",")]
     cases = [(c, m, t, k) for m in models for k in loads for t in counts for c in checkouts]
-    print(f"training: tinydgl train --model M --epochs 1 --limit-train {args.limit_train} --limit-test 200 "
-          f"--bn-recalibrate 0 --seed 0; {args.rounds} processes per case; tinydgl from "
-          f"{' and '.join(checkouts)}, alternated\n")
+    print(
+        f"training: tinydgl train --model M --epochs 1 --limit-train {args.limit_train} --limit-test 200 "
+        f"--bn-recalibrate 0 --seed 0; {args.rounds} processes per case; tinydgl from "
+        f"{' and '.join(checkouts)}, alternated\n"
+    )
     with tempfile.TemporaryDirectory() as workdir:
         results = procs.alternate(
-            cases, args.rounds, lambda case: train_case(*case, args, workdir),
-            lambda case, r: (f"{case[0]}: " if len(checkouts) > 1 else "")
-                            + f"{case[1]:<9} {case[2]} thread(s), {case[3]} competitor(s): "
-                            f"{r['seconds']:.3f} s, loss {r['loss']:.6f}")
+            cases,
+            args.rounds,
+            lambda case: train_case(*case, args, workdir),
+            lambda case, r: (
+                (f"{case[0]}: " if len(checkouts) > 1 else "")
+                + f"{case[1]:<9} {case[2]} thread(s), {case[3]} competitor(s): "
+                f"{r['seconds']:.3f} s, loss {r['loss']:.6f}"
+            ),
+        )
     print()
     procs.print_load("end")
     for c in checkouts:
-        print(f"\ntraining seconds, tinydgl from {c} (train_seconds of the metrics; median [min-max] of "
-              f"{args.rounds} processes)")
+        print(
+            f"\ntraining seconds, tinydgl from {c} (train_seconds of the metrics; median [min-max] of "
+            f"{args.rounds} processes)"
+        )
         header = f"{'model':<10}{'competitors':>12}" + "".join(f"{f'{t} thread(s)':>24}" for t in counts)
         print(header + f"{'same loss':>11}")
         for m in models:
@@ -166,10 +193,22 @@ def calibrate_child(args):
 
 def bench_calibration(args):
     loads = [int(c) for c in args.competitors.split(",")]
-    cmd = [sys.executable, __file__, "--child", "calibrate", "--sizes", args.sizes,
-           "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
-    print(f"calibration: LeakyReLU forward, float32, (rows, 64); {args.repeat} timed calls per size and mode, "
-          f"{args.rounds} processes per case; tinydgl from {args.pythonpath}\n")
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "calibrate",
+        "--sizes",
+        args.sizes,
+        "--repeat",
+        str(args.repeat),
+        "--warmup",
+        str(args.warmup),
+    ]
+    print(
+        f"calibration: LeakyReLU forward, float32, (rows, 64); {args.repeat} timed calls per size and mode, "
+        f"{args.rounds} processes per case; tinydgl from {args.pythonpath}\n"
+    )
 
     def run_case(load):
         with competitors(load):
@@ -186,18 +225,25 @@ def bench_calibration(args):
 
     ratios = {}
     for k in loads:
-        print(f"\n{k} competitor(s): microseconds per call, median / mean over the calls (median of "
-              f"{args.rounds} processes); ratios of the medians")
+        print(
+            f"\n{k} competitor(s): microseconds per call, median / mean over the calls (median of "
+            f"{args.rounds} processes); ratios of the medians"
+        )
         print(f"{'KiB (x+out)':>12}{'one thread':>18}{'split in 2':>18}{'split/one':>11}")
         for size in sizes:
             t = {mode: (combined(k, size, mode, 0), combined(k, size, mode, 1)) for mode in ("one", "split")}
             ratios[(k, size)] = t["split"][0] / t["one"][0]
-            print(f"{int(size) // 1024:>12}" + "".join(f"{t[m][0]:>9.1f} /{t[m][1]:>7.1f}" for m in t)
-                  + f"{ratios[(k, size)]:>11.2f}")
+            print(
+                f"{int(size) // 1024:>12}"
+                + "".join(f"{t[m][0]:>9.1f} /{t[m][1]:>7.1f}" for m in t)
+                + f"{ratios[(k, size)]:>11.2f}"
+            )
     idle = min(loads)
     ok = [s for s in sizes if ratios[(idle, s)] <= 1 / IDLE_GAIN]
-    print(f"\nrule: the smallest size where the split is >= {IDLE_GAIN}x faster (median times) with "
-          f"{idle} competitor(s); MIN_PIECE_BYTES = half of it")
+    print(
+        f"\nrule: the smallest size where the split is >= {IDLE_GAIN}x faster (median times) with "
+        f"{idle} competitor(s); MIN_PIECE_BYTES = half of it"
+    )
     if ok:
         print(f"-> smallest such size: {int(ok[0]) // 1024} KiB; MIN_PIECE_BYTES = {int(ok[0]) // 2048} KiB")
     else:
@@ -209,17 +255,27 @@ def main():
     parser.add_argument("--calibrate", action="store_true", help="time the split threshold instead of training")
     parser.add_argument("--models", default="mlp,cnn,smallconv", help="comma-separated (default: %(default)s)")
     parser.add_argument("--threads", default="1,2", help="thread counts (default: %(default)s)")
-    parser.add_argument("--competitors", default="0,1",
-                        help="CPU-bound processes running beside each child, per case (default: %(default)s)")
+    parser.add_argument(
+        "--competitors",
+        default="0,1",
+        help="CPU-bound processes running beside each child, per case (default: %(default)s)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="processes per case (default: %(default)s)")
-    parser.add_argument("--limit-train", type=int, default=2048,
-                        help="training images per run, an epoch of them (default: %(default)s = 16 steps)")
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        default=2048,
+        help="training images per run, an epoch of them (default: %(default)s = 16 steps)",
+    )
     parser.add_argument("--sizes", default=DEFAULT_SIZES_KIB, help="calibration sizes in KiB (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per size (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls first (default: %(default)s)")
-    parser.add_argument("--pythonpath", default=str(ROOT),
-                        help="the tinydgl checkout the children import, or several, comma-separated, timed in "
-                             "alternation (training only; default: this one, %(default)s)")
+    parser.add_argument(
+        "--pythonpath",
+        default=str(ROOT),
+        help="the tinydgl checkout the children import, or several, comma-separated, timed in "
+        "alternation (training only; default: this one, %(default)s)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per child (default: %(default)s)")
     parser.add_argument("--child", choices=["calibrate"], help=argparse.SUPPRESS)
     args = parser.parse_args()

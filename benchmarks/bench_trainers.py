@@ -35,6 +35,7 @@ prints the peak, relative to backprop; it may stay in one process, since tracema
 not time. Not a test: it prints tables to paste into benchmarks/RESULTS.md together with the command that
 produced them.
 """
+
 import argparse
 import itertools
 import statistics
@@ -63,18 +64,32 @@ def make(name, model_name, shape, num_classes, args):
 
 def run_accuracy(args):
     ds = load_dataset(args.dataset, limit_train=args.limit_train, limit_test=args.limit_test)
-    train = DataLoader(ds.x_train, ds.y_train, args.batch_size, seed=args.seed, augment=args.augment,
-                       mean=ds.mean, std=ds.std)
+    train = DataLoader(
+        ds.x_train, ds.y_train, args.batch_size, seed=args.seed, augment=args.augment, mean=ds.mean, std=ds.std
+    )
     test = DataLoader(ds.x_test, ds.y_test, 500, shuffle=False, mean=ds.mean, std=ds.std)
-    print(f"{args.model} on {ds.name}: {len(ds.y_train):,} train / {len(ds.y_test):,} test, batch {args.batch_size}, "
-          f"{args.optimizer} lr {args.lr:g}, seed {args.seed}, augment={args.augment}")
+    print(
+        f"{args.model} on {ds.name}: {len(ds.y_train):,} train / {len(ds.y_test):,} test, batch {args.batch_size}, "
+        f"{args.optimizer} lr {args.lr:g}, seed {args.seed}, augment={args.augment}"
+    )
     results = {}
     for name in args.trainers:
         trainer = make(name, args.model, ds.input_shape, ds.num_classes, args)
-        history = fit(trainer, train, test, args.epochs, progress=False, bn_recalibrate=args.bn_recalibrate,
-                      log=lambda line, n=name: print(f"  {n:8s} {line}"))
+        history = fit(
+            trainer,
+            train,
+            test,
+            args.epochs,
+            progress=False,
+            bn_recalibrate=args.bn_recalibrate,
+            log=lambda line, n=name: print(f"  {n:8s} {line}"),
+        )
         results[name] = history
-    header = f"{'trainer':<9}" + "".join(f" {'acc@' + str(e + 1):>8}" for e in range(args.epochs)) + f" {'s/epoch':>8} {'x bp':>6}"
+    header = (
+        f"{'trainer':<9}"
+        + "".join(f" {'acc@' + str(e + 1):>8}" for e in range(args.epochs))
+        + f" {'s/epoch':>8} {'x bp':>6}"
+    )
     print("\n" + header + "\n" + "-" * len(header))
     bp_time = np.mean([h["seconds"] for h in results["bp"]]) if "bp" in results else None
     for name, history in results.items():
@@ -88,19 +103,28 @@ def run_speed(args):
     thread_counts = procs.parse_threads(args.threads)
     cases = [(threads, name) for threads in thread_counts for name in args.trainers]
     procs.print_machine()
-    what = (f"one epoch ({f'{args.limit_train:,} training images' if args.limit_train else 'the whole training set'})"
-            if args.epoch else f"{args.warmup} warm-up + {args.steps} timed steps")
-    print(f"\n{args.model} on {args.dataset}, batch {args.batch_size}, {args.optimizer} lr {args.lr:g}, seed "
-          f"{args.seed}; per process {what}; {args.rounds} round(s) of {len(cases)} processes\n")
+    what = (
+        f"one epoch ({f'{args.limit_train:,} training images' if args.limit_train else 'the whole training set'})"
+        if args.epoch
+        else f"{args.warmup} warm-up + {args.steps} timed steps"
+    )
+    print(
+        f"\n{args.model} on {args.dataset}, batch {args.batch_size}, {args.optimizer} lr {args.lr:g}, seed "
+        f"{args.seed}; per process {what}; {args.rounds} round(s) of {len(cases)} processes\n"
+    )
 
     def run_case(case):
         threads, name = case
-        return procs.child_result([__file__, "speed", "--child", name, "--threads", threads, *forwarded(args)],
-                                  threads, args.timeout)
+        return procs.child_result(
+            [__file__, "speed", "--child", name, "--threads", threads, *forwarded(args)], threads, args.timeout
+        )
 
     def describe(case, r):
-        value = (f"{r['epoch_seconds']:.1f} s ({r['steps']} steps)" if args.epoch
-                 else f"median {statistics.median(r['step_seconds']) * 1e3:.1f} ms/step")
+        value = (
+            f"{r['epoch_seconds']:.1f} s ({r['steps']} steps)"
+            if args.epoch
+            else f"median {statistics.median(r['step_seconds']) * 1e3:.1f} ms/step"
+        )
         return f"{case[1]:<8} {case[0]} thread(s): {value}"
 
     try:
@@ -115,11 +139,18 @@ def run_speed(args):
     key, unit, scale = ("epoch_seconds", "s/epoch", 1.0) if args.epoch else ("step_seconds", "ms/step", 1e3)
     samples = (lambda r: [r[key]]) if args.epoch else (lambda r: r[key])  # an epoch is one sample per process
     summary = {case: procs.summarize([samples(r) for r in runs]) for case, runs in results.items()}
-    spread = (f"median of {args.rounds} process(es) [min-max]" if args.epoch else
-              f"median of all {args.rounds} x {args.steps} timed steps [lowest-highest median of the processes]")
+    spread = (
+        f"median of {args.rounds} process(es) [min-max]"
+        if args.epoch
+        else f"median of all {args.rounds} x {args.steps} timed steps [lowest-highest median of the processes]"
+    )
     print(f"\n{unit}: {spread}; x bp: ratio of the medians\n")
-    print("| trainer | " + " | ".join(f"{unit}, {t} thread{'s' if t > 1 else ''} | x bp" for t in thread_counts)
-          + " |\n|---|" + "---|---|" * len(thread_counts))
+    print(
+        "| trainer | "
+        + " | ".join(f"{unit}, {t} thread{'s' if t > 1 else ''} | x bp" for t in thread_counts)
+        + " |\n|---|"
+        + "---|---|" * len(thread_counts)
+    )
     for name in args.trainers:
         row = []
         for threads in thread_counts:
@@ -130,9 +161,30 @@ def run_speed(args):
 
 def forwarded(args):
     """The options a speed child needs to build the same trainer on the same data as its siblings."""
-    out = ["--model", args.model, "--dataset", args.dataset, "--batch-size", args.batch_size, "--optimizer",
-           args.optimizer, "--lr", args.lr, "--temperature", args.temperature, "--waveform", args.waveform,
-           "--synthesizer", args.synthesizer, "--seed", args.seed, "--steps", args.steps, "--warmup", args.warmup]
+    out = [
+        "--model",
+        args.model,
+        "--dataset",
+        args.dataset,
+        "--batch-size",
+        args.batch_size,
+        "--optimizer",
+        args.optimizer,
+        "--lr",
+        args.lr,
+        "--temperature",
+        args.temperature,
+        "--waveform",
+        args.waveform,
+        "--synthesizer",
+        args.synthesizer,
+        "--seed",
+        args.seed,
+        "--steps",
+        args.steps,
+        "--warmup",
+        args.warmup,
+    ]
     if args.limit_train is not None:
         out += ["--limit-train", args.limit_train]
     return out + ["--augment"] * args.augment + ["--epoch"] * args.epoch
@@ -142,17 +194,25 @@ def run_speed_child(args):
     """One method alone in this process: time its steps, or one epoch, and print one JSON line."""
     counts = procs.parse_threads(args.threads)
     if len(counts) != 1:
-        sys.exit("a --child process takes one thread count (--threads 2); run without --child and the parent "
-                 "passes it.")
+        sys.exit(
+            "a --child process takes one thread count (--threads 2); run without --child and the parent passes it."
+        )
     name = args.child
     result = {"trainer": name, "threads": counts[0], "threads_seen": procs.blas_threads()}
     if args.epoch:
         ds = load_dataset(args.dataset, limit_train=args.limit_train, progress=False)
-        train = DataLoader(ds.x_train, ds.y_train, args.batch_size, seed=args.seed, augment=args.augment,
-                           mean=ds.mean, std=ds.std)
+        train = DataLoader(
+            ds.x_train, ds.y_train, args.batch_size, seed=args.seed, augment=args.augment, mean=ds.mean, std=ds.std
+        )
         # fit evaluates after the epoch, untimed; one test batch keeps that short
-        test = DataLoader(ds.x_test[: args.batch_size], ds.y_test[: args.batch_size], args.batch_size,
-                          shuffle=False, mean=ds.mean, std=ds.std)
+        test = DataLoader(
+            ds.x_test[: args.batch_size],
+            ds.y_test[: args.batch_size],
+            args.batch_size,
+            shuffle=False,
+            mean=ds.mean,
+            std=ds.std,
+        )
         trainer = make(name, args.model, ds.input_shape, ds.num_classes, args)
         (epoch,) = fit(trainer, train, test, 1, progress=False, log=lambda line: None)
         result.update(epoch_seconds=epoch["seconds"], train_loss=epoch["train_loss"], steps=len(train))
@@ -160,8 +220,9 @@ def run_speed_child(args):
         # a few distinct batches, cycled: real images, without loading an epoch's worth
         limit = min(args.limit_train or args.batch_size * 8, args.batch_size * 8)
         ds = load_dataset(args.dataset, limit_train=limit, progress=False)
-        loader = DataLoader(ds.x_train, ds.y_train, args.batch_size, seed=args.seed, augment=args.augment,
-                            mean=ds.mean, std=ds.std)
+        loader = DataLoader(
+            ds.x_train, ds.y_train, args.batch_size, seed=args.seed, augment=args.augment, mean=ds.mean, std=ds.std
+        )
         batches = list(loader)
         trainer = make(name, args.model, ds.input_shape, ds.num_classes, args)
         trainer.to_train_weights()
@@ -197,8 +258,11 @@ def run_memory(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("what", choices=["accuracy", "speed", "memory"])
     parser.add_argument("--trainers", default="bp,lls,lls-m,lls-mxm,dgl", type=lambda s: s.split(","))
     parser.add_argument("--model", default="smallconv")
@@ -213,17 +277,29 @@ def main():
     parser.add_argument("--synthesizer", default="linear", help="dni/cdni synthesizer (auto is far slower on convs)")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--limit-test", type=int, default=None)
-    parser.add_argument("--bn-recalibrate", type=int, default=0,
-                        help="accuracy: re-estimate batch-norm statistics on this many batches before each test "
-                             "(the LLS authors' protocol uses 50; default 0)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps per process in speed (default 20), steps measured in memory (default 3)")
+    parser.add_argument(
+        "--bn-recalibrate",
+        type=int,
+        default=0,
+        help="accuracy: re-estimate batch-norm statistics on this many batches before each test "
+        "(the LLS authors' protocol uses 50; default 0)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per process in speed (default 20), steps measured in memory (default 3)",
+    )
     parser.add_argument("--warmup", type=int, default=2, help="speed: untimed steps per process before timing")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", default="1,all",
-                        help="speed: comma-separated thread counts, 'all' = os.cpu_count() (default: 1,all)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="speed: processes per method and thread count, alternated (default: 3)")
+    parser.add_argument(
+        "--threads",
+        default="1,all",
+        help="speed: comma-separated thread counts, 'all' = os.cpu_count() (default: 1,all)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="speed: processes per method and thread count, alternated (default: 3)"
+    )
     parser.add_argument("--epoch", action="store_true", help="speed: time one whole epoch instead of single steps")
     parser.add_argument("--timeout", type=float, default=3600, help="speed: seconds one child may run")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -14,6 +14,7 @@ For each seed, two runs of `async-dgl` that differ only in `buffer_codec` (None 
   (`quantised_eval=True`), plus the scheduling statistics of the VQ run;
 - the mean accuracy difference (VQ - raw) over seeds, in percentage points.
 """
+
 import argparse
 import json
 import statistics
@@ -28,16 +29,29 @@ from tinydgl.trainers.async_dgl import AsyncDGLTrainer
 
 def run(args, ds, codec, seed):
     model = build_model(args.model, ds.x_train.shape[1], ds.x_train.shape[2], ds.num_classes, seed=seed)
-    trainer = AsyncDGLTrainer(model, lambda p: Adam(p, lr=args.lr), aux=args.aux, buffer_size=args.buffer_size,
-                              slow_module=args.slow_module, slowdown=args.slowdown, buffer_codec=codec,
-                              codebook_size=args.codebook_size, seed=seed)
+    trainer = AsyncDGLTrainer(
+        model,
+        lambda p: Adam(p, lr=args.lr),
+        aux=args.aux,
+        buffer_size=args.buffer_size,
+        slow_module=args.slow_module,
+        slowdown=args.slowdown,
+        buffer_codec=codec,
+        codebook_size=args.codebook_size,
+        seed=seed,
+    )
     train = DataLoader(ds.x_train, ds.y_train, args.batch_size, seed=seed, mean=ds.mean, std=ds.std)
     test = DataLoader(ds.x_test, ds.y_test, 500, shuffle=False, mean=ds.mean, std=ds.std)
     t0 = time.perf_counter()
     history = fit(trainer, train, test, epochs=args.epochs, progress=False, log=lambda *_: None)
-    result = {"codec": codec or "raw", "seed": seed, "accuracy": history[-1]["test_accuracy"],
-              "per_epoch": [round(h["test_accuracy"], 4) for h in history], "seconds": time.perf_counter() - t0,
-              "stats": trainer.stats()}
+    result = {
+        "codec": codec or "raw",
+        "seed": seed,
+        "accuracy": history[-1]["test_accuracy"],
+        "per_epoch": [round(h["test_accuracy"], 4) for h in history],
+        "seconds": time.perf_counter() - t0,
+        "stats": trainer.stats(),
+    }
     if codec:  # the same weights, evaluated with activations quantised between modules as in training
         trainer.quantised_eval = True
         result["accuracy_quantised_eval"] = trainer.evaluate(test)["accuracy"]
@@ -62,25 +76,34 @@ def main():
     args = parser.parse_args()
 
     ds = load_dataset(args.dataset, limit_train=args.limit_train, progress=False)
-    print(f"{args.dataset} ({len(ds.y_train)} train / {len(ds.y_test)} test), model {args.model}, aux {args.aux}, "
-          f"batch {args.batch_size}, Adam {args.lr:g}, {args.epochs} epochs, M={args.buffer_size}, "
-          f"slow module {args.slow_module} x{args.slowdown:g}, K={args.codebook_size}")
+    print(
+        f"{args.dataset} ({len(ds.y_train)} train / {len(ds.y_test)} test), model {args.model}, aux {args.aux}, "
+        f"batch {args.batch_size}, Adam {args.lr:g}, {args.epochs} epochs, M={args.buffer_size}, "
+        f"slow module {args.slow_module} x{args.slowdown:g}, K={args.codebook_size}"
+    )
     runs = []
     for seed in args.seeds:
         for codec in (None, "vq"):
             r = run(args, ds, codec, seed)
             runs.append(r)
             extra = f"  (quantised eval {r['accuracy_quantised_eval']:.4f})" if codec else ""
-            print(f"seed {seed} {r['codec']:>3}: test accuracy {r['accuracy']:.4f} per epoch {r['per_epoch']}{extra}"
-                  f"  {r['seconds']:.0f}s", flush=True)
+            print(
+                f"seed {seed} {r['codec']:>3}: test accuracy {r['accuracy']:.4f} per epoch {r['per_epoch']}{extra}"
+                f"  {r['seconds']:.0f}s",
+                flush=True,
+            )
 
     vq_stats = next(r["stats"] for r in runs if r["codec"] == "vq")
-    print("\nbuffer after module | raw B/sample | VQ B/sample | factor | codebook B | raw B at capacity | VQ B at capacity")
+    print(
+        "\nbuffer after module | raw B/sample | VQ B/sample | factor | codebook B | raw B at capacity | VQ B at capacity"
+    )
     for b in vq_stats["buffers"]:
         cap = args.buffer_size * args.batch_size
-        print(f"{b['after_module']:>19} | {b['raw_bytes_per_sample']:>12} | {b['stored_bytes_per_sample']:>11.0f} | "
-              f"{b['compression']:>5.0f}x | {b['codebook_bytes']:>10} | {b['raw_bytes_per_sample'] * cap:>17} | "
-              f"{b['stored_bytes_per_sample'] * cap + b['codebook_bytes']:>16.0f}")
+        print(
+            f"{b['after_module']:>19} | {b['raw_bytes_per_sample']:>12} | {b['stored_bytes_per_sample']:>11.0f} | "
+            f"{b['compression']:>5.0f}x | {b['codebook_bytes']:>10} | {b['raw_bytes_per_sample'] * cap:>17} | "
+            f"{b['stored_bytes_per_sample'] * cap + b['codebook_bytes']:>16.0f}"
+        )
     print("\nscheduling (VQ run, seed %d):" % args.seeds[0])
     for m in vq_stats["modules"]:
         print("  " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()}))
@@ -88,8 +111,10 @@ def main():
     raw = [r["accuracy"] for r in runs if r["codec"] == "raw"]
     vq = [r["accuracy"] for r in runs if r["codec"] == "vq"]
     diffs = [100 * (v - a) for a, v in zip(raw, vq)]
-    print(f"\nmean test accuracy: raw {statistics.mean(raw):.4f}, VQ {statistics.mean(vq):.4f}; "
-          f"VQ - raw = {statistics.mean(diffs):+.2f} pp (per seed: {', '.join(f'{d:+.1f}' for d in diffs)})")
+    print(
+        f"\nmean test accuracy: raw {statistics.mean(raw):.4f}, VQ {statistics.mean(vq):.4f}; "
+        f"VQ - raw = {statistics.mean(diffs):+.2f} pp (per seed: {', '.join(f'{d:+.1f}' for d in diffs)})"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "runs": runs}, f, indent=1)

@@ -16,6 +16,7 @@ host<->device copies do not. CuPy spends some 10 us of host time per launch, so 
 at least N * 10 us on any GPU. The counts depend on the code, not on the machine or its load.
 The second step is counted (the first builds optimizer state and buffers).
 """
+
 import argparse
 import sys
 from collections import Counter
@@ -35,9 +36,18 @@ from tinydgl.optim import Adam  # noqa: E402
 from tinydgl.trainers import TRAINERS, build_trainer  # noqa: E402
 
 # the part of the library each source file is, for the breakdown
-PARTS = {"optim.py": "optimizer", "batchnorm": "batch norm", "pool": "pooling", "conv": "conv", "linear": "linear",
-         "activation": "activations", "functional.py": "functional (F.*)", "heads.py": "local heads",
-         "kernels": "fused local loss", "backend.py": "backend helpers"}
+PARTS = {
+    "optim.py": "optimizer",
+    "batchnorm": "batch norm",
+    "pool": "pooling",
+    "conv": "conv",
+    "linear": "linear",
+    "activation": "activations",
+    "functional.py": "functional (F.*)",
+    "heads.py": "local heads",
+    "kernels": "fused local loss",
+    "backend.py": "backend helpers",
+}
 
 
 def source(site):

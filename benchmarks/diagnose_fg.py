@@ -12,6 +12,7 @@
    shallow floor trains on).
 Not a test; RESULTS "Issue 25's methods in the same protocol" quotes its output.
 """
+
 import copy
 
 import numpy as np
@@ -22,8 +23,23 @@ from tinydgl.train import fit
 
 
 def make(spec, extra=()):
-    args = cli.build_parser().parse_args(["train", "--trainer", *spec.split(), "--model", "smallconv", "--optimizer",
-                                          "adamw-sf", "--lr", "5e-3", "--bn-recalibrate", "0", "--no-progress", *extra])
+    args = cli.build_parser().parse_args(
+        [
+            "train",
+            "--trainer",
+            *spec.split(),
+            "--model",
+            "smallconv",
+            "--optimizer",
+            "adamw-sf",
+            "--lr",
+            "5e-3",
+            "--bn-recalibrate",
+            "0",
+            "--no-progress",
+            *extra,
+        ]
+    )
     dataset, train_loader, test_loader = cli.load_data(args)
     trainer, _ = cli.make_trainer(args, args.trainer, dataset)
     return trainer, train_loader, test_loader
@@ -56,8 +72,10 @@ def check_estimates():
         g = grads(exact.parameters())
         cosines = [abs(cosine(estimate(module, x, y, 100 + i), g)) for i in range(20)]
         head = sum(p.data.size for p in module.head.parameters()) if module.head is not None else 0
-        print(f"module {j}: {g.size:,} parameters ({head:,} in its head); mean |cos| of one direction with the exact "
-              f"local gradient {np.mean(cosines):.4f}, 1/sqrt(n) = {1 / np.sqrt(g.size):.4f}")
+        print(
+            f"module {j}: {g.size:,} parameters ({head:,} in its head); mean |cos| of one direction with the exact "
+            f"local gradient {np.mean(cosines):.4f}, 1/sqrt(n) = {1 / np.sqrt(g.size):.4f}"
+        )
         if j == 0:
             mean = sum(estimate(module, x, y, 1000 + i) for i in range(400))
             expected = np.sqrt(400 / g.size) / np.sqrt(1 + 400 / g.size)
@@ -95,9 +113,11 @@ def check_features(epochs=3):
         trainer, train_loader, test_loader = make(f"fg --fg-mode weight --fg-loss {loss}")
         initial = copy.deepcopy(trainer.model)
         history = fit(trainer, train_loader, test_loader, epochs, progress=False, bn_recalibrate=0)
-        print(f"fg weight, {loss} loss, {epochs} epochs: its own classifier {history[-1]['test_accuracy']:.4f}; a fresh "
-              f"exact readout on its last hidden block {readout_accuracy(trainer.model, train_loader, test_loader):.4f}; "
-              f"on the initial network's {readout_accuracy(initial, train_loader, test_loader):.4f}")
+        print(
+            f"fg weight, {loss} loss, {epochs} epochs: its own classifier {history[-1]['test_accuracy']:.4f}; a fresh "
+            f"exact readout on its last hidden block {readout_accuracy(trainer.model, train_loader, test_loader):.4f}; "
+            f"on the initial network's {readout_accuracy(initial, train_loader, test_loader):.4f}"
+        )
 
 
 if __name__ == "__main__":

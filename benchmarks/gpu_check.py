@@ -74,6 +74,7 @@ heading "GPU check (DATE, GPU NAME)", the command you ran, the `gpu` line printe
 memory, CUDA runtime / driver, CuPy, PyTorch versions), the two tables (printed as Markdown), and
 anything that failed with its message; keep gpu_check.json beside it in benchmarks/results/ if you like.
 """
+
 import argparse
 import datetime
 import collections
@@ -100,29 +101,83 @@ ROOT = HERE.parent
 STANDIN_SHIM = ROOT / "tests" / "cupy_standin" / "shim"  # holds a `cupy` package: the CuPy stand-in
 NO_GPU = 2  # exit status when there is no GPU to check
 LR = step_timing.LR  # bench_step.py's Adam rate, for every step this script takes
-TRAIN_RECIPE = ["--model", "smallconv", "--epochs", "1", "--batch-size", "128", "--optimizer", "adamw-sf",
-                "--lr", "5e-3", "--bn-recalibrate", "50", "--seed", "0", "--no-progress"]
+TRAIN_RECIPE = [
+    "--model",
+    "smallconv",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "128",
+    "--optimizer",
+    "adamw-sf",
+    "--lr",
+    "5e-3",
+    "--bn-recalibrate",
+    "50",
+    "--seed",
+    "0",
+    "--no-progress",
+]
 # benchmarks/RESULTS.md, "Reproducing the LLS protocol": full Fashion-MNIST, adamw-sf, seed 0, on the CPU
 CPU_ACCURACY = {"bp": 0.9106, "lls": 0.8849}
 ACCURACY_TOLERANCE = 0.02
-LIMITS = {"install": 300, "gpu": 120, "steps": 150, "tests": 180, "devices": 90, "mpi": 90, "train": 240,
-          "step": 120}  # seconds per command
+LIMITS = {
+    "install": 300,
+    "gpu": 120,
+    "steps": 150,
+    "tests": 180,
+    "devices": 90,
+    "mpi": 90,
+    "train": 240,
+    "step": 120,
+}  # seconds per command
 # The test files that hold tests marked `gpu`: named, so that pytest imports only these (no hypothesis needed).
-GPU_TEST_FILES = ["tests/test_portability.py", "tests/test_forward_forward.py", "tests/test_trainer_dni.py",
-                  "tests/test_engine.py"]
+GPU_TEST_FILES = [
+    "tests/test_portability.py",
+    "tests/test_forward_forward.py",
+    "tests/test_trainer_dni.py",
+    "tests/test_engine.py",
+]
 STANDIN_GPUS = 2  # the stand-in pretends to have two GPUs, so that --devices 0,1 and MPI's choice are exercised
-DEFAULTS = {"rounds": 2, "warmup": 5, "repeat": 20, "step_batch": 32, "batch": 128,
-            "trainers": ",".join(step_timing.STEP_TRAINERS), "models": ",".join(step_timing.STEP_MODELS)}
+DEFAULTS = {
+    "rounds": 2,
+    "warmup": 5,
+    "repeat": 20,
+    "step_batch": 32,
+    "batch": 128,
+    "trainers": ",".join(step_timing.STEP_TRAINERS),
+    "models": ",".join(step_timing.STEP_MODELS),
+}
 # the stand-in computes with NumPy on the CPU: a small input and batch keep VGG8's steps short there
-STANDIN_DEFAULTS = {"limit_train": 64, "limit_test": 32, "sizes": "3x16", "rounds": 1, "warmup": 0, "repeat": 1,
-                    "step_batch": 4, "batch": 4}
+STANDIN_DEFAULTS = {
+    "limit_train": 64,
+    "limit_test": 32,
+    "sizes": "3x16",
+    "rounds": 1,
+    "warmup": 0,
+    "repeat": 1,
+    "step_batch": 4,
+    "batch": 4,
+}
 
 
 def short_run(args):
     """The options of the devices and MPI runs: one short epoch (shorter still on the stand-in)."""
     train, test, batch = (64, 32, 32) if args.standin else (512, 256, 64)
-    return ["--epochs", "1", "--limit-train", train, "--limit-test", test, "--batch-size", batch, "--seed", "0",
-            "--no-progress"]
+    return [
+        "--epochs",
+        "1",
+        "--limit-train",
+        train,
+        "--limit-test",
+        test,
+        "--batch-size",
+        batch,
+        "--seed",
+        "0",
+        "--no-progress",
+    ]
+
 
 # Run in a child after the install, so that the parent never imports CuPy (it may not be installed yet).
 GPU_PROBE = r"""
@@ -157,9 +212,11 @@ except Exception as err:
 out(**info)
 """
 
-TORCH_PROBE = ("import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
-               "'available': torch.cuda.is_available(), "
-               "'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))")
+TORCH_PROBE = (
+    "import json, torch; print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
+    "'available': torch.cuda.is_available(), "
+    "'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))"
+)
 
 
 def python(*args):
@@ -174,8 +231,9 @@ def show(cmd):
 def find_gpu(standin=False):
     """(True, how it was seen) when this machine has an NVIDIA GPU visible to CUDA, else (False, why not)."""
     if standin:
-        return True, (f"no GPU: the CuPy stand-in (tests/cupy_standin/, CPU only, {STANDIN_GPUS} simulated GPUs) "
-                      "poses as CuPy")
+        return True, (
+            f"no GPU: the CuPy stand-in (tests/cupy_standin/, CPU only, {STANDIN_GPUS} simulated GPUs) poses as CuPy"
+        )
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False, f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
@@ -232,8 +290,20 @@ def choose_dataset():
 
 
 def train_command(args, trainer, dataset, metrics):
-    cmd = python("-m", "tinydgl", "train", "--trainer", trainer, "--backend", "cupy", "--dataset", dataset,
-                 *TRAIN_RECIPE, "--metrics-json", metrics)
+    cmd = python(
+        "-m",
+        "tinydgl",
+        "train",
+        "--trainer",
+        trainer,
+        "--backend",
+        "cupy",
+        "--dataset",
+        dataset,
+        *TRAIN_RECIPE,
+        "--metrics-json",
+        metrics,
+    )
     if args.limit_train:
         cmd += ["--limit-train", args.limit_train]
     if args.limit_test:
@@ -246,35 +316,89 @@ def dry_run(args):
     scratch = "<temporary folder>"
     print("gpu_check --dry-run: the commands a run would make, in order (nothing is run)\n")
     if args.standin:
-        print(f"   --standin: every command below runs with `import cupy` giving the CuPy stand-in "
-              f"(PYTHONPATH={STANDIN_SHIM}, {STANDIN_GPUS} simulated GPUs)")
+        print(
+            f"   --standin: every command below runs with `import cupy` giving the CuPy stand-in "
+            f"(PYTHONPATH={STANDIN_SHIM}, {STANDIN_GPUS} simulated GPUs)"
+        )
     print(f"0. look for a GPU: nvidia-smi -L (else /proc/driver/nvidia/gpus/, else CuPy); none: exit {NO_GPU}")
     install = python("-m", "pip", "install", "-e", ".[gpu]", "pytest")
-    print("1. install: nothing if CuPy imports and pytest is there; " + (
-        "else nothing (--no-install)" if args.no_install or args.standin else "else, what is missing of: "
-                                                                              + show(install)))
+    print(
+        "1. install: nothing if CuPy imports and pytest is there; "
+        + (
+            "else nothing (--no-install)"
+            if args.no_install or args.standin
+            else "else, what is missing of: " + show(install)
+        )
+    )
     print("2. gpu: " + show(python("-c", "<CuPy probe: name, memory, CUDA versions of device 0; a kernel, a matmul>")))
     print("        nvidia-smi -L")
-    print("3. steps: " + show(python("benchmarks/gpu_check.py", "--child", "steps", "--step-batch", args.step_batch))
-          + "   (every trainer on cnn and smallconv; VGG8, MobileNet)")
+    print(
+        "3. steps: "
+        + show(python("benchmarks/gpu_check.py", "--child", "steps", "--step-batch", args.step_batch))
+        + "   (every trainer on cnn and smallconv; VGG8, MobileNet)"
+    )
     print("4. tests: " + show(tests_command(f"--junitxml={scratch}/gpu-tests.xml")))
-    print("5. devices (two GPUs or more): " + show(python("-m", "tinydgl", "train", "--backend", "cupy", "--trainer",
-                                                          "dgl", "--model", "smallconv", "--parallel", "module", "--workers", "2",
-                                                          "--devices", "0,1", *short_run(args))))
-    print("6. mpi (mpiexec and mpi4py installed): mpiexec -n 2 " + show(python(
-        "-m", "mpi4py", "-m", "tinydgl", "train", "--parallel", "module", "--transport", "mpi", "--backend", "cupy",
-        "--trainer", "dgl", "--model", "smallconv", *short_run(args))))
+    print(
+        "5. devices (two GPUs or more): "
+        + show(
+            python(
+                "-m",
+                "tinydgl",
+                "train",
+                "--backend",
+                "cupy",
+                "--trainer",
+                "dgl",
+                "--model",
+                "smallconv",
+                "--parallel",
+                "module",
+                "--workers",
+                "2",
+                "--devices",
+                "0,1",
+                *short_run(args),
+            )
+        )
+    )
+    print(
+        "6. mpi (mpiexec and mpi4py installed): mpiexec -n 2 "
+        + show(
+            python(
+                "-m",
+                "mpi4py",
+                "-m",
+                "tinydgl",
+                "train",
+                "--parallel",
+                "module",
+                "--transport",
+                "mpi",
+                "--backend",
+                "cupy",
+                "--trainer",
+                "dgl",
+                "--model",
+                "smallconv",
+                *short_run(args),
+            )
+        )
+    )
     print(f"7. train, on {dataset} ({why}):")
     for trainer in ("bp", "lls"):
         print("   " + show(train_command(args, trainer, dataset, f"{scratch}/train-{trainer}.json")))
     print("8. step: " + show(python("-c", "import torch; ...")) + "   (if torch is installed: does it see a GPU?)")
-    print(f"   then {args.rounds} round(s), alternated, of (--path fused / composed: the child sets "
-          "TINYDGL_FUSED_KERNELS=1 / 0):")
+    print(
+        f"   then {args.rounds} round(s), alternated, of (--path fused / composed: the child sets "
+        "TINYDGL_FUSED_KERNELS=1 / 0):"
+    )
     for case in step_timing.step_cases(args, with_torch=True):
         note = "   (only where torch sees a GPU)" if case.library == "torch" else ""
         print("   " + show(python(*step_timing.child_command("benchmarks/gpu_check.py", args, case))) + note)
-    print(f"9. the table, written to {args.out}; time limits per command (s): {LIMITS}, all together --budget "
-          f"{args.budget:g} s")
+    print(
+        f"9. the table, written to {args.out}; time limits per command (s): {LIMITS}, all together --budget "
+        f"{args.budget:g} s"
+    )
     return 0
 
 
@@ -319,8 +443,13 @@ def run_command(cmd, limit, run, capture=False, label=None):
     if timeout <= 0:
         return None, "", 0.0
     try:
-        proc = subprocess.Popen(list(map(str, cmd)), cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                                stderr=None if capture else subprocess.STDOUT)
+        proc = subprocess.Popen(
+            list(map(str, cmd)),
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=None if capture else subprocess.STDOUT,
+        )
     except OSError as err:
         return 127, str(err), time.monotonic() - t0
     timer = threading.Timer(timeout, proc.kill)
@@ -346,9 +475,11 @@ def stopped(run, limit, seconds):
     return f"stopped at its time limit ({limit} s)"
 
 
-IMPORT_PROBE = ("import importlib.util as u, json; c = u.find_spec('cupy') is not None; v = None\n"
-                "if c:\n    import cupy; v = cupy.__version__\n"
-                "print(json.dumps({'cupy': v, 'pytest': u.find_spec('pytest') is not None}))")
+IMPORT_PROBE = (
+    "import importlib.util as u, json; c = u.find_spec('cupy') is not None; v = None\n"
+    "if c:\n    import cupy; v = cupy.__version__\n"
+    "print(json.dumps({'cupy': v, 'pytest': u.find_spec('pytest') is not None}))"
+)
 
 
 def what_is_installed():
@@ -370,19 +501,29 @@ def check_install(run, args):
     if not missing:
         return run.add("install", "pass", f"nothing to install ({found})", time.monotonic() - t0)
     if args.no_install:
-        return run.add("install", "skip" if have["cupy"] else "fail",
-                       f"{found}; --no-install: not installing {', '.join(missing)}", time.monotonic() - t0)
-    cmd = python("-m", "pip", "install", *([] if have["cupy"] else ["-e", ".[gpu]"]),
-                 *([] if have["pytest"] else ["pytest"]))
+        return run.add(
+            "install",
+            "skip" if have["cupy"] else "fail",
+            f"{found}; --no-install: not installing {', '.join(missing)}",
+            time.monotonic() - t0,
+        )
+    cmd = python(
+        "-m", "pip", "install", *([] if have["cupy"] else ["-e", ".[gpu]"]), *([] if have["pytest"] else ["pytest"])
+    )
     code, out, seconds = run_command(cmd, LIMITS["install"], run)
     if code == 0:
         run.add("install", "pass", f"{found}: {show(cmd)}", seconds)
     elif code is None:
         run.add("install", "fail", stopped(run, LIMITS["install"], seconds), seconds, error=out)
     else:
-        run.add("install", "fail", f"pip exited with code {code} ({found}; offline? install CuPy by hand: "
-                                   "pip install 'cupy-cuda12x[ctk]>=14', or cupy-cuda13x for CUDA 13)", seconds,
-                error=out)
+        run.add(
+            "install",
+            "fail",
+            f"pip exited with code {code} ({found}; offline? install CuPy by hand: "
+            "pip install 'cupy-cuda12x[ctk]>=14', or cupy-cuda13x for CUDA 13)",
+            seconds,
+            error=out,
+        )
 
 
 def check_gpu(run):
@@ -406,12 +547,22 @@ def check_gpu(run):
         run.add("gpu", "fail", f"CuPy sees no GPU: {info['message']}", seconds)
         return info
     if error == "no-cupy":
-        run.add("gpu", "fail", f"CuPy is not installed ({info['message']}): run without --no-install, or "
-                               "pip install -e '.[gpu]'", seconds)
+        run.add(
+            "gpu",
+            "fail",
+            f"CuPy is not installed ({info['message']}): run without --no-install, or pip install -e '.[gpu]'",
+            seconds,
+        )
         return info
     if error:
-        hint = (" (CuPy needs the CUDA libraries, NVRTC and cuBLAS: install the CUDA Toolkit 12, or with "
-                "CuPy 14 or later pip install 'cupy-cuda12x[ctk]')") if error == "no-kernel" else ""
+        hint = (
+            (
+                " (CuPy needs the CUDA libraries, NVRTC and cuBLAS: install the CUDA Toolkit 12, or with "
+                "CuPy 14 or later pip install 'cupy-cuda12x[ctk]')"
+            )
+            if error == "no-kernel"
+            else ""
+        )
         run.add("gpu", "fail", f"{info['message']}{hint}", seconds)
         return info
     run.add("gpu", "pass", gpu_line(info), seconds)
@@ -420,9 +571,11 @@ def check_gpu(run):
 
 def gpu_line(info):
     cc = info["compute_capability"]
-    return (f"{info['name']} (compute capability {cc[:-1]}.{cc[-1]}), {info['memory_total_gib']} GiB "
-            f"({info['memory_free_gib']} free), CUDA runtime {info['cuda_runtime']} / driver {info['cuda_driver']}, "
-            f"CuPy {info['cupy']}" + (f"; {info['count']} GPUs, device 0 used" if info["count"] > 1 else ""))
+    return (
+        f"{info['name']} (compute capability {cc[:-1]}.{cc[-1]}), {info['memory_total_gib']} GiB "
+        f"({info['memory_free_gib']} free), CUDA runtime {info['cuda_runtime']} / driver {info['cuda_driver']}, "
+        f"CuPy {info['cupy']}" + (f"; {info['count']} GPUs, device 0 used" if info["count"] > 1 else "")
+    )
 
 
 def check_tests(run, scratch):
@@ -445,11 +598,19 @@ def check_tests(run, scratch):
     ok = code == 0 and passed > 0 and not count["failures"] and not count["errors"]
     if passed == 0 and not (count["failures"] or count["errors"]):
         detail += ": none ran, so pytest did not use the GPU"
-    failures = [f"{case.get('classname')}.{case.get('name')}: {(bad.get('message') or '')[:500]}"
-                for case in (suites[0].iter("testcase") if suites else []) for bad in case
-                if bad.tag in ("failure", "error")]
-    run.add("tests", "pass" if ok else "fail", detail, seconds,
-            error=None if ok else "\n".join(failures) + "\n--- pytest's output ---\n" + out[-2000:])
+    failures = [
+        f"{case.get('classname')}.{case.get('name')}: {(bad.get('message') or '')[:500]}"
+        for case in (suites[0].iter("testcase") if suites else [])
+        for bad in case
+        if bad.tag in ("failure", "error")
+    ]
+    run.add(
+        "tests",
+        "pass" if ok else "fail",
+        detail,
+        seconds,
+        error=None if ok else "\n".join(failures) + "\n--- pytest's output ---\n" + out[-2000:],
+    )
     return count
 
 
@@ -469,9 +630,11 @@ def check_train(run, args, trainer, dataset, scratch):
     summary = json.loads(metrics.read_text())
     acc, backend = summary["test_accuracy"], summary["environment"]["backend"]
     cfg = summary["config"]
-    detail = (f"test acc {acc:.4f}, {summary['train_seconds']:.1f} s training "
-              f"({summary['samples_per_second'] or 0:,.0f} samples/s); {dataset}, "
-              f"limit-train {cfg['limit_train'] or 'none'}, limit-test {cfg['limit_test'] or 'none'}")
+    detail = (
+        f"test acc {acc:.4f}, {summary['train_seconds']:.1f} s training "
+        f"({summary['samples_per_second'] or 0:,.0f} samples/s); {dataset}, "
+        f"limit-train {cfg['limit_train'] or 'none'}, limit-test {cfg['limit_test'] or 'none'}"
+    )
     status = "pass"
     full_fmnist = dataset == "fashion-mnist" and not cfg["limit_train"] and not cfg["limit_test"]
     if backend != "cupy":
@@ -491,8 +654,13 @@ def probe_torch(run):
     """(PyTorch's version, CUDA build and whether it sees a GPU, or None; why PyTorch is not timed, or None)."""
     torch_info = None
     if procs.torch_version() is not None:
-        code, out, _ = run_command(python("-c", TORCH_PROBE), 120, run, capture=True,
-                                   label="python -c '<torch probe: version, CUDA build, sees a GPU?>'")
+        code, out, _ = run_command(
+            python("-c", TORCH_PROBE),
+            120,
+            run,
+            capture=True,
+            label="python -c '<torch probe: version, CUDA build, sees a GPU?>'",
+        )
         torch_info = json.loads(out.strip().splitlines()[-1]) if code == 0 and out.strip() else None
     if torch_info and torch_info["available"]:
         why_not = None
@@ -543,20 +711,29 @@ def check_steps(run, args):
     rows = step_timing.step_rows(cases, results, why_no_torch)
     share = (time.monotonic() - t0) / max(1, len(rows))
     for row in rows:
-        run.add(f"step {row['trainer']} {row['model']} {row['input']} {row['path']}", row["status"],
-                step_timing.row_detail(row), share, error=row.get("error"))
-    per_process = {"/".join(case): [r["step_seconds"] for r in got if "step_seconds" in r]
-                   for case, got in results.items()}
+        run.add(
+            f"step {row['trainer']} {row['model']} {row['input']} {row['path']}",
+            row["status"],
+            step_timing.row_detail(row),
+            share,
+            error=row.get("error"),
+        )
+    per_process = {
+        "/".join(case): [r["step_seconds"] for r in got if "step_seconds" in r] for case, got in results.items()
+    }
     return torch_info, rows, per_process
 
 
 def check_trainer_steps(run, args):
     """One step of every trainer on cnn and smallconv, one VGG8 and one MobileNet step (`--child steps`)."""
     banner("3. one step of every trainer on cnn and smallconv; one VGG8 and one MobileNet step")
-    code, out, seconds = run_command(python(__file__, "--child", "steps", "--step-batch", args.step_batch),
-                                     LIMITS["steps"], run, capture=True, label=show(python(
-                                         "benchmarks/gpu_check.py", "--child", "steps", "--step-batch",
-                                         args.step_batch)))
+    code, out, seconds = run_command(
+        python(__file__, "--child", "steps", "--step-batch", args.step_batch),
+        LIMITS["steps"],
+        run,
+        capture=True,
+        label=show(python("benchmarks/gpu_check.py", "--child", "steps", "--step-batch", args.step_batch)),
+    )
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if code is None or code != 0 or not lines:
         why = stopped(run, LIMITS["steps"], seconds) if code is None else f"the child exited with code {code}"
@@ -567,16 +744,26 @@ def check_trainer_steps(run, args):
         print(f"  {case['trainer']:<13} {case['model']:<13} {said}  ({case['seconds']:.2f} s)")
     by_group = collections.defaultdict(list)
     for case in cases:
-        by_group["every trainer on " + case["model"] if case["model"] in ("cnn", "smallconv")
-                 else f"{case['trainer']} on {case['model']}"].append(case)
+        by_group[
+            "every trainer on " + case["model"]
+            if case["model"] in ("cnn", "smallconv")
+            else f"{case['trainer']} on {case['model']}"
+        ].append(case)
     share = seconds / max(1, len(by_group))
     for group, members in by_group.items():
         bad = [c for c in members if c.get("error")]
-        detail = (f"{len(members) - len(bad)} of {len(members)} stepped"
-                  + (f"; failed: {', '.join(c['trainer'] for c in bad)}" if bad else
-                     f" (losses {min(c['loss'] for c in members):.3f}-{max(c['loss'] for c in members):.3f})"))
-        run.add(f"steps: {group}", "fail" if bad else "pass", detail, share,
-                error="\n\n".join(f"{c['trainer']} on {c['model']}:\n{c['error']}" for c in bad) or None)
+        detail = f"{len(members) - len(bad)} of {len(members)} stepped" + (
+            f"; failed: {', '.join(c['trainer'] for c in bad)}"
+            if bad
+            else f" (losses {min(c['loss'] for c in members):.3f}-{max(c['loss'] for c in members):.3f})"
+        )
+        run.add(
+            f"steps: {group}",
+            "fail" if bad else "pass",
+            detail,
+            share,
+            error="\n\n".join(f"{c['trainer']} on {c['model']}:\n{c['error']}" for c in bad) or None,
+        )
     return cases
 
 
@@ -585,8 +772,26 @@ def check_devices(run, args, gpus, scratch):
     if gpus < 2:
         return run.add("devices", "skip", f"one GPU ({gpus} seen): --devices 0,1 needs two", 0.0)
     metrics = scratch / "devices.json"
-    cmd = python("-m", "tinydgl", "train", "--backend", "cupy", "--trainer", "dgl", "--model", "smallconv",
-                 "--parallel", "module", "--workers", "2", "--devices", "0,1", *short_run(args), "--metrics-json", metrics)
+    cmd = python(
+        "-m",
+        "tinydgl",
+        "train",
+        "--backend",
+        "cupy",
+        "--trainer",
+        "dgl",
+        "--model",
+        "smallconv",
+        "--parallel",
+        "module",
+        "--workers",
+        "2",
+        "--devices",
+        "0,1",
+        *short_run(args),
+        "--metrics-json",
+        metrics,
+    )
     code, out, seconds = run_command(cmd, LIMITS["devices"], run)
     if code == 0 and metrics.exists():
         acc = json.loads(metrics.read_text())["test_accuracy"]
@@ -609,16 +814,41 @@ def check_mpi(run, args, scratch):
     if mpiexec is None:
         return run.add("mpi", "skip", "no mpiexec with mpi4py here (pip install 'tinydgl[mpi]' to check it)", 0.0)
     metrics = scratch / "mpi.json"
-    cmd = [mpiexec, "-n", "2", *python("-m", "mpi4py", "-m", "tinydgl", "train", "--parallel", "module",
-                                       "--transport", "mpi", "--backend", "cupy", "--trainer", "dgl", "--model", "smallconv", *short_run(args),
-                                       "--metrics-json", metrics)]
+    cmd = [
+        mpiexec,
+        "-n",
+        "2",
+        *python(
+            "-m",
+            "mpi4py",
+            "-m",
+            "tinydgl",
+            "train",
+            "--parallel",
+            "module",
+            "--transport",
+            "mpi",
+            "--backend",
+            "cupy",
+            "--trainer",
+            "dgl",
+            "--model",
+            "smallconv",
+            *short_run(args),
+            "--metrics-json",
+            metrics,
+        ),
+    ]
     code, out, seconds = run_command(cmd, LIMITS["mpi"], run)
     choice = next((line for line in out.splitlines() if line.startswith("GPUs for the MPI ranks")), None)
     if code == 0 and metrics.exists() and choice:
         acc = json.loads(metrics.read_text())["test_accuracy"]
         return run.add("mpi", "pass", f"dgl on 2 ranks: test acc {acc:.4f}; {choice}", seconds)
-    why = (stopped(run, LIMITS["mpi"], seconds) if code is None else
-           f"mpiexec exited with code {code}" + ("" if choice or code else "; no rank said which GPU it took"))
+    why = (
+        stopped(run, LIMITS["mpi"], seconds)
+        if code is None
+        else f"mpiexec exited with code {code}" + ("" if choice or code else "; no rank said which GPU it took")
+    )
     run.add("mpi", "fail", why, seconds, error=out)
 
 
@@ -636,8 +866,9 @@ def print_table(run):
 
 def git_commit():
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -646,8 +877,11 @@ def git_commit():
 def full_run(args):
     found, how = find_gpu(args.standin)
     if not found:
-        print(f"gpu_check: no GPU found: {how}.\nThis check needs one NVIDIA GPU with its driver (`nvidia-smi -L` "
-              "lists it); nothing was installed or measured.", file=sys.stderr)
+        print(
+            f"gpu_check: no GPU found: {how}.\nThis check needs one NVIDIA GPU with its driver (`nvidia-smi -L` "
+            "lists it); nothing was installed or measured.",
+            file=sys.stderr,
+        )
         return NO_GPU
     print(f"gpu_check: {how}")
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -662,8 +896,12 @@ def full_run(args):
     if gpu.get("error"):
         print_table(run)
         write_report(args, run, gpu, extra)
-        print("gpu_check: " + ("no GPU found by CuPy" if gpu["error"] == "no-gpu" else "CuPy cannot compute here")
-              + "; the checks that need it were not run.", file=sys.stderr)
+        print(
+            "gpu_check: "
+            + ("no GPU found by CuPy" if gpu["error"] == "no-gpu" else "CuPy cannot compute here")
+            + "; the checks that need it were not run.",
+            file=sys.stderr,
+        )
         return NO_GPU if gpu["error"] == "no-gpu" else 1
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         scratch = Path(tmp)
@@ -672,8 +910,10 @@ def full_run(args):
         check_devices(run, args, gpu.get("count", 1), scratch)
         check_mpi(run, args, scratch)
         dataset, why = choose_dataset()
-        print(f"\ntraining data: {why}; --limit-train {args.limit_train or 'none (all)'}, "
-              f"--limit-test {args.limit_test or 'none (all)'}")
+        print(
+            f"\ntraining data: {why}; --limit-train {args.limit_train or 'none (all)'}, "
+            f"--limit-test {args.limit_test or 'none (all)'}"
+        )
         extra["dataset"] = dataset
         for trainer in ("bp", "lls"):
             extra[f"train_{trainer}"] = check_train(run, args, trainer, dataset, scratch)
@@ -690,11 +930,15 @@ def full_run(args):
 
 def write_report(args, run, gpu, extra):
     report = {
-        "command": "python " + " ".join(sys.argv), "commit": git_commit(),
+        "command": "python " + " ".join(sys.argv),
+        "commit": git_commit(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-        "gpu": gpu, "checks": run.rows, "passed": not run.failed(),
-        "seconds": round(time.monotonic() - run.started, 1), **extra,
+        "gpu": gpu,
+        "checks": run.rows,
+        "passed": not run.failed(),
+        "seconds": round(time.monotonic() - run.started, 1),
+        **extra,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -703,10 +947,28 @@ def write_report(args, run, gpu, extra):
 
 
 # --- the children ------------------------------------------------------------------------------------------
-STEP_CASES = ([(trainer, model) for model in ("cnn", "smallconv") for trainer in
-               ("bp", "dni", "cdni", "greedy", "dgl", "async-dgl", "lls", "lls-m", "lls-mxm", "local-losses", "fa",
-                "dfa", "sdfa", "drtp", "shallow", "fg")]
-              + [("ff", "mlp"), ("pepita", "mlp"), ("bp", "vgg8"), ("bp", "mobilenet_v1")])
+STEP_CASES = [
+    (trainer, model)
+    for model in ("cnn", "smallconv")
+    for trainer in (
+        "bp",
+        "dni",
+        "cdni",
+        "greedy",
+        "dgl",
+        "async-dgl",
+        "lls",
+        "lls-m",
+        "lls-mxm",
+        "local-losses",
+        "fa",
+        "dfa",
+        "sdfa",
+        "drtp",
+        "shallow",
+        "fg",
+    )
+] + [("ff", "mlp"), ("pepita", "mlp"), ("bp", "vgg8"), ("bp", "mobilenet_v1")]
 # pepita follows the official fully connected code: Linear -> activation blocks, without batch norm
 STEP_MODEL_OPTIONS = {"pepita": {"batchnorm": False}}
 
@@ -756,29 +1018,45 @@ def run_child(args):
 
 def use_standin():
     """--standin: this process's children import the CuPy stand-in as `cupy`, with STANDIN_GPUS GPUs."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(STANDIN_SHIM), str(ROOT)]
-                                               + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(STANDIN_SHIM), str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    )
     os.environ["CUPY_STANDIN_DEVICES"] = str(STANDIN_GPUS)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--no-install", action="store_true", help="never run pip (CuPy and pytest must be there)")
-    parser.add_argument("--standin", action="store_true",
-                        help="run everything on the CuPy stand-in of tests/cupy_standin/ (CPU, no GPU): for CI")
+    parser.add_argument(
+        "--standin",
+        action="store_true",
+        help="run everything on the CuPy stand-in of tests/cupy_standin/ (CPU, no GPU): for CI",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands it would run; run nothing")
     parser.add_argument("--out", default="gpu_check.json", help="the JSON report (default: gpu_check.json)")
     parser.add_argument("--limit-train", type=int, default=None, help="train on this many images (default: all)")
     parser.add_argument("--limit-test", type=int, default=None, help="test on this many images (default: all)")
-    parser.add_argument("--trainers", default=None, help="timed steps: of these trainers, comma-separated (default: "
-                                                         f"{DEFAULTS['trainers']})")
+    parser.add_argument(
+        "--trainers",
+        default=None,
+        help=f"timed steps: of these trainers, comma-separated (default: {DEFAULTS['trainers']})",
+    )
     parser.add_argument("--models", default=None, help=f"timed steps: on these models (default: {DEFAULTS['models']})")
-    parser.add_argument("--sizes", default=None, help="timed steps: every model at these inputs, CxS, comma-separated "
-                                                      "(default: each model's own, smallconv 1x28, vgg8 3x32)")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="timed steps: every model at these inputs, CxS, comma-separated "
+        "(default: each model's own, smallconv 1x28, vgg8 3x32)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch of the timed steps (default: 128)")
     parser.add_argument("--rounds", type=int, default=None, help="processes per timed case, alternated (default: 2)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per process (CuPy compiles kernels then)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps per process (CuPy compiles kernels then)"
+    )
     parser.add_argument("--repeat", type=int, default=None, help="timed steps per process (default: 20)")
     parser.add_argument("--step-batch", type=int, default=None, help="batch of the every-trainer steps (default: 32)")
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole run (default: 450)")
@@ -805,10 +1083,15 @@ def check_options(parser, args):
         unknown = sorted(set(getattr(args, option).split(",")) - set(known))
         if unknown:
             parser.error(f"--{option} takes some of {', '.join(known)} (comma-separated); not {', '.join(unknown)}")
-    if min(args.rounds, args.repeat, args.step_batch, args.batch) < 1 or args.warmup < 0 or any(
-            v is not None and v < 1 for v in (args.limit_train, args.limit_test)):
-        parser.error("--rounds, --repeat, --batch, --step-batch, --limit-train and --limit-test must be at least 1, "
-                     "--warmup at least 0")
+    if (
+        min(args.rounds, args.repeat, args.step_batch, args.batch) < 1
+        or args.warmup < 0
+        or any(v is not None and v < 1 for v in (args.limit_train, args.limit_test))
+    ):
+        parser.error(
+            "--rounds, --repeat, --batch, --step-batch, --limit-train and --limit-test must be at least 1, "
+            "--warmup at least 0"
+        )
 
 
 def main():

@@ -13,6 +13,7 @@ The row: recipe, trainer, epochs, the authors' number if given (--authors, with 
 the gap in points, the command, the date and the load averages before the first and after the last run.
 Not a test.
 """
+
 import argparse
 import json
 import os
@@ -25,8 +26,21 @@ import time
 
 
 def command(recipe, trainer, dataset, epochs, seed, extra):
-    return ["tinydgl", "train", "--recipe", recipe, "--trainer", trainer, "--dataset", dataset, "--epochs", str(epochs),
-            "--seed", str(seed), *extra]
+    return [
+        "tinydgl",
+        "train",
+        "--recipe",
+        recipe,
+        "--trainer",
+        trainer,
+        "--dataset",
+        dataset,
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        *extra,
+    ]
 
 
 def load():
@@ -82,13 +96,23 @@ def main(argv=None):
         started, load_before = time.time(), load()
         summary = run_one(argv_, args.timeout)
         accuracies[seed] = summary["test_accuracy"]
-        record = {"recipe": args.recipe, "trainer": args.trainer, "dataset": args.dataset, "epochs": args.epochs,
-                  "extra": args.extra, "seed": seed, "accuracy": summary["test_accuracy"],
-                  "best": summary["best_test_accuracy"], "wall_seconds": round(time.time() - started, 1),
-                  "load_before": load_before, "load_after": load(), "config": summary["config"],
-                  # e.g. ff's accuracy under both predictions
-                  "last_evaluation": (summary.get("trainer_stats") or {}).get("last_evaluation"),
-                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        record = {
+            "recipe": args.recipe,
+            "trainer": args.trainer,
+            "dataset": args.dataset,
+            "epochs": args.epochs,
+            "extra": args.extra,
+            "seed": seed,
+            "accuracy": summary["test_accuracy"],
+            "best": summary["best_test_accuracy"],
+            "wall_seconds": round(time.time() - started, 1),
+            "load_before": load_before,
+            "load_after": load(),
+            "config": summary["config"],
+            # e.g. ff's accuracy under both predictions
+            "last_evaluation": (summary.get("trainer_stats") or {}).get("last_evaluation"),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
         with open(args.out, "a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"seed {seed}: {summary['test_accuracy']:.4f}", flush=True)
@@ -97,11 +121,15 @@ def main(argv=None):
     gap = f"{100 * (mean - args.authors):+.1f}" if args.authors is not None else "-"
     authors = f"{args.authors:g}" if args.authors is not None else "-"
     shown = shlex.join(command(args.recipe, args.trainer, args.dataset, args.epochs, "S", extra))
-    print("| recipe | trainer | epochs | authors' code | tinydgl (seeds " + args.seeds + ") | gap (points) | command | "
-          "date | load |")
-    print(f"| {args.recipe} | {args.trainer} | {args.epochs} | {authors} | {mean:.4f} ± {std:.4f} "
-          f"({' / '.join(f'{v:.4f}' for v in values)}) | {gap} | `OMP_NUM_THREADS=1 {shown}` | "
-          f"{time.strftime('%Y-%m-%d', time.gmtime())} | {before} -> {load()} |")
+    print(
+        "| recipe | trainer | epochs | authors' code | tinydgl (seeds " + args.seeds + ") | gap (points) | command | "
+        "date | load |"
+    )
+    print(
+        f"| {args.recipe} | {args.trainer} | {args.epochs} | {authors} | {mean:.4f} ± {std:.4f} "
+        f"({' / '.join(f'{v:.4f}' for v in values)}) | {gap} | `OMP_NUM_THREADS=1 {shown}` | "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())} | {before} -> {load()} |"
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ range over the seeds), the best epoch's (the paper's tables report the best), th
 recalibration, and the median training seconds per epoch. Load averages are recorded with every run:
 timing is only meaningful when nothing else ran. Not a test.
 """
+
 import argparse
 import json
 import os
@@ -28,8 +29,18 @@ import sys
 import tempfile
 import time
 
-RECIPE = ["--model", "smallconv", "--dataset", "fashion-mnist", "--batch-size", "128", "--lr", "5e-3",
-          "--bn-recalibrate", "50"]
+RECIPE = [
+    "--model",
+    "smallconv",
+    "--dataset",
+    "fashion-mnist",
+    "--batch-size",
+    "128",
+    "--lr",
+    "5e-3",
+    "--bn-recalibrate",
+    "50",
+]
 LLS_OPTIONS = ["--temperature", "0.5", "--waveform", "sin"]
 
 
@@ -51,8 +62,16 @@ def child(argv, out_path):
     args = build_parser().parse_args(["train", "--no-progress", *argv])
     dataset, train_loader, test_loader = load_data(args)
     trainer, lr = make_trainer(args, args.trainer, dataset)
-    history = fit(trainer, train_loader, test_loader, args.epochs, progress=False, bn_recalibrate=args.bn_recalibrate,
-                  evaluate_before_recalibration=True, log=lambda line: print(line, flush=True))
+    history = fit(
+        trainer,
+        train_loader,
+        test_loader,
+        args.epochs,
+        progress=False,
+        bn_recalibrate=args.bn_recalibrate,
+        evaluate_before_recalibration=True,
+        log=lambda line: print(line, flush=True),
+    )
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
     with open(out_path, "w") as f:
         json.dump(summary, f)
@@ -75,62 +94,80 @@ def run_one(trainer, optimizer, seed, args):
         metrics = os.path.join(tmp, "metrics.json")
         load_before = os.getloadavg()
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", metrics, "--", *argv], text=True,
-                              capture_output=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", metrics, "--", *argv], text=True, capture_output=True
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
-            print(f"FAILED: tinydgl train {' '.join(argv)}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}", file=sys.stderr)
+            print(
+                f"FAILED: tinydgl train {' '.join(argv)}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}", file=sys.stderr
+            )
             return None
         summary = json.load(open(metrics))
     history = summary["history"]
-    return {"trainer": trainer, "optimizer": optimizer, "seed": seed, "epochs": args.epochs, "augment": args.augment,
-            "command": "tinydgl train " + " ".join(argv),
-            "final": summary["final_test_accuracy"], "best": summary["best_test_accuracy"],
-            "best_epoch": summary["best_epoch"],
-            "final_before_recalibration": history[-1]["test_accuracy_before_recalibration"],
-            "per_epoch": [h["test_accuracy"] for h in history],
-            "per_epoch_before_recalibration": [h["test_accuracy_before_recalibration"] for h in history],
-            "train_seconds_per_epoch": [h["seconds"] for h in history],
-            "recalibration_seconds_per_epoch": [h["bn_recalibrate_seconds"] for h in history],
-            "wall_seconds": wall, "load_before": load_before, "load_after": os.getloadavg(),
-            "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "trainer": trainer,
+        "optimizer": optimizer,
+        "seed": seed,
+        "epochs": args.epochs,
+        "augment": args.augment,
+        "command": "tinydgl train " + " ".join(argv),
+        "final": summary["final_test_accuracy"],
+        "best": summary["best_test_accuracy"],
+        "best_epoch": summary["best_epoch"],
+        "final_before_recalibration": history[-1]["test_accuracy_before_recalibration"],
+        "per_epoch": [h["test_accuracy"] for h in history],
+        "per_epoch_before_recalibration": [h["test_accuracy_before_recalibration"] for h in history],
+        "train_seconds_per_epoch": [h["seconds"] for h in history],
+        "recalibration_seconds_per_epoch": [h["bn_recalibrate_seconds"] for h in history],
+        "wall_seconds": wall,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def spread(values):
     """'0.8812 +- 0.0040 [0.8770-0.8850]' (sample std; just the value for one run)."""
     if len(values) == 1:
         return f"{values[0]:.4f} (1 run)"
-    return (f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f} "
-            f"[{min(values):.4f}-{max(values):.4f}]")
+    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values):.4f} [{min(values):.4f}-{max(values):.4f}]"
 
 
 def print_table(records, trainers, optimizers):
-    print(f"\n{'trainer':<8} {'optimizer':<9} {'seeds':<7} {'final test acc: mean +- std [range]':<36} "
-          f"{'best (paper)':<14} {'before recal.':<14} {'s/epoch':>8}")
+    print(
+        f"\n{'trainer':<8} {'optimizer':<9} {'seeds':<7} {'final test acc: mean +- std [range]':<36} "
+        f"{'best (paper)':<14} {'before recal.':<14} {'s/epoch':>8}"
+    )
     print("-" * 104)
     for optimizer in optimizers:
         for trainer in trainers:
-            rows = sorted((r for r in records if r["trainer"] == trainer and r["optimizer"] == optimizer),
-                          key=lambda r: r["seed"])
+            rows = sorted(
+                (r for r in records if r["trainer"] == trainer and r["optimizer"] == optimizer), key=lambda r: r["seed"]
+            )
             if not rows:
                 continue
             seeds = ",".join(str(r["seed"]) for r in rows)
             best = statistics.mean(r["best"] for r in rows)
             before = statistics.mean(r["final_before_recalibration"] for r in rows)
             seconds = statistics.median(s for r in rows for s in r["train_seconds_per_epoch"])
-            print(f"{trainer:<8} {optimizer:<9} {seeds:<7} {spread([r['final'] for r in rows]):<36} "
-                  f"{best:<14.4f} {before:<14.4f} {seconds:8.1f}")
+            print(
+                f"{trainer:<8} {optimizer:<9} {seeds:<7} {spread([r['final'] for r in rows]):<36} "
+                f"{best:<14.4f} {before:<14.4f} {seconds:8.1f}"
+            )
     loads = [r["load_before"][0] for r in records] + [r["load_after"][0] for r in records]
     if loads:
-        print(f"\nload average (1 min) over the runs: {min(loads):.2f}-{max(loads):.2f}; "
-              f"dates {min(r['date'] for r in records)} to {max(r['date'] for r in records)}")
+        print(
+            f"\nload average (1 min) over the runs: {min(loads):.2f}-{max(loads):.2f}; "
+            f"dates {min(r['date'] for r in records)} to {max(r['date'] for r in records)}"
+        )
 
 
 def main():
     if "--child" in sys.argv:
         i = sys.argv.index("--child")
-        return child(sys.argv[i + 3:], sys.argv[i + 1])  # --child OUT -- ARGS
+        return child(sys.argv[i + 3 :], sys.argv[i + 1])  # --child OUT -- ARGS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", default="bp,lls,lls-m,lls-mxm,dgl")
     parser.add_argument("--optimizers", default="adam,adamw-sf")
@@ -143,8 +180,10 @@ def main():
     args = parser.parse_args()
     trainers, optimizers = args.trainers.split(","), args.optimizers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start, "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'default')}"
+    )
     done = done_runs(args.out)
     if not args.table_only:
         for seed in seeds:
@@ -158,12 +197,16 @@ def main():
                     with open(args.out, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     done[(trainer, optimizer, seed, args.epochs, args.augment)] = record
-                    print(f"{trainer:8s} {optimizer:9s} seed {seed}: final {record['final']:.4f} "
-                          f"(before recal. {record['final_before_recalibration']:.4f}), "
-                          f"{record['wall_seconds']:.0f}s, load {record['load_before'][0]:.2f}"
-                          f"->{record['load_after'][0]:.2f}", flush=True)
-    records = [r for r in done.values() if r["epochs"] == args.epochs and r["augment"] == args.augment
-               and r["seed"] in seeds]
+                    print(
+                        f"{trainer:8s} {optimizer:9s} seed {seed}: final {record['final']:.4f} "
+                        f"(before recal. {record['final_before_recalibration']:.4f}), "
+                        f"{record['wall_seconds']:.0f}s, load {record['load_before'][0]:.2f}"
+                        f"->{record['load_after'][0]:.2f}",
+                        flush=True,
+                    )
+    records = [
+        r for r in done.values() if r["epochs"] == args.epochs and r["augment"] == args.augment and r["seed"] in seeds
+    ]
     print_table(records, trainers, optimizers)
 
 

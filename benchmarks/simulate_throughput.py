@@ -42,6 +42,7 @@ device's module time (an assumption: the codec speeds up on the device as the mo
 modules are grouped into J contiguous stages with `group_stages`; J devices, fifo, 2 slots. Lines are the
 closed form, markers the simulation (steady state of 200 batches).
 """
+
 import argparse
 import math
 import os
@@ -57,8 +58,14 @@ from tinydgl.models import build_model
 from tinydgl.optim import build_optimizer
 from tinydgl.runtime.engine import run_module_parallel, split_modules
 from tinydgl.runtime.stages import unit_costs
-from tinydgl.simulate import (LINKS, Compression, group_stages, in_process_throughput, pipeline_throughput,
-                              simulate_pipeline)
+from tinydgl.simulate import (
+    LINKS,
+    Compression,
+    group_stages,
+    in_process_throughput,
+    pipeline_throughput,
+    simulate_pipeline,
+)
 from tinydgl.trainers import build_trainer
 
 FIGURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures", "throughput_simulation.png")
@@ -118,24 +125,31 @@ def engine_stages(step_seconds, copy_seconds, loader_seconds, groups, feeder=Tru
     stages = [loader_seconds + copy_seconds[0]] if feeder else []  # the parent: prepare a batch, put it in ring 0
     for w, group in enumerate(groups):
         last = w == len(groups) - 1
-        stages.append(sum(step_seconds[j] for j in group) + copy_seconds[group[0]]
-                      + (0.0 if last else copy_seconds[group[-1] + 1]))
+        stages.append(
+            sum(step_seconds[j] for j in group)
+            + copy_seconds[group[0]]
+            + (0.0 if last else copy_seconds[group[-1] + 1])
+        )
     return stages
 
 
 def local_prediction(args, ds):
-    print(f"(a) per-module costs: DGL modules of smallconv (as {args.trainer} builds them), {ds.name}, "
-          f"batch {args.batch_size}, adam lr {args.lr:g}, "
-          f"median of {args.repeat} steps, in-process, {load_average()}")
+    print(
+        f"(a) per-module costs: DGL modules of smallconv (as {args.trainer} builds them), {ds.name}, "
+        f"batch {args.batch_size}, adam lr {args.lr:g}, "
+        f"median of {args.repeat} steps, in-process, {load_average()}"
+    )
     trainer, step_seconds, out_bytes, copy_seconds, loader_seconds = measure_costs(args, ds)
     print(f"\n{'module':<8} {'step ms':>8} {'output':>18} {'copy out ms':>12}")
     for j, s in enumerate(step_seconds):
         copy = f"{copy_seconds[j + 1] * 1e3:12.2f}" if j < len(step_seconds) - 1 else f"{'-':>12}"
         out = f"{out_bytes[j] / 2**20:8.2f} MiB" if j < len(step_seconds) - 1 else f"{'logits':>18}"
         print(f"{j:<8} {s * 1e3:8.1f} {out:>18} {copy}")
-    print(f"loader {loader_seconds * 1e3:.1f} ms/batch, input copy {copy_seconds[0] * 1e3:.2f} ms/batch; sum of steps "
-          f"{sum(step_seconds) * 1e3:.1f} ms -> in-process {in_process_throughput(step_seconds, args.batch_size):.0f} samples/s "
-          f"(modules only) / {args.batch_size / (sum(step_seconds) + loader_seconds):.0f} (with the loader)")
+    print(
+        f"loader {loader_seconds * 1e3:.1f} ms/batch, input copy {copy_seconds[0] * 1e3:.2f} ms/batch; sum of steps "
+        f"{sum(step_seconds) * 1e3:.1f} ms -> in-process {in_process_throughput(step_seconds, args.batch_size):.0f} samples/s "
+        f"(modules only) / {args.batch_size / (sum(step_seconds) + loader_seconds):.0f} (with the loader)"
+    )
 
     batches = math.ceil(len(ds.y_train) / args.batch_size)
     cores = args.cores or os.cpu_count()
@@ -150,8 +164,9 @@ def local_prediction(args, ds):
             # size, no reuse cap; a replay worker stops once its producer has stopped and nothing fresh is left,
             # as in the engine.
             stages = engine_stages(step_seconds, copy_seconds, loader_seconds, groups, feeder=False)
-            sim = simulate_pipeline(stages, batches, slots=args.buffer_size, policy="replay", devices=cores,
-                                    batch_size=args.batch_size)
+            sim = simulate_pipeline(
+                stages, batches, slots=args.buffer_size, policy="replay", devices=cores, batch_size=args.batch_size
+            )
             closed = pipeline_throughput(stages, policy="replay", devices=cores, batch_size=args.batch_size)
             own = pipeline_throughput(stages, policy="replay", batch_size=args.batch_size)
             predicted = sim["input_samples_per_s"]
@@ -163,26 +178,36 @@ def local_prediction(args, ds):
             predicted = sim["output_samples_per_s"]
         rows.append((J, groups, stages, sim, closed, own, predicted))
     if replay:
-        print(f"\n(b) predicted: async-dgl, the engine's J workers (replay rings of {args.buffer_size} slots, no reuse cap, "
-              f"at most {batches} steps each) on P = {cores} shared cores, {batches} batches of {args.batch_size}")
+        print(
+            f"\n(b) predicted: async-dgl, the engine's J workers (replay rings of {args.buffer_size} slots, no reuse cap, "
+            f"at most {batches} steps each) on P = {cores} shared cores, {batches} batches of {args.batch_size}"
+        )
         head = "stage ms (workers)"
     else:
-        print(f"\n(b) predicted: the engine with J workers + the feeding parent on P = {cores} shared cores, "
-              f"{batches} batches of {args.batch_size}, fifo rings of 2 slots")
+        print(
+            f"\n(b) predicted: the engine with J workers + the feeding parent on P = {cores} shared cores, "
+            f"{batches} batches of {args.batch_size}, fifo rings of 2 slots"
+        )
         head = "stage ms (feeder, workers)"
     print(f"\n{'J':>2} {'modules':<20} {head:<34} {'simulated':>10} {'formula':>9} {'own cores':>10}   samples/s")
     for J, groups, stages, sim, closed, own, predicted in rows:
         ms = ", ".join(f"{s * 1e3:.0f}" for s in stages)
         print(f"{J:>2} {str(groups):<20} {ms:<34} {predicted:10.0f} {closed:9.0f} {own:10.0f}")
         if replay and J > 1:
-            print("   simulated steps (fresh + replayed) per worker: "
-                  + ", ".join(f"{st['fresh_steps']} + {st['replays']}" for st in sim["stages"]))
+            print(
+                "   simulated steps (fresh + replayed) per worker: "
+                + ", ".join(f"{st['fresh_steps']} + {st['replays']}" for st in sim["stages"])
+            )
     if replay:
-        print("simulated: fresh samples/s into worker 0 over its whole run; formula: min(1, P/J) / c_0 (exact without "
-              "a reuse cap, as here); own cores: one core per worker")
+        print(
+            "simulated: fresh samples/s into worker 0 over its whole run; formula: min(1, P/J) / c_0 (exact without "
+            "a reuse cap, as here); own cores: one core per worker"
+        )
     else:
-        print("simulated: whole run incl. pipeline fill; formula: min(1/max stage, P/sum) (an upper bound on P < J+1 "
-              "cores); own cores: one core per stage")
+        print(
+            "simulated: whole run incl. pipeline fill; formula: min(1/max stage, P/sum) (an upper bound on P < J+1 "
+            "cores); own cores: one core per stage"
+        )
     return rows
 
 
@@ -205,22 +230,31 @@ def measure_local(args, ds, rows):
         run = run_module_parallel(trainer, train, 1, groups=groups, threads_per_worker=1)
         slowest = max(w["busy_seconds"] + w["idle_seconds"] for w in run["workers"])
         measured.append((run["samples_per_second"], run["samples"] / slowest, run))
-        print(f"  J={J}: {run['samples_per_second']:.0f} samples/s wall, workers "
-              + ", ".join(f"{w['modules']} {w['steps']} steps ({w['fresh_batches']} fresh, {w['skipped_batches']} "
-                          f"skipped, {w['empty_polls']} empty polls) busy {w['busy_seconds']:.1f} s "
-                          f"idle {w['idle_seconds']:.1f} s" for w in run["workers"]))
+        print(
+            f"  J={J}: {run['samples_per_second']:.0f} samples/s wall, workers "
+            + ", ".join(
+                f"{w['modules']} {w['steps']} steps ({w['fresh_batches']} fresh, {w['skipped_batches']} "
+                f"skipped, {w['empty_polls']} empty polls) busy {w['busy_seconds']:.1f} s "
+                f"idle {w['idle_seconds']:.1f} s"
+                for w in run["workers"]
+            )
+        )
     # The per-module costs of (a) come from a few steps and move by +-15% from run to run here; scaling every
     # prediction by measured / predicted at J=1 separates the pipeline model's error from that noise.
     scale = next((steady / row[6] for row, (_, steady, _) in zip(rows, measured) if row[0] == 1), None)
-    print(f"\n{'J':>2} {'predicted (sim)':>16} {'measured wall':>14} {'measured steady':>16} {'pred/steady':>12}"
-          f" {'pred x J=1 scale':>17} {'/ steady':>9}")
+    print(
+        f"\n{'J':>2} {'predicted (sim)':>16} {'measured wall':>14} {'measured steady':>16} {'pred/steady':>12}"
+        f" {'pred x J=1 scale':>17} {'/ steady':>9}"
+    )
     print(f"{'in':>2} {args.batch_size / sum(rows[0][2]):16.0f} {in_process:14.0f} {'':>16}")
     for (J, groups, stages, sim, closed, own, predicted), (wall, steady, _) in zip(rows, measured):
         scaled = f" {predicted * scale:17.0f} {predicted * scale / steady:9.2f}" if scale else ""
         print(f"{J:>2} {predicted:16.0f} {wall:14.0f} {steady:16.0f} {predicted / steady:12.2f}{scaled}")
-    print("'in' row: predicted = batch / (the J=1 row's stage seconds); measured = an in-process DGL train_step loop. "
-          "measured: fresh samples (worker 0's) / seconds; 'pred x J=1 scale': predictions times measured steady / "
-          f"predicted at J=1. Ended at {load_average()}.")
+    print(
+        "'in' row: predicted = batch / (the J=1 row's stage seconds); measured = an in-process DGL train_step loop. "
+        "measured: fresh samples (worker 0's) / seconds; 'pred x J=1 scale': predictions times measured steady / "
+        f"predicted at J=1. Ended at {load_average()}."
+    )
 
 
 # --- (c) J up to 16 -------------------------------------------------------------------------------------------
@@ -237,9 +271,11 @@ def calibrate_codec(args):
     rng = np.random.default_rng(args.seed)
     x = rng.standard_normal((n, C, H, H)).astype(np.float32)
     y = rng.integers(0, 10, n)
-    module = LocalModule(_conv_block(C, C, default_rng(args.seed), "float32", local_pool=2),
-                         aux_head("mlp", (C, H, H), 10, seed=args.seed),
-                         lambda p: build_optimizer("adam", p, lr=1e-3))
+    module = LocalModule(
+        _conv_block(C, C, default_rng(args.seed), "float32", local_pool=2),
+        aux_head("mlp", (C, H, H), 10, seed=args.seed),
+        lambda p: build_optimizer("adam", p, lr=1e-3),
+    )
     module.step(x, y)
     step = median_seconds(lambda: module.step(x, y), 5)
     codec = VQCodec((C, H, H))
@@ -247,10 +283,12 @@ def calibrate_codec(args):
     encode = median_seconds(lambda: codec.encode(x), 5)
     decode = median_seconds(lambda: codec.decode(codes), 5)
     ratio = x.nbytes / codec.payload_bytes(codes)
-    print(f"\n(c) calibration on this CPU (batch {n}, one thread, {load_average()}): module step {step * 1e3:.0f} ms, "
-          f"VQ encode {encode * 1e3:.1f} ms ({encode / step:.3f} of a step), decode {decode * 1e3:.1f} ms "
-          f"({decode / step:.3f}), {x.nbytes / n:,.0f} -> {codec.payload_bytes(codes) / n:,.0f} bytes/sample "
-          f"({ratio:.0f}x; codebook {codec.codebook_bytes():,} bytes, not sent in the model)")
+    print(
+        f"\n(c) calibration on this CPU (batch {n}, one thread, {load_average()}): module step {step * 1e3:.0f} ms, "
+        f"VQ encode {encode * 1e3:.1f} ms ({encode / step:.3f} of a step), decode {decode * 1e3:.1f} ms "
+        f"({decode / step:.3f}), {x.nbytes / n:,.0f} -> {codec.payload_bytes(codes) / n:,.0f} bytes/sample "
+        f"({ratio:.0f}x; codebook {codec.codebook_bytes():,} bytes, not sent in the model)"
+    )
     return encode / step, decode / step, ratio
 
 
@@ -260,12 +298,17 @@ def deep_model_figure(args):
     flops = 2 * (2 * N * H * H * C * C * 9)  # conv forward + weight gradient; DGL skips the input gradient
     module_seconds = flops / (args.device_tflops * 1e12)
     bytes_out = N * C * H * H * 4 + N * 8  # float32 activations + int64 labels
-    codec = Compression(ratio=bytes_out / (N * H * H + N * 8), encode_seconds=encode_share * module_seconds,
-                        decode_seconds=decode_share * module_seconds)
-    print(f"\n(c) synthetic deep model: {modules} modules of conv 256->256 at 16x16, batch {N}: {flops / 1e9:.1f} GFLOP "
-          f"per module step at {args.device_tflops:g} TFLOP/s = {module_seconds * 1e3:.2f} ms; {bytes_out / 1e6:.1f} MB "
-          f"per link raw, {bytes_out / codec.ratio / 1e3:.1f} kB with VQ ({codec.ratio:.0f}x incl. labels); codec "
-          f"{codec.encode_seconds * 1e3:.3f} ms encode + {codec.decode_seconds * 1e3:.3f} ms decode per batch")
+    codec = Compression(
+        ratio=bytes_out / (N * H * H + N * 8),
+        encode_seconds=encode_share * module_seconds,
+        decode_seconds=decode_share * module_seconds,
+    )
+    print(
+        f"\n(c) synthetic deep model: {modules} modules of conv 256->256 at 16x16, batch {N}: {flops / 1e9:.1f} GFLOP "
+        f"per module step at {args.device_tflops:g} TFLOP/s = {module_seconds * 1e3:.2f} ms; {bytes_out / 1e6:.1f} MB "
+        f"per link raw, {bytes_out / codec.ratio / 1e3:.1f} kB with VQ ({codec.ratio:.0f}x incl. labels); codec "
+        f"{codec.encode_seconds * 1e3:.3f} ms encode + {codec.decode_seconds * 1e3:.3f} ms decode per batch"
+    )
     Js = list(range(1, modules + 1))
     baseline = in_process_throughput([module_seconds] * modules, N)
     curves = {}
@@ -279,8 +322,10 @@ def deep_model_figure(args):
                 simulated.append(simulate_pipeline(stage_seconds, 200, slots=2, **kw)["steady_samples_per_s"])
             curves[(link, label)] = (formula, simulated)
     worst = max(abs(sim / form - 1) for forms, sims in curves.values() for form, sim in zip(forms, sims))
-    print(f"\nin-process (one device, all 16 modules): {baseline:.0f} samples/s. Speed-up over it, closed form "
-          f"(the simulation's steady rate differs from it by at most {worst:.1e}, relative):")
+    print(
+        f"\nin-process (one device, all 16 modules): {baseline:.0f} samples/s. Speed-up over it, closed form "
+        f"(the simulation's steady rate differs from it by at most {worst:.1e}, relative):"
+    )
     print(f"{'J':>3} " + " ".join(f"{(link.split(' (')[0] + ' ' + label)[:19]:>19}" for link, label in curves))
     for i, J in enumerate(Js):
         print(f"{J:>3} " + " ".join(f"{curves[key][0][i] / baseline:19.2f}" for key in curves))
@@ -296,7 +341,9 @@ def deep_model_figure(args):
     for (link, label), (formula, simulated) in curves.items():
         style, width = ("-", widths[link]) if label == "VQ" else ("--", 1.5)
         for ax, scale in ((ax1, 1.0), (ax2, 1 / baseline)):
-            ax.plot(Js, [f * scale for f in formula], style, color=colours[link], linewidth=width, label=f"{link}, {label}")
+            ax.plot(
+                Js, [f * scale for f in formula], style, color=colours[link], linewidth=width, label=f"{link}, {label}"
+            )
             ax.plot(Js, [s * scale for s in simulated], "o", color=colours[link], markersize=3)
     ax2.plot(Js, Js, ":", color="grey", label="ideal (J)")
     ax1.set_yscale("log")
@@ -307,10 +354,12 @@ def deep_model_figure(args):
         ax.set_xticks(Js)
         ax.grid(alpha=0.3)
     ax2.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"DGL pipeline, 16 modules (conv 256ch 16x16, batch {N}) at {args.device_tflops:g} TFLOP/s per device; "
-                 f"fifo, 2 slots; lines: closed form, dots: simulation.\nThe speed-up climbs in steps because it "
-                 f"only rises when the largest stage gets fewer modules; the three VQ curves coincide (drawn nested).",
-                 fontsize=9)
+    fig.suptitle(
+        f"DGL pipeline, 16 modules (conv 256ch 16x16, batch {N}) at {args.device_tflops:g} TFLOP/s per device; "
+        f"fifo, 2 slots; lines: closed form, dots: simulation.\nThe speed-up climbs in steps because it "
+        f"only rises when the largest stage gets fewer modules; the three VQ curves coincide (drawn nested).",
+        fontsize=9,
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
     fig.savefig(FIGURE, dpi=120)
@@ -320,8 +369,12 @@ def deep_model_figure(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--measure", action="store_true", help="also run run_module_parallel for each J")
-    parser.add_argument("--trainer", default="dgl", choices=["dgl", "async-dgl"],
-                        help="dgl: fifo rings; async-dgl: replay rings (Algorithm 2)")
+    parser.add_argument(
+        "--trainer",
+        default="dgl",
+        choices=["dgl", "async-dgl"],
+        help="dgl: fifo rings; async-dgl: replay rings (Algorithm 2)",
+    )
     parser.add_argument("--buffer-size", type=int, default=4, help="async-dgl: slots per replay ring")
     parser.add_argument("--skip-local", action="store_true", help="only the J <= 16 figure")
     parser.add_argument("--skip-figure", action="store_true")
@@ -332,13 +385,23 @@ def main():
     parser.add_argument("--repeat", type=int, default=10, help="batches timed per module")
     parser.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4])
     parser.add_argument("--cores", type=int, default=None, help="P for the prediction (default: os.cpu_count())")
-    parser.add_argument("--device-tflops", type=float, default=10.0, help="(c): assumed sustained FLOP rate of a device")
+    parser.add_argument(
+        "--device-tflops", type=float, default=10.0, help="(c): assumed sustained FLOP rate of a device"
+    )
     parser.add_argument("--calib-batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     threads = os.environ.get("OPENBLAS_NUM_THREADS")
-    print("command: " + " ".join([*([f"OPENBLAS_NUM_THREADS={threads}"] if threads else []),
-                                  "python -m benchmarks.simulate_throughput", *map(shlex.quote, sys.argv[1:])]))
+    print(
+        "command: "
+        + " ".join(
+            [
+                *([f"OPENBLAS_NUM_THREADS={threads}"] if threads else []),
+                "python -m benchmarks.simulate_throughput",
+                *map(shlex.quote, sys.argv[1:]),
+            ]
+        )
+    )
     if not args.skip_local:
         ds = load_dataset(args.dataset, limit_train=args.limit_train, limit_test=100)
         rows = local_prediction(args, ds)

@@ -8,6 +8,7 @@ initialisation; prints test accuracy after each epoch. PyTorch is used only here
 architecture and the step are written once. `vgg8` is tinydgl's VGG8 (tinydgl/models.py) in PyTorch, layer
 for layer, for gpu_check.py's timed steps (`MODELS` names both).
 """
+
 import argparse
 import time
 
@@ -24,20 +25,41 @@ def block(cin, cout):
 
 def linear_head(features, hidden, classes):
     """Adaptive-average-pool to 2x2, flatten, Linear -> BatchNorm1d -> LeakyReLU, then the classifier."""
-    return [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(features * 4, hidden), nn.BatchNorm1d(hidden),
-            nn.LeakyReLU(0.01), nn.Linear(hidden, classes)]
+    return [
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(features * 4, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.LeakyReLU(0.01),
+        nn.Linear(hidden, classes),
+    ]
 
 
 def smallconv(channels=1, classes=10):
-    return nn.Sequential(*block(channels, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), *block(64, 128),
-                         *linear_head(128, 512, classes))
+    return nn.Sequential(
+        *block(channels, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        *block(64, 128),
+        *linear_head(128, 512, classes),
+    )
 
 
 def vgg8(channels=3, classes=10):
     """Conv blocks 128, 256, pool, 256, 256, pool, 512, pool, 512, then the 2048 -> 1024 head (7.13 M parameters)."""
-    return nn.Sequential(*block(channels, 128), *block(128, 256), nn.MaxPool2d(2), *block(256, 256),
-                         *block(256, 256), nn.MaxPool2d(2), *block(256, 512), nn.MaxPool2d(2), *block(512, 512),
-                         *linear_head(512, 1024, classes))
+    return nn.Sequential(
+        *block(channels, 128),
+        *block(128, 256),
+        nn.MaxPool2d(2),
+        *block(256, 256),
+        *block(256, 256),
+        nn.MaxPool2d(2),
+        *block(256, 512),
+        nn.MaxPool2d(2),
+        *block(512, 512),
+        *linear_head(512, 1024, classes),
+    )
 
 
 MODELS = {"smallconv": smallconv, "vgg8": vgg8}

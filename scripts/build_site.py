@@ -25,6 +25,7 @@ The build is in three steps, each a function below:
 
 tests/test_site.py builds the site this way and opens it in a real headless browser.
 """
+
 import argparse
 import os
 import posixpath
@@ -39,8 +40,14 @@ GITHUB = "https://github.com/tinydgl/tinydgl/blob/main/"
 # Pages taken as they are (paths in the repository, which are also their paths on the site)
 # INSTRUCTOR.md is not one: the site is what students read, and the instructor's guide says what the hidden
 # tests check. Links to it go to the repository, where instructors read it.
-PAGES = ("README.md", "CHANGELOG.md", "benchmarks/RESULTS.md", "benchmarks/RESULTS-archive.md", "lessons/README.md",
-         "notebooks/README.md")
+PAGES = (
+    "README.md",
+    "CHANGELOG.md",
+    "benchmarks/RESULTS.md",
+    "benchmarks/RESULTS-archive.md",
+    "lessons/README.md",
+    "notebooks/README.md",
+)
 # docs/index.md and docs/api.md are the site's front and API pages, at its root; the other docs/**/*.md (the
 # command reference, the errors, the architecture, the method and design pages, ...) keep their path, so links
 # work on GitHub too.
@@ -60,6 +67,7 @@ def rewrite_links(text, source, dest, staged):
     exist on the site. A link to a staged file points to it from dest; a link to any other file of the
     repository points to it on GitHub; web links, anchors (#...) and links inside code blocks are kept.
     """
+
     def fix(match):
         head, target, tail = match.groups()
         if "://" in target or target.startswith(("#", "mailto:")):
@@ -71,7 +79,9 @@ def rewrite_links(text, source, dest, staged):
         elif resolved.startswith(".."):
             raise SiteError(f"{source}: the link {target} leaves the repository")
         elif head.startswith("!"):  # an image from GitHub would not load offline
-            raise SiteError(f"{source}: the image {target} is not part of the site (put it in docs/, lessons/figures/ or benchmarks/figures/)")
+            raise SiteError(
+                f"{source}: the image {target} is not part of the site (put it in docs/, lessons/figures/ or benchmarks/figures/)"
+            )
         else:
             new = GITHUB + resolved
         return f"{head}{new}{'#' + anchor if anchor else ''}{tail}"
@@ -79,7 +89,7 @@ def rewrite_links(text, source, dest, staged):
     # code blocks are shown as written: rewrite only between them
     out, last = [], 0
     for block in FENCE.finditer(text):
-        out += [LINK.sub(fix, text[last:block.start()]), block.group(0)]
+        out += [LINK.sub(fix, text[last : block.start()]), block.group(0)]
         last = block.end()
     out.append(LINK.sub(fix, text[last:]))
     return "".join(out)
@@ -113,8 +123,12 @@ def fold_answers(lesson, answers):
         body = answers[int(match.group(1))]
         fence = ":" * (4 + max((len(m) for m in re.findall(r"^:{3,}", body, re.M)), default=0))
         folded = f"{fence}{{dropdown}} Answer\n:color: secondary\n\n{body}\n{fence}\n"
-        out.append(item.rstrip("\n") + "\n\n" + "".join(f"   {line}" if line else "" for line in
-                                                           folded.splitlines(keepends=True)) + "\n")
+        out.append(
+            item.rstrip("\n")
+            + "\n\n"
+            + "".join(f"   {line}" if line else "" for line in folded.splitlines(keepends=True))
+            + "\n"
+        )
     return head + sep + "".join(out)
 
 
@@ -141,11 +155,16 @@ def stage(dest, repo=REPO):
     chapters = sorted((repo / "lessons").glob("[0-9][0-9]-*.md"))
     notebooks = sorted((repo / "notebooks").glob("*.ipynb"))
     figures = sorted(p for p in (repo / "lessons" / "figures").glob("*") if p.is_file())
-    assets = sorted(p for folder in ("notebooks", "docs", "benchmarks/figures") for pattern in ("*.svg", "*.png")
-                    for p in (repo / folder).glob(pattern))
+    assets = sorted(
+        p
+        for folder in ("notebooks", "docs", "benchmarks/figures")
+        for pattern in ("*.svg", "*.png")
+        for p in (repo / folder).glob(pattern)
+    )
     staged = {p.relative_to(repo).as_posix() for p in (*chapters, *notebooks, *figures, *assets)}
-    references = sorted(p for p in (repo / "docs").rglob("*.md")
-                        if p.relative_to(repo / "docs").as_posix() not in ROOT_PAGES)
+    references = sorted(
+        p for p in (repo / "docs").rglob("*.md") if p.relative_to(repo / "docs").as_posix() not in ROOT_PAGES
+    )
     staged |= set(PAGES) | set(ROOT_PAGES) | {f"assignments/{p.name}" for p in (dest / "assignments").glob("*.md")}
     staged |= {p.relative_to(repo).as_posix() for p in references}
 
@@ -166,8 +185,10 @@ def stage(dest, repo=REPO):
         if not answers_file.is_file():
             raise SiteError(f"no answers for {rel}: write lessons/answers/{chapter.name}")
         # the answers' links are made relative to the lesson before they are folded in
-        answers = {k: rewrite_links(v, f"lessons/answers/{chapter.name}", rel, staged | {f"lessons/answers/{chapter.name}"})
-                   for k, v in split_answers(answers_file.read_text()).items()}
+        answers = {
+            k: rewrite_links(v, f"lessons/answers/{chapter.name}", rel, staged | {f"lessons/answers/{chapter.name}"})
+            for k, v in split_answers(answers_file.read_text()).items()
+        }
         try:
             put(rel, fold_answers(chapter.read_text(), answers))
         except SiteError as err:
@@ -188,8 +209,11 @@ def stage(dest, repo=REPO):
 
 
 # Anything a page would fetch from the web: scripts, stylesheets, images, fonts, frames
-REMOTE = re.compile(r"""<(script|img|iframe|source)\b[^>]*\bsrc=["']?(https?:)?//|<link\b[^>]*\bhref=["']?(https?:)?//"""
-                    r"""|@import\s+url\(["']?(https?:)?//|url\(["']?(https?:)?//""", re.I)
+REMOTE = re.compile(
+    r"""<(script|img|iframe|source)\b[^>]*\bsrc=["']?(https?:)?//|<link\b[^>]*\bhref=["']?(https?:)?//"""
+    r"""|@import\s+url\(["']?(https?:)?//|url\(["']?(https?:)?//""",
+    re.I,
+)
 
 
 def check_offline(site):
@@ -200,7 +224,7 @@ def check_offline(site):
             text = path.read_text(errors="replace")
             for match in REMOTE.finditer(text):
                 line = text.count("\n", 0, match.start()) + 1
-                found.append(f"{path.relative_to(site)}:{line}: {text[match.start():match.start() + 120]!r}")
+                found.append(f"{path.relative_to(site)}:{line}: {text[match.start() : match.start() + 120]!r}")
     if found:
         raise SiteError("the site loads from the web (it must read offline):\n  " + "\n  ".join(found[:20]))
 
@@ -246,8 +270,11 @@ def build(out, fast=False, source=None, quiet=False, cache=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast", action="store_true", help="execute the notebooks in fast mode (TINYDGL_FAST=1)")
-    parser.add_argument("--cache", action="store_true",
-                        help="reuse the outputs of notebooks that did not change (quick rebuilds while writing)")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="reuse the outputs of notebooks that did not change (quick rebuilds while writing)",
+    )
     parser.add_argument("--out", default=str(REPO / "site"), help="the site's folder (default: site/)")
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,7 @@ DevTools Protocol commands, JSON objects each ended by a NUL byte, from its file
 answers and events to descriptor 4. No websocket library, no browser download. tests/test_site.py uses it
 to check that the course site's pages load, with their images, in a browser.
 """
+
 import base64
 import json
 import os
@@ -37,9 +38,9 @@ class BrowserError(Exception):
 class Browser:
     """One headless browser process with one page (a tab); use as a context manager.
 
-        with Browser() as browser:
-            browser.open("file:///.../index.html")
-            title = browser.evaluate("document.title")
+    with Browser() as browser:
+        browser.open("file:///.../index.html")
+        title = browser.evaluate("document.title")
     """
 
     def __init__(self, executable=None, width=1280, height=900, timeout=60):
@@ -53,15 +54,28 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="tinydgl-browser-")
         to_browser_read, self._write = os.pipe()  # the browser reads its fd 3 ...
         self._read, from_browser_write = os.pipe()  # ... and writes its fd 4
-        args = [self.executable, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-extensions", "--disable-background-networking", "--remote-debugging-pipe",
-                "--allow-file-access-from-files", f"--user-data-dir={self._profile}",
-                f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]
+        args = [
+            self.executable,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--remote-debugging-pipe",
+            "--allow-file-access-from-files",
+            f"--user-data-dir={self._profile}",
+            f"--window-size={self.size[0]},{self.size[1]}",
+            "about:blank",
+        ]
         # a shell puts the two pipe ends at exactly fds 3 and 4, then becomes the browser
         command = 'exec "$@" 3<&%d 4>&%d' % (to_browser_read, from_browser_write)
-        self._process = subprocess.Popen(["bash", "-c", command, "browser", *args],
-                                         pass_fds=(to_browser_read, from_browser_write),
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            ["bash", "-c", command, "browser", *args],
+            pass_fds=(to_browser_read, from_browser_write),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_browser_read)
         os.close(from_browser_write)
         try:
@@ -90,7 +104,9 @@ class Browser:
         while b"\0" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0 or self._process.poll() is not None:
-                raise BrowserError("the browser stopped answering" if left > 0 else "the browser did not answer in time")
+                raise BrowserError(
+                    "the browser stopped answering" if left > 0 else "the browser did not answer in time"
+                )
             ready, _, _ = select.select([self._read], [], [], min(left, 1.0))
             if ready:
                 chunk = os.read(self._read, 1 << 20)
@@ -138,8 +154,9 @@ class Browser:
 
     def evaluate(self, expression):
         """The value of a JavaScript expression on the page (promises are awaited)."""
-        answer = self.send("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        answer = self.send(
+            "Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in answer:
             raise BrowserError(f"{expression[:80]}: {answer['exceptionDetails'].get('text')}")
         return answer["result"].get("value")

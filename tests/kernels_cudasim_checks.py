@@ -14,6 +14,7 @@ The "steps-*" cases train a tiny mlp two steps with lls / lls-mxm, every local l
 parameter (blocks and heads) with the same steps composed.
 Grids are tiny (3 examples, 8 to 32 threads): the simulator runs each thread as a Python thread.
 """
+
 import copy
 import json
 import os
@@ -42,14 +43,30 @@ def local_losses_head(shape, pool, width, dtype):
 CASES = {
     "lls-conv-7x5-pool2": ((3, 7, 5), lambda dt: lls_head((3, 7, 5), 2, N_CLASSES, dtype=dt), 8, 0.0),
     "lls-m-conv-7x5-pool2": ((3, 7, 5), lambda dt: lls_head((3, 7, 5), 2, N_CLASSES, modulation="m", dtype=dt), 8, 0.1),
-    "lls-mxm-conv-5x7-pool3": ((2, 5, 7), lambda dt: lls_head((2, 5, 7), 3, N_CLASSES, modulation="mxm", dtype=dt),
-                               16, 0.0),
-    "lls-mxm-reduced-flat-11": ((11,), lambda dt: lls_head((11,), None, N_CLASSES, modulation="mxm", basis_size=2,
-                                                            dtype=dt), 8, 0.0),
-    "lls-square-pool1-threads32": ((3, 4, 3), lambda dt: lls_head((3, 4, 3), 1, N_CLASSES, waveform="square",
-                                                                   dtype=dt), 32, 0.0),
-    "lls-random-width13": ((3, 5, 5), lambda dt: lls_head((3, 5, 5), 2, N_CLASSES, waveform="random", local_width=13,
-                                                           dtype=dt), 8, 0.0),
+    "lls-mxm-conv-5x7-pool3": (
+        (2, 5, 7),
+        lambda dt: lls_head((2, 5, 7), 3, N_CLASSES, modulation="mxm", dtype=dt),
+        16,
+        0.0,
+    ),
+    "lls-mxm-reduced-flat-11": (
+        (11,),
+        lambda dt: lls_head((11,), None, N_CLASSES, modulation="mxm", basis_size=2, dtype=dt),
+        8,
+        0.0,
+    ),
+    "lls-square-pool1-threads32": (
+        (3, 4, 3),
+        lambda dt: lls_head((3, 4, 3), 1, N_CLASSES, waveform="square", dtype=dt),
+        32,
+        0.0,
+    ),
+    "lls-random-width13": (
+        (3, 5, 5),
+        lambda dt: lls_head((3, 5, 5), 2, N_CLASSES, waveform="random", local_width=13, dtype=dt),
+        8,
+        0.0,
+    ),
     "local-losses-width9": ((2, 6, 5), lambda dt: local_losses_head((2, 6, 5), 2, 9, dt), 8, 0.0),
     "lls-zero-example": ((3, 7, 5), lambda dt: lls_head((3, 7, 5), 2, N_CLASSES, dtype=dt), 8, 0.0),
     "lls-float32": ((3, 7, 5), lambda dt: lls_head((3, 7, 5), 2, N_CLASSES, modulation="mxm", dtype=dt), 8, 0.0),
@@ -77,8 +94,15 @@ def run_case(name):
     loss_ref, dout_ref = composed_local_loss(_as64(reference_head), out, y, smoothing)
     loss, dout = fused_local_loss(fused_head, out.astype(dtype), y, smoothing, threads=threads)
     grads = [relative(p.grad, q.grad) for p, q in zip(fused_head.parameters(), reference_head.parameters())]
-    return dict(case=name, dtype=dtype, loss=abs(loss - loss_ref) / abs(loss_ref), dout=relative(dout, dout_ref),
-                grads=grads, n_params=len(grads), dout_dtype=str(dout.dtype))
+    return dict(
+        case=name,
+        dtype=dtype,
+        loss=abs(loss - loss_ref) / abs(loss_ref),
+        dout=relative(dout, dout_ref),
+        grads=grads,
+        n_params=len(grads),
+        dout_dtype=str(dout.dtype),
+    )
 
 
 def run_trainer_steps(trainer_name):
@@ -104,13 +128,22 @@ def run_trainer_steps(trainer_name):
             trainer = build_trainer(trainer_name, model, lambda params: SGD(params, lr=0.1))
             for _ in range(2):
                 trainer.train_step(x, y)
-            models.append([p.data for p in model.parameters()] + [p.data for m in trainer.modules if m.head is not None
-                                                                  for p in m.head.parameters()])
+            models.append(
+                [p.data for p in model.parameters()]
+                + [p.data for m in trainer.modules if m.head is not None for p in m.head.parameters()]
+            )
         finally:
             kernels.local_loss = saved
     composed, fused = models
-    return dict(case=f"steps-{trainer_name}", dtype="float64", loss=0.0, dout=0.0,
-                grads=[relative(f, c) for f, c in zip(fused, composed)], n_params=len(fused), dout_dtype="float64")
+    return dict(
+        case=f"steps-{trainer_name}",
+        dtype="float64",
+        loss=0.0,
+        dout=0.0,
+        grads=[relative(f, c) for f, c in zip(fused, composed)],
+        n_params=len(fused),
+        dout_dtype="float64",
+    )
 
 
 def _as64(head):
@@ -126,6 +159,6 @@ def _as64(head):
 TRAINERS = ("lls", "lls-mxm")
 
 if __name__ == "__main__":
-    for case in (sys.argv[1:] or [*CASES, *(f"steps-{t}" for t in TRAINERS)]):
-        row = run_trainer_steps(case[len("steps-"):]) if case.startswith("steps-") else run_case(case)
+    for case in sys.argv[1:] or [*CASES, *(f"steps-{t}" for t in TRAINERS)]:
+        row = run_trainer_steps(case[len("steps-") :]) if case.startswith("steps-") else run_case(case)
         print(json.dumps(row), flush=True)

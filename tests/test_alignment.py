@@ -1,5 +1,6 @@
 """The gradient-alignment probe: backprop reads 1, the probe does not change training, feedback alignment
 aligns on an MLP, and every trainer it applies to gets a value per block."""
+
 import math
 
 import numpy as np
@@ -28,8 +29,12 @@ def _loaders(ds, n=None):
 
 
 def _trainer(name, model="mlp", **options):
-    return build_trainer(name, build_model(model, 1, 28, 10, seed=0, dtype="float64"),
-                         lambda p: build_optimizer("adam", p, lr=1e-3), **options)
+    return build_trainer(
+        name,
+        build_model(model, 1, 28, 10, seed=0, dtype="float64"),
+        lambda p: build_optimizer("adam", p, lr=1e-3),
+        **options,
+    )
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -83,9 +88,19 @@ def test_feedback_alignment_aligns_as_it_trains(name, digits):
         assert np.mean(block[-2:]) > 0.25, block
 
 
-@pytest.mark.parametrize("name, options", [("dni", {}), ("cdni", {"update_prob": 0.5}), ("dgl", {}), ("lls-mxm", {}),
-                                           ("greedy", {"epochs_per_module": 1}), ("sdfa", {}), ("drtp", {}),
-                                           ("shallow", {})])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("dni", {}),
+        ("cdni", {"update_prob": 0.5}),
+        ("dgl", {}),
+        ("lls-mxm", {}),
+        ("greedy", {"epochs_per_module": 1}),
+        ("sdfa", {}),
+        ("drtp", {}),
+        ("shallow", {}),
+    ],
+)
 def test_every_trainer_gets_a_value_per_block(name, options, digits):
     train, test = _loaders(digits, 256)
     probe = AlignmentProbe(every=1)
@@ -115,8 +130,11 @@ def test_async_dgl_measures_the_module_that_learns_from_the_batch_and_ff_is_refu
     assert all(v is not None and -1 <= v <= 1 for v in first[1:])  # step 1 is warm-up: module 0 ran twice
     assert second == [None] * 4 and classifier == [None] * 4
     with pytest.raises(ValueError, match="goodness"):
-        AlignmentProbe().check(build_trainer("ff", build_model("mlp", 1, 28, 10), lambda p: build_optimizer("sgd", p, lr=1e-3),
-                                             ff_hidden=(20, 20)))
+        AlignmentProbe().check(
+            build_trainer(
+                "ff", build_model("mlp", 1, 28, 10), lambda p: build_optimizer("sgd", p, lr=1e-3), ff_hidden=(20, 20)
+            )
+        )
     with pytest.raises(ValueError, match="positive"):
         AlignmentProbe(every=0)
     assert math.isnan(block_cosines(_trainer("bp").model, {}, {})[0])
@@ -128,9 +146,29 @@ def test_compare_alignment_writes_it_per_run_and_plots_one_panel_per_method(tmp_
     from tinydgl.cli import main
 
     metrics, plot = tmp_path / "m.json", tmp_path / "curves.png"
-    code = main(["compare", "--trainers", "bp,dfa,async-dgl", "--model", "mlp", "--limit-train", "256", "--limit-test",
-                 "100", "--batch-size", "64", "--no-progress", "--alignment", "--alignment-every", "2", "--metrics-json", str(metrics),
-                 "--plot", str(plot)])
+    code = main(
+        [
+            "compare",
+            "--trainers",
+            "bp,dfa,async-dgl",
+            "--model",
+            "mlp",
+            "--limit-train",
+            "256",
+            "--limit-test",
+            "100",
+            "--batch-size",
+            "64",
+            "--no-progress",
+            "--alignment",
+            "--alignment-every",
+            "2",
+            "--metrics-json",
+            str(metrics),
+            "--plot",
+            str(plot),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     runs = {r["trainer"]: r for r in json.loads(metrics.read_text())["runs"]}

@@ -8,6 +8,7 @@ exercise, in order. Its ```python blocks run in order in one namespace per file,
 like the chapters' snippets (tests/test_lessons.py); they are kept small (fast mode data) so the suite stays
 quick.
 """
+
 import re
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ def test_every_exercise_has_an_answer(chapter):
     assert path.is_file(), f"no answers for {chapter.name}: write {path.relative_to(LESSONS.parent)}"
     n = exercise_count(chapter)
     assert answer_numbers(path) == list(range(1, n + 1)), (
-        f"{path.name}: expected sections '## Exercise 1' to '## Exercise {n}', in order")
+        f"{path.name}: expected sections '## Exercise 1' to '## Exercise {n}', in order"
+    )
     for number, body in zip(range(1, n + 1), re.split(r"^## Exercise \d+\s*$", path.read_text(), flags=re.M)[1:]):
         words = len(FENCE.sub("", body).split())
         assert words >= 15, f"{path.name}, exercise {number}: an answer needs a few sentences of explanation"
@@ -62,6 +64,7 @@ def test_code_answers_run(chapter, tmp_path, monkeypatch):
         run_blocks(blocks, f"answers/{path.name}", f"answers_{chapter.stem.replace('-', '_')}")
     finally:
         import matplotlib.pyplot as plt
+
         plt.close("all")
     seconds = time.perf_counter() - start
     assert seconds < SECONDS_PER_FILE, f"answers/{path.name}: code answers took {seconds:.0f}s"

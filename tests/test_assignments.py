@@ -13,6 +13,7 @@
 
 This file is for instructors: it is not copied into the student copy.
 """
+
 import json
 import shutil
 import zipfile
@@ -37,17 +38,26 @@ def test_markers_ids_and_tests_are_consistent():
 GOOD = "def f(x):\n    # BEGIN SOLUTION a9-demo\n    # hint: return twice x\n    y = 2 * x\n    # END SOLUTION\n    return y\n"
 
 
-@pytest.mark.parametrize("text, message", [
-    (GOOD.replace("    # END SOLUTION\n", ""), "never closed"),
-    (GOOD.replace("    # BEGIN SOLUTION a9-demo\n", ""), "without a BEGIN"),
-    (GOOD.replace("    y = 2 * x\n", "    # BEGIN SOLUTION a9-other\n    # hint: h\n    y = 2 * x\n"), "cannot nest"),
-    (GOOD.replace("a9-demo", "A demo with spaces"), "expected '# BEGIN SOLUTION <task-id>'"),
-    (GOOD.replace("    # hint: return twice x\n", ""), "has no hint"),
-    (GOOD.replace("    y = 2 * x\n", ""), "holds no code"),
-    (GOOD.replace("    # END SOLUTION", "# END SOLUTION"), "not indented like its BEGIN"),
-    (GOOD.replace("    # END SOLUTION", "    # END SOLUTION a9-demo"), "takes nothing after it"),
-    (GOOD.replace("    # BEGIN SOLUTION a9-demo", "    # BEGIN-SOLUTION a9-demo  (BEGIN SOLUTION)"), "malformed marker"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("    # END SOLUTION\n", ""), "never closed"),
+        (GOOD.replace("    # BEGIN SOLUTION a9-demo\n", ""), "without a BEGIN"),
+        (
+            GOOD.replace("    y = 2 * x\n", "    # BEGIN SOLUTION a9-other\n    # hint: h\n    y = 2 * x\n"),
+            "cannot nest",
+        ),
+        (GOOD.replace("a9-demo", "A demo with spaces"), "expected '# BEGIN SOLUTION <task-id>'"),
+        (GOOD.replace("    # hint: return twice x\n", ""), "has no hint"),
+        (GOOD.replace("    y = 2 * x\n", ""), "holds no code"),
+        (GOOD.replace("    # END SOLUTION", "# END SOLUTION"), "not indented like its BEGIN"),
+        (GOOD.replace("    # END SOLUTION", "    # END SOLUTION a9-demo"), "takes nothing after it"),
+        (
+            GOOD.replace("    # BEGIN SOLUTION a9-demo", "    # BEGIN-SOLUTION a9-demo  (BEGIN SOLUTION)"),
+            "malformed marker",
+        ),
+    ],
+)
 def test_bad_markers_are_explained(text, message):
     with pytest.raises(A.AssignmentError, match=message):
         A.scan_markers(text, "demo.py")
@@ -57,7 +67,7 @@ def test_a_good_region_and_its_stub():
     (region,) = A.scan_markers(GOOD, "demo.py")
     assert (region.task_id, region.begin, region.end, region.hint) == ("a9-demo", 2, 5, "return twice x")
     lines = GOOD.splitlines()
-    lines[region.begin - 1:region.end] = A.stub(region, "assignments/A9.md")
+    lines[region.begin - 1 : region.end] = A.stub(region, "assignments/A9.md")
     namespace = {}
     exec("\n".join(lines), namespace)
     with pytest.raises(NotImplementedError, match="^a9-demo: return twice x$"):
@@ -89,7 +99,7 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
     assert [t["id"] for t in manifest["tasks"]] == [t.id for t in A.TASKS]
     for t in manifest["tasks"]:
         source = (student / t["file"]).read_text()
-        assert f"# TODO {t['id']} " in source and 'raise NotImplementedError(' in source
+        assert f"# TODO {t['id']} " in source and "raise NotImplementedError(" in source
         assert t["stubbed"] and t["tests"] and t["function"] and t["marker"] == A.marker_name(t["id"])
         handout = (student / "assignments" / f"{t['assignment']}.md").read_text()
         assert f"`{t['id']}`" in handout and f"-m {t['marker']}" in handout
@@ -99,8 +109,9 @@ def test_the_student_copy_has_stubs_handouts_and_a_manifest(student):
         code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
         for source in code:
             compile(source, f"{a.id}.ipynb", "exec")
-        assert [c for c in code if c.startswith("check(")] == [f'check("{t.marker}")' for t in A.TASKS
-                                                             if t.assignment == a.id]
+        assert [c for c in code if c.startswith("check(")] == [
+            f'check("{t.marker}")' for t in A.TASKS if t.assignment == a.id
+        ]
     assert not (student / "tests" / "test_assignments.py").exists()  # instructors only
     assert not (student / "lessons" / "answers").exists() and not (student / "tests" / "test_answers.py").exists()
     assert not (student / A.HIDDEN_TESTS).exists()  # the hidden tests stay with the instructor ...
@@ -178,17 +189,28 @@ def test_the_student_copy_has_its_own_readme_and_no_broken_link(student):
     assert readme != (A.source_root() / "README.md").read_text()
     assert "INSTRUCTOR" not in readme and "assignments/README.md" in readme
     fence, link = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.S | re.M), re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-    broken = [f"{page.relative_to(student)} -> {target}" for page in sorted(student.rglob("*.md"))
-              for target in link.findall(fence.sub("", page.read_text()))
-              if "://" not in target and not target.startswith(("#", "mailto:"))
-              and not (page.parent / target.split("#")[0]).exists()]
+    broken = [
+        f"{page.relative_to(student)} -> {target}"
+        for page in sorted(student.rglob("*.md"))
+        for target in link.findall(fence.sub("", page.read_text()))
+        if "://" not in target
+        and not target.startswith(("#", "mailto:"))
+        and not (page.parent / target.split("#")[0]).exists()
+    ]
     assert broken == []
 
 
-@pytest.mark.parametrize("command", [
-    ["build", "/proc/x/out"], ["submit", "{student}", "/proc/x/hand-in.zip"], ["gradescope", "/proc/x/a.zip"],
-    ["classroom", "/proc/x"], ["grade", "{student}", "--json", "/proc/x/scores.json"], ["build", "{student}/README.md"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", "/proc/x/out"],
+        ["submit", "{student}", "/proc/x/hand-in.zip"],
+        ["gradescope", "/proc/x/a.zip"],
+        ["classroom", "/proc/x"],
+        ["grade", "{student}", "--json", "/proc/x/scores.json"],
+        ["build", "{student}/README.md"],
+    ],
+)
 def test_output_paths_are_checked_before_any_work(command, student, capsys):
     assert main(["assignments", *(c.format(student=student) for c in command)]) == 1
     err = capsys.readouterr().err
@@ -196,10 +218,16 @@ def test_output_paths_are_checked_before_any_work(command, student, capsys):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", [
-    ["build", ""], ["submit", "{student}", ""], ["gradescope", ""], ["classroom", ""],
-    ["grade", "{student}", "--json", ""],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", ""],
+        ["submit", "{student}", ""],
+        ["gradescope", ""],
+        ["classroom", ""],
+        ["grade", "{student}", "--json", ""],
+    ],
+)
 def test_an_empty_output_name_is_refused(command, student, tmp_path, monkeypatch, capsys):
     """'' is not the current folder: build and classroom used to write into the current folder, submit and
     gradescope said '. is a folder', and grade ran every test before it dropped --json ''."""
@@ -334,10 +362,11 @@ def test_hidden_tests_grade_a_task_the_visible_ones_pass(partly_solved, tmp_path
     path = tree / "tinydgl" / "ops" / "activation.py"
     region = next(r for r in A.find_regions(A.source_root()) if r.task_id == "a1-relu-backward")
     lines = (A.source_root() / region.file).read_text().splitlines(keepends=True)
-    lines[region.begin - 1:region.end] = [IN_PLACE_RELU]
+    lines[region.begin - 1 : region.end] = [IN_PLACE_RELU]
     path.write_text("".join(lines))
-    visible = A.score(A.run_tests(tree, (A.TASK_TESTS,), markexpr="task_a1_relu_backward"),
-                      [A.TASKS_BY_ID["a1-relu-backward"]])
+    visible = A.score(
+        A.run_tests(tree, (A.TASK_TESTS,), markexpr="task_a1_relu_backward"), [A.TASKS_BY_ID["a1-relu-backward"]]
+    )
     assert visible[0]["done"], visible  # the student's own run: all visible tests pass ...
     rows, errors = A.grade(tree)
     relu = next(r for r in rows if r["task"] == "a1-relu-backward")
@@ -351,8 +380,10 @@ def test_edited_tests_do_not_change_the_score(partly_solved, tmp_path):
     assert {r["task"] for r in rows if r["done"]} == SOLVED_TASKS, rows
     cheat = tmp_path / "cheat"
     shutil.copytree(partly_solved, cheat)
-    (cheat / A.TASK_TESTS).write_text("import pytest\n" + "".join(
-        f"\n\n@pytest.mark.{t.marker}\ndef test_{t.marker}():\n    assert True\n" for t in A.TASKS))
+    (cheat / A.TASK_TESTS).write_text(
+        "import pytest\n"
+        + "".join(f"\n\n@pytest.mark.{t.marker}\ndef test_{t.marker}():\n    assert True\n" for t in A.TASKS)
+    )
     with open(cheat / "tests" / "conftest.py", "a") as f:
         f.write(FAKE_CONFTEST)
     # the cheat works where a tree's own tests grade it ...
@@ -402,6 +433,7 @@ def test_bad_submissions_are_explained(student, tmp_path):
 
 # --- the exported autograders: Gradescope and GitHub Classroom -------------------------------------------
 
+
 def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path, capsys):
     """The zip unpacked as Gradescope would (AUTOGRADER_ROOT/source), run_autograder run with this Python (no
     setup.sh, no pip): the solution's task files get full marks, the stubs (as the zip `submit` writes) 0, and a
@@ -416,8 +448,11 @@ def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path,
         names = z.namelist()
         assert {"setup.sh", "run_autograder", "requirements.txt", "course/" + A.MANIFEST} <= set(names)
         assert "course/" + A.TASK_TESTS in names and "course/tests/test_assignments.py" not in names
-        assert all("BEGIN SOLUTION" not in z.read(n).decode(errors="replace")
-                   for n in names if n.startswith("course/tinydgl/") and not n.startswith("course/tinydgl/course/"))
+        assert all(
+            "BEGIN SOLUTION" not in z.read(n).decode(errors="replace")
+            for n in names
+            if n.startswith("course/tinydgl/") and not n.startswith("course/tinydgl/course/")
+        )
         assert z.getinfo("run_autograder").external_attr >> 16 & 0o111
     files = json.loads((student / A.MANIFEST).read_text())["task_files"]
 
@@ -439,16 +474,19 @@ def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path,
 
     def cheat(folder):  # a whole repository (GitHub submission) with tests that pass whatever the code does
         shutil.copytree(student, folder)
-        (folder / A.TASK_TESTS).write_text("import pytest\n" + "".join(
-            f"\n\n@pytest.mark.{t.marker}\ndef test_{t.marker}():\n    assert True\n" for t in A.TASKS))
+        (folder / A.TASK_TESTS).write_text(
+            "import pytest\n"
+            + "".join(f"\n\n@pytest.mark.{t.marker}\ndef test_{t.marker}():\n    assert True\n" for t in A.TASKS)
+        )
         with open(folder / "tests" / "conftest.py", "a") as f:
             f.write(FAKE_CONFTEST)
 
     def run(root):
         env = dict(os.environ, AUTOGRADER_ROOT=str(root), TINYDGL_PYTHON=sys.executable)
         env.pop("PYTHONPATH", None)
-        done = subprocess.run(["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True,
-                              text=True, timeout=600)
+        done = subprocess.run(
+            ["bash", str(root / "source" / "run_autograder")], env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return json.loads((root / "results" / "results.json").read_text())
 
@@ -458,8 +496,9 @@ def test_the_gradescope_autograder_grades_with_pristine_tests(student, tmp_path,
     total = sum(t.points for t in A.TASKS)
     assert [t["name"] for t in full["tests"]] == [f"{t.id}: {t.title}" for t in A.TASKS]
     assert [t["max_score"] for t in full["tests"]] == [t.points for t in A.TASKS]
-    assert full["score"] == total and all(t["score"] == t["max_score"] and t["status"] == "passed"
-                                          for t in full["tests"]), full
+    assert full["score"] == total and all(
+        t["score"] == t["max_score"] and t["status"] == "passed" for t in full["tests"]
+    ), full
     for result in (zero, cheated):
         assert result["score"] == 0 and len(result["tests"]) == len(A.TASKS), result
         for t in result["tests"]:
@@ -493,8 +532,13 @@ def test_the_classroom_workflow_has_a_step_per_task(student, tmp_path):
     digest = setup.split(" = ")[1].split()[0]
     files = json.loads((student / A.MANIFEST).read_text())["task_files"]
     (tmp_path / "task_files").write_text("\n".join(files) + "\n")
-    computed = subprocess.run(["bash", "-c", A.DIGEST_COMMAND], cwd=student, capture_output=True, text=True,
-                              env={"RUNNER_TEMP": str(tmp_path), "PATH": "/usr/bin:/bin"}).stdout.strip()
+    computed = subprocess.run(
+        ["bash", "-c", A.DIGEST_COMMAND],
+        cwd=student,
+        capture_output=True,
+        text=True,
+        env={"RUNNER_TEMP": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    ).stdout.strip()
     assert computed == digest
     (repo / "tests" / "conftest.py").write_text("# edited\n")
     assert A.tree_digest(repo, set(files)) != digest

@@ -6,6 +6,7 @@ earns its points only when both pass. They catch what a solution can get wrong w
 test. A student copy's handout says how many hidden tests each task has, not what they check. (GitHub
 Classroom grades from the template repository, which students can read, so it runs the visible tests only.)
 """
+
 import numpy as np
 
 from tinydgl import functional as F
@@ -55,7 +56,7 @@ def test_forward_gradient_averages_its_directions():
     x, y = rng.standard_normal((6, 1, 4, 4)), rng.integers(0, 3, 6)
     params = module.parameters()
     trainer.estimate_gradients(x, y)
-    directions = [drawn[k * len(params):(k + 1) * len(params)] for k in range(3)]
+    directions = [drawn[k * len(params) : (k + 1) * len(params)] for k in range(3)]
     slopes = [slope_by_finite_differences(trainer.model, params, v, x, y) for v in directions]
     for i, p in enumerate(params):
         expected = sum(s * v[i] for s, v in zip(slopes, directions)) / 3
@@ -70,8 +71,17 @@ def test_pepita_on_a_deeper_tanh_network():
     from tinydgl.optim import SGD
     from tinydgl.trainers import build_trainer
 
-    model = build_model("mlp", in_channels=1, image_size=3, num_classes=4, hidden=(6, 5), batchnorm=False,
-                        activation="tanh", dtype="float64", seed=4)
+    model = build_model(
+        "mlp",
+        in_channels=1,
+        image_size=3,
+        num_classes=4,
+        hidden=(6, 5),
+        batchnorm=False,
+        activation="tanh",
+        dtype="float64",
+        seed=4,
+    )
     trainer = build_trainer("pepita", model, lambda params: SGD(params, lr=0.1), pepita_f_scale=0.5)
     trainer.optimizer.step = lambda: None
     rng = np.random.default_rng(14)

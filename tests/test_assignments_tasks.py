@@ -5,6 +5,7 @@ Each test is marked with its task, `@task("a1-relu-backward")` -> marker `task_a
 the solution; where it can, it calls only the task's own code, and references come from code no task
 stubs (the fast ops, hand-written NumPy), so one task's mistake does not fail another task's tests.
 """
+
 import copy
 
 import numpy as np
@@ -44,6 +45,7 @@ def _rng(seed=0):
 
 # --- assignment 1: layers and their gradients ----------------------------------------------------------
 
+
 @task("a1-linear-backward")
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_backward_matches_numerical_gradients(bias):
@@ -52,7 +54,9 @@ def test_linear_backward_matches_numerical_gradients(bias):
     if bias:
         errors = check_gradients(F.linear_forward, F.linear_backward, [x, w, b])
     else:
-        errors = check_gradients(lambda x, w: F.linear_forward(x, w, None), lambda d, c: F.linear_backward(d, c)[:2], [x, w])
+        errors = check_gradients(
+            lambda x, w: F.linear_forward(x, w, None), lambda d, c: F.linear_backward(d, c)[:2], [x, w]
+        )
     assert max(errors) < TOL, errors
 
 
@@ -174,6 +178,7 @@ def test_batchnorm_backward_in_training_mode(shape):
 
 # --- assignment 2: backprop versus synthetic gradients --------------------------------------------------
 
+
 def _tiny_mlp(seed=3):
     return build_model("mlp", 1, 8, num_classes=5, seed=seed, dtype="float64", hidden=(16, 12))
 
@@ -226,9 +231,11 @@ def test_backprop_step_asks_no_gradient_of_the_data():
     trainer = BackpropTrainer(_tiny_mlp(), lambda p: SGD(p, lr=0.1))
     asked = []
     for i, block in enumerate(trainer.model.layers):
+
         def spy(dout, need_input_grad=True, _i=i, _backward=block.backward):
             asked.append((_i, need_input_grad))
             return _backward(dout, need_input_grad=need_input_grad)
+
         block.backward = spy
     trainer.train_step(x, y)
     assert asked == [(2, True), (1, True), (0, False)], asked
@@ -286,8 +293,12 @@ def _reference_gradient(trainer, i, from_above):
 def test_dni_gradient_comes_from_the_loss_at_the_top_and_the_synthesizer_below():
     trainer = DNITrainer(_tiny_mlp(), lambda p: SGD(p, lr=0.1), synthesizer="linear", sg_scale=0.5, bp_lambda=0.25)
     rng = _rng(12)
-    true, s0, s1, above = (rng.standard_normal((8, 5)), rng.standard_normal((8, 16)), rng.standard_normal((8, 12)),
-                           rng.standard_normal((8, 12)))
+    true, s0, s1, above = (
+        rng.standard_normal((8, 5)),
+        rng.standard_normal((8, 16)),
+        rng.standard_normal((8, 12)),
+        rng.standard_normal((8, 12)),
+    )
     trainer._true_gradient, trainer._synthetic, trainer._batch_size = true, [s0, s1], 8
     np.testing.assert_array_equal(trainer._gradient(2, None), true)
     np.testing.assert_allclose(trainer._gradient(0, None), 0.5 / 8 * s0)
@@ -345,6 +356,7 @@ def test_dni_synthesizers_are_trained_every_step():
 
 # --- assignment 3: local learning -------------------------------------------------------------------------
 
+
 @task("a3-split-blocks")
 def test_split_blocks_groups():
     assert split_blocks(5, modules=2) == [[0, 1, 2], [3, 4]]
@@ -399,7 +411,9 @@ def test_local_step_sends_no_gradient_to_its_input():
     module = _local_module(with_head=True)
     asked = []
     backward = module.body.backward
-    module.body.backward = lambda dout, need_input_grad=True: asked.append(need_input_grad) or backward(dout, need_input_grad)
+    module.body.backward = lambda dout, need_input_grad=True: (
+        asked.append(need_input_grad) or backward(dout, need_input_grad)
+    )
     module.step(*_batch())
     assert asked == [False]
 
@@ -490,9 +504,11 @@ def test_dfa_step_sends_nothing_to_the_block_below():
     model, trainer = _tiny_feedback_net("dfa")
     calls = []
     for i, block in enumerate(model.layers):
+
         def spy(dout, need_input_grad=True, _i=i, _backward=block.backward):
             calls.append((_i, need_input_grad, np.array(dout, copy=True)))
             return _backward(dout, need_input_grad=need_input_grad)
+
         block.backward = spy
     rng = _rng(15)
     trainer.train_step(rng.standard_normal((6, 1, 3, 3)), np.array([0, 1, 2, 3, 0, 1]))
@@ -544,13 +560,16 @@ def test_block_cosines_are_one_cosine_per_block_over_all_its_parameters():
     model = _tiny_mlp()
     rng = _rng(17)
     true = {name: rng.standard_normal(p.shape) for name, p in model.named_parameters()}
-    handed = {name: g + rng.standard_normal(g.shape) * (3.0 if name.endswith("bias") else 0.3) for name, g in true.items()}
+    handed = {
+        name: g + rng.standard_normal(g.shape) * (3.0 if name.endswith("bias") else 0.3) for name, g in true.items()
+    }
     cosines = block_cosines(model, handed, true)
     assert len(cosines) == 3 and all(isinstance(c, float) for c in cosines)
     for i, block in enumerate(model.layers):
         names = [f"{i}.{n}" for n, _ in block.named_parameters()]
-        whole = _cosine(np.concatenate([np.ravel(handed[n]) for n in names]),
-                        np.concatenate([np.ravel(true[n]) for n in names]))
+        whole = _cosine(
+            np.concatenate([np.ravel(handed[n]) for n in names]), np.concatenate([np.ravel(true[n]) for n in names])
+        )
         per_parameter = np.mean([_cosine(handed[n], true[n]) for n in names])
         assert abs(whole - per_parameter) > 1e-3  # (the test can tell the two apart)
         assert cosines[i] == pytest.approx(whole, rel=1e-12)
@@ -595,6 +614,7 @@ def test_the_probe_reads_one_for_backprop_and_one_at_dfas_classifier():
 
 # --- assignment 5: learning with forward passes only ----------------------------------------------------
 
+
 def _numpy_cross_entropy(logits, y):
     """The mean softmax cross-entropy, by hand (the reference for tests that must not use a1-softmax-ce)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -610,10 +630,11 @@ def test_linear_jvp_matches_a_central_difference(bias):
     dx, dw, db = rng.standard_normal(x.shape), rng.standard_normal(w.shape), rng.standard_normal(3) if bias else None
     _, cache = F.linear_forward(x, w, b)
     eps = 1e-6
-    moved = [F.linear_forward(x + s * eps * dx, w + s * eps * dw, None if b is None else b + s * eps * db)[0]
-             for s in (1, -1)]
-    np.testing.assert_allclose(F.linear_jvp(cache, dx, dw, db), (moved[0] - moved[1]) / (2 * eps), rtol=1e-7,
-                               atol=1e-9)
+    moved = [
+        F.linear_forward(x + s * eps * dx, w + s * eps * dw, None if b is None else b + s * eps * db)[0]
+        for s in (1, -1)
+    ]
+    np.testing.assert_allclose(F.linear_jvp(cache, dx, dw, db), (moved[0] - moved[1]) / (2 * eps), rtol=1e-7, atol=1e-9)
 
 
 @task("a5-linear-jvp")
@@ -713,15 +734,20 @@ def _pepita_by_hand(trainer, x, y):
     _, h, logits, e = run(x)
     x_mod = x + (e @ trainer.projection.reshape(classes, -1)).reshape(x.shape)
     flat_mod, h_mod, _, e_mod = run(x_mod)
-    grads = {"w1": flat_mod.T @ (h - h_mod) / n, "b1": (h - h_mod).sum(0) / n, "w2": h_mod.T @ e_mod / n,
-             "b2": e_mod.sum(0) / n}
+    grads = {
+        "w1": flat_mod.T @ (h - h_mod) / n,
+        "b1": (h - h_mod).sum(0) / n,
+        "w2": h_mod.T @ e_mod / n,
+        "b2": e_mod.sum(0) / n,
+    }
     return grads, _numpy_cross_entropy(logits, y)
 
 
 @task("a5-pepita-update")
 def test_pepita_gradients_match_the_numpy_reference():
-    model = build_model("mlp", in_channels=1, image_size=4, num_classes=3, hidden=(7,), batchnorm=False,
-                        dtype="float64", seed=3)
+    model = build_model(
+        "mlp", in_channels=1, image_size=4, num_classes=3, hidden=(7,), batchnorm=False, dtype="float64", seed=3
+    )
     trainer = build_trainer("pepita", model, lambda params: SGD(params, lr=0.1), pepita_f_scale=0.5)
     trainer.optimizer.step = lambda: None  # keep the gradients to compare, leave the weights
     rng = _rng(36)

@@ -13,6 +13,7 @@ Most cases call `tinydgl.cli.main` in-process and fail before training; a few ne
 form whose structure tinydgl checks beyond a checksum), built once per module from zeros and shared through
 symlinks, so each case differs from a loadable copy in exactly one file.
 """
+
 import gzip
 import inspect
 import json
@@ -90,7 +91,8 @@ def test_every_command_line_in_the_catalogue(case, capsys, tmp_path):
 
 def test_the_error_page_is_written_from_the_catalogue():
     assert error_catalogue.PAGE.read_text() == error_catalogue.render(), (
-        "docs/errors.md differs from tests/error_catalogue.py: run `python tests/error_catalogue.py` to rewrite it")
+        "docs/errors.md differs from tests/error_catalogue.py: run `python tests/error_catalogue.py` to rewrite it"
+    )
 
 
 def test_every_case_that_needs_a_test_has_one():
@@ -110,7 +112,9 @@ def _cupy_without_a_gpu():
         pass
 
     def no_driver():
-        raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+        raise CUDARuntimeError(
+            "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"
+        )
 
     return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver)))
 
@@ -124,7 +128,9 @@ def test_backend_cupy_without_cupy(capsys, tmp_path, monkeypatch, request):
     assert f"The 'cupy' backend needs CuPy. Install it with: {install_command('gpu')}" in err
 
 
-@pytest.mark.parametrize("extra", [[], ["--trainer", "dgl", "--workers", "2", "--devices", "0"]], ids=["in-process", "devices"])
+@pytest.mark.parametrize(
+    "extra", [[], ["--trainer", "dgl", "--workers", "2", "--devices", "0"]], ids=["in-process", "devices"]
+)
 def test_backend_cupy_without_a_gpu(extra, capsys, tmp_path, monkeypatch, request):
     monkeypatch.setitem(sys.modules, "cupy", _cupy_without_a_gpu())
     code, out, err = run(capsys, tmp_path, *SMALL, "--backend", "cupy", *extra)
@@ -135,15 +141,23 @@ def test_backend_cupy_without_a_gpu(extra, capsys, tmp_path, monkeypatch, reques
 def _run_cli(*args, env=None, tmp_path=None):
     environment = {**os.environ, "TINYDGL_OFFLINE": "1", **(env or {})}
     environment["PYTHONPATH"] = os.pathsep.join(p for p in (environment.get("PYTHONPATH"), str(ROOT)) if p)
-    return subprocess.run([sys.executable, "-m", "tinydgl", *args], capture_output=True, text=True, timeout=120,
-                          env=environment, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "tinydgl", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        cwd=tmp_path,
+    )
 
 
 def test_tinydgl_backend_variable_with_a_bad_name(tmp_path, request):
     """Read by `import tinydgl`'s backend module: a bad value is one error naming the variable, not a
     traceback at import."""
     metrics = tmp_path / "m.json"
-    result = _run_cli("train", *SMALL, "--metrics-json", str(metrics), env={"TINYDGL_BACKEND": "bogus"}, tmp_path=tmp_path)
+    result = _run_cli(
+        "train", *SMALL, "--metrics-json", str(metrics), env={"TINYDGL_BACKEND": "bogus"}, tmp_path=tmp_path
+    )
     check(catalogued(request), result.returncode, result.stdout, result.stderr)
     assert result.stderr.startswith("tinydgl: error: ") and not metrics.exists()
 
@@ -157,16 +171,20 @@ def test_tinydgl_backend_variable_cupy_without_a_gpu(tmp_path, request):
         "class CUDARuntimeError(RuntimeError):\n    pass\n\n\n"
         "class _Runtime:\n    @staticmethod\n    def getDeviceCount():\n"
         "        raise CUDARuntimeError('cudaErrorInsufficientDriver: CUDA driver version is insufficient')\n\n\n"
-        "class cuda:\n    runtime = _Runtime\n")
-    result = _run_cli("train", *SMALL, env={"TINYDGL_BACKEND": "cupy", "PYTHONPATH": str(fake.parent)}, tmp_path=tmp_path)
+        "class cuda:\n    runtime = _Runtime\n"
+    )
+    result = _run_cli(
+        "train", *SMALL, env={"TINYDGL_BACKEND": "cupy", "PYTHONPATH": str(fake.parent)}, tmp_path=tmp_path
+    )
     check(catalogued(request), result.returncode, result.stdout, result.stderr)
     assert result.stderr.startswith("tinydgl: error: ") and "CUDARuntimeError" not in result.stderr
 
 
 def test_backend_option_wins_over_a_bad_variable(tmp_path):
     """The control for the two above: an explicit --backend numpy does not read TINYDGL_BACKEND at all."""
-    result = _run_cli("train", *SMALL, "--epochs", "1", "--backend", "numpy", env={"TINYDGL_BACKEND": "bogus"},
-                      tmp_path=tmp_path)
+    result = _run_cli(
+        "train", *SMALL, "--epochs", "1", "--backend", "numpy", env={"TINYDGL_BACKEND": "bogus"}, tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
 
@@ -179,15 +197,19 @@ def test_metrics_json_under_a_file(capsys, tmp_path, request):
     check(catalogued(request), code, out, err, tmp_path)
 
 
-@pytest.mark.parametrize("argv, beside", [(["--trainer", "dgl", "--workers", "2"], "run-timeline.png"),
-                                          (["--alignment"], "run-alignment.png")], ids=["train", "compare"])
+@pytest.mark.parametrize(
+    "argv, beside",
+    [(["--trainer", "dgl", "--workers", "2"], "run-timeline.png"), (["--alignment"], "run-alignment.png")],
+    ids=["train", "compare"],
+)
 def test_a_plot_beside_the_plot_that_is_a_folder(argv, beside, capsys, tmp_path, request):
     """The second figure --plot implies (the workers' timeline, compare's alignment) is checked up front too:
     before, the run trained, then could not write it."""
     (tmp_path / beside).mkdir()
     command = "compare" if "--alignment" in argv else "train"
-    code, out, err = run(capsys, tmp_path, *SMALL, *argv, "--plot", str(tmp_path / "run.png"), command=command,
-                         outputs=False)
+    code, out, err = run(
+        capsys, tmp_path, *SMALL, *argv, "--plot", str(tmp_path / "run.png"), command=command, outputs=False
+    )
     if command == "train":
         check(catalogued(request), code, out, err, tmp_path)
     else:
@@ -197,8 +219,10 @@ def test_a_plot_beside_the_plot_that_is_a_folder(argv, beside, capsys, tmp_path,
 
 # --- data files ----------------------------------------------------------------------------------------------
 MNIST_NAMES = {  # uncompressed names, in the order tinydgl reads them, and their shapes
-    "train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
-    "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,),
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
 }
 
 
@@ -285,8 +309,12 @@ def test_mnist_label_out_of_range(good_mnist, capsys, tmp_path, request):
 @pytest.mark.filterwarnings("ignore:.*no published checksum")
 def test_mnist_negative_labels(good_mnist, capsys, tmp_path, request):
     """Signed labels (IDX type 09) fit the published size exactly, so only the type check stops a -1."""
-    folder = mnist_with(good_mnist, tmp_path, "train-labels-idx1-ubyte",
-                        idx_bytes(MNIST_NAMES["train-labels-idx1-ubyte"], type_code=0x09, fill=255))
+    folder = mnist_with(
+        good_mnist,
+        tmp_path,
+        "train-labels-idx1-ubyte",
+        idx_bytes(MNIST_NAMES["train-labels-idx1-ubyte"], type_code=0x09, fill=255),
+    )
     check(catalogued(request), *data_run(capsys, tmp_path, folder), folder)
 
 
@@ -305,14 +333,21 @@ def test_mnist_folder_where_a_file_should_be(good_mnist, capsys, tmp_path, reque
 
 
 @pytest.mark.filterwarnings("ignore:.*no published checksum")
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="running as root, chmod 000 does not stop reading; test_mnist_file_that_fails_to_read "
-                           "covers the same error path")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="running as root, chmod 000 does not stop reading; test_mnist_file_that_fails_to_read "
+    "covers the same error path",
+)
 def test_mnist_file_without_read_permission(good_mnist, capsys, tmp_path):
-    folder = mnist_with(good_mnist, tmp_path, "train-labels-idx1-ubyte", idx_bytes(MNIST_NAMES["train-labels-idx1-ubyte"]))
+    folder = mnist_with(
+        good_mnist, tmp_path, "train-labels-idx1-ubyte", idx_bytes(MNIST_NAMES["train-labels-idx1-ubyte"])
+    )
     (folder / "train-labels-idx1-ubyte").chmod(0)
-    expect(*data_run(capsys, tmp_path, folder), 1,
-           f"{folder / 'train-labels-idx1-ubyte'}: reading failed: cannot read the file (Permission denied)")
+    expect(
+        *data_run(capsys, tmp_path, folder),
+        1,
+        f"{folder / 'train-labels-idx1-ubyte'}: reading failed: cannot read the file (Permission denied)",
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc/self/mem")
@@ -382,8 +417,13 @@ def test_data_dir_that_does_not_exist(dataset, good_mnist, capsys, tmp_path, mon
     if dataset == "mnist":
         check(catalogued(request), code, out, err, tmp_path)
     else:
-        expect(code, out, err, 1, f"--data-dir {missing} does not exist; mnist-small is bundled with tinydgl and "
-                                  f"reads no folder")
+        expect(
+            code,
+            out,
+            err,
+            1,
+            f"--data-dir {missing} does not exist; mnist-small is bundled with tinydgl and reads no folder",
+        )
 
 
 @pytest.mark.filterwarnings("ignore:.*no published checksum")
@@ -410,8 +450,21 @@ def test_diverging_learning_rate_is_said_in_words(tmp_path, request):
     finite (1e32); before the fix NumPy printed 'RuntimeWarning: overflow' with a source path and the run
     exited 0 with a meaningless accuracy. In a fresh interpreter, to see exactly what a person sees."""
     folder = tmp_path / "ckpt"
-    result = _run_cli("train", *SMALL, "--model", "cnn", "--limit-train", "256", "--lr", "1e9", "--checkpoint-dir",
-                      str(folder), "--metrics-json", str(tmp_path / "m.json"), tmp_path=tmp_path)
+    result = _run_cli(
+        "train",
+        *SMALL,
+        "--model",
+        "cnn",
+        "--limit-train",
+        "256",
+        "--lr",
+        "1e9",
+        "--checkpoint-dir",
+        str(folder),
+        "--metrics-json",
+        str(tmp_path / "m.json"),
+        tmp_path=tmp_path,
+    )
     check(catalogued(request), result.returncode, result.stdout, result.stderr, folder)
     assert result.stderr.startswith("tinydgl: error: Training diverged"), result.stderr
     assert "Warning" not in result.stderr and "Traceback" not in result.stderr and ".py" not in result.stderr
@@ -443,9 +496,14 @@ def test_a_checkpoint_is_not_overwritten_without_resume(capsys, tmp_path, reques
     assert (folder / "latest.json").read_text() == saved
 
 
-@pytest.mark.parametrize("other, differ", [(["--trainer", "lls"], "(trainer differs)"),
-                                           (["--trainer", "dgl", "--aux", "linear"], "(--aux differs)"),
-                                           (["--trainer", "dgl", "--optimizer", "sgd"], "(optimizer differs)")])
+@pytest.mark.parametrize(
+    "other, differ",
+    [
+        (["--trainer", "lls"], "(trainer differs)"),
+        (["--trainer", "dgl", "--aux", "linear"], "(--aux differs)"),
+        (["--trainer", "dgl", "--optimizer", "sgd"], "(optimizer differs)"),
+    ],
+)
 def test_resume_by_another_run_is_refused_naming_both(other, differ, capsys, tmp_path, request):
     folder = _checkpoint(tmp_path, capsys)
     saved = (folder / "latest.json").read_text()
@@ -468,12 +526,28 @@ def test_a_damaged_checkpoint_is_refused_and_the_previous_offered(damage, capsys
         record.write_text(record.read_text()[:100])
     else:
         record.write_text(record.read_text().replace('"epoch": 2', '"epoch": 1', 1))
-    code, out, err = run(capsys, tmp_path, *SMALL, "--trainer", "dgl", "--epochs", "3", "--checkpoint-dir",
-                         str(folder), "--resume")
+    code, out, err = run(
+        capsys, tmp_path, *SMALL, "--trainer", "dgl", "--epochs", "3", "--checkpoint-dir", str(folder), "--resume"
+    )
     index = ["truncate-arrays", "truncate-record", "edit-record"].index(damage)  # the catalogue's order
     check(catalogued(request, index), code, out, err, folder)
-    assert main(["train", *SMALL, "--trainer", "dgl", "--epochs", "3", "--checkpoint-dir", str(folder), "--resume",
-                 "previous"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *SMALL,
+                "--trainer",
+                "dgl",
+                "--epochs",
+                "3",
+                "--checkpoint-dir",
+                str(folder),
+                "--resume",
+                "previous",
+            ]
+        )
+        == 0
+    )
     assert "resumed from" in capsys.readouterr().out
 
 
@@ -484,14 +558,29 @@ def test_resume_with_no_epochs_left_says_nothing_to_do(epochs, capsys, tmp_path,
     folder = _checkpoint(tmp_path, capsys)
     saved = (folder / "latest.json").read_text()
     metrics = tmp_path / "m.json"
-    code, out, err = run(capsys, tmp_path, *SMALL, "--trainer", "dgl", "--epochs", epochs, "--checkpoint-dir",
-                         str(folder), "--resume", "--metrics-json", str(metrics), outputs=False)
+    code, out, err = run(
+        capsys,
+        tmp_path,
+        *SMALL,
+        "--trainer",
+        "dgl",
+        "--epochs",
+        epochs,
+        "--checkpoint-dir",
+        str(folder),
+        "--resume",
+        "--metrics-json",
+        str(metrics),
+        outputs=False,
+    )
     if epochs == "1":
         check(catalogued(request), code, out, err, folder)
     assert code == 0
-    assert (f"tinydgl: nothing to do: the checkpoint in {folder} has already done 2 epoch(s), and --epochs {epochs} "
-            f"counts the epochs of the whole run, resumed ones included. To train more, raise it (e.g. --epochs 3); "
-            f"nothing was trained or written.") in out
+    assert (
+        f"tinydgl: nothing to do: the checkpoint in {folder} has already done 2 epoch(s), and --epochs {epochs} "
+        f"counts the epochs of the whole run, resumed ones included. To train more, raise it (e.g. --epochs 3); "
+        f"nothing was trained or written."
+    ) in out
     assert "epoch   " not in out and "test accuracy" not in out and not metrics.exists()
     assert (folder / "latest.json").read_text() == saved
 
@@ -500,8 +589,9 @@ def test_resume_previous_when_there_is_none(capsys, tmp_path, request):
     folder = tmp_path / "one"
     assert main(["train", *SMALL, "--checkpoint-dir", str(folder)]) == 0
     capsys.readouterr()
-    code, out, err = run(capsys, tmp_path, *SMALL, "--epochs", "2", "--checkpoint-dir", str(folder), "--resume",
-                         "previous")
+    code, out, err = run(
+        capsys, tmp_path, *SMALL, "--epochs", "2", "--checkpoint-dir", str(folder), "--resume", "previous"
+    )
     check(catalogued(request), code, out, err, folder)
 
 
@@ -509,6 +599,23 @@ def test_a_parallel_run_refuses_a_mid_epoch_checkpoint(capsys, tmp_path, request
     folder = _checkpoint(tmp_path, capsys, "--checkpoint-every", "1", "--limit-train", "256", "--batch-size", "64")
     meta = json.loads((folder / "previous.json").read_text())
     assert meta["step"] == 3  # epoch 2, batch 3 of 4: the save before the last
-    code, out, err = run(capsys, tmp_path, *SMALL, "--trainer", "dgl", "--epochs", "3", "--limit-train", "256",
-                         "--batch-size", "64", "--checkpoint-dir", str(folder), "--resume", "previous", "--workers", "2")
+    code, out, err = run(
+        capsys,
+        tmp_path,
+        *SMALL,
+        "--trainer",
+        "dgl",
+        "--epochs",
+        "3",
+        "--limit-train",
+        "256",
+        "--batch-size",
+        "64",
+        "--checkpoint-dir",
+        str(folder),
+        "--resume",
+        "previous",
+        "--workers",
+        "2",
+    )
     check(catalogued(request), code, out, err, folder)

@@ -5,6 +5,7 @@ killed with SIGKILL is taken over with a note.
 The first run is a real second process (a small script that takes the lock as `fit` does and waits for a
 line on stdin), so the tests never wait on a clock: they read its "locked" line, then act.
 """
+
 import json
 import os
 import signal
@@ -39,8 +40,9 @@ HOLDER = textwrap.dedent("""
 def hold(folder):
     """Start a process that holds `folder`; returns it once it holds it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -94,8 +96,9 @@ def test_the_folder_is_given_back_after_a_normal_run_and_after_errors(tmp_path, 
     assert train(capsys, "--checkpoint-dir", str(folder))[0] == 0
     assert not (folder / LOCK_NAME).exists()
     check_unlocked(str(folder))
-    code, _, err = train(capsys, "--checkpoint-dir", str(folder), "--resume", "--epochs", "2", "--lr", "1e30",
-                         "--batch-size", "16")
+    code, _, err = train(
+        capsys, "--checkpoint-dir", str(folder), "--resume", "--epochs", "2", "--lr", "1e30", "--batch-size", "16"
+    )
     assert code == 1 and "Training diverged: the loss became" in err  # an error inside the run
     assert not (folder / LOCK_NAME).exists()
     notes = []
@@ -120,8 +123,16 @@ def test_the_folder_is_given_back_when_fit_is_interrupted(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(trainer, train_loader, test_loader, 2, checkpoint_dir=str(tmp_path), progress=False, log=lambda *a: None,
-            on_epoch_end=interrupt)
+        fit(
+            trainer,
+            train_loader,
+            test_loader,
+            2,
+            checkpoint_dir=str(tmp_path),
+            progress=False,
+            log=lambda *a: None,
+            on_epoch_end=interrupt,
+        )
     assert not (tmp_path / LOCK_NAME).exists()
     assert load_checkpoint(str(tmp_path))[1]["epoch"] == 1
     with CheckpointLock(str(tmp_path)):
@@ -164,8 +175,10 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_note(tmp_path, capsys,
     assert left["pid"] == holder.pid
     code, out, err = train(capsys, "--checkpoint-dir", str(folder))
     check(catalogued(request), code, out, err, folder)
-    assert (f"note: {folder / LOCK_NAME} was left by pid {holder.pid} on host {left['host']}" in out
-            and "which is no longer running (it was killed or crashed); this run takes the folder over." in out)
+    assert (
+        f"note: {folder / LOCK_NAME} was left by pid {holder.pid} on host {left['host']}" in out
+        and "which is no longer running (it was killed or crashed); this run takes the folder over." in out
+    )
     assert load_checkpoint(str(folder))[1]["epoch"] == 1
     assert not (folder / LOCK_NAME).exists()
 

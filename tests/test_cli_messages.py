@@ -2,6 +2,7 @@
 option (its default and its choices), progress lines where no progress bar shows, the loss curve kept in the
 history, and plots with whole-number epochs (a one-epoch run drawn per step). The bad inputs are in
 tests/test_bad_inputs.py."""
+
 import argparse
 import math
 
@@ -40,8 +41,9 @@ def test_every_option_has_help_with_its_default_and_choices(command):
         default = action.default
         if default not in (None, False) and not isinstance(action, argparse._StoreConstAction):
             shown = ",".join(default) if isinstance(default, list) else str(default)
-            assert "default" in text and (shown in text or isinstance(action, argparse.BooleanOptionalAction)), \
+            assert "default" in text and (shown in text or isinstance(action, argparse.BooleanOptionalAction)), (
                 f"{flag}: the help does not show its default {shown!r}: {text!r}"
+            )
         names = list(action.choices or []) or getattr(action.type, "names", [])
         missing = [n for n in names if n not in text and f"{{{','.join(names)}}}" not in text]
         assert not missing or action.choices, f"{flag}: the help leaves out {missing}: {text!r}"
@@ -71,8 +73,9 @@ def _run(digits, n_train=256, batch=32, epochs=1, **options):
     """8 batches an epoch of a small mlp trained with backprop; returns (trainer, history, logged lines)."""
     model = build_model("mlp", 1, 28, 10, seed=0, hidden=(32,))
     trainer = build_trainer("bp", model, lambda params: Adam(params, lr=2e-3))
-    train = DataLoader(digits.x_train[:n_train], digits.y_train[:n_train], batch, seed=0, mean=digits.mean,
-                       std=digits.std)
+    train = DataLoader(
+        digits.x_train[:n_train], digits.y_train[:n_train], batch, seed=0, mean=digits.mean, std=digits.std
+    )
     test = DataLoader(digits.x_test[:64], digits.y_test[:64], 64, shuffle=False, mean=digits.mean, std=digits.std)
     lines = []
     history = fit(trainer, train, test, epochs, log=lines.append, **options)
@@ -154,8 +157,11 @@ def test_an_overflow_in_a_step_is_divergence_not_a_numpy_warning(digits, recwarn
 
     trainer.train_step = step
     train = DataLoader(digits.x_train[:64], digits.y_train[:64], 32, seed=0, mean=digits.mean, std=digits.std)
-    with pytest.raises(TrainingDiverged, match=r"^Training diverged: numbers overflowed to inf in a training step "
-                                               r"\(the loss was [0-9.]+\) at epoch 1, step 1; the learning rate 5 is"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"^Training diverged: numbers overflowed to inf in a training step "
+        r"\(the loss was [0-9.]+\) at epoch 1, step 1; the learning rate 5 is",
+    ):
         fit(trainer, train, train, 1, progress=False, log=lambda *_: None)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 

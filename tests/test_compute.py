@@ -1,4 +1,5 @@
 """MAC counts of one training step (tinydgl/train/compute.py) against counts written out by hand."""
+
 import numpy as np
 import pytest
 
@@ -62,7 +63,9 @@ def test_counting_changes_nothing():
 def test_lls_costs_fewer_macs_than_backprop_on_smallconv():
     x, y = _batch(4)
     bp, lls = step_macs(_trainer("bp", "smallconv"), x, y), step_macs(_trainer("lls", "smallconv"), x, y)
-    assert lls["forward"] == pytest.approx(bp["forward"]) and lls["weight_gradients"] == pytest.approx(bp["weight_gradients"])
+    assert lls["forward"] == pytest.approx(bp["forward"]) and lls["weight_gradients"] == pytest.approx(
+        bp["weight_gradients"]
+    )
     assert lls["total"] < 0.7 * bp["total"]  # measured 15.47 vs 22.93 MMAC per sample
 
 
@@ -72,8 +75,25 @@ def test_compare_reports_macs_next_to_accuracy(tmp_path, capsys):
     from tinydgl.cli import main
 
     metrics = tmp_path / "m.json"
-    assert main(["compare", "--trainers", "bp,dfa", "--model", "mlp", "--limit-train", "128", "--limit-test", "50",
-                 "--no-progress", "--metrics-json", str(metrics)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--trainers",
+                "bp,dfa",
+                "--model",
+                "mlp",
+                "--limit-train",
+                "128",
+                "--limit-test",
+                "50",
+                "--no-progress",
+                "--metrics-json",
+                str(metrics),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "MMAC/sample" in out and "of it signal" in out
     runs = {r["trainer"]: r["macs_per_sample"] for r in json.loads(metrics.read_text())["runs"]}

@@ -6,6 +6,7 @@ it (names, signatures, ufunc keywords: tests/cupy_standin/manifest.json), comput
 its arrays refuse to become NumPy arrays implicitly, as CuPy's do. The first tests check the stand-in itself,
 so that the later ones mean something.
 """
+
 import json
 import subprocess
 import sys
@@ -23,7 +24,10 @@ from tinydgl.optim import Adam
 from tinydgl.trainers import TRAINERS, build_trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-CONV_ONLY = {"ff": ["mlp"], "pepita": ["mlp"]}  # ff trains a fully connected network of its own: it takes --model mlp only
+CONV_ONLY = {
+    "ff": ["mlp"],
+    "pepita": ["mlp"],
+}  # ff trains a fully connected network of its own: it takes --model mlp only
 # pepita follows the official fully connected code: Linear -> activation blocks, no batch norm
 MODEL_OPTIONS = {"pepita": {"batchnorm": False}}
 
@@ -100,6 +104,7 @@ def test_manifest_is_what_the_installed_cupy_exports():
         import record_manifest
     finally:
         sys.path.pop(0)
+
     def same(a, b):  # as JSON text: NaN constants (cupy.nan) compare equal there
         return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
@@ -303,11 +308,35 @@ def test_tinydgl_train_backend_cupy_on_the_standin(tmp_path):
     for trainer, model in (("bp", "cnn"), ("lls", "smallconv")):
         metrics = tmp_path / f"{trainer}.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "tinydgl", "train", "--backend", "cupy", "--trainer", trainer, "--model", model,
-             "--limit-train", "32", "--limit-test", "16", "--batch-size", "16", "--epochs", "1", "--no-progress",
-             "--metrics-json", str(metrics)],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-            env=subprocess_env(stats=tmp_path / f"stats-{trainer}"))
+            [
+                sys.executable,
+                "-m",
+                "tinydgl",
+                "train",
+                "--backend",
+                "cupy",
+                "--trainer",
+                trainer,
+                "--model",
+                model,
+                "--limit-train",
+                "32",
+                "--limit-test",
+                "16",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--metrics-json",
+                str(metrics),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=subprocess_env(stats=tmp_path / f"stats-{trainer}"),
+        )
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
         result = json.loads(metrics.read_text())
         assert result["environment"]["backend"] == "cupy"
@@ -339,10 +368,24 @@ print(json.dumps(results))
 def test_the_command_trains_every_trainer_on_every_model_on_the_standin(tmp_path):
     """`tinydgl train --backend cupy` runs every trainer on every model it takes (ff and pepita: mlp only) on
     the stand-in: exit 0, a finite training loss, no traceback (16 images, batch 8, mnist-small)."""
-    cases = [(t, m, ["--no-batchnorm"] if MODEL_OPTIONS.get(t) == {"batchnorm": False} else [],
-              str(tmp_path / f"{t}-{m}.json")) for t in TRAINERS for m in _models(t, list(MODELS))]
-    proc = subprocess.run([sys.executable, "-c", COMMAND_DRIVER, json.dumps(cases)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env=subprocess_env())
+    cases = [
+        (
+            t,
+            m,
+            ["--no-batchnorm"] if MODEL_OPTIONS.get(t) == {"batchnorm": False} else [],
+            str(tmp_path / f"{t}-{m}.json"),
+        )
+        for t in TRAINERS
+        for m in _models(t, list(MODELS))
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", COMMAND_DRIVER, json.dumps(cases)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=subprocess_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.splitlines()[-1])
     failed = [r for r in results if r["code"] != 0 or not r["finite"] or "Traceback" in r["stderr"]]

@@ -1,5 +1,6 @@
 """CIFAR-10 binary archives written here in the real format: good, truncated, incomplete, bad label byte,
 wrong checksum."""
+
 import io
 import tarfile
 
@@ -8,13 +9,23 @@ import pytest
 
 from tinydgl.data import ChecksumError, CifarFormatError
 from tinydgl.data import datasets as ds
-from tinydgl.data.cifar import RECORD_BYTES, parse_cifar_batch, read_cifar10_archive, read_cifar10_folder, write_cifar10_archive
+from tinydgl.data.cifar import (
+    RECORD_BYTES,
+    parse_cifar_batch,
+    read_cifar10_archive,
+    read_cifar10_folder,
+    write_cifar10_archive,
+)
 
 
 def arrays(n_train=10, n_test=4):
     rng = np.random.default_rng(1)
-    return (rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n_train),
-            rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, n_test))
+    return (
+        rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, 10, n_train),
+        rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, 10, n_test),
+    )
 
 
 def test_record_layout_is_label_then_rgb_planes():

@@ -1,5 +1,6 @@
 """IDX parsing on small files written here in the real format: good (gz or not), truncated, bad magic,
 wrong checksum."""
+
 import gzip
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_header_is_the_mnist_one(tmp_path):
 def test_multibyte_types_are_big_endian_on_disk(tmp_path, dtype):
     x = np.arange(-3, 9).astype(dtype).reshape(3, 4)
     path = write_idx(tmp_path / "x.idx", x)
-    assert path.read_bytes()[-x.itemsize:] == np.asarray(8, dtype=np.dtype(dtype).newbyteorder(">")).tobytes()
+    assert path.read_bytes()[-x.itemsize :] == np.asarray(8, dtype=np.dtype(dtype).newbyteorder(">")).tobytes()
     out = read_idx(path)
     assert out.dtype == dtype and out.dtype.isnative
     np.testing.assert_array_equal(out, x)
@@ -75,7 +76,9 @@ def test_corrupted_gzip_fails_its_crc(tmp_path):
         read_idx(path)
 
 
-@pytest.mark.parametrize("header", [b"\x01\x00\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x08\x00", b"PK\x03\x04", b"\x00\x00"])
+@pytest.mark.parametrize(
+    "header", [b"\x01\x00\x08\x03", b"\x00\x00\x07\x03", b"\x00\x00\x08\x00", b"PK\x03\x04", b"\x00\x00"]
+)
 def test_bad_magic(header):
     with pytest.raises(IdxFormatError, match="IDX magic number|IDX header"):
         parse_idx(header + bytes(12), "file.idx")

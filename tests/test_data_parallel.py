@@ -1,5 +1,6 @@
 """Synchronous data-parallel SGD (tinydgl.runtime.data_parallel): W spawned workers, gradients averaged
 through shared memory every step. Each spawn costs about a second, so the tests are few and tiny."""
+
 import multiprocessing as mp
 import os
 import signal
@@ -34,7 +35,11 @@ def _trainer(model, optimizer, **kwargs):
 
 
 def _segments_of_this_process():
-    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_")) if os.path.isdir("/dev/shm") else []
+    return (
+        sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_"))
+        if os.path.isdir("/dev/shm")
+        else []
+    )
 
 
 def _assert_clean():
@@ -47,11 +52,14 @@ def test_shard_bounds_cover_the_batch_evenly():
     assert shard_bounds(1, 2) == [(0, 1), (1, 1)]
 
 
-@pytest.mark.parametrize("model, kwargs, optimizer, workers", [
-    ("cnn", {}, "sgd", 2),
-    ("mlp", {"batchnorm": False}, "adam", 3),
-    ("cnn", {}, "adamw-sf", 2),  # schedule-free: the averaged gradient feeds the same y/z update everywhere
-])
+@pytest.mark.parametrize(
+    "model, kwargs, optimizer, workers",
+    [
+        ("cnn", {}, "sgd", 2),
+        ("mlp", {"batchnorm": False}, "adam", 3),
+        ("cnn", {}, "adamw-sf", 2),  # schedule-free: the averaged gradient feeds the same y/z update everywhere
+    ],
+)
 def test_matches_single_process_large_batch_sgd(data, model, kwargs, optimizer, workers):
     """The issue's requirement: the averaged shard gradients are the whole batch's gradient, so the weights
     after two epochs (uneven last batch included) equal single-process backprop on whole batches."""
@@ -68,15 +76,22 @@ def test_matches_single_process_large_batch_sgd(data, model, kwargs, optimizer, 
         np.testing.assert_allclose(got["model"][key], expected["model"][key], rtol=0, atol=1e-10, err_msg=key)
     assert got["optimizers"][0]["steps"] == expected["optimizers"][0]["steps"] == 2 * len(loader)
     for key in expected["optimizers"][0]["buffers"]:
-        np.testing.assert_allclose(got["optimizers"][0]["buffers"][key], expected["optimizers"][0]["buffers"][key],
-                                   rtol=0, atol=1e-10, err_msg=key)
+        np.testing.assert_allclose(
+            got["optimizers"][0]["buffers"][key],
+            expected["optimizers"][0]["buffers"][key],
+            rtol=0,
+            atol=1e-10,
+            err_msg=key,
+        )
     for e in range(2):
         n = sum(s for _, s in losses[e])
         assert metrics["train_loss"][e] == pytest.approx(sum(l * s for l, s in losses[e]) / n, abs=1e-10)
     assert metrics["steps"] == 2 * len(loader) and metrics["samples"] == 2 * 150
-    assert [w["samples"] for w in metrics["workers"]] == [sum(b - a for a, b in (shard_bounds(64, workers)[w],) * 4)
-                                                          + 2 * (shard_bounds(22, workers)[w][1] - shard_bounds(22, workers)[w][0])
-                                                          for w in range(workers)]
+    assert [w["samples"] for w in metrics["workers"]] == [
+        sum(b - a for a, b in (shard_bounds(64, workers)[w],) * 4)
+        + 2 * (shard_bounds(22, workers)[w][1] - shard_bounds(22, workers)[w][0])
+        for w in range(workers)
+    ]
     _assert_clean()
 
 

@@ -1,5 +1,6 @@
 """load_dataset: the bundled mnist-small, Fashion-MNIST from Debian's package, limits, unknown names, and the
 error for missing data."""
+
 import os
 import shutil
 from pathlib import Path
@@ -65,8 +66,10 @@ def test_unknown_name_lists_valid_ones():
         load_dataset("imagenet")
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed "
-                    "(sudo apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (sudo apt-get install dataset-fashion-mnist)",
+)
 def test_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("TINYDGL_DATA", raising=False)
@@ -104,7 +107,9 @@ def test_partial_copy_names_only_the_missing_files(isolated):
         shutil.copy(DEBIAN_FASHION / name, folder / name)
     with pytest.raises(DatasetNotFoundError, match="2 of 4 files missing") as info:
         load_dataset("fashion-mnist", data_dir=isolated / "data")
-    assert "t10k-images-idx3-ubyte.gz" in str(info.value) and "train-images" not in str(info.value).split("Looked in")[0]
+    assert (
+        "t10k-images-idx3-ubyte.gz" in str(info.value) and "train-images" not in str(info.value).split("Looked in")[0]
+    )
 
 
 def test_corrupted_file_is_reported_not_used(isolated):

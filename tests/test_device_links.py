@@ -1,5 +1,6 @@
 """Activations between GPU workers (`tinydgl.runtime.device_ring`): the host fallback on the CuPy stand-in,
 and the DeviceRing's bookkeeping on a fake of CUDA IPC. The device path itself has not run on a GPU yet."""
+
 import ctypes
 import json
 import subprocess
@@ -19,9 +20,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_on_the_standin_two_gpu_workers_fall_back_to_host_memory(tmp_path):
     metrics = tmp_path / "m.json"
-    cmd = [sys.executable, "-m", "tinydgl", "train", "--backend", "cupy", "--trainer", "dgl", "--workers", "2",
-           "--devices", "0,1", "--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--batch-size", "32",
-           "--seed", "0", "--no-progress", "--metrics-json", str(metrics)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinydgl",
+        "train",
+        "--backend",
+        "cupy",
+        "--trainer",
+        "dgl",
+        "--workers",
+        "2",
+        "--devices",
+        "0,1",
+        "--epochs",
+        "1",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "32",
+        "--batch-size",
+        "32",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--metrics-json",
+        str(metrics),
+    ]
     env = subprocess_env(devices=2)
     env["PYTHONPATH"] += f":{ROOT}"
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -47,19 +72,26 @@ class _Array(np.ndarray):
 def _fake_cupy():
     """CUDA IPC in one process: a handle is the pointer itself, memcpy is memmove. Enough to run the ring's
     bookkeeping (handles published before a slot is READY, slots reused, the producer's wait at the end)."""
+
     def memory(size):
         block = np.zeros(size, np.uint8)
         return types.SimpleNamespace(ptr=block.ctypes.data, block=block)
 
     runtime = types.SimpleNamespace(
-        memcpyDefault=4, getDevice=lambda: 1, deviceSynchronize=lambda: None, ipcCloseMemHandle=lambda p: None,
+        memcpyDefault=4,
+        getDevice=lambda: 1,
+        deviceSynchronize=lambda: None,
+        ipcCloseMemHandle=lambda p: None,
         ipcGetMemHandle=lambda ptr: ptr.to_bytes(8, "little") + bytes(56),
         ipcOpenMemHandle=lambda handle: int.from_bytes(handle[:8], "little"),
-        memcpy=lambda dst, src, n, kind: ctypes.memmove(dst, src, n))
+        memcpy=lambda dst, src, n, kind: ctypes.memmove(dst, src, n),
+    )
     return types.SimpleNamespace(
         cuda=types.SimpleNamespace(Memory=memory, runtime=runtime),
-        asarray=lambda x: np.asarray(x).view(_Array), ascontiguousarray=lambda x: np.ascontiguousarray(x).view(_Array),
-        empty=lambda shape, dtype: np.empty(shape, dtype).view(_Array))
+        asarray=lambda x: np.asarray(x).view(_Array),
+        ascontiguousarray=lambda x: np.ascontiguousarray(x).view(_Array),
+        empty=lambda shape, dtype: np.empty(shape, dtype).view(_Array),
+    )
 
 
 def test_a_device_ring_passes_batches_through_the_producers_slots_in_order(monkeypatch):

@@ -3,6 +3,7 @@
 A module's docstring says what the file is for, its shapes, its paper and one line of usage; a longer
 explanation is a page of the site (docs/methods/, docs/design/), which the docstring names by its path.
 """
+
 import ast
 import re
 from pathlib import Path
@@ -25,13 +26,18 @@ def module_docstrings():
 
 def test_module_docstrings_are_short():
     long = {name: n for name, n in module_docstrings() if n > MAX_LINES and name not in NOT_YET}
-    assert long == {}, (f"module docstrings over {MAX_LINES} lines: {long}. Move the explanation to a page "
-                        "(docs/methods/<method>.md or docs/design/<topic>.md) and link it from the docstring.")
+    assert long == {}, (
+        f"module docstrings over {MAX_LINES} lines: {long}. Move the explanation to a page "
+        "(docs/methods/<method>.md or docs/design/<topic>.md) and link it from the docstring."
+    )
 
 
 def test_pages_named_in_the_package_exist_and_are_on_the_site():
-    named = {(path.relative_to(ROOT).as_posix(), page) for path in PACKAGE.rglob("*.py")
-             for page in PAGE.findall(path.read_text())}
+    named = {
+        (path.relative_to(ROOT).as_posix(), page)
+        for path in PACKAGE.rglob("*.py")
+        for page in PAGE.findall(path.read_text())
+    }
     assert len(named) >= 15  # the method and design pages are named from their modules
     missing = sorted((source, page) for source, page in named if not (ROOT / page).is_file())
     assert missing == [], f"pages named in the package but missing: {missing}"

@@ -1,5 +1,6 @@
 """The downloader against a local HTTP server on 127.0.0.1: good mirror, failover past a 404, checksum
 mismatch, a connection dropped mid-transfer, offline mode. Nothing partial may be left behind."""
+
 import http.server
 import sys
 import threading
@@ -138,10 +139,17 @@ def test_load_dataset_downloads_missing_files_from_mirrors(server, tmp_path, mon
     x = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
     y = np.arange(20, dtype=np.uint8) % 10
     (tmp_path / "src").mkdir()
-    for name, array in [("train-images-idx3-ubyte.gz", x), ("train-labels-idx1-ubyte.gz", y),
-                        ("t10k-images-idx3-ubyte.gz", x[:10]), ("t10k-labels-idx1-ubyte.gz", y[:10])]:
+    for name, array in [
+        ("train-images-idx3-ubyte.gz", x),
+        ("train-labels-idx1-ubyte.gz", y),
+        ("t10k-images-idx3-ubyte.gz", x[:10]),
+        ("t10k-labels-idx1-ubyte.gz", y[:10]),
+    ]:
         served[name] = write_idx(tmp_path / "src" / name, array).read_bytes()
-    files = tuple(RemoteFile(n, sha256_bytes(b), len(b), (f"{server}/missing/{n}", f"{server}/serve/{n}")) for n, b in served.items())
+    files = tuple(
+        RemoteFile(n, sha256_bytes(b), len(b), (f"{server}/missing/{n}", f"{server}/serve/{n}"))
+        for n, b in served.items()
+    )
     monkeypatch.setattr(Handler, "do_GET", _serving(served))
     monkeypatch.setitem(ds.DATASETS, "mnist", ds.replace(ds.DATASETS["mnist"], files=files))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -150,7 +158,10 @@ def test_load_dataset_downloads_missing_files_from_mirrors(server, tmp_path, mon
     data = ds.load_dataset("mnist", data_dir=tmp_path / "data", progress=False)
     assert data.x_train.shape == (20, 1, 28, 28) and data.y_test.tolist() == list(range(10))
     assert leftovers(tmp_path / "data" / "mnist") == sorted(served)
-    assert gzip.decompress((tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())[:4] == b"\x00\x00\x08\x01"
+    assert (
+        gzip.decompress((tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())[:4]
+        == b"\x00\x00\x08\x01"
+    )
 
 
 def _serving(served):

@@ -1,5 +1,6 @@
 """Downpour SGD (tinydgl.runtime.downpour): W spawned workers push gradients computed at stale weights to
 the parent, the parameter server. Each spawn costs about a second, so the tests are few and tiny."""
+
 import json
 import math
 import multiprocessing as mp
@@ -38,7 +39,11 @@ def _trainer(model, optimizer, **kwargs):
 
 
 def _segments_of_this_process():
-    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_")) if os.path.isdir("/dev/shm") else []
+    return (
+        sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_"))
+        if os.path.isdir("/dev/shm")
+        else []
+    )
 
 
 def _assert_clean():
@@ -50,11 +55,14 @@ def test_staleness_stats():
     assert staleness_stats([]) == {"pushes": 0, "mean": 0.0, "max": 0, "histogram": []}
 
 
-@pytest.mark.parametrize("model, kwargs, optimizer", [
-    ("cnn", {}, "sgd"),
-    ("mlp", {"batchnorm": False}, "adam"),
-    ("mlp", {"batchnorm": False}, "sgd-sf"),  # the server's schedule-free step at y; workers fetch y
-])
+@pytest.mark.parametrize(
+    "model, kwargs, optimizer",
+    [
+        ("cnn", {}, "sgd"),
+        ("mlp", {"batchnorm": False}, "adam"),
+        ("mlp", {"batchnorm": False}, "sgd-sf"),  # the server's schedule-free step at y; workers fetch y
+    ],
+)
 def test_one_worker_equals_single_process_sgd(data, model, kwargs, optimizer):
     """W=1, n_fetch=n_push=1: every push is applied before the next fetch, so staleness is always 0 and
     the server takes exactly the steps of single-process backprop (two epochs, uneven last batch)."""
@@ -71,8 +79,13 @@ def test_one_worker_equals_single_process_sgd(data, model, kwargs, optimizer):
         np.testing.assert_allclose(got["model"][key], expected["model"][key], rtol=0, atol=1e-10, err_msg=key)
     assert got["optimizers"][0]["steps"] == expected["optimizers"][0]["steps"] == 2 * len(loader)
     for key in expected["optimizers"][0]["buffers"]:
-        np.testing.assert_allclose(got["optimizers"][0]["buffers"][key], expected["optimizers"][0]["buffers"][key],
-                                   rtol=0, atol=1e-10, err_msg=key)
+        np.testing.assert_allclose(
+            got["optimizers"][0]["buffers"][key],
+            expected["optimizers"][0]["buffers"][key],
+            rtol=0,
+            atol=1e-10,
+            err_msg=key,
+        )
     for e in range(2):
         n = sum(s for _, s in losses[e])
         assert metrics["train_loss"][e] == pytest.approx(sum(l * s for l, s in losses[e]) / n, abs=1e-10)
@@ -130,8 +143,18 @@ def test_two_workers_learn():
     test = DataLoader(ds.x_test, ds.y_test, 250, shuffle=False, mean=ds.mean, std=ds.std)
     history = fit_downpour(trainer, loader, test, 2, workers=2, log=lambda s: None, timeout=60)
     assert [h["epoch"] for h in history] == [1, 2]
-    assert {"epoch", "train_loss", "test_accuracy", "test_loss", "seconds", "samples_per_second", "workers",
-            "staleness", "push_log", "pushes"} <= set(history[0])
+    assert {
+        "epoch",
+        "train_loss",
+        "test_accuracy",
+        "test_loss",
+        "seconds",
+        "samples_per_second",
+        "workers",
+        "staleness",
+        "push_log",
+        "pushes",
+    } <= set(history[0])
     assert {"busy_seconds", "idle_seconds", "timeline", "pushes", "fetches"} <= set(history[0]["workers"][0])
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_accuracy"] >= 0.75, history

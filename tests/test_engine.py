@@ -2,6 +2,7 @@
 
 Each spawned worker costs about a second to start on a busy machine, so the tests are few and tiny.
 """
+
 import json
 import multiprocessing as mp
 import os
@@ -39,7 +40,11 @@ def _trainer(name, model="mlp", **options):
 
 
 def _segments_of_this_process():
-    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_")) if os.path.isdir("/dev/shm") else []
+    return (
+        sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"tdgl_{os.getpid()}_"))
+        if os.path.isdir("/dev/shm")
+        else []
+    )
 
 
 def test_split_modules_is_contiguous():
@@ -110,10 +115,14 @@ def test_async_dgl_uses_replay_rings_and_reports_per_worker_metrics(data):
     assert _segments_of_this_process() == [] and mp.active_children() == []
 
 
-@pytest.mark.parametrize("hidden, groups", [
-    ((16, 1024, 1024), [[0], [1, 2]]),   # the issue's case: the consumer is far slower and skips batches
-    ((1024, 16, 16), [[0], [1], [2]]),   # a slow first stage: worker 1 replays and passes the replays on
-], ids=["slow-consumer", "replays-passed-on"])
+@pytest.mark.parametrize(
+    "hidden, groups",
+    [
+        ((16, 1024, 1024), [[0], [1, 2]]),  # the issue's case: the consumer is far slower and skips batches
+        ((1024, 16, 16), [[0], [1], [2]]),  # a slow first stage: worker 1 replays and passes the replays on
+    ],
+    ids=["slow-consumer", "replays-passed-on"],
+)
 def test_replay_samples_per_second_counts_what_every_worker_learned_from(data, hidden, groups):
     """docs/protocol.md, section 4: an asynchronous pipeline's samples/s is the samples *every* module learned
     from (min over workers of fresh samples) per second, not what the first worker took. Each worker's
@@ -205,8 +214,20 @@ def test_killed_worker_stops_the_run_cleanly(data):
 def test_cli_workers_matches_in_process_and_rejects_other_trainers(tmp_path, capsys):
     from tinydgl.cli import main
 
-    common = ["train", "--no-progress", "--trainer", "dgl", "--model", "mlp", "--limit-train", "256", "--limit-test", "100",
-              "--epochs", "2"]
+    common = [
+        "train",
+        "--no-progress",
+        "--trainer",
+        "dgl",
+        "--model",
+        "mlp",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "100",
+        "--epochs",
+        "2",
+    ]
     assert main([*common, "--metrics-json", str(tmp_path / "a.json")]) == 0
     assert main([*common, "--workers", "2", "--metrics-json", str(tmp_path / "b.json")]) == 0
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
@@ -257,7 +278,7 @@ def test_an_explicit_split_is_used_and_checked(data):
         run_module_parallel(_trainer("dgl", "cnn"), _loader(ds), 1, groups=[[1], [0]])
 
 
-SIGNAL_PROBE = '''
+SIGNAL_PROBE = """
 import signal, sys, multiprocessing as mp
 from tinydgl.runtime.processes import ignore_stop_signals, start_worker
 
@@ -274,7 +295,7 @@ if __name__ == "__main__":
     print(conn.recv(), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
     process.join(30)
     print("exit", process.exitcode)
-'''
+"""
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
@@ -284,16 +305,23 @@ def test_a_ctrl_c_while_a_worker_starts_does_not_kill_it(tmp_path):
     they ignore them; the parent's mask is restored right after the start."""
     import subprocess
     import sys
+
     script = tmp_path / "probe.py"
     script.write_text(SIGNAL_PROBE)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          cwd=str(tmp_path), env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
     assert proc.stdout.splitlines() == ["('payload', True, False) False", "exit 0"]
 
 
-STOPPED_WHILE_STARTING = '''
+STOPPED_WHILE_STARTING = """
 import os, signal, sys, multiprocessing as mp
 from tinydgl.runtime.processes import start_worker, stop_processes
 
@@ -314,7 +342,7 @@ if __name__ == "__main__":
         print("interrupted; known to the clean-up:", len(processes))
         stop_processes(processes)
         print("stopped:", [p.exitcode is not None for p in processes])
-'''
+"""
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
@@ -324,11 +352,19 @@ def test_a_ctrl_c_during_a_worker_start_leaves_it_to_the_clean_up(tmp_path):
     parent exits (found as a spawn traceback when a signal came as a new epoch's workers started)."""
     import subprocess
     import sys
+
     script = tmp_path / "stopped.py"
     script.write_text(STOPPED_WHILE_STARTING)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                          cwd=str(tmp_path), env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
     assert proc.stdout.splitlines() == ["interrupted; known to the clean-up: 1", "stopped: [True]"], (
-        proc.stdout + proc.stderr)
+        proc.stdout + proc.stderr
+    )
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -7,6 +7,7 @@ synthesizer learns from targets that come back late: such a run must still learn
 reaches when its lower groups never learn. Weights are compared with atol=0: tests/conftest.py pins one BLAS
 thread, as the workers have.
 """
+
 import json
 import multiprocessing as mp
 
@@ -34,8 +35,9 @@ def _loader(ds, batch=64):
 
 def _trainer(name, seed=0, **options):
     model = build_model("mlp", in_channels=1, image_size=28, num_classes=10, seed=seed)
-    return build_trainer(name, model, lambda p: build_optimizer("adam", p, lr=1e-3), seed=seed,
-                         synthesizer="linear", **options)
+    return build_trainer(
+        name, model, lambda p: build_optimizer("adam", p, lr=1e-3), seed=seed, synthesizer="linear", **options
+    )
 
 
 def _assert_same(a, b):
@@ -48,12 +50,15 @@ def _assert_same(a, b):
     assert [o["steps"] for o in sb["optimizers"]] == [o["steps"] for o in sa["optimizers"]]
 
 
-@pytest.mark.parametrize("name, workers, options", [
-    ("dni", 1, {}),
-    ("cdni", 1, {"update_prob": 0.5}),
-    ("cdni", 2, {"bp_lambda": 0.5}),  # lock-step: each stage waits for the gradient from above
-    ("dni", 2, {"bp_lambda": 1.0, "update_prob": 0.5}),
-])
+@pytest.mark.parametrize(
+    "name, workers, options",
+    [
+        ("dni", 1, {}),
+        ("cdni", 1, {"update_prob": 0.5}),
+        ("cdni", 2, {"bp_lambda": 0.5}),  # lock-step: each stage waits for the gradient from above
+        ("dni", 2, {"bp_lambda": 1.0, "update_prob": 0.5}),
+    ],
+)
 def test_one_worker_or_lock_step_is_the_in_process_trainer(small, name, workers, options):
     ds, test = small
     reference = _trainer(name, **options)
@@ -76,8 +81,9 @@ def test_two_workers_learn_from_late_targets(digits, tmp_path):
     lower groups never learn (sg_scale 1e-9) reaches 0.83: 0.88 is out of its reach."""
     ds, test = digits
     trainer = _trainer("cdni")
-    history = fit_module_parallel(trainer, _loader(ds), test, 2, workers=2, balance=False, log=lambda *a: None,
-                                  timeout=120)
+    history = fit_module_parallel(
+        trainer, _loader(ds), test, 2, workers=2, balance=False, log=lambda *a: None, timeout=120
+    )
     assert history[-1]["test_accuracy"] > 0.88, history
     lower, upper = history[-1]["workers"]
     batches = len(_loader(ds))
@@ -98,13 +104,15 @@ def test_checkpoints_resume_a_parallel_dni_run(small, tmp_path):
     seeded by epoch and batch, so the resumed epoch draws what the uninterrupted one drew)."""
     ds, test = small
     straight = _trainer("cdni", update_prob=0.5)
-    fit_module_parallel(straight, _loader(ds), test, 2, workers=1, log=lambda *a: None,
-                        checkpoint_dir=tmp_path / "straight")
+    fit_module_parallel(
+        straight, _loader(ds), test, 2, workers=1, log=lambda *a: None, checkpoint_dir=tmp_path / "straight"
+    )
     resumed = _trainer("cdni", update_prob=0.5)
     fit_module_parallel(resumed, _loader(ds), test, 1, workers=1, log=lambda *a: None, checkpoint_dir=tmp_path / "r")
     again = _trainer("cdni", update_prob=0.5)
-    history = fit_module_parallel(again, _loader(ds), test, 2, workers=1, log=lambda *a: None,
-                                  checkpoint_dir=tmp_path / "r", resume=True)
+    history = fit_module_parallel(
+        again, _loader(ds), test, 2, workers=1, log=lambda *a: None, checkpoint_dir=tmp_path / "r", resume=True
+    )
     assert [h["epoch"] for h in history] == [1, 2]
     _assert_same(straight, again)
 
@@ -112,8 +120,22 @@ def test_checkpoints_resume_a_parallel_dni_run(small, tmp_path):
 def test_cli_runs_dni_on_workers(tmp_path, capsys):
     from tinydgl.cli import main
 
-    args = ["train", "--no-progress", "--trainer", "dni", "--model", "mlp", "--synthesizer", "linear",
-            "--limit-train", "256", "--limit-test", "100", "--epochs", "1"]
+    args = [
+        "train",
+        "--no-progress",
+        "--trainer",
+        "dni",
+        "--model",
+        "mlp",
+        "--synthesizer",
+        "linear",
+        "--limit-train",
+        "256",
+        "--limit-test",
+        "100",
+        "--epochs",
+        "1",
+    ]
     assert main([*args, "--workers", "2", "--metrics-json", str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert [w["modules"] for w in metrics["history"][0]["workers"]] in ([[0], [1, 2]], [[0, 1], [2]])

@@ -1,6 +1,7 @@
 """Messages about an optional extra name the pip command that works for this install (tinydgl/extras.py):
 the clone's own extra in a clone (where `pip install 'tinydgl[plot]'` would fetch another tinydgl from PyPI),
 `tinydgl[...]` for an installed wheel."""
+
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,13 @@ def test_from_a_wheel_the_command_installs_from_pypi(tmp_path):
     package = tmp_path / "site-packages" / "tinydgl"  # an installed wheel: no pyproject.toml beside the package
     package.mkdir(parents=True)
     shutil.copy2(extras.__file__, package / "extras.py")
-    done = subprocess.run([sys.executable, "-c", "import extras; print(extras.install_command('gpu'))"],
-                          cwd=package, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import extras; print(extras.install_command('gpu'))"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "pip install 'tinydgl[gpu]'"
 
 
@@ -35,4 +41,5 @@ def test_plot_without_matplotlib_says_how_to_install_it_here(capsys, tmp_path, m
     assert "'tinydgl[plot]'" not in err
     with pytest.raises(ImportError, match=r"pip install -e .*\[plot\]"):
         from tinydgl.train.plot import plot_history
+
         plot_history({}, tmp_path / "x.png")

@@ -6,6 +6,7 @@ einsum) is run twice: on NumPy arrays (fast path) and on array_api_strict arrays
 The layout tests guard the speed work in benchmarks/bench_step.py: if an op starts returning NCHW-ordered
 memory, the next layer pays for a transposing copy, which no value check would notice.
 """
+
 import numpy as np
 import pytest
 
@@ -77,7 +78,10 @@ def test_maxpool_fast_matches_portable(kernel, stride):
     assert_same(out, out_strict)
     dout = RNG.standard_normal(out.shape)
     assert_same(F.maxpool2d_backward(dout, cache), F.maxpool2d_backward(strict(dout), cache_strict))
-    assert_same(F.maxpool2d_backward(dout, cache), F.maxpool2d_backward_naive(dout, F.maxpool2d_forward_naive(x, kernel, stride)[1]))
+    assert_same(
+        F.maxpool2d_backward(dout, cache),
+        F.maxpool2d_backward_naive(dout, F.maxpool2d_forward_naive(x, kernel, stride)[1]),
+    )
 
 
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5, 6)])

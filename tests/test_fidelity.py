@@ -1,6 +1,7 @@
 """Every method as its authors' code trains it (issue 26): FF's schedule and classifier rate, Nesterov
 momentum, raw pixels, the feedback family's signal scale, DNI's synthesizer placement and units, async DGL's
 per-module epoch, and the named reference recipes."""
+
 import json
 
 import numpy as np
@@ -100,8 +101,10 @@ def test_feedback_scale_sum_hands_each_sample_its_own_signal(name):
     x, y = rng.normal(size=(5, 1, 3, 3)), np.array([0, 3, 1, 1, 2])
     model = _tiny_bce_net()
     trainer = build_trainer(name, model, RecordGradients, loss="bce", feedback_scale="sum")
-    (w1, b1), (w2, b2), (w3, b3) = [(layer.weight.data, layer.bias.data) for layer in
-                                    (model.layers[0].layers[1], model.layers[1].layers[0], model.layers[2].layers[0])]
+    (w1, b1), (w2, b2), (w3, b3) = [
+        (layer.weight.data, layer.bias.data)
+        for layer in (model.layers[0].layers[1], model.layers[1].layers[0], model.layers[2].layers[0])
+    ]
     feedback = trainer.feedback if name != "drtp" else [m.feedback for m in trainer.modules[:-1]]
     h1 = np.tanh(x.reshape(5, -1) @ w1 + b1)
     h2 = np.tanh(h1 @ w2 + b2)
@@ -109,7 +112,7 @@ def test_feedback_scale_sum_hands_each_sample_its_own_signal(name):
     onehot = np.eye(4)[y]
     e = 1 / (1 + np.exp(-z)) - onehot  # per sample, unscaled
     signal = {"dfa": e, "sdfa": np.sign(e), "drtp": onehot}[name]
-    da1, da2 = (signal @ feedback[0]) * (1 - h1 ** 2), (signal @ feedback[1]) * (1 - h2 ** 2)
+    da1, da2 = (signal @ feedback[0]) * (1 - h1**2), (signal @ feedback[1]) * (1 - h2**2)
     dz = e / (5 * 4)  # the output layer: the mean BCE's gradient
     expected = [x.reshape(5, -1).T @ da1, da1.sum(0), h1.T @ da2, da2.sum(0), h2.T @ dz, dz.sum(0)]
     trainer.train_step(x, y)
@@ -130,12 +133,21 @@ def test_dni_synthesizer_placement_and_units_on_a_2_sample_batch(placement, unit
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(2, 1, 2, 2)), np.array([1, 0])
     model = build_model("mlp", 1, 2, 2, seed=0, dtype="float64", hidden=(3, 3), batchnorm=False)
-    trainer = build_trainer("dni", model, RecordGradients, interfaces=[1], synthesizer="linear",
-                            synth_placement=placement, synth_units=units)
+    trainer = build_trainer(
+        "dni",
+        model,
+        RecordGradients,
+        interfaces=[1],
+        synthesizer="linear",
+        synth_placement=placement,
+        synth_units=units,
+    )
     synth = trainer.synthesizers[0].body.layers[0]
     synth.weight.data, synth.bias.data = rng.normal(size=(3, 3)), rng.normal(size=3)
-    (w1, b1), (w2, b2), (w3, b3) = [(layer.weight.data, layer.bias.data) for layer in
-                                    (model.layers[0].layers[1], model.layers[1].layers[0], model.layers[2].layers[0])]
+    (w1, b1), (w2, b2), (w3, b3) = [
+        (layer.weight.data, layer.bias.data)
+        for layer in (model.layers[0].layers[1], model.layers[1].layers[0], model.layers[2].layers[0])
+    ]
     flat = x.reshape(2, -1)
     a1 = flat @ w1 + b1
     h1 = np.maximum(a1, 0)
@@ -169,15 +181,17 @@ def test_dni_synthesizer_placement_and_units_on_a_2_sample_batch(placement, unit
 def test_dni_koz4k_synthesizer_and_zero_init():
     """mlp1: Linear -> ReLU -> Linear of 256 by default, no batch norm; zero_init "weight" keeps the bias."""
     model = build_model("mlp", 1, 28, 10, seed=0)
-    trainer = build_trainer("cdni", model, RecordGradients, interfaces=[1], synthesizer="mlp1", synth_zero_init="weight")
+    trainer = build_trainer(
+        "cdni", model, RecordGradients, interfaces=[1], synthesizer="mlp1", synth_zero_init="weight"
+    )
     layers = trainer.synthesizers[0].body.layers
     assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear"]
     assert layers[0].weight.shape == (256 + 10, 256) and layers[2].weight.shape == (256, 256)
     assert not np.any(layers[2].weight.data) and np.any(layers[2].bias.data)
     # koz4k's trigger and context layers, each drawn for its own fan-in (256 and 10), added
     trigger_rows, label_rows = np.abs(layers[0].weight.data[:256]), np.abs(layers[0].weight.data[256:])
-    assert trigger_rows.max() <= 256 ** -0.5 < label_rows.max() <= 10 ** -0.5
-    assert 256 ** -0.5 < np.abs(layers[0].bias.data).max() <= 256 ** -0.5 + 10 ** -0.5
+    assert trigger_rows.max() <= 256**-0.5 < label_rows.max() <= 10**-0.5
+    assert 256**-0.5 < np.abs(layers[0].bias.data).max() <= 256**-0.5 + 10**-0.5
     default = build_trainer("dni", build_model("mlp", 1, 28, 10, seed=0), RecordGradients, synthesizer="mlp1")
     assert not np.any(default.synthesizers[0].body.layers[2].bias.data)
     with pytest.raises(ValueError, match="ends with MaxPool2d"):
@@ -192,12 +206,20 @@ def test_async_dgl_module_epoch(module_epoch, digits):
     train = DataLoader(digits.x_train[:640], digits.y_train[:640], 32, seed=0, mean=digits.mean, std=digits.std)
     test = DataLoader(digits.x_test[:100], digits.y_test[:100], 100, shuffle=False, mean=digits.mean, std=digits.std)
     model = build_model("mlp", 1, 28, 10, seed=0, hidden=(32, 32, 32))
-    trainer = build_trainer("async-dgl", model, lambda p: build_optimizer("adam", p, lr=1e-3), slow_module=1,
-                            slowdown=2.0, buffer_size=4, module_epoch=module_epoch)
+    trainer = build_trainer(
+        "async-dgl",
+        model,
+        lambda p: build_optimizer("adam", p, lr=1e-3),
+        slow_module=1,
+        slowdown=2.0,
+        buffer_size=4,
+        module_epoch=module_epoch,
+    )
     assert len(trainer.modules) == 3
     for epochs in (1, 2):  # the second call resumes nothing: it trains epoch 2 on the same trainer
-        fit(trainer, train, test, epochs, progress=False, log=lambda *_: None) if epochs == 1 else \
-            fit(trainer, train, test, 1, progress=False, log=lambda *_: None)
+        fit(trainer, train, test, epochs, progress=False, log=lambda *_: None) if epochs == 1 else fit(
+            trainer, train, test, 1, progress=False, log=lambda *_: None
+        )
         steps = [m["steps"] for m in trainer.stats()["modules"]]
         assert steps[0] == epochs * len(train)
         if module_epoch == "own":
@@ -223,10 +245,20 @@ def test_each_recipe_sets_its_options_and_given_options_override_it(name, digits
     trainer, lr = make_trainer(args, args.trainer, digits)  # the trainer is built with them
     assert lr == recipe.options["lr"] and type(trainer).__name__ != "BackpropTrainer"
     for dest, value in recipe.method_options.items():
-        attribute = {"aux": None, "boundaries": None, "interfaces": "interfaces", "synthesizer": "synthesizer_kind",
-                     "buffer_size": None, "slow_module": "slow_module", "ff_hidden": "hidden", "ff_predict":
-                     "ff_predict", "feedback_scale": "feedback_scale", "module_epoch": "module_epoch",
-                     "synth_placement": "synth_placement", "synth_units": "synth_units"}.get(dest)
+        attribute = {
+            "aux": None,
+            "boundaries": None,
+            "interfaces": "interfaces",
+            "synthesizer": "synthesizer_kind",
+            "buffer_size": None,
+            "slow_module": "slow_module",
+            "ff_hidden": "hidden",
+            "ff_predict": "ff_predict",
+            "feedback_scale": "feedback_scale",
+            "module_epoch": "module_epoch",
+            "synth_placement": "synth_placement",
+            "synth_units": "synth_units",
+        }.get(dest)
         if attribute:
             assert getattr(trainer, attribute) in (value, list(value) if isinstance(value, tuple) else value), dest
 
@@ -241,8 +273,25 @@ def test_a_recipe_serves_its_family_and_its_metrics_name_it(tmp_path, capsys):
     trainer, _ = make_trainer(args, "bp", load_dataset("mnist-small", limit_train=100, limit_test=100))
     assert trainer.loss == "bce"
     path = tmp_path / "m.json"
-    assert main(["train", "--recipe", "drtp", "--trainer", "sdfa", "--limit-train", "200", "--limit-test", "100",
-                     "--no-progress", "--metrics-json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "drtp",
+                "--trainer",
+                "sdfa",
+                "--limit-train",
+                "200",
+                "--limit-test",
+                "100",
+                "--no-progress",
+                "--metrics-json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     config = json.loads(path.read_text())["config"]
     assert config["recipe"] == "drtp" and config["optimizer"] == "nag" and config["normalize"] == "none"
     assert main(["train", "--recipe", "drtp", "--trainer", "dni", "--no-progress"]) == 1
@@ -258,8 +307,14 @@ def test_ff_defaults_learn_and_options_override_them():
     defaults, Adam 2e-3 on standardised pixels, leave FF under the shallow floor); given options override."""
     parser = build_parser()
     args = apply_recipe(parser, ["train", "--trainer", "ff"], parser.parse_args(["train", "--trainer", "ff"]))
-    assert (args.model, args.optimizer, args.lr, args.batch_size, args.normalize, args.recipe) == \
-        ("mlp", "adam", 2e-4, 100, "none", None)
+    assert (args.model, args.optimizer, args.lr, args.batch_size, args.normalize, args.recipe) == (
+        "mlp",
+        "adam",
+        2e-4,
+        100,
+        "none",
+        None,
+    )
     argv = ["train", "--trainer", "ff", "--optimizer", "sgd", "--lr", "1e-3"]
     args = apply_recipe(parser, argv, parser.parse_args(argv))
     assert (args.optimizer, args.lr, args.model) == ("sgd", 1e-3, "mlp")
@@ -270,8 +325,23 @@ def test_ff_learns_at_its_defaults_above_the_shallow_floor(tmp_path):
     """`tinydgl train --trainer ff --model mlp --epochs 3` on the bundled digits: above the shallow floor of
     0.82 (the general defaults gave 0.766; measured with these, 2026-12-06: 0.889)."""
     path = tmp_path / "ff.json"
-    assert main(["train", "--trainer", "ff", "--model", "mlp", "--epochs", "3", "--no-progress",
-                     "--metrics-json", str(path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--trainer",
+                "ff",
+                "--model",
+                "mlp",
+                "--epochs",
+                "3",
+                "--no-progress",
+                "--metrics-json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     assert json.loads(path.read_text())["test_accuracy"] > 0.82
 
 
@@ -298,12 +368,16 @@ def test_ff_steps_match_loewex_s_step_in_torch(digits):
     weights = [torch.tensor(m.weight.data.T.copy(), requires_grad=True) for m in linears]  # torch: (out, in)
     biases = [torch.tensor(m.bias.data.copy(), requires_grad=True) for m in linears]
     classifier = torch.zeros(10, sum(hidden[1:]), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.SGD([{"params": weights + biases, "lr": 1e-3, "weight_decay": 3e-4, "momentum": 0.9},
-                           {"params": [classifier], "lr": 1e-2, "weight_decay": 3e-3, "momentum": 0.9}])
+    opt = torch.optim.SGD(
+        [
+            {"params": weights + biases, "lr": 1e-3, "weight_decay": 3e-4, "momentum": 0.9},
+            {"params": [classifier], "lr": 1e-2, "weight_decay": 3e-3, "momentum": 0.9},
+        ]
+    )
     running = [torch.full((h,), 0.5, dtype=torch.float64) for h in hidden]
 
     def norm(z):
-        return z / (torch.sqrt(torch.mean(z ** 2, dim=-1, keepdim=True)) + 1e-8)
+        return z / (torch.sqrt(torch.mean(z**2, dim=-1, keepdim=True)) + 1e-8)
 
     class FullGradReLU(torch.autograd.Function):
         @staticmethod
@@ -329,7 +403,11 @@ def test_ff_steps_match_loewex_s_step_in_torch(digits):
         trainer.train_step(x, y)
         xt, yt = torch.tensor(x), torch.tensor(y)
         positive, negative, neutral = xt.clone(), xt.clone(), xt.clone()
-        positive[:, :10], negative[:, :10], neutral[:, :10] = tF.one_hot(yt, 10), tF.one_hot(torch.tensor(wrong), 10), 0.1
+        positive[:, :10], negative[:, :10], neutral[:, :10] = (
+            tF.one_hot(yt, 10),
+            tF.one_hot(torch.tensor(wrong), 10),
+            0.1,
+        )
         opt.zero_grad()
         z, loss = norm(torch.cat([positive, negative])), 0.0
         targets = torch.cat([torch.ones(n), torch.zeros(n)]).double()
@@ -337,7 +415,7 @@ def test_ff_steps_match_loewex_s_step_in_torch(digits):
             z = FullGradReLU.apply(z @ w.T + b)
             running[i] = running[i].detach() * 0.9 + z[:n].mean(0) * 0.1
             loss = loss + 0.03 * torch.mean((running[i].mean() - running[i]) ** 2)
-            loss = loss + tF.binary_cross_entropy_with_logits(torch.sum(z ** 2, -1) - z.shape[1], targets)
+            loss = loss + tF.binary_cross_entropy_with_logits(torch.sum(z**2, -1) - z.shape[1], targets)
             z = norm(z.detach())
         with torch.no_grad():
             h, features = norm(neutral), []

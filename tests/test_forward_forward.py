@@ -2,6 +2,7 @@
 the label embedding, the length normalisation op, each layer's gradient against a NumPy reference, no
 gradient between layers, both predictions on a hand-checkable network, checkpoints and exact resume, and
 learning on the bundled digits beyond what a broken signal reaches."""
+
 import os
 import signal
 
@@ -176,6 +177,7 @@ def test_each_layer_gets_the_gradient_of_its_own_loss_as_a_numpy_reference(relu_
         expected_running = new_running if peer_norm else running[i]
         np.testing.assert_allclose(trainer.running.buffers[f"layer{i}"], expected_running, rtol=1e-12)
         if relu_grad == "true":  # then the gradient is the true one of the layer's loss: check it numerically
+
             def layer_loss(wk, i=i, h=h, b=b):
                 return _reference_layer(h, wk, b, 8, running[i], peer_norm, relu_grad)[0]
 
@@ -254,8 +256,12 @@ def test_both_predictions_on_a_hand_checkable_network():
 def test_ff_builds_its_own_network_and_refuses_models_that_are_not_fully_connected():
     trainer = _tiny(hidden=(7, 5))
     assert "ff" in TRAINERS and isinstance(trainer, TRAINERS["ff"])
-    assert [type(layer).__name__ for layer in trainer.model.layers[0].layers] == \
-           ["Flatten", "LengthNormalize", "Linear", "FullGradReLU"]
+    assert [type(layer).__name__ for layer in trainer.model.layers[0].layers] == [
+        "Flatten",
+        "LengthNormalize",
+        "Linear",
+        "FullGradReLU",
+    ]
     assert isinstance(_tiny(ff_relu_grad="true").model.layers[1].layers[-1], ReLU)
     assert trainer.model.num_parameters() == 100 * 7 + 7 + 7 * 5 + 5
     assert trainer.classifier.weight.shape == (5, 10) and trainer.classifier.bias is None
@@ -375,8 +381,9 @@ def _learned(digits, broken=None, normalised=False, monkeypatch=None):
     train = DataLoader(digits.x_train, digits.y_train, 100, seed=0, **stats)
     test = DataLoader(digits.x_test, digits.y_test, 500, shuffle=False, **stats)
     units = dict(input_mean=digits.mean[0], input_std=digits.std[0]) if normalised else {}
-    trainer = build_trainer("ff", build_model("mlp", 1, 28, 10), lambda p: SGD(p, lr=3e-3, momentum=0.9),
-                            ff_hidden=(200, 200), **units)
+    trainer = build_trainer(
+        "ff", build_model("mlp", 1, 28, 10), lambda p: SGD(p, lr=3e-3, momentum=0.9), ff_hidden=(200, 200), **units
+    )
     if broken == "same-labels":  # the negatives carry the true label: nothing to tell apart
         trainer.wrong_labels = lambda y: y
     elif broken == "flipped":  # goodness should be *low* for positives
@@ -411,12 +418,38 @@ def test_ff_learns_the_digits_and_a_broken_signal_does_not(digits, monkeypatch):
 
 # --- the command --------------------------------------------------------------------------------------
 def test_the_command_options_reach_the_trainer_and_bad_values_are_refused(capsys):
-    args = build_parser().parse_args(["train", "--trainer", "ff", "--model", "mlp", "--ff-hidden", "30,20",
-                                      "--ff-relu-grad", "true", "--peer-norm", "0", "--ff-predict", "goodness",
-                                      "--ff-classifier-lr-scale", "3", "--ff-classifier-wd-scale", "0", "--seed", "5"])
-    assert trainer_options(args, "ff") == {"ff_hidden": [30, 20], "ff_relu_grad": "true", "peer_norm": 0.0,
-                                           "ff_predict": "goodness", "ff_classifier_lr_scale": 3.0,
-                                           "ff_classifier_wd_scale": 0.0, "seed": 5}
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--trainer",
+            "ff",
+            "--model",
+            "mlp",
+            "--ff-hidden",
+            "30,20",
+            "--ff-relu-grad",
+            "true",
+            "--peer-norm",
+            "0",
+            "--ff-predict",
+            "goodness",
+            "--ff-classifier-lr-scale",
+            "3",
+            "--ff-classifier-wd-scale",
+            "0",
+            "--seed",
+            "5",
+        ]
+    )
+    assert trainer_options(args, "ff") == {
+        "ff_hidden": [30, 20],
+        "ff_relu_grad": "true",
+        "peer_norm": 0.0,
+        "ff_predict": "goodness",
+        "ff_classifier_lr_scale": 3.0,
+        "ff_classifier_wd_scale": 0.0,
+        "seed": 5,
+    }
     for bad in (["--ff-hidden", "30,0"], ["--ff-relu-grad", "half"], ["--peer-norm", "-1"], ["--ff-predict", "x"]):
         with pytest.raises(SystemExit) as info:
             build_parser().parse_args(["train", "--trainer", "ff", *bad])
@@ -429,8 +462,24 @@ def test_the_command_options_reach_the_trainer_and_bad_values_are_refused(capsys
 
 def test_the_command_trains_ff(capsys, tmp_path):
     metrics = tmp_path / "ff.json"
-    code = main(["train", "--trainer", "ff", "--model", "mlp", "--ff-hidden", "32,32", "--limit-train", "400",
-                 "--limit-test", "100", "--no-progress", "--metrics-json", str(metrics)])
+    code = main(
+        [
+            "train",
+            "--trainer",
+            "ff",
+            "--model",
+            "mlp",
+            "--ff-hidden",
+            "32,32",
+            "--limit-train",
+            "400",
+            "--limit-test",
+            "100",
+            "--no-progress",
+            "--metrics-json",
+            str(metrics),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "ff on mlp" in out and "BN recalibration" not in out
     import json
@@ -445,8 +494,22 @@ def test_the_command_writes_labels_in_the_units_of_the_loaders_images():
     from tinydgl.cli.parser import build_parser
     from tinydgl.cli.train import load_data, make_trainer
 
-    args = build_parser().parse_args(["train", "--trainer", "ff", "--model", "mlp", "--limit-train", "64",
-                                      "--limit-test", "20", "--ff-hidden", "20,20", "--no-progress"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--trainer",
+            "ff",
+            "--model",
+            "mlp",
+            "--limit-train",
+            "64",
+            "--limit-test",
+            "20",
+            "--ff-hidden",
+            "20,20",
+            "--no-progress",
+        ]
+    )
     dataset, _, _ = load_data(args)
     trainer, _ = make_trainer(args, "ff", dataset)
     assert trainer.input_mean == pytest.approx(dataset.mean[0]) and trainer.input_std == pytest.approx(dataset.std[0])

@@ -1,5 +1,6 @@
 """The forward-gradient trainer (`fg`): its estimate is the directional derivative times the direction,
 unbiased, and it learns."""
+
 import json
 
 import numpy as np
@@ -13,8 +14,16 @@ from tinydgl.trainers import build_trainer
 
 
 def _tiny(seed=0, batchnorm=True):
-    model = build_model("mlp", in_channels=1, image_size=4, num_classes=3, hidden=(5, 4), seed=seed, dtype="float64",
-                        batchnorm=batchnorm)
+    model = build_model(
+        "mlp",
+        in_channels=1,
+        image_size=4,
+        num_classes=3,
+        hidden=(5, 4),
+        seed=seed,
+        dtype="float64",
+        batchnorm=batchnorm,
+    )
     rng = np.random.default_rng(seed)
     return model, rng.standard_normal((8, 1, 4, 4)), rng.integers(0, 3, 8)
 
@@ -22,6 +31,7 @@ def _tiny(seed=0, batchnorm=True):
 def _true_gradients(model, x, y):
     """Backprop's gradients, as host arrays, in model.parameters() order (nothing is updated)."""
     from trainer_checks import RecordGradients
+
     trainer = build_trainer("bp", model, RecordGradients)
     trainer.train_step(x, y)
     return trainer.optimizer.grads
@@ -65,7 +75,9 @@ def test_estimate_is_unbiased(mode):
     estimate = np.concatenate([p.grad.ravel() for p in model.parameters()])
     cosine = estimate @ true / (np.linalg.norm(estimate) * np.linalg.norm(true))
     assert cosine > 0.9
-    one = build_trainer("fg", _tiny(batchnorm=False)[0], lambda params: SGD(params, lr=0.1), fg_directions=1, fg_mode=mode)
+    one = build_trainer(
+        "fg", _tiny(batchnorm=False)[0], lambda params: SGD(params, lr=0.1), fg_directions=1, fg_mode=mode
+    )
     one.estimate_gradients(x, y)
     single = np.concatenate([p.grad.ravel() for p in one.model.parameters()])
     assert single @ true / (np.linalg.norm(single) * np.linalg.norm(true)) < cosine  # more directions: closer
@@ -89,6 +101,7 @@ def test_local_losses_estimate_each_module_from_its_head():
 
 def test_bad_options_are_refused():
     model = _tiny()[0]
+
     def make(params):
         return SGD(params, lr=0.1)
 
@@ -102,18 +115,44 @@ def test_bad_options_are_refused():
 
 def _accuracy(tmp_path, name, *options):
     from tinydgl.cli import main
+
     metrics = tmp_path / f"{name}.json"
-    code = main(["train", "--trainer", name, *options, "--model", "mlp", "--hidden", "32,32", "--dataset", "mnist-small",
-                 "--epochs", "3", "--optimizer", "sgd", "--lr", "0.05", "--seed", "0", "--no-progress",
-                 "--metrics-json", str(metrics)])
+    code = main(
+        [
+            "train",
+            "--trainer",
+            name,
+            *options,
+            "--model",
+            "mlp",
+            "--hidden",
+            "32,32",
+            "--dataset",
+            "mnist-small",
+            "--epochs",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.05",
+            "--seed",
+            "0",
+            "--no-progress",
+            "--metrics-json",
+            str(metrics),
+        ]
+    )
     assert code == 0
     return json.loads(metrics.read_text())["test_accuracy"]
 
 
-@pytest.mark.parametrize("options, threshold", [
-    (("--fg-mode", "activity", "--fg-loss", "local", "--fg-directions", "1"), 0.7),
-    (("--fg-mode", "activity", "--fg-guess", "local"), 0.58),
-])
+@pytest.mark.parametrize(
+    "options, threshold",
+    [
+        (("--fg-mode", "activity", "--fg-loss", "local", "--fg-directions", "1"), 0.7),
+        (("--fg-mode", "activity", "--fg-guess", "local"), 0.58),
+    ],
+)
 def test_fg_learns_above_the_shallow_floor(tmp_path, options, threshold):
     """`tinydgl train --trainer fg` on mnist-small learns its hidden layers. Measured (2026-12-06, load ~8): random
     activity perturbation with local losses 0.826 / 0.805 / 0.786 (seeds 0 / 1 / 2; this test runs seed 0), local
@@ -128,6 +167,7 @@ def test_fg_learns_above_the_shallow_floor(tmp_path, options, threshold):
 
 def test_fg_options_belong_to_fg(tmp_path, capsys):
     from tinydgl.cli import main
+
     with pytest.raises(SystemExit):
         main(["train", "--trainer", "fg", "--fg-mode", "nodes"])
     assert "weight" in capsys.readouterr().err
@@ -137,18 +177,21 @@ def test_fg_options_belong_to_fg(tmp_path, capsys):
 @pytest.mark.parametrize("mode", ["weight", "activity"])
 def test_fg_runs_on_every_backend(backend_case, mode):
     """The same seed gives the same estimate on every backend (directions are drawn on the host)."""
+
     def grads(case):
         with case.use():
             model, x, y = _tiny()
             model.to()
-            trainer = build_trainer("fg", model, lambda params: SGD(params, lr=0.1), fg_mode=mode, fg_loss="local",
-                                    fg_directions=2)
+            trainer = build_trainer(
+                "fg", model, lambda params: SGD(params, lr=0.1), fg_mode=mode, fg_loss="local", fg_directions=2
+            )
             trainer.estimate_gradients(case.put(x), case.put(y))
             return [np.asarray(to_numpy(p.grad)) for p in model.parameters()]
 
     if backend_case.dtype != "float64":
         pytest.skip("compared in float64")
     from conftest import CASES
+
     for a, b in zip(grads(backend_case), grads(CASES["numpy-float64"]())):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
 
@@ -160,8 +203,19 @@ def test_resume_continues_with_the_same_directions():
 
     def fresh():
         model, x, y = _tiny()
-        return build_trainer("fg", model, lambda params: SGD(params, lr=0.1, momentum=0.9), fg_mode="activity",
-                             fg_loss="local", fg_directions=2, seed=3), x, y
+        return (
+            build_trainer(
+                "fg",
+                model,
+                lambda params: SGD(params, lr=0.1, momentum=0.9),
+                fg_mode="activity",
+                fg_loss="local",
+                fg_directions=2,
+                seed=3,
+            ),
+            x,
+            y,
+        )
 
     straight, x, y = fresh()
     for _ in range(3):
@@ -230,7 +284,9 @@ def test_local_guess_points_closer_to_the_gradient_than_a_random_direction():
 
     def first_block_cosine(**options):
         model, x, y = _tiny(batchnorm=False)
-        build_trainer("fg", model, lambda params: SGD(params, lr=0.1), fg_mode="activity", **options).estimate_gradients(x, y)
+        build_trainer(
+            "fg", model, lambda params: SGD(params, lr=0.1), fg_mode="activity", **options
+        ).estimate_gradients(x, y)
         a = np.concatenate([p.grad.ravel() for p in model.parameters()[:2]])
         b = np.concatenate([g.ravel() for g in true])
         return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))

@@ -10,6 +10,7 @@
 A full disk is injected (ENOSPC from a write, as a real full disk gives it) and, where this process may mount
 one (root on Linux), also made real with a small tmpfs.
 """
+
 import errno
 import json
 import os
@@ -52,15 +53,20 @@ def leftovers(folder):
 
 # --- checkpoints -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("refused", ["state-epoch0002.npz", "previous.json", "latest.json"])
-def test_a_full_disk_while_checkpointing_stops_the_run_and_keeps_the_earlier_checkpoint(refused, tmp_path, capsys,
-                                                                                        monkeypatch, request):
+def test_a_full_disk_while_checkpointing_stops_the_run_and_keeps_the_earlier_checkpoint(
+    refused, tmp_path, capsys, monkeypatch, request
+):
     """The disk fills up during the save after epoch 2, at each of its three files in turn."""
     folder = tmp_path / "ckpt"
     real_write = checkpoint._atomic_write
 
     def full_disk_at(path, write):
-        if os.path.basename(path) == refused and os.path.exists(folder / "latest.json") and \
-                json.loads((folder / "latest.json").read_text())["epoch"] == 1:
+        if (
+            os.path.basename(path) == refused
+            and os.path.exists(folder / "latest.json")
+            and json.loads((folder / "latest.json").read_text())["epoch"] == 1
+        ):
+
             def partly(f):
                 f.write(b"the first bytes fit")
                 raise enospc()
@@ -71,9 +77,11 @@ def test_a_full_disk_while_checkpointing_stops_the_run_and_keeps_the_earlier_che
     monkeypatch.setattr(checkpoint, "_atomic_write", full_disk_at)
     code, out, err = command(capsys, "train", *SMALL, "--epochs", "3", "--checkpoint-dir", str(folder))
     check(catalogued(request), code, out, err, folder)
-    assert (f"tinydgl: error: Could not write the checkpoint after epoch 2 to {folder}: the disk is full (No space "
-            f"left on device). The checkpoint after epoch 1 is intact there and stays the latest. Training stopped: "
-            f"free some space, then run the same command with --resume to continue from it.") in err
+    assert (
+        f"tinydgl: error: Could not write the checkpoint after epoch 2 to {folder}: the disk is full (No space "
+        f"left on device). The checkpoint after epoch 1 is intact there and stays the latest. Training stopped: "
+        f"free some space, then run the same command with --resume to continue from it."
+    ) in err
     assert "epoch   3/3" not in out
     assert leftovers(folder) == []
     assert not (folder / "state-epoch0002.npz").exists()  # the refused save's arrays are not left behind
@@ -140,8 +148,16 @@ def test_a_real_full_disk_while_checkpointing(small_disk, tmp_path):
             fill(small_disk)
 
     with pytest.raises(CheckpointWriteError, match="the disk is full .* The checkpoint after epoch 1 is intact"):
-        fit(trainer, train_loader, test_loader, 2, checkpoint_dir=str(folder), progress=False, log=lambda *a: None,
-            on_epoch_end=fill_after_the_first)
+        fit(
+            trainer,
+            train_loader,
+            test_loader,
+            2,
+            checkpoint_dir=str(folder),
+            progress=False,
+            log=lambda *a: None,
+            on_epoch_end=fill_after_the_first,
+        )
     assert leftovers(folder) == [] and not (folder / "lock.json").exists()
     assert load_checkpoint(str(folder))[1]["epoch"] == 1
 
@@ -188,8 +204,10 @@ def test_compare_on_a_full_disk_saves_the_metrics_elsewhere(tmp_path, capsys, mo
     check(catalogued(request), code, out, err, full)
     assert "bp " in out  # it trained and printed its table
     message = err.strip().splitlines()[-1]
-    assert message.startswith(f"tinydgl: error: could not write the metrics to {full / 'm.json'} (the disk is full "
-                              f"(No space left on device)); saved to {elsewhere}")
+    assert message.startswith(
+        f"tinydgl: error: could not write the metrics to {full / 'm.json'} (the disk is full "
+        f"(No space left on device)); saved to {elsewhere}"
+    )
     saved = Path(message.split("saved to ")[1].split(" instead")[0])
     assert saved.name == "m.json" and json.loads(saved.read_text())["runs"][0]["trainer"] == "bp"
     assert os.listdir(full) == []  # neither m.json nor a temporary file
@@ -271,8 +289,22 @@ def test_a_batch_too_large_for_the_free_memory_is_refused_before_training(capsys
     suggested = int(err.split("e.g. --batch-size ")[1].split(";")[0])
     assert 8 <= suggested < 128 and "epoch" not in out
     # the suggestion fits
-    assert command(capsys, "train", "--model", "cnn", "--batch-size", str(suggested), "--limit-train", "256",
-                   "--limit-test", "32", "--no-progress")[0] == 0
+    assert (
+        command(
+            capsys,
+            "train",
+            "--model",
+            "cnn",
+            "--batch-size",
+            str(suggested),
+            "--limit-train",
+            "256",
+            "--limit-test",
+            "32",
+            "--no-progress",
+        )[0]
+        == 0
+    )
 
 
 MEMORY_LIMITED = textwrap.dedent("""
@@ -289,8 +321,14 @@ MEMORY_LIMITED = textwrap.dedent("""
 def test_a_batch_too_large_under_a_real_memory_limit(tmp_path):
     """ulimit -v: the up-front check reads the limit and refuses (cnn at 4000 needs about 1 GB)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1", "TINYDGL_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", "import tinydgl.cli\n" + MEMORY_LIMITED], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", "import tinydgl.cli\n" + MEMORY_LIMITED],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert "--batch-size 4000 needs about" in done.stderr
@@ -300,12 +338,25 @@ def test_a_batch_too_large_under_a_real_memory_limit(tmp_path):
 # --- a diverging run names only a checkpoint that exists ------------------------------------------------
 def test_divergence_before_the_first_checkpoint_does_not_offer_one(tmp_path, capsys):
     folder = tmp_path / "ckd"
-    code, _, err = command(capsys, "train", *SMALL, "--batch-size", "16", "--lr", "1e30", "--checkpoint-dir",
-                           str(folder))
+    code, _, err = command(
+        capsys, "train", *SMALL, "--batch-size", "16", "--lr", "1e30", "--checkpoint-dir", str(folder)
+    )
     assert code == 1
     assert "Training diverged: the loss became" in err and f"No checkpoint was written to {folder}." in err
     assert "last good checkpoint" not in err.lower()
     assert command(capsys, "train", *SMALL, "--checkpoint-dir", str(folder))[0] == 0  # nothing to refuse
-    code, _, err = command(capsys, "train", *SMALL, "--batch-size", "16", "--lr", "1e30", "--checkpoint-dir",
-                           str(folder), "--resume", "--epochs", "2")
+    code, _, err = command(
+        capsys,
+        "train",
+        *SMALL,
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e30",
+        "--checkpoint-dir",
+        str(folder),
+        "--resume",
+        "--epochs",
+        "2",
+    )
     assert code == 1 and f"The last good checkpoint (after epoch 1) is in {folder}." in err

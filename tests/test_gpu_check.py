@@ -5,6 +5,7 @@ The real check needs an NVIDIA GPU; these tests make sure that the one command a
 run parses its options, plans the right commands, runs every check (on the stand-in), keeps every error's
 text in its report, and says "no GPU" instead of a traceback elsewhere.
 """
+
 import argparse
 import importlib
 import json
@@ -21,8 +22,14 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 def run_check(*args, tmp_path, timeout=60, **env):
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
     return proc, out
 
 
@@ -52,8 +59,10 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path):
     for model in ("smallconv", "vgg8"):
         for trainer, path in (("lls", "fused"), ("lls", "composed"), ("dgl", "composed")):
             assert f"--model {model} --trainer {trainer} --path {path} --batch 128" in text
-    assert "--trainer dgl --path fused" not in text and "--child torch --size 1x28 --model smallconv --trainer lls" \
-        not in text  # DGL's heads are not fusable; no PyTorch LLS here
+    assert (
+        "--trainer dgl --path fused" not in text
+        and "--child torch --size 1x28 --model smallconv --trainer lls" not in text
+    )  # DGL's heads are not fusable; no PyTorch LLS here
     assert "Traceback" not in proc.stderr
     assert not out.exists(), "a dry run writes no report"
 
@@ -86,8 +95,9 @@ def test_no_gpu_on_this_machine_stops_early_with_exit_2(tmp_path, monkeypatch):
         pytest.skip(f"this machine has a GPU ({how}): run benchmarks/gpu_check.py itself")
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no GPU found" in proc.stderr and how in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -115,12 +125,24 @@ def test_the_whole_check_passes_on_the_cupy_standin(tmp_path):
     report = json.loads(out.read_text())
     status = {row["check"]: row["status"] for row in report["checks"]}
     assert report["passed"] and report["standin"], status
-    for check in ("gpu", "steps: every trainer on cnn", "steps: every trainer on smallconv", "steps: ff on mlp",
-                  "steps: pepita on mlp", "steps: bp on vgg8", "steps: bp on mobilenet_v1", "tests", "devices", "train bp", "train lls"):
+    for check in (
+        "gpu",
+        "steps: every trainer on cnn",
+        "steps: every trainer on smallconv",
+        "steps: ff on mlp",
+        "steps: pepita on mlp",
+        "steps: bp on vgg8",
+        "steps: bp on mobilenet_v1",
+        "tests",
+        "devices",
+        "train bp",
+        "train lls",
+    ):
         assert status.get(check) == "pass", (check, status)
     assert status["mpi"] in ("pass", "skip")  # skip: no mpiexec with mpi4py on this machine
     stepped = {(c["trainer"], c["model"]) for c in report["steps"] if "loss" in c}
     from tinydgl.trainers import TRAINERS
+
     # every trainer on cnn and smallconv but ff and pepita (on mlp only), and bp on vgg8 and mobilenet_v1
     assert len(stepped) == 2 * (len(TRAINERS) - 2) + 2 + 2, report["steps"]
     assert "-m pip install" not in proc.stdout, "nothing is installed"
@@ -131,8 +153,11 @@ def check_the_timed_steps(report, printed):
     """Step 8 on the stand-in: bp, lls and dgl on SmallConv and VGG8 timed, lls's fused path skipped with its
     reason (the stand-in cannot launch numba kernels), no PyTorch time (no CUDA here) and none for lls and dgl."""
     rows = {(r["trainer"], r["model"], r["path"]): r for r in report["step_table"]}
-    expected = {(t, m, p) for m in ("smallconv", "vgg8") for t, p in
-                (("bp", "composed"), ("lls", "fused"), ("lls", "composed"), ("dgl", "composed"))}
+    expected = {
+        (t, m, p)
+        for m in ("smallconv", "vgg8")
+        for t, p in (("bp", "composed"), ("lls", "fused"), ("lls", "composed"), ("dgl", "composed"))
+    }
     assert set(rows) == expected, sorted(rows)
     for (trainer, model, path), row in rows.items():
         if path == "fused":
@@ -168,8 +193,12 @@ def test_step_rows_give_fused_against_composed_and_tinydgl_against_pytorch():
     steps = import_benchmark("_step_timing")
     args = argparse.Namespace(models="smallconv", sizes=None, trainers="bp,lls")
     cases = steps.step_cases(args, with_torch=True)
-    timed = {("bp", "tinydgl"): [[0.02, 0.03, 0.02], [0.03]], ("bp", "torch"): [[0.01], [0.01]],
-             ("lls", "tinydgl", "fused"): [[0.01]], ("lls", "tinydgl", "composed"): [[0.04]]}
+    timed = {
+        ("bp", "tinydgl"): [[0.02, 0.03, 0.02], [0.03]],
+        ("bp", "torch"): [[0.01], [0.01]],
+        ("lls", "tinydgl", "fused"): [[0.01]],
+        ("lls", "tinydgl", "composed"): [[0.04]],
+    }
 
     def results_of(case):
         key = (case.trainer, case.library, case.path) if case.trainer == "lls" else (case.trainer, case.library)
@@ -211,12 +240,14 @@ def test_a_fused_time_is_never_a_composed_one(monkeypatch, path, launches):
     def fake_setup(args, channels, size, x, y):
         def step():
             count[0] += launches
+
         return step, lambda: None, {"device": "none", "version": "none", "launches": count}
 
     monkeypatch.setattr(steps, "tinydgl_step", fake_setup)
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the child reads its data maker from bench_step.py
-    args = argparse.Namespace(child="tinydgl", size="1x8", model="smallconv", trainer="lls", path=path, batch=2,
-                              warmup=0, repeat=1)
+    args = argparse.Namespace(
+        child="tinydgl", size="1x8", model="smallconv", trainer="lls", path=path, batch=2, warmup=0, repeat=1
+    )
     with pytest.raises(SystemExit, match="fused kernel ran"):
         steps.timed_child(args)
 
@@ -229,6 +260,7 @@ def test_the_pytorch_models_are_tinydgls_layer_for_layer(name, shape):
     import numpy as np
 
     from tinydgl.models import build_model
+
     reference = import_benchmark("torch_smallconv_fmnist")
     ours, theirs = build_model(name, *shape, 10, seed=0), reference.MODELS[name](shape[0], 10).train()
     pairs = list(zip(theirs.parameters(), ours.parameters()))

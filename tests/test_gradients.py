@@ -3,6 +3,7 @@
 Inputs are kept away from kinks: ReLU/LeakyReLU inputs are at least 1e-2 from zero, and max-pool inputs
 are distinct by at least 1e-2, so a central difference with h = 1e-6 never crosses one.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -45,15 +46,25 @@ def test_linear(n, d, m, bias, seed):
     if bias:
         errors = check_gradients(F.linear_forward, F.linear_backward, [x, w, b])
     else:
-        errors = check_gradients(lambda x, w: F.linear_forward(x, w, None), lambda d, c: F.linear_backward(d, c)[:2], [x, w])
+        errors = check_gradients(
+            lambda x, w: F.linear_forward(x, w, None), lambda d, c: F.linear_backward(d, c)[:2], [x, w]
+        )
     assert max(errors) < TOL, errors
 
 
 @FAST
 @given(
-    n=st.integers(1, 2), groups=st.sampled_from([1, 2, 3]), cpg=st.integers(1, 2), fpg=st.integers(1, 2),
-    h=st.integers(3, 7), w=st.integers(3, 7), k=st.sampled_from([1, 2, 3]), stride=st.integers(1, 3),
-    padding=st.integers(0, 2), bias=st.booleans(), seed=st.integers(0, 999),
+    n=st.integers(1, 2),
+    groups=st.sampled_from([1, 2, 3]),
+    cpg=st.integers(1, 2),
+    fpg=st.integers(1, 2),
+    h=st.integers(3, 7),
+    w=st.integers(3, 7),
+    k=st.sampled_from([1, 2, 3]),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    bias=st.booleans(),
+    seed=st.integers(0, 999),
 )
 def test_conv2d(n, groups, cpg, fpg, h, w, k, stride, padding, bias, seed):
     rng = np.random.default_rng(seed)
@@ -105,7 +116,13 @@ def test_activations(op, rng):
 
 
 @FAST
-@given(h=st.integers(3, 8), w=st.integers(3, 8), k=st.integers(1, 3), stride=st.sampled_from([None, 1, 2, 3]), seed=st.integers(0, 999))
+@given(
+    h=st.integers(3, 8),
+    w=st.integers(3, 8),
+    k=st.integers(1, 3),
+    stride=st.sampled_from([None, 1, 2, 3]),
+    seed=st.integers(0, 999),
+)
 def test_pools(h, w, k, stride, seed):
     rng = np.random.default_rng(seed)
     x = distinct_values(rng, (2, 2, h, w))
@@ -126,7 +143,9 @@ def test_flatten_and_dropout(rng):
     x = rng.standard_normal((3, 2, 2, 2))
     assert max(check_gradients(F.flatten_forward, F.flatten_backward, [x])) < TOL
     # a fresh generator with the same seed per call gives the same mask, so the op is a fixed function
-    errors = check_gradients(lambda x: F.dropout_forward(x, 0.4, True, np.random.default_rng(7)), F.dropout_backward, [x])
+    errors = check_gradients(
+        lambda x: F.dropout_forward(x, 0.4, True, np.random.default_rng(7)), F.dropout_backward, [x]
+    )
     assert max(errors) < TOL
 
 

@@ -5,6 +5,7 @@ Two checks per op, along random directions v (inputs and parameters together) an
 - a central finite difference, (f(theta + eps v) - f(theta - eps v)) / (2 eps), matches J v;
 - the JVP is the transpose of the existing backward: <J v, u> = <v, J^T u> to ~1e-10 relative.
 """
+
 import numpy as np
 import pytest
 
@@ -53,16 +54,24 @@ def test_linear_jvp(backend_case, bias):
         dx, dw, db = F.linear_backward(dout, cache)
         return {"x": dx, "w": dw, "b": db}
 
-    check_op(backend_case, lambda x, w, b=None: F.linear_forward(x, w, b),
-             lambda cache, x, w, b=None: F.linear_jvp(cache, x, w, b), backward, inputs)
+    check_op(
+        backend_case,
+        lambda x, w, b=None: F.linear_forward(x, w, b),
+        lambda cache, x, w, b=None: F.linear_jvp(cache, x, w, b),
+        backward,
+        inputs,
+    )
 
 
 @BACKENDS
 @pytest.mark.parametrize("stride, padding, groups", [(1, 0, 1), (2, 1, 1), (1, 1, 3), (2, 2, 3)])
 def test_conv2d_jvp(backend_case, stride, padding, groups):
     rng = np.random.default_rng(2)
-    inputs = {"x": rng.standard_normal((2, 6, 7, 5)), "w": rng.standard_normal((9, 6 // groups, 3, 2)),
-              "b": rng.standard_normal(9)}
+    inputs = {
+        "x": rng.standard_normal((2, 6, 7, 5)),
+        "w": rng.standard_normal((9, 6 // groups, 3, 2)),
+        "b": rng.standard_normal(9),
+    }
 
     def forward(x, w, b):
         return F.conv2d_forward(x, w, b, stride, padding, groups)
@@ -115,8 +124,9 @@ def test_batchnorm_jvp(backend_case, training, shape):
         dx, dgamma, dbeta = F.batchnorm_backward(dout, cache)
         return {"x": dx, "gamma": dgamma, "beta": dbeta}
 
-    check_op(backend_case, forward, lambda cache, x, gamma, beta: F.batchnorm_jvp(cache, x, gamma, beta), backward,
-             inputs)
+    check_op(
+        backend_case, forward, lambda cache, x, gamma, beta: F.batchnorm_jvp(cache, x, gamma, beta), backward, inputs
+    )
 
 
 ELEMENTWISE = {
@@ -129,8 +139,11 @@ ELEMENTWISE = {
     "maxpool_overlap": (lambda x: F.maxpool2d_forward(x, 3, 2), F.maxpool2d_jvp, F.maxpool2d_backward),
     "avgpool": (lambda x: F.avgpool2d_forward(x, 2), F.avgpool2d_jvp, F.avgpool2d_backward),
     "avgpool_overlap": (lambda x: F.avgpool2d_forward(x, (3, 2), 1), F.avgpool2d_jvp, F.avgpool2d_backward),
-    "adaptive_avgpool": (lambda x: F.adaptive_avgpool2d_forward(x, (2, 3)), F.adaptive_avgpool2d_jvp,
-                         F.adaptive_avgpool2d_backward),
+    "adaptive_avgpool": (
+        lambda x: F.adaptive_avgpool2d_forward(x, (2, 3)),
+        F.adaptive_avgpool2d_jvp,
+        F.adaptive_avgpool2d_backward,
+    ),
     "dropout": (lambda x: F.dropout_forward(x, 0.4, True, default_rng(5)), F.dropout_jvp, F.dropout_backward),
     "dropout_eval": (lambda x: F.dropout_forward(x, 0.4, False, default_rng(5)), F.dropout_jvp, F.dropout_backward),
 }
@@ -148,9 +161,13 @@ def test_one_input_op_jvp(backend_case, name):
     forward, jvp, backward = {**ELEMENTWISE, **ROWS}[name]
     shape = (4, 9) if name in ROWS else (2, 3, 7, 5)
     x = np.random.default_rng(6).standard_normal(shape)
-    check_op(backend_case, lambda x: forward(x), lambda cache, x: jvp(cache, x),
-             lambda dout, cache: {"x": backward(dout, cache)}, {"x": x})
-
+    check_op(
+        backend_case,
+        lambda x: forward(x),
+        lambda cache, x: jvp(cache, x),
+        lambda dout, cache: {"x": backward(dout, cache)},
+        {"x": x},
+    )
 
 
 @BACKENDS
@@ -159,13 +176,21 @@ def test_similarity_matrix_jvp(backend_case, shape):
     """PredSim's cosine-similarity matrix: rows (N, D); feature maps summarised by each channel's std (C > 3,
     H > 1); other feature maps flattened."""
     x = np.random.default_rng(11).standard_normal(shape)
-    check_op(backend_case, F.similarity_matrix_forward, lambda cache, x: F.similarity_matrix_jvp(cache, x),
-             lambda dout, cache: {"x": F.similarity_matrix_backward(dout, cache)}, {"x": x})
+    check_op(
+        backend_case,
+        F.similarity_matrix_forward,
+        lambda cache, x: F.similarity_matrix_jvp(cache, x),
+        lambda dout, cache: {"x": F.similarity_matrix_backward(dout, cache)},
+        {"x": x},
+    )
+
 
 LOSSES = {
     "softmax_cross_entropy": (lambda z, y: F.softmax_cross_entropy(z, y), F.softmax_cross_entropy_jvp),
-    "smoothed_cross_entropy": (lambda z, y: F.softmax_cross_entropy(z, y, 0.1),
-                               lambda z, y, dz: F.softmax_cross_entropy_jvp(z, y, dz, 0.1)),
+    "smoothed_cross_entropy": (
+        lambda z, y: F.softmax_cross_entropy(z, y, 0.1),
+        lambda z, y, dz: F.softmax_cross_entropy_jvp(z, y, dz, 0.1),
+    ),
     "sigmoid_bce": (F.sigmoid_binary_cross_entropy, F.sigmoid_binary_cross_entropy_jvp),
 }
 
@@ -197,8 +222,10 @@ def test_other_loss_and_softmax_jvps(backend_case):
     eps = 1e-6
     with backend_case.use():
         put = backend_case.put
-        for loss_fn, jvp, target in [(F.mse_loss, F.mse_loss_jvp, b), (F.binary_cross_entropy_with_logits,
-                                                                        F.binary_cross_entropy_with_logits_jvp, t)]:
+        for loss_fn, jvp, target in [
+            (F.mse_loss, F.mse_loss_jvp, b),
+            (F.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits_jvp, t),
+        ]:
             _, dloss = jvp(put(a), put(target), put(d))
             fd = (loss_fn(put(a + eps * d), put(target))[0] - loss_fn(put(a - eps * d), put(target))[0]) / (2 * eps)
             assert dloss == pytest.approx(fd, rel=1e-6)
@@ -224,17 +251,30 @@ def _layer_stacks():
         Tanh,
     )
     from tinydgl.trainers.heads import aux_head
+
     rng = np.random.default_rng(9)
     cnn = build_model("cnn", in_channels=2, image_size=8, num_classes=3, dtype="float64")
     mlp = build_model("mlp", in_channels=1, image_size=5, num_classes=4, hidden=(6, 5), dtype="float64")
     head = aux_head("mlp", (3, 5, 5), 4, dtype="float64")
-    lls = Sequential(AvgPool2d(2, 1), *aux_head("linear", (3, 4, 4), 6, dtype="float64").layers, LeakyReLU(0.2), Tanh(),
-                     Dropout(0.3, rng=default_rng(1)), L2Normalize(), LengthNormalize(),
-                     FixedLinear(F.softmax(np.asarray(rng.standard_normal((5, 6)))) * 1.0),
-                     PooledLinear(rng.standard_normal((4, 7)), rng.uniform(0, 1, (7, 5))),
-                     ClassScale(rng.uniform(0.5, 2, 4)), Scale(0.5))
-    return {"cnn": (cnn, (3, 2, 8, 8)), "mlp": (mlp, (4, 1, 5, 5)), "dgl-head": (head, (4, 3, 5, 5)),
-            "lls-head": (lls, (3, 3, 5, 5))}
+    lls = Sequential(
+        AvgPool2d(2, 1),
+        *aux_head("linear", (3, 4, 4), 6, dtype="float64").layers,
+        LeakyReLU(0.2),
+        Tanh(),
+        Dropout(0.3, rng=default_rng(1)),
+        L2Normalize(),
+        LengthNormalize(),
+        FixedLinear(F.softmax(np.asarray(rng.standard_normal((5, 6)))) * 1.0),
+        PooledLinear(rng.standard_normal((4, 7)), rng.uniform(0, 1, (7, 5))),
+        ClassScale(rng.uniform(0.5, 2, 4)),
+        Scale(0.5),
+    )
+    return {
+        "cnn": (cnn, (3, 2, 8, 8)),
+        "mlp": (mlp, (4, 1, 5, 5)),
+        "dgl-head": (head, (4, 3, 5, 5)),
+        "lls-head": (lls, (3, 3, 5, 5)),
+    }
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp", "dgl-head", "lls-head"])

@@ -13,6 +13,7 @@
        LD_LIBRARY_PATH=$(python -c "import nvidia.cuda_nvrtc as r, nvidia.cuda_nvcc as c; \
 print(r.__path__[0] + '/lib:' + c.__path__[0] + '/nvvm/lib64')") python -m pytest -q tests/test_kernels.py -k ptx
 """
+
 import json
 import os
 import subprocess
@@ -33,13 +34,29 @@ from tinydgl.trainers.local import LocalModule
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ROOT / "tests" / "kernels_cudasim_checks.py"
-CASES = ["lls-conv-7x5-pool2", "lls-m-conv-7x5-pool2", "lls-mxm-conv-5x7-pool3", "lls-mxm-reduced-flat-11",
-         "lls-square-pool1-threads32", "lls-random-width13", "local-losses-width9", "lls-zero-example", "lls-float32",
-         "steps-lls", "steps-lls-mxm"]
+CASES = [
+    "lls-conv-7x5-pool2",
+    "lls-m-conv-7x5-pool2",
+    "lls-mxm-conv-5x7-pool3",
+    "lls-mxm-reduced-flat-11",
+    "lls-square-pool1-threads32",
+    "lls-random-width13",
+    "local-losses-width9",
+    "lls-zero-example",
+    "lls-float32",
+    "steps-lls",
+    "steps-lls-mxm",
+]
 # learned head parameters compared (the steps-* cases compare every parameter of the mlp and its heads instead)
-PARAMETER_COUNTS = {"lls-m-conv-7x5-pool2": 1, "lls-mxm-conv-5x7-pool3": 1, "lls-mxm-reduced-flat-11": 1,
-                    "local-losses-width9": 1, "lls-float32": 1, "steps-lls": 10, "steps-lls-mxm": 12}
-
+PARAMETER_COUNTS = {
+    "lls-m-conv-7x5-pool2": 1,
+    "lls-mxm-conv-5x7-pool3": 1,
+    "lls-mxm-reduced-flat-11": 1,
+    "local-losses-width9": 1,
+    "lls-float32": 1,
+    "steps-lls": 10,
+    "steps-lls-mxm": 12,
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +64,9 @@ def simulated():
     """{case: differences} from one simulator subprocess (about 10 s for all cases)."""
     pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(CHECKS)], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(CHECKS)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"the simulator checks failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return {row["case"]: row for row in rows}
@@ -69,8 +87,14 @@ def test_benchmark_script_runs_in_the_simulator():
     """benchmarks/bench_local_loss_kernel.py is for a GPU; --simulator checks that it runs and agrees."""
     pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_local_loss_kernel.py"), "--simulator"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_local_loss_kernel.py"), "--simulator"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("tiny")]
     assert [row[5] for row in rows] == ["lls", "lls-m", "lls-mxm", "local-losses"]
@@ -173,8 +197,22 @@ def test_kernel_compiles_to_ptx(cc, dtype):
 
     f = getattr(types, dtype)
     array2, array4 = f[:, ::1], f[:, :, :, ::1]
-    signature = (array4, types.int64[::1], array2, types.float64, types.int64, types.boolean, types.float64,
-                 types.float64, array2, array2, array2, array2, f[::1], array4)
+    signature = (
+        array4,
+        types.int64[::1],
+        array2,
+        types.float64,
+        types.int64,
+        types.boolean,
+        types.float64,
+        types.float64,
+        array2,
+        array2,
+        array2,
+        array2,
+        f[::1],
+        array4,
+    )
     ptx, _ = cuda.compile_ptx(local_loss_cuda.make_kernel().py_func, signature, cc=cc)
     assert f".target sm_{cc[0]}{cc[1]}" in ptx
     assert "bar.sync" in ptx and ".shared" in ptx  # the reduction's barriers and shared buffer survived

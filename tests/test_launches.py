@@ -6,6 +6,7 @@ No GPU here: the CuPy stand-in (tests/cupy_standin/) runs each kernel's Python t
 the twin and the code that calls it (arguments, in-place state), not the CUDA source, which compiles only
 on a GPU.
 """
+
 import sys
 from pathlib import Path
 
@@ -87,7 +88,6 @@ def test_standin_elementwise_kernel_checks_its_arguments():
             cupy.ElementwiseKernel("T x", "T y", "y = x;", "no_such_kernel")(cupy.ones(2), cupy.ones(2))
 
 
-
 def _three_ways(run, monkeypatch):
     """run() on NumPy (the readable form), on the CuPy stand-in with the fused kernels, and on the stand-in
     with them switched off (TINYDGL_FUSED_KERNELS=0): (want, got, written_out)."""
@@ -99,6 +99,7 @@ def _three_ways(run, monkeypatch):
         monkeypatch.setenv("TINYDGL_FUSED_KERNELS", "0")
         written_out = run()
     return want, got, written_out
+
 
 def _same_as_readable(fused, readable, numpy):
     """Fused equals the readable form on the same backend to the last bit (the twin repeats its terms), and
@@ -150,8 +151,11 @@ def test_batchnorm_passes_fused_as_the_readable_form(shape, monkeypatch):
         return results
 
     want, got, written_out = _three_ways(run, monkeypatch)
-    _same_as_readable([g for g in got if not isinstance(g, int)],
-                      [g for g in written_out if not isinstance(g, int)], [w for w in want if not isinstance(w, int)])
+    _same_as_readable(
+        [g for g in got if not isinstance(g, int)],
+        [g for g in written_out if not isinstance(g, int)],
+        [w for w in want if not isinstance(w, int)],
+    )
     # forward + backward in training mode; fused saves 8 launches on the running statistics, 1 on centring
     # (no tile), 3 on scale-and-shift (two tiles, an add) and 10 on dx (three tiles, seven ops in one)
     assert got[4] <= written_out[4] - 22, (got[4], written_out[4])

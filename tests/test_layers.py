@@ -1,4 +1,5 @@
 """Layer objects: parameters and gradients, train/eval, state dicts, and skipping the input gradient."""
+
 import numpy as np
 import pytest
 

@@ -4,6 +4,7 @@ Every ```python block of a chapter runs, in order, in one namespace per chapter 
 notebook), from a temporary directory so that files a snippet writes do not land in the repository.
 Blocks fenced as ```console or ```text are for reading only.
 """
+
 import re
 from pathlib import Path
 
@@ -59,9 +60,11 @@ def run_blocks_in_simulator(blocks, label, module_name):
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    runner = ("import sys\nnamespace = {'__name__': %r}\nfor i, code in enumerate(%r, 1):\n"
-              "    print(f'--- python block {i}', flush=True)\n"
-              "    exec(compile(code, f'%s, python block {i}', 'exec'), namespace)\n") % (module_name, blocks, label)
+    runner = (
+        "import sys\nnamespace = {'__name__': %r}\nfor i, code in enumerate(%r, 1):\n"
+        "    print(f'--- python block {i}', flush=True)\n"
+        "    exec(compile(code, f'%s, python block {i}', 'exec'), namespace)\n"
+    ) % (module_name, blocks, label)
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(root), MPLBACKEND="Agg")
     done = subprocess.run([sys.executable, "-c", runner], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{label} failed in the CUDA simulator:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -83,7 +86,8 @@ def test_links_point_to_existing_files_and_names(page):
             name = match.group(1).split(".")[-1]
             source = path.read_text()
             assert re.search(rf"^\s*(def|class)\s+{re.escape(name)}\b|^{re.escape(name)}\s*=", source, re.M), (
-                f"{page.name}: [{label}]({target}) but {target} defines no {name!r}")
+                f"{page.name}: [{label}]({target}) but {target} defines no {name!r}"
+            )
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

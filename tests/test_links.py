@@ -1,4 +1,5 @@
 """The links between pipeline workers (`tinydgl.runtime.links`): every transport keeps the one contract."""
+
 import numpy as np
 
 from tinydgl.runtime.links import LoaderSource, MpiSink, MpiSource, Sink, Source

@@ -1,5 +1,6 @@
 """The official LLS code's baselines: LocalLosses (a trainable local classifier), random-basis LLS with the
 official pooling of its matrix, and LLS-MxM-reduced; against hand-written references and on real digits."""
+
 import numpy as np
 import pytest
 
@@ -71,8 +72,12 @@ def test_random_basis_is_drawn_wide_and_pooled_as_the_official_code_does():
 
 
 def test_reduced_mxm_has_r_basis_rows_and_an_r_by_classes_matrix():
-    trainer = build_trainer("lls-mxm", build_model("smallconv", 1, 28, 10, dtype="float64"),
-                            lambda p: build_optimizer("adam", p, lr=1e-3), basis_size=20)
+    trainer = build_trainer(
+        "lls-mxm",
+        build_model("smallconv", 1, 28, 10, dtype="float64"),
+        lambda p: build_optimizer("adam", p, lr=1e-3),
+        basis_size=20,
+    )
     head = trainer.modules[0].head
     fixed = [layer for layer in head.layers if isinstance(layer, FixedLinear)][0]
     mix = [layer for layer in head.layers if isinstance(layer, Linear)][0]
@@ -80,12 +85,17 @@ def test_reduced_mxm_has_r_basis_rows_and_an_r_by_classes_matrix():
     f = np.linspace(50, 512, 20)[:, None]
     np.testing.assert_allclose(fixed.buffers["matrix"], np.sin(f * np.arange(512)[None, :]), atol=1e-12)
     with pytest.raises(TypeError, match="basis_size"):  # only LLS-MxM has the matrix that maps R rows to classes
-        build_trainer("lls", build_model("mlp", 1, 28, 10), lambda p: build_optimizer("adam", p, lr=1e-3), basis_size=20)
+        build_trainer(
+            "lls", build_model("mlp", 1, 28, 10), lambda p: build_optimizer("adam", p, lr=1e-3), basis_size=20
+        )
 
 
 def test_local_losses_head_is_a_trainable_unnormalised_linear_classifier():
-    trainer = build_trainer("local-losses", build_model("smallconv", 1, 28, 10, dtype="float64"),
-                            lambda p: build_optimizer("adam", p, lr=1e-3))
+    trainer = build_trainer(
+        "local-losses",
+        build_model("smallconv", 1, 28, 10, dtype="float64"),
+        lambda p: build_optimizer("adam", p, lr=1e-3),
+    )
     head = trainer.modules[0].head
     assert [type(layer).__name__ for layer in head.layers] == ["AdaptiveAvgPool2d", "Flatten", "PooledLinear", "Scale"]
     classifier = head.layers[2]
@@ -99,15 +109,18 @@ def digits():
     return load_dataset("mnist-small")
 
 
-@pytest.mark.parametrize("name, options, floor", [("local-losses", {}, 0.80), ("lls-mxm", {"basis_size": 20}, 0.83),
-                                                  ("lls", {"waveform": "random"}, 0.80)])
+@pytest.mark.parametrize(
+    "name, options, floor",
+    [("local-losses", {}, 0.80), ("lls-mxm", {"basis_size": 20}, 0.83), ("lls", {"waveform": "random"}, 0.80)],
+)
 def test_the_baselines_learn_real_digits(name, options, floor, digits):
     """1 epoch of the 4,000 digits, mlp, Adam 1e-3. Measured 2026-12-03, seeds 0/1/2: local-losses
     0.857/0.852/0.858, lls-mxm R=20 0.878/0.892/0.888, random-basis lls 0.859/0.857/0.849 (sin-basis lls
     0.887/0.880/0.879; the shallow floor, hidden layers untrained, 0.71-0.73)."""
     train = DataLoader(digits.x_train, digits.y_train, 64, seed=0, mean=digits.mean, std=digits.std)
     test = DataLoader(digits.x_test, digits.y_test, 500, shuffle=False, mean=digits.mean, std=digits.std)
-    trainer = build_trainer(name, build_model("mlp", 1, 28, 10, seed=0), lambda p: build_optimizer("adam", p, lr=1e-3),
-                            **options)
+    trainer = build_trainer(
+        name, build_model("mlp", 1, 28, 10, seed=0), lambda p: build_optimizer("adam", p, lr=1e-3), **options
+    )
     accuracy = fit(trainer, train, test, 1, progress=False, log=lambda *_: None)[0]["test_accuracy"]
     assert accuracy > floor

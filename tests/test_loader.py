@@ -1,5 +1,6 @@
 """DataLoader: each example once per epoch, reshuffled per epoch, deterministic from (seed, epoch) alone,
 augmentation, normalisation, device transfer, and a background thread that reports errors and stops."""
+
 import threading
 import time
 
@@ -14,7 +15,7 @@ from tinydgl.data.loader import random_crop, random_hflip
 
 def toy(n=103, channels=1, size=8):
     """Images whose pixels all equal their index mod 256, labels = index: a batch says which examples it holds."""
-    x = (np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, channels, size, size), np.uint8))
+    x = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, channels, size, size), np.uint8)
     return x, np.arange(n)
 
 
@@ -77,10 +78,10 @@ def test_normalisation_and_dtype():
     x = np.full((4, 3, 2, 2), 255, np.uint8)
     x[:, 1] = 0
     loader = DataLoader(x, np.zeros(4), 4, mean=(0.5, 0.5, 0.0), std=(0.5, 0.25, 1.0))
-    (xb, yb), = list(loader)
+    ((xb, yb),) = list(loader)
     xb = to_numpy(xb)
     assert xb.dtype == np.float32 and to_numpy(yb).dtype == np.int64
-    np.testing.assert_allclose(xb[:, 0], 1.0, rtol=1e-6)   # (1 - 0.5) / 0.5
+    np.testing.assert_allclose(xb[:, 0], 1.0, rtol=1e-6)  # (1 - 0.5) / 0.5
     np.testing.assert_allclose(xb[:, 1], -2.0, rtol=1e-6)  # (0 - 0.5) / 0.25
     np.testing.assert_allclose(xb[:, 2], 1.0, rtol=1e-6)
     assert to_numpy(next(iter(DataLoader(x, np.zeros(4), 4)))[0]).max() == 1.0  # without stats: x / 255

@@ -1,6 +1,7 @@
 """Long runs that survive: mid-epoch checkpoints with exact resume, a clean stop on SIGTERM / Ctrl-C,
 checkpoints that know their run (a different one is refused), damaged checkpoints refused by name with the
 previous one kept, on the bundled real digits."""
+
 import json
 import os
 import signal
@@ -31,8 +32,17 @@ def digits():
 
 def _loaders(ds, n_train=320, batch=64):
     """5 batches an epoch, augmented (so the crops' generators matter too)."""
-    train = DataLoader(ds.x_train[:n_train], ds.y_train[:n_train], batch, seed=3, augment=True, hflip=False,
-                       mean=ds.mean, std=ds.std, dtype="float64")
+    train = DataLoader(
+        ds.x_train[:n_train],
+        ds.y_train[:n_train],
+        batch,
+        seed=3,
+        augment=True,
+        hflip=False,
+        mean=ds.mean,
+        std=ds.std,
+        dtype="float64",
+    )
     test = DataLoader(ds.x_test[:100], ds.y_test[:100], 100, shuffle=False, mean=ds.mean, std=ds.std, dtype="float64")
     return train, test
 
@@ -124,12 +134,20 @@ def test_a_checkpoint_of_another_run_is_refused_naming_both(digits, tmp_path):
     fit(first, train, test, 1, checkpoint_dir=str(tmp_path), **QUIET)
     other = _trainer("lls-mxm")
     other.run_info = {"model": "mlp", "dataset": "mnist-small", "optimizer": "adam", "options": {}}
-    with pytest.raises(CheckpointError, match=r"written by dgl on mlp \(mnist-small\), adamw-sf with --modules 2; "
-                                              r"this run is lls-mxm on mlp \(mnist-small\), adam \(trainer, optimizer and --modules differ\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"written by dgl on mlp \(mnist-small\), adamw-sf with --modules 2; "
+        r"this run is lls-mxm on mlp \(mnist-small\), adam \(trainer, optimizer and --modules differ\)",
+    ):
         fit(other, train, test, 2, checkpoint_dir=str(tmp_path), resume=True, **QUIET)
     # what the description cannot tell, the shapes do: another auxiliary head, described the same way
-    wider = build_trainer("dgl", build_model("mlp", 1, 28, 10, seed=0, dtype="float64"),
-                          lambda p: build_optimizer("adamw-sf", p, lr=2e-3), modules=2, aux="linear")
+    wider = build_trainer(
+        "dgl",
+        build_model("mlp", 1, 28, 10, seed=0, dtype="float64"),
+        lambda p: build_optimizer("adamw-sf", p, lr=2e-3),
+        modules=2,
+        aux="linear",
+    )
     wider.run_info = first.run_info
     with pytest.raises(CheckpointError, match=r"does not fit this model: aux/.* has shape"):
         fit(wider, train, test, 2, checkpoint_dir=str(tmp_path), resume=True, **QUIET)
@@ -152,12 +170,17 @@ def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_is_kept(damage
     else:
         latest["history"][0]["train_loss"] = 0.001  # a plausible edit that JSON parsing cannot catch
         record.write_text(json.dumps(latest))
-    expected = {"truncate-npz": rf"{latest['arrays']} does not match the SHA-256 .*truncated or corrupted",
-                "flip-npz": rf"{latest['arrays']} does not match the SHA-256 .*recorded {latest['sha256'][:12]}",
-                "truncate-json": r"latest.json is not a complete checkpoint record",
-                "edit-json": r"latest.json does not match its own SHA-256"}[damage]
-    with pytest.raises(CheckpointError, match=expected + r".*previous checkpoint \(after epoch 1\) is intact.*"
-                                                         r"--resume previous"):
+    expected = {
+        "truncate-npz": rf"{latest['arrays']} does not match the SHA-256 .*truncated or corrupted",
+        "flip-npz": rf"{latest['arrays']} does not match the SHA-256 .*recorded {latest['sha256'][:12]}",
+        "truncate-json": r"latest.json is not a complete checkpoint record",
+        "edit-json": r"latest.json does not match its own SHA-256",
+    }[damage]
+    with pytest.raises(
+        CheckpointError,
+        match=expected + r".*previous checkpoint \(after epoch 1\) is intact.*"
+        r"--resume previous",
+    ):
         load_checkpoint(str(tmp_path))
     assert (tmp_path / "state-epoch0001.npz").exists()
     resumed = _trainer("dgl")
@@ -178,14 +201,30 @@ def test_the_parallel_engines_refuse_a_mid_epoch_checkpoint(digits, tmp_path):
 
 
 # --- the command, in processes of its own --------------------------------------------------------
-LONG = ["--model", "mlp", "--limit-train", "4000", "--limit-test", "200", "--batch-size", "32", "--epochs", "3",
-        "--no-progress"]
+LONG = [
+    "--model",
+    "mlp",
+    "--limit-train",
+    "4000",
+    "--limit-test",
+    "200",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "3",
+    "--no-progress",
+]
 
 
 def _train(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "tinydgl", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-                            **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tinydgl", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        **kwargs,
+    )
 
 
 def _wait_for_checkpoint(proc, directory, mid_epoch, timeout=120):
@@ -245,20 +284,38 @@ def test_cli_stops_cleanly_on_a_signal_with_a_checkpoint_and_says_how_to_resume(
     assert command[0] == "tinydgl" and command[1] == "train" and command[-1] == "--resume"
     meta = json.loads((tmp_path / "latest.json").read_text())
     assert meta["epoch"] < 3
-    resumed = subprocess.run([sys.executable, "-m", "tinydgl", *command[1:]], capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tinydgl", *command[1:]], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout and "after 3 epoch(s)" in resumed.stdout
 
 
 def test_cli_resume_with_another_trainer_is_refused_without_a_traceback(tmp_path):
-    small = ["--model", "mlp", "--limit-train", "128", "--limit-test", "50", "--no-progress",
-             "--checkpoint-dir", str(tmp_path)]
-    first = subprocess.run([sys.executable, "-m", "tinydgl", "train", "--trainer", "dgl", *small],
-                           capture_output=True, text=True, timeout=120)
+    small = [
+        "--model",
+        "mlp",
+        "--limit-train",
+        "128",
+        "--limit-test",
+        "50",
+        "--no-progress",
+        "--checkpoint-dir",
+        str(tmp_path),
+    ]
+    first = subprocess.run(
+        [sys.executable, "-m", "tinydgl", "train", "--trainer", "dgl", *small],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
-    again = subprocess.run([sys.executable, "-m", "tinydgl", "train", "--trainer", "lls", *small, "--resume"],
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "tinydgl", "train", "--trainer", "lls", *small, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 1
     assert "written by dgl on mlp (mnist-small), adam; this run is lls on mlp (mnist-small), adam" in again.stderr
     assert "Traceback" not in again.stderr

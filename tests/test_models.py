@@ -1,4 +1,5 @@
 """Models: parameter counts from the papers' code, output shapes, and end-to-end gradient checks."""
+
 import numpy as np
 import pytest
 

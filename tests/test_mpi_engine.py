@@ -4,6 +4,7 @@ in-process trainer, async-dgl's replay links, a failing rank, and dp-sync over M
 Every test starts an MPI job as a subprocess (with a timeout, so a deadlock fails the test rather than
 hanging CI) and never imports `mpi4py.MPI` into the pytest process. Each job costs a second or two.
 """
+
 import importlib.util
 import json
 import os
@@ -25,11 +26,14 @@ def _mpiexec():
 
 
 if importlib.util.find_spec("mpi4py") is None:
-    pytest.skip("mpi4py is not installed (pip install -e '.[test]' or '.[mpi]' brings it and the mpich wheel)",
-                allow_module_level=True)
+    pytest.skip(
+        "mpi4py is not installed (pip install -e '.[test]' or '.[mpi]' brings it and the mpich wheel)",
+        allow_module_level=True,
+    )
 if _mpiexec() is None:
-    pytest.skip(f"no mpiexec in {os.path.join(sys.prefix, 'bin')} or on PATH (pip install mpich)",
-                allow_module_level=True)
+    pytest.skip(
+        f"no mpiexec in {os.path.join(sys.prefix, 'bin')} or on PATH (pip install mpich)", allow_module_level=True
+    )
 
 COMMON = ["--model", "cnn", "--limit-train", "512", "--limit-test", "256", "--no-progress"]
 TIMEOUT = 90  # seconds for one job: a hang fails instead of blocking CI
@@ -37,16 +41,28 @@ TIMEOUT = 90  # seconds for one job: a hang fails instead of blocking CI
 
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k != "TINYDGL_MPI_TEST_FAIL_RANK"}
-    env.update(PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+    env.update(
+        PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        **extra,
+    )
     return env
 
 
 def _job(command, env=None):
     """Run `command` in its own process group; on a timeout kill the whole group (mpiexec, its proxies and
     every rank), so a hung job fails the test and leaves nothing behind."""
-    process = subprocess.Popen(command, cwd=ROOT, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -57,14 +73,29 @@ def _job(command, env=None):
 
 
 def _run(args, ranks=2, mpi=True, env=None):
-    command = ([_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "tinydgl"] if mpi
-               else [sys.executable, "-m", "tinydgl"]) + args
+    command = (
+        [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "tinydgl"]
+        if mpi
+        else [sys.executable, "-m", "tinydgl"]
+    ) + args
     return _job(command, env)
 
 
 def _train(tmp_path, name, *args, ranks=2, mpi=True, env=None):
-    out = _run(["train", *COMMON, *args, "--checkpoint-dir", str(tmp_path / name),
-                "--metrics-json", str(tmp_path / f"{name}.json")], ranks, mpi, env)
+    out = _run(
+        [
+            "train",
+            *COMMON,
+            *args,
+            "--checkpoint-dir",
+            str(tmp_path / name),
+            "--metrics-json",
+            str(tmp_path / f"{name}.json"),
+        ],
+        ranks,
+        mpi,
+        env,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads((tmp_path / f"{name}.json").read_text()), out
 
@@ -93,8 +124,19 @@ def test_fifo_dgl_over_mpi_gives_the_in_process_weights_and_resumes(tmp_path):
     # recalibrates the whole model it holds, and scatters the training weights for the next epoch
     protocol = ["--model", "mlp", "--optimizer", "adamw-sf", "--bn-recalibrate", "2"]
     reference, _ = _train(tmp_path, "ref", "--trainer", "dgl", "--epochs", "2", *protocol, mpi=False)
-    metrics, out = _train(tmp_path, "mpi", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2", *protocol,
-                          "--plot", str(tmp_path / "curves.png"))
+    metrics, out = _train(
+        tmp_path,
+        "mpi",
+        "--trainer",
+        "dgl",
+        "--engine",
+        "mpi",
+        "--epochs",
+        "2",
+        *protocol,
+        "--plot",
+        str(tmp_path / "curves.png"),
+    )
     _assert_same_weights(tmp_path / "mpi", tmp_path / "ref")
     assert out.stdout.count("test accuracy") == 1  # rank 0 alone prints
     for got, expected in zip(metrics["history"], reference["history"]):
@@ -111,8 +153,9 @@ def test_fifo_dgl_over_mpi_gives_the_in_process_weights_and_resumes(tmp_path):
     assert (tmp_path / "curves.png").exists() and (tmp_path / "curves-timeline.png").exists()
 
     _train(tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "1", *protocol)
-    resumed, out = _train(tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2", *protocol,
-                          "--resume")
+    resumed, out = _train(
+        tmp_path, "resumed", "--trainer", "dgl", "--engine", "mpi", "--epochs", "2", *protocol, "--resume"
+    )
     assert "resumed from" in out.stdout
     _assert_same_weights(tmp_path / "resumed", tmp_path / "ref")
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
@@ -130,8 +173,9 @@ def test_three_ranks_a_middle_rank_both_receives_and_sends(tmp_path):
 
 
 def test_async_dgl_over_mpi_uses_replay_links_and_reports_them(tmp_path):
-    metrics, _ = _train(tmp_path, "async", "--trainer", "async-dgl", "--buffer-size", "2", "--engine", "mpi",
-                        "--epochs", "2")
+    metrics, _ = _train(
+        tmp_path, "async", "--trainer", "async-dgl", "--buffer-size", "2", "--engine", "mpi", "--epochs", "2"
+    )
     for epoch in metrics["history"]:
         first, second = epoch["workers"]
         assert epoch["policy"] == "replay" and epoch["rings"][1]["policy"] == "replay"
@@ -193,8 +237,10 @@ def test_replay_over_mpi_counts_only_what_every_rank_learned_from(tmp_path):
 def test_a_failing_rank_stops_the_whole_job(tmp_path):
     """Rank 1 raises after its first batch (a test hook): the job aborts, mpiexec exits non-zero, and
     nothing waits for the dead rank (50 epochs would take far longer than the timeout)."""
-    out = _run(["train", *COMMON, "--trainer", "dgl", "--engine", "mpi", "--epochs", "50"],
-               env=_env(TINYDGL_MPI_TEST_FAIL_RANK="1"))
+    out = _run(
+        ["train", *COMMON, "--trainer", "dgl", "--engine", "mpi", "--epochs", "50"],
+        env=_env(TINYDGL_MPI_TEST_FAIL_RANK="1"),
+    )
     assert out.returncode != 0
     assert "failure injected by TINYDGL_MPI_TEST_FAIL_RANK=1" in out.stderr
 
@@ -285,8 +331,18 @@ def test_drtp_over_mpi_gives_the_in_process_weights(tmp_path):
 def test_dni_over_mpi_sends_targets_back_and_lock_step_bp_lambda_is_exact(tmp_path):
     """DNI's ranks send each boundary synthesizer's target back down (its own tags, BACK). With BP(lambda) > 0
     every rank waits for it before updating (lock-step): the in-process weights exactly, also resumed."""
-    exact = ["--model", "mlp", "--trainer", "cdni", "--synthesizer", "linear", "--bp-lambda", "0.5",
-             "--update-prob", "0.5"]
+    exact = [
+        "--model",
+        "mlp",
+        "--trainer",
+        "cdni",
+        "--synthesizer",
+        "linear",
+        "--bp-lambda",
+        "0.5",
+        "--update-prob",
+        "0.5",
+    ]
     _train(tmp_path, "ref", *exact, "--epochs", "2", mpi=False)
     _train(tmp_path, "mpi", *exact, "--engine", "mpi", "--epochs", "1")
     _, out = _train(tmp_path, "mpi", *exact, "--engine", "mpi", "--epochs", "2", "--resume")
@@ -295,8 +351,22 @@ def test_dni_over_mpi_sends_targets_back_and_lock_step_bp_lambda_is_exact(tmp_pa
 
     # lambda = 0: update unlocked, the targets come back late; 2 ranks still learn (0.91 in one process;
     # 0.83 if the lower groups never learned)
-    learn = ["--model", "mlp", "--trainer", "cdni", "--synthesizer", "linear", "--limit-train", "4000",
-             "--batch-size", "64", "--limit-test", "1000", "--epochs", "2"]
+    learn = [
+        "--model",
+        "mlp",
+        "--trainer",
+        "cdni",
+        "--synthesizer",
+        "linear",
+        "--limit-train",
+        "4000",
+        "--batch-size",
+        "64",
+        "--limit-test",
+        "1000",
+        "--epochs",
+        "2",
+    ]
     metrics, _ = _run_train(tmp_path, "late", learn)
     assert metrics["history"][-1]["test_accuracy"] > 0.88
     lower = metrics["history"][-1]["workers"][0]

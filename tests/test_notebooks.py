@@ -7,6 +7,7 @@ matplotlib backend, a temporary working directory), so `python -m pytest -q` cov
 
 After editing a notebook, sync its pair with `jupytext --sync notebooks/NN_name.py` (or `.ipynb`).
 """
+
 import os
 import re
 import subprocess
@@ -25,7 +26,8 @@ FAST_MODE_SECONDS = 60  # a notebook takes a few seconds in fast mode; this only
 def test_there_is_one_notebook_per_lesson():
     lessons = sorted((ROOT / "lessons").glob("[0-9][0-9]-*.md"))
     assert [p.name[:2] for p in SOURCES] == [p.name[:2] for p in lessons], (
-        "expected one notebooks/NN_*.py per lessons/NN-*.md")
+        "expected one notebooks/NN_*.py per lessons/NN-*.md"
+    )
 
 
 def cells(notebook):
@@ -45,7 +47,8 @@ def test_py_and_ipynb_hold_the_same_cells(source):
     from_ipynb = nbformat.read(paired, as_version=4)
     assert cells(from_py) == cells(from_ipynb), (
         f"{source.name} and {paired.name} differ: run `jupytext --sync notebooks/{source.name}` "
-        "(it updates whichever of the two is older)")
+        "(it updates whichever of the two is older)"
+    )
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
@@ -57,7 +60,8 @@ def test_committed_ipynb_has_no_outputs(source):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, (
                 f"{source.with_suffix('.ipynb').name}, cell {i} has outputs: clear them before committing "
-                "(Kernel > Restart and Clear Outputs, or `jupytext --to ipynb` from the .py)")
+                "(Kernel > Restart and Clear Outputs, or `jupytext --to ipynb` from the .py)"
+            )
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
@@ -95,16 +99,25 @@ def test_notebook_runs_in_fast_mode(source, tmp_path):
     env = dict(os.environ, TINYDGL_FAST="1", MPLBACKEND="Agg")
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     t0 = time.perf_counter()
-    result = subprocess.run([sys.executable, str(source)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=4 * FAST_MODE_SECONDS)
+    result = subprocess.run(
+        [sys.executable, str(source)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=4 * FAST_MODE_SECONDS,
+    )
     seconds = time.perf_counter() - t0
-    assert result.returncode == 0, f"{source.name} failed in fast mode:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"{source.name} failed in fast mode:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    )
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [], f"{source.name} wrote {left} where it runs (in notebooks/, for a reader): use a temporary folder"
     assert seconds < FAST_MODE_SECONDS, f"{source.name} took {seconds:.0f}s in fast mode (limit {FAST_MODE_SECONDS}s)"
 
 
 # --- Colab: a badge on every notebook, a first code cell that installs the release, the GPU runtime ---------
+
 
 def project_version():
     # a regular expression, not tomllib: the tests also run on Python 3.10, which has no tomllib
@@ -121,10 +134,12 @@ def test_notebook_opens_in_colab_and_installs_its_release(source):
 
     notebook = jupytext.read(source)
     assert f"[![Open in Colab](colab-badge.svg)]({colab_url(source.stem)})" in notebook.cells[0].source, (
-        f"{source.name}: the first cell needs the Colab badge for version {project_version()}")
+        f"{source.name}: the first cell needs the Colab badge for version {project_version()}"
+    )
     first_code = next(c for c in notebook.cells if c.cell_type == "code").source
     assert f'TINYDGL_VERSION = "{project_version()}"' in first_code, (
-        f"{source.name}: the first code cell installs the release named in pyproject.toml")
+        f"{source.name}: the first code cell installs the release named in pyproject.toml"
+    )
     assert 'importlib.util.find_spec("tinydgl") is None' in first_code  # a no-op where tinydgl is installed
     # the repository's address is a placeholder until it is published: the cell installs an uploaded wheel first
     assert 'WHEEL = f"tinydgl-{TINYDGL_VERSION}-py3-none-any.whl"' in first_code and "not on GitHub yet" in first_code

@@ -1,4 +1,5 @@
 """Optimizers against their update formulas (and PyTorch when installed), and the schedules."""
+
 import math
 
 import numpy as np
@@ -47,8 +48,14 @@ def test_adam_and_adamw_formula():
         np.testing.assert_allclose(got, p, rtol=1e-12)
 
 
-@pytest.mark.parametrize("name, kw", [("sgd", dict(momentum=0.9, nesterov=True, weight_decay=1e-2)),
-                                      ("adam", dict(weight_decay=1e-2)), ("adamw", dict(weight_decay=1e-2))])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("sgd", dict(momentum=0.9, nesterov=True, weight_decay=1e-2)),
+        ("adam", dict(weight_decay=1e-2)),
+        ("adamw", dict(weight_decay=1e-2)),
+    ],
+)
 def test_torch_oracle(name, kw):
     torch = pytest.importorskip("torch")
     t = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
@@ -142,11 +149,24 @@ def test_cooldown_schedule_is_forward_forwards_and_resumes_exactly(tmp_path):
     def run(epochs, directory=None, resume=False):
         train = DataLoader(ds.x_train, ds.y_train, 64, seed=0, mean=ds.mean, std=ds.std, dtype="float64")
         test = DataLoader(ds.x_test, ds.y_test, 100, shuffle=False, mean=ds.mean, std=ds.std, dtype="float64")
-        trainer = build_trainer("dgl", build_model("mlp", 1, 28, 10, dtype="float64"),
-                                lambda p: build_optimizer("sgd", p, lr=0.1, momentum=0.9))
+        trainer = build_trainer(
+            "dgl",
+            build_model("mlp", 1, 28, 10, dtype="float64"),
+            lambda p: build_optimizer("sgd", p, lr=0.1, momentum=0.9),
+        )
         seen = []
-        fit(trainer, train, test, epochs, checkpoint_dir=directory, resume=resume, progress=False,
-            log=lambda *_: None, lr_schedule="cooldown", on_epoch_end=lambda e: seen.append(trainer.optimizers()[0].lr))
+        fit(
+            trainer,
+            train,
+            test,
+            epochs,
+            checkpoint_dir=directory,
+            resume=resume,
+            progress=False,
+            log=lambda *_: None,
+            lr_schedule="cooldown",
+            on_epoch_end=lambda e: seen.append(trainer.optimizers()[0].lr),
+        )
         return trainer, seen
 
     straight, rates = run(5)

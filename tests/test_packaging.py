@@ -15,6 +15,7 @@
 the wheel is built from the unpacked sdist, in a temporary folder, so a file the sdist forgets fails here.
 Skipped, with the reason, where `build` or `twine` (or the build backend) is not installed.
 """
+
 import email.parser
 import hashlib
 import json
@@ -48,21 +49,31 @@ def _load_toml(path):
 
 def _on_disk(folder):
     """Files under ROOT/folder as the sdist names them, without caches and compiled files."""
-    return {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*")
-            if p.is_file() and not SKIP_PARTS.intersection(p.parts) and p.suffix not in (".pyc", ".pyo")}
+    return {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file() and not SKIP_PARTS.intersection(p.parts) and p.suffix not in (".pyc", ".pyo")
+    }
 
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory):
-    build = pytest.importorskip("build", reason="`build` is not installed (pip install -e \".[test]\")")
-    pytest.importorskip("twine", reason="`twine` is not installed (pip install -e \".[test]\")")
-    unmet = [" -> ".join(chain) for req in sorted(build.ProjectBuilder(ROOT).build_system_requires)
-             for chain in build.check_dependency(req)]
+    build = pytest.importorskip("build", reason='`build` is not installed (pip install -e ".[test]")')
+    pytest.importorskip("twine", reason='`twine` is not installed (pip install -e ".[test]")')
+    unmet = [
+        " -> ".join(chain)
+        for req in sorted(build.ProjectBuilder(ROOT).build_system_requires)
+        for chain in build.check_dependency(req)
+    ]
     if unmet:
-        pytest.skip(f"the build backend is not installed: {', '.join(unmet)} (pip install -e \".[test]\")")
+        pytest.skip(f'the build backend is not installed: {", ".join(unmet)} (pip install -e ".[test]")')
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     sdists, wheels = sorted(out.glob("*.tar.gz")), sorted(out.glob("*.whl"))
@@ -93,8 +104,13 @@ def test_the_wheel_holds_the_package_its_data_and_license(dists):
     assert {n.split("/")[0] for n in names} == {"tinydgl", info}  # no tests/, lessons/ ... as top-level packages
     modules = {n for n in names if n.endswith(".py")}
     assert modules == {n for n in _on_disk("tinydgl") if n.endswith(".py")}
-    assert {"tinydgl/__init__.py", "tinydgl/cli/__init__.py", "tinydgl/trainers/__init__.py", "tinydgl/runtime/engine.py",
-            "tinydgl/data/datasets.py"} <= modules
+    assert {
+        "tinydgl/__init__.py",
+        "tinydgl/cli/__init__.py",
+        "tinydgl/trainers/__init__.py",
+        "tinydgl/runtime/engine.py",
+        "tinydgl/data/datasets.py",
+    } <= modules
     assert hashlib.sha256(data).hexdigest() == MNIST_SMALL_SHA256
     assert license_text == (ROOT / "LICENSE").read_text()
     assert license_text.startswith("MIT License") and "the tinydgl authors" in license_text
@@ -120,12 +136,15 @@ def test_the_wheel_alone_imports_and_loads_the_bundled_data(dists, tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(dists["wheel"]) as whl:
         whl.extractall(site)
-    code = ("import json, tinydgl; from tinydgl.data.datasets import load_dataset; d = load_dataset('mnist-small'); "
-            "print(json.dumps({'file': tinydgl.__file__, 'version': tinydgl.__version__, 'source': d.source, "
-            "'train': list(d.x_train.shape), 'test': list(d.x_test.shape)}))")
+    code = (
+        "import json, tinydgl; from tinydgl.data.datasets import load_dataset; d = load_dataset('mnist-small'); "
+        "print(json.dumps({'file': tinydgl.__file__, 'version': tinydgl.__version__, 'source': d.source, "
+        "'train': list(d.x_train.shape), 'test': list(d.x_test.shape)}))"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}  # before the editable install's finder, which comes last
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.splitlines()[-1])
     for path in (got["file"], got["source"]):  # the wheel's copies, not the source tree's
@@ -141,13 +160,16 @@ def test_the_wheel_alone_reads_the_course_templates(dists, tmp_path):
     with zipfile.ZipFile(dists["wheel"]) as whl:
         whl.extractall(site)
     on_disk = {p.name: p.read_text() for p in (ROOT / "tinydgl" / "course" / "templates").iterdir() if p.is_file()}
-    code = ("import json, sys; from importlib import resources; import tinydgl.course as c; "
-            "folder = resources.files('tinydgl.course') / 'templates'; "
-            "print(json.dumps({'where': str(folder), 'texts': {p.name: p.read_text() for p in folder.iterdir()}, "
-            "'run': c.template('run_autograder')}))")
+    code = (
+        "import json, sys; from importlib import resources; import tinydgl.course as c; "
+        "folder = resources.files('tinydgl.course') / 'templates'; "
+        "print(json.dumps({'where': str(folder), 'texts': {p.name: p.read_text() for p in folder.iterdir()}, "
+        "'run': c.template('run_autograder')}))"
+    )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.splitlines()[-1])
     assert Path(got["where"]).resolve().is_relative_to(site.resolve()), got["where"]
@@ -161,9 +183,19 @@ def test_the_sdist_holds_the_course(dists):
         members = [m for m in tar.getmembers() if m.isfile()]
         pkg_info = email.parser.Parser().parsestr(tar.extractfile(prefix + "PKG-INFO").read().decode())
     assert all(m.name.startswith(prefix) for m in members)
-    names = {m.name[len(prefix):] for m in members}
-    assert {"README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "MANIFEST.in", "PKG-INFO",
-            "tinydgl/data/mnist_small.npz", "lessons/README.md", "notebooks/README.md", "tests/conftest.py"} <= names
+    names = {m.name[len(prefix) :] for m in members}
+    assert {
+        "README.md",
+        "LICENSE",
+        "CHANGELOG.md",
+        "pyproject.toml",
+        "MANIFEST.in",
+        "PKG-INFO",
+        "tinydgl/data/mnist_small.npz",
+        "lessons/README.md",
+        "notebooks/README.md",
+        "tests/conftest.py",
+    } <= names
     assert pkg_info["Version"] == VERSION
     for folder in COURSE_DIRS:
         if (ROOT / folder).is_dir():

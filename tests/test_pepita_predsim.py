@@ -2,6 +2,7 @@
 ops/similarity.py, trainers/heads.py): the similarity op against numerical gradients in float64, PEPITA's
 update against a hand computation on a 2-sample batch, learning on real digits above the shallow floor of
 the same network, and PEPITA's resume."""
+
 import numpy as np
 import pytest
 
@@ -48,7 +49,7 @@ def test_similarity_matrix_matches_the_reference_in_torch():
         if t.dim() == 4 and t.size(1) > 3 and t.size(2) > 1:
             t = t.view(t.size(0), t.size(1), -1).std(dim=2)
         xc = t - t.mean(dim=1).unsqueeze(1)
-        xn = xc / (1e-8 + torch.sqrt(torch.sum(xc ** 2, dim=1))).unsqueeze(1)
+        xn = xc / (1e-8 + torch.sqrt(torch.sum(xc**2, dim=1))).unsqueeze(1)
         return xn.matmul(xn.transpose(1, 0)).clamp(-1, 1)
 
     np.testing.assert_allclose(F.similarity_matrix_forward(x)[0], reference(torch.tensor(x)).numpy(), atol=1e-12)
@@ -66,7 +67,9 @@ def test_predsim_head_weighs_pred_and_sim_by_beta():
     assert lb == pytest.approx(0.3 * lp + 0.7 * ls) and lp == pytest.approx(np.log(3), abs=0.5)
     np.testing.assert_allclose(db, 0.3 * dp + 0.7 * ds, atol=1e-12)
     conv = aux_head("predsim", (8, 6, 6), 3, seed=0, dtype="float64")
-    assert type(conv.sim.layers[0]).__name__ == "Conv2d" and conv.local_loss(rng.standard_normal((6, 8, 6, 6)), y)[1].shape == (6, 8, 6, 6)
+    assert type(conv.sim.layers[0]).__name__ == "Conv2d" and conv.local_loss(rng.standard_normal((6, 8, 6, 6)), y)[
+        1
+    ].shape == (6, 8, 6, 6)
 
 
 # --- PEPITA's update by hand ------------------------------------------------------------------------
@@ -98,10 +101,13 @@ def test_pepita_update_on_two_samples_matches_a_hand_computation():
     assert not np.allclose(h, h_mod)  # the hidden layer did get a signal
 
 
-@pytest.mark.parametrize("model_name, options, message", [
-    ("cnn", {}, "block Conv2d -> ReLU -> MaxPool2d. Use --model mlp --no-batchnorm."),
-    ("mlp", {}, "block Flatten -> Linear -> BatchNorm1d -> ReLU. Use --model mlp --no-batchnorm."),
-])
+@pytest.mark.parametrize(
+    "model_name, options, message",
+    [
+        ("cnn", {}, "block Conv2d -> ReLU -> MaxPool2d. Use --model mlp --no-batchnorm."),
+        ("mlp", {}, "block Flatten -> Linear -> BatchNorm1d -> ReLU. Use --model mlp --no-batchnorm."),
+    ],
+)
 def test_pepita_refuses_what_the_official_fully_connected_code_has_not(model_name, options, message):
     model = build_model(model_name, 1, 28, 10, **options)
     with pytest.raises(ValueError, match="pepita trains fully connected blocks") as err:

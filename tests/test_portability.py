@@ -1,6 +1,7 @@
 """Every op, every model's forward/backward and an optimizer step on every backend case (see conftest):
 NumPy float64 / float32 and array_api_strict on a non-default device. Results must match NumPy float64
 and stay on the case's device."""
+
 import numpy as np
 import pytest
 
@@ -17,16 +18,41 @@ def _ops(rng):
     b = rng.standard_normal(6)
     g, be = rng.standard_normal(4), rng.standard_normal(4)
     return [
-        ("linear", [rng.standard_normal((3, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)], F.linear_forward, F.linear_backward),
-        ("conv2d", [x4, w, b], lambda x, w, b: F.conv2d_forward(x, w, b, stride=2, padding=1, groups=2), F.conv2d_backward),
-        ("conv2d_1x1", [x4, rng.standard_normal((3, 4, 1, 1)), rng.standard_normal(3)], F.conv2d_forward, F.conv2d_backward),
+        (
+            "linear",
+            [rng.standard_normal((3, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)],
+            F.linear_forward,
+            F.linear_backward,
+        ),
+        (
+            "conv2d",
+            [x4, w, b],
+            lambda x, w, b: F.conv2d_forward(x, w, b, stride=2, padding=1, groups=2),
+            F.conv2d_backward,
+        ),
+        (
+            "conv2d_1x1",
+            [x4, rng.standard_normal((3, 4, 1, 1)), rng.standard_normal(3)],
+            F.conv2d_forward,
+            F.conv2d_backward,
+        ),
         ("maxpool", [x4], lambda x: F.maxpool2d_forward(x, 3, 2), F.maxpool2d_backward),
         ("avgpool", [x4], lambda x: F.avgpool2d_forward(x, 2), F.avgpool2d_backward),
-        ("adaptive_avgpool", [x4[:, :, :5, :]], lambda x: F.adaptive_avgpool2d_forward(x, (2, 3)), F.adaptive_avgpool2d_backward),
+        (
+            "adaptive_avgpool",
+            [x4[:, :, :5, :]],
+            lambda x: F.adaptive_avgpool2d_forward(x, (2, 3)),
+            F.adaptive_avgpool2d_backward,
+        ),
         ("relu", [x4], F.relu_forward, F.relu_backward),
         ("leaky_relu", [x4], F.leaky_relu_forward, F.leaky_relu_backward),
         ("flatten", [x4], F.flatten_forward, F.flatten_backward),
-        ("batchnorm2d", [x4, g, be], lambda x, g, b: F.batchnorm_forward(x, g, b, None, None, True), F.batchnorm_backward),
+        (
+            "batchnorm2d",
+            [x4, g, be],
+            lambda x, g, b: F.batchnorm_forward(x, g, b, None, None, True),
+            F.batchnorm_backward,
+        ),
         ("dropout", [x4], lambda x: F.dropout_forward(x, 0.5, True, np.random.default_rng(0)), F.dropout_backward),
     ]
 
@@ -49,7 +75,9 @@ def test_op_on_backend(backend_case, index):
     np.testing.assert_allclose(to_numpy(out), ref_out, rtol=backend_case.rtol, atol=backend_case.rtol, err_msg=name)
     for got, want in zip(grads, ref_grads):
         backend_case.check_device(got)
-        np.testing.assert_allclose(to_numpy(got), want, rtol=backend_case.rtol, atol=backend_case.rtol * 10, err_msg=name)
+        np.testing.assert_allclose(
+            to_numpy(got), want, rtol=backend_case.rtol, atol=backend_case.rtol * 10, err_msg=name
+        )
 
 
 def test_losses_on_backend(backend_case, rng):
@@ -68,8 +96,15 @@ def test_losses_on_backend(backend_case, rng):
 # MobileNet halves the image five times: at 32x32 its last blocks see 1x1 maps, so batch norm normalises
 # 4 numbers per channel (batch 4), an ill-conditioned step that magnified float32 rounding past the test's
 # tolerance on OpenBLAS's Haswell kernel (AMD EPYC) though not on SkylakeX. 64x64 leaves 2x2 maps.
-MODEL_INPUTS = {"mlp": (1, 8), "cnn": (1, 8), "smallconv": (1, 8), "smallconvl": (1, 8), "vgg8": (3, 8),
-                "mobilenet_v1": (3, 64), "dni_cnn": (3, 27)}
+MODEL_INPUTS = {
+    "mlp": (1, 8),
+    "cnn": (1, 8),
+    "smallconv": (1, 8),
+    "smallconvl": (1, 8),
+    "vgg8": (3, 8),
+    "mobilenet_v1": (3, 64),
+    "dni_cnn": (3, 27),
+}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -1,4 +1,5 @@
 """The process plumbing every local engine shares (`tinydgl.runtime.processes`): the start handshake."""
+
 import multiprocessing as mp
 
 import pytest

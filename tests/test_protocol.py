@@ -1,5 +1,6 @@
 """The authors' training and evaluation protocol (docs/protocol.md): schedule-free optimizers,
 batch-norm recalibration before every test, best and final accuracy, and output paths checked up front."""
+
 import copy
 import json
 import math
@@ -132,8 +133,11 @@ def test_schedule_free_state_survives_a_checkpoint_exactly(name, tmp_path):
     save_checkpoint(str(tmp_path), trainer, 1, [])
     state, meta = load_checkpoint(str(tmp_path))
     assert meta["optimizers"][0]["scalars"]["train_mode"] is False
-    twin = build_trainer("bp", build_model("mlp", 1, 8, 3, hidden=(5,), seed=1, dtype="float64"),
-                         lambda p: build_optimizer(name, p, lr=0.05))
+    twin = build_trainer(
+        "bp",
+        build_model("mlp", 1, 8, 3, hidden=(5,), seed=1, dtype="float64"),
+        lambda p: build_optimizer(name, p, lr=0.05),
+    )
     twin.load_state_dict(state)
     for t in (trainer, twin):
         t.to_train_weights()
@@ -154,8 +158,17 @@ def digits():
 
 
 def _loaders(ds, n_train=512, batch=64, augment=False):
-    train = DataLoader(ds.x_train[:n_train], ds.y_train[:n_train], batch, seed=0, augment=augment, hflip=False,
-                       mean=ds.mean, std=ds.std, dtype="float64")
+    train = DataLoader(
+        ds.x_train[:n_train],
+        ds.y_train[:n_train],
+        batch,
+        seed=0,
+        augment=augment,
+        hflip=False,
+        mean=ds.mean,
+        std=ds.std,
+        dtype="float64",
+    )
     test = DataLoader(ds.x_test[:200], ds.y_test[:200], 100, shuffle=False, mean=ds.mean, std=ds.std, dtype="float64")
     return train, test
 
@@ -225,11 +238,28 @@ def test_fit_with_recalibration_and_schedule_free_resumes_bit_exactly(digits, tm
     assert [h["bn_recalibrate_batches"] for h in history] == [3, 3, 3]
     _, resumed_test = _loaders(digits, augment=True)
     first = _trainer("dgl", "adamw-sf")
-    fit(first, train, resumed_test, 1, checkpoint_dir=str(tmp_path), progress=False, log=lambda *_: None,
-        bn_recalibrate=3)
+    fit(
+        first,
+        train,
+        resumed_test,
+        1,
+        checkpoint_dir=str(tmp_path),
+        progress=False,
+        log=lambda *_: None,
+        bn_recalibrate=3,
+    )
     resumed = _trainer("dgl", "adamw-sf")
-    again = fit(resumed, train, resumed_test, 3, checkpoint_dir=str(tmp_path), resume=True, progress=False,
-                log=lambda *_: None, bn_recalibrate=3)
+    again = fit(
+        resumed,
+        train,
+        resumed_test,
+        3,
+        checkpoint_dir=str(tmp_path),
+        resume=True,
+        progress=False,
+        log=lambda *_: None,
+        bn_recalibrate=3,
+    )
     a, b = straight.state_dict(), resumed.state_dict()
     for key in a["model"]:
         np.testing.assert_array_equal(a["model"][key], b["model"][key], err_msg=key)
@@ -271,8 +301,26 @@ def test_schedule_free_learns_real_digits(digits):
 # --- the command: best and final, outputs checked before training ----------------------------------------
 def test_metrics_report_final_and_best_with_its_epoch(tmp_path, capsys):
     metrics = tmp_path / "m.json"
-    code = main(["train", "--no-progress", "--model", "mlp", "--limit-train", "256", "--limit-test", "100",
-                 "--epochs", "3", "--optimizer", "adamw-sf", "--bn-recalibrate", "2", "--metrics-json", str(metrics)])
+    code = main(
+        [
+            "train",
+            "--no-progress",
+            "--model",
+            "mlp",
+            "--limit-train",
+            "256",
+            "--limit-test",
+            "100",
+            "--epochs",
+            "3",
+            "--optimizer",
+            "adamw-sf",
+            "--bn-recalibrate",
+            "2",
+            "--metrics-json",
+            str(metrics),
+        ]
+    )
     assert code == 0
     data = json.loads(metrics.read_text())
     accuracies = [h["test_accuracy"] for h in data["history"]]
@@ -285,24 +333,51 @@ def test_metrics_report_final_and_best_with_its_epoch(tmp_path, capsys):
     assert f"test accuracy {accuracies[-1]:.4f}" in out
 
 
-@pytest.mark.parametrize("option, path, message", [
-    ("--metrics-json", "/proc/tinydgl/m.json", "cannot write there"),
-    ("--plot", "/proc/tinydgl/curves.png", "cannot write there"),
-    ("--checkpoint-dir", "/proc/tinydgl/ckpt", "cannot write there"),
-    ("--metrics-json", "{tmp}", "is a folder"),
-])
+@pytest.mark.parametrize(
+    "option, path, message",
+    [
+        ("--metrics-json", "/proc/tinydgl/m.json", "cannot write there"),
+        ("--plot", "/proc/tinydgl/curves.png", "cannot write there"),
+        ("--checkpoint-dir", "/proc/tinydgl/ckpt", "cannot write there"),
+        ("--metrics-json", "{tmp}", "is a folder"),
+    ],
+)
 def test_unwritable_outputs_fail_before_training(option, path, message, tmp_path):
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "tinydgl", "train", "--no-progress", "--epochs", "50",
-                             option, path.format(tmp=tmp_path)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinydgl",
+            "train",
+            "--no-progress",
+            "--epochs",
+            "50",
+            option,
+            path.format(tmp=tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and message in result.stderr and "nothing was trained" in result.stderr
     assert "Traceback" not in result.stderr and "epoch" not in result.stdout
     assert time.perf_counter() - started < 60  # 50 epochs would take minutes: it stopped before training
 
 
 def test_an_existing_checkpoint_is_not_overwritten_without_resume(tmp_path, capsys):
-    base = ["train", "--no-progress", "--model", "mlp", "--limit-train", "128", "--limit-test", "50",
-            "--checkpoint-dir", str(tmp_path)]
+    base = [
+        "train",
+        "--no-progress",
+        "--model",
+        "mlp",
+        "--limit-train",
+        "128",
+        "--limit-test",
+        "50",
+        "--checkpoint-dir",
+        str(tmp_path),
+    ]
     assert main(base) == 0
     saved = (tmp_path / "latest.json").read_text()
     assert main(base) == 1

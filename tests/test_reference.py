@@ -1,4 +1,5 @@
 """Fast ops against the naive loop versions (and, for conv, the portable im2col against the strided one)."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,9 +13,16 @@ SETTINGS = settings(max_examples=25, deadline=None)
 
 @SETTINGS
 @given(
-    n=st.integers(1, 3), groups=st.sampled_from([1, 2, 4]), cpg=st.integers(1, 3), fpg=st.integers(1, 3),
-    h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 4), stride=st.integers(1, 3),
-    padding=st.integers(0, 2), seed=st.integers(0, 9999),
+    n=st.integers(1, 3),
+    groups=st.sampled_from([1, 2, 4]),
+    cpg=st.integers(1, 3),
+    fpg=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    seed=st.integers(0, 9999),
 )
 def test_conv2d_matches_naive(n, groups, cpg, fpg, h, w, k, stride, padding, seed):
     if h + 2 * padding < k or w + 2 * padding < k:
@@ -32,7 +40,13 @@ def test_conv2d_matches_naive(n, groups, cpg, fpg, h, w, k, stride, padding, see
 
 
 @SETTINGS
-@given(groups=st.sampled_from([1, 3]), k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), seed=st.integers(0, 999))
+@given(
+    groups=st.sampled_from([1, 3]),
+    k=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    seed=st.integers(0, 999),
+)
 def test_im2col_portable_equals_strided(groups, k, stride, padding, seed):
     x = np.random.default_rng(seed).standard_normal((2, 6, 5, 7))
     x_pad = _pad_channels_last(x, padding)
@@ -59,7 +73,13 @@ def test_col2im_is_the_adjoint_of_im2col(rng):
 
 
 @SETTINGS
-@given(h=st.integers(2, 9), w=st.integers(2, 9), k=st.integers(1, 3), stride=st.sampled_from([None, 1, 2, 3]), seed=st.integers(0, 999))
+@given(
+    h=st.integers(2, 9),
+    w=st.integers(2, 9),
+    k=st.integers(1, 3),
+    stride=st.sampled_from([None, 1, 2, 3]),
+    seed=st.integers(0, 999),
+)
 def test_pools_match_naive(h, w, k, stride, seed):
     if k > min(h, w):
         return
@@ -70,11 +90,15 @@ def test_pools_match_naive(h, w, k, stride, seed):
     ref, ref_cache = F.maxpool2d_forward_naive(x, k, stride)
     np.testing.assert_array_equal(out, ref)
     dout = rng.standard_normal(out.shape)
-    np.testing.assert_allclose(F.maxpool2d_backward(dout, cache), F.maxpool2d_backward_naive(dout, ref_cache), atol=1e-12)
+    np.testing.assert_allclose(
+        F.maxpool2d_backward(dout, cache), F.maxpool2d_backward_naive(dout, ref_cache), atol=1e-12
+    )
     out, cache = F.avgpool2d_forward(x, k, stride)
     ref, ref_cache = F.avgpool2d_forward_naive(x, k, stride)
     np.testing.assert_allclose(out, ref, atol=1e-12)
-    np.testing.assert_allclose(F.avgpool2d_backward(dout, cache), F.avgpool2d_backward_naive(dout, ref_cache), atol=1e-12)
+    np.testing.assert_allclose(
+        F.avgpool2d_backward(dout, cache), F.avgpool2d_backward_naive(dout, ref_cache), atol=1e-12
+    )
 
 
 @SETTINGS
@@ -171,7 +195,9 @@ def test_torch_oracle_conv_bn_pool():
     ref = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride=2, padding=1, groups=2)
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-10)
     pooled, _ = F.adaptive_avgpool2d_forward(x, (2, 3))
-    np.testing.assert_allclose(pooled, torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), (2, 3)).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        pooled, torch.nn.functional.adaptive_avg_pool2d(torch.tensor(x), (2, 3)).numpy(), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("groups", [1, 2])

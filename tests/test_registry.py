@@ -1,5 +1,6 @@
 """The one contract between trainers and parallel engines (tinydgl/runtime/registry.py), the old spellings
 of the command's parallel options, and the flat packing of parameters (tinydgl/runtime/flat.py)."""
+
 import argparse
 
 import numpy as np
@@ -23,8 +24,11 @@ def test_trainers_declare_where_they_run_and_the_registry_decides():
     assert {"dgl", "async-dgl", "lls", "dni", "cdni", "drtp"} <= set(registry.trainers_for("module"))
     assert not {"bp", "greedy", "fa", "dfa", "sdfa", "ff"} & set(registry.trainers_for("module"))
     assert registry.check("module", "mpi", _trainer("dgl")) is registry.ENGINES[("module", "mpi")]
-    with pytest.raises(ValueError, match=r"runs local trainers .* got 'fa' \(FA sends gradients down the whole "
-                                         r"chain.*train 'fa' in-process"):
+    with pytest.raises(
+        ValueError,
+        match=r"runs local trainers .* got 'fa' \(FA sends gradients down the whole "
+        r"chain.*train 'fa' in-process",
+    ):
         registry.check("module", "shm", _trainer("fa"))
     with pytest.raises(ValueError, match="has no 'mpi' transport; it runs over shm: choose --transport shm"):
         registry.check("downpour", "mpi", _trainer("bp"))
@@ -35,11 +39,14 @@ def test_trainers_declare_where_they_run_and_the_registry_decides():
 def test_a_new_engine_and_trainer_are_one_entry_each(monkeypatch):
     """A fake parallelism and a trainer declaring it: the check, the command's checks and its --help accept
     them, with nothing else changed."""
+
     class FakeTrainer(BackpropTrainer):
         name = "fake"
         parallel = ("fake",)
 
-    monkeypatch.setitem(registry.ENGINES, ("fake", "shm"), registry.Engine("fake", "shm", "tinydgl.runtime:epochs_on_workers"))
+    monkeypatch.setitem(
+        registry.ENGINES, ("fake", "shm"), registry.Engine("fake", "shm", "tinydgl.runtime:epochs_on_workers")
+    )
     monkeypatch.setitem(TRAINERS, "fake", FakeTrainer)
     model = build_model("mlp", in_channels=1, image_size=8, num_classes=10, seed=0)
     fake = FakeTrainer(model, lambda p: build_optimizer("sgd", p, lr=0.1))
@@ -58,20 +65,43 @@ def test_a_new_engine_and_trainer_are_one_entry_each(monkeypatch):
         check_parallel_options(args)
 
 
-@pytest.mark.parametrize("old, parallel, transport, notes", [
-    (["--trainer", "dp-sync", "--workers", "2"], "sync", "shm", ["--trainer dp-sync is deprecated: say --trainer bp "
-                                                                 "--parallel sync."]),
-    (["--trainer", "downpour", "--workers", "2", "--engine", "local"], "downpour", "shm",
-     ["--trainer downpour is deprecated: say --trainer bp --parallel downpour.",
-      "--engine local is deprecated: say --transport shm."]),
-    (["--trainer", "dgl", "--workers", "2"], "module", "shm",
-     ["--workers without --parallel is deprecated: say --parallel module."]),
-    (["--trainer", "dgl", "--engine", "mpi"], "module", "mpi",
-     ["--engine mpi is deprecated: say --transport mpi.", "--transport without --parallel is deprecated: say "
-                                                          "--parallel module."]),
-    (["--trainer", "dgl", "--parallel", "module", "--workers", "2"], "module", "shm", []),
-    (["--trainer", "dgl"], None, None, []),
-])
+@pytest.mark.parametrize(
+    "old, parallel, transport, notes",
+    [
+        (
+            ["--trainer", "dp-sync", "--workers", "2"],
+            "sync",
+            "shm",
+            ["--trainer dp-sync is deprecated: say --trainer bp --parallel sync."],
+        ),
+        (
+            ["--trainer", "downpour", "--workers", "2", "--engine", "local"],
+            "downpour",
+            "shm",
+            [
+                "--trainer downpour is deprecated: say --trainer bp --parallel downpour.",
+                "--engine local is deprecated: say --transport shm.",
+            ],
+        ),
+        (
+            ["--trainer", "dgl", "--workers", "2"],
+            "module",
+            "shm",
+            ["--workers without --parallel is deprecated: say --parallel module."],
+        ),
+        (
+            ["--trainer", "dgl", "--engine", "mpi"],
+            "module",
+            "mpi",
+            [
+                "--engine mpi is deprecated: say --transport mpi.",
+                "--transport without --parallel is deprecated: say --parallel module.",
+            ],
+        ),
+        (["--trainer", "dgl", "--parallel", "module", "--workers", "2"], "module", "shm", []),
+        (["--trainer", "dgl"], None, None, []),
+    ],
+)
 def test_old_spellings_keep_working_with_a_note(old, parallel, transport, notes):
     args = build_parser().parse_args(["train", *old])
     assert resolve_parallel(args) == notes

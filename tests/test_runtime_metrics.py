@@ -2,6 +2,7 @@
 occupancy, fresh/replayed/skipped batches, empty polls, timeline), `tinydgl train --workers` with checkpoints, resume and the timeline plot,
 `--trainer dp-sync`, and stopping: Ctrl-C, and a worker that dies before it ever runs (spawn re-import).
 """
+
 import json
 import os
 import signal
@@ -18,7 +19,17 @@ from tinydgl.runtime.engine import pipeline_worker_loop
 from tinydgl.runtime.metrics import WorkerRecorder, pipeline_counts, plot_timeline, work_summary
 from tinydgl.runtime.shm_ring import RingEntry, SharedRing
 
-SMALL = ["--dataset", "mnist-small", "--limit-train", "256", "--limit-test", "128", "--batch-size", "64", "--no-progress"]
+SMALL = [
+    "--dataset",
+    "mnist-small",
+    "--limit-train",
+    "256",
+    "--limit-test",
+    "128",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 
 
 class _Double:
@@ -49,15 +60,18 @@ class _ListSink:
 
 
 def _entry(serial, pushed, stored=1, uses=1, origin=None):
-    return RingEntry(serial=serial, produced_at=serial + 1, samples=2, uses=uses, slot=0, pushed=pushed, stored=stored,
-                     origin=origin)
+    return RingEntry(
+        serial=serial, produced_at=serial + 1, samples=2, uses=uses, slot=0, pushed=pushed, stored=stored, origin=origin
+    )
 
 
 def test_worker_loop_records_staleness_replays_and_occupancy():
     x, y = np.ones((2, 3)), np.array([0, 1])
-    items = [(x, y, _entry(0, pushed=1)),              # the freshest batch: staleness 0
-             (x, y, _entry(1, pushed=4, stored=3)),    # two newer batches were pushed after it: staleness 2
-             (x, y, _entry(1, pushed=4, uses=2))]      # served a second time: a replay
+    items = [
+        (x, y, _entry(0, pushed=1)),  # the freshest batch: staleness 0
+        (x, y, _entry(1, pushed=4, stored=3)),  # two newer batches were pushed after it: staleness 2
+        (x, y, _entry(1, pushed=4, uses=2)),
+    ]  # served a second time: a replay
     recorder = WorkerRecorder(1, time.time())
     sink = _ListSink()
     pipeline_worker_loop([_Double(), _Double()], _ListSource(items), sink, 3, recorder)
@@ -77,8 +91,9 @@ def test_worker_loop_counts_empty_polls_and_stops_with_its_replay_producer():
     source = _ListSource([None, (x, y, _entry(0, 1)), None, None])
     stopped = iter([False, False, False, True, True])
     recorder = WorkerRecorder(1, time.time())
-    losses = pipeline_worker_loop([_Double()], source, None, 100, recorder, replay_input=True,
-                                  producer_stopped=lambda: next(stopped))
+    losses = pipeline_worker_loop(
+        [_Double()], source, None, 100, recorder, replay_input=True, producer_stopped=lambda: next(stopped)
+    )
     m = recorder.summary()
     assert m["steps"] == 1 and m["empty_polls"] == 2  # two empty looks, then the producer had stopped
     assert losses == [(1.0, 2)]  # the last worker keeps (loss, samples) per step
@@ -89,10 +104,12 @@ def test_fresh_means_new_data_not_a_new_ring_entry():
     1 again). By origin that is a replay; the stage learned from data batches 0 and 2 of the 4 fed, skipped 2,
     and passed each origin on with its output."""
     x, y = np.ones((2, 3)), np.array([0, 1])
-    items = [(x, y, _entry(0, pushed=1, origin=0)),
-             (x, y, _entry(1, pushed=2, origin=0)),           # a new entry computed from old data
-             (x, y, _entry(1, pushed=2, uses=2, origin=0)),   # that entry again
-             (x, y, _entry(2, pushed=3, origin=2))]
+    items = [
+        (x, y, _entry(0, pushed=1, origin=0)),
+        (x, y, _entry(1, pushed=2, origin=0)),  # a new entry computed from old data
+        (x, y, _entry(1, pushed=2, uses=2, origin=0)),  # that entry again
+        (x, y, _entry(2, pushed=3, origin=2)),
+    ]
     recorder = WorkerRecorder(2, time.time(), fed_batches=4)
     sink = _ListSink()
     pipeline_worker_loop([_Double()], _ListSource(items), sink, 4, recorder)
@@ -125,8 +142,13 @@ def test_data_readers_learn_from_every_batch_they_take():
 
 def test_pipeline_counts_and_work_summary():
     def worker(index, fresh, replayed=0, skipped=0, batch=10):
-        return {"worker": index, "fresh_batches": fresh, "fresh_samples": fresh * batch, "replayed_batches": replayed,
-                "skipped_batches": skipped}
+        return {
+            "worker": index,
+            "fresh_batches": fresh,
+            "fresh_samples": fresh * batch,
+            "replayed_batches": replayed,
+            "skipped_batches": skipped,
+        }
 
     every_batch_once = [worker(0, 40), worker(1, 40)]
     assert work_summary(every_batch_once) == ""
@@ -134,8 +156,10 @@ def test_pipeline_counts_and_work_summary():
     skipping = [worker(0, 40), worker(1, 31, replayed=12, skipped=9)]
     assert pipeline_counts(skipping, 2.0) == {"samples": 310, "fed_samples": 400, "samples_per_second": 155.0}
     assert work_summary(skipping) == "learned from: w0 40/40; w1 31/40 + 12 replayed, 9 skipped"
-    modules = [{"module": 0, "fresh_batches": 5, "replayed_batches": 0, "skipped_batches": 0},
-               {"module": 1, "fresh_batches": 5, "replayed_batches": 3, "skipped_batches": 0}]
+    modules = [
+        {"module": 0, "fresh_batches": 5, "replayed_batches": 0, "skipped_batches": 0},
+        {"module": 1, "fresh_batches": 5, "replayed_batches": 3, "skipped_batches": 0},
+    ]
     assert work_summary(modules) == "learned from: m0 5/5; m1 5/5 + 3 replayed"
 
 
@@ -168,9 +192,16 @@ def test_ring_entry_says_how_stale_and_how_full():
 
 
 def test_plot_timeline_writes_a_png(tmp_path):
-    workers = [{"worker": 0, "modules": [0, 1], "timeline": [[0.0, 1.0], [1.5, 2.0]], "busy_seconds": 1.5,
-                "idle_seconds": 0.5},
-               {"worker": 1, "modules": [2], "timeline": [[1.0, 1.4]], "busy_seconds": 0.4, "idle_seconds": 1.6}]
+    workers = [
+        {
+            "worker": 0,
+            "modules": [0, 1],
+            "timeline": [[0.0, 1.0], [1.5, 2.0]],
+            "busy_seconds": 1.5,
+            "idle_seconds": 0.5,
+        },
+        {"worker": 1, "modules": [2], "timeline": [[1.0, 1.4]], "busy_seconds": 0.4, "idle_seconds": 1.6},
+    ]
     path = plot_timeline(workers, str(tmp_path / "t.png"))
     assert os.path.getsize(path) > 1000
 
@@ -207,7 +238,10 @@ def test_cli_workers_checkpoint_resume_and_timeline(tmp_path, capsys):
 
 def test_cli_dp_sync(tmp_path, capsys):
     metrics = str(tmp_path / "m.json")
-    assert main(["train", "--trainer", "dp-sync", "--workers", "2", "--model", "mlp", *SMALL, "--metrics-json", metrics]) == 0
+    assert (
+        main(["train", "--trainer", "dp-sync", "--workers", "2", "--model", "mlp", *SMALL, "--metrics-json", metrics])
+        == 0
+    )
     summary = json.load(open(metrics))
     assert summary["trainer"] == "dp-sync" and len(summary["history"][0]["workers"]) == 2
     assert summary["test_accuracy"] > 0.3  # 4 steps of Adam on 256 digits: well above chance (0.1)
@@ -238,8 +272,9 @@ def _alive(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
-@pytest.mark.parametrize("signame, code, ignored_at_start", [("SIGINT", 130, False), ("SIGTERM", 143, False),
-                                                             ("SIGINT", 130, True)])
+@pytest.mark.parametrize(
+    "signame, code, ignored_at_start", [("SIGINT", 130, False), ("SIGTERM", 143, False), ("SIGINT", 130, True)]
+)
 def test_ctrl_c_or_sigterm_stops_every_worker_and_frees_the_rings(signame, code, ignored_at_start, tmp_path):
     """SIGINT (as Ctrl-C in a terminal) or SIGTERM (as a cluster's pre-emption) to the whole process group:
     the workers ignore it and are stopped by the parent; exit status 130 / 143 within seconds, no worker
@@ -247,12 +282,37 @@ def test_ctrl_c_or_sigterm_stops_every_worker_and_frees_the_rings(signame, code,
     ignored_at_start: the run starts with SIGINT ignored, as a shell starts a background job (`... &`), where
     Python installs no Ctrl-C handler of its own; before the parent set one, such a run never stopped."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "tinydgl", "train", "--trainer", "dgl", "--model", "cnn", "--workers", "2",
-           "--dataset", "mnist-small", "--epochs", "20", "--batch-size", "32", "--no-progress",
-           "--checkpoint-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tinydgl",
+        "train",
+        "--trainer",
+        "dgl",
+        "--model",
+        "cnn",
+        "--workers",
+        "2",
+        "--dataset",
+        "mnist-small",
+        "--epochs",
+        "20",
+        "--batch-size",
+        "32",
+        "--no-progress",
+        "--checkpoint-dir",
+        str(tmp_path),
+    ]
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignored_at_start else None
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=ignore)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=ignore,
+    )
     deadline = time.time() + 90
     kids = []
     while time.time() < deadline and len(kids) < 3:  # the resource tracker and two workers
@@ -283,7 +343,8 @@ def test_a_worker_that_dies_while_starting_stops_the_run(tmp_path):
     """A script without `if __name__ == "__main__":` makes every spawned worker re-run it and die on
     import; the parent must report that worker, not hang."""
     script = tmp_path / "no_main_guard.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from tinydgl.data import DataLoader, load_dataset
         from tinydgl.models import build_model
         from tinydgl.optim import build_optimizer
@@ -294,11 +355,13 @@ def test_a_worker_that_dies_while_starting_stops_the_run(tmp_path):
         model = build_model("mlp", in_channels=1, image_size=28, num_classes=10, seed=0)
         trainer = build_trainer("dgl", model, lambda p: build_optimizer("adam", p, lr=1e-3))
         run_module_parallel(trainer, DataLoader(ds.x_train, ds.y_train, 64, seed=0), 1, workers=2)
-    """))
+    """)
+    )
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     started = time.time()
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path)
+    )
     assert proc.returncode != 0
     assert "WorkerFailed" in proc.stderr and "worker" in proc.stderr, proc.stderr[-2000:]
     assert time.time() - started < 60
@@ -306,8 +369,27 @@ def test_a_worker_that_dies_while_starting_stops_the_run(tmp_path):
 
 def test_cli_downpour_reports_staleness(tmp_path, capsys):
     metrics = str(tmp_path / "m.json")
-    assert main(["train", "--trainer", "downpour", "--workers", "2", "--n-fetch", "2", "--n-push", "1", "--model", "mlp",
-                 *SMALL, "--metrics-json", metrics]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--trainer",
+                "downpour",
+                "--workers",
+                "2",
+                "--n-fetch",
+                "2",
+                "--n-push",
+                "1",
+                "--model",
+                "mlp",
+                *SMALL,
+                "--metrics-json",
+                metrics,
+            ]
+        )
+        == 0
+    )
     entry = json.load(open(metrics))["history"][0]
     assert entry["pushes"] == 4 and len(entry["push_log"]) == 4  # one push per step, 4 batches
     assert entry["staleness"]["max"] >= 0 and len(entry["workers"]) == 2

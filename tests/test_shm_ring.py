@@ -3,6 +3,7 @@
 Worker processes are started with the spawn method, as the runtime will start them; each start costs
 about a second on a busy 2-core machine, so only three tests start any.
 """
+
 import gc
 import multiprocessing as mp
 import os
@@ -81,8 +82,10 @@ def test_fifo_across_spawned_processes_keeps_order_and_data():
     count = 200
     with SharedRing(3, 8, SHAPE, policy="fifo") as ring:
         results = SPAWN.Queue()
-        workers = [SPAWN.Process(target=_producer, args=(ring, count, results), name="producer"),
-                   SPAWN.Process(target=_consumer, args=(ring, count, results), name="consumer")]
+        workers = [
+            SPAWN.Process(target=_producer, args=(ring, count, results), name="producer"),
+            SPAWN.Process(target=_consumer, args=(ring, count, results), name="consumer"),
+        ]
         for w in workers:
             w.start()
         got = dict(results.get(timeout=30) for _ in workers)
@@ -207,8 +210,15 @@ def test_replay_get_waits_for_a_push_or_reports_a_skip():
         # Full ring: pushes never wait, the oldest batch goes
         for i in range(2, 6):
             assert ring.put(*_batch(i, 4), timeout=0)
-        assert ring.stats() == {"policy": "replay", "slots": 2, "pushed": 5, "served": 1, "overwritten": 3,
-                                "dropped_unused": 2, "stored": 2}
+        assert ring.stats() == {
+            "policy": "replay",
+            "slots": 2,
+            "pushed": 5,
+            "served": 1,
+            "overwritten": 3,
+            "dropped_unused": 2,
+            "stored": 2,
+        }
 
 
 def test_replay_across_processes_never_serves_a_torn_batch():

@@ -1,5 +1,6 @@
 """The pipeline throughput model (`tinydgl.simulate`): the simulation against the closed form and
 against cases whose answer is known by hand."""
+
 import math
 
 import pytest
@@ -52,15 +53,20 @@ def test_compression_raises_bandwidth_bound_throughput_by_about_the_ratio():
     assert pipeline_throughput(seconds, bytes_out, 1e15, compression=codec) == pytest.approx(1 / 0.0013, rel=1e-6)
 
 
-@pytest.mark.parametrize("case", [
-    dict(stage_seconds=[0.3, 0.5, 0.2, 0.4], slots=1),
-    dict(stage_seconds=[0.3, 0.5, 0.2, 0.4], bytes_out=[1e6, 9e6, 2e6], bandwidth=1e7, latency=0.01, slots=3),
-    dict(stage_seconds=[0.2, 0.2], bytes_out=1e6, bandwidth=2e6, latency=0.05, compression=Compression(4, 0.01, 0.02)),
-    dict(stage_seconds=[1.0, 1.0, 1.0, 1.0], devices=2),
-    dict(stage_seconds=[0.5, 0.7, 0.6], devices=1),
-    dict(stage_seconds=[0.5, 1.0, 0.25, 0.25], policy="replay", slots=4),
-    dict(stage_seconds=[0.5, 1.0, 0.25, 0.25], policy="replay", devices=2),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(stage_seconds=[0.3, 0.5, 0.2, 0.4], slots=1),
+        dict(stage_seconds=[0.3, 0.5, 0.2, 0.4], bytes_out=[1e6, 9e6, 2e6], bandwidth=1e7, latency=0.01, slots=3),
+        dict(
+            stage_seconds=[0.2, 0.2], bytes_out=1e6, bandwidth=2e6, latency=0.05, compression=Compression(4, 0.01, 0.02)
+        ),
+        dict(stage_seconds=[1.0, 1.0, 1.0, 1.0], devices=2),
+        dict(stage_seconds=[0.5, 0.7, 0.6], devices=1),
+        dict(stage_seconds=[0.5, 1.0, 0.25, 0.25], policy="replay", slots=4),
+        dict(stage_seconds=[0.5, 1.0, 0.25, 0.25], policy="replay", devices=2),
+    ],
+)
 def test_simulation_converges_to_the_closed_form(case):
     predicted = pipeline_throughput(**{k: v for k, v in case.items() if k != "slots"})
     assert steady(simulate_pipeline(batches=600, **case)) == pytest.approx(predicted, rel=1e-6)
@@ -143,23 +149,26 @@ def test_group_stages_uses_the_engines_cost_split():
     assert stage_seconds == [4.0, 4.0] and bytes_out == [10]
 
 
-@pytest.mark.parametrize("bad", [
-    dict(stage_seconds=[]),
-    dict(stage_seconds=[1.0, -1.0]),
-    dict(stage_seconds=[1.0, 0.0]),
-    dict(stage_seconds=[1.0, math.nan]),
-    dict(stage_seconds=[1.0, 1.0], bytes_out=[1.0, 2.0]),
-    dict(stage_seconds=[1.0, 1.0], bytes_out=-5),
-    dict(stage_seconds=[1.0, 1.0], bandwidth=0),
-    dict(stage_seconds=[1.0, 1.0], latency=-1e-3),
-    dict(stage_seconds=[1.0, 1.0], slots=0),
-    dict(stage_seconds=[1.0, 1.0], policy="lifo"),
-    dict(stage_seconds=[1.0, 1.0], devices=0),
-    dict(stage_seconds=[1.0, 1.0], compression=Compression(ratio=0.5)),
-    dict(stage_seconds=[1.0, 1.0], compression=128),
-    dict(stage_seconds=[1.0, 1.0], batches=0),
-    dict(stage_seconds=[1.0, 1.0], policy="replay", reuse_cap=0),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(stage_seconds=[]),
+        dict(stage_seconds=[1.0, -1.0]),
+        dict(stage_seconds=[1.0, 0.0]),
+        dict(stage_seconds=[1.0, math.nan]),
+        dict(stage_seconds=[1.0, 1.0], bytes_out=[1.0, 2.0]),
+        dict(stage_seconds=[1.0, 1.0], bytes_out=-5),
+        dict(stage_seconds=[1.0, 1.0], bandwidth=0),
+        dict(stage_seconds=[1.0, 1.0], latency=-1e-3),
+        dict(stage_seconds=[1.0, 1.0], slots=0),
+        dict(stage_seconds=[1.0, 1.0], policy="lifo"),
+        dict(stage_seconds=[1.0, 1.0], devices=0),
+        dict(stage_seconds=[1.0, 1.0], compression=Compression(ratio=0.5)),
+        dict(stage_seconds=[1.0, 1.0], compression=128),
+        dict(stage_seconds=[1.0, 1.0], batches=0),
+        dict(stage_seconds=[1.0, 1.0], policy="replay", reuse_cap=0),
+    ],
+)
 def test_bad_inputs_raise_value_error(bad):
     args = {"batches": 10, **bad}
     with pytest.raises(ValueError):

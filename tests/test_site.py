@@ -7,6 +7,7 @@ folded answers, the plots, the API's rendered signatures (not directive text), c
 off on the right). It is the site students read: no task's solution and no instructor's guide on it. Needs the `docs` extra and Debian's `chromium`; where they are missing the tests skip, with the
 reason, except in CI (.ci/run sets TINYDGL_REQUIRE_SITE=1), where they fail.
 """
+
 import importlib.util
 import os
 import re
@@ -35,14 +36,22 @@ def need(condition, reason):
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    need(all(importlib.util.find_spec(m) for m in ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx_design")),
-         'the docs extra is not installed (pip install -e ".[docs]")')
+    need(
+        all(importlib.util.find_spec(m) for m in ("sphinx", "myst_nb", "sphinx_book_theme", "sphinx_design")),
+        'the docs extra is not installed (pip install -e ".[docs]")',
+    )
     if os.environ.get("TINYDGL_SITE_DIR"):  # a site built already (quick reruns of these checks while writing)
         return Path(os.environ["TINYDGL_SITE_DIR"])
     out = tmp_path_factory.mktemp("site") / "html"
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_site.py"), "--fast", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_site.py"), "--fast", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, f"the site did not build:\n{done.stdout[-4000:]}\n{done.stderr[-6000:]}"
     return out
 
@@ -70,8 +79,18 @@ def parse(path):
 
 
 def test_every_page_is_built(site):
-    for page in ["index", "api", "README", "CHANGELOG", "benchmarks/RESULTS", "benchmarks/RESULTS-archive", "lessons/README",
-                 "notebooks/README", "assignments/README", "assignments/A1"]:
+    for page in [
+        "index",
+        "api",
+        "README",
+        "CHANGELOG",
+        "benchmarks/RESULTS",
+        "benchmarks/RESULTS-archive",
+        "lessons/README",
+        "notebooks/README",
+        "assignments/README",
+        "assignments/A1",
+    ]:
         assert (site / f"{page}.html").is_file(), page
     for reference in sorted((ROOT / "docs").glob("*.md")):  # the reference pages the README links to
         if reference.name not in build_site.ROOT_PAGES:
@@ -147,8 +166,11 @@ def test_a_lesson_has_its_answers_folded(site, browser):
     browser.open((site / "lessons" / "06-synthetic-gradients.html").as_uri())
     assert browser.evaluate("document.querySelector('h1').textContent").startswith("6. Synthetic gradients")
     folded = browser.evaluate("Array.from(document.querySelectorAll('#exercises details')).map(d => d.open)")
-    exercises = len(re.findall(r"^\d+\. ", (ROOT / "lessons" / "06-synthetic-gradients.md").read_text()
-                               .rsplit("## Exercises", 1)[1], re.M))
+    exercises = len(
+        re.findall(
+            r"^\d+\. ", (ROOT / "lessons" / "06-synthetic-gradients.md").read_text().rsplit("## Exercises", 1)[1], re.M
+        )
+    )
     assert folded == [False] * exercises  # one answer per exercise, closed until the reader opens it
     assert browser.evaluate("""(() => { const d = document.querySelector('#exercises details');
         d.open = true; return d.querySelector('.sd-summary-content, .sd-card-body').offsetHeight > 0; })()""")
@@ -191,8 +213,9 @@ def test_the_api_page_shows_signatures_and_docstrings(site, browser):
         assert directive not in text, directive
 
 
-@pytest.mark.parametrize("page", ["api", "lessons/06-synthetic-gradients", "notebooks/06_synthetic_gradients",
-                                  "README"])
+@pytest.mark.parametrize(
+    "page", ["api", "lessons/06-synthetic-gradients", "notebooks/06_synthetic_gradients", "README"]
+)
 def test_code_is_shown_in_full(site, browser, page):
     """Code lines are longer than the text column: they wrap, rather than run out of sight on the right."""
     browser.open((site / f"{page}.html").as_uri())

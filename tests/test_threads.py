@@ -13,6 +13,7 @@ Four kinds of check:
   training step give the same bits at 1, 2 and 3 threads, and the same numbers as the portable code
   (array_api_strict), on inputs large enough to be cut into several blocks and slices.
 """
+
 import os
 import threading
 
@@ -135,8 +136,7 @@ def test_small_arrays_stay_on_one_thread():
 
 
 @pytest.mark.parametrize("threads_asked", [2, 8])
-def test_work_under_the_threshold_is_one_call_on_the_calling_thread_and_over_it_is_split(monkeypatch,
-                                                                                          threads_asked):
+def test_work_under_the_threshold_is_one_call_on_the_calling_thread_and_over_it_is_split(monkeypatch, threads_asked):
     threads.set_num_threads(threads_asked)
     asked = []  # how many helpers each split asked the pool for
     real_get_pool = threads._get_pool
@@ -257,8 +257,9 @@ def test_importing_tinydgl_puts_blas_on_one_thread_so_a_layer_gives_the_same_bit
     env = {k: v for k, v in os.environ.items() if k not in threads.THREAD_VARIABLES}
     runs = {}
     for name, extra in (("every core", {}), ("one thread", {"OMP_NUM_THREADS": "1"})):
-        done = subprocess.run([sys.executable, "-c", _BLAS_AT_IMPORT], env={**env, **extra}, capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _BLAS_AT_IMPORT], env={**env, **extra}, capture_output=True, text=True, check=True
+        )
         runs[name] = json.loads(done.stdout.splitlines()[-1])
     if not runs["every core"]["blas"]:
         pytest.skip("threadpoolctl sees no BLAS here")
@@ -357,9 +358,16 @@ def test_batchnorm_leaky_relu_and_the_pools_give_the_same_bits_at_any_thread_cou
         act, act_cache = F.leaky_relu_forward(bn, 0.01)
         pooled, pool_cache = F.maxpool2d_forward(act, 2)
         averaged, average_cache = F.adaptive_avgpool2d_forward(act, 3)  # uneven windows: 16 -> 3
-        return (bn, *F.batchnorm_backward(d_bn, bn_cache), act, F.leaky_relu_backward(d_bn, act_cache),
-                pooled, F.maxpool2d_backward(d_pool, pool_cache),
-                averaged, F.adaptive_avgpool2d_backward(d_pool[:, :, :3, :3], average_cache))
+        return (
+            bn,
+            *F.batchnorm_backward(d_bn, bn_cache),
+            act,
+            F.leaky_relu_backward(d_bn, act_cache),
+            pooled,
+            F.maxpool2d_backward(d_pool, pool_cache),
+            averaged,
+            F.adaptive_avgpool2d_backward(d_pool[:, :, :3, :3], average_cache),
+        )
 
     results = _at_counts(ops)
     _assert_same_bits(results)

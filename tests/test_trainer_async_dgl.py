@@ -8,6 +8,7 @@
 - learning on the bundled real digits (mnist-small), raw and VQ buffers;
 - portability: a step on array_api_strict device arrays.
 """
+
 import json
 
 import numpy as np
@@ -38,8 +39,10 @@ def _small_mlp(seed=0, hidden=(32, 24, 16), size=8):
 
 def _batches(n_batches, batch=16, size=8, seed=0):
     rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((batch, 1, size, size)).astype(np.float32), rng.integers(0, 10, batch))
-            for _ in range(n_batches)]
+    return [
+        (rng.standard_normal((batch, 1, size, size)).astype(np.float32), rng.integers(0, 10, batch))
+        for _ in range(n_batches)
+    ]
 
 
 def _params(trainer):
@@ -56,11 +59,18 @@ def test_buffer_size_1_round_robin_is_exactly_dgl(digits, model_name):
     y = digits.y_train[pick]
     kwargs = {"hidden": (64, 32, 32)} if model_name == "mlp" else {}
     sync = DGLTrainer(build_model(model_name, 1, 28, 10, seed=3, **kwargs), _adam, aux="mlp", seed=3)
-    asyn = AsyncDGLTrainer(build_model(model_name, 1, 28, 10, seed=3, **kwargs), _adam, aux="mlp", seed=3,
-                           buffer_size=1, schedule="round-robin", warmup=False)
+    asyn = AsyncDGLTrainer(
+        build_model(model_name, 1, 28, 10, seed=3, **kwargs),
+        _adam,
+        aux="mlp",
+        seed=3,
+        buffer_size=1,
+        schedule="round-robin",
+        warmup=False,
+    )
     for i in range(4):
-        a = sync.train_step(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
-        b = asyn.train_step(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
+        a = sync.train_step(x[i * n : (i + 1) * n], y[i * n : (i + 1) * n])
+        b = asyn.train_step(x[i * n : (i + 1) * n], y[i * n : (i + 1) * n])
         assert a == b
     for p, q in zip(_params(sync), _params(asyn)):
         np.testing.assert_array_equal(p, q)
@@ -114,8 +124,9 @@ def test_pick_frequencies_follow_the_delay_distribution():
     """Module 1 (0-based) slowed 4x: p = (1, 1/4, 1) / 2.25. Over ~1,300 events each module's share of the
     picks is within 0.05 of p (about 4 standard deviations); the slow module's consumer re-learns from the
     same batches (reuse > 1) and its own input buffer overflows (batches dropped unused)."""
-    trainer = AsyncDGLTrainer(_small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=4, slow_module=1,
-                              slowdown=4.0, seed=0)
+    trainer = AsyncDGLTrainer(
+        _small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=4, slow_module=1, slowdown=4.0, seed=0
+    )
     batches = _batches(20, batch=8, size=4)
     for i in range(600):
         trainer.train_step(*batches[i % 20])
@@ -149,15 +160,17 @@ def test_staleness_counts_the_producers_updates_since_the_batch():
 def test_round_robin_and_reuse_cap():
     """Round-robin picks every module equally often; with a reuse cap of 1 behind a slow module the
     consumer polls an empty buffer instead of re-learning."""
-    trainer = AsyncDGLTrainer(_small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=2, schedule="round-robin",
-                              seed=0)
+    trainer = AsyncDGLTrainer(
+        _small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=2, schedule="round-robin", seed=0
+    )
     for x, y in _batches(10, batch=8, size=4):
         trainer.train_step(x, y)
     picks = [m["picks"] for m in trainer.stats()["modules"]]
     assert picks == [10, 10, 10]  # warm-up 0,0,1,1,2,2 then 0,1,2,...: module 0 begins each call
 
-    capped = AsyncDGLTrainer(_small_mlp(hidden=(16, 16), size=4), _adam, buffer_size=4, slow_module=0, slowdown=3.0,
-                             reuse_cap=1, seed=0)
+    capped = AsyncDGLTrainer(
+        _small_mlp(hidden=(16, 16), size=4), _adam, buffer_size=4, slow_module=0, slowdown=3.0, reuse_cap=1, seed=0
+    )
     for x, y in _batches(100, batch=8, size=4):
         capped.train_step(x, y)
     m1 = capped.stats()["modules"][1]
@@ -179,11 +192,19 @@ def test_fresh_replayed_and_skipped_batches_add_up_and_fit_counts_what_every_mod
     x = rng.integers(0, 256, (batch * n_batches, 1, 4, 4), dtype=np.uint8)
     y = rng.integers(0, 10, batch * n_batches)
     train, test = DataLoader(x, y, batch, seed=0), DataLoader(x, y, 48, shuffle=False)
-    trainer = AsyncDGLTrainer(_small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=2, slow_module=slow_module,
-                              slowdown=3.0, seed=0)
+    trainer = AsyncDGLTrainer(
+        _small_mlp(hidden=(16, 16, 16), size=4), _adam, buffer_size=2, slow_module=slow_module, slowdown=3.0, seed=0
+    )
     fresh = [trainer.fresh_samples_per_module()]
-    history = fit(trainer, train, test, epochs=2, progress=False, log=lambda *_: None,
-                  on_epoch_end=lambda entry: fresh.append(trainer.fresh_samples_per_module()))
+    history = fit(
+        trainer,
+        train,
+        test,
+        epochs=2,
+        progress=False,
+        log=lambda *_: None,
+        on_epoch_end=lambda entry: fresh.append(trainer.fresh_samples_per_module()),
+    )
     for e, entry in enumerate(history):
         learned = min(after - before for before, after in zip(fresh[e], fresh[e + 1]))
         assert entry["samples_per_second"] * entry["seconds"] == pytest.approx(learned)
@@ -312,8 +333,16 @@ def test_async_step_on_backend(backend_case, codec):
 
     def run(put, dtype):
         model = build_model("cnn", 1, 6, 10, seed=0, dtype=dtype)
-        trainer = AsyncDGLTrainer(model, lambda p: SGD(p, lr=0.05, momentum=0.9), aux="linear", buffer_size=2,
-                                  buffer_codec=codec, codebook_size=8, quantised_eval=True, seed=0)
+        trainer = AsyncDGLTrainer(
+            model,
+            lambda p: SGD(p, lr=0.05, momentum=0.9),
+            aux="linear",
+            buffer_size=2,
+            buffer_codec=codec,
+            codebook_size=8,
+            quantised_eval=True,
+            seed=0,
+        )
         for x, y in data:
             trainer.train_step(put(x), put(y))
         return trainer

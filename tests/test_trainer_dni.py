@@ -1,5 +1,6 @@
 """Synthetic gradients (DNI, cDNI): exactness against backprop, the zero start, the synthesizers' regression,
 label conditioning, update probability, checkpoints, every backend, and learning on real digits."""
+
 import copy
 
 import numpy as np
@@ -61,8 +62,9 @@ class Oracle:
         pass
 
 
-@pytest.mark.parametrize("make_optimizer", [lambda p: SGD(p, lr=0.1, momentum=0.9), lambda p: Adam(p, lr=1e-2)],
-                         ids=["sgd", "adam"])
+@pytest.mark.parametrize(
+    "make_optimizer", [lambda p: SGD(p, lr=0.1, momentum=0.9), lambda p: Adam(p, lr=1e-2)], ids=["sgd", "adam"]
+)
 def test_oracle_synthesizer_makes_a_dni_step_a_bp_step(make_optimizer):
     """With synthesizers that return the true gradient, one DNI step is exactly one backprop step: DNI then
     differs from backprop only in where the gradient comes from. And each bootstrapped target (what the
@@ -101,7 +103,9 @@ def test_bp_lambda_one_is_backprop():
     backprop, for several Adam steps with real (learning) synthesizers alongside."""
     model = _tiny()
     reference = BackpropTrainer(copy.deepcopy(model), lambda p: Adam(p, lr=1e-2))
-    trainer = DNITrainer(model, lambda p: Adam(p, lr=1e-2), bp_lambda=1.0, synthesizer="auto", synth_hidden=32, synth_channels=8)
+    trainer = DNITrainer(
+        model, lambda p: Adam(p, lr=1e-2), bp_lambda=1.0, synthesizer="auto", synth_hidden=32, synth_channels=8
+    )
     for step in range(3):
         x, y = _batch(seed=step)
         assert trainer.train_step(x, y) == pytest.approx(reference.train_step(x, y), abs=1e-12)
@@ -109,7 +113,9 @@ def test_bp_lambda_one_is_backprop():
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("model_name, synthesizer", [("mlp", "auto"), ("mlp", "linear"), ("cnn", "auto"), ("cnn", "linear")])
+@pytest.mark.parametrize(
+    "model_name, synthesizer", [("mlp", "auto"), ("mlp", "linear"), ("cnn", "auto"), ("cnn", "linear")]
+)
 @pytest.mark.parametrize("conditioned", [False, True], ids=["dni", "cdni"])
 def test_zero_initialised_synthesizers_give_zero_gradients_on_the_first_step(model_name, synthesizer, conditioned):
     """The synthesizers' last layer starts at zero, so on the first step every block below the classifier gets
@@ -117,8 +123,14 @@ def test_zero_initialised_synthesizers_give_zero_gradients_on_the_first_step(mod
     x, y = _batch()
     model = _tiny(model_name)
     start = _params(model)
-    trainer = DNITrainer(model, lambda p: SGD(p, lr=0.1), synthesizer=synthesizer, conditioned=conditioned,
-                         synth_hidden=32, synth_channels=8)
+    trainer = DNITrainer(
+        model,
+        lambda p: SGD(p, lr=0.1),
+        synthesizer=synthesizer,
+        conditioned=conditioned,
+        synth_hidden=32,
+        synth_channels=8,
+    )
     trainer.train_step(x, y)
     classifier = {id(p) for p in model.layers[-1].parameters()}
     for p, p0 in zip(model.parameters(), start):
@@ -134,7 +146,13 @@ def test_synthesizer_regression_loss_falls_on_a_fixed_batch():
     true gradient, is then fixed and its regression loss must fall by 20x; the lower synthesizer's target is
     bootstrapped from the top one (zero at first) and its loss must come down from its peak."""
     x, y = _batch(32)
-    trainer = DNITrainer(_tiny(), lambda p: SGD(p, lr=1e-30), synth_optimizer=lambda p: Adam(p, lr=1e-3), synthesizer="auto", synth_hidden=64)
+    trainer = DNITrainer(
+        _tiny(),
+        lambda p: SGD(p, lr=1e-30),
+        synth_optimizer=lambda p: Adam(p, lr=1e-3),
+        synthesizer="auto",
+        synth_hidden=64,
+    )
     history = []
     for _ in range(60):
         trainer.train_step(x, y)
@@ -152,7 +170,14 @@ def test_cdni_synthesizers_see_the_one_hot_label(model_name):
     other = (y + 1) % 5
     for conditioned in (True, False):
         model = _tiny(model_name)
-        trainer = DNITrainer(model, lambda p: Adam(p, lr=1e-3), conditioned=conditioned, synthesizer="auto", synth_hidden=32, synth_channels=8)
+        trainer = DNITrainer(
+            model,
+            lambda p: Adam(p, lr=1e-3),
+            conditioned=conditioned,
+            synthesizer="auto",
+            synth_hidden=32,
+            synth_channels=8,
+        )
         for _ in range(3):
             trainer.train_step(x, y)
         synth = trainer.synthesizers[-1]
@@ -176,7 +201,15 @@ def test_update_prob_skips_blocks_reproducibly():
     never zero)."""
     counts = []
     for _ in range(2):
-        trainer = DNITrainer(_tiny(), lambda p: Adam(p, lr=1e-2), update_prob=0.5, synthesizer="auto", synth_hidden=32, synth_channels=8, seed=7)
+        trainer = DNITrainer(
+            _tiny(),
+            lambda p: Adam(p, lr=1e-2),
+            update_prob=0.5,
+            synthesizer="auto",
+            synth_hidden=32,
+            synth_channels=8,
+            seed=7,
+        )
         trainer.start_epoch(0)
         classifier = trainer.groups[-1]
         for step in range(20):
@@ -190,7 +223,9 @@ def test_update_prob_skips_blocks_reproducibly():
 
 
 def test_interfaces_group_blocks_and_bad_choices_are_explained():
-    trainer = DNITrainer(_tiny(), lambda p: Adam(p), interfaces=[1], synthesizer="auto", synth_hidden=32, synth_channels=8)
+    trainer = DNITrainer(
+        _tiny(), lambda p: Adam(p), interfaces=[1], synthesizer="auto", synth_hidden=32, synth_channels=8
+    )
     assert [len(g) for g in trainer.groups] == [2, 1]
     trainer.train_step(*_batch())
     assert len(trainer.synthesizers) == 1 and list(trainer.auxiliary_modules()) == ["synth0"]
@@ -217,7 +252,9 @@ def test_checkpoint_round_trip_includes_the_synthesizers():
     restored.load_state_dict(state)
     x, y = _batch(seed=5)
     assert restored.train_step(x, y) == trainer.train_step(x, y)
-    for restored_module, module in zip([restored.model, *restored.synthesizers], [trainer.model, *trainer.synthesizers]):
+    for restored_module, module in zip(
+        [restored.model, *restored.synthesizers], [trainer.model, *trainer.synthesizers]
+    ):
         for got, want in zip(_params(restored_module), _params(module)):
             np.testing.assert_array_equal(got, want)
     assert restored.synthesizer_losses == trainer.synthesizer_losses
@@ -231,11 +268,26 @@ def test_resume_through_fit_is_exact(tmp_path):
 
     def run(epochs, directory, resume=False):
         train = DataLoader(digits.x_train[:256], digits.y_train[:256], 64, seed=0, mean=digits.mean, std=digits.std)
-        test = DataLoader(digits.x_test[:100], digits.y_test[:100], 100, shuffle=False, mean=digits.mean, std=digits.std)
-        trainer = DNITrainer(build_model("mlp", 1, 28, 10, seed=0, hidden=(32, 32)), lambda p: Adam(p, lr=1e-3),
-                             conditioned=True, update_prob=0.7, synth_hidden=32)
-        fit(trainer, train, test, epochs, checkpoint_dir=str(tmp_path / directory), resume=resume, progress=False,
-            log=lambda *_: None)
+        test = DataLoader(
+            digits.x_test[:100], digits.y_test[:100], 100, shuffle=False, mean=digits.mean, std=digits.std
+        )
+        trainer = DNITrainer(
+            build_model("mlp", 1, 28, 10, seed=0, hidden=(32, 32)),
+            lambda p: Adam(p, lr=1e-3),
+            conditioned=True,
+            update_prob=0.7,
+            synth_hidden=32,
+        )
+        fit(
+            trainer,
+            train,
+            test,
+            epochs,
+            checkpoint_dir=str(tmp_path / directory),
+            resume=resume,
+            progress=False,
+            log=lambda *_: None,
+        )
         return [_params(m) for m in (trainer.model, *trainer.synthesizers)]
 
     straight = run(2, "straight")
@@ -253,8 +305,13 @@ def test_cdni_step_on_backend(backend_case, model_name):
     x, y = _batch(4)
 
     def run(put, dtype):
-        trainer = DNITrainer(_tiny(model_name, dtype), lambda p: SGD(p, lr=0.05, momentum=0.9), conditioned=True,
-                             synth_hidden=32, synth_channels=8)
+        trainer = DNITrainer(
+            _tiny(model_name, dtype),
+            lambda p: SGD(p, lr=0.05, momentum=0.9),
+            conditioned=True,
+            synth_hidden=32,
+            synth_channels=8,
+        )
         losses = [float(trainer.train_step(put(x), put(y))) for _ in range(2)]  # read from the device
         return trainer, losses
 
@@ -277,7 +334,9 @@ def test_cdni_step_on_gpu(gpu_case):
     x, y = _batch(4, dtype=np.float32)
 
     def run(put):
-        trainer = DNITrainer(_tiny("cnn", "float32"), lambda p: SGD(p, lr=0.05), conditioned=True, synthesizer="auto", synth_channels=8)
+        trainer = DNITrainer(
+            _tiny("cnn", "float32"), lambda p: SGD(p, lr=0.05), conditioned=True, synthesizer="auto", synth_channels=8
+        )
         for _ in range(2):
             trainer.train_step(put(x), put(y))
         return trainer
@@ -291,6 +350,7 @@ def test_cdni_step_on_gpu(gpu_case):
 
 
 # --- learning on real digits --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits():
@@ -325,5 +385,7 @@ def test_the_default_synthesizer_is_linear():
         trainer = DNITrainer(_tiny(name), lambda p: Adam(p, lr=1e-3))
         assert trainer.synthesizer_kind == "linear"
         assert all(len(m.body.layers) == 1 for m in trainer.synthesizers)
-        paper = DNITrainer(_tiny(name), lambda p: Adam(p, lr=1e-3), synthesizer="auto", synth_hidden=8, synth_channels=4)
+        paper = DNITrainer(
+            _tiny(name), lambda p: Adam(p, lr=1e-3), synthesizer="auto", synth_hidden=8, synth_channels=4
+        )
         assert all(len(m.body.layers) == 7 for m in paper.synthesizers)

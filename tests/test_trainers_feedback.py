@@ -1,6 +1,7 @@
 """The feedback-alignment family (FA, DFA, sDFA, DRTP, shallow): the feedback op against numerical and
 hand-written references, each method's signal against a NumPy reference on a tiny network, and learning
 on real digits above the floor that a broken signal stays at."""
+
 import numpy as np
 import pytest
 
@@ -38,7 +39,11 @@ def test_conv_feedback_gives_the_input_gradient_of_a_conv_with_weight_b(groups, 
     """dx with feedback B equals the input gradient of the same conv with weight B; dw, db are backprop's."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 3, 6, 6))
-    w, feedback, b = rng.normal(size=(6, 3 // groups, 3, 3)), rng.normal(size=(6, 3 // groups, 3, 3)), rng.normal(size=6)
+    w, feedback, b = (
+        rng.normal(size=(6, 3 // groups, 3, 3)),
+        rng.normal(size=(6, 3 // groups, 3, 3)),
+        rng.normal(size=6),
+    )
     out, cache = F.conv2d_forward(x, w, b, stride, padding, groups)
     dout = rng.normal(size=out.shape)
     dx, dw, db = F.conv2d_backward(dout, cache, feedback=feedback)
@@ -75,8 +80,10 @@ def _tiny(name, seed=0):
 
 def _reference(model, trainer, name, x, y):
     """The method's parameter gradients written out in NumPy: [dW1, db1, dW2, db2, dW3, db3]."""
-    (w1, b1), (w2, b2), (w3, b3) = [(blk.layers[-2 if i < 2 else -1].weight.data, blk.layers[-2 if i < 2 else -1].bias.data)
-                                    for i, blk in enumerate(model.layers)]
+    (w1, b1), (w2, b2), (w3, b3) = [
+        (blk.layers[-2 if i < 2 else -1].weight.data, blk.layers[-2 if i < 2 else -1].bias.data)
+        for i, blk in enumerate(model.layers)
+    ]
     n = len(y)
     x = x.reshape(n, -1)
     a1 = x @ w1 + b1
@@ -89,13 +96,15 @@ def _reference(model, trainer, name, x, y):
     onehot = np.eye(4)[y]
     e = (p - onehot) / n
     if name == "bp" or name == "fa":
-        back2, back1 = (w3, w2) if name == "bp" else (model.layers[2].layers[-1].feedback, model.layers[1].layers[0].feedback)
+        back2, back1 = (
+            (w3, w2) if name == "bp" else (model.layers[2].layers[-1].feedback, model.layers[1].layers[0].feedback)
+        )
         dh2 = e @ back2.T
         da2 = dh2 * (a2 > 0)
         dh1 = da2 @ back1.T
     elif name in ("dfa", "sdfa", "drtp"):
         signal = {"dfa": e, "sdfa": np.sign(e) / n, "drtp": onehot / n}[name]
-        b_1, b_2 = (trainer.feedback if name != "drtp" else [m.feedback for m in trainer.modules[:2]])
+        b_1, b_2 = trainer.feedback if name != "drtp" else [m.feedback for m in trainer.modules[:2]]
         dh1, dh2 = signal @ b_1, signal @ b_2
         da2 = dh2 * (a2 > 0)
     da1 = dh1 * (a1 > 0)
@@ -181,7 +190,9 @@ def accuracies(digits):
         test = DataLoader(digits.x_test, digits.y_test, 500, shuffle=False, mean=digits.mean, std=digits.std)
         model = build_model("mlp", 1, 28, 10, seed=0)
         make_optimizer = lambda p: build_optimizer("adam", p, lr=1e-3)  # noqa: E731
-        trainer = ShuffledDFA(model, make_optimizer) if name == "shuffled-dfa" else build_trainer(name, model, make_optimizer)
+        trainer = (
+            ShuffledDFA(model, make_optimizer) if name == "shuffled-dfa" else build_trainer(name, model, make_optimizer)
+        )
         results[name] = fit(trainer, train, test, 1, progress=False, log=lambda *_: None)[0]["test_accuracy"]
     return results
 
@@ -204,9 +215,14 @@ def test_drtp_runs_on_the_module_parallel_engine_with_the_in_process_weights(dig
 
     def run(parallel):
         train = DataLoader(digits.x_train[:256], digits.y_train[:256], 64, seed=0, mean=digits.mean, std=digits.std)
-        test = DataLoader(digits.x_test[:100], digits.y_test[:100], 100, shuffle=False, mean=digits.mean, std=digits.std)
-        trainer = build_trainer("drtp", build_model("mlp", 1, 28, 10, seed=0, dtype="float64"),
-                                lambda p: build_optimizer("adam", p, lr=1e-3))
+        test = DataLoader(
+            digits.x_test[:100], digits.y_test[:100], 100, shuffle=False, mean=digits.mean, std=digits.std
+        )
+        trainer = build_trainer(
+            "drtp",
+            build_model("mlp", 1, 28, 10, seed=0, dtype="float64"),
+            lambda p: build_optimizer("adam", p, lr=1e-3),
+        )
         if parallel:
             fit_module_parallel(trainer, train, test, 1, workers=2, log=lambda *_: None, timeout=120)
         else:
@@ -226,13 +242,15 @@ def test_dfa_with_bce_projects_the_sigmoid_error():
     x, y = rng.normal(size=(5, 1, 3, 3)), rng.integers(0, 4, size=5)
     model = build_model("mlp", 1, 3, 4, seed=0, dtype="float64", hidden=(5, 6), batchnorm=False, activation="tanh")
     trainer = build_trainer("dfa", model, RecordGradients, loss="bce")
-    (w1, b1), (w2, b2), (w3, b3) = [(layer.weight.data, layer.bias.data) for layer in
-                                    (model.layers[0].layers[1], model.layers[1].layers[0], model.layers[2].layers[0])]
+    (w1, b1), (w2, b2), (w3, b3) = [
+        (layer.weight.data, layer.bias.data)
+        for layer in (model.layers[0].layers[1], model.layers[1].layers[0], model.layers[2].layers[0])
+    ]
     h1 = np.tanh(x.reshape(5, -1) @ w1 + b1)
     h2 = np.tanh(h1 @ w2 + b2)
     z = h2 @ w3 + b3
     e = (1 / (1 + np.exp(-z)) - np.eye(4)[y]) / (5 * 4)
-    da1, da2 = (e @ trainer.feedback[0]) * (1 - h1 ** 2), (e @ trainer.feedback[1]) * (1 - h2 ** 2)
+    da1, da2 = (e @ trainer.feedback[0]) * (1 - h1**2), (e @ trainer.feedback[1]) * (1 - h2**2)
     expected = [x.reshape(5, -1).T @ da1, da1.sum(0), h1.T @ da2, da2.sum(0), h2.T @ e, e.sum(0)]
     trainer.train_step(x, y)
     for a, b in zip(_recorded(trainer), expected):
@@ -248,6 +266,7 @@ def test_the_reference_setting_learns_beyond_its_floor(digits):
     layer), Adam 1e-3, 1 epoch of the 4,000 digits. Measured 2026-12-03, seed 0: fa 0.868, dfa 0.854,
     drtp 0.867, shallow 0.825 (bp with cross-entropy 0.894): a 1000-unit random tanh layer is a strong
     floor on digits, so the margins are small."""
+
     def run(method):
         train = DataLoader(digits.x_train, digits.y_train, 64, seed=0, mean=digits.mean, std=digits.std)
         test = DataLoader(digits.x_test, digits.y_test, 500, shuffle=False, mean=digits.mean, std=digits.std)
@@ -261,8 +280,17 @@ def test_the_reference_setting_learns_beyond_its_floor(digits):
         assert run(method) > floor + 0.02, method
 
 
-@pytest.mark.parametrize("model_name, channels, size", [("cnn", 1, 28), ("smallconv", 1, 28), ("smallconvl", 3, 32),
-                                                        ("vgg8", 3, 32), ("mobilenet_v1", 3, 32), ("dni_cnn", 3, 32)])
+@pytest.mark.parametrize(
+    "model_name, channels, size",
+    [
+        ("cnn", 1, 28),
+        ("smallconv", 1, 28),
+        ("smallconvl", 3, 32),
+        ("vgg8", 3, 32),
+        ("mobilenet_v1", 3, 32),
+        ("dni_cnn", 3, 32),
+    ],
+)
 def test_the_family_runs_on_every_model_backprop_runs_on(model_name, channels, size):
     """One step of fa, dfa and drtp on each model (grouped convolutions included): every parameter gets a
     finite gradient of its own shape, and DFA's feedback has one matrix per hidden block."""
@@ -275,7 +303,8 @@ def test_the_family_runs_on_every_model_backprop_runs_on(model_name, channels, s
         assert np.isfinite(loss), (model_name, name)
         grads = _recorded(trainer)
         params = [p for opt in trainer.optimizers() for p in opt.params]
-        assert len(grads) == len(params) and all(g.shape == p.shape and np.all(np.isfinite(g))
-                                                 for g, p in zip(grads, params)), (model_name, name)
+        assert len(grads) == len(params) and all(
+            g.shape == p.shape and np.all(np.isfinite(g)) for g, p in zip(grads, params)
+        ), (model_name, name)
         if name == "dfa":
             assert len(trainer.feedback) == len(model.layers) - 1

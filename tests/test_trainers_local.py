@@ -1,5 +1,6 @@
 """Local learning trainers (greedy, DGL, LLS, LLS-M, LLS-MxM): isolation, the LLS basis and local loss,
 and learning on real digits."""
+
 import copy
 
 import numpy as np
@@ -48,7 +49,9 @@ def test_a_module_step_touches_only_that_module(name):
         changed = any(not np.array_equal(a, b) for a, b in zip(params0, params1))
         assert changed == (k == j), f"module {k} {'changed' if changed else 'did not change'}"
         if k != j:
-            assert all(np.array_equal(state0[i].get("m"), state1[i].get("m")) for i in range(len(state0)) if "m" in state0[i])
+            assert all(
+                np.array_equal(state0[i].get("m"), state1[i].get("m")) for i in range(len(state0)) if "m" in state0[i]
+            )
 
 
 @pytest.mark.parametrize("name", ["dgl", "lls"])
@@ -130,8 +133,15 @@ def test_lls_head_matches_the_spec_by_hand():
     """logits = normalise(adaptive_pool(a)) @ B.T / T, computed here without the layer library."""
     head = lls_head((2, 7, 7), 2, 10, "sin", 0.5, None, dtype="float64")
     a = np.random.default_rng(0).standard_normal((3, 2, 7, 7))
-    pooled = np.stack([a[:, :, 0:4, 0:4].mean((2, 3)), a[:, :, 0:4, 3:7].mean((2, 3)),
-                       a[:, :, 3:7, 0:4].mean((2, 3)), a[:, :, 3:7, 3:7].mean((2, 3))], axis=2).reshape(3, -1)
+    pooled = np.stack(
+        [
+            a[:, :, 0:4, 0:4].mean((2, 3)),
+            a[:, :, 0:4, 3:7].mean((2, 3)),
+            a[:, :, 3:7, 0:4].mean((2, 3)),
+            a[:, :, 3:7, 3:7].mean((2, 3)),
+        ],
+        axis=2,
+    ).reshape(3, -1)
     z = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
     np.testing.assert_allclose(head.forward(a), z @ lls_basis(10, 8, "sin").T / 0.5, rtol=1e-12)
 
@@ -213,8 +223,12 @@ def _head_accuracy(trainer, j, loader):
 # LLS-MxM 0.87 (best block), DGL 0.90 (module 0's auxiliary head). Final accuracies measured: LLS 0.81,
 # LLS-M 0.86, LLS-MxM 0.83 (batch-norm running statistics still lag the fast-moving blocks after 2 short
 # epochs), DGL 0.95.
-LEARNING = [("lls", "smallconv", 0.65, 0.7), ("lls-m", "smallconv", 0.65, 0.7), ("lls-mxm", "smallconv", 0.65, 0.7),
-            ("dgl", "cnn", 0.8, 0.93)]
+LEARNING = [
+    ("lls", "smallconv", 0.65, 0.7),
+    ("lls-m", "smallconv", 0.65, 0.7),
+    ("lls-mxm", "smallconv", 0.65, 0.7),
+    ("dgl", "cnn", 0.8, 0.93),
+]
 
 
 @pytest.mark.slow
@@ -238,7 +252,8 @@ def test_greedy_learns_stage_by_stage(digits):
     ds = digits
     train = DataLoader(ds.x_train, ds.y_train, 128, seed=0, mean=ds.mean, std=ds.std)
     test = DataLoader(ds.x_test, ds.y_test, 500, shuffle=False, mean=ds.mean, std=ds.std)
-    trainer = build_trainer("greedy", build_model("cnn", 1, 28, 10, seed=0), lambda p: Adam(p, lr=2e-3),
-                            epochs_per_module=2, modules=2)
+    trainer = build_trainer(
+        "greedy", build_model("cnn", 1, 28, 10, seed=0), lambda p: Adam(p, lr=2e-3), epochs_per_module=2, modules=2
+    )
     history = fit(trainer, train, test, 4, progress=False, log=lambda *_: None)
     assert history[1]["test_accuracy"] > 0.85 and history[-1]["test_accuracy"] > 0.92, history

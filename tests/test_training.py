@@ -1,4 +1,5 @@
 """The training loop, the backprop trainer and the `tinydgl train` command, on the bundled real MNIST subset."""
+
 import json
 import os
 import signal
@@ -81,8 +82,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert _run_cli(*SMALL, "--checkpoint-dir", str(straight)).returncode == 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "tinydgl", "train", "--no-progress", *SMALL, "--checkpoint-dir", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinydgl", "train", "--no-progress", *SMALL, "--checkpoint-dir", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         latest = killed / "latest.json"
@@ -108,11 +112,36 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 
 def test_cli_writes_metrics_json_and_plot(tmp_path):
     metrics, plot = tmp_path / "m.json", tmp_path / "curves.png"
-    code = main(["train", "--no-progress", "--model", "mlp", "--limit-train", "256", "--limit-test", "100", "--epochs", "2",
-                 "--metrics-json", str(metrics), "--plot", str(plot)])
+    code = main(
+        [
+            "train",
+            "--no-progress",
+            "--model",
+            "mlp",
+            "--limit-train",
+            "256",
+            "--limit-test",
+            "100",
+            "--epochs",
+            "2",
+            "--metrics-json",
+            str(metrics),
+            "--plot",
+            str(plot),
+        ]
+    )
     assert code == 0
     data = json.loads(metrics.read_text())
-    for key in ("trainer", "model", "dataset", "epochs", "test_accuracy", "train_seconds", "samples_per_second", "history"):
+    for key in (
+        "trainer",
+        "model",
+        "dataset",
+        "epochs",
+        "test_accuracy",
+        "train_seconds",
+        "samples_per_second",
+        "history",
+    ):
         assert key in data
     assert data["trainer"] == "bp" and data["epochs"] == 2 and len(data["history"]) == 2
     assert 0.0 <= data["test_accuracy"] <= 1.0
@@ -140,8 +169,17 @@ def test_cli_errors_are_clear(args, code, message, tmp_path):
 
 
 def test_resume_without_a_checkpoint_is_reported(tmp_path):
-    result = _run_cli("--model", "mlp", "--limit-train", "64", "--limit-test", "10", "--resume",
-                      "--checkpoint-dir", str(tmp_path / "none"))
+    result = _run_cli(
+        "--model",
+        "mlp",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "10",
+        "--resume",
+        "--checkpoint-dir",
+        str(tmp_path / "none"),
+    )
     assert result.returncode == 1 and "No checkpoint to resume from" in result.stderr
 
 

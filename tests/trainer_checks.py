@@ -1,4 +1,5 @@
 """Helpers that several test files share (not tests themselves; pytest puts this folder on sys.path)."""
+
 import numpy as np
 
 

@@ -12,6 +12,7 @@ numbers on every backend.
 
 Design notes: docs/design/backends.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,6 +68,7 @@ def _import_namespace(name: str):
             import cupy
         except ImportError as err:  # pragma: no cover - depends on the machine
             from .extras import install_command
+
             raise BackendUnavailableError(
                 f"The 'cupy' backend needs CuPy. Install it with: {install_command('gpu')} "
                 "(CuPy 14 for CUDA 12; with a CUDA 13 driver: pip install 'cupy-cuda13x[ctk]>=14'), then check "
@@ -91,8 +93,10 @@ def _make_backend(name: str, device=None) -> Backend:
         if not hasattr(device, "use"):
             count = gpu_count(xp)
             if not 0 <= int(device) < count:
-                raise ValueError(f"GPU {device} does not exist: CUDA sees {count} GPU(s), numbered 0 to {count - 1} "
-                                 "(CUDA_VISIBLE_DEVICES renumbers them from 0).")
+                raise ValueError(
+                    f"GPU {device} does not exist: CUDA sees {count} GPU(s), numbered 0 to {count - 1} "
+                    "(CUDA_VISIBLE_DEVICES renumbers them from 0)."
+                )
             device = xp.cuda.Device(int(device))
         # CuPy allocates every new array (zeros, arange, the result of each op) on the *current* device, not
         # on the device of its inputs: make this one current, so that everything lands on it.
@@ -109,8 +113,10 @@ def _backend_from_environment() -> Backend:
     raw = os.environ.get("TINYDGL_BACKEND", "")
     name = raw.strip().lower() or "numpy"
     if name not in BACKENDS:
-        raise ValueError(f"TINYDGL_BACKEND={raw!r} is not a backend: set it to one of {', '.join(BACKENDS)}, "
-                         "or unset it to compute with numpy.")
+        raise ValueError(
+            f"TINYDGL_BACKEND={raw!r} is not a backend: set it to one of {', '.join(BACKENDS)}, "
+            "or unset it to compute with numpy."
+        )
     try:
         return _make_backend(name)
     except ImportError as err:

@@ -4,6 +4,7 @@
 (the README's `pip install -e .`), where it would fetch another tinydgl from PyPI. There the command is the
 checkout's own extra: `pip install -e '/path/to/clone[plot]'`.
 """
+
 import shlex
 from pathlib import Path
 

@@ -8,17 +8,38 @@ inputs, in order; `*_jvp(cache, dx, ...)` (forward mode) returns the output's ta
 inputs and parameters. Losses return `(loss, dlogits)`. All ops take their array library from their inputs, so
 they run unchanged on NumPy, CuPy or any array-API library (see `tinydgl.backend`).
 """
-from .ops.activation import (leaky_relu_backward, leaky_relu_forward, leaky_relu_jvp, relu_backward, relu_forward,
-                             relu_jvp, tanh_backward, tanh_forward, tanh_jvp)
+
+from .ops.activation import (
+    leaky_relu_backward,
+    leaky_relu_forward,
+    leaky_relu_jvp,
+    relu_backward,
+    relu_forward,
+    relu_jvp,
+    tanh_backward,
+    tanh_forward,
+    tanh_jvp,
+)
 from .ops.conv import col2im, conv2d_backward, conv2d_forward, conv2d_input, conv2d_jvp, conv_output_size, im2col
 from .ops.dropout import dropout_backward, dropout_forward, dropout_jvp
 from .ops.linear import linear_backward, linear_forward, linear_jvp
-from .ops.losses import (binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_jvp, float64_scalar,
-                         log_softmax,
-                         log_softmax_jvp, mse_loss, mse_loss_jvp, one_hot, sigmoid_binary_cross_entropy,
-                         sigmoid_binary_cross_entropy_jvp, softmax, softmax_cross_entropy, softmax_cross_entropy_jvp,
-                         softmax_cross_entropy_row_jvp,
-                         softmax_jvp)
+from .ops.losses import (
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_jvp,
+    float64_scalar,
+    log_softmax,
+    log_softmax_jvp,
+    mse_loss,
+    mse_loss_jvp,
+    one_hot,
+    sigmoid_binary_cross_entropy,
+    sigmoid_binary_cross_entropy_jvp,
+    softmax,
+    softmax_cross_entropy,
+    softmax_cross_entropy_jvp,
+    softmax_cross_entropy_row_jvp,
+    softmax_jvp,
+)
 from .ops.naive import (
     adaptive_avgpool2d_forward_naive,
     avgpool2d_backward_naive,

@@ -7,6 +7,7 @@
 Use float64 NumPy arrays: with a step h, central differences are accurate to O(h^2) but rounding adds
 O(eps / h), so in float32 nothing below ~1e-3 can be trusted.
 """
+
 import numpy as np
 
 from .backend import to_numpy

@@ -6,6 +6,7 @@ cut it into modules at block boundaries: backprop chains all blocks, DGL/LLS giv
 
 A block's `local_pool` is the size LLS pools its output to (from the official LLS code).
 """
+
 from .backend import default_rng
 from .nn import (
     AdaptiveAvgPool2d,
@@ -30,8 +31,18 @@ def _pooled(size, k, stride=None):
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh}
 
 
-def mlp(in_channels=1, image_size=28, num_classes=10, hidden=(256, 256), batchnorm=True, activation="relu", seed=0,
-        dtype="float32", bias=True, output_batchnorm=False):
+def mlp(
+    in_channels=1,
+    image_size=28,
+    num_classes=10,
+    hidden=(256, 256),
+    batchnorm=True,
+    activation="relu",
+    seed=0,
+    dtype="float32",
+    bias=True,
+    output_batchnorm=False,
+):
     """Fully connected net: [flatten,] Linear -> BatchNorm1d -> ReLU per hidden layer, then a linear head.
 
     The DNI paper's MNIST nets use 256-unit hidden layers like these. activation: "relu" or "tanh" (the DRTP
@@ -74,15 +85,24 @@ def cnn(in_channels=1, image_size=28, num_classes=10, seed=0, dtype="float32"):
 def _conv_block(cin, cout, rng, dtype, local_pool, pool_first=False, stride=1):
     """LLS's ConvBlock: conv3x3 (pad 1) -> BatchNorm2d -> LeakyReLU(0.01), optionally after a 2x2 max-pool."""
     layers = [MaxPool2d(2)] if pool_first else []
-    layers += [Conv2d(cin, cout, 3, stride=stride, padding=1, rng=rng, dtype=dtype), BatchNorm2d(cout, dtype=dtype), LeakyReLU(0.01)]
+    layers += [
+        Conv2d(cin, cout, 3, stride=stride, padding=1, rng=rng, dtype=dtype),
+        BatchNorm2d(cout, dtype=dtype),
+        LeakyReLU(0.01),
+    ]
     return Sequential(*layers, local_pool=local_pool)
 
 
 def _linear_head(features, hidden, num_classes, rng, dtype):
     """Adaptive-average-pool to 2x2, flatten, a linear block (Linear -> BN1d -> LeakyReLU), then the classifier."""
     return [
-        Sequential(AdaptiveAvgPool2d(2), Flatten(), Linear(features * 4, hidden, rng=rng, dtype=dtype),
-                   BatchNorm1d(hidden, dtype=dtype), LeakyReLU(0.01)),
+        Sequential(
+            AdaptiveAvgPool2d(2),
+            Flatten(),
+            Linear(features * 4, hidden, rng=rng, dtype=dtype),
+            BatchNorm1d(hidden, dtype=dtype),
+            LeakyReLU(0.01),
+        ),
         Sequential(Linear(hidden, num_classes, rng=rng, dtype=dtype)),
     ]
 
@@ -118,15 +138,17 @@ def vgg8(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="float32"):
     7.13 M parameters for 10 classes.
     """
     rng = default_rng(seed)
-    return _official_local_width(Sequential(
-        _conv_block(in_channels, 128, rng, dtype, local_pool=4),
-        _conv_block(128, 256, rng, dtype, local_pool=2),
-        _conv_block(256, 256, rng, dtype, local_pool=2, pool_first=True),
-        _conv_block(256, 256, rng, dtype, local_pool=2),
-        _conv_block(256, 512, rng, dtype, local_pool=2, pool_first=True),
-        _conv_block(512, 512, rng, dtype, local_pool=2, pool_first=True),
-        *_linear_head(512, 1024, num_classes, rng, dtype),
-    ))
+    return _official_local_width(
+        Sequential(
+            _conv_block(in_channels, 128, rng, dtype, local_pool=4),
+            _conv_block(128, 256, rng, dtype, local_pool=2),
+            _conv_block(256, 256, rng, dtype, local_pool=2, pool_first=True),
+            _conv_block(256, 256, rng, dtype, local_pool=2),
+            _conv_block(256, 512, rng, dtype, local_pool=2, pool_first=True),
+            _conv_block(512, 512, rng, dtype, local_pool=2, pool_first=True),
+            *_linear_head(512, 1024, num_classes, rng, dtype),
+        )
+    )
 
 
 def _official_local_width(model, width=2048):
@@ -152,12 +174,17 @@ def mobilenet_v1(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="fl
     blocks = [_conv_block(in_channels, 32, rng, dtype, local_pool=8, stride=2)]
     cin = 32
     for (cout, stride), pool in zip(MOBILENET_WIDTHS, MOBILENET_LOCAL_POOLS):
-        blocks.append(Sequential(
-            Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False, rng=rng, dtype=dtype),
-            BatchNorm2d(cin, dtype=dtype), LeakyReLU(0.01),
-            Conv2d(cin, cout, 1, bias=False, rng=rng, dtype=dtype), BatchNorm2d(cout, dtype=dtype), LeakyReLU(0.01),
-            local_pool=pool,
-        ))
+        blocks.append(
+            Sequential(
+                Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False, rng=rng, dtype=dtype),
+                BatchNorm2d(cin, dtype=dtype),
+                LeakyReLU(0.01),
+                Conv2d(cin, cout, 1, bias=False, rng=rng, dtype=dtype),
+                BatchNorm2d(cout, dtype=dtype),
+                LeakyReLU(0.01),
+                local_pool=pool,
+            )
+        )
         cin = cout
     blocks.append(Sequential(AdaptiveAvgPool2d(1), Flatten(), Linear(cin, num_classes, rng=rng, dtype=dtype)))
     return _official_local_width(Sequential(*blocks))
@@ -172,7 +199,9 @@ def dni_cnn(in_channels=3, image_size=32, num_classes=10, seed=0, dtype="float32
         raise ValueError(f"dni_cnn needs images of at least 27x27 pixels, got {image_size}.")
 
     def block(cin, pool):
-        return Sequential(Conv2d(cin, 128, 5, padding=2, rng=rng, dtype=dtype), BatchNorm2d(128, dtype=dtype), ReLU(), pool)
+        return Sequential(
+            Conv2d(cin, 128, 5, padding=2, rng=rng, dtype=dtype), BatchNorm2d(128, dtype=dtype), ReLU(), pool
+        )
 
     return Sequential(
         block(in_channels, MaxPool2d(3)),
@@ -197,7 +226,9 @@ def build_model(name, in_channels=1, image_size=28, num_classes=10, seed=0, dtyp
     """Build model `name` (one of MODELS) for images of in_channels x image_size x image_size."""
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
-    model = MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes, seed=seed, dtype=dtype, **kwargs)
+    model = MODELS[name](
+        in_channels=in_channels, image_size=image_size, num_classes=num_classes, seed=seed, dtype=dtype, **kwargs
+    )
     # Trainers that attach heads to blocks (DGL, LLS, DNI) read the input shape to size them.
     model.input_shape = (in_channels, image_size, image_size)
     model.num_classes = num_classes

@@ -11,6 +11,7 @@ On CuPy, SGD (with or without momentum, NAG), Adam and AdamW update each paramet
 (tinydgl/kernels/elementwise.py: the same arithmetic as the readable form below, in one launch instead of
 up to 13); NumPy runs the readable form. TINYDGL_FUSED_KERNELS=0 turns the fused kernels off.
 """
+
 import math
 
 import numpy as np
@@ -57,7 +58,12 @@ class Optimizer:
     def state_dict(self):
         """{"lr", "steps", "buffers": {"<param index>.<name>": ndarray}, "counts": {...: int},
         "scalars": {name: number}}."""
-        buffers = {f"{i}.{k}": to_numpy(v).copy() for i, s in enumerate(self.state) for k, v in s.items() if not isinstance(v, int)}
+        buffers = {
+            f"{i}.{k}": to_numpy(v).copy()
+            for i, s in enumerate(self.state)
+            for k, v in s.items()
+            if not isinstance(v, int)
+        }
         counts = {f"{i}.{k}": v for i, s in enumerate(self.state) for k, v in s.items() if isinstance(v, int)}
         scalars = {name: getattr(self, name) for name in self.scalar_names}
         return {"lr": self.lr, "steps": self.steps, "buffers": buffers, "counts": counts, "scalars": scalars}
@@ -79,7 +85,7 @@ class Optimizer:
 class SGD(Optimizer):
     """SGD with optional momentum, Nesterov momentum and L2 weight decay (PyTorch's update rule):
 
-        g = grad + weight_decay * p;  v = momentum * v + g;  p -= lr * (g + momentum * v if nesterov else v)
+    g = grad + weight_decay * p;  v = momentum * v + g;  p -= lr * (g + momentum * v if nesterov else v)
     """
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -94,8 +100,17 @@ class SGD(Optimizer):
             if self.momentum:
                 if "velocity" not in state:
                     state["velocity"] = xp.zeros_like(p.grad)  # momentum * 0 + g = g: the first step's v
-                fused_update("sgd_momentum", xp, p.grad, self.lr, self.weight_decay, self.momentum,
-                             1.0 if self.nesterov else 0.0, p.data, state["velocity"])
+                fused_update(
+                    "sgd_momentum",
+                    xp,
+                    p.grad,
+                    self.lr,
+                    self.weight_decay,
+                    self.momentum,
+                    1.0 if self.nesterov else 0.0,
+                    p.data,
+                    state["velocity"],
+                )
             else:
                 fused_update("sgd", xp, p.grad, self.lr, self.weight_decay, p.data)
             return
@@ -135,8 +150,23 @@ class Adam(Optimizer):
         root_correction = (1 - self.beta2**t) ** 0.5
         if has_fused_updates(xp):  # the readable form below in one launch, p, m and v in place
             l2, shrink = self._fused_decay()
-            fused_update("adam", xp, p.grad, step_size, self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2,
-                         root_correction, self.eps, l2, shrink, p.data, state["m"], state["v"])
+            fused_update(
+                "adam",
+                xp,
+                p.grad,
+                step_size,
+                self.beta1,
+                1 - self.beta1,
+                self.beta2,
+                1 - self.beta2,
+                root_correction,
+                self.eps,
+                l2,
+                shrink,
+                p.data,
+                state["m"],
+                state["v"],
+            )
             return
         g = self._decay(p, p.grad)
         if is_numpy_like(xp):
@@ -228,9 +258,11 @@ class _ScheduleFree(Optimizer):
 
     def step(self):
         if not self.train_mode:
-            raise RuntimeError(f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged "
-                               f"weights x, not the training point y. Call optimizer.train() (or "
-                               f"trainer.to_train_weights()) before training.")
+            raise RuntimeError(
+                f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged "
+                f"weights x, not the training point y. Call optimizer.train() (or "
+                f"trainer.to_train_weights()) before training."
+            )
         k = self.steps
         lr_t = self._step_size(k)
         self.lr_max = max(self.lr_max, lr_t)
@@ -261,8 +293,17 @@ class ScheduleFreeAdamW(_ScheduleFree):
     Defaults are the official copy's (lr 0.0025; the paper trains with 5e-3).
     """
 
-    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
-                 weight_lr_power=2.0):
+    def __init__(
+        self,
+        params,
+        lr=0.0025,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        warmup_steps=0,
+        r=0.0,
+        weight_lr_power=2.0,
+    ):
         super().__init__(params, lr, betas[0], weight_decay, warmup_steps, r, weight_lr_power)
         self.beta1, self.beta2, self.eps = betas[0], betas[1], eps
 
@@ -317,7 +358,14 @@ class NAG(SGD):
         super().__init__(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "adamw-sf": ScheduleFreeAdamW, "sgd-sf": ScheduleFreeSGD, "nag": NAG}
+OPTIMIZERS = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "adamw-sf": ScheduleFreeAdamW,
+    "sgd-sf": ScheduleFreeSGD,
+    "nag": NAG,
+}
 
 
 def build_optimizer(name, params, lr, **kwargs):

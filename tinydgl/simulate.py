@@ -11,6 +11,7 @@ optional compressed buffers; P < J shared cores by processor sharing.
 
 Design notes (every assumption, the closed form and when it is exact): docs/design/throughput-model.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,13 +44,16 @@ class Compression:
 
 
 # --- inputs -------------------------------------------------------------------------------------------------
-def _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, compression, devices, batch_size,
-                  reuse_cap=None):
+def _check_inputs(
+    stage_seconds, bytes_out, bandwidth, latency, slots, policy, compression, devices, batch_size, reuse_cap=None
+):
     """Validate and normalise; returns (c, t, J): per-stage compute incl. codec, per-link transfer time."""
     try:
         seconds = [float(s) for s in stage_seconds]
     except TypeError:
-        raise ValueError(f"stage_seconds must be a list of seconds per batch, one per stage, got {stage_seconds!r}.") from None
+        raise ValueError(
+            f"stage_seconds must be a list of seconds per batch, one per stage, got {stage_seconds!r}."
+        ) from None
     J = len(seconds)
     if J < 1:
         raise ValueError("stage_seconds is empty: give one compute time (seconds per batch) per stage.")
@@ -60,8 +64,10 @@ def _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, c
     else:
         sent = [float(b) for b in bytes_out]
         if len(sent) != J - 1:
-            raise ValueError(f"bytes_out needs one number per link, i.e. J - 1 = {J - 1} for {J} stages (the last "
-                             f"stage sends nothing), got {len(sent)}; or one number for every link.")
+            raise ValueError(
+                f"bytes_out needs one number per link, i.e. J - 1 = {J - 1} for {J} stages (the last "
+                f"stage sends nothing), got {len(sent)}; or one number for every link."
+            )
     if any(not math.isfinite(b) or b < 0 for b in sent):
         raise ValueError(f"bytes_out must be finite and >= 0, got {sent}.")
     if not bandwidth > 0:
@@ -71,8 +77,10 @@ def _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, c
     if int(slots) != slots or slots < 1:
         raise ValueError(f"slots (buffer size M) must be an integer >= 1, got {slots}.")
     if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES} ('fifo': producer blocks on a full buffer; 'replay': "
-                         f"never blocks, consumer reuses batches), got {policy!r}.")
+        raise ValueError(
+            f"policy must be one of {POLICIES} ('fifo': producer blocks on a full buffer; 'replay': "
+            f"never blocks, consumer reuses batches), got {policy!r}."
+        )
     if reuse_cap is not None and (int(reuse_cap) != reuse_cap or reuse_cap < 1):
         raise ValueError(f"reuse_cap must be None or an integer >= 1, got {reuse_cap}.")
     if devices is not None and (int(devices) != devices or devices < 1):
@@ -81,12 +89,15 @@ def _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, c
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}.")
     codec = compression or Compression()
     if not isinstance(codec, Compression):
-        raise ValueError(f"compression must be a Compression(ratio, encode_seconds, decode_seconds) or None, "
-                         f"got {compression!r}.")
+        raise ValueError(
+            f"compression must be a Compression(ratio, encode_seconds, decode_seconds) or None, got {compression!r}."
+        )
     if not codec.ratio >= 1 or codec.encode_seconds < 0 or codec.decode_seconds < 0:
         raise ValueError(f"compression needs ratio >= 1 and codec seconds >= 0, got {codec}.")
-    c = [s + (codec.encode_seconds if j < J - 1 else 0.0) + (codec.decode_seconds if j > 0 else 0.0)
-         for j, s in enumerate(seconds)]
+    c = [
+        s + (codec.encode_seconds if j < J - 1 else 0.0) + (codec.decode_seconds if j > 0 else 0.0)
+        for j, s in enumerate(seconds)
+    ]
     t = [latency + (b / codec.ratio) / bandwidth for b in sent] + [0.0]
     return c, t, J
 
@@ -111,8 +122,16 @@ def in_process_throughput(stage_seconds, batch_size=1):
     return batch_size / sum(float(s) for s in stage_seconds)
 
 
-def pipeline_throughput(stage_seconds, bytes_out=0.0, bandwidth=math.inf, latency=0.0, policy="fifo",
-                        compression=None, devices=None, batch_size=1):
+def pipeline_throughput(
+    stage_seconds,
+    bytes_out=0.0,
+    bandwidth=math.inf,
+    latency=0.0,
+    policy="fifo",
+    compression=None,
+    devices=None,
+    batch_size=1,
+):
     """Steady-state samples/s entering the pipeline (docs/design/throughput-model.md: the formula and when it
     is exact): fifo: min(1 / max_j max(c_j, t_j), P / sum_j c_j); replay: min(1, P / J) / c_0, times
     batch_size. c_j includes the codec's seconds; t_j = latency + bytes_out[j] / ratio / bandwidth."""
@@ -160,7 +179,13 @@ class _Simulation:
     def __init__(self, c, t, batches, slots, policy, reuse_cap, devices, max_steps):
         self.stages = [_Stage(s) for s in c]
         self.links = [_Link(s) for s in t[:-1]]  # links[j]: stage j -> stage j+1, with stage j+1's buffer
-        self.slots, self.policy, self.reuse_cap, self.devices, self.max_steps = slots, policy, reuse_cap, devices, max_steps
+        self.slots, self.policy, self.reuse_cap, self.devices, self.max_steps = (
+            slots,
+            policy,
+            reuse_cap,
+            devices,
+            max_steps,
+        )
         self.data_left, self.serial, self.now = int(batches), 0, 0.0
 
     def upstream_finished(self, j):
@@ -245,8 +270,14 @@ class _Simulation:
         link.buffer.append([sent_serial, 0])
 
     def snapshot(self):
-        return (tuple(s.state for s in self.stages), tuple((l.outbox, l.in_flight, len(l.buffer),
-                tuple(tuple(e) if e else None for e in l.buffer)) for l in self.links), self.data_left)
+        return (
+            tuple(s.state for s in self.stages),
+            tuple(
+                (l.outbox, l.in_flight, len(l.buffer), tuple(tuple(e) if e else None for e in l.buffer))
+                for l in self.links
+            ),
+            self.data_left,
+        )
 
     def settle(self):
         """Apply every consequence of the current state at `now` until nothing changes."""
@@ -273,7 +304,9 @@ class _Simulation:
             candidates = [self.now + s.remaining / rate for s in computing]
             candidates += [l.in_flight[1] for l in self.links if l.in_flight is not None]
             if not candidates:
-                raise RuntimeError("simulate_pipeline: no event can happen but stages are not done (a bug in the model).")
+                raise RuntimeError(
+                    "simulate_pipeline: no event can happen but stages are not done (a bug in the model)."
+                )
             later = min(candidates)
             dt = later - self.now
             for s in stages:
@@ -301,18 +334,38 @@ def _middle_rate(times):
 
 
 def _stage_report(j, stage, link, total):
-    entry = {"stage": j, "steps": stage.steps, "fresh_steps": stage.fresh_steps, "replays": stage.replays,
-             "skips": stage.skips, **{k: stage.time[state] / total if total else 0.0
-                                      for k, state in (("busy", "computing"), ("starved", "starved"),
-                                                       ("blocked", "blocked"))}}
+    entry = {
+        "stage": j,
+        "steps": stage.steps,
+        "fresh_steps": stage.fresh_steps,
+        "replays": stage.replays,
+        "skips": stage.skips,
+        **{
+            k: stage.time[state] / total if total else 0.0
+            for k, state in (("busy", "computing"), ("starved", "starved"), ("blocked", "blocked"))
+        },
+    }
     if link is not None:
-        entry.update(received=link.sent, dropped_before_send=link.dropped_before_send,
-                     overwritten_unused=link.overwritten_unused)
+        entry.update(
+            received=link.sent, dropped_before_send=link.dropped_before_send, overwritten_unused=link.overwritten_unused
+        )
     return entry
 
 
-def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf, latency=0.0, slots=2,
-                      policy="fifo", reuse_cap=None, compression=None, devices=None, batch_size=1, max_steps=None):
+def simulate_pipeline(
+    stage_seconds,
+    batches,
+    bytes_out=0.0,
+    bandwidth=math.inf,
+    latency=0.0,
+    slots=2,
+    policy="fifo",
+    reuse_cap=None,
+    compression=None,
+    devices=None,
+    batch_size=1,
+    max_steps=None,
+):
     """Run `batches` data batches through the pipeline of the model (docs/design/throughput-model.md), event by event.
 
     stage_seconds: compute seconds per batch of each of the J stages (own device). bytes_out: bytes per
@@ -332,13 +385,18 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
     busy / starved / blocked fractions of "seconds", and for the link into it (stages > 0) batches sent,
     dropped_before_send and overwritten_unused.
     """
-    c, t, J = _check_inputs(stage_seconds, bytes_out, bandwidth, latency, slots, policy, compression, devices,
-                            batch_size, reuse_cap)
+    c, t, J = _check_inputs(
+        stage_seconds, bytes_out, bandwidth, latency, slots, policy, compression, devices, batch_size, reuse_cap
+    )
     if int(batches) != batches or batches < 1:
         raise ValueError(f"batches must be an integer >= 1, got {batches}.")
-    if max_steps is not None and (int(max_steps) != max_steps or max_steps < 1 or (policy == "fifo" and max_steps < batches)):
-        raise ValueError(f"max_steps must be None or an integer >= 1 (and >= batches = {batches} for fifo, where a "
-                         f"stage that stops early would block its producer forever), got {max_steps}.")
+    if max_steps is not None and (
+        int(max_steps) != max_steps or max_steps < 1 or (policy == "fifo" and max_steps < batches)
+    ):
+        raise ValueError(
+            f"max_steps must be None or an integer >= 1 (and >= batches = {batches} for fifo, where a "
+            f"stage that stops early would block its producer forever), got {max_steps}."
+        )
     sim = _Simulation(c, t, batches, slots, policy, reuse_cap, devices, max_steps)
     total = sim.run()
     first, last = sim.stages[0], sim.stages[-1]
@@ -350,10 +408,17 @@ def simulate_pipeline(stage_seconds, batches, bytes_out=0.0, bandwidth=math.inf,
     steady = steady_out if policy == "fifo" else steady_in
     baseline = in_process_throughput(stage_seconds, batch_size)
     return {
-        "policy": policy, "stages_count": J, "devices": devices, "batches": int(batches), "seconds": total,
+        "policy": policy,
+        "stages_count": J,
+        "devices": devices,
+        "batches": int(batches),
+        "seconds": total,
         "input_samples_per_s": batch_size * first.steps / first.finished_at[-1],
         "output_samples_per_s": batch_size * last.steps / total,
-        "steady_input_samples_per_s": steady_in, "steady_output_samples_per_s": steady_out,
-        "steady_samples_per_s": steady, "in_process_samples_per_s": baseline, "speedup": steady / baseline,
+        "steady_input_samples_per_s": steady_in,
+        "steady_output_samples_per_s": steady_out,
+        "steady_samples_per_s": steady,
+        "in_process_samples_per_s": baseline,
+        "speedup": steady / baseline,
         "stages": [_stage_report(j, s, sim.links[j - 1] if j else None, total) for j, s in enumerate(sim.stages)],
     }

@@ -12,6 +12,7 @@ fixed-size row blocks in order, so results are the same to the last bit at any t
 on one thread while tinydgl is imported (`blas_own_threads` gives it back); `set_num_threads(n)` or
 TINYDGL_NUM_THREADS sets the count. Design notes (why, piece sizes, busy machines): docs/design/threads.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -97,6 +98,7 @@ def _blas_controller():
     if _blas is None:
         try:
             from threadpoolctl import ThreadpoolController
+
             controller = ThreadpoolController().select(user_api="blas")
             _blas = controller if controller.lib_controllers else False
         except Exception:  # not installed, or a platform it cannot inspect: leave BLAS alone

@@ -10,6 +10,7 @@ record_manifest.py from a real `import cupy` (CuPy 14.2.0; no GPU needed). It li
 tests and benchmarks/gpu_check.py --standin (which finds it here, beside the tests it runs) use it; the
 library never imports it.
 """
+
 import contextlib
 import os
 import sys

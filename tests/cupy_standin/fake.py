@@ -23,6 +23,7 @@ Only what a student's training run needs is simulated: no streams, no memory lim
 kernels only `ElementwiseKernel`, through a Python twin (below); RawKernel and the other CuPy-only names
 raise NotImplementedError.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -87,9 +88,11 @@ class Stats:
         return sum(self.uploads.values())
 
     def as_dict(self):
-        return {"syncs": [[w, s, n] for (w, s), n in self.syncs.most_common()],
-                "uploads": [[w, s, n] for (w, s), n in self.uploads.most_common()],
-                "launches": [[w, s, n] for (w, s), n in self.launches.most_common()]}
+        return {
+            "syncs": [[w, s, n] for (w, s), n in self.syncs.most_common()],
+            "uploads": [[w, s, n] for (w, s), n in self.uploads.most_common()],
+            "launches": [[w, s, n] for (w, s), n in self.launches.most_common()],
+        }
 
 
 STATS = Stats()
@@ -229,8 +232,10 @@ class MemoryPool:
 
 # --- arrays --------------------------------------------------------------------------------------------------
 def _host_error(what):
-    return TypeError(f"Unsupported type {what} (the CuPy stand-in refuses host data here, as CuPy does: move it "
-                     "to the device with cupy.asarray first)")
+    return TypeError(
+        f"Unsupported type {what} (the CuPy stand-in refuses host data here, as CuPy does: move it "
+        "to the device with cupy.asarray first)"
+    )
 
 
 class ndarray:
@@ -246,12 +251,16 @@ class ndarray:
 
     # conversions to the host: refused implicitly, counted explicitly
     def __array__(self, dtype=None, copy=None):
-        raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a "
-                        "NumPy array explicitly.")
+        raise TypeError(
+            "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a "
+            "NumPy array explicitly."
+        )
 
     def __array_function__(self, func, types, args, kwargs):
-        raise TypeError(f"numpy.{func.__name__} was called on a cupy.ndarray (the stand-in refuses NumPy "
-                        f"functions on device arrays: call xp.{func.__name__} with xp = the array's namespace)")
+        raise TypeError(
+            f"numpy.{func.__name__} was called on a cupy.ndarray (the stand-in refuses NumPy "
+            f"functions on device arrays: call xp.{func.__name__} with xp = the array's namespace)"
+        )
 
     def get(self, stream=None, order="C", out=None, blocking=True):
         STATS.sync(".get()")
@@ -338,8 +347,10 @@ class ndarray:
     def _on_device(self):
         """The NumPy data, after checking that this array is on the current device, as CuPy's kernels do."""
         if self._device != _current_id():
-            raise ValueError(f"The device where the array resides ({self._device}) is different from the current "
-                             f"device ({_current_id()}). Peer access is unavailable between these devices.")
+            raise ValueError(
+                f"The device where the array resides ({self._device}) is different from the current "
+                f"device ({_current_id()}). Peer access is unavailable between these devices."
+            )
         return self._a
 
     def __getitem__(self, index):
@@ -381,10 +392,22 @@ class ndarray:
         return call
 
 
-for _name, _np_op in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply), ("truediv", np.true_divide),
-                      ("floordiv", np.floor_divide), ("mod", np.remainder), ("pow", np.power),
-                      ("matmul", np.matmul), ("and", np.bitwise_and), ("or", np.bitwise_or),
-                      ("xor", np.bitwise_xor), ("lshift", np.left_shift), ("rshift", np.right_shift)]:
+for _name, _np_op in [
+    ("add", np.add),
+    ("sub", np.subtract),
+    ("mul", np.multiply),
+    ("truediv", np.true_divide),
+    ("floordiv", np.floor_divide),
+    ("mod", np.remainder),
+    ("pow", np.power),
+    ("matmul", np.matmul),
+    ("and", np.bitwise_and),
+    ("or", np.bitwise_or),
+    ("xor", np.bitwise_xor),
+    ("lshift", np.left_shift),
+    ("rshift", np.right_shift),
+]:
+
     def _forward(self, other, _op=_np_op, _name=_name):
         STATS.launch(f"__{_name}__")
         return _wrap(_op(self._on_device(), _operand(other)), self._device)
@@ -401,14 +424,22 @@ for _name, _np_op in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply
     setattr(ndarray, f"__{_name}__", _forward)
     setattr(ndarray, f"__r{_name}__", _reverse)
     setattr(ndarray, f"__i{_name}__", _inplace)
-for _name, _np_op in [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le", np.less_equal),
-                      ("gt", np.greater), ("ge", np.greater_equal)]:
+for _name, _np_op in [
+    ("eq", np.equal),
+    ("ne", np.not_equal),
+    ("lt", np.less),
+    ("le", np.less_equal),
+    ("gt", np.greater),
+    ("ge", np.greater_equal),
+]:
+
     def _compare(self, other, _op=_np_op, _name=_name):
         STATS.launch(f"__{_name}__")
         return _wrap(_op(self._on_device(), _operand(other)), self._device)
 
     setattr(ndarray, f"__{_name}__", _compare)
 for _name, _np_op in [("neg", np.negative), ("pos", np.positive), ("abs", np.absolute), ("invert", np.invert)]:
+
     def _unary(self, _op=_np_op, _name=_name):
         STATS.launch(f"__{_name}__")
         return _wrap(_op(self._on_device()), self._device)
@@ -481,10 +512,14 @@ def _unwrap_index(index):
 def _signature(params):
     if params is None:
         return None
-    return inspect.Signature([
-        inspect.Parameter(name, getattr(inspect.Parameter, kind), default=None if has_default else
-                          inspect.Parameter.empty)
-        for name, kind, has_default in params])
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                name, getattr(inspect.Parameter, kind), default=None if has_default else inspect.Parameter.empty
+            )
+            for name, kind, has_default in params
+        ]
+    )
 
 
 def _bind(signature, name, args, kwargs):
@@ -629,8 +664,20 @@ class ElementwiseKernel:
     So the stand-in tests the twin and the calling code, **not the CUDA source**, which runs only on a GPU.
     """
 
-    def __init__(self, in_params, out_params, operation, name="kernel", reduce_dims=True, preamble="",
-                 no_return=False, return_tuple=False, loop_prep="", after_loop="", options=()):
+    def __init__(
+        self,
+        in_params,
+        out_params,
+        operation,
+        name="kernel",
+        reduce_dims=True,
+        preamble="",
+        no_return=False,
+        return_tuple=False,
+        loop_prep="",
+        after_loop="",
+        options=(),
+    ):
         self.in_params, self.out_params = self._parse(in_params), self._parse(out_params)
         self.operation, self.name = operation, name
 
@@ -643,16 +690,21 @@ class ElementwiseKernel:
         params = self.in_params + self.out_params
         if len(args) != len(params):
             names = ", ".join(n for _, n in params)
-            raise TypeError(f"Wrong number of arguments for {self.name!r}: {len(params)} expected ({names}), "
-                            f"{len(args)} given (the stand-in needs the outputs passed in)")
+            raise TypeError(
+                f"Wrong number of arguments for {self.name!r}: {len(params)} expected ({names}), "
+                f"{len(args)} given (the stand-in needs the outputs passed in)"
+            )
         try:
             import tinydgl.kernels.elementwise as library_kernels
+
             twins = library_kernels.PYTHON_TWINS
         except ImportError:
             twins = {}
         if self.name not in twins:
-            raise NotImplementedError(f"the CuPy stand-in cannot compile CUDA: kernel {self.name!r} needs a Python "
-                                      "twin in tinydgl.kernels.elementwise.PYTHON_TWINS")
+            raise NotImplementedError(
+                f"the CuPy stand-in cannot compile CUDA: kernel {self.name!r} needs a Python "
+                "twin in tinydgl.kernels.elementwise.PYTHON_TWINS"
+            )
         arrays = [a for a in args if isinstance(a, ndarray)]
         if not arrays or any(isinstance(a, np.ndarray) for a in args):
             raise _host_error("<class 'numpy.ndarray'>")
@@ -665,7 +717,7 @@ class ElementwiseKernel:
                 values.append(np.dtype(type_of.get(t, t)).type(a))
         STATS.launch(f"ElementwiseKernel {self.name}")
         new = twins[self.name](*values)
-        for out, value in zip(args[len(self.in_params):], new):
+        for out, value in zip(args[len(self.in_params) :], new):
             out._a[...] = value
 
 
@@ -673,25 +725,47 @@ _memory_pool = MemoryPool()
 
 SPECIAL = {
     "cupy": {
-        "ndarray": ndarray, "ufunc": ufunc, "asarray": asarray, "array": array, "asnumpy": asnumpy,
-        "get_array_module": get_array_module, "einsum": einsum, "ElementwiseKernel": ElementwiseKernel,
+        "ndarray": ndarray,
+        "ufunc": ufunc,
+        "asarray": asarray,
+        "array": array,
+        "asnumpy": asnumpy,
+        "get_array_module": get_array_module,
+        "einsum": einsum,
+        "ElementwiseKernel": ElementwiseKernel,
         "is_available": lambda: device_count() > 0,
         "get_default_memory_pool": lambda: _memory_pool,
         "get_default_pinned_memory_pool": lambda: _memory_pool,
     },
     "cupy.lib.stride_tricks": {"as_strided": as_strided},
-    "cupy.cuda": {"Device": Device, "MemoryPool": MemoryPool, "is_available": lambda: device_count() > 0,
-                  "get_device_id": _current_id},
+    "cupy.cuda": {
+        "Device": Device,
+        "MemoryPool": MemoryPool,
+        "is_available": lambda: device_count() > 0,
+        "get_device_id": _current_id,
+    },
     "cupy.cuda.runtime": {
-        "CUDARuntimeError": CUDARuntimeError, "getDeviceCount": device_count, "getDevice": _current_id,
+        "CUDARuntimeError": CUDARuntimeError,
+        "getDeviceCount": device_count,
+        "getDevice": _current_id,
         "setDevice": lambda device: Device(device).use(),
-        "getDeviceProperties": lambda device: {"name": b"CuPy stand-in (CPU)", "totalGlobalMem": 16 * 2**30,
-                                               "major": 9, "minor": 0, "multiProcessorCount": 1},
-        "runtimeGetVersion": lambda: 12080, "driverGetVersion": lambda: 12080,
+        "getDeviceProperties": lambda device: {
+            "name": b"CuPy stand-in (CPU)",
+            "totalGlobalMem": 16 * 2**30,
+            "major": 9,
+            "minor": 0,
+            "multiProcessorCount": 1,
+        },
+        "runtimeGetVersion": lambda: 12080,
+        "driverGetVersion": lambda: 12080,
     },
 }
-NUMPY_HOME = {"cupy": np, "cupy.linalg": np.linalg, "cupy.random": np.random,
-              "cupy.lib.stride_tricks": np.lib.stride_tricks}
+NUMPY_HOME = {
+    "cupy": np,
+    "cupy.linalg": np.linalg,
+    "cupy.random": np.random,
+    "cupy.lib.stride_tricks": np.lib.stride_tricks,
+}
 
 
 def populate(module, name):
@@ -727,8 +801,9 @@ def build():
     """The `cupy` package and its submodules as fresh module objects: {'cupy': ..., 'cupy.cuda': ...}."""
     modules = {}
     for name in MANIFEST["modules"]:
-        modules[name] = types.ModuleType(name, f"CuPy stand-in ({name}), recorded from CuPy "
-                                               f"{MANIFEST['cupy_version']}: tests/cupy_standin/fake.py")
+        modules[name] = types.ModuleType(
+            name, f"CuPy stand-in ({name}), recorded from CuPy {MANIFEST['cupy_version']}: tests/cupy_standin/fake.py"
+        )
     for name in list(MANIFEST["modules"]) + ["cupy.lib"]:
         if name not in modules:
             modules[name] = types.ModuleType(name)

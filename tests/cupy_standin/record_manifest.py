@@ -15,6 +15,7 @@ without one, and nothing here launches a kernel. Recorded, per module the librar
   and one it accepts fails later (no GPU) with a CUDA error;
 - the parameters of the ufunc methods (`at`, `reduce`, ...), from their docstrings.
 """
+
 import ast
 import inspect
 import json
@@ -24,8 +25,18 @@ from pathlib import Path
 import cupy
 
 MODULES = ["cupy", "cupy.cuda", "cupy.cuda.runtime", "cupy.lib.stride_tricks", "cupy.linalg", "cupy.random"]
-UFUNC_KEYWORD_CANDIDATES = ["out", "dtype", "casting", "where", "order", "subok", "signature", "axes", "axis",
-                            "keepdims"]
+UFUNC_KEYWORD_CANDIDATES = [
+    "out",
+    "dtype",
+    "casting",
+    "where",
+    "order",
+    "subok",
+    "signature",
+    "axes",
+    "axis",
+    "keepdims",
+]
 OUT = Path(__file__).resolve().parent / "manifest.json"
 
 
@@ -38,7 +49,7 @@ def params_from_doc(obj, drop_self=True):
     line = ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
     if "(" not in line or ")" not in line:
         return None
-    inside = line[line.index("(") + 1:line.rindex(")")]
+    inside = line[line.index("(") + 1 : line.rindex(")")]
     try:
         args = ast.parse(f"def f({inside}): pass").body[0].args
     except SyntaxError:
@@ -145,13 +156,16 @@ def main():
         "device": record_class(cupy.cuda.Device),
         "memory_pool": record_class(cupy.cuda.MemoryPool),
         "ufunc_keywords": ufunc_keywords(),
-        "ufunc_methods": {m: params_from_doc(getattr(cupy.add, m)) for m in ("at", "reduce", "accumulate", "outer",
-                                                                              "reduceat")},
+        "ufunc_methods": {
+            m: params_from_doc(getattr(cupy.add, m)) for m in ("at", "reduce", "accumulate", "outer", "reduceat")
+        },
     }
     OUT.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     n = sum(len(v) for v in manifest["modules"].values())
-    print(f"recorded CuPy {cupy.__version__}: {n} names, {len(manifest['ndarray'])} ndarray attributes, "
-          f"ufunc keywords {manifest['ufunc_keywords']} -> {OUT}")
+    print(
+        f"recorded CuPy {cupy.__version__}: {n} names, {len(manifest['ndarray'])} ndarray attributes, "
+        f"ufunc keywords {manifest['ufunc_keywords']} -> {OUT}"
+    )
 
 
 if __name__ == "__main__":

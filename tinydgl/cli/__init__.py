@@ -8,6 +8,7 @@ One file per job: parser.py (the options), checks.py (what is checked before any
 trainer, the in-process run, its report), parallel.py (`train --workers`: local processes or MPI ranks),
 compare.py; here, `main`, which runs a subcommand and turns the errors above into one line.
 """
+
 import os
 import sys
 
@@ -54,14 +55,26 @@ def main(argv=None):
     args = parse_command_line(parser, argv)
     try:
         args = apply_recipe(parser, argv, args)
-        return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments,
-                "recipes": cmd_recipes}[args.command](args)
-    except (CommandError, DatasetNotFoundError, DataFileError, DownloadError, CheckpointError, TrainingDiverged,
-            ImportError, NotEnoughMemory, OutputError) as err:
+        return {"train": cmd_train, "compare": cmd_compare, "assignments": cmd_assignments, "recipes": cmd_recipes}[
+            args.command
+        ](args)
+    except (
+        CommandError,
+        DatasetNotFoundError,
+        DataFileError,
+        DownloadError,
+        CheckpointError,
+        TrainingDiverged,
+        ImportError,
+        NotEnoughMemory,
+        OutputError,
+    ) as err:
         # A diverged run exits 1 too: its weights stopped learning, so its numbers mean nothing (and no metrics or
         # plot are written that would look like a finished run).
-        print(f"tinydgl: error: {err}{default_lr_hint(args) if isinstance(err, TrainingDiverged) else ''}",
-              file=sys.stderr)
+        print(
+            f"tinydgl: error: {err}{default_lr_hint(args) if isinstance(err, TrainingDiverged) else ''}",
+            file=sys.stderr,
+        )
         return 1
     except MemoryError as err:  # NumPy's _ArrayMemoryError, CuPy's OutOfMemoryError
         print(f"tinydgl: error: {out_of_memory_message(err, getattr(args, 'batch_size', None))}", file=sys.stderr)
@@ -73,8 +86,11 @@ def main(argv=None):
     except (KeyboardInterrupt, Terminated) as err:
         name, code = ("SIGTERM", 143) if isinstance(err, Terminated) else ("Ctrl-C", 130)
         saved = getattr(args, "checkpoint_dir", None)
-        how = (f" The last finished epoch's checkpoint in {saved} is intact; to resume:\n  {resume_command(argv)}"
-               if saved and os.path.exists(os.path.join(saved, "latest.json")) else "")
+        how = (
+            f" The last finished epoch's checkpoint in {saved} is intact; to resume:\n  {resume_command(argv)}"
+            if saved and os.path.exists(os.path.join(saved, "latest.json"))
+            else ""
+        )
         workers = "; every worker process was stopped" if getattr(args, "workers", None) else ""
         print(f"tinydgl: interrupted by {name}{workers}.{how}", file=sys.stderr)
         return code
@@ -103,4 +119,3 @@ def resume_command(argv):
             continue
         kept.append(arg)
     return "tinydgl " + shlex.join([*kept, "--resume"])
-

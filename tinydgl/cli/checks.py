@@ -3,6 +3,7 @@ not a traceback after the last epoch: option types with their ranges, which meth
 takes, output paths, the backend, and option combinations. Every check raises `CommandError` (exit 1) or
 argparse's `ArgumentTypeError` (a usage error, exit 2); `tinydgl.cli` runs them.
 """
+
 import argparse
 import difflib
 import inspect
@@ -57,8 +58,9 @@ def trainer_list(text):
     if unknown or not names:
         close = [match for name in unknown for match in difflib.get_close_matches(name, list(TRAINERS), n=1)]
         guess = f"; did you mean {', '.join(close)}?" if close else ""
-        raise argparse.ArgumentTypeError(f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: "
-                                         f"{', '.join(TRAINERS)}{guess}")
+        raise argparse.ArgumentTypeError(
+            f"unknown trainer(s) {', '.join(unknown) or text!r}; choose from: {', '.join(TRAINERS)}{guess}"
+        )
     twice = sorted({t for t in names if names.count(t) > 1})
     if twice:
         raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}; name each trainer once")
@@ -85,12 +87,47 @@ def positive_int_list(text):
 # The method options: each option's name is the keyword argument of the trainers that take it (--bp-lambda:
 # bp_lambda=...), and `keyword_options` tells which trainers those are.
 METHOD_OPTIONS = (
-    "label_smoothing", "aux", "modules", "boundaries", "epochs_per_module", "waveform", "temperature", "synthesizer",
-    "interfaces", "synth_hidden", "synth_channels", "update_prob", "sg_scale", "bp_lambda", "buffer_size",
-    "schedule", "slow_module", "slowdown", "reuse_cap", "buffer_codec", "warmup", "feedback_init", "loss",
-    "basis_size", "predsim_beta", "pepita_f_scale", "ff_hidden", "ff_relu_grad", "peer_norm", "ff_predict",
-    "ff_classifier_lr_scale", "ff_classifier_wd_scale", "fg_mode", "fg_loss", "fg_directions", "fg_guess",
-    "feedback_scale", "synth_placement", "synth_units", "synth_zero_init", "module_epoch",
+    "label_smoothing",
+    "aux",
+    "modules",
+    "boundaries",
+    "epochs_per_module",
+    "waveform",
+    "temperature",
+    "synthesizer",
+    "interfaces",
+    "synth_hidden",
+    "synth_channels",
+    "update_prob",
+    "sg_scale",
+    "bp_lambda",
+    "buffer_size",
+    "schedule",
+    "slow_module",
+    "slowdown",
+    "reuse_cap",
+    "buffer_codec",
+    "warmup",
+    "feedback_init",
+    "loss",
+    "basis_size",
+    "predsim_beta",
+    "pepita_f_scale",
+    "ff_hidden",
+    "ff_relu_grad",
+    "peer_norm",
+    "ff_predict",
+    "ff_classifier_lr_scale",
+    "ff_classifier_wd_scale",
+    "fg_mode",
+    "fg_loss",
+    "fg_directions",
+    "fg_guess",
+    "feedback_scale",
+    "synth_placement",
+    "synth_units",
+    "synth_zero_init",
+    "module_epoch",
 )
 
 
@@ -126,9 +163,11 @@ def trainer_options(args, trainer_name, strict=True):
     if "seed" in accepted:
         options["seed"] = args.seed
     if unused and strict:
-        raise CommandError(f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}: leave "
-                           f"{'it' if len(unused) == 1 else 'them'} out, or choose a trainer that has "
-                           f"{'it' if len(unused) == 1 else 'them'} (tinydgl train --help).")
+        raise CommandError(
+            f"{', '.join(unused)} do(es) not apply to --trainer {trainer_name}: leave "
+            f"{'it' if len(unused) == 1 else 'them'} out, or choose a trainer that has "
+            f"{'it' if len(unused) == 1 else 'them'} (tinydgl train --help)."
+        )
     return options
 
 
@@ -153,18 +192,31 @@ def check_output_paths(args):
     each. Raises CommandError naming the option, the path and what went wrong."""
     import tempfile
 
-    outputs = [("--metrics-json", args.metrics_json, "file"), ("--plot", getattr(args, "plot", None), "file"),
-               ("--checkpoint-dir", getattr(args, "checkpoint_dir", None), "folder")]
+    outputs = [
+        ("--metrics-json", args.metrics_json, "file"),
+        ("--plot", getattr(args, "plot", None), "file"),
+        ("--checkpoint-dir", getattr(args, "checkpoint_dir", None), "folder"),
+    ]
     for option, path, kind in outputs:
         if path is None:
             continue
         if not path.strip():
-            raise CommandError(f"{option} got an empty name; give a {kind} name, or leave {option} out; nothing was trained.")
+            raise CommandError(
+                f"{option} got an empty name; give a {kind} name, or leave {option} out; nothing was trained."
+            )
         if kind == "file" and os.path.isdir(path):
-            raise CommandError(f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}); nothing was trained.")
-        if kind == "folder" and not getattr(args, "resume", False) and os.path.exists(os.path.join(path, "latest.json")):
-            raise CommandError(f"{option} {path} already holds a checkpoint. Add --resume to continue that run, or "
-                               f"choose another folder; nothing was overwritten.")
+            raise CommandError(
+                f"{option} {path} is a folder; give a file name (e.g. {os.path.join(path, 'run.json' if option == '--metrics-json' else 'run.png')}); nothing was trained."
+            )
+        if (
+            kind == "folder"
+            and not getattr(args, "resume", False)
+            and os.path.exists(os.path.join(path, "latest.json"))
+        ):
+            raise CommandError(
+                f"{option} {path} already holds a checkpoint. Add --resume to continue that run, or "
+                f"choose another folder; nothing was overwritten."
+            )
         folder = path if kind == "folder" else (os.path.dirname(os.path.abspath(path)))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -173,25 +225,42 @@ def check_output_paths(args):
             os.remove(probe)
         except OSError as err:
             blocker = _file_in_the_way(folder)
-            reason = (f"{blocker} is a file, not a folder" if blocker else
-                      f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err.strerror or err)
-            raise CommandError(f"{option} {path}: cannot write there ({reason}). Choose a path in a "
-                               f"folder you can write to; nothing was trained.") from err
+            reason = (
+                f"{blocker} is a file, not a folder"
+                if blocker
+                else f"{err.filename}: {err.strerror}"
+                if err.filename and err.strerror
+                else err.strerror or err
+            )
+            raise CommandError(
+                f"{option} {path}: cannot write there ({reason}). Choose a path in a "
+                f"folder you can write to; nothing was trained."
+            ) from err
     for what, path in companion_plots(args).items():
         if os.path.isdir(path):
-            raise CommandError(f"--plot {args.plot} also writes the {what} to {path}, which is a folder: choose "
-                               f"another --plot name, or move that folder; nothing was trained.")
-    if args.metrics_json and getattr(args, "plot", None) and \
-            os.path.realpath(args.metrics_json) == os.path.realpath(args.plot):
-        raise CommandError(f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
-                           f"Give them different names (e.g. run.json and run.png); nothing was trained.")
+            raise CommandError(
+                f"--plot {args.plot} also writes the {what} to {path}, which is a folder: choose "
+                f"another --plot name, or move that folder; nothing was trained."
+            )
+    if (
+        args.metrics_json
+        and getattr(args, "plot", None)
+        and os.path.realpath(args.metrics_json) == os.path.realpath(args.plot)
+    ):
+        raise CommandError(
+            f"--metrics-json and --plot both name {args.plot}: the plot would overwrite the metrics. "
+            f"Give them different names (e.g. run.json and run.png); nothing was trained."
+        )
     if getattr(args, "plot", None):
         try:
             import matplotlib  # noqa: F401
         except ImportError as err:
             from ..extras import install_command
-            raise CommandError(f"--plot needs matplotlib, which is not installed: {install_command('plot')} "
-                               f"(or leave --plot out); nothing was trained.") from err
+
+            raise CommandError(
+                f"--plot needs matplotlib, which is not installed: {install_command('plot')} "
+                f"(or leave --plot out); nothing was trained."
+            ) from err
         _check_plot_format(args.plot)
 
 
@@ -230,16 +299,19 @@ def _check_plot_format(path):
 
     extension = os.path.splitext(path)[1].lower().lstrip(".")
     if not extension:
-        raise CommandError(f"--plot {path} has no extension, which names the image format: end it in .png (or "
-                           f".pdf, .svg, ...); nothing was trained.")
+        raise CommandError(
+            f"--plot {path} has no extension, which names the image format: end it in .png (or "
+            f".pdf, .svg, ...); nothing was trained."
+        )
     figure = Figure(figsize=(1, 1))
     FigureCanvasAgg(figure)
     figure.text(0.5, 0.5, "1")  # text, as the real plot has: .pgf only needs LaTeX to measure text
     try:
         figure.savefig(io.BytesIO(), format=extension)
     except Exception as err:  # ValueError for an unknown format; RuntimeError/OSError for a missing tool
-        raise CommandError(f"--plot {path}: cannot write .{extension} images ({err}). Use .png (or .pdf, .svg); "
-                           f"nothing was trained.") from err
+        raise CommandError(
+            f"--plot {path}: cannot write .{extension} images ({err}). Use .png (or .pdf, .svg); nothing was trained."
+        ) from err
 
 
 def select_backend(args):
@@ -264,7 +336,12 @@ def resolve_parallel(args):
         notes.append(f"{old} is deprecated: say {say}--{field} {value}.")
 
     if args.trainer in OLD_TRAINERS:
-        settle("parallel", OLD_TRAINERS[args.trainer], f"--trainer {args.trainer}", f"--trainer {DATA_PARALLEL[args.trainer]} ")
+        settle(
+            "parallel",
+            OLD_TRAINERS[args.trainer],
+            f"--trainer {args.trainer}",
+            f"--trainer {DATA_PARALLEL[args.trainer]} ",
+        )
     if getattr(args, "engine", None):
         settle("transport", OLD_ENGINES[args.engine], f"--engine {args.engine}")
     if args.parallel is None and (args.workers or args.transport):
@@ -282,11 +359,15 @@ def check_train_options(args):
         raise CommandError("--checkpoint-every needs --checkpoint-dir (where to write the checkpoints).")
     if args.workers and getattr(args, "module_epoch", None) == "own":
         source = f" (set by --recipe {args.recipe})" if getattr(args, "recipe", None) else ""
-        raise CommandError(f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
-                           f"with the data's: leave --workers out, or add --module-epoch first.")
+        raise CommandError(
+            f"--module-epoch own{source} applies to in-process runs; the parallel engines end an epoch "
+            f"with the data's: leave --workers out, or add --module-epoch first."
+        )
     if args.workers and args.lr_schedule != "constant":
-        raise CommandError(f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
-                           f"at a constant rate (leave --workers out, or the schedule).")
+        raise CommandError(
+            f"--lr-schedule {args.lr_schedule} applies to in-process runs; the parallel engines train "
+            f"at a constant rate (leave --workers out, or the schedule)."
+        )
     check_parallel_options(args)
 
 
@@ -309,8 +390,11 @@ def check_parallel_options(args):
         if getattr(args, option, None) and (engine is None or option not in engine.options):
             homes = [e for e in registry.ENGINES.values() if option in e.options]
             where = " or ".join(f"--parallel {e.parallel} --transport {e.transport}" for e in homes)
-            now = (f", not --parallel {engine.parallel} --transport {engine.transport}: leave it out" if engine
-                   else f": add --parallel {homes[0].parallel} --workers J, or leave it out")
+            now = (
+                f", not --parallel {engine.parallel} --transport {engine.transport}: leave it out"
+                if engine
+                else f": add --parallel {homes[0].parallel} --workers J, or leave it out"
+            )
             raise CommandError(f"--{option.replace('_', '-')} applies to {where} only{now}.")
 
 
@@ -322,5 +406,7 @@ def check_compare_options(args):
         if not any(keyword in keyword_options(TRAINERS[name]) for name in args.trainers):
             option = "--" + keyword.replace("_", "-")
             have = [n for n in TRAINERS if keyword in keyword_options(TRAINERS[n])]
-            raise CommandError(f"{option} applies to none of --trainers {','.join(args.trainers)} (it applies to "
-                               f"{', '.join(have)}): add one of those or leave {option} out.")
+            raise CommandError(
+                f"{option} applies to none of --trainers {','.join(args.trainers)} (it applies to "
+                f"{', '.join(have)}): add one of those or leave {option} out."
+            )

@@ -3,6 +3,7 @@
 machine; with `--transport mpi`, one MPI rank per worker, where every rank runs the command and rank 0
 alone prints and writes.
 """
+
 import os
 import sys
 
@@ -16,8 +17,10 @@ def fit_on_workers(args, trainer, train_loader, test_loader):
     from ..train.stopping import raise_on_sigterm
 
     if args.checkpoint_every:
-        print("note: --checkpoint-every applies to in-process runs; with --workers, checkpoints are written at "
-              "epoch boundaries, the last point where the workers' modules form one consistent model.")
+        print(
+            "note: --checkpoint-every applies to in-process runs; with --workers, checkpoints are written at "
+            "epoch boundaries, the last point where the workers' modules form one consistent model."
+        )
     with raise_on_sigterm():
         return fit_on_engine(args, trainer, train_loader, test_loader)
 
@@ -32,13 +35,23 @@ def fit_on_engine(args, trainer, train_loader, test_loader):
     units = len(trainer.pipeline_units()) if args.parallel == "module" else None
     if units and args.workers > units:
         kind = getattr(trainer, "pipeline_unit_name", "module(s)")
-        raise CommandError(f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {units} "
-                           f"{kind}, and each worker runs at least one: use --workers {units} or fewer.")
+        raise CommandError(
+            f"--workers {args.workers}: --trainer {args.trainer} on {args.model} has {units} "
+            f"{kind}, and each worker runs at least one: use --workers {units} or fewer."
+        )
     options = {o: getattr(args, o) for o in engine.options if getattr(args, o, None) is not None}
     try:
-        return engine.fit_function()(trainer, train_loader, test_loader, args.epochs, workers=args.workers,
-                                     checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                                     bn_recalibrate=args.bn_recalibrate, **options)
+        return engine.fit_function()(
+            trainer,
+            train_loader,
+            test_loader,
+            args.epochs,
+            workers=args.workers,
+            checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume,
+            bn_recalibrate=args.bn_recalibrate,
+            **options,
+        )
     except ValueError as err:
         raise CommandError(f"--workers {args.workers}: {err}") from err
     except WorkerFailed as err:
@@ -60,16 +73,23 @@ def prepare_mpi(args):
         from mpi4py import MPI
     except ImportError as err:
         from ..extras import install_command
-        raise CommandError(f"--transport mpi needs mpi4py and an MPI library: {install_command('mpi')} "
-                           f"(mpi4py and the mpich wheel), then launch with {MPI_LAUNCH} ({err}).") from err
+
+        raise CommandError(
+            f"--transport mpi needs mpi4py and an MPI library: {install_command('mpi')} "
+            f"(mpi4py and the mpich wheel), then launch with {MPI_LAUNCH} ({err})."
+        ) from err
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
     if size == 1 and not any(v in os.environ for v in _LAUNCHER_VARIABLES):
-        raise CommandError(f"--transport mpi runs one MPI rank per worker, but this is a single process started "
-                           f"without mpiexec. Launch it as: {MPI_LAUNCH} (J = the number of workers).")
+        raise CommandError(
+            f"--transport mpi runs one MPI rank per worker, but this is a single process started "
+            f"without mpiexec. Launch it as: {MPI_LAUNCH} (J = the number of workers)."
+        )
     if args.workers is not None and args.workers != size:
-        raise CommandError(f"--workers {args.workers} but mpiexec started {size} rank(s): with --transport mpi the "
-                           f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}.")
+        raise CommandError(
+            f"--workers {args.workers} but mpiexec started {size} rank(s): with --transport mpi the "
+            f"workers are the ranks; leave --workers out or launch mpiexec -n {args.workers}."
+        )
     args.workers = size
     if get_backend().name == "cupy":
         from ..runtime.mpi_engine import choose_rank_gpu
@@ -111,9 +131,16 @@ def fit_on_mpi(args, trainer, train_loader, test_loader, fit_parallel):
 
     comm = MPI.COMM_WORLD
     try:
-        return fit_parallel(trainer, train_loader, test_loader, args.epochs, comm=comm,
-                            checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                            bn_recalibrate=args.bn_recalibrate)
+        return fit_parallel(
+            trainer,
+            train_loader,
+            test_loader,
+            args.epochs,
+            comm=comm,
+            checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume,
+            bn_recalibrate=args.bn_recalibrate,
+        )
     except BaseException as err:
         if comm.Get_size() == 1:
             if isinstance(err, ValueError):
@@ -128,8 +155,11 @@ def fit_on_mpi(args, trainer, train_loader, test_loader, fit_parallel):
             detail = traceback.format_exc()
         resumable = args.checkpoint_dir and not request_error
         where = " Resume from the last finished epoch with --resume." if resumable else ""
-        print(f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}{where}", file=sys.stderr,
-              flush=True)
+        print(
+            f"tinydgl: error on MPI rank {comm.Get_rank()} of {comm.Get_size()}: {detail}{where}",
+            file=sys.stderr,
+            flush=True,
+        )
         code = 143 if isinstance(err, Terminated) else 1  # mpiexec exits with it where it can
         comm.Abort(code)
         raise SystemExit(code)  # Abort does not always end this process at once (e.g. another rank aborted first)

@@ -2,6 +2,7 @@
 workers, and report (the run's first line, its summary, the metrics file and the plots). `compare` builds
 on the same pieces.
 """
+
 import os
 import platform
 import time
@@ -14,8 +15,17 @@ from ..backend import get_backend
 from ..models import build_model
 from ..optim import build_optimizer
 from ..trainers import TRAINERS, build_trainer
-from .checks import (DATA_PARALLEL, CommandError, check_output_paths, check_train_options, companion_plots,
-                     keyword_options, resolve_parallel, select_backend, trainer_options)
+from .checks import (
+    DATA_PARALLEL,
+    CommandError,
+    check_output_paths,
+    check_train_options,
+    companion_plots,
+    keyword_options,
+    resolve_parallel,
+    select_backend,
+    trainer_options,
+)
 from .parallel import check_outputs_on_rank0, fit_on_workers, prepare_mpi
 from .parser import DEFAULT_LR
 
@@ -46,9 +56,11 @@ def cmd_train(args):
         return 0
     if not args.workers:  # a batch too large for memory: said now, not as a MemoryError mid-epoch
         check_batch_memory(trainer, train_loader, args.batch_size)
-    print(f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
-          f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
-          f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}{recalibration_note(args, trainer)}")
+    print(
+        f"tinydgl {__version__}: {args.trainer} on {args.model} ({trainer.model.num_parameters():,} parameters), "
+        f"{dataset.name}: {len(dataset.y_train):,} train / {len(dataset.y_test):,} test images, "
+        f"{args.optimizer} lr {lr:g}, batch {args.batch_size}, seed {args.seed}{recalibration_note(args, trainer)}"
+    )
     print(f"data read from {dataset.source}")
     plan = greedy_plan(trainer, args.epochs)
     if plan:
@@ -57,12 +69,24 @@ def cmd_train(args):
     if args.workers:
         history = fit_on_workers(args, trainer, train_loader, test_loader)
     else:
-        history = fit(trainer, train_loader, test_loader, args.epochs, checkpoint_dir=args.checkpoint_dir,
-                      resume=args.resume, progress=not args.no_progress, bn_recalibrate=args.bn_recalibrate,
-                      checkpoint_every=args.checkpoint_every, stop_on_signals=True, lr_schedule=args.lr_schedule)
+        history = fit(
+            trainer,
+            train_loader,
+            test_loader,
+            args.epochs,
+            checkpoint_dir=args.checkpoint_dir,
+            resume=args.resume,
+            progress=not args.no_progress,
+            bn_recalibrate=args.bn_recalibrate,
+            checkpoint_every=args.checkpoint_every,
+            stop_on_signals=True,
+            lr_schedule=args.lr_schedule,
+        )
     summary = run_summary(args, args.trainer, lr, history, trainer.model.num_parameters(), trainer)
-    print(f"{accuracy_line(summary)} after {summary['epochs']} epoch(s); "
-          f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all")
+    print(
+        f"{accuracy_line(summary)} after {summary['epochs']} epoch(s); "
+        f"{summary['train_seconds']:.1f}s training, {time.perf_counter() - started:.1f}s in all"
+    )
     write_train_outputs(args, summary, history)
     return 0
 
@@ -74,9 +98,11 @@ def nothing_left_to_train(args, trainer):
     done = epochs_done(args, trainer)
     if done < args.epochs:
         return False
-    print(f"tinydgl: nothing to do: the checkpoint in {args.checkpoint_dir} has already done {done} epoch(s), "
-          f"and --epochs {args.epochs} counts the epochs of the whole run, resumed ones included. To train "
-          f"more, raise it (e.g. --epochs {done + 1}); nothing was trained or written.")
+    print(
+        f"tinydgl: nothing to do: the checkpoint in {args.checkpoint_dir} has already done {done} epoch(s), "
+        f"and --epochs {args.epochs} counts the epochs of the whole run, resumed ones included. To train "
+        f"more, raise it (e.g. --epochs {done + 1}); nothing was trained or written."
+    )
     return True
 
 
@@ -98,15 +124,24 @@ def write_train_outputs(args, summary, history):
     if args.metrics_json:
         outputs.write_json("metrics", args.metrics_json, summary)
     if args.plot:
-        outputs.write_file("learning curves", args.plot, lambda path: plot_history(
-            {args.trainer: history}, path, title=f"{args.model} on {args.dataset}"))
+        outputs.write_file(
+            "learning curves",
+            args.plot,
+            lambda path: plot_history({args.trainer: history}, path, title=f"{args.model} on {args.dataset}"),
+        )
         if args.workers:
             from ..runtime.metrics import plot_timeline
 
             timeline = companion_plots(args)["worker timeline"]
-            outputs.write_file("worker timeline", timeline, lambda path: plot_timeline(
-                [w for h in history for w in h.get("workers", [])], path,
-                title=f"{args.trainer} on {args.model}, {args.workers} workers"))
+            outputs.write_file(
+                "worker timeline",
+                timeline,
+                lambda path: plot_timeline(
+                    [w for h in history for w in h.get("workers", [])],
+                    path,
+                    title=f"{args.trainer} on {args.model}, {args.workers} workers",
+                ),
+            )
     outputs.finish()
 
 
@@ -115,27 +150,48 @@ def load_data(args):
     from ..data import DATASETS, DataLoader, load_dataset
 
     if args.data_dir and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
-        raise CommandError(f"--data-dir {args.data_dir} is a file; give the folder that holds the {args.dataset} "
-                           f"files (or leave --data-dir out to use $TINYDGL_DATA or the cache).")
+        raise CommandError(
+            f"--data-dir {args.data_dir} is a file; give the folder that holds the {args.dataset} "
+            f"files (or leave --data-dir out to use $TINYDGL_DATA or the cache)."
+        )
     bundled = DATASETS[args.dataset].read is None
     if args.data_dir and not os.path.exists(args.data_dir):
         # Refused rather than created: the other places searched ($TINYDGL_DATA, the cache) would silently
         # supply the data instead, and a typo in the path would go unnoticed.
-        instead = (f"{args.dataset} is bundled with tinydgl and reads no folder: leave --data-dir out" if bundled else
-                   f"give the folder that holds the {args.dataset} files (make it first to download into it), or "
-                   f"leave --data-dir out to use $TINYDGL_DATA or the cache")
+        instead = (
+            f"{args.dataset} is bundled with tinydgl and reads no folder: leave --data-dir out"
+            if bundled
+            else f"give the folder that holds the {args.dataset} files (make it first to download into it), or "
+            f"leave --data-dir out to use $TINYDGL_DATA or the cache"
+        )
         raise CommandError(f"--data-dir {args.data_dir} does not exist; {instead}; nothing was trained.")
     if args.data_dir and bundled:
         print(f"note: {args.dataset} is bundled with tinydgl; --data-dir {args.data_dir} is not read.")
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir, limit_train=args.limit_train, limit_test=args.limit_test,
-                           progress=not args.no_progress)
+    dataset = load_dataset(
+        args.dataset,
+        data_dir=args.data_dir,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        progress=not args.no_progress,
+    )
     if args.data_dir and not bundled and not _inside(dataset.source, args.data_dir):
         print(f"note: --data-dir {args.data_dir} has no {args.dataset} files; they were found in {dataset.source}.")
     mean, std = input_statistics(args, dataset)
-    train_loader = DataLoader(dataset.x_train, dataset.y_train, args.batch_size, shuffle=True, seed=args.seed,
-                              augment=args.augment, hflip=args.dataset not in DIGIT_DATASETS, mean=mean, std=std)
+    train_loader = DataLoader(
+        dataset.x_train,
+        dataset.y_train,
+        args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+        augment=args.augment,
+        hflip=args.dataset not in DIGIT_DATASETS,
+        mean=mean,
+        std=std,
+    )
     # Evaluate in batches no larger than training ones, so evaluation never sets the peak memory.
-    test_loader = DataLoader(dataset.x_test, dataset.y_test, min(args.batch_size, 500), shuffle=False, mean=mean, std=std)
+    test_loader = DataLoader(
+        dataset.x_test, dataset.y_test, min(args.batch_size, 500), shuffle=False, mean=mean, std=std
+    )
     return dataset, train_loader, test_loader
 
 
@@ -154,27 +210,44 @@ def input_statistics(args, dataset):
 
 def make_trainer(args, trainer_name, dataset, strict=True):
     channels, size, _ = dataset.input_shape
-    shape = {k: v for k, v in (("hidden", getattr(args, "hidden", None)), ("activation", getattr(args, "activation", None)),
-                               ("batchnorm", getattr(args, "batchnorm", None)), ("bias", getattr(args, "bias", None)),
-                               ("output_batchnorm", getattr(args, "output_batchnorm", None))) if v is not None}
+    shape = {
+        k: v
+        for k, v in (
+            ("hidden", getattr(args, "hidden", None)),
+            ("activation", getattr(args, "activation", None)),
+            ("batchnorm", getattr(args, "batchnorm", None)),
+            ("bias", getattr(args, "bias", None)),
+            ("output_batchnorm", getattr(args, "output_batchnorm", None)),
+        )
+        if v is not None
+    }
     if shape and trainer_name == "ff":
-        raise CommandError(f"--{', --'.join(shape)} shape(s) the mlp, which ff does not train (it builds its own "
-                           f"network): give its widths with --ff-hidden.")
+        raise CommandError(
+            f"--{', --'.join(shape)} shape(s) the mlp, which ff does not train (it builds its own "
+            f"network): give its widths with --ff-hidden."
+        )
     if shape and args.model != "mlp":
         names, one = "--" + ", --".join(shape), len(shape) == 1
-        raise CommandError(f"{names} appl{'ies' if one else 'y'} to --model mlp only: add --model mlp, or leave "
-                           f"{'it' if one else 'them'} out for --model {args.model}.")
+        raise CommandError(
+            f"{names} appl{'ies' if one else 'y'} to --model mlp only: add --model mlp, or leave "
+            f"{'it' if one else 'them'} out for --model {args.model}."
+        )
     try:
-        model = build_model(args.model, in_channels=channels, image_size=size, num_classes=dataset.num_classes,
-                            seed=args.seed, **shape)
+        model = build_model(
+            args.model, in_channels=channels, image_size=size, num_classes=dataset.num_classes, seed=args.seed, **shape
+        )
     except ValueError as err:
-        raise CommandError(f"model {args.model!r} does not fit {args.dataset} images ({channels}x{size}x{size}): {err}") from err
+        raise CommandError(
+            f"model {args.model!r} does not fit {args.dataset} images ({channels}x{size}x{size}): {err}"
+        ) from err
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     options = {"weight_decay": args.weight_decay} if args.weight_decay else {}
     if getattr(args, "momentum", None) is not None:
         if args.optimizer not in ("sgd", "nag") and args.momentum:
-            raise CommandError(f"--momentum applies to --optimizer sgd (adam and the schedule-free optimizers have "
-                               f"their own averaging; nag is Nesterov's momentum), not {args.optimizer}.")
+            raise CommandError(
+                f"--momentum applies to --optimizer sgd (adam and the schedule-free optimizers have "
+                f"their own averaging; nag is Nesterov's momentum), not {args.optimizer}."
+            )
         if args.optimizer == "nag" and not args.momentum:
             raise CommandError("--optimizer nag needs --momentum above 0 (Nesterov momentum; default 0.9).")
         if args.momentum:
@@ -197,16 +270,38 @@ def make_trainer(args, trainer_name, dataset, strict=True):
 
 # Options that decide the shapes of parameters (or which parameters exist): a checkpoint written with other
 # values cannot be resumed (tinydgl.train.checkpoint.check_fits compares them, then every array's shape).
-SHAPING_OPTIONS = ("aux", "modules", "boundaries", "synthesizer", "interfaces", "synth_hidden", "synth_channels",
-                   "buffer_codec", "waveform", "basis_size", "hidden", "activation", "batchnorm", "ff_hidden", "bias",
-                   "output_batchnorm")
+SHAPING_OPTIONS = (
+    "aux",
+    "modules",
+    "boundaries",
+    "synthesizer",
+    "interfaces",
+    "synth_hidden",
+    "synth_channels",
+    "buffer_codec",
+    "waveform",
+    "basis_size",
+    "hidden",
+    "activation",
+    "batchnorm",
+    "ff_hidden",
+    "bias",
+    "output_batchnorm",
+)
 
 
 def run_identity(args):
     """What a checkpoint of this run records about it, and what `--resume` must match."""
-    return {"trainer": args.trainer, "model": args.model, "dataset": args.dataset, "optimizer": args.optimizer,
-            "options": {k: getattr(args, k) for k in SHAPING_OPTIONS if getattr(args, k, None) is not None},
-            "batch_size": args.batch_size, "seed": args.seed, "limit_train": args.limit_train}
+    return {
+        "trainer": args.trainer,
+        "model": args.model,
+        "dataset": args.dataset,
+        "optimizer": args.optimizer,
+        "options": {k: getattr(args, k) for k in SHAPING_OPTIONS if getattr(args, k, None) is not None},
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "limit_train": args.limit_train,
+    }
 
 
 def greedy_plan(trainer, epochs):
@@ -222,16 +317,20 @@ def greedy_plan(trainer, epochs):
     trained = [(j, a, b) for j, (a, b) in enumerate(spans) if b > a]
     plan = "; ".join(f"module {j + 1}: epoch{f's {a + 1}-{b}' if b - a > 1 else f' {b}'}" for j, a, b in trained)
     left = ", the last one also the epochs left" if epochs > k * per else ""
-    line = (f"greedy trains its {k} modules one after another, {per} epoch(s) each (--epochs-per-module {per})"
-            f"{left}: {plan}.")
+    line = (
+        f"greedy trains its {k} modules one after another, {per} epoch(s) each (--epochs-per-module {per})"
+        f"{left}: {plan}."
+    )
     if len(trained) == k:
         return line
     first_idle = len(trained) + 1
     idle = f"module {k} keeps its" if first_idle == k else f"modules {first_idle}-{k} keep their"
     other = f", or --epochs-per-module {epochs // k} with --epochs {epochs}" if epochs >= k else ""
-    return (f"{line} Note: with --epochs {epochs}, {idle} random initial weights, and the test uses module "
-            f"{len(trained)}'s auxiliary head. To train {'both' if k == 2 else f'all {k}'} modules, use --epochs "
-            f"{k * per}{other}.")
+    return (
+        f"{line} Note: with --epochs {epochs}, {idle} random initial weights, and the test uses module "
+        f"{len(trained)}'s auxiliary head. To train {'both' if k == 2 else f'all {k}'} modules, use --epochs "
+        f"{k * per}{other}."
+    )
 
 
 def recalibration_note(args, trainer):
@@ -275,14 +374,28 @@ def run_summary(args, trainer_name, lr, history, num_parameters, trainer=None):
         # samples every module learned from, per second of training (docs/protocol.md, section 4)
         "samples_per_second": total_samples / total_seconds if total_seconds else None,
         "parameters": num_parameters,
-        "config": {"batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
-                   "lr_schedule": getattr(args, "lr_schedule", "constant"), "momentum": getattr(args, "momentum", None),
-                   "weight_decay": args.weight_decay, "seed": args.seed, "augment": args.augment,
-                   "normalize": getattr(args, "normalize", "dataset"), "recipe": getattr(args, "recipe", None),
-                   "bn_recalibrate": args.bn_recalibrate, "limit_train": args.limit_train,
-                   "limit_test": args.limit_test},
-        "environment": {"tinydgl": __version__, "backend": get_backend().name,
-                        "numpy": np.__version__, "python": platform.python_version(), "cpus": os.cpu_count()},
+        "config": {
+            "batch_size": args.batch_size,
+            "optimizer": args.optimizer,
+            "lr": lr,
+            "lr_schedule": getattr(args, "lr_schedule", "constant"),
+            "momentum": getattr(args, "momentum", None),
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "augment": args.augment,
+            "normalize": getattr(args, "normalize", "dataset"),
+            "recipe": getattr(args, "recipe", None),
+            "bn_recalibrate": args.bn_recalibrate,
+            "limit_train": args.limit_train,
+            "limit_test": args.limit_test,
+        },
+        "environment": {
+            "tinydgl": __version__,
+            "backend": get_backend().name,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
         "history": history,
         # per-method counters, e.g. async DGL's steps, empty polls, fresh/replayed/skipped batches per module
         "trainer_stats": trainer.stats() if hasattr(trainer, "stats") else None,

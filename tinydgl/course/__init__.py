@@ -14,16 +14,34 @@ raises NotImplementedError, and `grade` scores a student's task files with the i
 The markers, the stubs, leaks, grading, hidden tests, the files (one job each) and why the course is in the
 wheel: docs/design/course.md.
 """
+
 from .catalogue import ASSIGNMENTS, TASKS, TASKS_BY_ID, Assignment, Task, assignment_marker, marker_name, select_tasks
 from .command import add_assignments_parser, run_command
-from .exports import (AUTOGRADER_PACKAGES, CLASSROOM_WORKFLOW, DIGEST_COMMAND, autograde, classroom,
-                      gather_submission, gradescope, ignored_note, tree_digest)
-from .grading import (HIDDEN_FAILURE, format_table, grade, pick_task_files, read_submission, run_tests, score,
-                      submit)
+from .exports import (
+    AUTOGRADER_PACKAGES,
+    CLASSROOM_WORKFLOW,
+    DIGEST_COMMAND,
+    autograde,
+    classroom,
+    gather_submission,
+    gradescope,
+    ignored_note,
+    tree_digest,
+)
+from .grading import HIDDEN_FAILURE, format_table, grade, pick_task_files, read_submission, run_tests, score, submit
 from .handouts import handout, index, notebook, student_readme
-from .layout import (HIDDEN_TESTS, INDEPENDENT_TESTS, INSTRUCTOR_ONLY, MANIFEST, STUDENT_COPY, TASK_TESTS,
-                     AssignmentError, check_output, source_root, template)
+from .layout import (
+    HIDDEN_TESTS,
+    INDEPENDENT_TESTS,
+    INSTRUCTOR_ONLY,
+    MANIFEST,
+    STUDENT_COPY,
+    TASK_TESTS,
+    AssignmentError,
+    check_output,
+    source_root,
+    template,
+)
 from .leaks import SIGNIFICANT, TEXT_SUFFIXES, code_key, find_leaks, leaks_in, readable_text, solution_keys, solutions
 from .markers import Region, check, enclosing_function, find_regions, find_task_tests, scan_markers, task_files
 from .student_copy import build, pristine_course, stub
-

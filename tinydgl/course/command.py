@@ -2,6 +2,7 @@
 
 Every subcommand checks its output path first, so a path that cannot be written fails before any work.
 """
+
 import json
 from pathlib import Path
 
@@ -19,20 +20,38 @@ def add_assignments_parser(subparsers):
     sub = parser.add_subparsers(dest="assignments_command", required=True)
     b = sub.add_parser("build", help="write a student copy (solutions replaced by stubs) with handouts to OUT")
     b.add_argument("out", metavar="OUT", help="a new (or empty) folder")
-    b.add_argument("--assignment", action="append", choices=[a.id for a in ASSIGNMENTS],
-                   help="stub only this assignment's tasks (repeatable; default: all)")
+    b.add_argument(
+        "--assignment",
+        action="append",
+        choices=[a.id for a in ASSIGNMENTS],
+        help="stub only this assignment's tasks (repeatable; default: all)",
+    )
     b.add_argument("--task", action="append", help="stub only this task (repeatable)")
     s = sub.add_parser("submit", help="zip the task files of a student copy (and nothing else) to hand in")
-    s.add_argument("paths", metavar="[TREE] OUT.zip", nargs="+", help="root of the student copy (default: .), the zip to write")
-    g = sub.add_parser("grade", help="score a student copy or a submission zip with the instructor's task tests",
-                       description="Build a fresh student copy from --source in a temporary folder, put the task files "
-                                   "of TREE (or of a zip written by 'submit') over it, and run its task tests: the "
-                                   "student's own tests, conftest.py and other files are never used.")
-    g.add_argument("tree", metavar="TREE|ZIP", nargs="?", default=".",
-                   help="root of the student copy, or its submission zip (default: .)")
-    g.add_argument("--source", default=None, metavar="DIR",
-                   help="the instructor's checkout whose tests grade (default: the one this tinydgl is imported "
-                        "from; a student copy there gives a practice grade with its own tests)")
+    s.add_argument(
+        "paths", metavar="[TREE] OUT.zip", nargs="+", help="root of the student copy (default: .), the zip to write"
+    )
+    g = sub.add_parser(
+        "grade",
+        help="score a student copy or a submission zip with the instructor's task tests",
+        description="Build a fresh student copy from --source in a temporary folder, put the task files "
+        "of TREE (or of a zip written by 'submit') over it, and run its task tests: the "
+        "student's own tests, conftest.py and other files are never used.",
+    )
+    g.add_argument(
+        "tree",
+        metavar="TREE|ZIP",
+        nargs="?",
+        default=".",
+        help="root of the student copy, or its submission zip (default: .)",
+    )
+    g.add_argument(
+        "--source",
+        default=None,
+        metavar="DIR",
+        help="the instructor's checkout whose tests grade (default: the one this tinydgl is imported "
+        "from; a student copy there gives a practice grade with its own tests)",
+    )
     g.add_argument("--json", default=None, help="also write the scores as JSON here")
     sub.add_parser("check", help="check that the solution markers, task ids and task tests are consistent")
     gs = sub.add_parser("gradescope", help="write a Gradescope autograder zip (setup.sh, run_autograder, the course)")
@@ -46,16 +65,24 @@ def add_assignments_parser(subparsers):
 
 def run_command(args):
     """`tinydgl assignments ...`; raises AssignmentError for errors a person can fix."""
-    commands = {"build": _build, "submit": _submit, "grade": _grade, "gradescope": _gradescope,
-                "classroom": _classroom, "check": _check}
+    commands = {
+        "build": _build,
+        "submit": _submit,
+        "grade": _grade,
+        "gradescope": _gradescope,
+        "classroom": _classroom,
+        "check": _check,
+    }
     return commands[args.assignments_command](args)
 
 
 def _build(args):
     manifest = build(args.out, assignments=args.assignment, task_ids=args.task)
     stubbed = [t for t in manifest["tasks"] if t["stubbed"]]
-    print(f"student copy written to {args.out}: {len(stubbed)} task(s) stubbed in "
-          f"{len({t['file'] for t in stubbed})} files; handouts in {Path(args.out) / 'assignments'}")
+    print(
+        f"student copy written to {args.out}: {len(stubbed)} task(s) stubbed in "
+        f"{len({t['file'] for t in stubbed})} files; handouts in {Path(args.out) / 'assignments'}"
+    )
     print(f"grade it with: tinydgl assignments grade {args.out}")
     return 0
 
@@ -86,15 +113,26 @@ def _grade(args):
         print(f"could not collect {error}")
     print(format_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"tasks": rows, "points": sum(r["points"] for r in rows),
-                                               "max_points": sum(r["max_points"] for r in rows)}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "tasks": rows,
+                    "points": sum(r["points"] for r in rows),
+                    "max_points": sum(r["max_points"] for r in rows),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 
 def _gradescope(args):
     names = gradescope(args.out, source=args.source)
-    print(f"{args.out}: Gradescope autograder ({len(names)} files: setup.sh, run_autograder, requirements.txt, "
-          "course/); upload it as the assignment's autograder")
+    print(
+        f"{args.out}: Gradescope autograder ({len(names)} files: setup.sh, run_autograder, requirements.txt, "
+        "course/); upload it as the assignment's autograder"
+    )
     return 0
 
 
@@ -108,5 +146,8 @@ def _check(args):
     problems = check()
     for p in problems:
         print(p)
-    print(f"{len(TASKS)} tasks in {len(ASSIGNMENTS)} assignments: " + ("consistent" if not problems else f"{len(problems)} problem(s)"))
+    print(
+        f"{len(TASKS)} tasks in {len(ASSIGNMENTS)} assignments: "
+        + ("consistent" if not problems else f"{len(problems)} problem(s)")
+    )
     return 1 if problems else 0

@@ -4,6 +4,7 @@ Both grade as `grade` does (grading.py): only the task files of a submission, ov
 with the instructor's tests. Their scripts are files in templates/ (gradescope_setup.sh, run_autograder,
 classroom.yml, classroom_task.yml), filled in here.
 """
+
 import hashlib
 import json
 import tempfile
@@ -26,6 +27,7 @@ AUTOGRADER_PACKAGES = ("numpy", "pytest", "array-api-strict")
 def _requirements():
     """requirements.txt of the autograder: AUTOGRADER_PACKAGES, pinned where this environment has them."""
     from importlib import metadata
+
     lines = []
     for name in AUTOGRADER_PACKAGES:
         try:
@@ -53,12 +55,14 @@ def gradescope(out, source=None):
         course = Path(tmp) / "course"
         pristine_course(source, course)
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+
             def add(name, text, mode=0o644):
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = (0o100000 | mode) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 z.writestr(info, text)
                 names.append(name)
+
             add("setup.sh", template("gradescope_setup.sh"), 0o755)
             add("run_autograder", template("run_autograder"), 0o755)
             add("requirements.txt", _requirements())
@@ -117,9 +121,12 @@ def autograde(submission, course, results):
     given, ignored = gather_submission(submission, files)
     lines = []
     if not given:
-        report = {"score": 0, "tests": [],
-                  "output": "No task file found in the submission. Hand in the zip that 'tinydgl assignments submit "
-                            f"hand-in.zip' writes (or the task files: {', '.join(files)})."}
+        report = {
+            "score": 0,
+            "tests": [],
+            "output": "No task file found in the submission. Hand in the zip that 'tinydgl assignments submit "
+            f"hand-in.zip' writes (or the task files: {', '.join(files)}).",
+        }
     else:
         with tempfile.TemporaryDirectory(prefix="tinydgl-submission-") as tmp:
             for name, data in given.items():
@@ -138,8 +145,15 @@ def autograde(submission, course, results):
             text = f"{r['passed']}/{r['tests']} tests passed"
             if not r["done"]:
                 text += (f"; failed: {', '.join(r['failed'])}" if r["failed"] else "") + f"\n{r['reason']}"
-            tests.append({"name": f"{r['task']}: {TASKS_BY_ID[r['task']].title}", "score": r["points"],
-                          "max_score": r["max_points"], "status": "passed" if r["done"] else "failed", "output": text})
+            tests.append(
+                {
+                    "name": f"{r['task']}: {TASKS_BY_ID[r['task']].title}",
+                    "score": r["points"],
+                    "max_score": r["max_points"],
+                    "status": "passed" if r["done"] else "failed",
+                    "output": text,
+                }
+            )
         report = {"score": sum(r["points"] for r in rows), "tests": tests, "output": "\n".join(lines)}
     report.update(execution_time=round(time.perf_counter() - start, 1), visibility="visible")
     Path(results).parent.mkdir(parents=True, exist_ok=True)
@@ -155,14 +169,18 @@ def tree_digest(root, skip):
     those in skip, in byte order: what the workflow's shell pipeline computes (see `classroom`)."""
     root = Path(root)
     paths = [p for name in ("tinydgl", "tests") for p in (root / name).rglob("*")] + [root / "pyproject.toml"]
-    rels = sorted((p.relative_to(root).as_posix() for p in paths if p.is_file() and "__pycache__" not in p.parts),
-                  key=lambda s: s.encode())
+    rels = sorted(
+        (p.relative_to(root).as_posix() for p in paths if p.is_file() and "__pycache__" not in p.parts),
+        key=lambda s: s.encode(),
+    )
     lines = "".join(f"{hashlib.sha256((root / r).read_bytes()).hexdigest()}  {r}\n" for r in rels if r not in skip)
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-DIGEST_COMMAND = ("find tinydgl tests pyproject.toml -type f -not -path '*/__pycache__/*' | LC_ALL=C sort "
-                  "| grep -vxF -f \"$RUNNER_TEMP/task_files\" | xargs sha256sum | sha256sum | cut -d' ' -f1")
+DIGEST_COMMAND = (
+    "find tinydgl tests pyproject.toml -type f -not -path '*/__pycache__/*' | LC_ALL=C sort "
+    "| grep -vxF -f \"$RUNNER_TEMP/task_files\" | xargs sha256sum | sha256sum | cut -d' ' -f1"
+)
 
 
 def classroom(out_dir, source=None):
@@ -190,11 +208,29 @@ def classroom(out_dir, source=None):
         files = pristine_course(source, course, hidden=False)  # the template repository: what students have
         digest = tree_digest(course, set(files))
     steps = [t.marker for t in TASKS]
-    task_steps = [template("classroom_task.yml", id=t.id, marker=t.marker, points=t.points, task_tests=TASK_TESTS,
-                           test_name=json.dumps(t.id + ": " + t.title)) for t in TASKS]
+    task_steps = [
+        template(
+            "classroom_task.yml",
+            id=t.id,
+            marker=t.marker,
+            points=t.points,
+            task_tests=TASK_TESTS,
+            test_name=json.dumps(t.id + ": " + t.title),
+        )
+        for t in TASKS
+    ]
     reporter_env = [f'        {step.upper()}_RESULTS: "${{{{steps.{step}.outputs.result}}}}"' for step in steps]
     requirements = " ".join(f"'{r}'" for r in _requirements().split())
-    path.write_text(template("classroom.yml", requirements=requirements, task_files=" ".join(files),
-                             digest_command=DIGEST_COMMAND, digest=digest, task_steps="".join(task_steps).rstrip("\n"),
-                             reporter_env="\n".join(reporter_env), runners=",".join(steps)))
+    path.write_text(
+        template(
+            "classroom.yml",
+            requirements=requirements,
+            task_files=" ".join(files),
+            digest_command=DIGEST_COMMAND,
+            digest=digest,
+            task_steps="".join(task_steps).rstrip("\n"),
+            reporter_env="\n".join(reporter_env),
+            runners=",".join(steps),
+        )
+    )
     return path

@@ -4,6 +4,7 @@
 temporary folder (`pristine_course`), lays only the student's task files over it, and runs its task tests
 in a fresh Python (`run_tests`, with templates/record_tests.py recording each test's outcome).
 """
+
 import json
 import os
 import re
@@ -35,11 +36,18 @@ def run_tests(tree, paths=(TASK_TESTS,), markexpr=None, extra_args=(), timeout=9
         if markexpr:
             args += ["-m", markexpr]
         recorder = template("record_tests.py")
-        proc = subprocess.run([sys.executable, "-c", recorder, str(report), *args], cwd=tree, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", recorder, str(report), *args],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if not report.exists():
-            raise AssignmentError(f"pytest did not run in {tree} (exit status {proc.returncode}):\n"
-                                  + (proc.stdout + proc.stderr)[-3000:])
+            raise AssignmentError(
+                f"pytest did not run in {tree} (exit status {proc.returncode}):\n" + (proc.stdout + proc.stderr)[-3000:]
+            )
         result = json.loads(report.read_text())
     result["output"] = proc.stdout + proc.stderr
     return result
@@ -57,18 +65,34 @@ def score(result, tasks=TASKS):
         # visible tests first: their messages say what to fix; a hidden test's stays the instructor's
         mine = dict(sorted(mine.items(), key=lambda item: item[0].startswith(HIDDEN_TESTS + "::")))
         passed = sum(e["outcome"] == "passed" for e in mine.values())
-        failures = [HIDDEN_FAILURE if n.startswith(HIDDEN_TESTS + "::") else e["message"]
-                    for n, e in mine.items() if e["outcome"] not in ("passed", "skipped")]
+        failures = [
+            HIDDEN_FAILURE if n.startswith(HIDDEN_TESTS + "::") else e["message"]
+            for n, e in mine.items()
+            if e["outcome"] not in ("passed", "skipped")
+        ]
         done = bool(mine) and passed == len(mine)
         reason = "" if done else (failures[0] if failures else "no test of this task ran")
         other = STUB_ERROR.match(reason)
         if other and other["task"] != t.id:  # the tests reached another task's stub first
             reason = f"needs {other['task']} first ({reason})"
-        failed = ["(a hidden test)" if n.startswith(HIDDEN_TESTS + "::") else n.split("::", 1)[-1]
-                  for n, e in mine.items() if e["outcome"] not in ("passed", "skipped")]
-        rows.append({"task": t.id, "assignment": t.assignment, "tests": len(mine), "passed": passed,
-                     "done": done, "points": t.points if done else 0, "max_points": t.points, "reason": reason,
-                     "failed": failed})
+        failed = [
+            "(a hidden test)" if n.startswith(HIDDEN_TESTS + "::") else n.split("::", 1)[-1]
+            for n, e in mine.items()
+            if e["outcome"] not in ("passed", "skipped")
+        ]
+        rows.append(
+            {
+                "task": t.id,
+                "assignment": t.assignment,
+                "tests": len(mine),
+                "passed": passed,
+                "done": done,
+                "points": t.points if done else 0,
+                "max_points": t.points,
+                "reason": reason,
+                "failed": failed,
+            }
+        )
     return rows
 
 
@@ -79,8 +103,10 @@ def submit(tree, out):
     files = task_files(tree)
     missing = [f for f in files if not (tree / f).is_file()]
     if missing:
-        raise AssignmentError(f"{tree.resolve()} lacks {', '.join(missing)} (task files of its manifest): give the "
-                              "root of your student copy.")
+        raise AssignmentError(
+            f"{tree.resolve()} lacks {', '.join(missing)} (task files of its manifest): give the "
+            "root of your student copy."
+        )
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for f in files:
             z.write(tree / f, f)
@@ -92,8 +118,10 @@ def read_submission(work):
     work = Path(work)
     if work.is_file():
         if not zipfile.is_zipfile(work):
-            raise AssignmentError(f"{work} is neither a folder nor a zip: give a student copy or the zip that "
-                                  "'tinydgl assignments submit' wrote.")
+            raise AssignmentError(
+                f"{work} is neither a folder nor a zip: give a student copy or the zip that "
+                "'tinydgl assignments submit' wrote."
+            )
         with zipfile.ZipFile(work) as z:
             return {name: z.read(name) for name in z.namelist() if not name.endswith("/")}
     if not work.is_dir():
@@ -116,8 +144,8 @@ def pick_task_files(contents, files):
         by_name = {f.rsplit("/", 1)[-1]: f for f in files}
         used = {by_name[n]: n for n in contents if "/" not in n and n in by_name}
     # the names of the rest, inside the folder that holds the task files (a whole folder zipped: its name is no news)
-    prefix = next((n[:len(n) - len(f)] for f, n in used.items() if n.endswith("/" + f)), "")
-    ignored = sorted(n[len(prefix):] if n.startswith(prefix) else n for n in set(contents) - set(used.values()))
+    prefix = next((n[: len(n) - len(f)] for f, n in used.items() if n.endswith("/" + f)), "")
+    ignored = sorted(n[len(prefix) :] if n.startswith(prefix) else n for n in set(contents) - set(used.values()))
     return {f: contents[n] for f, n in used.items()}, ignored
 
 
@@ -139,8 +167,10 @@ def grade(work=".", tasks=TASKS, source=None):
         else:  # a zip: its task files, wherever they are in it (a whole folder zipped is fine), as Gradescope's
             given, _ = pick_task_files(given, files)
         if not given:
-            raise AssignmentError(f"{Path(work).resolve()} holds none of the task files ({', '.join(files)}): give "
-                                  "the root of a student copy or its submission zip.")
+            raise AssignmentError(
+                f"{Path(work).resolve()} holds none of the task files ({', '.join(files)}): give "
+                "the root of a student copy or its submission zip."
+            )
         for name, data in given.items():
             (base / name).write_bytes(data)
         found, _ = find_task_tests(base)
@@ -157,7 +187,9 @@ def format_table(rows):
     for r in rows:
         reason = r["reason"] if len(r["reason"]) <= 70 else r["reason"][:67] + "..."
         tests, points = f"{r['passed']}/{r['tests']}", f"{r['points']}/{r['max_points']}"
-        lines.append(f"{r['task']:<{width}}  {tests:<7}  {'pass' if r['done'] else 'FAIL':<6}  {points:<7}  {reason}".rstrip())
+        lines.append(
+            f"{r['task']:<{width}}  {tests:<7}  {'pass' if r['done'] else 'FAIL':<6}  {points:<7}  {reason}".rstrip()
+        )
     got, total = sum(r["points"] for r in rows), sum(r["max_points"] for r in rows)
     tasks_done, points = f"{sum(r['done'] for r in rows)}/{len(rows)}", f"{got}/{total}"
     lines += ["-" * (width + 40), f"{'total':<{width}}  {tasks_done:<7}  {'tasks':<6}  {points:<7}"]

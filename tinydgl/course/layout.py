@@ -5,6 +5,7 @@ built from it (see student_copy.py). The texts the course writes out whole (the 
 workflow, the student README, a notebook's helper cell, the test recorder) are files in templates/, read
 with `template` as package data, so they work from an installed wheel as from a checkout.
 """
+
 import re
 import tempfile
 from importlib import resources
@@ -20,8 +21,19 @@ INSTRUCTOR_ONLY = ("tests/test_assignments.py", "tests/test_answers.py", "lesson
 # What a student tree needs: the code, its tests, the course, what makes it an installable package under its
 # license (MANIFEST.in, CHANGELOG.md: the README links to it), and the measured results the lessons link to.
 # The rest (benchmark scripts, scripts/, the instructor's guide) is left out; README.md is the copy's own.
-STUDENT_COPY = ("tinydgl", "tests", "lessons", "notebooks", "pyproject.toml", "README.md", "LICENSE", "NOTICE",
-                "CHANGELOG.md", "MANIFEST.in", "benchmarks/RESULTS.md")
+STUDENT_COPY = (
+    "tinydgl",
+    "tests",
+    "lessons",
+    "notebooks",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "NOTICE",
+    "CHANGELOG.md",
+    "MANIFEST.in",
+    "benchmarks/RESULTS.md",
+)
 # "Everything else" for the CI check: test files that use no marked code, so they pass in a student tree
 # before any task is done. (Most other test files train models, which needs assignment 1's backward passes.)
 INDEPENDENT_TESTS = ("tests/test_data_idx.py", "tests/test_data_cifar.py", "tests/test_loader.py")
@@ -47,8 +59,9 @@ def template(name, **values):
     text = (resources.files(__package__) / "templates" / name).read_text(encoding="utf-8")
     missing = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
     if missing:
-        raise AssignmentError(f"the template {name} needs {', '.join(missing)}: a bug in tinydgl.course, please "
-                              "report it.")
+        raise AssignmentError(
+            f"the template {name} needs {', '.join(missing)}: a bug in tinydgl.course, please report it."
+        )
     return _PLACEHOLDER.sub(lambda match: str(values[match[1]]), text)
 
 
@@ -74,5 +87,6 @@ def check_output(path, folder=False):
         with tempfile.TemporaryFile(dir=where):  # the folder may exist and still refuse files (read-only, /proc)
             pass
     except OSError as err:
-        raise AssignmentError(f"cannot write to {where}: {err.strerror or err}. Choose a folder you can write "
-                              "to.") from None
+        raise AssignmentError(
+            f"cannot write to {where}: {err.strerror or err}. Choose a folder you can write to."
+        ) from None

@@ -3,6 +3,7 @@
 `solutions` reads the significant lines of each marked solution; `leaks_in` finds them again in any text
 file of a folder (notebooks and web pages read as their code shows, see `readable_text`).
 """
+
 import html
 import json
 import re
@@ -27,7 +28,7 @@ def code_key(line):
 
 def solution_keys(region, text):
     """The significant lines of a region's solution (their `code_key`s, in order); text is its file's text."""
-    keys = (code_key(line) for line in text.splitlines()[region.begin:region.end - 1])
+    keys = (code_key(line) for line in text.splitlines()[region.begin : region.end - 1])
     return [k for k in keys if len(k) >= SIGNIFICANT]
 
 
@@ -38,8 +39,9 @@ def find_leaks(text, solutions):
     significant lines that follow each other follow each other in text too (short lines between them do not
     count), or, for a solution with one significant line, wherever that line is. Give a notebook's or a web
     page's text as `readable_text` makes it."""
-    significant = [(n, k) for n, k in ((n, code_key(line)) for n, line in enumerate(text.splitlines(), 1))
-                   if len(k) >= SIGNIFICANT]
+    significant = [
+        (n, k) for n, k in ((n, code_key(line)) for n, line in enumerate(text.splitlines(), 1)) if len(k) >= SIGNIFICANT
+    ]
     found = set()
     for task_id, keys in solutions.items():
         if len(keys) == 1:
@@ -56,6 +58,7 @@ def readable_text(path):
     path = Path(path)
     text = path.read_text(errors="replace")
     if path.suffix == ".ipynb":
+
         def line(raw):
             raw = raw.strip().removesuffix(",")
             try:
@@ -63,6 +66,7 @@ def readable_text(path):
             except ValueError:
                 value = None
             return value.rstrip("\n") if isinstance(value, str) else raw
+
         return "\n".join(line(raw) for raw in text.splitlines())
     if path.suffix == ".html":
         return html.unescape(re.sub(r"<[^>]+>", "", text))
@@ -75,8 +79,10 @@ def leaks_in(folder, solutions):
     found = []
     for path in sorted(folder.rglob("*")):
         if path.suffix in TEXT_SUFFIXES and path.is_file() and "__pycache__" not in path.parts:
-            found += [f"{path.relative_to(folder).as_posix()}:{n}: {task_id}"
-                      for n, task_id in find_leaks(readable_text(path), solutions)]
+            found += [
+                f"{path.relative_to(folder).as_posix()}:{n}: {task_id}"
+                for n, task_id in find_leaks(readable_text(path), solutions)
+            ]
     return found
 
 
@@ -84,5 +90,8 @@ def solutions(root=None, task_ids=None):
     """{task id: significant lines of its solution} of the instructor's checkout `root` (default: this one)."""
     root = Path(root or source_root())
     texts = {}
-    return {r.task_id: solution_keys(r, texts.setdefault(r.file, (root / r.file).read_text()))
-            for r in find_regions(root) if task_ids is None or r.task_id in task_ids}
+    return {
+        r.task_id: solution_keys(r, texts.setdefault(r.file, (root / r.file).read_text()))
+        for r in find_regions(root)
+        if task_ids is None or r.task_id in task_ids
+    }

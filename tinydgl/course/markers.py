@@ -5,6 +5,7 @@ A marked region is a comment line `# BEGIN SOLUTION <task-id>`, `# hint: ...` li
 `find_task_tests` finds the tests marked for each task; `check` says what does not fit together;
 `task_files` are the files that hold the tasks (what a student hands in).
 """
+
 import ast
 import json
 import re
@@ -39,12 +40,16 @@ def scan_markers(text, file):
         begin, end = BEGIN.match(line), END.match(line)
         if begin:
             if open_region is not None:
-                raise AssignmentError(f"{where}: BEGIN SOLUTION inside the region opened at line {open_region[1]} "
-                                      "(regions cannot nest): close that one with '# END SOLUTION' first.")
+                raise AssignmentError(
+                    f"{where}: BEGIN SOLUTION inside the region opened at line {open_region[1]} "
+                    "(regions cannot nest): close that one with '# END SOLUTION' first."
+                )
             task_id = begin["rest"].strip()
             if not TASK_ID.match(task_id):
-                raise AssignmentError(f"{where}: expected '# BEGIN SOLUTION <task-id>' with an id like a1-relu-backward "
-                                      f"(the hint goes on '# hint:' lines below), got {line.strip()!r}.")
+                raise AssignmentError(
+                    f"{where}: expected '# BEGIN SOLUTION <task-id>' with an id like a1-relu-backward "
+                    f"(the hint goes on '# hint:' lines below), got {line.strip()!r}."
+                )
             open_region = (task_id, number, begin["indent"])
         elif end:
             if open_region is None:
@@ -54,28 +59,34 @@ def scan_markers(text, file):
                 raise AssignmentError(f"{where}: '# END SOLUTION' takes nothing after it, got {line.strip()!r}.")
             if end["indent"] != indent:
                 raise AssignmentError(f"{where}: END SOLUTION is not indented like its BEGIN (line {start}).")
-            body = lines[start:number - 1]
+            body = lines[start : number - 1]
             hints = []
             for body_line in body:
                 hint = HINT.match(body_line)
                 if not hint:
                     break
                 hints.append(hint["text"].strip())
-            code = [b for b in body[len(hints):] if b.strip()]
+            code = [b for b in body[len(hints) :] if b.strip()]
             if not code:
                 raise AssignmentError(f"{where}: the region of {task_id} (from line {start}) holds no code.")
             if not hints:
                 raise AssignmentError(f"{file}:{start}: {task_id} has no hint: add '# hint: ...' lines under BEGIN.")
             if any(not b.startswith(indent) for b in code):
-                raise AssignmentError(f"{file}:{start}: a line of {task_id}'s region is indented less than its markers.")
+                raise AssignmentError(
+                    f"{file}:{start}: a line of {task_id}'s region is indented less than its markers."
+                )
             regions.append(Region(task_id, file, start, number, indent, " ".join(hints)))
             open_region = None
         elif "BEGIN SOLUTION" in line or "END SOLUTION" in line:
             if line.strip().startswith("#"):
-                raise AssignmentError(f"{where}: malformed marker {line.strip()!r}: a marker is a comment line on its "
-                                      "own, '# BEGIN SOLUTION <task-id>' or '# END SOLUTION'.")
+                raise AssignmentError(
+                    f"{where}: malformed marker {line.strip()!r}: a marker is a comment line on its "
+                    "own, '# BEGIN SOLUTION <task-id>' or '# END SOLUTION'."
+                )
     if open_region is not None:
-        raise AssignmentError(f"{file}:{open_region[1]}: BEGIN SOLUTION {open_region[0]} is never closed by '# END SOLUTION'.")
+        raise AssignmentError(
+            f"{file}:{open_region[1]}: BEGIN SOLUTION {open_region[0]} is never closed by '# END SOLUTION'."
+        )
     return regions
 
 
@@ -126,10 +137,14 @@ def check(root=None):
     seen = {}
     for r in regions:
         if r.task_id in seen:
-            problems.append(f"task {r.task_id} is marked twice: {seen[r.task_id]} and {r.file}:{r.begin} (ids are unique)")
+            problems.append(
+                f"task {r.task_id} is marked twice: {seen[r.task_id]} and {r.file}:{r.begin} (ids are unique)"
+            )
         seen[r.task_id] = f"{r.file}:{r.begin}"
         if r.task_id not in TASKS_BY_ID:
-            problems.append(f"{r.file}:{r.begin}: region for unknown task {r.task_id!r}: add it to TASKS in tinydgl/course/catalogue.py")
+            problems.append(
+                f"{r.file}:{r.begin}: region for unknown task {r.task_id!r}: add it to TASKS in tinydgl/course/catalogue.py"
+            )
     if len({t.id for t in TASKS}) != len(TASKS):
         problems.append("TASKS lists a task id twice")
     tests, unknown = find_task_tests(root)
@@ -170,6 +185,8 @@ def task_files(tree):
         return manifest.get("task_files") or sorted({t["file"] for t in manifest["tasks"]})  # (older manifests)
     files = sorted({r.file for r in find_regions(tree)}) if (tree / "tinydgl").is_dir() else []
     if not files:
-        raise AssignmentError(f"{tree.resolve()} has no {MANIFEST} and no solution markers: give the root of a "
-                              "tinydgl student copy (made by 'tinydgl assignments build').")
+        raise AssignmentError(
+            f"{tree.resolve()} has no {MANIFEST} and no solution markers: give the root of a "
+            "tinydgl student copy (made by 'tinydgl assignments build')."
+        )
     return files

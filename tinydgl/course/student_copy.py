@@ -2,6 +2,7 @@
 docstring), its handouts, manifest and README; refused, leaving nothing behind, when a solution survives
 anywhere else in the copy (leaks.py). `pristine_course` is the copy that grading starts from.
 """
+
 import json
 import os
 import re
@@ -11,8 +12,17 @@ from pathlib import Path
 
 from .catalogue import ASSIGNMENTS, TASKS, TASKS_BY_ID, select_tasks
 from .handouts import handout, index, notebook, student_readme
-from .layout import (HIDDEN_TESTS, INDEPENDENT_TESTS, INSTRUCTOR_ONLY, MANIFEST, STUDENT_COPY, TASK_TESTS,
-                     AssignmentError, check_output, source_root)
+from .layout import (
+    HIDDEN_TESTS,
+    INDEPENDENT_TESTS,
+    INSTRUCTOR_ONLY,
+    MANIFEST,
+    STUDENT_COPY,
+    TASK_TESTS,
+    AssignmentError,
+    check_output,
+    source_root,
+)
 from .leaks import leaks_in, solution_keys
 from .markers import check, enclosing_function, find_regions, find_task_tests, task_files
 
@@ -53,8 +63,10 @@ def build(out, root=None, assignments=None, task_ids=None, hidden=False):
     root, out = Path(root or source_root()), Path(out)
     try:
         if not (root / TASK_TESTS).is_file():
-            raise AssignmentError(f"{root} is not a source checkout of tinydgl (no {TASK_TESTS}); build from a clone "
-                                  "of the repository, installed with pip install -e .")
+            raise AssignmentError(
+                f"{root} is not a source checkout of tinydgl (no {TASK_TESTS}); build from a clone "
+                "of the repository, installed with pip install -e ."
+            )
         problems = check(root)
         if problems:
             raise AssignmentError("the solution markers are inconsistent:\n  " + "\n  ".join(problems))
@@ -95,9 +107,11 @@ def _write_student_copy(root, out, chosen, hidden):
     if leaks:
         solution = {i: f"{regions[i].file}:{regions[i].begin}" for i in chosen_ids}
         shown = "\n  ".join(f"{leak} (the solution is {solution[leak.rsplit(': ', 1)[1]]})" for leak in leaks[:20])
-        raise AssignmentError(f"{len(leaks)} line(s) outside the marked regions repeat a solution, and would give it "
-                              f"to students (paths as in {root}):\n  {shown}\nRewrite them (a docstring's example, "
-                              "a lesson's code), or call the function the task implements instead of a copy of it.")
+        raise AssignmentError(
+            f"{len(leaks)} line(s) outside the marked regions repeat a solution, and would give it "
+            f"to students (paths as in {root}):\n  {shown}\nRewrite them (a docstring's example, "
+            "a lesson's code), or call the function the task implements instead of a copy of it."
+        )
     return manifest
 
 
@@ -130,7 +144,7 @@ def _write_stubs(root, out, regions):
     for file, file_regions in by_file.items():
         lines = (root / file).read_text().splitlines()
         for r in sorted(file_regions, key=lambda r: r.begin, reverse=True):  # bottom up: line numbers stay valid
-            lines[r.begin - 1:r.end] = stub(r, f"assignments/{TASKS_BY_ID[r.task_id].assignment}.md")
+            lines[r.begin - 1 : r.end] = stub(r, f"assignments/{TASKS_BY_ID[r.task_id].assignment}.md")
         text = "\n".join(lines) + "\n"
         try:
             compile(text, file, "exec")
@@ -141,13 +155,22 @@ def _write_stubs(root, out, regions):
 
 def _manifest(regions, texts, chosen_ids, tests, hidden_tests):
     """The student copy's assignments/manifest.json: every assignment and task, where it is, how it is tested."""
+
     def entry(t):
         region = regions[t.id]
         return {
-            "id": t.id, "assignment": t.assignment, "title": t.title, "points": t.points, "marker": t.marker,
-            "file": region.file, "function": enclosing_function(texts[region.file], region.begin),
-            "solution_lines": [region.begin, region.end], "hint": region.hint,
-            "stubbed": t.id in chosen_ids, "tests": tests[t.id], "hidden_tests": len(hidden_tests.get(t.id, [])),
+            "id": t.id,
+            "assignment": t.assignment,
+            "title": t.title,
+            "points": t.points,
+            "marker": t.marker,
+            "file": region.file,
+            "function": enclosing_function(texts[region.file], region.begin),
+            "solution_lines": [region.begin, region.end],
+            "hint": region.hint,
+            "stubbed": t.id in chosen_ids,
+            "tests": tests[t.id],
+            "hidden_tests": len(hidden_tests.get(t.id, [])),
         }
 
     return {
@@ -156,8 +179,15 @@ def _manifest(regions, texts, chosen_ids, tests, hidden_tests):
         "task_tests": TASK_TESTS,
         "task_files": sorted({r.file for r in regions.values()}),  # what `submit` hands in (whole files)
         "independent_tests": list(INDEPENDENT_TESTS),
-        "assignments": [{"id": a.id, "title": a.title, "handout": f"assignments/{a.id}.md",
-                         "tasks": [t.id for t in TASKS if t.assignment == a.id]} for a in ASSIGNMENTS],
+        "assignments": [
+            {
+                "id": a.id,
+                "title": a.title,
+                "handout": f"assignments/{a.id}.md",
+                "tasks": [t.id for t in TASKS if t.assignment == a.id],
+            }
+            for a in ASSIGNMENTS
+        ],
         "tasks": [entry(t) for t in TASKS],
     }
 
@@ -178,6 +208,7 @@ def _write_handouts(out, manifest):
 def _unlink_missing(out):
     """In the Markdown files of the copy `out`, a link to a file that is not in the copy (the benchmarks, the
     instructor's guide) becomes its text with the path it has in the tinydgl repository: no broken links."""
+
     def fix(page):
         def one(match):
             bang, text, target = match.groups()
@@ -192,12 +223,13 @@ def _unlink_missing(out):
             if text.strip("`") in (rel, path, path.rsplit("/", 1)[-1]):
                 return f"{text} (in the tinydgl repository)"
             return f"{text} (`{rel}` in the tinydgl repository)"
+
         return one
 
     for page in out.rglob("*.md"):
         text, parts, last = page.read_text(), [], 0
         for block in _FENCE.finditer(text):  # code blocks stay as written
-            parts += [_LINK.sub(fix(page), text[last:block.start()]), block.group(0)]
+            parts += [_LINK.sub(fix(page), text[last : block.start()]), block.group(0)]
             last = block.end()
         parts.append(_LINK.sub(fix(page), text[last:]))
         if "".join(parts) != text:
@@ -210,13 +242,17 @@ def pristine_course(source, out, hidden=True):
     student copy. Returns the task files."""
     source = Path(source)
     if not (source / TASK_TESTS).is_file():
-        raise AssignmentError(f"{source.resolve()} has no {TASK_TESTS}: --source is the instructor's checkout of "
-                              "tinydgl (or a student copy, for a practice grade).")
+        raise AssignmentError(
+            f"{source.resolve()} has no {TASK_TESTS}: --source is the instructor's checkout of "
+            "tinydgl (or a student copy, for a practice grade)."
+        )
     if find_regions(source):
         return build(out, root=source, hidden=hidden)["task_files"]
     if not (source / MANIFEST).is_file():
-        raise AssignmentError(f"{source.resolve()} has neither solution markers nor {MANIFEST}: --source is the "
-                              "instructor's checkout of tinydgl (or a student copy, for a practice grade).")
+        raise AssignmentError(
+            f"{source.resolve()} has neither solution markers nor {MANIFEST}: --source is the "
+            "instructor's checkout of tinydgl (or a student copy, for a practice grade)."
+        )
     out.mkdir(parents=True)
     _copy(source, out, (*STUDENT_COPY, MANIFEST), ("__pycache__", "*.pyc", ".pytest_cache"))
     return task_files(out)

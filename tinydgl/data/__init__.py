@@ -6,11 +6,20 @@
 
 Where files are looked for and how they are verified: see `datasets`. File formats: `idx`, `cifar`.
 """
+
 from .datasets import DATASETS, Dataset, load_dataset
 from .errors import ChecksumError, CifarFormatError, DataFileError, DatasetNotFoundError, DownloadError, IdxFormatError
 from .loader import DataLoader
 
 __all__ = [
-    "DATASETS", "ChecksumError", "CifarFormatError", "DataFileError", "DataLoader", "Dataset",
-    "DatasetNotFoundError", "DownloadError", "IdxFormatError", "load_dataset",
+    "DATASETS",
+    "ChecksumError",
+    "CifarFormatError",
+    "DataFileError",
+    "DataLoader",
+    "Dataset",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "IdxFormatError",
+    "load_dataset",
 ]

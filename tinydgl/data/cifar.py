@@ -10,6 +10,7 @@ each colour plane 32x32 in row-major order, so a record is already a (3, 32, 32)
 layout tinydgl uses. We read the binary files, never the Python version's pickles: unpickling a downloaded
 file can run arbitrary code.
 """
+
 from __future__ import annotations
 
 import io
@@ -72,13 +73,17 @@ def read_cifar10_archive(path, records: int | None = RECORDS_PER_BATCH):
             for member in archive:
                 name = member.name.rsplit("/", 1)[-1]
                 if name in wanted and member.isfile() and name not in found:
-                    found[name] = parse_cifar_batch(archive.extractfile(member).read(), f"{path}:{member.name}", records)
+                    found[name] = parse_cifar_batch(
+                        archive.extractfile(member).read(), f"{path}:{member.name}", records
+                    )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise CifarFormatError(path, "tar.gz archive", f"{err} (the file is corrupted or truncated)") from err
     missing = [name for name in wanted if name not in found]
     if missing:
         raise CifarFormatError(
-            path, "archive contents", f"missing {', '.join(missing)}; expected {ARCHIVE_FOLDER}/ with {', '.join(wanted)}"
+            path,
+            "archive contents",
+            f"missing {', '.join(missing)}; expected {ARCHIVE_FOLDER}/ with {', '.join(wanted)}",
         )
     return (*_concatenate([found[n] for n in TRAIN_BATCHES]), *_concatenate([found[n] for n in TEST_BATCHES]))
 
@@ -99,7 +104,9 @@ def write_cifar10_archive(path, x_train, y_train, x_test, y_test) -> Path:
     path = Path(path)
 
     def records(x, y):
-        return np.concatenate([np.asarray(y, np.uint8)[:, None], np.asarray(x, np.uint8).reshape(len(x), -1)], axis=1).tobytes()
+        return np.concatenate(
+            [np.asarray(y, np.uint8)[:, None], np.asarray(x, np.uint8).reshape(len(x), -1)], axis=1
+        ).tobytes()
 
     parts = np.array_split(np.arange(len(x_train)), len(TRAIN_BATCHES))
     members = {n: records(x_train[idx], y_train[idx]) for n, idx in zip(TRAIN_BATCHES, parts)}

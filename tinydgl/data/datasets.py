@@ -12,6 +12,7 @@ Missing files are downloaded (unless ``download=False`` or ``TINYDGL_OFFLINE=1``
 is set, under ``<dataset>/``. Every file found or downloaded is checked against its published SHA-256
 before it is parsed; one that fails is reported and never used.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,8 +89,10 @@ def _load_mnist_small(path=MNIST_SMALL_PATH):
     data = Path(path).read_bytes()
     if sha256_bytes(data) != MNIST_SMALL_SHA256:
         raise ChecksumError(
-            path, "SHA-256", f"expected {MNIST_SMALL_SHA256}, got {sha256_bytes(data)}; reinstall tinydgl or "
-            "rebuild the file with scripts/make_mnist_small.py"
+            path,
+            "SHA-256",
+            f"expected {MNIST_SMALL_SHA256}, got {sha256_bytes(data)}; reinstall tinydgl or "
+            "rebuild the file with scripts/make_mnist_small.py",
         )
     with np.load(path, allow_pickle=False) as npz:
         return npz["x_train"], npz["y_train"].astype(np.int64), npz["x_test"], npz["y_test"].astype(np.int64)
@@ -97,7 +100,10 @@ def _load_mnist_small(path=MNIST_SMALL_PATH):
 
 # ---------------------------------------------------------------------------------------------- IDX datasets
 
-MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
 FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 
 
@@ -111,20 +117,68 @@ def _remote(name, sha256, size, mirrors, raw_sha256=None, raw_size=None):
 # dataset-fashion-mnist 0.0~git20200523.55506a9-1, whose .gz files differ from upstream only in the gzip
 # header (file name and mtime stripped): with upstream's header restored they hash to the values below.
 MNIST_FILES = (
-    _remote("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422, MNIST_MIRRORS, raw_size=47040016),
-    _remote("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881, MNIST_MIRRORS, raw_size=60008),
-    _remote("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877, MNIST_MIRRORS, raw_size=7840016),
-    _remote("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542, MNIST_MIRRORS, raw_size=10008),
+    _remote(
+        "train-images-idx3-ubyte.gz",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        9912422,
+        MNIST_MIRRORS,
+        raw_size=47040016,
+    ),
+    _remote(
+        "train-labels-idx1-ubyte.gz",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        28881,
+        MNIST_MIRRORS,
+        raw_size=60008,
+    ),
+    _remote(
+        "t10k-images-idx3-ubyte.gz",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        1648877,
+        MNIST_MIRRORS,
+        raw_size=7840016,
+    ),
+    _remote(
+        "t10k-labels-idx1-ubyte.gz",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        4542,
+        MNIST_MIRRORS,
+        raw_size=10008,
+    ),
 )
 FASHION_FILES = (
-    _remote("train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880, FASHION_MIRRORS,
-            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
-    _remote("train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515, FASHION_MIRRORS,
-            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
-    _remote("t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102, FASHION_MIRRORS,
-            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
-    _remote("t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148, FASHION_MIRRORS,
-            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
+    _remote(
+        "train-images-idx3-ubyte.gz",
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        26421880,
+        FASHION_MIRRORS,
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        47040016,
+    ),
+    _remote(
+        "train-labels-idx1-ubyte.gz",
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        29515,
+        FASHION_MIRRORS,
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        60008,
+    ),
+    _remote(
+        "t10k-images-idx3-ubyte.gz",
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        4422102,
+        FASHION_MIRRORS,
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        7840016,
+    ),
+    _remote(
+        "t10k-labels-idx1-ubyte.gz",
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        5148,
+        FASHION_MIRRORS,
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        10008,
+    ),
 )
 
 
@@ -134,13 +188,21 @@ def read_data_file(path, expected_name=None) -> bytes:
     path = Path(path)
     what = expected_name or path.name
     if path.is_dir():
-        raise DataFileError(path, "reading", f"this is a folder, but tinydgl expects the file {what} here; "
-                            "remove or rename the folder and put the file in its place")
+        raise DataFileError(
+            path,
+            "reading",
+            f"this is a folder, but tinydgl expects the file {what} here; "
+            "remove or rename the folder and put the file in its place",
+        )
     try:
         return path.read_bytes()
     except OSError as err:
-        raise DataFileError(path, "reading", f"cannot read the file ({err.strerror or err}); check its permissions "
-                            f"(chmod u+r) or replace it with a fresh copy of {what}") from err
+        raise DataFileError(
+            path,
+            "reading",
+            f"cannot read the file ({err.strerror or err}); check its permissions "
+            f"(chmod u+r) or replace it with a fresh copy of {what}",
+        ) from err
 
 
 def verified_bytes(path, remote: RemoteFile, parse_check: Callable[[bytes], object] | None = None) -> bytes:
@@ -158,8 +220,10 @@ def verified_bytes(path, remote: RemoteFile, parse_check: Callable[[bytes], obje
     is_gzip = data.startswith(idx.GZIP_MAGIC)
     if is_gzip and remote.raw_sha256 is None:
         raise ChecksumError(
-            path, "SHA-256", f"expected {remote.sha256} (published {remote.filename}), got {digest}; the file is "
-            "corrupted, truncated or from another dataset: delete it and get it again"
+            path,
+            "SHA-256",
+            f"expected {remote.sha256} (published {remote.filename}), got {digest}; the file is "
+            "corrupted, truncated or from another dataset: delete it and get it again",
         )
     raw = idx.decompress_if_gzip(data, path)
     if remote.raw_sha256 is not None:
@@ -167,12 +231,16 @@ def verified_bytes(path, remote: RemoteFile, parse_check: Callable[[bytes], obje
         if raw_digest == remote.raw_sha256:
             return raw
         raise ChecksumError(
-            path, "SHA-256", f"neither the file ({digest}) nor its decompressed content ({raw_digest}) matches the "
+            path,
+            "SHA-256",
+            f"neither the file ({digest}) nor its decompressed content ({raw_digest}) matches the "
             f"published {remote.filename} (expected {remote.sha256} or, decompressed, {remote.raw_sha256}); "
-            "the file is corrupted, truncated or from another dataset: delete it and get it again"
+            "the file is corrupted, truncated or from another dataset: delete it and get it again",
         )
     if remote.raw_size is not None and len(raw) != remote.raw_size:
-        raise ChecksumError(path, "size", f"expected {remote.raw_size} bytes (decompressed {remote.filename}), got {len(raw)}")
+        raise ChecksumError(
+            path, "size", f"expected {remote.raw_size} bytes (decompressed {remote.filename}), got {len(raw)}"
+        )
     warnings.warn(
         f"{path}: no published checksum for the decompressed file, so only its size and IDX structure were "
         f"checked; keep the original {remote.filename} to have it verified.",
@@ -188,9 +256,13 @@ def check_label_range(labels, num_classes: int, path, error=IdxFormatError) -> N
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         first = int(bad[0])
-        raise error(path, "label range", f"labels must be 0..{num_classes - 1} ({num_classes} classes), found "
-                    f"{labels[first].item()} at index {first} ({bad.size:,} of {labels.size:,} labels out of range); "
-                    "the file is corrupted or from another dataset")
+        raise error(
+            path,
+            "label range",
+            f"labels must be 0..{num_classes - 1} ({num_classes} classes), found "
+            f"{labels[first].item()} at index {first} ({bad.size:,} of {labels.size:,} labels out of range); "
+            "the file is corrupted or from another dataset",
+        )
 
 
 def _read_idx_dataset(info: DatasetInfo, paths):
@@ -202,9 +274,13 @@ def _read_idx_dataset(info: DatasetInfo, paths):
         if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
             raise IdxFormatError(px, "image shape", f"expected uint8 (N, 28, 28), got {x.dtype} {x.shape}")
         if y.ndim != 1 or len(y) != len(x):
-            raise IdxFormatError(py, "label count", f"expected {len(x)} labels (one per image in {px}), got shape {y.shape}")
+            raise IdxFormatError(
+                py, "label count", f"expected {len(x)} labels (one per image in {px}), got shape {y.shape}"
+            )
         if y.dtype != np.uint8:
-            raise IdxFormatError(py, "label type", f"expected uint8 labels (IDX type code 08, as published), got {y.dtype}")
+            raise IdxFormatError(
+                py, "label type", f"expected uint8 labels (IDX type code 08, as published), got {y.dtype}"
+            )
         check_label_range(y, len(info.classes), py)
     return x_train[:, None], y_train.astype(np.int64), x_test[:, None], y_test.astype(np.int64)
 
@@ -225,41 +301,77 @@ CIFAR10_FILES = (
 def _read_cifar10(info: DatasetInfo, paths):
     (path,) = paths
     if Path(path).is_dir():  # an extracted cifar-10-batches-bin/: no published checksums for its members
-        warnings.warn(f"{path}: extracted CIFAR-10 folder; only its record structure can be checked (keep "
-                      "cifar-10-binary.tar.gz to have it verified).", stacklevel=3)
+        warnings.warn(
+            f"{path}: extracted CIFAR-10 folder; only its record structure can be checked (keep "
+            "cifar-10-binary.tar.gz to have it verified).",
+            stacklevel=3,
+        )
         return cifar.read_cifar10_folder(path)
     from .download import sha256_file
 
     try:
         digest = sha256_file(path)
     except OSError as err:
-        raise DataFileError(path, "reading", f"cannot read the file ({err.strerror or err}); check its permissions "
-                            "or replace it with a fresh copy of cifar-10-binary.tar.gz") from err
+        raise DataFileError(
+            path,
+            "reading",
+            f"cannot read the file ({err.strerror or err}); check its permissions "
+            "or replace it with a fresh copy of cifar-10-binary.tar.gz",
+        ) from err
     if digest != info.files[0].sha256:
-        raise ChecksumError(path, "SHA-256", f"expected {info.files[0].sha256}, got {digest}; the file is corrupted "
-                            "or truncated: delete it and get it again")
+        raise ChecksumError(
+            path,
+            "SHA-256",
+            f"expected {info.files[0].sha256}, got {digest}; the file is corrupted "
+            "or truncated: delete it and get it again",
+        )
     return cifar.read_cifar10_archive(path)
 
 
 # ------------------------------------------------------------------------------------------------- registry
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist-small": DatasetInfo(
-        "mnist-small", "MNIST, 5,000-digit subset bundled with tinydgl (4,000 train / 1,000 test)",
-        MNIST_CLASSES, (0.1307,), (0.3081,),  # full MNIST's statistics, so models transfer between the two
+        "mnist-small",
+        "MNIST, 5,000-digit subset bundled with tinydgl (4,000 train / 1,000 test)",
+        MNIST_CLASSES,
+        (0.1307,),
+        (0.3081,),  # full MNIST's statistics, so models transfer between the two
     ),
     "mnist": DatasetInfo(
-        "mnist", "MNIST handwritten digits (60,000 train / 10,000 test)", MNIST_CLASSES, (0.1307,), (0.3081,),
-        folder="mnist", files=MNIST_FILES, read=_read_idx_dataset,
+        "mnist",
+        "MNIST handwritten digits (60,000 train / 10,000 test)",
+        MNIST_CLASSES,
+        (0.1307,),
+        (0.3081,),
+        folder="mnist",
+        files=MNIST_FILES,
+        read=_read_idx_dataset,
         how_to_get=(f"download them from {MNIST_MIRRORS[0]} (or {MNIST_MIRRORS[1]})",),
     ),
     "fashion-mnist": DatasetInfo(
-        "fashion-mnist", "Fashion-MNIST, Zalando article images (60,000 train / 10,000 test)",
-        FASHION_CLASSES, (0.2860,), (0.3530,),
-        folder="fashion-mnist", files=FASHION_FILES, system_dirs=("/usr/share/datasets/fashion-mnist",),
+        "fashion-mnist",
+        "Fashion-MNIST, Zalando article images (60,000 train / 10,000 test)",
+        FASHION_CLASSES,
+        (0.2860,),
+        (0.3530,),
+        folder="fashion-mnist",
+        files=FASHION_FILES,
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
         read=_read_idx_dataset,
         how_to_get=(
             "on Debian or Ubuntu: sudo apt-get install dataset-fashion-mnist "
@@ -268,16 +380,24 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     ),
     "cifar10": DatasetInfo(
-        "cifar10", "CIFAR-10, 32x32 colour images (50,000 train / 10,000 test), binary version",
-        cifar.CIFAR10_CLASSES, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        folder="cifar10", files=CIFAR10_FILES, read=_read_cifar10,
-        how_to_get=("download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz (the *binary* version, "
-                    "170 MB) and keep it as it is: tinydgl reads it without unpacking",),
+        "cifar10",
+        "CIFAR-10, 32x32 colour images (50,000 train / 10,000 test), binary version",
+        cifar.CIFAR10_CLASSES,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        folder="cifar10",
+        files=CIFAR10_FILES,
+        read=_read_cifar10,
+        how_to_get=(
+            "download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz (the *binary* version, "
+            "170 MB) and keep it as it is: tinydgl reads it without unpacking",
+        ),
     ),
 }
 
 
 # ---------------------------------------------------------------------------------------------- file search
+
 
 def cache_dir() -> Path:
     """The per-user cache: ``$XDG_CACHE_HOME/tinydgl``, else ``~/.cache/tinydgl``."""
@@ -331,7 +451,8 @@ def _not_found_message(info, missing, dirs, target, why_no_download) -> str:
             where.append(f"    {folder}  ({why})")
     lines = [
         f"Dataset {info.name!r} ({info.title}) is not available: {len(missing)} of {len(info.files)} files missing.",
-        "Expected files" + (" (gzipped as published; un-gzipped copies are accepted too):" if info.read is _read_idx_dataset else ":"),
+        "Expected files"
+        + (" (gzipped as published; un-gzipped copies are accepted too):" if info.read is _read_idx_dataset else ":"),
         *[f"    {r.filename}  ({r.size:,} bytes, sha256 {r.sha256})" for r in missing],
         "Looked in:",
         *where,
@@ -373,6 +494,7 @@ def locate_files(info: DatasetInfo, data_dir=None, download=True, progress=True)
 
 
 # ------------------------------------------------------------------------------------------------ loading
+
 
 def stratified_head(labels: np.ndarray, n: int) -> np.ndarray:
     """Indices of a deterministic, class-balanced subset of size `n` (sorted): the first examples of each

@@ -8,6 +8,7 @@ transfer leaves nothing behind (the temporary file is deleted) and the next mirr
 
 Set ``TINYDGL_OFFLINE=1`` (or pass ``offline=True``) to never touch the network.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -7,6 +7,7 @@ Two kinds of failure, two kinds of message:
 - the data is there but *wrong* (`DataFileError` and its subclasses): name the file and the check that failed.
   A file that fails a check is never used.
 """
+
 from __future__ import annotations
 
 

@@ -10,6 +10,7 @@ then one big-endian uint32 per dimension, then the values in C order, big-endian
 Every check here raises `IdxFormatError` naming the file and the check, so a truncated download or a file
 of another format is never parsed into garbage.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -60,7 +61,9 @@ def parse_idx(data: bytes, source="<bytes>") -> np.ndarray:
         )
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise IdxFormatError(source, "IDX header", f"{ndim} dimensions need a {header_size}-byte header, the file has {len(data)} bytes")
+        raise IdxFormatError(
+            source, "IDX header", f"{ndim} dimensions need a {header_size}-byte header, the file has {len(data)} bytes"
+        )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[type_code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -68,7 +71,9 @@ def parse_idx(data: bytes, source="<bytes>") -> np.ndarray:
     if payload != expected:
         what = "truncated" if payload < expected else "has trailing bytes"
         raise IdxFormatError(
-            source, "IDX size", f"the header says shape {shape} ({expected} bytes of data) but the file has {payload}: {what}"
+            source,
+            "IDX size",
+            f"the header says shape {shape} ({expected} bytes of data) but the file has {payload}: {what}",
         )
     array = np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)  # own, writable, native-endian memory
@@ -90,7 +95,9 @@ def write_idx(path, array, compress=None) -> Path:
     codes = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
     native = array.dtype.newbyteorder("=")
     if native not in codes:
-        raise ValueError(f"IDX cannot store dtype {array.dtype}; use one of uint8, int8, int16, int32, float32, float64.")
+        raise ValueError(
+            f"IDX cannot store dtype {array.dtype}; use one of uint8, int8, int16, int32, float32, float64."
+        )
     code = codes[native]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     data = header + array.astype(IDX_DTYPES[code], copy=False).tobytes()

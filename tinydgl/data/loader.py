@@ -11,6 +11,7 @@ Everything random about epoch e is drawn from (seed, e[, batch]) alone, so `set_
 recalibration; with `prefetch > 0` a thread prepares the next batches while the caller computes.
 Design notes (reproducibility, extra passes, the prefetch thread): docs/design/data-loader.md.
 """
+
 from __future__ import annotations
 
 import queue
@@ -37,8 +38,22 @@ class DataLoader:
     dtype: the float dtype of the x batches on the device; labels are int64.
     """
 
-    def __init__(self, x, y, batch_size, shuffle=True, seed=0, augment=False, mean=None, std=None,
-                 drop_last=False, prefetch=2, dtype="float32", crop_padding=4, hflip=True):
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size,
+        shuffle=True,
+        seed=0,
+        augment=False,
+        mean=None,
+        std=None,
+        drop_last=False,
+        prefetch=2,
+        dtype="float32",
+        crop_padding=4,
+        hflip=True,
+    ):
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim != 4:
             raise ValueError(f"x must be images (N, C, H, W), got shape {x.shape}.")
@@ -77,7 +92,7 @@ class DataLoader:
 
     def batch_indices(self, epoch: int, stream: int = 0):
         order = self.order(epoch, stream)
-        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        return [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
 
     def make_batch(self, indices, epoch: int, batch: int, stream: int = 0):
         """Host-side batch (float x (B, C, H, W), int64 y): gathered, augmented, normalised."""
@@ -108,7 +123,11 @@ class DataLoader:
     def __iter__(self):
         epoch, start = self.epoch, self.start_batch
         self.epoch, self.start_batch = epoch + 1, 0  # the next plain `for` runs the next epoch
-        host = self._host_batches(epoch, start) if self.prefetch <= 0 else _prefetch(self._host_batches(epoch, start), self.prefetch)
+        host = (
+            self._host_batches(epoch, start)
+            if self.prefetch <= 0
+            else _prefetch(self._host_batches(epoch, start), self.prefetch)
+        )
         return self._to_device(host)
 
     def _to_device(self, host):
@@ -130,7 +149,7 @@ def random_crop(x, padding, rng):
     dx = rng.integers(0, 2 * padding + 1, size=b)
     out = np.empty_like(x)
     for i in range(b):
-        out[i] = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+        out[i] = padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
     return out
 
 

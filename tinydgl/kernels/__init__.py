@@ -11,6 +11,7 @@ Scale?: LLS, LLS-M, LLS-MxM, local-losses). TINYDGL_FUSED_KERNELS=0 or `fused=Fa
 
 Design notes (the two paths, the heads, how a new variant plugs in): docs/design/kernels.md.
 """
+
 import functools
 import os
 import weakref
@@ -33,6 +34,7 @@ def numba_cuda_ready():
         return False
     try:
         from numba import config
+
         return not config.ENABLE_CUDASIM and bool(cuda.is_available())
     except Exception:  # a broken driver install: fall back to the composed ops
         return False
@@ -101,15 +103,25 @@ def fused_local_loss(head, out, y, label_smoothing=0.0, plan=None, threads=None)
 
     plan = plan if plan is not None else fusable(head)
     if plan is None:
-        raise ValueError(f"this head cannot run fused (expected pool? -> L2Normalize? -> bias-free linear layers -> "
-                         f"Scale?):\n{head!r}")
+        raise ValueError(
+            f"this head cannot run fused (expected pool? -> L2Normalize? -> bias-free linear layers -> "
+            f"Scale?):\n{head!r}"
+        )
     xp = array_namespace(out)
     n = out.shape[0]
     d = out.shape[1] * (plan["pool"] ** 2 if plan["pool"] is not None and out.ndim == 4 else 1)
     w = projection_matrix(head, plan, d, xp, out.dtype)
     loss_rows, dout, z, dlogits, _ = local_loss_cuda.launch(
-        out, y, w, plan["scale"], plan["pool"] or 1, plan["normalize"], label_smoothing, plan["eps"],
-        **({} if threads is None else {"threads": threads}))
+        out,
+        y,
+        w,
+        plan["scale"],
+        plan["pool"] or 1,
+        plan["normalize"],
+        label_smoothing,
+        plan["eps"],
+        **({} if threads is None else {"threads": threads}),
+    )
     chain = plan["chain"]
     if any(layer.parameters() for layer in chain):
         # logits = scale * z @ W(params), linear in W: run the chain forward on its "identity" input again (to
@@ -137,8 +149,12 @@ def local_loss(head, out, y, label_smoothing=0.0, fused=None):
     and TINYDGL_FUSED_KERNELS is not 0; the composed layers otherwise. True / False force one.
     """
     if fused is None:
-        fused = (getattr(array_namespace(out), "__name__", "") == "cupy" and fused_enabled()
-                 and fusable(head) is not None and numba_cuda_ready())
+        fused = (
+            getattr(array_namespace(out), "__name__", "") == "cupy"
+            and fused_enabled()
+            and fusable(head) is not None
+            and numba_cuda_ready()
+        )
     if fused:
         return fused_local_loss(head, out, y, label_smoothing)
     return composed_local_loss(head, out, y, label_smoothing)

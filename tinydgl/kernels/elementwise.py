@@ -10,6 +10,7 @@ compiled on a real GPU: it has not run yet.** TINYDGL_FUSED_KERNELS=0 turns the 
 
 Design notes: docs/design/kernels.md, "The optimizers, batch norm and pooling as fused CuPy kernels".
 """
+
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -26,8 +27,7 @@ class FusedKernel:
     twin: Callable  # twin(*inputs, *outputs) -> the outputs' new values, in out_params order
 
 
-def _adam_twin(g, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, root_correction, eps, l2, shrink,
-               p, m, v):
+def _adam_twin(g, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, root_correction, eps, l2, shrink, p, m, v):
     p = p * shrink
     grad = g + l2 * p
     m = beta1 * m + one_minus_beta1 * grad
@@ -47,53 +47,67 @@ def _sgd_momentum_twin(g, lr, weight_decay, momentum, nesterov, p, v):
     return p, v
 
 
-KERNELS = {kernel.name: kernel for kernel in [
-    # Adam and AdamW (optim.Adam._update): l2 = Adam's weight decay added to the gradient (0 for AdamW),
-    # shrink = AdamW's decoupled decay 1 - lr * weight_decay (1 for Adam). Bias corrections are folded into
-    # step_size = lr / (1 - beta1**t) and root_correction = sqrt(1 - beta2**t), computed on the host.
-    FusedKernel(
-        "tinydgl_adam",
-        "T g, T step_size, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T root_correction, T eps, "
-        "T l2, T shrink",
-        "T p, T m, T v",
-        """
+KERNELS = {
+    kernel.name: kernel
+    for kernel in [
+        # Adam and AdamW (optim.Adam._update): l2 = Adam's weight decay added to the gradient (0 for AdamW),
+        # shrink = AdamW's decoupled decay 1 - lr * weight_decay (1 for Adam). Bias corrections are folded into
+        # step_size = lr / (1 - beta1**t) and root_correction = sqrt(1 - beta2**t), computed on the host.
+        FusedKernel(
+            "tinydgl_adam",
+            "T g, T step_size, T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T root_correction, T eps, "
+            "T l2, T shrink",
+            "T p, T m, T v",
+            """
         p = p * shrink;
         T grad = g + l2 * p;
         m = beta1 * m + one_minus_beta1 * grad;
         v = beta2 * v + one_minus_beta2 * (grad * grad);
         p = p - step_size * (m / (sqrt(v) / root_correction + eps));
         """,
-        _adam_twin),
-    # SGD without momentum: p -= lr * (g + weight_decay * p)
-    FusedKernel("tinydgl_sgd", "T g, T lr, T weight_decay", "T p",
-                "p = p - lr * (g + weight_decay * p);", _sgd_twin),
-    # SGD with momentum, Nesterov's (NAG) when nesterov is 1. v starts at zero, so the first step's
-    # v = momentum * 0 + g = g, as the readable form's.
-    FusedKernel(
-        "tinydgl_sgd_momentum", "T g, T lr, T weight_decay, T momentum, T nesterov", "T p, T v",
-        """
+            _adam_twin,
+        ),
+        # SGD without momentum: p -= lr * (g + weight_decay * p)
+        FusedKernel(
+            "tinydgl_sgd", "T g, T lr, T weight_decay", "T p", "p = p - lr * (g + weight_decay * p);", _sgd_twin
+        ),
+        # SGD with momentum, Nesterov's (NAG) when nesterov is 1. v starts at zero, so the first step's
+        # v = momentum * 0 + g = g, as the readable form's.
+        FusedKernel(
+            "tinydgl_sgd_momentum",
+            "T g, T lr, T weight_decay, T momentum, T nesterov",
+            "T p, T v",
+            """
         T grad = g + weight_decay * p;
         v = momentum * v + grad;
         p = p - lr * (nesterov != 0 ? grad + momentum * v : v);
         """,
-        _sgd_momentum_twin),
-]}
+            _sgd_momentum_twin,
+        ),
+    ]
+}
+
 
 def _running_stats_twin(mean, var, momentum, one_minus_momentum, unbias, running_mean, running_var):
-    return (one_minus_momentum * running_mean + momentum * mean,
-            one_minus_momentum * running_var + momentum * var * unbias)
+    return (
+        one_minus_momentum * running_mean + momentum * mean,
+        one_minus_momentum * running_var + momentum * var * unbias,
+    )
 
 
 KERNELS["tinydgl_running_stats"] = FusedKernel(
     # batch norm's running statistics (ops/norm.py batchnorm_forward), both in one launch instead of nine:
     # new = (1 - momentum) * old + momentum * batch, the variance unbiased by count / (count - 1)
-    "tinydgl_running_stats", "T mean, T var, T momentum, T one_minus_momentum, T unbias",
+    "tinydgl_running_stats",
+    "T mean, T var, T momentum, T one_minus_momentum, T unbias",
     "T running_mean, T running_var",
     """
     running_mean = one_minus_momentum * running_mean + momentum * mean;
     running_var = one_minus_momentum * running_var + momentum * var * unbias;
     """,
-    _running_stats_twin)
+    _running_stats_twin,
+)
+
 
 # Batch norm over rows (ops/norm.py): `rows` is (M, W*C), channels-last, so element i belongs to channel
 # i % channels (CuPy's `i` is the element's index in the output, row-major); per-channel vectors are `raw`
@@ -118,10 +132,16 @@ def _bn_dx_twin(dout, centered, inv_std, dgamma, dbeta, scale, count, channels, 
 
 
 for _kernel in [
-    FusedKernel("tinydgl_bn_center", "T x, raw T mean, int32 channels", "T y", "y = x - mean[i % channels];",
-                _bn_center_twin),
-    FusedKernel("tinydgl_bn_scale_shift", "T x, raw T scale, raw T shift, int32 channels", "T y",
-                "const int c = i % channels; y = x * scale[c] + shift[c];", _bn_scale_shift_twin),
+    FusedKernel(
+        "tinydgl_bn_center", "T x, raw T mean, int32 channels", "T y", "y = x - mean[i % channels];", _bn_center_twin
+    ),
+    FusedKernel(
+        "tinydgl_bn_scale_shift",
+        "T x, raw T scale, raw T shift, int32 channels",
+        "T y",
+        "const int c = i % channels; y = x * scale[c] + shift[c];",
+        _bn_scale_shift_twin,
+    ),
     # training-mode dx = scale * (dout - mean(dout) - x_hat * mean(dout * x_hat)), per channel
     # mean(dout) = dbeta / count and x_hat * mean(dout * x_hat) = centered * inv_std * dgamma / count
     FusedKernel(
@@ -132,9 +152,11 @@ for _kernel in [
         const int c = i % channels;
         dx = (centered * (-inv_std[c] * dgamma[c] / count) + dout - dbeta[c] / count) * scale[c];
         """,
-        _bn_dx_twin),
+        _bn_dx_twin,
+    ),
 ]:
     KERNELS[_kernel.name] = _kernel
+
 
 # Max pooling (ops/pool.py), channels-last windows: one launch per window offset k = i * kw + j (was five),
 # the running max `out` and the winning offset `winner` updated in place; and backward, one launch per
@@ -149,17 +171,27 @@ def _maxpool_share_twin(dout, winner, k, dx):
 
 
 for _kernel in [
-    FusedKernel("tinydgl_maxpool_step", "T candidate, int32 k", "T out, W winner",
-                """
+    FusedKernel(
+        "tinydgl_maxpool_step",
+        "T candidate, int32 k",
+        "T out, W winner",
+        """
                 const bool better = candidate > out;
                 if (better) winner = k;
                 if (better || candidate != candidate) out = candidate;  // NaN wins, as in maximum()
                 """,
-                _maxpool_step_twin),
-    FusedKernel("tinydgl_maxpool_share", "T dout, W winner, int32 k", "T dx",
-                "dx = (winner == k ? (T)1 : (T)0) * dout;", _maxpool_share_twin),
+        _maxpool_step_twin,
+    ),
+    FusedKernel(
+        "tinydgl_maxpool_share",
+        "T dout, W winner, int32 k",
+        "T dx",
+        "dx = (winner == k ? (T)1 : (T)0) * dout;",
+        _maxpool_share_twin,
+    ),
 ]:
     KERNELS[_kernel.name] = _kernel
+
 
 # LeakyReLU with 0 <= slope <= 1 (ops/activation.py): out = max(x, slope * x) and the mask x > 0 in one
 # launch (was three); backward dx = (1 if x > 0 else slope) * dout in one (was three).
@@ -172,15 +204,24 @@ def _leaky_relu_backward_twin(dout, positive, slope, dx):
 
 
 for _kernel in [
-    FusedKernel("tinydgl_leaky_relu", "T x, T slope", "T out, bool positive",
-                """
+    FusedKernel(
+        "tinydgl_leaky_relu",
+        "T x, T slope",
+        "T out, bool positive",
+        """
                 const T ax = x * slope;
                 positive = x > 0;
                 out = (x != x || x >= ax) ? x : ax;  // max(x, slope * x), NaN kept as maximum() keeps it
                 """,
-                _leaky_relu_twin),
-    FusedKernel("tinydgl_leaky_relu_backward", "T dout, bool positive, T slope", "T dx",
-                "dx = (positive ? (T)1 : slope) * dout;", _leaky_relu_backward_twin),
+        _leaky_relu_twin,
+    ),
+    FusedKernel(
+        "tinydgl_leaky_relu_backward",
+        "T dout, bool positive, T slope",
+        "T dx",
+        "dx = (positive ? (T)1 : slope) * dout;",
+        _leaky_relu_backward_twin,
+    ),
 ]:
     KERNELS[_kernel.name] = _kernel
 
@@ -195,8 +236,7 @@ def fused_update(name, xp, *args):
     kernel = KERNELS[f"tinydgl_{name}"]
     kernels = _compiled.setdefault(xp, {})
     if kernel.name not in kernels:
-        kernels[kernel.name] = xp.ElementwiseKernel(kernel.in_params, kernel.out_params, kernel.operation,
-                                                    kernel.name)
+        kernels[kernel.name] = xp.ElementwiseKernel(kernel.in_params, kernel.out_params, kernel.operation, kernel.name)
     kernels[kernel.name](*args)
 
 

@@ -41,6 +41,7 @@ Status: the kernel is tested against a float64 NumPy reference under numba's CUD
 (tests/test_kernels_ptx.py). **It has not yet run on a real GPU**: its speed is unmeasured and the
 CuPy-stream interplay (`launch`) is untested on hardware.
 """
+
 import functools
 import math
 
@@ -53,6 +54,7 @@ THREADS = 128  # threads per block: a power of two (the tree reduction halves it
 # thread of example n's block; t = cuda.threadIdx.x, and "for f in range(t, d, threads)" is a block-stride
 # loop: thread t takes features t, t + threads, ..., so any d works with any number of threads. A phase
 # that reduces over d calls block_sum, whose barriers every thread of the block must reach.
+
 
 @cuda.jit(device=True, inline="always")
 def block_sum(partial, buffer, threads):
@@ -257,8 +259,10 @@ def launch(a, y, w, scale, pool, normalize, label_smoothing=0.0, eps=1e-12, thre
     n, channels = a4.shape[0], a4.shape[1]
     d, classes = w.shape
     if d != channels * p * p:
-        raise ValueError(f"the projection has {d} rows but the pooled block output has {channels} x {p} x {p} = "
-                         f"{channels * p * p} features; build W as (d, n_classes).")
+        raise ValueError(
+            f"the projection has {d} rows but the pooled block output has {channels} x {p} x {p} = "
+            f"{channels * p * p} features; build W as (d, n_classes)."
+        )
     if a4.dtype != w.dtype:
         raise TypeError(f"the block output is {a4.dtype} but the projection is {w.dtype}; use one dtype.")
     kernel = make_kernel(threads)
@@ -267,8 +271,23 @@ def launch(a, y, w, scale, pool, normalize, label_smoothing=0.0, eps=1e-12, thre
     loss, da = xp.empty((n,), dtype=a4.dtype), xp.empty(a4.shape, dtype=a4.dtype)
     labels = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
     stream = _stream_for(xp)
-    a_, labels_, w_, z_, dv_, logits_, dlogits_, loss_, da_ = device_arrays(xp, a4, labels, w, z, dv, logits, dlogits,
-                                                                          loss, da)
-    kernel[n, threads, stream](a_, labels_, w_, float(scale), p, bool(normalize), float(eps), float(label_smoothing),
-                               z_, dv_, logits_, dlogits_, loss_, da_)
+    a_, labels_, w_, z_, dv_, logits_, dlogits_, loss_, da_ = device_arrays(
+        xp, a4, labels, w, z, dv, logits, dlogits, loss, da
+    )
+    kernel[n, threads, stream](
+        a_,
+        labels_,
+        w_,
+        float(scale),
+        p,
+        bool(normalize),
+        float(eps),
+        float(label_smoothing),
+        z_,
+        dv_,
+        logits_,
+        dlogits_,
+        loss_,
+        da_,
+    )
     return loss, (xp.reshape(da, a.shape) if flat else da), z, dlogits, logits

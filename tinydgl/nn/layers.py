@@ -3,6 +3,7 @@
 Initialisation follows PyTorch's defaults (weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), BN
 gamma = 1, beta = 0), so runs can be compared with the papers' official PyTorch code.
 """
+
 import math
 
 from .. import functional as F
@@ -38,8 +39,9 @@ class Linear(Module):
         return F.linear_jvp(self._peek(), dx, self.weight.tangent, tangent_of(self.bias))
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, db = F.linear_backward(dout, self._recall(), compute_dx=need_input_grad,
-                                                     feedback=self.feedback)
+        dx, self.weight.grad, db = F.linear_backward(
+            dout, self._recall(), compute_dx=need_input_grad, feedback=self.feedback
+        )
         if self.bias is not None:
             self.bias.grad = db
         return dx
@@ -51,7 +53,18 @@ class Linear(Module):
 class Conv2d(Module):
     """2-D convolution, NCHW. x: (N, C_in, H, W) -> (N, C_out, H_out, W_out); weight (C_out, C_in/groups, k, k)."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1, bias=True, rng=None, dtype="float32"):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        groups=1,
+        bias=True,
+        rng=None,
+        dtype="float32",
+    ):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}.")
@@ -75,16 +88,19 @@ class Conv2d(Module):
         return F.conv2d_jvp(self._peek(), dx, self.weight.tangent, tangent_of(self.bias))
 
     def backward(self, dout, need_input_grad=True):
-        dx, self.weight.grad, db = F.conv2d_backward(dout, self._recall(), compute_dx=need_input_grad,
-                                                     feedback=self.feedback)
+        dx, self.weight.grad, db = F.conv2d_backward(
+            dout, self._recall(), compute_dx=need_input_grad, feedback=self.feedback
+        )
         if self.bias is not None:
             self.bias.grad = db
         return dx
 
     def __repr__(self):
         extra = f", groups={self.groups}" if self.groups != 1 else ""
-        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}{extra}, bias={self.bias is not None})")
+        return (
+            f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}{extra}, bias={self.bias is not None})"
+        )
 
 
 class _BatchNorm(Module):
@@ -92,16 +108,25 @@ class _BatchNorm(Module):
         super().__init__()
         self.weight = Parameter(init_constant((num_features,), 1.0, dtype))  # gamma
         self.bias = Parameter(init_constant((num_features,), 0.0, dtype))  # beta
-        self.buffers = {"running_mean": init_constant((num_features,), 0.0, dtype),
-                        "running_var": init_constant((num_features,), 1.0, dtype)}
+        self.buffers = {
+            "running_mean": init_constant((num_features,), 0.0, dtype),
+            "running_var": init_constant((num_features,), 1.0, dtype),
+        }
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
 
     def forward(self, x):
         if x.ndim != self._ndim or x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}) got input of shape {tuple(x.shape)}.")
         out, cache = F.batchnorm_forward(
-            x, self.weight.data, self.bias.data, self.buffers["running_mean"], self.buffers["running_var"],
-            self.training, self.momentum, self.eps)
+            x,
+            self.weight.data,
+            self.bias.data,
+            self.buffers["running_mean"],
+            self.buffers["running_var"],
+            self.training,
+            self.momentum,
+            self.eps,
+        )
         self._remember(cache)
         return out
 
@@ -118,11 +143,13 @@ class _BatchNorm(Module):
 
 class BatchNorm1d(_BatchNorm):
     """Batch norm over (N, C) inputs: per-feature statistics over the batch."""
+
     _ndim = 2
 
 
 class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W) inputs: per-channel statistics over batch and space."""
+
     _ndim = 4
 
 

@@ -10,6 +10,7 @@ A module wraps functional ops and keeps what they need between passes:
 `backward` takes `dout` from *anywhere*: the layer above (backprop), a synthetic-gradient model (DNI),
 an auxiliary head (DGL) or a local loss (LLS). That is what lets trainers decide where gradients come from.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,9 @@ class Module:
         backward (this is what lets local learning hold one block's activations at a time)."""
         cache, self._cache = getattr(self, "_cache", None), None
         if cache is None:
-            raise RuntimeError(f"{self!r}.backward() needs a forward pass in training mode first (and runs once per forward).")
+            raise RuntimeError(
+                f"{self!r}.backward() needs a forward pass in training mode first (and runs once per forward)."
+            )
         return cache
 
     def _peek(self):

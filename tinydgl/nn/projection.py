@@ -4,6 +4,7 @@ LLS (tinydgl.trainers.lls) assembles its local classifier from these plus the or
 
     AdaptiveAvgPool2d(p) -> Flatten -> L2Normalize -> FixedLinear(basis) [-> ClassScale m | Linear M] -> Scale(1/T)
 """
+
 from .. import functional as F
 from ..backend import array_namespace
 from .module import Module, Parameter

@@ -11,6 +11,7 @@ new array per op instead of two about halves the op's time. Other libraries get 
 without `out=`. On NumPy, LeakyReLU runs those steps on every core, one slice of the batch per thread
 (`tinydgl.threads`); each element is computed the same way whatever the thread count.
 """
+
 from ..backend import array_namespace, is_numpy_like
 from ..threads import for_each_slice
 
@@ -111,6 +112,7 @@ def tanh_backward(dout, cache):
 # An elementwise op's Jacobian is diagonal, hence symmetric: the output tangent for an input tangent dx is
 # the same product with the local derivative that backward applies to dout. So each JVP is its backward,
 # called on the tangent.
+
 
 def relu_jvp(cache, dx):
     """dx: the input tangent, x's shape -> dout = dx where x > 0, else 0 (the cache from relu_forward)."""

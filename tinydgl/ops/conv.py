@@ -9,6 +9,7 @@ group, dx adds each kernel offset's product back (`_input_grad_by_offset`), with
 
 Design notes (the layout choices and why, memory): docs/design/convolution.md; lesson 3 builds it.
 """
+
 import numpy as np
 
 from ..backend import array_namespace, empty_like_on, is_numpy_like, zeros_like_on
@@ -135,7 +136,9 @@ def _add_into(target, values):
 
 def _check_conv_args(x, w, b, stride, padding, groups):
     if x.ndim != 4 or w.ndim != 4:
-        raise ValueError(f"conv2d expects x (N, C, H, W) and w (F, C/groups, KH, KW); got {tuple(x.shape)}, {tuple(w.shape)}.")
+        raise ValueError(
+            f"conv2d expects x (N, C, H, W) and w (F, C/groups, KH, KW); got {tuple(x.shape)}, {tuple(w.shape)}."
+        )
     c, f = x.shape[1], w.shape[0]
     if groups < 1 or c % groups or f % groups:
         raise ValueError(f"groups={groups} must divide both input channels ({c}) and filters ({f}).")
@@ -157,8 +160,10 @@ def weight_columns(w, groups=1):
     channel) like im2col's columns."""
     xp = array_namespace(w)
     f, cg, kh, kw = w.shape
-    return xp.reshape(xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)),
-                      (groups, kh * kw * cg, f // groups))
+    return xp.reshape(
+        xp.permute_dims(xp.reshape(w, (groups, f // groups, cg, kh, kw)), (0, 3, 4, 2, 1)),
+        (groups, kh * kw * cg, f // groups),
+    )
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
@@ -187,7 +192,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
         if groups == 1:  # a plain 2-D product, written in place (on NumPy: in blocks of rows, on every core)
             matmul(cols[0, ...], w_col[0, ...], out=out_flat[start * rows : stop * rows, :])
         else:
-            out_flat[start * rows : stop * rows, :] = xp.reshape(xp.permute_dims(cols @ w_col, (1, 0, 2)), (cols.shape[1], f))
+            out_flat[start * rows : stop * rows, :] = xp.reshape(
+                xp.permute_dims(cols @ w_col, (1, 0, 2)), (cols.shape[1], f)
+            )
     # The same memory as (N*H_out, W_out*F) rows: NumPy adds a bias tiled to W_out*F numbers much faster than
     # a (F,) bias broadcast over (M, F), whose inner loop runs only F numbers at a time.
     out_rows = xp.reshape(out_flat, (n * oh, ow * f))
@@ -207,7 +214,9 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
     x_pad, w_col, w_shape, x_shape, stride, padding, groups, has_bias, portable = cache
     if feedback is not None:
         if tuple(feedback.shape) != tuple(w_shape):
-            raise ValueError(f"conv2d feedback must have the weight's shape {tuple(w_shape)}, got {tuple(feedback.shape)}.")
+            raise ValueError(
+                f"conv2d feedback must have the weight's shape {tuple(w_shape)}, got {tuple(feedback.shape)}."
+            )
         w_col = weight_columns(feedback, groups)
     xp = array_namespace(dout)
     f, cg, kh, kw = w_shape
@@ -244,7 +253,6 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
         h, w = x_shape[2], x_shape[3]
         dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
     return dx, dw, db
-
 
 
 def conv2d_input(cache):
@@ -300,7 +308,12 @@ def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
     share = empty_like_on(dout_flat, (dout_flat.shape[0], c)) if fast else None  # one (M, C) buffer for all offsets
     for i in range(kh):
         for j in range(kw):
-            window = (slice(None), slice(i, i + stride * (oh - 1) + 1, stride), slice(j, j + stride * (ow - 1) + 1, stride), slice(None))
+            window = (
+                slice(None),
+                slice(i, i + stride * (oh - 1) + 1, stride),
+                slice(j, j + stride * (ow - 1) + 1, stride),
+                slice(None),
+            )
             if not fast:
                 dx_pad[window] += xp.reshape(dout_flat @ w_offsets[i, j, ...].mT, (n, oh, ow, c))
                 continue
@@ -377,7 +390,9 @@ def _backward_in_blocks(dout_flat, x_pad, w_col, kh, kw, stride, compute_dx, has
             for a in range(kh):
                 for e in range(kw):
                     share = xp.reshape(d @ w_offsets[a, e].T, (s.stop - s.start, oh, ow, c))
-                    dx_block[:, a : a + stride * (oh - 1) + 1 : stride, e : e + stride * (ow - 1) + 1 : stride, :] += share
+                    dx_block[:, a : a + stride * (oh - 1) + 1 : stride, e : e + stride * (ow - 1) + 1 : stride, :] += (
+                        share
+                    )
 
     for_each_block(block, len(blocks), x_pad.nbytes + dout_flat.nbytes, products=True)
     dw_col, db = dw_parts[0], db_parts[0]

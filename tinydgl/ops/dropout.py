@@ -1,4 +1,5 @@
 """Inverted dropout: zero each input with probability p, scale survivors by 1 / (1 - p)."""
+
 from ..backend import array_namespace, asarray
 
 

@@ -1,4 +1,5 @@
 """Fully connected (affine) layer: out = x @ w + b."""
+
 from ..backend import array_namespace, zeros_like_on
 
 
@@ -29,7 +30,6 @@ def linear_backward(dout, cache, compute_dx=True, feedback=None):
     db = xp.sum(dout, axis=0) if has_bias else None
     # END SOLUTION
     return dx, dw, db
-
 
 
 def linear_jvp(cache, dx=None, dw=None, db=None):

@@ -4,6 +4,7 @@ A loss is a float64 scalar on the device it was computed on (`float64_scalar`): 
 sync on a GPU, so the training loop reads many steps' losses at once; on NumPy it is a `numpy.float64`,
 a Python float.
 """
+
 from ..backend import arange_like, array_namespace
 
 
@@ -86,8 +87,10 @@ def sigmoid_binary_cross_entropy(logits, y):
     """
     xp = array_namespace(logits)
     if logits.ndim != 2 or y.shape[0] != logits.shape[0]:
-        raise ValueError(f"sigmoid_binary_cross_entropy expects logits (N, C) and labels (N,); got "
-                         f"{tuple(logits.shape)} and {tuple(y.shape)}.")
+        raise ValueError(
+            f"sigmoid_binary_cross_entropy expects logits (N, C) and labels (N,); got "
+            f"{tuple(logits.shape)} and {tuple(y.shape)}."
+        )
     n, num_classes = logits.shape
     target = one_hot(y, num_classes, logits.dtype)
     elementwise = xp.maximum(logits, 0.0) - logits * target + xp.log(1.0 + xp.exp(-xp.abs(logits)))
@@ -103,8 +106,10 @@ def binary_cross_entropy_with_logits(logits, targets):
     Returns (loss: float64 scalar, dlogits = (sigmoid(logits) - targets) / size)."""
     xp = array_namespace(logits, targets)
     if tuple(logits.shape) != tuple(targets.shape):
-        raise ValueError(f"binary_cross_entropy_with_logits shapes differ: logits {tuple(logits.shape)} vs "
-                         f"targets {tuple(targets.shape)}.")
+        raise ValueError(
+            f"binary_cross_entropy_with_logits shapes differ: logits {tuple(logits.shape)} vs "
+            f"targets {tuple(targets.shape)}."
+        )
     size = 1
     for s in logits.shape:
         size *= s
@@ -113,9 +118,9 @@ def binary_cross_entropy_with_logits(logits, targets):
     return float64_scalar(xp.sum(elementwise)) / size, (probability - targets) / size
 
 
-
 # --- forward mode ------------------------------------------------------------------------------------------
 # A loss is a scalar: its tangent along dlogits is the inner product of its gradient with dlogits.
+
 
 def softmax_jvp(logits, dlogits):
     """logits, dlogits: (N, C) -> the tangent of softmax(logits): p * (dlogits - <p, dlogits>) per row."""

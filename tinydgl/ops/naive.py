@@ -1,6 +1,7 @@
 """Naive loop versions of convolution and pooling: slow, obvious, and the reference the fast ops are tested
 against. Read these first (lesson 3); they are written for NumPy arrays and small inputs only.
 """
+
 import numpy as np
 
 

@@ -5,6 +5,7 @@ w*C + c holds channel c; (N, C) inputs as they are), with per-channel vectors ti
 output channels-last; on NumPy they run on every core, with the same result at any thread count. Why this
 layout and not a reduction over axes (0, 2, 3): docs/design/convolution.md, "Batch normalisation".
 """
+
 from ..backend import array_namespace, is_numpy_like
 from ..threads import blocked_sums, column_sums, for_each_slice, map_slices
 
@@ -166,11 +167,11 @@ def batchnorm_backward(dout, cache):
     if not training:
         return _from_rows(_scale_shift(rows, _tiled(scale, rows)), x_shape), dgamma, dbeta
     if _fused(array_namespace(rows), rows, centered, dgamma):  # CuPy: _batchnorm_dx in one launch
-        dx = _fused_rows("bn_dx", array_namespace(rows), rows, centered, inv_std, dgamma, dbeta, scale, count,
-                         channels)
+        dx = _fused_rows("bn_dx", array_namespace(rows), rows, centered, inv_std, dgamma, dbeta, scale, count, channels)
         return _from_rows(dx, x_shape), dgamma, dbeta
-    dx = map_slices(lambda s: _batchnorm_dx(rows[s, ...], centered[s, ...], dgamma, dbeta, inv_std, scale, count),
-                    rows, centered)
+    dx = map_slices(
+        lambda s: _batchnorm_dx(rows[s, ...], centered[s, ...], dgamma, dbeta, inv_std, scale, count), rows, centered
+    )
     return _from_rows(dx, x_shape), dgamma, dbeta
 
 
@@ -247,8 +248,8 @@ def length_normalize_backward(dout, cache):
     return dout / denom - x * (radial / (x.shape[1] * safe_rms * denom * denom))
 
 
-
 # --- forward mode ------------------------------------------------------------------------------------------
+
 
 def batchnorm_jvp(cache, dx=None, dgamma=None, dbeta=None):
     """Forward mode: the output tangent of batch norm for tangents dx (x's shape), dgamma, dbeta: (C,)

@@ -4,6 +4,7 @@ Each of the k*k offsets inside a window is one strided slice of the whole batch 
 channels-last view of the input; outputs and gradients are NCHW views of channels-last arrays, and on NumPy
 the batch is cut into one slice per thread. Why: docs/design/convolution.md, "Pooling".
 """
+
 from ..backend import array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices
 
@@ -94,8 +95,9 @@ def maxpool2d_backward(dout, cache):
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W). Each window's gradient goes to its (first) max."""
     x_shape, winner, kh, kw, sh, sw = cache
     dout_nhwc = _nhwc(dout)
-    dx = map_slices(lambda s: _maxpool_backward_nhwc(dout_nhwc[s, ...], winner[s, ...], x_shape, kh, kw, sh, sw),
-                    dout_nhwc, winner)
+    dx = map_slices(
+        lambda s: _maxpool_backward_nhwc(dout_nhwc[s, ...], winner[s, ...], x_shape, kh, kw, sh, sw), dout_nhwc, winner
+    )
     return _nchw(dx)
 
 
@@ -184,8 +186,9 @@ def adaptive_avgpool2d_backward(dout, cache):
     """dout: (N, C, oh, ow) -> dx: (N, C, H, W), undoing the two separable means in reverse order."""
     x_shape, rows, cols = cache
     dout_nhwc = _nhwc(dout)
-    return _nchw(map_slices(lambda s: _adaptive_avgpool_backward_nhwc(dout_nhwc[s, ...], x_shape, rows, cols),
-                            dout_nhwc))
+    return _nchw(
+        map_slices(lambda s: _adaptive_avgpool_backward_nhwc(dout_nhwc[s, ...], x_shape, rows, cols), dout_nhwc)
+    )
 
 
 def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
@@ -201,16 +204,17 @@ def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
     return dx
 
 
-
 # --- forward mode ------------------------------------------------------------------------------------------
+
 
 def maxpool2d_jvp(cache, dx):
     """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Each window's output is its winning
     input, so its tangent is that input's tangent (the winner recorded by the forward pass)."""
     _, winner, kh, kw, sh, sw = cache
     dx_nhwc = _nhwc(dx)
-    return _nchw(map_slices(lambda s: _maxpool_jvp_nhwc(dx_nhwc[s, ...], winner[s, ...], kh, kw, sh, sw),
-                            dx_nhwc, winner))
+    return _nchw(
+        map_slices(lambda s: _maxpool_jvp_nhwc(dx_nhwc[s, ...], winner[s, ...], kh, kw, sh, sw), dx_nhwc, winner)
+    )
 
 
 def _maxpool_jvp_nhwc(dx_nhwc, winner, kh, kw, sh, sw):

@@ -1,4 +1,5 @@
 """Shape-only ops: flatten."""
+
 from ..backend import array_namespace
 
 

@@ -10,6 +10,7 @@ difference between the examples' cosine-similarity matrix S(h) (N x N) and that 
     deviation over the spatial positions (unbiased, as torch.std), so S compares (N, C) vectors;
     other 4-D inputs are flattened.
 """
+
 from ..backend import array_namespace
 from .losses import float64_scalar, one_hot
 

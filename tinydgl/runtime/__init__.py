@@ -7,6 +7,7 @@ machinery. `registry` is the one place that decides which engine (parallelism x 
 trainer; `mpi_engine` needs mpi4py (import it explicitly). Each file, the ring's layout and faults, MPI
 messages, the metrics: docs/design/runtime.md (and docs/architecture.md's map).
 """
+
 from .data_parallel import fit_data_parallel, fit_data_parallel_mpi, run_data_parallel, run_data_parallel_mpi
 from .downpour import fit_downpour, run_downpour
 from .engine import fit_module_parallel, run_module_parallel
@@ -16,7 +17,26 @@ from .pipeline import pipeline_worker_loop, split_modules
 from .processes import WorkerFailed
 from .shm_ring import POLICIES, RingBroken, RingClosed, RingEntry, RingHandle, SharedRing
 
-__all__ = ["POLICIES", "RingBroken", "RingClosed", "RingEntry", "RingHandle", "SharedRing", "WorkerFailed",
-           "WorkerRecorder", "fit_data_parallel", "fit_data_parallel_mpi", "fit_downpour", "fit_module_parallel",
-           "epochs_on_workers", "pipeline_worker_loop", "plot_timeline", "run_data_parallel", "run_data_parallel_mpi",
-           "run_downpour", "run_module_parallel", "split_modules", "work_summary"]
+__all__ = [
+    "POLICIES",
+    "RingBroken",
+    "RingClosed",
+    "RingEntry",
+    "RingHandle",
+    "SharedRing",
+    "WorkerFailed",
+    "WorkerRecorder",
+    "fit_data_parallel",
+    "fit_data_parallel_mpi",
+    "fit_downpour",
+    "fit_module_parallel",
+    "epochs_on_workers",
+    "pipeline_worker_loop",
+    "plot_timeline",
+    "run_data_parallel",
+    "run_data_parallel_mpi",
+    "run_downpour",
+    "run_module_parallel",
+    "split_modules",
+    "work_summary",
+]

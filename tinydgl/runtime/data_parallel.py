@@ -9,6 +9,7 @@ the shard-size-weighted gradients before the real optimizer updates, so every co
 with the whole batch (BatchNorm and dropout aside). Why, one step's semaphores, what differs from one
 process, faults: docs/design/runtime.md, "Synchronous data-parallel SGD".
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,17 @@ from ..backend import to_numpy
 from .epochs import epochs_on_workers
 from .flat import flat_size, gradients, pack, set_gradients
 from .metrics import WorkerRecorder, epoch_losses
-from .processes import (DONE, ERROR, POLL_S, WorkerFailed, ignore_stop_signals, poll_workers, start_worker,
-                        stop_processes, worker_thread_environment)
+from .processes import (
+    DONE,
+    ERROR,
+    POLL_S,
+    WorkerFailed,
+    ignore_stop_signals,
+    poll_workers,
+    start_worker,
+    stop_processes,
+    worker_thread_environment,
+)
 from .registry import check
 from .shm_ring import RingClosed
 
@@ -114,10 +124,16 @@ def data_parallel_result(worker_metrics, shard_losses, batches_per_epoch, epochs
         n = sum(s for _, s in shards)
         step_losses.append((sum(loss * s for loss, s in shards) / n, n))
     samples = sum(s for _, s in step_losses)
-    return {"workers": worker_metrics, "steps": len(step_losses), "samples": samples, "seconds": seconds,
-            "samples_per_second": samples / seconds,
-            "train_loss": epoch_losses(step_losses, batches_per_epoch, epochs), "last_loss": step_losses[-1][0],
-            **extra}
+    return {
+        "workers": worker_metrics,
+        "steps": len(step_losses),
+        "samples": samples,
+        "seconds": seconds,
+        "samples_per_second": samples / seconds,
+        "train_loss": epoch_losses(step_losses, batches_per_epoch, epochs),
+        "last_loss": step_losses[-1][0],
+        **extra,
+    }
 
 
 # --- shared memory: spawned workers, the parent feeds the batches ---------------------------------------
@@ -157,9 +173,18 @@ def _layout(max_batch, sample_shape, x_dtype, workers, num_grads, grad_dtype):
     y_off = align(x_off + max_batch * math.prod(sample_shape) * np.dtype(x_dtype).itemsize)
     g_off = align(y_off + max_batch * 8)
     total = g_off + workers * num_grads * np.dtype(grad_dtype).itemsize
-    return {"x": x_off, "y": y_off, "grads": g_off, "total": max(total, 1), "max_batch": max_batch,
-            "sample_shape": tuple(sample_shape), "x_dtype": np.dtype(x_dtype).name, "workers": workers,
-            "num_grads": num_grads, "grad_dtype": np.dtype(grad_dtype).name}
+    return {
+        "x": x_off,
+        "y": y_off,
+        "grads": g_off,
+        "total": max(total, 1),
+        "max_batch": max_batch,
+        "sample_shape": tuple(sample_shape),
+        "x_dtype": np.dtype(x_dtype).name,
+        "workers": workers,
+        "num_grads": num_grads,
+        "grad_dtype": np.dtype(grad_dtype).name,
+    }
 
 
 def _views(buf, layout):
@@ -174,6 +199,7 @@ def _views(buf, layout):
 def _shared_all_reduce(rows, index, all_rows_written):
     """The shared-memory all-reduce: write this worker's row, wait for every row, sum them in worker order
     (the same rows, order and arithmetic in every worker: the sums, and the copies, are bit-identical)."""
+
     def all_reduce(weighted):
         rows[index] = weighted
         all_rows_written()
@@ -181,6 +207,7 @@ def _shared_all_reduce(rows, index, all_rows_written):
         for w in range(1, rows.shape[0]):
             total += rows[w]
         return total
+
     return all_reduce
 
 
@@ -220,6 +247,7 @@ def report(conn, message):
 def _worker(index, segment_name, layout, go, done, arrived, parent, run_started, conn):
     """Worker `index`: per step its shard through `trainer.train_step` with averaged gradients; reports its
     metrics, [(shard loss, shard size)] per step and (worker 0) the trainer's state (`serve_worker`)."""
+
     def work(trainer, buf):
         header, x, y, grads = _views(buf, layout)
 
@@ -227,8 +255,9 @@ def _worker(index, segment_name, layout, go, done, arrived, parent, run_started,
             arrived.release()
             _take(done, header, parent)
 
-        averaged = AveragedGradients(trainer.optimizer, _shared_all_reduce(grads, index, all_rows_written), index,
-                                     layout["workers"])
+        averaged = AveragedGradients(
+            trainer.optimizer, _shared_all_reduce(grads, index, all_rows_written), index, layout["workers"]
+        )
         trainer.optimizer = averaged
         trainer.model.train()
         recorder = WorkerRecorder(index, run_started, input_is_data=True)
@@ -277,12 +306,21 @@ def _feed(trainer, train_loader, start_epoch, epochs, views, go, done, gather):
         sem.release()
 
 
-def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_worker=1, start_epoch=0,
-                      timeout=None, log=None, run_started=None):
+def run_data_parallel(
+    trainer,
+    train_loader,
+    epochs,
+    workers=2,
+    threads_per_worker=1,
+    start_epoch=0,
+    timeout=None,
+    log=None,
+    run_started=None,
+):
     """Train `trainer` (a BackpropTrainer) with synchronous data-parallel SGD in `workers` processes.
 
     Every batch of `train_loader` is split over the workers (see `shard_bounds`); the update equals the
-    single-process update on the whole batch (module docstring). Afterwards the trainer holds worker 0's
+    single-process update on the whole batch (docs/design/runtime.md). Afterwards the trainer holds worker 0's
     weights, buffers and optimizer state. threads_per_worker: BLAS threads of each worker. timeout: seconds
     before the run is stopped (None: no limit). run_started: `time.time()` the workers' timelines count
     from (default: now).
@@ -296,14 +334,14 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
     steps_to_run(train_loader, epochs, start_epoch)
-    params = trainer.optimizer.params
-    layout = _layout(int(train_loader.batch_size), trainer.model.input_shape,
-                     getattr(train_loader, "dtype", "float32"), workers, flat_size(params), params[0].data.dtype)
+    params, x_dtype = trainer.optimizer.params, getattr(train_loader, "dtype", "float32")
+    grads = (flat_size(params), params[0].data.dtype)
+    layout = _layout(int(train_loader.batch_size), trainer.model.input_shape, x_dtype, workers, *grads)
     group = WorkerGroup("data-parallel", timeout)
     go, done = [group.ctx.Semaphore(0) for _ in range(workers)], [group.ctx.Semaphore(0) for _ in range(workers)]
     arrived = group.ctx.Semaphore(0)
-    shm = shared_memory.SharedMemory(name=f"tdgl_{os.getpid()}_dp_{secrets.token_hex(4)}", create=True,
-                                     size=layout["total"])
+    name = f"tdgl_{os.getpid()}_dp_{secrets.token_hex(4)}"
+    shm = shared_memory.SharedMemory(name=name, create=True, size=layout["total"])
 
     def gather():
         """Take `arrived` once per worker, checking for failures whenever a wait lasts POLL_S."""
@@ -316,8 +354,8 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     started = time.perf_counter()
     run_started = time.time() if run_started is None else run_started
     try:
-        group.start(_worker, "tinydgl-dp-worker", workers, lambda w: (w, shm.name, layout, go[w], done[w], arrived,
-                    os.getpid(), run_started), trainer, threads_per_worker)
+        args = lambda w: (w, shm.name, layout, go[w], done[w], arrived, os.getpid(), run_started)  # noqa: E731
+        group.start(_worker, "tinydgl-dp-worker", workers, args, trainer, threads_per_worker)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
             log(f"data-parallel: {workers} workers, {layout['num_grads']:,} gradients averaged per step")
@@ -338,21 +376,44 @@ def run_data_parallel(trainer, train_loader, epochs, workers=2, threads_per_work
     # Every copy is the same; worker 0's also carries its own running statistics (docs/design/runtime.md).
     results = [group.results[w] for w in range(workers)]
     trainer.load_state_dict(results[0][4])
-    return data_parallel_result([r[2] for r in results], [r[3] for r in results],
-                                len(train_loader), epochs - start_epoch, seconds, startup_seconds=startup_seconds)
+    recorders, losses = [r[2] for r in results], [r[3] for r in results]
+    steps = (len(train_loader), epochs - start_epoch, seconds)
+    return data_parallel_result(recorders, losses, *steps, startup_seconds=startup_seconds)
 
 
-def fit_data_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
-                      resume=False, bn_recalibrate=0, **options):
+def fit_data_parallel(
+    trainer,
+    train_loader,
+    test_loader,
+    epochs,
+    workers=2,
+    log=print,
+    checkpoint_dir=None,
+    resume=False,
+    bn_recalibrate=0,
+    **options,
+):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a data-parallel run; checkpoints and resume as
     in `runtime.epochs.epochs_on_workers`. Each epoch starts fresh workers (about a second) and ends with an
     evaluation in the parent. options: for `run_data_parallel`."""
-    def run_epoch(epoch, run_started):
-        return run_data_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
-                                 run_started=run_started, **options)
 
-    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} data-parallel workers",
-                             checkpoint_dir, resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    def run_epoch(epoch, run_started):
+        return run_data_parallel(
+            trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, run_started=run_started, **options
+        )
+
+    return epochs_on_workers(
+        run_epoch,
+        trainer,
+        test_loader,
+        epochs,
+        f"{workers} data-parallel workers",
+        checkpoint_dir,
+        resume,
+        log,
+        train_loader=train_loader,
+        bn_recalibrate=bn_recalibrate,
+    )
 
 
 # --- MPI: every rank reads the loader itself and takes its shard; MPI's Allreduce sums the rows ----------
@@ -379,8 +440,10 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
     if rank != 0:
         trainer.load_state_dict(state)
     if log:
-        log(f"data-parallel over MPI: {size} ranks, {flat_size(trainer.optimizer.params):,} gradients all-reduced "
-            f"per step")
+        log(
+            f"data-parallel over MPI: {size} ranks, {flat_size(trainer.optimizer.params):,} gradients all-reduced "
+            f"per step"
+        )
 
     def all_reduce(weighted):
         total = np.empty_like(weighted)
@@ -406,19 +469,44 @@ def run_data_parallel_mpi(trainer, train_loader, epochs, comm=None, start_epoch=
     seconds = time.perf_counter() - started
     steps, samples = len(losses), sum(n for _, n in losses)
     # every rank learns from its shard of every batch, once: the same work counts as the other engines report
-    metrics = {"worker": rank, "steps": steps, "samples": samples, "busy_seconds": busy - averaged.wait_seconds,
-               "wait_seconds": averaged.wait_seconds, "fresh_batches": steps, "fresh_samples": samples,
-               "replayed_batches": 0, "replayed_samples": 0, "skipped_batches": 0}
+    metrics = {
+        "worker": rank,
+        "steps": steps,
+        "samples": samples,
+        "busy_seconds": busy - averaged.wait_seconds,
+        "wait_seconds": averaged.wait_seconds,
+        "fresh_batches": steps,
+        "fresh_samples": samples,
+        "replayed_batches": 0,
+        "replayed_samples": 0,
+        "skipped_batches": 0,
+    }
     gathered = comm.gather((metrics, losses, seconds), root=0)
     result = None
     if rank == 0:
-        result = data_parallel_result([g[0] for g in gathered], [g[1] for g in gathered], len(train_loader),
-                                      epochs - start_epoch, max(g[2] for g in gathered), transport="mpi")
+        result = data_parallel_result(
+            [g[0] for g in gathered],
+            [g[1] for g in gathered],
+            len(train_loader),
+            epochs - start_epoch,
+            max(g[2] for g in gathered),
+            transport="mpi",
+        )
     return comm.bcast(result, root=0)
 
 
-def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
-                          resume=False, bn_recalibrate=0, **options):
+def fit_data_parallel_mpi(
+    trainer,
+    train_loader,
+    test_loader,
+    epochs,
+    comm=None,
+    log=print,
+    checkpoint_dir=None,
+    resume=False,
+    bn_recalibrate=0,
+    **options,
+):
     """`tinydgl.train.fit`'s history for dp-sync over MPI; call it on every rank. Rank 0 evaluates, logs and
     checkpoints (`epochs_on_workers`); on resume it reads the checkpoint and each run broadcasts its state. Every
     rank returns rank 0's history."""
@@ -427,8 +515,26 @@ def fit_data_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None,
     comm = world(comm)
 
     def run_epoch(epoch, run_started):
-        return run_data_parallel_mpi(trainer, train_loader, epoch + 1, comm=comm, start_epoch=epoch,
-                                     log=log if comm.Get_rank() == 0 else None, **options)
+        return run_data_parallel_mpi(
+            trainer,
+            train_loader,
+            epoch + 1,
+            comm=comm,
+            start_epoch=epoch,
+            log=log if comm.Get_rank() == 0 else None,
+            **options,
+        )
 
-    return fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{comm.Get_size()} data-parallel MPI ranks",
-                        comm, log, checkpoint_dir, resume, train_loader, bn_recalibrate)
+    return fit_on_ranks(
+        run_epoch,
+        trainer,
+        test_loader,
+        epochs,
+        f"{comm.Get_size()} data-parallel MPI ranks",
+        comm,
+        log,
+        checkpoint_dir,
+        resume,
+        train_loader,
+        bn_recalibrate,
+    )

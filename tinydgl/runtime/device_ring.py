@@ -10,6 +10,7 @@ until the consumer has finished reading.
 Design notes (why: the copies a host ring costs; allocation, peer copies, lifetime): docs/design/runtime.md,
 "Activations that stay on the GPUs".
 """
+
 from __future__ import annotations
 
 import os

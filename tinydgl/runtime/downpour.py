@@ -7,6 +7,7 @@ applies each push as it arrives, so it may meet weights other pushes have moved.
 version when applied - version fetched; every push is recorded. The protocol, staleness, its choices and why,
 BatchNorm, faults: docs/design/runtime.md, "Downpour SGD".
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,12 @@ def staleness_stats(values):
     if not values:
         return {"pushes": 0, "mean": 0.0, "max": 0, "histogram": []}
     values = np.asarray(values, np.int64)
-    return {"pushes": int(values.size), "mean": float(values.mean()), "max": int(values.max()),
-            "histogram": np.bincount(values).tolist()}
+    return {
+        "pushes": int(values.size),
+        "mean": float(values.mean()),
+        "max": int(values.max()),
+        "histogram": np.bincount(values).tolist(),
+    }
 
 
 class _PushedGradients:
@@ -60,8 +65,11 @@ class _PushedGradients:
         return getattr(self.optimizer, name)
 
     def step(self):
-        pack(gradients(self.optimizer.params, "Downpour SGD (it pushes them to the server)"), self.accumulated,
-             accumulate=True)
+        pack(
+            gradients(self.optimizer.params, "Downpour SGD (it pushes them to the server)"),
+            self.accumulated,
+            accumulate=True,
+        )
         self.steps += 1
 
 
@@ -107,8 +115,9 @@ class _Client:
     def push(self):
         """Send the accumulated gradient, with the version it was computed at; empty the accumulator."""
         gradient = self.pushed.accumulated[None, :]
-        while not self.push_ring.put(gradient, np.array([self.index]), produced_at=self.fetched_version,
-                                     timeout=POLL_S):
+        while not self.push_ring.put(
+            gradient, np.array([self.index]), produced_at=self.fetched_version, timeout=POLL_S
+        ):
             self.check()  # the ring is full: the server is behind
         self.pushed.accumulated[:] = 0
         self.pushed.steps = 0
@@ -144,10 +153,24 @@ def _train(trainer, client, recorder, n_fetch, n_push):
     return losses
 
 
-def _worker(index, weights_name, num_params, dtype, lock, applied, data_ring, push_ring, n_fetch, n_push,
-            parent, run_started, conn):
+def _worker(
+    index,
+    weights_name,
+    num_params,
+    dtype,
+    lock,
+    applied,
+    data_ring,
+    push_ring,
+    n_fetch,
+    n_push,
+    parent,
+    run_started,
+    conn,
+):
     """Worker `index`: batches from the data ring, gradients at the fetched weights, pushes; reports its
     metrics, [(batch number, loss, batch size)] and its batch-norm buffers (`serve_worker`)."""
+
     def work(trainer, buf):
         header, weights = _weights_views(buf, num_params, dtype)
         pushed = _PushedGradients(trainer.optimizer, dtype)
@@ -248,8 +271,28 @@ class _Feeder:
         self.serve(0)  # every worker put its last push before reporting: apply what is left
 
 
-def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, threads_per_worker=1, start_epoch=0,
-                 timeout=None, log=None, run_started=None):
+def _open_rings(rings, prefix, workers, trainer, train_loader, push_shape, dtype, ctx):
+    """Append the data ring (batches, for whichever worker is free) and the push ring (gradients, for the
+    server) to `rings` one at a time, so that the caller closes whatever was opened if the next one fails."""
+    x_dtype = getattr(train_loader, "dtype", "float32")
+    shape, batch = trainer.model.input_shape, int(train_loader.batch_size)
+    rings.append(SharedRing(2 * workers, batch, shape, x_dtype, policy="fifo", name=f"{prefix}_data", ctx=ctx))
+    rings.append(SharedRing(2 * workers, 1, push_shape, dtype, policy="fifo", name=f"{prefix}_push", ctx=ctx))
+
+
+def run_downpour(
+    trainer,
+    train_loader,
+    epochs,
+    workers=2,
+    n_fetch=1,
+    n_push=1,
+    threads_per_worker=1,
+    start_epoch=0,
+    timeout=None,
+    log=None,
+    run_started=None,
+):
     """Train `trainer` (a BackpropTrainer) with Downpour SGD: `workers` processes, the parent as parameter server.
 
     Each batch of `train_loader` is taken by one worker (whichever is free); a worker fetches the weights
@@ -284,18 +327,18 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
     started = time.perf_counter()
     run_started = time.time() if run_started is None else run_started
     try:
-        rings.append(SharedRing(2 * workers, int(train_loader.batch_size), trainer.model.input_shape,
-                                getattr(train_loader, "dtype", "float32"), policy="fifo", name=f"{prefix}_data",
-                                ctx=group.ctx))
-        rings.append(SharedRing(2 * workers, 1, (num_params,), dtype, policy="fifo", name=f"{prefix}_push",
-                                ctx=group.ctx))
+        _open_rings(rings, prefix, workers, trainer, train_loader, (num_params,), dtype, group.ctx)
         server = _Server(trainer.optimizer, weights, header, lock, applied, group.check)
-        group.start(_worker, "tinydgl-downpour-worker", workers, lambda w: (w, shm.name, num_params, dtype.name, lock,
-                    applied[w], *rings, n_fetch, n_push, os.getpid(), run_started), trainer, threads_per_worker)
+        shared = (shm.name, num_params, dtype.name, lock)
+        common = (*rings, n_fetch, n_push, os.getpid(), run_started)
+        args = lambda w: (w, *shared, applied[w], *common)  # noqa: E731
+        group.start(_worker, "tinydgl-downpour-worker", workers, args, trainer, threads_per_worker)
         ready = time.perf_counter()  # every worker started and has its model: training starts
         if log:
-            log(f"downpour: {workers} workers, n_fetch={n_fetch}, n_push={n_push}, {num_params:,} weights on the "
-                f"parameter server (the parent process)")
+            log(
+                f"downpour: {workers} workers, n_fetch={n_fetch}, n_push={n_push}, {num_params:,} weights on the "
+                f"parameter server (the parent process)"
+            )
         try:
             _Feeder(*rings, server, group.check).run(trainer, train_loader, start_epoch, epochs, workers, group.results)
         except (RingBroken, RingClosed):  # a worker died inside put/get: name it if we can
@@ -313,10 +356,10 @@ def run_downpour(trainer, train_loader, epochs, workers=2, n_fetch=1, n_push=1, 
         del header, weights
         shm.close()
         shm.unlink()
-    result = _downpour_result(trainer, [group.results[w] for w in range(workers)], server.records, len(train_loader),
-                              epochs - start_epoch, seconds)
-    return {**result, "n_fetch": n_fetch, "n_push": n_push, "server_seconds": server.seconds,
-            "startup_seconds": startup_seconds}
+    results = [group.results[w] for w in range(workers)]
+    result = _downpour_result(trainer, results, server.records, len(train_loader), epochs - start_epoch, seconds)
+    extra = dict(n_fetch=n_fetch, n_push=n_push, server_seconds=server.seconds, startup_seconds=startup_seconds)
+    return {**result, **extra}
 
 
 def _downpour_result(trainer, results, records, batches_per_epoch, epochs, seconds):
@@ -331,28 +374,62 @@ def _downpour_result(trainer, results, records, batches_per_epoch, epochs, secon
     for w, m in enumerate(metrics):
         mine = [r[3] for r in records if r[0] == w]
         if m["pushes"] != len(mine):
-            raise RuntimeError(f"Downpour worker {w} pushed {m['pushes']} times but the server applied "
-                               f"{len(mine)} of its pushes; please report this.")
+            raise RuntimeError(
+                f"Downpour worker {w} pushed {m['pushes']} times but the server applied "
+                f"{len(mine)} of its pushes; please report this."
+            )
         m["staleness"] = staleness_stats(mine)
     step_losses = [(loss, n) for _, loss, n in sorted(step for r in results for step in r[3])]  # by batch number
     samples = sum(n for _, n in step_losses)
-    return {"workers": metrics, "steps": len(step_losses), "samples": samples, "pushes": len(records),
-            "staleness": staleness_stats([r[3] for r in records]), "push_log": [list(r) for r in records],
-            "seconds": seconds, "samples_per_second": samples / seconds,
-            "train_loss": epoch_losses(step_losses, batches_per_epoch, epochs), "last_loss": step_losses[-1][0]}
+    return {
+        "workers": metrics,
+        "steps": len(step_losses),
+        "samples": samples,
+        "pushes": len(records),
+        "staleness": staleness_stats([r[3] for r in records]),
+        "push_log": [list(r) for r in records],
+        "seconds": seconds,
+        "samples_per_second": samples / seconds,
+        "train_loss": epoch_losses(step_losses, batches_per_epoch, epochs),
+        "last_loss": step_losses[-1][0],
+    }
 
 
-def fit_downpour(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None, resume=False,
-                 bn_recalibrate=0, **options):
+def fit_downpour(
+    trainer,
+    train_loader,
+    test_loader,
+    epochs,
+    workers=2,
+    log=print,
+    checkpoint_dir=None,
+    resume=False,
+    bn_recalibrate=0,
+    **options,
+):
     """`tinydgl.train.fit`'s history (one dict per epoch, with the run's staleness and push log) for a
     Downpour run; checkpoints and resume as in `runtime.epochs.epochs_on_workers`. Each epoch starts fresh workers
     (about a second) and ends with an evaluation in the parent, with the server's weights; the server's
     optimizer state carries over. options: for `run_downpour` (n_fetch, n_push, threads_per_worker, timeout)."""
+
     def run_epoch(epoch, run_started):
-        run = run_downpour(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
-                           run_started=run_started, **options)
-        log(f"  staleness of {run['pushes']} pushes: mean {run['staleness']['mean']:.2f}, max {run['staleness']['max']}")
+        run = run_downpour(
+            trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, run_started=run_started, **options
+        )
+        log(
+            f"  staleness of {run['pushes']} pushes: mean {run['staleness']['mean']:.2f}, max {run['staleness']['max']}"
+        )
         return run
 
-    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} Downpour workers", checkpoint_dir,
-                             resume, log, train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    return epochs_on_workers(
+        run_epoch,
+        trainer,
+        test_loader,
+        epochs,
+        f"{workers} Downpour workers",
+        checkpoint_dir,
+        resume,
+        log,
+        train_loader=train_loader,
+        bn_recalibrate=bn_recalibrate,
+    )

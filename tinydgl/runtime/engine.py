@@ -11,6 +11,7 @@ every ring and raises `WorkerFailed`; no process or segment outlives the run.
 
 Design notes (stages, GPUs, faults, BLAS threads): docs/design/runtime.md, "On one machine".
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -24,8 +25,18 @@ from .epochs import epochs_on_workers
 from .metrics import WorkerRecorder
 from .device_ring import DeviceRing, device_links_available
 from .pipeline import check_groups, pipeline_result, pipeline_worker_loop, plan_pipeline, run_stage, split_modules
-from .processes import (DONE, ERROR, READY, WorkerFailed, ignore_stop_signals, poll_workers, start_worker,
-                        stop_processes, wait_ready, worker_thread_environment)
+from .processes import (
+    DONE,
+    ERROR,
+    READY,
+    WorkerFailed,
+    ignore_stop_signals,
+    poll_workers,
+    start_worker,
+    stop_processes,
+    wait_ready,
+    worker_thread_environment,
+)
 from .registry import check
 from .shm_ring import RingClosed, SharedRing
 
@@ -37,8 +48,10 @@ def _worker_devices(workers, devices):
     """The CUDA device of each worker (None for each on NumPy): worker w gets devices[w % len(devices)]."""
     if get_backend().name != "cupy":
         if devices:
-            raise ValueError(f"devices={list(devices)} needs the CuPy backend (--backend cupy); the active "
-                             f"backend is {get_backend().name!r}.")
+            raise ValueError(
+                f"devices={list(devices)} needs the CuPy backend (--backend cupy); the active "
+                f"backend is {get_backend().name!r}."
+            )
         return [None] * workers
     import cupy
 
@@ -113,10 +126,25 @@ class _Run:
         gradient at it); None for each unless DNI."""
         self.rings.append(SharedRing(2, max_batch, trainer.model.input_shape, "float32", "fifo", ctx=ctx))
         for group in self.groups[:-1]:
-            self.rings.append(ring(plan.slots, max_batch, plan.shapes[group[-1]], plan.dtype, plan.policy,
-                                         reuse_cap=plan.reuse_cap, ctx=ctx))
-        back = [SharedRing(slots or 2, max_batch, plan.shapes[group[-1]], plan.dtype, "fifo", ctx=ctx)
-                for group in self.groups[:-1]] if plan.talks_back else [None] * (len(self.groups) - 1)
+            self.rings.append(
+                ring(
+                    plan.slots,
+                    max_batch,
+                    plan.shapes[group[-1]],
+                    plan.dtype,
+                    plan.policy,
+                    reuse_cap=plan.reuse_cap,
+                    ctx=ctx,
+                )
+            )
+        back = (
+            [
+                SharedRing(slots or 2, max_batch, plan.shapes[group[-1]], plan.dtype, "fifo", ctx=ctx)
+                for group in self.groups[:-1]
+            ]
+            if plan.talks_back
+            else [None] * (len(self.groups) - 1)
+        )
         self.rings += [ring for ring in back if ring is not None]
         return back
 
@@ -139,12 +167,21 @@ def _start_workers(run, trainer, plan, back, start_epoch, run_started, gpus, thr
     last = len(run.groups) - 1
     with worker_thread_environment(threads_per_worker):
         for w, group in enumerate(run.groups):
-            links = (run.rings[w], None if w == last else run.rings[w + 1], None if w == last else back[w],
-                     back[w - 1] if w else None)
+            links = (
+                run.rings[w],
+                None if w == last else run.rings[w + 1],
+                None if w == last else back[w],
+                back[w - 1] if w else None,
+            )
             args = (w, links, plan, w > 0 and plan.policy == "replay", os.getpid(), run_started, gpus[w])
-            _, conn = start_worker(ctx, _worker, f"tinydgl-worker-{w}", args,
-                                   trainer.pipeline_stage(group, plan.batches_per_epoch, start_epoch),
-                                   run.processes)
+            _, conn = start_worker(
+                ctx,
+                _worker,
+                f"tinydgl-worker-{w}",
+                args,
+                trainer.pipeline_stage(group, plan.batches_per_epoch, start_epoch),
+                run.processes,
+            )
             run.conns.append(conn)
     wait_ready(run.conns, run.processes, run.describe, timeout=120)
 
@@ -165,9 +202,21 @@ def _feed(run, trainer, train_loader, start_epoch, epochs):
         run.poll(0.2)
 
 
-def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, threads_per_worker=1,
-                        start_epoch=0, timeout=None, log=None, balance=True, run_started=None, devices=None,
-                        groups=None):
+def run_module_parallel(
+    trainer,
+    train_loader,
+    epochs,
+    workers=2,
+    slots=None,
+    threads_per_worker=1,
+    start_epoch=0,
+    timeout=None,
+    log=None,
+    balance=True,
+    run_started=None,
+    devices=None,
+    groups=None,
+):
     """Train `trainer`'s modules for `epochs` epochs in `workers` processes; returns metrics (JSON-ready).
 
     trainer: a `LocalTrainer` (dgl, lls, lls-m, lls-mxm, async-dgl) or DNI; afterwards it holds the trained
@@ -203,12 +252,15 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     run = _Run(groups, timeout)
     run_started = time.time() if run_started is None else run_started
     try:
-        back = run.make_rings(trainer, plan, int(train_loader.batch_size), slots, ctx,
-                              DeviceRing if on_device else SharedRing)
+        back = run.make_rings(
+            trainer, plan, int(train_loader.batch_size), slots, ctx, DeviceRing if on_device else SharedRing
+        )
         _start_workers(run, trainer, plan, back, start_epoch, run_started, gpus, threads_per_worker, ctx)
         ready = time.perf_counter()  # every worker started and has its stage: training starts
         if log:
-            where = "" if gpus[0] is None else f"; activations {'on the GPUs' if on_device else 'via host memory'}: {why}"
+            where = (
+                "" if gpus[0] is None else f"; activations {'on the GPUs' if on_device else 'via host memory'}: {why}"
+            )
             log(f"module-parallel: {len(groups)} workers, modules {groups}, rings {plan.policy}{where}")
         _feed(run, trainer, train_loader, start_epoch, epochs)
         seconds, startup_seconds = time.perf_counter() - ready, ready - run.started
@@ -228,16 +280,38 @@ def run_module_parallel(trainer, train_loader, epochs, workers=2, slots=None, th
     return {**result, "startup_seconds": startup_seconds, "activations": "device" if on_device else "host"}
 
 
-def fit_module_parallel(trainer, train_loader, test_loader, epochs, workers=2, log=print, checkpoint_dir=None,
-                        resume=False, bn_recalibrate=0, **options):
+def fit_module_parallel(
+    trainer,
+    train_loader,
+    test_loader,
+    epochs,
+    workers=2,
+    log=print,
+    checkpoint_dir=None,
+    resume=False,
+    bn_recalibrate=0,
+    **options,
+):
     """`tinydgl.train.fit`'s history (one dict per epoch) for a module-parallel run, plus each epoch's
     per-worker metrics and ring statistics; checkpoints and resume as in `runtime.epochs.epochs_on_workers`. Each
     epoch starts fresh workers and ends with an evaluation in the parent, so an epoch's seconds include the
     workers' start (about a second) and async-dgl's replay rings start empty every epoch (as after a
     resume). options: passed to `run_module_parallel`."""
-    def run_epoch(epoch, run_started):
-        return run_module_parallel(trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch,
-                                   run_started=run_started, **options)
 
-    return epochs_on_workers(run_epoch, trainer, test_loader, epochs, f"{workers} workers", checkpoint_dir, resume, log,
-                             train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+    def run_epoch(epoch, run_started):
+        return run_module_parallel(
+            trainer, train_loader, epoch + 1, workers=workers, start_epoch=epoch, run_started=run_started, **options
+        )
+
+    return epochs_on_workers(
+        run_epoch,
+        trainer,
+        test_loader,
+        epochs,
+        f"{workers} workers",
+        checkpoint_dir,
+        resume,
+        log,
+        train_loader=train_loader,
+        bn_recalibrate=bn_recalibrate,
+    )

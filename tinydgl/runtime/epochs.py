@@ -8,6 +8,7 @@ run stopped by Ctrl-C, a crash or a killed worker resumes from its last finished
 workers' modules are at different batches (with replay, at points no serial run passes through), so there
 are no mid-epoch checkpoints here (`--checkpoint-every` is for in-process runs).
 """
+
 from __future__ import annotations
 
 import time
@@ -22,10 +23,12 @@ def load_epoch_checkpoint(checkpoint_dir, resume, trainer):
     this run and sit at an epoch boundary. Returns (state, meta); raises CheckpointError."""
     state, meta = load_checkpoint(checkpoint_dir, "latest" if resume is True else resume, trainer=trainer)
     if meta["step"]:
-        raise CheckpointError(f"{checkpoint_dir} holds a mid-epoch checkpoint ({where(meta)}), written by an "
-                              f"in-process run; the parallel engines resume at epoch boundaries only. Resume it "
-                              f"in-process (without --workers), or with --resume previous if that one is at an "
-                              f"epoch boundary.")
+        raise CheckpointError(
+            f"{checkpoint_dir} holds a mid-epoch checkpoint ({where(meta)}), written by an "
+            f"in-process run; the parallel engines resume at epoch boundaries only. Resume it "
+            f"in-process (without --workers), or with --resume previous if that one is at an "
+            f"epoch boundary."
+        )
     return state, meta
 
 
@@ -54,11 +57,28 @@ class WorkerEpochs:
         return EpochRun(train_loss, run["seconds"], run["samples_per_second"], extra, note)
 
 
-def epochs_on_workers(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir=None, resume=False, log=print,
-                      train_loader=None, bn_recalibrate=0):
+def epochs_on_workers(
+    run_epoch,
+    trainer,
+    test_loader,
+    epochs,
+    label,
+    checkpoint_dir=None,
+    resume=False,
+    log=print,
+    train_loader=None,
+    bn_recalibrate=0,
+):
     """Train `epochs` epochs (in total, counting resumed ones) with `run_epoch` (`WorkerEpochs`); returns the
     history. label: how the log line names the engine ("2 workers"). train_loader, bn_recalibrate: batch-norm
     recalibration before each evaluation (module docstring); train_loader is only read for it."""
-    config = FitConfig(epochs, checkpoint_dir=checkpoint_dir, resume=resume, log=log, progress=False,
-                       bn_recalibrate=bn_recalibrate, label=label)
+    config = FitConfig(
+        epochs,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        log=log,
+        progress=False,
+        bn_recalibrate=bn_recalibrate,
+        label=label,
+    )
     return run_epochs(trainer, train_loader, test_loader, config, WorkerEpochs(run_epoch, trainer))

@@ -2,6 +2,7 @@
 a parameter server or a shared weights segment carries. flat = concat(p_0.ravel(), ..., p_k.ravel()) in the
 optimizer's `params` order, the same in every worker (the same model), so the offsets are never sent.
 """
+
 from __future__ import annotations
 
 from ..backend import to_numpy
@@ -16,8 +17,9 @@ def gradients(params, engine):
     """[p.grad for p in params]; a parameter without a gradient is an error (`engine` says who needs it)."""
     for p in params:
         if p.grad is None:
-            raise RuntimeError(f"Parameter of shape {p.shape} got no gradient; {engine} uses every parameter's "
-                               f"gradient.")
+            raise RuntimeError(
+                f"Parameter of shape {p.shape} got no gradient; {engine} uses every parameter's gradient."
+            )
     return [p.grad for p in params]
 
 
@@ -27,9 +29,9 @@ def pack(arrays, out, accumulate=False):
     offset = 0
     for a in arrays:
         if accumulate:
-            out[offset:offset + a.size] += to_numpy(a).ravel()
+            out[offset : offset + a.size] += to_numpy(a).ravel()
         else:
-            out[offset:offset + a.size] = to_numpy(a).ravel()
+            out[offset : offset + a.size] = to_numpy(a).ravel()
         offset += a.size
     return out
 
@@ -38,7 +40,7 @@ def unpack(flat, params):
     """Views of flat (P,), one per parameter, each shaped like p.data (no copy)."""
     views, offset = [], 0
     for p in params:
-        views.append(flat[offset:offset + p.data.size].reshape(p.data.shape))
+        views.append(flat[offset : offset + p.data.size].reshape(p.data.shape))
         offset += p.data.size
     return views
 

@@ -10,6 +10,7 @@ header and a BYE, so nothing is left in flight.
 
 Design notes (credits per policy, the clean end, CuPy): docs/design/runtime.md, "Links, and the MPI transport".
 """
+
 from __future__ import annotations
 
 import collections
@@ -86,8 +87,15 @@ class LoaderSource:
 
     def stats(self):
         """The loader as a link: no slots, every batch pushed and served once."""
-        return {"policy": "fifo", "slots": 0, "pushed": self.served, "served": self.served, "overwritten": 0,
-                "dropped_unused": 0, "stored": 0}
+        return {
+            "policy": "fifo",
+            "slots": 0,
+            "pushed": self.served,
+            "served": self.served,
+            "overwritten": 0,
+            "dropped_unused": 0,
+            "stored": 0,
+        }
 
 
 # --- over MPI: the sending and receiving ends of one link (rank r -> rank r+1) -------------------------------
@@ -131,8 +139,11 @@ class MpiSink:
         origin = self.serial if origin is None else int(origin)
         header = np.array([x.shape[0], int(produced_at), self.serial, 0, origin], np.int64)
         header_tag, x_tag, labels_tag, _ = self.tags
-        reqs = [self.comm.Isend(header, self.dest, header_tag), self.comm.Isend(x, self.dest, x_tag),
-                self.comm.Isend(labels, self.dest, labels_tag)]
+        reqs = [
+            self.comm.Isend(header, self.dest, header_tag),
+            self.comm.Isend(x, self.dest, x_tag),
+            self.comm.Isend(labels, self.dest, labels_tag),
+        ]
         self.in_flight.append((reqs, (header, x, labels)))
         self.credits -= 1
         self.serial += 1
@@ -163,8 +174,9 @@ class MpiSource:
     """Rank r's input from rank r-1, a `Source`: `get` serves a batch as `SharedRing.get` would (fifo or
     replay). capacity: the link's slots (the replay buffer's capacity)."""
 
-    def __init__(self, comm, src, policy, capacity, reuse_cap, sample_shape, dtype, on_device,
-                 tags=(HEADER, X, LABELS, CREDIT)):
+    def __init__(
+        self, comm, src, policy, capacity, reuse_cap, sample_shape, dtype, on_device, tags=(HEADER, X, LABELS, CREDIT)
+    ):
         self.comm, self.src, self.policy, self.tags, self.slots = comm, src, policy, tags, int(capacity)
         self.sample_shape, self.dtype, self.on_device = tuple(sample_shape), np.dtype(dtype), on_device
         self.waiting = collections.deque()  # fifo: batches received and not served yet
@@ -223,8 +235,10 @@ class MpiSource:
                 x, labels, entry = got
                 return asarray(x), asarray(labels), entry  # host -> device on CuPy; no copy on NumPy
             if self.stopped and self.replay is None:  # fifo promises every batch: a short stream is a bug
-                raise RuntimeError(f"rank {self.src} stopped after sending {self.received} batches, fewer than "
-                                   f"this rank was told to expect; the ranks disagree about the run's length.")
+                raise RuntimeError(
+                    f"rank {self.src} stopped after sending {self.received} batches, fewer than "
+                    f"this rank was told to expect; the ranks disagree about the run's length."
+                )
             if self.stopped or (deadline is not None and time.monotonic() > deadline):
                 return None
             time.sleep(MPI_SPIN_S)
@@ -242,8 +256,7 @@ class MpiSource:
         if taken is None:
             return None
         x, labels, e = taken
-        return x, labels, RingEntry(e.serial, e.produced_at, e.samples, e.uses, -1, pushed, len(self.replay),
-                                    e.origin)
+        return x, labels, RingEntry(e.serial, e.produced_at, e.samples, e.uses, -1, pushed, len(self.replay), e.origin)
 
     def producer_stopped(self):
         self._drain()
@@ -265,7 +278,13 @@ class MpiSource:
 
     def stats(self):
         replay = self.replay
-        return {"policy": self.policy, "slots": self.slots, "pushed": self.received, "served": self.served,
-                "overwritten": max(0, replay.pushed - replay.capacity) if replay else 0,
-                "dropped_unused": replay.dropped_unused if replay else 0,
-                "stored": len(replay) if replay else len(self.waiting), "discarded_at_end": self.discarded}
+        return {
+            "policy": self.policy,
+            "slots": self.slots,
+            "pushed": self.received,
+            "served": self.served,
+            "overwritten": max(0, replay.pushed - replay.capacity) if replay else 0,
+            "dropped_unused": replay.dropped_unused if replay else 0,
+            "stored": len(replay) if replay else len(self.waiting),
+            "discarded_at_end": self.discarded,
+        }

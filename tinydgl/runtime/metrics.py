@@ -10,6 +10,7 @@ samples. `plot_timeline` draws the timelines as a Gantt chart.
 
 Design notes (every field, staleness, DNI's returning targets): docs/design/runtime.md, "What each worker did".
 """
+
 from __future__ import annotations
 
 import math
@@ -121,31 +122,41 @@ class WorkerRecorder:
         span = self.busy + self.idle
         gets = max(self.gets, 1)
         skipped = self.fed_batches - self.fresh_batches if self.fed_batches is not None else 0
-        return {"worker": self.index, "steps": self.steps, "samples": self.samples,
-                "fresh_batches": self.fresh_batches, "fresh_samples": self.fresh_samples,
-                "replayed_batches": self.replayed_batches, "replayed_samples": self.replayed_samples,
-                "skipped_batches": skipped, "empty_polls": self.empty_polls,
-                "busy_seconds": self.busy, "idle_seconds": self.idle,
-                "busy_fraction": self.busy / span if span else 0.0,
-                "samples_per_second": self.samples / span if span else 0.0,
-                "staleness_mean": self.staleness_sum / gets if self.gets else 0.0,
-                "staleness_max": self.staleness_max,
-                "occupancy_mean": self.occupancy_sum / gets if self.gets else 0.0,
-                "timeline": [[round(a, 5), round(b, 5)] for a, b in self.intervals],
-                **self._feedback_summary()}
+        return {
+            "worker": self.index,
+            "steps": self.steps,
+            "samples": self.samples,
+            "fresh_batches": self.fresh_batches,
+            "fresh_samples": self.fresh_samples,
+            "replayed_batches": self.replayed_batches,
+            "replayed_samples": self.replayed_samples,
+            "skipped_batches": skipped,
+            "empty_polls": self.empty_polls,
+            "busy_seconds": self.busy,
+            "idle_seconds": self.idle,
+            "busy_fraction": self.busy / span if span else 0.0,
+            "samples_per_second": self.samples / span if span else 0.0,
+            "staleness_mean": self.staleness_sum / gets if self.gets else 0.0,
+            "staleness_max": self.staleness_max,
+            "occupancy_mean": self.occupancy_sum / gets if self.gets else 0.0,
+            "timeline": [[round(a, 5), round(b, 5)] for a, b in self.intervals],
+            **self._feedback_summary(),
+        }
 
     def _feedback_summary(self):
         """The synthesizer's targets, for a worker that got any: how many, how late, the regression loss."""
         if not self.fed_back_count:
             return {}
         losses = self.feedback_loss_count
-        return {"targets_received": self.fed_back_count,
-                "target_lateness_mean": self.lateness_sum / self.fed_back_count,
-                "target_lateness_max": self.lateness_max,
-                "target_lateness_counts": {str(k): v for k, v in sorted(self.lateness_counts.items())},
-                "synthesizer_loss_mean": self.feedback_loss_sum / losses if losses else None,
-                "synthesizer_loss_last": self.feedback_loss_last,
-                "feedback_timeline": [[round(a, 5), round(b, 5)] for a, b in self.feedback_times]}
+        return {
+            "targets_received": self.fed_back_count,
+            "target_lateness_mean": self.lateness_sum / self.fed_back_count,
+            "target_lateness_max": self.lateness_max,
+            "target_lateness_counts": {str(k): v for k, v in sorted(self.lateness_counts.items())},
+            "synthesizer_loss_mean": self.feedback_loss_sum / losses if losses else None,
+            "synthesizer_loss_last": self.feedback_loss_last,
+            "feedback_timeline": [[round(a, 5), round(b, 5)] for a, b in self.feedback_times],
+        }
 
 
 def pipeline_counts(workers, seconds):
@@ -183,7 +194,7 @@ def epoch_losses(step_losses, batches_per_epoch, epochs):
     """Sample-weighted mean loss of each epoch from [(loss, samples)] per step (NaN for an empty epoch)."""
     means = []
     for e in range(epochs):
-        chunk = step_losses[e * batches_per_epoch:(e + 1) * batches_per_epoch]
+        chunk = step_losses[e * batches_per_epoch : (e + 1) * batches_per_epoch]
         n = sum(s for _, s in chunk)
         means.append(sum(loss * s for loss, s in chunk) / n if n else math.nan)
     return means
@@ -221,14 +232,25 @@ def plot_timeline(workers, path, title=None):
     labels = []
     for row, entries in sorted(rows.items()):
         modules = entries[0].get("modules")
-        labels.append(f"worker {row}" + (f"\nmodules {modules[0]}-{modules[-1]}" if modules and len(modules) > 1
-                                          else f"\nmodule {modules[0]}" if modules else ""))
+        labels.append(
+            f"worker {row}"
+            + (
+                f"\nmodules {modules[0]}-{modules[-1]}"
+                if modules and len(modules) > 1
+                else f"\nmodule {modules[0]}"
+                if modules
+                else ""
+            )
+        )
     ax.set_yticks(sorted(rows))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, end * 1.12 if end else 1.0)
-    ax.set_xlabel("seconds since the start of the run (bars: computing; gaps: waiting"
-                  + ("; black: a late synthesizer target learned from" if late else "") + ")")
+    ax.set_xlabel(
+        "seconds since the start of the run (bars: computing; gaps: waiting"
+        + ("; black: a late synthesizer target learned from" if late else "")
+        + ")"
+    )
     ax.set_title(title or "worker timeline")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

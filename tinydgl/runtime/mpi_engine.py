@@ -10,6 +10,7 @@ and metrics to rank 0, which evaluates and checkpoints. A rank that raises abort
 lost rank: resume from the last checkpoint); `TINYDGL_MPI_TEST_FAIL_RANK=r` makes rank r fail, for tests.
 Ranks, messages, state, timelines, CUDA-aware MPI and faults: docs/design/runtime.md, "The MPI engine".
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,9 @@ def choose_rank_gpu(comm=None):
     mine = f"rank {comm.Get_rank()} -> {MPI.Get_processor_name()} GPU {gpu}"
     every = comm.allgather((mine, local_size > count))
     shared = " (more ranks than GPUs on a machine: they share them)" if any(s for _, s in every) else ""
-    return (f"GPUs for the MPI ranks (local rank % {count} GPU(s) visible per machine){shared}: "
-            + ", ".join(m for m, _ in every))
+    return f"GPUs for the MPI ranks (local rank % {count} GPU(s) visible per machine){shared}: " + ", ".join(
+        m for m, _ in every
+    )
 
 
 class _FailAfterFirstBatch:
@@ -114,15 +116,17 @@ def _rank_links(comm, trainer, train_loader, plan, groups, start_epoch, epochs, 
         source = LoaderSource(trainer, train_loader, start_epoch, epochs)
     else:
         trainer.start_epoch(start_epoch)
-        source = MpiSource(comm, rank - 1, plan.policy, window, plan.reuse_cap, shapes[groups[rank - 1][-1]], dtype,
-                           on_device)
+        source = MpiSource(
+            comm, rank - 1, plan.policy, window, plan.reuse_cap, shapes[groups[rank - 1][-1]], dtype, on_device
+        )
     if os.environ.get(FAIL_VARIABLE) == str(rank):
         source = _FailAfterFirstBatch(source, rank)
     sink = MpiSink(comm, rank + 1, window, dtype) if rank < size - 1 else None
     from_above = to_below = None
     if plan.talks_back and rank < size - 1:
-        from_above = MpiSource(comm, rank + 1, "fifo", window, None, shapes[groups[rank][-1]], dtype, on_device,
-                               tags=BACK)
+        from_above = MpiSource(
+            comm, rank + 1, "fifo", window, None, shapes[groups[rank][-1]], dtype, on_device, tags=BACK
+        )
     if plan.talks_back and rank > 0:
         to_below = MpiSink(comm, rank - 1, window, dtype, tags=BACK)
     return source, sink, from_above, to_below
@@ -134,8 +138,10 @@ def _rank_groups(comm, trainer, train_loader, balance):
     rank, size = comm.Get_rank(), comm.Get_size()
     num_modules = len(trainer.pipeline_units())
     if size > num_modules:
-        raise ValueError(f"{size} MPI ranks but the trainer has {num_modules} modules: launch at most "
-                         f"{num_modules} ranks (mpiexec -n {num_modules}) or cut the model into more modules.")
+        raise ValueError(
+            f"{size} MPI ranks but the trainer has {num_modules} modules: launch at most "
+            f"{num_modules} ranks (mpiexec -n {num_modules}) or cut the model into more modules."
+        )
     costs = None
     if rank == 0 and balance and size > 1:
         costs = stages.unit_costs(trainer, int(train_loader.batch_size))
@@ -144,15 +150,25 @@ def _rank_groups(comm, trainer, train_loader, balance):
 
 def _describe(size, groups, plan, on_device):
     cupy = get_backend().name == "cupy"
-    staging = "" if not cupy else ("; CuPy: MPI is CUDA-aware, receiving into device memory (untested)" if on_device
-                                   else "; CuPy: MPI is not CUDA-aware, staging through host memory")
+    staging = (
+        ""
+        if not cupy
+        else (
+            "; CuPy: MPI is CUDA-aware, receiving into device memory (untested)"
+            if on_device
+            else "; CuPy: MPI is not CUDA-aware, staging through host memory"
+        )
+    )
     back = "; synthesizer targets sent back down" if plan.talks_back else ""
-    return (f"module-parallel over MPI: {size} ranks, modules {groups}, links {plan.policy} ({plan.slots} in "
-            f"flight){back}{staging}")
+    return (
+        f"module-parallel over MPI: {size} ranks, modules {groups}, links {plan.policy} ({plan.slots} in "
+        f"flight){back}{staging}"
+    )
 
 
-def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None, start_epoch=0, run_started=None,
-                            log=None, balance=True):
+def run_module_parallel_mpi(
+    trainer, train_loader, epochs, comm=None, slots=None, start_epoch=0, run_started=None, log=None, balance=True
+):
     """Train `trainer`'s modules for epochs start_epoch..epochs-1 on the ranks of `comm` (one group each).
 
     Call it on every rank (a collective), each with the same trainer (same model, seed and options) and the
@@ -173,22 +189,32 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     plan = plan_pipeline(trainer, train_loader, epochs, start_epoch, slots, trainer.pipeline_links())
     groups = _rank_groups(comm, trainer, train_loader, balance)
     # Every rank starts from rank 0's state of its modules (a resume or a new split moves them).
-    states = [trainer.pipeline_stage(g, plan.batches_per_epoch, start_epoch).state() for g in groups] \
-        if rank == 0 else None
+    states = (
+        [trainer.pipeline_stage(g, plan.batches_per_epoch, start_epoch).state() for g in groups] if rank == 0 else None
+    )
     trainer.load_pipeline_stage(groups[rank], comm.scatter(states, root=0))
     stage = trainer.pipeline_stage(groups[rank], plan.batches_per_epoch, start_epoch)
     on_device = get_backend().name == "cupy" and cuda_aware_mpi()
     if log:
         log(_describe(size, groups, plan, on_device))
-    source, sink, from_above, to_below = _rank_links(comm, trainer, train_loader, plan, groups, start_epoch, epochs,
-                                                     on_device)
+    source, sink, from_above, to_below = _rank_links(
+        comm, trainer, train_loader, plan, groups, start_epoch, epochs, on_device
+    )
     comm.Barrier()
     started_at = time.time() if rank == 0 else None
     run_started = comm.bcast(run_started if run_started is not None else started_at, root=0)
     started = time.perf_counter()
     recorder = WorkerRecorder(rank, run_started, input_is_data=rank == 0, fed_batches=plan.total)
-    losses = run_stage(stage, source, sink, plan, recorder, rank > 0 and plan.policy == "replay",
-                       from_above=from_above, to_below=to_below)
+    losses = run_stage(
+        stage,
+        source,
+        sink,
+        plan,
+        recorder,
+        rank > 0 and plan.policy == "replay",
+        from_above=from_above,
+        to_below=to_below,
+    )
     seconds = time.perf_counter() - started
     report = (stage.state(), recorder.summary(), losses)
     gathered = comm.gather((report, source.stats(), sink.stats() if sink else {}, seconds), root=0)
@@ -196,14 +222,26 @@ def run_module_parallel_mpi(trainer, train_loader, epochs, comm=None, slots=None
     if rank == 0:
         rings = [gathered[0][1]] + [{**gathered[r][1], **gathered[r - 1][2]} for r in range(1, size)]
         seconds = max(entry[3] for entry in gathered)
-        result = pipeline_result(trainer, groups, [entry[0] for entry in gathered], plan, epochs - start_epoch,
-                                 seconds, rings)
+        result = pipeline_result(
+            trainer, groups, [entry[0] for entry in gathered], plan, epochs - start_epoch, seconds, rings
+        )
         result["transport"] = "mpi"
     return comm.bcast(result, root=0)
 
 
-def fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, checkpoint_dir, resume, train_loader=None,
-                  bn_recalibrate=0):
+def fit_on_ranks(
+    run_epoch,
+    trainer,
+    test_loader,
+    epochs,
+    label,
+    comm,
+    log,
+    checkpoint_dir,
+    resume,
+    train_loader=None,
+    bn_recalibrate=0,
+):
     """`epochs_on_workers` on rank 0 (evaluation, log, checkpoints); the other ranks run the same epochs' runs.
     Every rank returns rank 0's history (broadcast at the end)."""
     from .epochs import load_epoch_checkpoint
@@ -212,8 +250,18 @@ def fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, chec
     if rank == 0:
         start = load_epoch_checkpoint(checkpoint_dir, resume, trainer)[1]["epoch"] if resume else 0
         comm.bcast(start, root=0)
-        history = epochs_on_workers(run_epoch, trainer, test_loader, epochs, label, checkpoint_dir, resume, log,
-                                    train_loader=train_loader, bn_recalibrate=bn_recalibrate)
+        history = epochs_on_workers(
+            run_epoch,
+            trainer,
+            test_loader,
+            epochs,
+            label,
+            checkpoint_dir,
+            resume,
+            log,
+            train_loader=train_loader,
+            bn_recalibrate=bn_recalibrate,
+        )
     else:
         start = comm.bcast(None, root=0)
         for epoch in range(start, epochs):
@@ -222,8 +270,18 @@ def fit_on_ranks(run_epoch, trainer, test_loader, epochs, label, comm, log, chec
     return comm.bcast(history, root=0)
 
 
-def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=None, log=print, checkpoint_dir=None,
-                            resume=False, bn_recalibrate=0, **options):
+def fit_module_parallel_mpi(
+    trainer,
+    train_loader,
+    test_loader,
+    epochs,
+    comm=None,
+    log=print,
+    checkpoint_dir=None,
+    resume=False,
+    bn_recalibrate=0,
+    **options,
+):
     """`tinydgl.train.fit`'s history for a module-parallel run over MPI; call it on every rank.
 
     Rank 0 evaluates after every epoch, logs (log is used on rank 0 only) and saves the checkpoint (the
@@ -236,8 +294,27 @@ def fit_module_parallel_mpi(trainer, train_loader, test_loader, epochs, comm=Non
     size = comm.Get_size()
 
     def run_epoch(epoch, run_started):
-        return run_module_parallel_mpi(trainer, train_loader, epoch + 1, comm=comm, start_epoch=epoch,
-                                       run_started=run_started, log=log if comm.Get_rank() == 0 else None, **options)
+        return run_module_parallel_mpi(
+            trainer,
+            train_loader,
+            epoch + 1,
+            comm=comm,
+            start_epoch=epoch,
+            run_started=run_started,
+            log=log if comm.Get_rank() == 0 else None,
+            **options,
+        )
 
-    return fit_on_ranks(run_epoch, trainer, test_loader, epochs, f"{size} MPI ranks", comm, log, checkpoint_dir,
-                         resume, train_loader, bn_recalibrate)
+    return fit_on_ranks(
+        run_epoch,
+        trainer,
+        test_loader,
+        epochs,
+        f"{size} MPI ranks",
+        comm,
+        log,
+        checkpoint_dir,
+        resume,
+        train_loader,
+        bn_recalibrate,
+    )

@@ -10,6 +10,7 @@ Two transports add only their workers and links: `engine.run_module_parallel` (s
 
 Design notes (stopping rules, DNI's targets, fresh data): docs/design/runtime.md, "The module pipeline".
 """
+
 from __future__ import annotations
 
 import collections
@@ -66,8 +67,9 @@ def check_groups(groups, num_units):
     0..num_units-1 into contiguous, non-empty groups, in order."""
     groups = [list(map(int, g)) for g in groups]
     if [j for g in groups for j in g] != list(range(num_units)) or not all(groups):
-        raise ValueError(f"groups {groups} must cut modules 0..{num_units - 1} into contiguous, "
-                         f"non-empty groups, in order.")
+        raise ValueError(
+            f"groups {groups} must cut modules 0..{num_units - 1} into contiguous, non-empty groups, in order."
+        )
     return groups
 
 
@@ -95,10 +97,16 @@ def plan_pipeline(trainer, train_loader, epochs, start_epoch, slots, checked):
     total = batches_per_epoch * (epochs - start_epoch)
     if total < 1:
         raise ValueError(f"Nothing to train: {epochs - start_epoch} epoch(s) of {batches_per_epoch} batch(es).")
-    return PipelinePlan(policy, reuse_cap if policy == "replay" else None, int(slots or replay_slots or 2),
-                        batches_per_epoch, total, stages.unit_output_shapes(trainer),
-                        np.dtype(str(trainer.model.parameters()[0].data.dtype).split(".")[-1]),
-                        stages.talks_back(trainer))
+    return PipelinePlan(
+        policy,
+        reuse_cap if policy == "replay" else None,
+        int(slots or replay_slots or 2),
+        batches_per_epoch,
+        total,
+        stages.unit_output_shapes(trainer),
+        np.dtype(str(trainer.model.parameters()[0].data.dtype).split(".")[-1]),
+        stages.talks_back(trainer),
+    )
 
 
 # --- what every worker runs -------------------------------------------------------------------------------
@@ -202,8 +210,18 @@ class _StageWorker:
             self.send_below(y, origin)
 
 
-def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_input=False,
-                         producer_stopped=lambda: False, keep_alive=lambda: None, from_above=None, to_below=None):
+def pipeline_worker_loop(
+    stage,
+    source,
+    sink,
+    total_batches,
+    recorder,
+    replay_input=False,
+    producer_stopped=lambda: False,
+    keep_alive=lambda: None,
+    from_above=None,
+    to_below=None,
+):
     """The loop every module-parallel worker runs, whatever carries its batches (shared-memory rings or MPI
     messages: `links`): get a batch, run its stage on it, pass the output on; and, for stages whose units
     talk back (DNI), send back down what the stage computed for the stage below and take in what the stage
@@ -233,14 +251,25 @@ def pipeline_worker_loop(stage, source, sink, total_batches, recorder, replay_in
     return worker.losses
 
 
-def run_stage(stage, source, sink, plan, recorder, replay_input, keep_alive=lambda: None, from_above=None,
-              to_below=None):
+def run_stage(
+    stage, source, sink, plan, recorder, replay_input, keep_alive=lambda: None, from_above=None, to_below=None
+):
     """`pipeline_worker_loop` over a worker's links, then end every link cleanly; returns its losses.
 
     The links down end first, from the top worker down (each worker's from_above waits for the worker above
     to finish its to_below), then the links up: no worker waits on one that waits on it."""
-    losses = pipeline_worker_loop(stage, source, sink, plan.total, recorder, replay_input, source.producer_stopped,
-                                  keep_alive, from_above=from_above, to_below=to_below)
+    losses = pipeline_worker_loop(
+        stage,
+        source,
+        sink,
+        plan.total,
+        recorder,
+        replay_input,
+        source.producer_stopped,
+        keep_alive,
+        from_above=from_above,
+        to_below=to_below,
+    )
     for link in (from_above, to_below, source, sink):
         if link is not None:
             link.finish()
@@ -260,5 +289,12 @@ def pipeline_result(trainer, groups, reports, plan, epochs_run, seconds, rings):
         workers.append({**summary, "modules": group})
     losses = reports[-1][2]
     train_loss = epoch_losses(losses, plan.batches_per_epoch, epochs_run) if plan.policy == "fifo" else []
-    return {"workers": workers, "policy": plan.policy, "seconds": seconds, **pipeline_counts(workers, seconds),
-            "train_loss": train_loss, "last_loss": losses[-1][0] if losses else math.nan, "rings": rings}
+    return {
+        "workers": workers,
+        "policy": plan.policy,
+        "seconds": seconds,
+        **pipeline_counts(workers, seconds),
+        "train_loss": train_loss,
+        "last_loss": losses[-1][0] if losses else math.nan,
+        "rings": rings,
+    }

@@ -13,6 +13,7 @@ workers the same way, and this file is that way, written once:
   timeout; `receive_result` turns its death or its error into `WorkerFailed`.
 - `stop_processes` joins, then terminates, then kills: no worker outlives its run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,9 +69,11 @@ def start_worker(ctx, target, name, args, payload, processes):
     except OSError as err:
         process.join(1)
         mine.close()
-        raise WorkerFailed(f"{name} died ({describe_exit(process)}) before it received its work ({err.__class__.__name__}). If you "
-                           f"started the run from a script, put the code under `if __name__ == \"__main__\":` "
-                           f"(spawned workers re-import the main script).") from None
+        raise WorkerFailed(
+            f"{name} died ({describe_exit(process)}) before it received its work ({err.__class__.__name__}). If you "
+            f'started the run from a script, put the code under `if __name__ == "__main__":` '
+            f"(spawned workers re-import the main script)."
+        ) from None
     return process, mine
 
 
@@ -90,6 +93,7 @@ def stop_signals_blocked():
     # Starting a process first starts multiprocessing's resource tracker if it is not running, and that
     # start ends by unblocking these very signals; so start it before blocking them.
     from multiprocessing import resource_tracker
+
     resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
@@ -138,9 +142,11 @@ def receive_result(conn, process, name, kind=DONE):
     if message is not None:
         raise WorkerFailed(f"{name} failed:\n{message[2]}")
     if not process.is_alive():
-        raise WorkerFailed(f"{name} died ({describe_exit(process)}) before it {'started' if kind == READY else 'finished'}"
-                           f"; the run was stopped. Check memory (a killed process often means out of memory) and "
-                           f"run again.")
+        raise WorkerFailed(
+            f"{name} died ({describe_exit(process)}) before it {'started' if kind == READY else 'finished'}"
+            f"; the run was stopped. Check memory (a killed process often means out of memory) and "
+            f"run again."
+        )
     return None
 
 

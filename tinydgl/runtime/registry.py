@@ -6,6 +6,7 @@ says why not); an engine says where its fit function is and which backends it ru
 one `register(Engine(...))` line, a new trainer its `parallel` declaration (for "module" also the pipeline
 methods of `runtime/stages.py`); the engines' checks, the command's checks and its help read this file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -91,8 +92,10 @@ def find(parallel, transport):
         return ENGINES[(parallel, transport)]
     if parallel not in parallelisms():
         raise ValueError(f"There is no {parallel!r} parallelism; choose from: {', '.join(parallelisms())}.")
-    raise ValueError(f"{_said(parallel)[0]} has no {transport!r} transport; it runs over "
-                     f"{' or '.join(transports(parallel))}: choose --transport {transports(parallel)[0]}.")
+    raise ValueError(
+        f"{_said(parallel)[0]} has no {transport!r} transport; it runs over "
+        f"{' or '.join(transports(parallel))}: choose --transport {transports(parallel)[0]}."
+    )
 
 
 def check(parallel, transport, trainer):
@@ -106,8 +109,10 @@ def check(parallel, transport, trainer):
     if active not in engine.backends:
         names = " or ".join(BACKEND_NAMES.get(b, b) for b in engine.backends)
         only = " only for now" if len(engine.backends) == 1 else ""
-        raise ValueError(f"{_said(parallel)[0]} runs on the {names} backend{only} (active backend: {active!r}); "
-                         f"switch to {engine.backends[0]}.")
+        raise ValueError(
+            f"{_said(parallel)[0]} runs on the {names} backend{only} (active backend: {active!r}); "
+            f"switch to {engine.backends[0]}."
+        )
     return engine
 
 
@@ -120,5 +125,7 @@ def refusal(parallel, name, note=""):
     others = [p for p in supported(name) if p != parallel]
     instead = f"run {name!r} with --parallel {' or '.join(others)}" if others else f"train {name!r} in-process"
     why = f" ({note})" if note else ""
-    return (f"{_said(parallel)[0]} runs {_said(parallel)[1]}: {listed}; got "
-            f"{name!r}{why}. Choose one of those, or {instead}.")
+    return (
+        f"{_said(parallel)[0]} runs {_said(parallel)[1]}: {listed}; got "
+        f"{name!r}{why}. Choose one of those, or {instead}."
+    )

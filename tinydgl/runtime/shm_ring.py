@@ -12,6 +12,7 @@ creator owns and unlinks the segment; `abort()` makes every `put`/`get` raise `R
 
 Design notes (headers, locking and semaphores, lifetime, faults): docs/design/runtime.md, "The shared-memory ring".
 """
+
 from __future__ import annotations
 
 import math
@@ -147,26 +148,48 @@ class SharedRing:
     its consumer, `links.Sink` for its producer): `finish()` marks it stopped, `producer_stopped()` reads it.
     """
 
-    def __init__(self, slots, max_batch, sample_shape, dtype="float32", policy="fifo", reuse_cap=None,
-                 name=None, ctx=None, lock_timeout=5.0):
+    def __init__(
+        self,
+        slots,
+        max_batch,
+        sample_shape,
+        dtype="float32",
+        policy="fifo",
+        reuse_cap=None,
+        name=None,
+        ctx=None,
+        lock_timeout=5.0,
+    ):
         if int(slots) < 1:
             raise ValueError(f"A ring needs at least 1 slot, got slots={slots}.")
         if int(max_batch) < 1:
             raise ValueError(f"max_batch must be at least 1 sample, got {max_batch}.")
         if policy not in POLICIES:
-            raise ValueError(f"Unknown ring policy {policy!r}; choose 'fifo' (strict order, blocking) or "
-                             f"'replay' (Algorithm 2: overwrite the oldest, serve fewest-used then freshest).")
+            raise ValueError(
+                f"Unknown ring policy {policy!r}; choose 'fifo' (strict order, blocking) or "
+                f"'replay' (Algorithm 2: overwrite the oldest, serve fewest-used then freshest)."
+            )
         if reuse_cap is not None and (policy != "replay" or int(reuse_cap) < 1):
-            raise ValueError(f"reuse_cap must be None or >= 1, and only applies to policy='replay' "
-                             f"(got reuse_cap={reuse_cap}, policy={policy!r}).")
+            raise ValueError(
+                f"reuse_cap must be None or >= 1, and only applies to policy='replay' "
+                f"(got reuse_cap={reuse_cap}, policy={policy!r})."
+            )
         ctx = ctx or mp.get_context("spawn")
         slots = int(slots)
         handle = RingHandle(
             name=name or f"tdgl_{os.getpid()}_{secrets.token_hex(4)}",
-            slots=slots, max_batch=int(max_batch), sample_shape=tuple(int(s) for s in sample_shape),
-            dtype=np.dtype(dtype).name, policy=policy, reuse_cap=None if reuse_cap is None else int(reuse_cap),
-            lock=ctx.Lock(), space=ctx.Semaphore(slots if policy == "fifo" else 0), data=ctx.Semaphore(0),
-            lock_timeout=float(lock_timeout), on_device=self.on_device)
+            slots=slots,
+            max_batch=int(max_batch),
+            sample_shape=tuple(int(s) for s in sample_shape),
+            dtype=np.dtype(dtype).name,
+            policy=policy,
+            reuse_cap=None if reuse_cap is None else int(reuse_cap),
+            lock=ctx.Lock(),
+            space=ctx.Semaphore(slots if policy == "fifo" else 0),
+            data=ctx.Semaphore(0),
+            lock_timeout=float(lock_timeout),
+            on_device=self.on_device,
+        )
         total = _layout(handle)[3]
         shm = shared_memory.SharedMemory(name=handle.name, create=True, size=total)
         self._open(handle, shm, owner=True)
@@ -179,8 +202,10 @@ class SharedRing:
         try:
             shm = shared_memory.SharedMemory(name=handle.name)
         except FileNotFoundError:
-            raise FileNotFoundError(f"Shared ring {handle.name!r} does not exist (any more): its creator closed "
-                                    f"it or exited. Attach while the creating process keeps it open.") from None
+            raise FileNotFoundError(
+                f"Shared ring {handle.name!r} does not exist (any more): its creator closed "
+                f"it or exited. Attach while the creating process keeps it open."
+            ) from None
         ring = cls.__new__(cls)
         ring._open(handle, shm, owner=False)
         return ring
@@ -195,8 +220,9 @@ class SharedRing:
         self._activations = np.ndarray((handle.slots, slot_elems), np.dtype(handle.dtype), buf, data)
         self._labels = np.ndarray((handle.slots, handle.max_batch), np.int64, buf, labels)
         if handle.on_device:  # a DeviceRing's CUDA IPC handles, one per slot, after the labels
-            self._handles = np.ndarray((handle.slots, IPC_HANDLE_BYTES), np.uint8, buf,
-                                       _layout(handle)[3] - handle.slots * IPC_HANDLE_BYTES)
+            self._handles = np.ndarray(
+                (handle.slots, IPC_HANDLE_BYTES), np.uint8, buf, _layout(handle)[3] - handle.slots * IPC_HANDLE_BYTES
+            )
         self._per_sample = math.prod(handle.sample_shape)
         self._closed = False
         self._finalizer = weakref.finalize(self, _release_segment, shm, owner)
@@ -210,9 +236,11 @@ class SharedRing:
 
     def __repr__(self):
         h = self.handle
-        return (f"SharedRing({h.name!r}, slots={h.slots}, max_batch={h.max_batch}, sample_shape={h.sample_shape}, "
-                f"dtype={h.dtype!r}, policy={h.policy!r}, reuse_cap={h.reuse_cap}, "
-                f"{'owner' if self.owner else 'attached'}{', closed' if self._closed else ''})")
+        return (
+            f"SharedRing({h.name!r}, slots={h.slots}, max_batch={h.max_batch}, sample_shape={h.sample_shape}, "
+            f"dtype={h.dtype!r}, policy={h.policy!r}, reuse_cap={h.reuse_cap}, "
+            f"{'owner' if self.owner else 'attached'}{', closed' if self._closed else ''})"
+        )
 
     def __reduce__(self):
         # Sent to a spawned worker as its handle; the worker attaches (and never unlinks).
@@ -233,8 +261,10 @@ class SharedRing:
 
     def _acquire_lock(self):
         if not self._lock.acquire(timeout=self.handle.lock_timeout):
-            raise RingBroken(f"The lock of shared ring {self.name!r} stayed held for {self.handle.lock_timeout:g} s: "
-                             f"a process probably died inside put/get. Abort the run and restart it.")
+            raise RingBroken(
+                f"The lock of shared ring {self.name!r} stayed held for {self.handle.lock_timeout:g} s: "
+                f"a process probably died inside put/get. Abort the run and restart it."
+            )
 
     def _acquire(self, sem, deadline):
         """Take one count of `sem` by `deadline` (time.monotonic(); None: no limit), waking every POLL_S
@@ -274,23 +304,27 @@ class SharedRing:
     _staged = staticmethod(to_numpy)  # what put copies from: a host array
 
     def _write(self, slot, x, n):
-        np.copyto(self._activations[slot, :n * self._per_sample].reshape(x.shape), x, casting="same_kind")
+        np.copyto(self._activations[slot, : n * self._per_sample].reshape(x.shape), x, casting="same_kind")
 
     def _read(self, slot, n):
-        return self._activations[slot, :n * self._per_sample].reshape((n, *self.handle.sample_shape)).copy()
+        return self._activations[slot, : n * self._per_sample].reshape((n, *self.handle.sample_shape)).copy()
 
     def _check_batch(self, x, labels):
         x, labels = self._staged(x), to_numpy(labels)
         h = self.handle
         n = int(x.shape[0]) if x.ndim else 0
         if x.ndim != 1 + len(h.sample_shape) or tuple(x.shape[1:]) != h.sample_shape or not 1 <= n <= h.max_batch:
-            raise ValueError(f"Shared ring {h.name!r} holds batches of shape (1..{h.max_batch}, "
-                             f"{', '.join(map(str, h.sample_shape))}), got {tuple(x.shape)}.")
+            raise ValueError(
+                f"Shared ring {h.name!r} holds batches of shape (1..{h.max_batch}, "
+                f"{', '.join(map(str, h.sample_shape))}), got {tuple(x.shape)}."
+            )
         if labels.shape != (n,):
             raise ValueError(f"Expected {n} labels (one per sample, shape ({n},)), got shape {tuple(labels.shape)}.")
         if not np.can_cast(x.dtype, h.dtype, "same_kind") or not np.can_cast(labels.dtype, np.int64, "same_kind"):
-            raise TypeError(f"Shared ring {h.name!r} stores {h.dtype} activations and int64 labels; "
-                            f"got {x.dtype} and {labels.dtype}.")
+            raise TypeError(
+                f"Shared ring {h.name!r} stores {h.dtype} activations and int64 labels; "
+                f"got {x.dtype} and {labels.dtype}."
+            )
         return x, labels, n
 
     def put(self, x, labels, produced_at=0, timeout=None, origin=None):
@@ -349,8 +383,10 @@ class SharedRing:
                 slot = int(free[0])
                 break
             if self.handle.policy == "fifo":  # we hold a count of `space`, so a FREE slot must exist
-                raise RingBroken(f"Shared ring {self.name!r} has no free slot although its semaphore said so "
-                                 f"(slot states {self._describe_states()}): a process died inside put/get.")
+                raise RingBroken(
+                    f"Shared ring {self.name!r} has no free slot although its semaphore said so "
+                    f"(slot states {self._describe_states()}): a process died inside put/get."
+                )
             # replay: replace the oldest stored batch that nobody is reading
             idle = np.flatnonzero((states == READY) & (self._slots[:, READERS] == 0))
             if idle.size:
@@ -382,9 +418,13 @@ class SharedRing:
             if slot is None:
                 return None
             self._ring[SERVED] += 1
-            serial, produced_at, n, uses, origin = (int(v) for v in
-                                                    self._slots[slot, [SERIAL, PRODUCED_AT, SAMPLES, USES, ORIGIN]])
-            pushed, stored = int(self._ring[PUSHED]), int(np.sum(self._slots[:, STATE] == READY)) + fifo  # this one included
+            serial, produced_at, n, uses, origin = (
+                int(v) for v in self._slots[slot, [SERIAL, PRODUCED_AT, SAMPLES, USES, ORIGIN]]
+            )
+            pushed, stored = (
+                int(self._ring[PUSHED]),
+                int(np.sum(self._slots[:, STATE] == READY)) + fifo,
+            )  # this one included
         finally:
             self._lock.release()
         try:
@@ -410,8 +450,10 @@ class SharedRing:
         if self.handle.policy == "fifo":  # we hold a count of `data`: a READY slot exists; serve the oldest
             ready = np.flatnonzero(self._slots[:, STATE] == READY)
             if not ready.size:
-                raise RingBroken(f"Shared ring {self.name!r} has no ready batch although its semaphore said so "
-                                 f"(slot states {self._describe_states()}): a process died inside put/get.")
+                raise RingBroken(
+                    f"Shared ring {self.name!r} has no ready batch although its semaphore said so "
+                    f"(slot states {self._describe_states()}): a process died inside put/get."
+                )
             slot = int(ready[np.argmin(self._slots[ready, SERIAL])])
             self._slots[slot, STATE] = TAKEN
             self._slots[slot, USES] = 1
@@ -419,8 +461,9 @@ class SharedRing:
         expired = deadline is not None and deadline <= time.monotonic()
         while True:
             ready = np.flatnonzero(self._slots[:, STATE] == READY)
-            i = replay_choice(self._slots[ready, USES].tolist(), self._slots[ready, SERIAL].tolist(),
-                              self.handle.reuse_cap)
+            i = replay_choice(
+                self._slots[ready, USES].tolist(), self._slots[ready, SERIAL].tolist(), self.handle.reuse_cap
+            )
             if i is not None:
                 slot = int(ready[i])
                 self._slots[slot, USES] += 1
@@ -450,9 +493,15 @@ class SharedRing:
         self._acquire_lock()
         try:
             r = self._ring
-            return {"policy": self.policy, "slots": self.slots, "pushed": int(r[PUSHED]), "served": int(r[SERVED]),
-                    "overwritten": int(r[OVERWRITTEN]), "dropped_unused": int(r[DROPPED_UNUSED]),
-                    "stored": int(np.sum(self._slots[:, STATE] == READY))}
+            return {
+                "policy": self.policy,
+                "slots": self.slots,
+                "pushed": int(r[PUSHED]),
+                "served": int(r[SERVED]),
+                "overwritten": int(r[OVERWRITTEN]),
+                "dropped_unused": int(r[DROPPED_UNUSED]),
+                "stored": int(np.sum(self._slots[:, STATE] == READY)),
+            }
         finally:
             self._lock.release()
 

@@ -5,6 +5,7 @@ The engines cut a trainer's units into contiguous groups, one stage per worker: 
 A trainer that declares `parallel = ("module",)` (runtime/registry.py) builds its own stages, so no trainer is
 named here. A stage's methods, and a trainer's `pipeline_*` methods: docs/design/runtime.md, "Stages".
 """
+
 from __future__ import annotations
 
 import math

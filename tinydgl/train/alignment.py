@@ -9,6 +9,7 @@ refused. What it measures and why: docs/design/measurements.md; lesson 11 shows 
     fit(trainer, train, test, epochs, alignment=probe)   # every 10th step goes through the probe
     probe.summary()  # {"every": 10, "steps": [1, 11, ...], "blocks": [[cos of block 0 at each step], ...]}
 """
+
 import copy
 import math
 
@@ -69,6 +70,7 @@ def handed_gradients(trainer, x, y):
                 if key in names and key not in caught and p.grad is not None and p.grad is not before[key]:
                     caught[key] = to_numpy(p.grad).copy()
             return real_step()
+
         return step
 
     optimizers = trainer.optimizers()
@@ -136,9 +138,11 @@ class AlignmentProbe:
         from ..trainers.forward_forward import FFTrainer
 
         if isinstance(trainer, FFTrainer):
-            raise ValueError("alignment is undefined for ff: its layers learn a goodness objective on positive and "
-                             "negative data, and its network ends in a hidden layer, not in logits whose "
-                             "cross-entropy backprop could be compared with.")
+            raise ValueError(
+                "alignment is undefined for ff: its layers learn a goodness objective on positive and "
+                "negative data, and its network ends in a hidden layer, not in logits whose "
+                "cross-entropy backprop could be compared with."
+            )
 
     def train_step(self, trainer, x, y):
         """trainer.train_step(x, y), measured if this step is due. Returns the step's loss."""
@@ -161,8 +165,11 @@ class AlignmentProbe:
         def clean(v):
             return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
-        return {"every": self.every, "steps": [r["step"] for r in self.records],
-                "blocks": [[clean(r["cosine"][b]) for r in self.records] for b in range(blocks)]}
+        return {
+            "every": self.every,
+            "steps": [r["step"] for r in self.records],
+            "blocks": [[clean(r["cosine"][b]) for r in self.records] for b in range(blocks)],
+        }
 
 
 def plot_alignment(runs, path, title=None):
@@ -176,15 +183,20 @@ def plot_alignment(runs, path, title=None):
     columns = min(4, len(names))
     rows = -(-len(names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
         summary = runs[name]
         for b, values in enumerate(summary["blocks"]):
             if all(v is None for v in values):
                 continue  # no gradient ever reached this block (shallow's hidden blocks)
-            ax.plot(summary["steps"], [np.nan if v is None else v for v in values], marker=".", color=f"C{b}",
-                    label=f"block {b}")
+            ax.plot(
+                summary["steps"],
+                [np.nan if v is None else v for v in values],
+                marker=".",
+                color=f"C{b}",
+                label=f"block {b}",
+            )
         ax.axhline(0.0, color="0.7", lw=0.8)
         ax.set_title(name)
         ax.set_xlabel("training step")

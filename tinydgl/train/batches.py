@@ -6,6 +6,7 @@ module learned from). A trainer's loss may be a device scalar (a 0-d CuPy array)
 host together, once every LOSS_READ_EVERY steps and before each checkpoint (one host sync), in step order,
 so the numbers are those of a read after every step. Host losses (NumPy) are read at once.
 """
+
 import math
 import numbers
 import sys
@@ -65,8 +66,11 @@ class FloatingPointErrors:
 def diverged(problem, epoch, step, trainer, checkpoint_dir):
     """The TrainingDiverged to raise: what happened where, the likely cause, and what was saved."""
     rates = [opt.lr for opt in trainer.optimizers() if getattr(opt, "lr", None) is not None]
-    cause = (f"the learning rate {max(rates):g} is likely too high: try a smaller one (--lr)" if rates else
-             "try a smaller learning rate (--lr)")
+    cause = (
+        f"the learning rate {max(rates):g} is likely too high: try a smaller one (--lr)"
+        if rates
+        else "try a smaller learning rate (--lr)"
+    )
     saved = last_checkpoint_note(checkpoint_dir)  # only a checkpoint that exists is offered
     saved = f" {saved[0].upper()}{saved[1:]}." if saved else ""
     return TrainingDiverged(f"Training diverged: {problem} at epoch {epoch}, step {step}; {cause}.{saved}")
@@ -110,8 +114,9 @@ def _progress(iterable, total, desc, enabled, initial=0):
         try:
             from tqdm import tqdm
 
-            return tqdm(iterable, total=total, initial=initial, desc=desc, leave=False, unit="batch",
-                        dynamic_ncols=True)
+            return tqdm(
+                iterable, total=total, initial=initial, desc=desc, leave=False, unit="batch", dynamic_ncols=True
+            )
         except ImportError:
             pass
     return iterable
@@ -141,9 +146,15 @@ class EpochTotals:
 
     def saved(self, seconds):
         """What a mid-epoch checkpoint keeps of these totals, after `seconds` of training in this epoch."""
-        return {"loss_sum": self.loss_sum, "samples": self.samples, "steps": self.steps,
-                "seconds": self.seconds_before + seconds, "fresh_before": self.fresh_before,
-                "loss_curve": self.curve, "loss_curve_open": self.curve_open}
+        return {
+            "loss_sum": self.loss_sum,
+            "samples": self.samples,
+            "steps": self.steps,
+            "seconds": self.seconds_before + seconds,
+            "fresh_before": self.fresh_before,
+            "loss_curve": self.curve,
+            "loss_curve_open": self.curve_open,
+        }
 
     def finish(self, seconds, trainer):
         """The epoch's `loop.EpochRun`: mean loss, seconds, samples/s, the curve and, for trainers whose
@@ -162,8 +173,10 @@ class EpochTotals:
             learned = min(fresh)
             extra.update(fed_samples=self.samples, fresh_samples_per_module=fresh)
             if learned != self.samples:
-                note = (f"every module learned from {learned:,} of the {self.samples:,} samples fed (fresh per "
-                        f"module: {', '.join(f'{n:,}' for n in fresh)})")
+                note = (
+                    f"every module learned from {learned:,} of the {self.samples:,} samples fed (fresh per "
+                    f"module: {', '.join(f'{n:,}' for n in fresh)})"
+                )
         return EpochRun(self.loss_sum / self.samples, seconds, learned / seconds, extra, note)
 
 
@@ -220,7 +233,11 @@ class BatchLoop:
         bar = _progress(self.loader, total, desc, config.progress, initial=first)
         self.bar = bar if hasattr(bar, "set_postfix") else None  # a tqdm bar
         self.lines = ProgressLines(desc, total, config.log) if config.progress and not self.bar else None
-        step = trainer.train_step if config.alignment is None else (lambda x, y: config.alignment.train_step(trainer, x, y))
+        step = (
+            trainer.train_step
+            if config.alignment is None
+            else (lambda x, y: config.alignment.train_step(trainer, x, y))
+        )
         for x, y in bar:
             with FloatingPointErrors() as numbers:
                 loss = step(x, y)
@@ -233,8 +250,14 @@ class BatchLoop:
                 self.read_losses(totals, epoch, t0)
             if save:
                 t_save = time.perf_counter()
-                save_checkpoint(config.checkpoint_dir, trainer, epoch, history, step=totals.steps,
-                                progress=totals.saved(t_save - t0))
+                save_checkpoint(
+                    config.checkpoint_dir,
+                    trainer,
+                    epoch,
+                    history,
+                    step=totals.steps,
+                    progress=totals.saved(t_save - t0),
+                )
                 t0 += time.perf_counter() - t_save  # saving is not training time
             if stopping and totals.steps < total:
                 if hasattr(bar, "close"):

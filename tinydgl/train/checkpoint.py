@@ -9,6 +9,7 @@ loads); a failed write raises `CheckpointWriteError` and leaves the previous che
 
 Design notes (the layout, atomic writes, locks): docs/design/checkpoints.md.
 """
+
 import contextlib
 import errno
 import hashlib
@@ -102,8 +103,15 @@ def _flatten(trainer_state, resume_arrays):
     optimizers = []
     for i, opt in enumerate(trainer_state["optimizers"]):
         arrays.update({f"optim{i}/{k}": v for k, v in opt["buffers"].items()})
-        optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"],
-                           "scalars": opt.get("scalars", {}), "buffers": sorted(opt["buffers"])})
+        optimizers.append(
+            {
+                "lr": opt["lr"],
+                "steps": opt["steps"],
+                "counts": opt["counts"],
+                "scalars": opt.get("scalars", {}),
+                "buffers": sorted(opt["buffers"]),
+            }
+        )
     arrays.update({f"resume/{k}": v for k, v in resume_arrays.items()})
     return arrays, optimizers
 
@@ -141,13 +149,18 @@ def save_checkpoint(directory, trainer, epoch, history, extra=None, step=0, prog
         if kept != npz_name and os.path.exists(npz_path):
             os.remove(npz_path)  # this save's arrays, which no record refers to
         this = where({"epoch": epoch, "step": step})
-        before = (f"The checkpoint {where(_read_record(latest))} is intact there and stays the latest."
-                  if kept else "No earlier checkpoint is there.")
+        before = (
+            f"The checkpoint {where(_read_record(latest))} is intact there and stays the latest."
+            if kept
+            else "No earlier checkpoint is there."
+        )
         full = err.errno in (errno.ENOSPC, errno.EDQUOT)
         fix = "free some space" if full else f"once {directory} can be written again"
         again = "run the same command with --resume to continue from it" if kept else "run the same command again"
-        raise CheckpointWriteError(f"Could not write the checkpoint {this} to {directory}: {describe_os_error(err)}. "
-                                   f"{before} Training stopped: {fix}, then {again}.") from err
+        raise CheckpointWriteError(
+            f"Could not write the checkpoint {this} to {directory}: {describe_os_error(err)}. "
+            f"{before} Training stopped: {fix}, then {again}."
+        ) from err
 
 
 def _save(directory, trainer, epoch, history, extra, step, progress, npz_name):
@@ -202,19 +215,25 @@ def _check_record(path, directory):
     meta = _read_record(path)
     if not isinstance(meta, dict) or meta.get("format") not in READABLE_FORMATS:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: checkpoint format {found} is not one tinydgl {READABLE_FORMATS[-1]} reads "
-                              f"({', '.join(map(str, READABLE_FORMATS))}).")
+        raise CheckpointError(
+            f"{path}: checkpoint format {found} is not one tinydgl {READABLE_FORMATS[-1]} reads "
+            f"({', '.join(map(str, READABLE_FORMATS))})."
+        )
     if "record_sha256" in meta and _record_sha256(meta) != meta["record_sha256"]:
-        raise CheckpointError(f"{path} does not match its own SHA-256 (recorded {meta['record_sha256'][:12]}..., "
-                              f"found {_record_sha256(meta)[:12]}...): the record was changed or damaged.")
+        raise CheckpointError(
+            f"{path} does not match its own SHA-256 (recorded {meta['record_sha256'][:12]}..., "
+            f"found {_record_sha256(meta)[:12]}...): the record was changed or damaged."
+        )
     npz_path = os.path.join(directory, meta["arrays"])
     if not os.path.isfile(npz_path):
         raise CheckpointError(f"{path} names {meta['arrays']}, which is missing from {directory}.")
     found = _sha256(npz_path)
     if found != meta["sha256"]:
-        raise CheckpointError(f"{npz_path} does not match the SHA-256 recorded in {os.path.basename(path)} "
-                              f"(recorded {meta['sha256'][:12]}..., found {found[:12]}...): the file is truncated "
-                              f"or corrupted.")
+        raise CheckpointError(
+            f"{npz_path} does not match the SHA-256 recorded in {os.path.basename(path)} "
+            f"(recorded {meta['sha256'][:12]}..., found {found[:12]}...): the file is truncated "
+            f"or corrupted."
+        )
     return meta
 
 
@@ -243,26 +262,35 @@ def check_fits(meta, trainer, path):
     saved = meta["run"]
     differ = [k for k in ("trainer", "model", "dataset", "optimizer") if k in run and k in saved and run[k] != saved[k]]
     options, saved_options = run.get("options", {}), saved.get("options", {})
-    differ += [f"--{k.replace('_', '-')}" for k in sorted(set(options) | set(saved_options))
-               if options.get(k) != saved_options.get(k)]
+    differ += [
+        f"--{k.replace('_', '-')}"
+        for k in sorted(set(options) | set(saved_options))
+        if options.get(k) != saved_options.get(k)
+    ]
 
     def describe(r):
         text = f"{r.get('trainer', '?')} on {r.get('model', '?')}" + (f" ({r['dataset']})" if r.get("dataset") else "")
         text += f", {r['optimizer']}" if r.get("optimizer") else ""
         opts = {k: v for k, v in r.get("options", {}).items() if v is not None}
-        return text + (" with " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(opts.items())) if opts else "")
+        return text + (
+            " with " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(opts.items())) if opts else ""
+        )
 
     if differ:
         names = differ[0] if len(differ) == 1 else ", ".join(differ[:-1]) + " and " + differ[-1]
-        raise CheckpointError(f"{path} belongs to another run: it was written by {describe(saved)}; this run is "
-                              f"{describe(run)} ({names} differ{'s' if len(differ) == 1 else ''}). Resume with the options it was started "
-                              f"with, or choose another --checkpoint-dir.")
+        raise CheckpointError(
+            f"{path} belongs to another run: it was written by {describe(saved)}; this run is "
+            f"{describe(run)} ({names} differ{'s' if len(differ) == 1 else ''}). Resume with the options it was started "
+            f"with, or choose another --checkpoint-dir."
+        )
     for key in sorted(set(shapes) | set(meta.get("shapes", {}))):
         mine, theirs = shapes.get(key), meta["shapes"].get(key)
         if mine != theirs:
-            raise CheckpointError(f"{path} does not fit this model: {key} has shape {theirs} in the checkpoint and "
-                                  f"{mine} here (an option that shapes parameters differs). Resume with the options "
-                                  f"it was started with, or choose another --checkpoint-dir.")
+            raise CheckpointError(
+                f"{path} does not fit this model: {key} has shape {theirs} in the checkpoint and "
+                f"{mine} here (an option that shapes parameters differs). Resume with the options "
+                f"it was started with, or choose another --checkpoint-dir."
+            )
 
 
 def load_checkpoint(directory, which="latest", trainer=None):
@@ -275,34 +303,45 @@ def load_checkpoint(directory, which="latest", trainer=None):
     meta_path = os.path.join(directory, f"{which}.json")
     if not os.path.exists(meta_path):
         if which == "previous":
-            raise CheckpointError(f"No previous checkpoint in {directory}: {meta_path} does not exist (a run keeps "
-                                  f"one from its second save on).")
+            raise CheckpointError(
+                f"No previous checkpoint in {directory}: {meta_path} does not exist (a run keeps "
+                f"one from its second save on)."
+            )
         raise CheckpointError(f"No checkpoint to resume from: {meta_path} does not exist. Run without --resume first.")
     try:
         meta = _check_record(meta_path, directory)
     except CheckpointError as err:
         other = os.path.join(directory, "previous.json")
         if which == "latest" and _intact(other, directory):
-            raise CheckpointError(f"{err} The previous checkpoint ({where(_read_record(other))}) is intact and kept: "
-                                  f"resume from it with --resume previous.") from None
+            raise CheckpointError(
+                f"{err} The previous checkpoint ({where(_read_record(other))}) is intact and kept: "
+                f"resume from it with --resume previous."
+            ) from None
         raise
     if trainer is not None:
         check_fits(meta, trainer, meta_path)
     npz_path = os.path.join(directory, meta["arrays"])
     with np.load(npz_path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    model = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    resume = {k[len("resume/"):]: v for k, v in arrays.items() if k.startswith("resume/")}
+    model = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    resume = {k[len("resume/") :]: v for k, v in arrays.items() if k.startswith("resume/")}
     aux = {}
     for key, value in arrays.items():
         if key.startswith("aux/"):
-            name, rest = key[len("aux/"):].split("/", 1)
+            name, rest = key[len("aux/") :].split("/", 1)
             aux.setdefault(name, {})[rest] = value
     optimizers = []
     for i, opt in enumerate(meta["optimizers"]):
         buffers = {k: arrays[f"optim{i}/{k}"] for k in opt["buffers"]}
-        optimizers.append({"lr": opt["lr"], "steps": opt["steps"], "counts": opt["counts"],
-                           "scalars": opt.get("scalars", {}), "buffers": buffers})
+        optimizers.append(
+            {
+                "lr": opt["lr"],
+                "steps": opt["steps"],
+                "counts": opt["counts"],
+                "scalars": opt.get("scalars", {}),
+                "buffers": buffers,
+            }
+        )
     meta.setdefault("step", 0)
     if meta.get("format") == 1:  # format 1 kept dropout RNG states under extra
         meta.setdefault("trainer_state", {"dropout_rng": meta.get("extra", {}).get("rng_states", [])})
@@ -337,15 +376,19 @@ def _describe_owner(owner):
     if not owner:
         return "a run that is just starting (it has not written its details yet)"
     run = f" ({owner['run']})" if owner.get("run") else ""
-    return (f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, started {owner.get('started', '?')}: "
-            f"{owner.get('command', '?')}{run}")
+    return (
+        f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, started {owner.get('started', '?')}: "
+        f"{owner.get('command', '?')}{run}"
+    )
 
 
 def _locked_message(directory, owner):
     stop = f" (kill {owner['pid']})" if owner and owner.get("host") == socket.gethostname() and owner.get("pid") else ""
-    return (f"{directory} is in use by another run: {_describe_owner(owner)}. Two runs writing one checkpoint "
-            f"folder overwrite each other's checkpoints. Wait for that run to end, stop it{stop}, or give this run "
-            f"another --checkpoint-dir; nothing was trained.")
+    return (
+        f"{directory} is in use by another run: {_describe_owner(owner)}. Two runs writing one checkpoint "
+        f"folder overwrite each other's checkpoints. Wait for that run to end, stop it{stop}, or give this run "
+        f"another --checkpoint-dir; nothing was trained."
+    )
 
 
 def _pid_running(pid):
@@ -371,8 +414,13 @@ class CheckpointLock:
 
     def __init__(self, directory, run=None, log=print):
         self.directory, self.path, self.log, self._fd = directory, os.path.join(directory, LOCK_NAME), log, None
-        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
-                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "run": run}
+        self.owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": _command_line(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "run": run,
+        }
 
     def __enter__(self):
         self.acquire()
@@ -392,8 +440,9 @@ class CheckpointLock:
                 os.makedirs(self.directory, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
-                raise CheckpointWriteError(f"Cannot write checkpoints to {self.directory}: {describe_os_error(err)}; "
-                                           f"nothing was trained.") from err
+                raise CheckpointWriteError(
+                    f"Cannot write checkpoints to {self.directory}: {describe_os_error(err)}; nothing was trained."
+                ) from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -415,10 +464,15 @@ class CheckpointLock:
             os.close(fd)
         left = _read_owner(fd)
         if left:
-            gone = ("which is no longer running" if left.get("host") == socket.gethostname()
-                    and not _pid_running(left.get("pid")) else "which no longer holds it")
-            self.log(f"note: {self.path} was left by {_describe_owner(left)}, {gone} (it was killed or crashed); "
-                     f"this run takes the folder over.")
+            gone = (
+                "which is no longer running"
+                if left.get("host") == socket.gethostname() and not _pid_running(left.get("pid"))
+                else "which no longer holds it"
+            )
+            self.log(
+                f"note: {self.path} was left by {_describe_owner(left)}, {gone} (it was killed or crashed); "
+                f"this run takes the folder over."
+            )
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(self.owner, indent=1).encode(), 0)

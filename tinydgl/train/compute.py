@@ -6,6 +6,7 @@ of what actually runs (on a copy of the trainer, so counting changes nothing).
 forward: the model's own layers; weight_gradients: their weight gradients; signal: everything else the method
 computes to get those. What each part holds, and what is and is not counted: docs/design/measurements.md.
 """
+
 import copy
 import math
 
@@ -17,7 +18,7 @@ def _layer_macs(layer, x, out):
     if isinstance(layer, Linear):
         return int(x.shape[0]) * layer.in_features * layer.out_features
     n, f, h, w = (int(s) for s in out.shape)
-    return n * f * h * w * (layer.in_channels // layer.groups) * layer.kernel_size ** 2
+    return n * f * h * w * (layer.in_channels // layer.groups) * layer.kernel_size**2
 
 
 class MacCounter:
@@ -40,7 +41,6 @@ class MacCounter:
     def __enter__(self):
         from ..trainers import feedback_alignment, pepita
 
-        counter = self
         self._saved = []
 
         def patch(owner, name, make):
@@ -48,70 +48,90 @@ class MacCounter:
             self._saved.append((owner, name, original))
             setattr(owner, name, make(original))
 
-        def parametrised_forward(original):
-            def forward(layer, x):
-                out = original(layer, x)
-                counter._last[id(layer)] = macs = _layer_macs(layer, x, out)
-                counter._add(layer, "forward", macs)
-                return out
-            return forward
-
-        def parametrised_backward(original):
-            def backward(layer, dout, need_input_grad=True):
-                macs = counter._last.get(id(layer), 0)
-                counter._add(layer, "weight", macs)
-                if need_input_grad:
-                    counter._add(layer, "input", macs)
-                return original(layer, dout, need_input_grad)
-            return backward
-
-        def parametrised_jvp(original):  # forward mode: one product per moving input and moving weight
-            def jvp(layer, dx):
-                macs = counter._last.get(id(layer), 0)
-                products = (dx is not None) + (layer.weight.tangent is not None)
-                counter._add(layer, "tangent", macs * products)
-                return original(layer, dx)
-            return jvp
-
-        def fixed_forward(original):
-            def forward(layer, x):
-                if isinstance(layer, FixedLinear):
-                    rows, cols = layer.buffers["matrix"].shape
-                else:  # PooledLinear: a (rows, width) weight pooled to (rows, cols) by a (width, cols) matrix
-                    rows, cols = layer.weight.shape[0], layer.buffers["pool"].shape[1]
-                counter._last[id(layer)] = macs = int(x.shape[0]) * int(rows) * int(cols)
-                if isinstance(layer, PooledLinear):  # forming the pooled weight, once per batch
-                    macs += int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1])
-                counter._add(layer, "forward", macs)
-                return original(layer, x)
-            return forward
-
-        def fixed_backward(original):
-            def backward(layer, dout, need_input_grad=True):
-                macs = counter._last.get(id(layer), 0)
-                if isinstance(layer, PooledLinear):
-                    counter._add(layer, "weight", macs + int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1]))
-                if need_input_grad:
-                    counter._add(layer, "input", macs)
-                return original(layer, dout, need_input_grad)
-            return backward
-
-        def projection(original):
-            def project(signal, feedback):
-                counter.counts["signal"] += int(signal.shape[0]) * int(math.prod(feedback.shape))
-                return original(signal, feedback)
-            return project
-
         for cls in (Linear, Conv2d):
-            patch(cls, "forward", parametrised_forward)
-            patch(cls, "backward", parametrised_backward)
-            patch(cls, "jvp", parametrised_jvp)
+            patch(cls, "forward", self._parametrised_forward)
+            patch(cls, "backward", self._parametrised_backward)
+            patch(cls, "jvp", self._parametrised_jvp)
         for cls in (FixedLinear, PooledLinear):
-            patch(cls, "forward", fixed_forward)
-            patch(cls, "backward", fixed_backward)
-        patch(feedback_alignment, "project", projection)
-        patch(pepita, "project", projection)
+            patch(cls, "forward", self._fixed_forward)
+            patch(cls, "backward", self._fixed_backward)
+        patch(feedback_alignment, "project", self._projection)
+        patch(pepita, "project", self._projection)
         return self
+
+    def _parametrised_forward(self, original):
+        counter = self
+
+        def forward(layer, x):
+            out = original(layer, x)
+            counter._last[id(layer)] = macs = _layer_macs(layer, x, out)
+            counter._add(layer, "forward", macs)
+            return out
+
+        return forward
+
+    def _parametrised_backward(self, original):
+        counter = self
+
+        def backward(layer, dout, need_input_grad=True):
+            macs = counter._last.get(id(layer), 0)
+            counter._add(layer, "weight", macs)
+            if need_input_grad:
+                counter._add(layer, "input", macs)
+            return original(layer, dout, need_input_grad)
+
+        return backward
+
+    def _parametrised_jvp(self, original):  # forward mode: one product per moving input and moving weight
+        counter = self
+
+        def jvp(layer, dx):
+            macs = counter._last.get(id(layer), 0)
+            products = (dx is not None) + (layer.weight.tangent is not None)
+            counter._add(layer, "tangent", macs * products)
+            return original(layer, dx)
+
+        return jvp
+
+    def _fixed_forward(self, original):
+        counter = self
+
+        def forward(layer, x):
+            if isinstance(layer, FixedLinear):
+                rows, cols = layer.buffers["matrix"].shape
+            else:  # PooledLinear: a (rows, width) weight pooled to (rows, cols) by a (width, cols) matrix
+                rows, cols = layer.weight.shape[0], layer.buffers["pool"].shape[1]
+            counter._last[id(layer)] = macs = int(x.shape[0]) * int(rows) * int(cols)
+            if isinstance(layer, PooledLinear):  # forming the pooled weight, once per batch
+                macs += int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1])
+            counter._add(layer, "forward", macs)
+            return original(layer, x)
+
+        return forward
+
+    def _fixed_backward(self, original):
+        counter = self
+
+        def backward(layer, dout, need_input_grad=True):
+            macs = counter._last.get(id(layer), 0)
+            if isinstance(layer, PooledLinear):
+                counter._add(
+                    layer, "weight", macs + int(math.prod(layer.weight.shape)) * int(layer.buffers["pool"].shape[1])
+                )
+            if need_input_grad:
+                counter._add(layer, "input", macs)
+            return original(layer, dout, need_input_grad)
+
+        return backward
+
+    def _projection(self, original):
+        counter = self
+
+        def project(signal, feedback):
+            counter.counts["signal"] += int(signal.shape[0]) * int(math.prod(feedback.shape))
+            return original(signal, feedback)
+
+        return project
 
     def __exit__(self, *exc):
         for owner, name, original in reversed(self._saved):

@@ -9,6 +9,7 @@ After each epoch's training and before testing (docs/protocol.md, sections 1 and
 3. the model is tested in evaluation mode.
 The loop calls `to_train_weights` again before the next epoch's training.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,9 +39,11 @@ def recalibrate_batchnorm(trainer, train_loader, batches, epoch) -> int:
     if batches <= 0 or not has_batchnorm(trainer.model):
         return 0
     if not hasattr(train_loader, "fresh_pass"):
-        raise TypeError(f"Batch-norm recalibration reads a fresh pass over the training data: the train loader "
-                        f"must be a tinydgl DataLoader (with fresh_pass), got {type(train_loader).__name__}. "
-                        f"Pass bn_recalibrate=0 to evaluate without it.")
+        raise TypeError(
+            f"Batch-norm recalibration reads a fresh pass over the training data: the train loader "
+            f"must be a tinydgl DataLoader (with fresh_pass), got {type(train_loader).__name__}. "
+            f"Pass bn_recalibrate=0 to evaluate without it."
+        )
     used = 0
     for x, _ in train_loader.fresh_pass(epoch, batches):
         trainer.recalibration_forward(x)

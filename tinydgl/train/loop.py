@@ -3,6 +3,7 @@ ranks (`tinydgl.runtime.epochs`). Evaluation, the history, the log line, crash-s
 resume, and stop signals, written once. Each epoch returns an `EpochRun` (from `batches.BatchLoop` here, from
 the workers in parallel runs), then is evaluated, logged and saved: docs/design/training-loop.md.
 """
+
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
@@ -42,8 +43,10 @@ class FitConfig:
         if self.bn_recalibrate and train_loader is None:
             raise ValueError("bn_recalibrate needs the train_loader to draw its batches from.")
         if self.checkpoint_every is not None and (int(self.checkpoint_every) < 1 or not self.checkpoint_dir):
-            raise ValueError(f"checkpoint_every must be a positive number of steps, with a checkpoint_dir; got "
-                             f"{self.checkpoint_every} and checkpoint_dir={self.checkpoint_dir!r}.")
+            raise ValueError(
+                f"checkpoint_every must be a positive number of steps, with a checkpoint_dir; got "
+                f"{self.checkpoint_every} and checkpoint_dir={self.checkpoint_dir!r}."
+            )
         if self.alignment is not None:
             self.alignment.check(trainer)
 
@@ -98,14 +101,25 @@ def run_epochs(trainer, train_loader, test_loader, config, epochs):
             config.log(f"resumed from {config.checkpoint_dir} {where(meta)}")
         for epoch in range(start, config.epochs):
             run = epochs.train(epoch, history, stop)
-            metrics = evaluate_epoch(trainer, train_loader, test_loader, epoch, config.bn_recalibrate,
-                                     also_before=config.evaluate_before_recalibration)
+            metrics = evaluate_epoch(
+                trainer,
+                train_loader,
+                test_loader,
+                epoch,
+                config.bn_recalibrate,
+                also_before=config.evaluate_before_recalibration,
+            )
             entry = history_entry(epoch, run, metrics)
             history.append(entry)
             config.log(epoch_line(entry, config.epochs, config.label, run.note))
             if config.checkpoint_dir:
-                save_checkpoint(config.checkpoint_dir, trainer, epoch + 1, history,
-                                extra={"engine": config.label} if config.label else None)
+                save_checkpoint(
+                    config.checkpoint_dir,
+                    trainer,
+                    epoch + 1,
+                    history,
+                    extra={"engine": config.label} if config.label else None,
+                )
             if config.on_epoch_end is not None:
                 config.on_epoch_end(entry)
             if stop is not None and stop.requested and epoch + 1 < config.epochs:
@@ -116,10 +130,16 @@ def run_epochs(trainer, train_loader, test_loader, config, epochs):
 def history_entry(epoch, run, metrics):
     """The history's dict for one epoch (0-based `epoch`): the run's numbers, the evaluation's, and every
     key of run.extra."""
-    entry = {"epoch": epoch + 1, "train_loss": run.train_loss, "test_accuracy": metrics["accuracy"],
-             "test_loss": metrics["loss"], "seconds": run.seconds, "samples_per_second": run.samples_per_second,
-             "bn_recalibrate_batches": metrics["bn_recalibrate_batches"],
-             "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"]}
+    entry = {
+        "epoch": epoch + 1,
+        "train_loss": run.train_loss,
+        "test_accuracy": metrics["accuracy"],
+        "test_loss": metrics["loss"],
+        "seconds": run.seconds,
+        "samples_per_second": run.samples_per_second,
+        "bn_recalibrate_batches": metrics["bn_recalibrate_batches"],
+        "bn_recalibrate_seconds": metrics["bn_recalibrate_seconds"],
+    }
     if "accuracy_before_recalibration" in metrics:
         entry["test_accuracy_before_recalibration"] = metrics["accuracy_before_recalibration"]
     entry.update({k: v for k, v in run.extra.items() if k not in entry})
@@ -131,8 +151,12 @@ def epoch_line(entry, epochs, label="", note=""):
     recalibration in brackets, and `note` on a second line."""
     said = [label] if label else []
     if entry["bn_recalibrate_batches"]:
-        said.append(f"BN recalibrated on {entry['bn_recalibrate_batches']} batches, "
-                    f"{entry['bn_recalibrate_seconds']:.1f}s")
-    return (f"epoch {entry['epoch']:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc "
-            f"{entry['test_accuracy']:.4f}  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s"
-            + (f"  ({', '.join(said)})" if said else "") + (f"\n              {note}" if note else ""))
+        said.append(
+            f"BN recalibrated on {entry['bn_recalibrate_batches']} batches, {entry['bn_recalibrate_seconds']:.1f}s"
+        )
+    return (
+        f"epoch {entry['epoch']:3d}/{epochs}  train loss {entry['train_loss']:.4f}  test acc "
+        f"{entry['test_accuracy']:.4f}  {entry['seconds']:6.1f}s  {entry['samples_per_second']:7.0f} samples/s"
+        + (f"  ({', '.join(said)})" if said else "")
+        + (f"\n              {note}" if note else "")
+    )

@@ -8,6 +8,7 @@ and compares the growth, extrapolated to the asked batch size, with the memory t
 NumPy only: on CuPy the memory is the GPU's, and CuPy's own OutOfMemoryError (a MemoryError) is reported
 by `out_of_memory_message` like NumPy's.
 """
+
 import copy
 import os
 import tracemalloc
@@ -72,9 +73,15 @@ def available_memory():
     """(bytes, where the number comes from) of the tightest limit on this process's memory: free memory
     (MemAvailable), its cgroup's limit, its address-space limit (RLIMIT_AS). (None, None) where none is
     known (not Linux)."""
-    found = [(v, s) for v, s in ((_meminfo_available(), "MemAvailable in /proc/meminfo"),
-                                 (_cgroup_available(), "the cgroup's memory.max"),
-                                 (_address_space_available(), "the address-space limit, ulimit -v")) if v is not None]
+    found = [
+        (v, s)
+        for v, s in (
+            (_meminfo_available(), "MemAvailable in /proc/meminfo"),
+            (_cgroup_available(), "the cgroup's memory.max"),
+            (_address_space_available(), "the address-space limit, ulimit -v"),
+        )
+        if v is not None
+    ]
     return min(found) if found else (None, None)
 
 
@@ -158,7 +165,8 @@ def check_batch_memory(trainer, train_loader, batch_size, available=None):
     raise NotEnoughMemory(
         f"--batch-size {batch_size} needs about {_size(needed)} of memory for one training step of {trainer.name} "
         f"(about {_size(per_sample)} per sample, measured on small batches), but only {_size(free)} is free "
-        f"({source}): {advice}; nothing was trained.")
+        f"({source}): {advice}; nothing was trained."
+    )
 
 
 def out_of_memory_message(err, batch_size=None):
@@ -167,5 +175,7 @@ def out_of_memory_message(err, batch_size=None):
     if not batch_size:
         return f"out of memory ({detail}). Free some memory, or use less data (--limit-train)."
     smaller = max(1, batch_size // 4)
-    return (f"out of memory with --batch-size {batch_size} ({detail}). A training step keeps every block's "
-            f"activations for the whole batch: use a smaller batch, e.g. --batch-size {smaller}.")
+    return (
+        f"out of memory with --batch-size {batch_size} ({detail}). A training step keeps every block's "
+        f"activations for the whole batch: use a smaller batch, e.g. --batch-size {smaller}."
+    )

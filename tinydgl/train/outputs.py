@@ -13,6 +13,7 @@ read-only now), the file goes to a new folder in the system's temporary director
 printed; if that fails too, the metrics are printed on stdout. `finish` then raises `OutputError`: the
 results are safe, but not where they were asked for, so a script that reads them must not carry on.
 """
+
 import json
 import os
 import tempfile
@@ -86,8 +87,10 @@ class Outputs:
             if self._fallback and not os.listdir(self._fallback):
                 os.rmdir(self._fallback)  # no empty folder left behind
                 self._fallback = None
-            self.problems.append(f"could not write the {what} to {path} ({reason}), nor to the temporary "
-                                 f"folder ({describe_os_error(err)})")
+            self.problems.append(
+                f"could not write the {what} to {path} ({reason}), nor to the temporary "
+                f"folder ({describe_os_error(err)})"
+            )
             return None
         self.problems.append(f"could not write the {what} to {path} ({reason}); saved to {elsewhere} instead")
         return elsewhere

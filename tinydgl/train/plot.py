@@ -10,6 +10,7 @@ def plot_history(histories, path, title=None):
         import matplotlib.pyplot as plt
     except ImportError as err:
         from ..extras import install_command
+
         raise ImportError(f"--plot needs matplotlib: {install_command('plot')}") from err
     fig = learning_curves(histories, title, plt.figure(figsize=(10, 4)))
     fig.savefig(path, dpi=120)
@@ -33,14 +34,18 @@ def learning_curves(histories, title=None, fig=None):
         epochs = [h["epoch"] for h in history]
         if per_step:
             steps = history[0].get("loss_curve_every", 1)  # each point: the mean loss of this many steps
-            ax_loss.plot([steps * (i + 1) for i in range(len(history[0]["loss_curve"]))], history[0]["loss_curve"],
-                         label=label)
+            ax_loss.plot(
+                [steps * (i + 1) for i in range(len(history[0]["loss_curve"]))], history[0]["loss_curve"], label=label
+            )
         else:
             ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label=label)
         ax_acc.plot(epochs, [h["test_accuracy"] for h in history], marker="o", label=label)
-    ax_loss.set(xlabel="step (epoch 1)" if per_step else "epoch", ylabel="train loss",
-                title="training loss" + ("" if not per_step else " per step" if every == 1 else
-                                         f", mean of every {every} steps"))
+    ax_loss.set(
+        xlabel="step (epoch 1)" if per_step else "epoch",
+        ylabel="train loss",
+        title="training loss"
+        + ("" if not per_step else " per step" if every == 1 else f", mean of every {every} steps"),
+    )
     ax_acc.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
     if per_step:
         ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -11,6 +11,7 @@ A second Ctrl-C does not wait: it raises KeyboardInterrupt at once (checkpoints 
 so stopping in the middle of one leaves the previous one intact). Handlers can only be installed in the
 main thread; elsewhere `StopSignals` does nothing and signals keep their usual effect.
 """
+
 import signal
 import threading
 
@@ -25,7 +26,11 @@ class RunStopped(Exception):
     def __init__(self, signal_name, where, checkpoint_dir=None):
         self.signal_name, self.where, self.checkpoint_dir = signal_name, where, checkpoint_dir
         self.exit_code = EXIT_CODES[signal_name]
-        saved = f"; checkpoint saved in {checkpoint_dir}" if checkpoint_dir else "; nothing was saved (no checkpoint directory)"
+        saved = (
+            f"; checkpoint saved in {checkpoint_dir}"
+            if checkpoint_dir
+            else "; nothing was saved (no checkpoint directory)"
+        )
         super().__init__(f"stopped by {signal_name} {where}{saved}")
 
 
@@ -69,8 +74,10 @@ class raise_on_sigterm:
     def __enter__(self):
         self._previous = None
         if threading.current_thread() is threading.main_thread():
-            self._previous = (signal.signal(signal.SIGTERM, self._handle),
-                              signal.signal(signal.SIGINT, signal.default_int_handler))
+            self._previous = (
+                signal.signal(signal.SIGTERM, self._handle),
+                signal.signal(signal.SIGINT, signal.default_int_handler),
+            )
         return self
 
     @staticmethod

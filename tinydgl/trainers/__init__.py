@@ -1,4 +1,5 @@
 """Training methods. Each trainer decides only where each block's gradient comes from."""
+
 from .async_dgl import AsyncDGLTrainer
 from .backprop import BackpropTrainer
 from .base import Trainer
@@ -39,7 +40,26 @@ def build_trainer(name, model, make_optimizer, **options):
     return TRAINERS[name](model, make_optimizer, **options)
 
 
-__all__ = ["AsyncDGLTrainer", "BackpropTrainer", "CDNITrainer", "DFATrainer", "DNITrainer", "DGLTrainer", "DRTPTrainer",
-           "FATrainer", "FFTrainer", "ForwardGradientTrainer", "GreedyTrainer", "LLSMTrainer", "LLSMxMTrainer",
-           "LLSTrainer", "LocalLossesTrainer", "PEPITATrainer", "ShallowTrainer", "SignDFATrainer",
-           "Trainer", "TRAINERS", "build_trainer"]
+__all__ = [
+    "AsyncDGLTrainer",
+    "BackpropTrainer",
+    "CDNITrainer",
+    "DFATrainer",
+    "DNITrainer",
+    "DGLTrainer",
+    "DRTPTrainer",
+    "FATrainer",
+    "FFTrainer",
+    "ForwardGradientTrainer",
+    "GreedyTrainer",
+    "LLSMTrainer",
+    "LLSMxMTrainer",
+    "LLSTrainer",
+    "LocalLossesTrainer",
+    "PEPITATrainer",
+    "ShallowTrainer",
+    "SignDFATrainer",
+    "Trainer",
+    "TRAINERS",
+    "build_trainer",
+]

@@ -11,6 +11,7 @@ reuse and staleness per module.
 Paper: Belilovsky, Eickenberg, Oyallon, ICML 2020, Algorithm 2 (official simulation: cifar_buffer.py).
 Design notes (the event loop, per-module epochs, the statistics, resume): docs/methods/async-dgl.md.
 """
+
 import math
 
 import numpy as np
@@ -41,10 +42,28 @@ class AsyncDGLTrainer(DGLTrainer):
 
     name = "async-dgl"
 
-    def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, buffer_size=4,
-                 schedule="random", slow_module=None, slowdown=1.0, warmup=True, reuse_cap=None, buffer_codec=None,
-                 codebook_size=256, vq_subvector=8, quantised_eval=False, label_smoothing=0.0, seed=0,
-                 module_epoch="first", predsim_beta=PREDSIM_BETA):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        aux="mlp",
+        modules=None,
+        boundaries=None,
+        buffer_size=4,
+        schedule="random",
+        slow_module=None,
+        slowdown=1.0,
+        warmup=True,
+        reuse_cap=None,
+        buffer_codec=None,
+        codebook_size=256,
+        vq_subvector=8,
+        quantised_eval=False,
+        label_smoothing=0.0,
+        seed=0,
+        module_epoch="first",
+        predsim_beta=PREDSIM_BETA,
+    ):
         super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed, predsim_beta)
         if module_epoch not in MODULE_EPOCHS:
             raise ValueError(f"Unknown module_epoch {module_epoch!r}; choose one of: {', '.join(MODULE_EPOCHS)}.")
@@ -53,9 +72,13 @@ class AsyncDGLTrainer(DGLTrainer):
             raise ValueError(f"Unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}.")
         n = len(self.modules)
         if slow_module is not None and not 0 <= int(slow_module) < n:
-            raise ValueError(f"slow_module must be a module index in 0..{n - 1} (this split has {n} modules), got {slow_module}.")
+            raise ValueError(
+                f"slow_module must be a module index in 0..{n - 1} (this split has {n} modules), got {slow_module}."
+            )
         if not slowdown >= 1.0:
-            raise ValueError(f"slowdown must be >= 1 (1 = as fast as the others; 2 = picked half as often), got {slowdown}.")
+            raise ValueError(
+                f"slowdown must be >= 1 (1 = as fast as the others; 2 = picked half as often), got {slowdown}."
+            )
         self.schedule, self.warmup = schedule, bool(warmup)
         self.probabilities = self._probabilities(n, slow_module, slowdown)
         self.slow_module, self.slowdown = slow_module, float(slowdown)
@@ -64,8 +87,10 @@ class AsyncDGLTrainer(DGLTrainer):
         shapes = block_output_shapes(model)
         dtype = str(model.parameters()[0].data.dtype).split(".")[-1]  # "float32" (array_api_strict prefixes its name)
         # buffers[j] sits after module j: module j pushes into it, module j + 1 takes from it.
-        self.codecs = [build_codec(buffer_codec, shapes[group[-1]], codebook_size, vq_subvector, seed=seed + 2000 + j,
-                                   dtype=dtype) for j, group in enumerate(self.groups[:-1])]
+        self.codecs = [
+            build_codec(buffer_codec, shapes[group[-1]], codebook_size, vq_subvector, seed=seed + 2000 + j, dtype=dtype)
+            for j, group in enumerate(self.groups[:-1])
+        ]
         self.buffer_codec = buffer_codec if buffer_codec not in ("raw", "none") else None
         self.quantised_eval = bool(quantised_eval)
         self.buffers = [ReplayBuffer(buffer_size, codec, reuse_cap) for codec in self.codecs]
@@ -75,9 +100,21 @@ class AsyncDGLTrainer(DGLTrainer):
         self._next = None  # the pick the schedule made after the last call's events: module 1's next turn
         self._cursor = -1  # round-robin position
         self.events = 0
-        self.counters = [dict(picks=0, steps=0, empty_polls=0, staleness_sum=0, max_staleness=0, served_entries=0,
-                              fresh_batches=0, fresh_samples=0, replayed_batches=0, replayed_samples=0)
-                         for _ in range(n)]
+        self.counters = [
+            dict(
+                picks=0,
+                steps=0,
+                empty_polls=0,
+                staleness_sum=0,
+                max_staleness=0,
+                served_entries=0,
+                fresh_batches=0,
+                fresh_samples=0,
+                replayed_batches=0,
+                replayed_samples=0,
+            )
+            for _ in range(n)
+        ]
         self.learned = [set() for _ in range(n)]  # per module: origins (data batch numbers) it learned from
         self.last_losses = [math.nan] * n
         self._call_losses = []
@@ -88,10 +125,15 @@ class AsyncDGLTrainer(DGLTrainer):
     def pipeline_links(self):
         """On the module-parallel engines the buffers are the links: "replay" links of M batches."""
         if self.buffer_codec:
-            raise ValueError("The module-parallel engine stores raw activations in its rings; buffer_codec="
-                             f"{self.buffer_codec!r} is only supported in-process.")
-        return "replay", (self.buffers[0].capacity if self.buffers else 1), \
-            (self.buffers[0].reuse_cap if self.buffers else None)
+            raise ValueError(
+                "The module-parallel engine stores raw activations in its rings; buffer_codec="
+                f"{self.buffer_codec!r} is only supported in-process."
+            )
+        return (
+            "replay",
+            (self.buffers[0].capacity if self.buffers else 1),
+            (self.buffers[0].reuse_cap if self.buffers else None),
+        )
 
     @staticmethod
     def _probabilities(n, slow_module, slowdown):
@@ -274,18 +316,40 @@ class AsyncDGLTrainer(DGLTrainer):
             for k, e in enumerate(buffer.entries):
                 arrays[f"buffer{j}/entry{k}/payload"] = to_numpy(e.payload)
                 arrays[f"buffer{j}/entry{k}/labels"] = to_numpy(e.labels)
-                entries.append({"uses": e.uses, "serial": e.serial, "produced_at": e.produced_at,
-                                "samples": e.samples, "origin": e.origin})
-            buffers.append({"entries": entries, "pushed": buffer.pushed, "dropped_unused": buffer.dropped_unused,
-                            "stored_bytes": buffer.stored_bytes, "stored_samples": buffer.stored_samples,
-                            "codec_rng": buffer.codec.rng.bit_generator.state if hasattr(buffer.codec, "rng") else None})
-        values.update({
-            "schedule_rng": self.rng.bit_generator.state, "warmup_queue": list(self._warmup_queue),
-            "next": self._next, "cursor": self._cursor, "events": self.events,
-            "counters": [dict(c) for c in self.counters], "learned": [sorted(s) for s in self.learned],
-            "last_losses": [None if math.isnan(v) else float(v) for v in self.last_losses], "buffers": buffers,
-            "epoch_start_steps": list(self._epoch_start_steps), "forwarded": self._forwarded,
-        })
+                entries.append(
+                    {
+                        "uses": e.uses,
+                        "serial": e.serial,
+                        "produced_at": e.produced_at,
+                        "samples": e.samples,
+                        "origin": e.origin,
+                    }
+                )
+            buffers.append(
+                {
+                    "entries": entries,
+                    "pushed": buffer.pushed,
+                    "dropped_unused": buffer.dropped_unused,
+                    "stored_bytes": buffer.stored_bytes,
+                    "stored_samples": buffer.stored_samples,
+                    "codec_rng": buffer.codec.rng.bit_generator.state if hasattr(buffer.codec, "rng") else None,
+                }
+            )
+        values.update(
+            {
+                "schedule_rng": self.rng.bit_generator.state,
+                "warmup_queue": list(self._warmup_queue),
+                "next": self._next,
+                "cursor": self._cursor,
+                "events": self.events,
+                "counters": [dict(c) for c in self.counters],
+                "learned": [sorted(s) for s in self.learned],
+                "last_losses": [None if math.isnan(v) else float(v) for v in self.last_losses],
+                "buffers": buffers,
+                "epoch_start_steps": list(self._epoch_start_steps),
+                "forwarded": self._forwarded,
+            }
+        )
         return arrays, values
 
     def load_resume_state(self, arrays, values):
@@ -303,9 +367,14 @@ class AsyncDGLTrainer(DGLTrainer):
         for j, (buffer, saved) in enumerate(zip(self.buffers, values["buffers"])):
             buffer.entries = []
             for k, e in enumerate(saved["entries"]):
-                entry = ReplayEntry(asarray(arrays[f"buffer{j}/entry{k}/payload"]),
-                                    asarray(arrays[f"buffer{j}/entry{k}/labels"]),
-                                    e["serial"], e["produced_at"], e["samples"], e["origin"])
+                entry = ReplayEntry(
+                    asarray(arrays[f"buffer{j}/entry{k}/payload"]),
+                    asarray(arrays[f"buffer{j}/entry{k}/labels"]),
+                    e["serial"],
+                    e["produced_at"],
+                    e["samples"],
+                    e["origin"],
+                )
                 entry.uses = e["uses"]
                 buffer.entries.append(entry)
             buffer.pushed, buffer.dropped_unused = saved["pushed"], saved["dropped_unused"]
@@ -336,7 +405,9 @@ class AsyncDGLTrainer(DGLTrainer):
                 "replayed_samples": c["replayed_samples"],
                 "skipped_batches": self.counters[0]["steps"] - c["fresh_batches"],
                 "pick_share": c["picks"] / self.events if self.events else 0.0,
-                "mean_reuse": (c["steps"] / c["served_entries"] if c["served_entries"] else 0.0) if from_buffer else 1.0,
+                "mean_reuse": (c["steps"] / c["served_entries"] if c["served_entries"] else 0.0)
+                if from_buffer
+                else 1.0,
                 "mean_staleness": (c["staleness_sum"] / c["steps"] if c["steps"] else 0.0) if from_buffer else 0.0,
                 "max_staleness": c["max_staleness"],
             }
@@ -346,12 +417,24 @@ class AsyncDGLTrainer(DGLTrainer):
         buffers = []
         for j, (buffer, raw) in enumerate(zip(self.buffers, self.raw_bytes_per_sample)):
             stored = buffer.bytes_per_sample()  # measured over every push; 0.0 before the first
-            info = {"after_module": j, "codec": buffer.codec.name, "raw_bytes_per_sample": raw,
-                    "stored_bytes_per_sample": float(stored), "compression": raw / stored if stored else None}
+            info = {
+                "after_module": j,
+                "codec": buffer.codec.name,
+                "raw_bytes_per_sample": raw,
+                "stored_bytes_per_sample": float(stored),
+                "compression": raw / stored if stored else None,
+            }
             if buffer.codec.name == "vq":
                 info["codebook_bytes"] = buffer.codec.codebook_bytes()
             buffers.append(info)
-        return {"schedule": self.schedule, "buffer_size": self.buffers[0].capacity if self.buffers else 0,
-                "reuse_cap": self.buffers[0].reuse_cap if self.buffers else None, "warmup": self.warmup,
-                "slow_module": self.slow_module, "slowdown": self.slowdown, "events": self.events,
-                "modules": modules, "buffers": buffers}
+        return {
+            "schedule": self.schedule,
+            "buffer_size": self.buffers[0].capacity if self.buffers else 0,
+            "reuse_cap": self.buffers[0].reuse_cap if self.buffers else None,
+            "warmup": self.warmup,
+            "slow_module": self.slow_module,
+            "slowdown": self.slowdown,
+            "events": self.events,
+            "modules": modules,
+            "buffers": buffers,
+        }

@@ -8,6 +8,7 @@ pass of every block above it have run.
 loss: "ce" (softmax cross-entropy, the default) or "bce" (sigmoid + binary cross-entropy against one-hot
 targets, mean over N * classes: the DRTP reference code's loss, for its BP baseline).
 """
+
 from .. import functional as F
 from .base import Trainer
 

@@ -4,6 +4,7 @@ A trainer owns a model (a `Sequential` of blocks) and the optimizers that update
 one question — *where does each block's gradient come from?* — inside `train_step`; everything else
 (data, epochs, evaluation, checkpoints, progress) is the shared loop in `tinydgl.train`.
 """
+
 import numpy as np
 
 from .. import functional as F
@@ -129,6 +130,8 @@ class Trainer:
             module.load_state_dict(state["aux"].get(name, {}))
         optimizers = self.optimizers()
         if len(optimizers) != len(state["optimizers"]):
-            raise ValueError(f"checkpoint has {len(state['optimizers'])} optimizer states, this trainer has {len(optimizers)}.")
+            raise ValueError(
+                f"checkpoint has {len(state['optimizers'])} optimizer states, this trainer has {len(optimizers)}."
+            )
         for opt, s in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(s)

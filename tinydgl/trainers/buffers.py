@@ -12,6 +12,7 @@ of the activations:
 
 Nothing here knows about modules or schedules, so a multi-process runtime can reuse both classes.
 """
+
 import math
 
 import numpy as np
@@ -82,8 +83,9 @@ class VQCodec(Module):
 
     name = "vq"
 
-    def __init__(self, shape, codebook_size=256, subvector=8, decay=0.99, restart_after=20, seed=0,
-                 dtype="float32", chunk=8192):
+    def __init__(
+        self, shape, codebook_size=256, subvector=8, decay=0.99, restart_after=20, seed=0, dtype="float32", chunk=8192
+    ):
         super().__init__()
         if codebook_size < 2:
             raise ValueError(f"codebook_size must be at least 2, got {codebook_size}.")
@@ -170,7 +172,7 @@ class VQCodec(Module):
         c_sq = xp.sum(codebook * codebook, axis=-1)[:, None, :]  # (g, 1, K)
         out, n = [], int(v.shape[1])
         for start in range(0, n, self.chunk):
-            part = v[:, start:min(start + self.chunk, n), :]
+            part = v[:, start : min(start + self.chunk, n), :]
             # ||v||^2 is the same for every codeword, so it does not change the argmin: left out.
             dist = c_sq - 2 * xp.matmul(part, xp.matrix_transpose(codebook))
             out.append(xp.argmin(dist, axis=-1))
@@ -182,9 +184,9 @@ class VQCodec(Module):
         ks = xp.reshape(arange_like(v, self.k, dtype=codes.dtype), (1, 1, self.k))
         counts, sums, n = 0, 0, int(v.shape[1])
         for start in range(0, n, self.chunk):
-            onehot = xp.astype(codes[:, start:min(start + self.chunk, n), None] == ks, v.dtype)  # (g, n, K)
+            onehot = xp.astype(codes[:, start : min(start + self.chunk, n), None] == ks, v.dtype)  # (g, n, K)
             counts = counts + xp.sum(onehot, axis=1)
-            sums = sums + xp.matmul(xp.matrix_transpose(onehot), v[:, start:min(start + self.chunk, n), :])
+            sums = sums + xp.matmul(xp.matrix_transpose(onehot), v[:, start : min(start + self.chunk, n), :])
         return counts, sums
 
     def _random_vectors(self, v, how_many):

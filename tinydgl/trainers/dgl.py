@@ -10,6 +10,7 @@ code's layer-wise training of "Training neural networks with local error signals
 - `GreedyTrainer` (Bengio et al. 2007; Belilovsky et al. 2019): module 1 alone for E epochs, then it is
   frozen (batch-norm statistics included) and module 2 trains on its outputs, and so on.
 """
+
 from .heads import PREDSIM_BETA, aux_head
 from .local import LocalTrainer, modules_from_groups, split_blocks
 
@@ -17,6 +18,7 @@ from .local import LocalTrainer, modules_from_groups, split_blocks
 def head_factory(model, aux, seed, predsim_beta=PREDSIM_BETA):
     """make_head(j, shape, block) for `modules_from_groups`: module j's auxiliary head of kind `aux` (on a
     block output of `shape`), seeded from `seed` + 1000 + j in the model's dtype. Used by dgl and fg."""
+
     def make_head(j, shape, block):
         dtype = model.parameters()[0].data.dtype
         return aux_head(aux, shape, model.num_classes, seed=seed + 1000 + j, dtype=dtype, beta=predsim_beta)
@@ -29,8 +31,17 @@ class DGLTrainer(LocalTrainer):
 
     name = "dgl"
 
-    def __init__(self, model, make_optimizer, aux="mlp", modules=None, boundaries=None, label_smoothing=0.0, seed=0,
-                 predsim_beta=PREDSIM_BETA):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        aux="mlp",
+        modules=None,
+        boundaries=None,
+        label_smoothing=0.0,
+        seed=0,
+        predsim_beta=PREDSIM_BETA,
+    ):
         super().__init__(model)
         self.groups = split_blocks(len(model.layers) - 1, modules, boundaries)
         make_head = head_factory(model, aux, seed, predsim_beta)
@@ -49,11 +60,23 @@ class GreedyTrainer(DGLTrainer):
     parallel: tuple = ()
     parallel_note = "greedy trains one module at a time"
 
-    def __init__(self, model, make_optimizer, epochs_per_module=1, aux="mlp", modules=None, boundaries=None,
-                 label_smoothing=0.0, seed=0, predsim_beta=PREDSIM_BETA):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        epochs_per_module=1,
+        aux="mlp",
+        modules=None,
+        boundaries=None,
+        label_smoothing=0.0,
+        seed=0,
+        predsim_beta=PREDSIM_BETA,
+    ):
         if aux == "sim":
-            raise ValueError("greedy predicts with the current module's head until its last stage, and the sim head "
-                             "has no classifier: use --aux predsim or pred (or --trainer dgl with --aux sim).")
+            raise ValueError(
+                "greedy predicts with the current module's head until its last stage, and the sim head "
+                "has no classifier: use --aux predsim or pred (or --trainer dgl with --aux sim)."
+            )
         super().__init__(model, make_optimizer, aux, modules, boundaries, label_smoothing, seed, predsim_beta)
         if epochs_per_module < 1:
             raise ValueError(f"epochs_per_module must be at least 1, got {epochs_per_module}.")

@@ -11,6 +11,7 @@ on what block i+1 sends back to its input: the true gradient at the top, bootstr
 Paper: Jaderberg et al., "Decoupled Neural Interfaces using Synthetic Gradients", ICML 2017.
 Design notes (groups, why one process is slower than backprop): docs/methods/dni.md.
 """
+
 import copy
 
 import numpy as np
@@ -30,6 +31,7 @@ ACTIVATIONS = (ReLU, LeakyReLU, Tanh)  # what "pre-activation" moves from a bloc
 
 
 # --- synthesizers --------------------------------------------------------------------------------------
+
 
 class ConcatLabel(Module):
     """cDNI for flat activations: (N, D) and a one-hot label (N, K) -> (N, D + K).
@@ -110,6 +112,42 @@ class Synthesizer(Module):
         return f"Synthesizer(\n{inner}\n)"
 
 
+def _checked_kind(kind, shape, zero_init):
+    """The synthesizer kind for per-example `shape` ("auto" resolved), or a ValueError saying what fits."""
+    flat = len(shape) == 1
+    if len(shape) not in (1, 3):
+        raise ValueError(f"synthesizers handle activations of shape (N, D) or (N, C, H, W), got per-example {shape}.")
+    if kind == "auto":
+        kind = "mlp" if flat else "conv"
+    if zero_init not in ZERO_INITS:
+        raise ValueError(f"Unknown synthesizer zero_init {zero_init!r}; choose one of: {', '.join(ZERO_INITS)}.")
+    if kind in ("mlp", "mlp1") and not flat:
+        raise ValueError(
+            f"the '{kind}' synthesizer is for flat activations, got per-example shape {shape}; use 'conv' or 'linear'."
+        )
+    if kind == "conv" and flat:
+        raise ValueError(
+            f"the 'conv' synthesizer is for 4-D activations, got per-example shape {shape}; use 'mlp' or 'linear'."
+        )
+    return kind
+
+
+def _koz4k_first_layer(width, hidden, num_classes, rng, dtype):
+    """koz4k's mlp1 first layer: Linear(width [+ K], hidden). For cDNI koz4k's BasicSynthesizer adds two Linear
+    layers, input_trigger(h) + input_context(label), each drawn with PyTorch's bounds for its own fan-in: the
+    label's rows (1/sqrt(K)) start larger than one Linear on [h, label] would draw them (1/sqrt(D + K)), and so
+    does the bias (a sum of two)."""
+    first = Linear(width + (num_classes or 0), hidden, rng=rng, dtype=dtype)
+    if num_classes is not None:
+        k, d = num_classes, width
+        xp = array_namespace(first.weight.data)
+        rows = [init_uniform(rng, (d, hidden), d**-0.5, dtype), init_uniform(rng, (k, hidden), k**-0.5, dtype)]
+        first.weight.data = xp.concat(rows, axis=0)
+        bias = init_uniform(rng, (hidden,), d**-0.5, dtype)
+        first.bias.data = bias + init_uniform(rng, (hidden,), k**-0.5, dtype)
+    return first
+
+
 def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_channels=128, zero_init="weight+bias"):
     """A synthesizer for activations of per-example `shape` ((D,) or (C, H, W)).
 
@@ -123,18 +161,7 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_ch
     zero before training; "weight" (koz4k's) zeroes the weight only, the bias keeping its random init.
     """
     flat = len(shape) == 1
-    if len(shape) not in (1, 3):
-        raise ValueError(f"synthesizers handle activations of shape (N, D) or (N, C, H, W), got per-example {shape}.")
-    if kind == "auto":
-        kind = "mlp" if flat else "conv"
-    if zero_init not in ZERO_INITS:
-        raise ValueError(f"Unknown synthesizer zero_init {zero_init!r}; choose one of: {', '.join(ZERO_INITS)}.")
-    if kind in ("mlp", "mlp1") and not flat:
-        raise ValueError(f"the '{kind}' synthesizer is for flat activations, got per-example shape {shape}; "
-                         "use 'conv' or 'linear'.")
-    if kind == "conv" and flat:
-        raise ValueError(f"the 'conv' synthesizer is for 4-D activations, got per-example shape {shape}; "
-                         "use 'mlp' or 'linear'.")
+    kind = _checked_kind(kind, shape, zero_init)
     width = shape[0]
     conditioning = None
     if num_classes is not None:
@@ -148,26 +175,29 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_ch
         layers = [Linear(width_in, width, rng=rng, dtype=dtype) if flat else conv(width_in, width)]
     elif kind == "mlp1":
         hidden = hidden or 256
-        first = Linear(width_in, hidden, rng=rng, dtype=dtype)
-        if num_classes is not None:
-            # koz4k's BasicSynthesizer adds two Linear layers, input_trigger(h) + input_context(label), each
-            # drawn with PyTorch's bounds for its own fan-in: the label's rows (1/sqrt(K)) start larger than
-            # one Linear on [h, label] would draw them (1/sqrt(D + K)), and so does the bias (a sum of two).
-            k, d = num_classes, width
-            xp = array_namespace(first.weight.data)
-            first.weight.data = xp.concat([init_uniform(rng, (d, hidden), d ** -0.5, dtype),
-                                           init_uniform(rng, (k, hidden), k ** -0.5, dtype)], axis=0)
-            first.bias.data = init_uniform(rng, (hidden,), d ** -0.5, dtype) + init_uniform(rng, (hidden,), k ** -0.5, dtype)
+        first = _koz4k_first_layer(width, hidden, num_classes, rng, dtype)
         layers = [first, ReLU(), Linear(hidden, width, rng=rng, dtype=dtype)]
     elif kind == "mlp":
         hidden = hidden or 1024
-        layers = [Linear(width_in, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
-                  Linear(hidden, hidden, rng=rng, dtype=dtype), BatchNorm1d(hidden, dtype=dtype), ReLU(),
-                  Linear(hidden, width, rng=rng, dtype=dtype)]
+        layers = [
+            Linear(width_in, hidden, rng=rng, dtype=dtype),
+            BatchNorm1d(hidden, dtype=dtype),
+            ReLU(),
+            Linear(hidden, hidden, rng=rng, dtype=dtype),
+            BatchNorm1d(hidden, dtype=dtype),
+            ReLU(),
+            Linear(hidden, width, rng=rng, dtype=dtype),
+        ]
     elif kind == "conv":
-        layers = [conv(width_in, conv_channels), BatchNorm2d(conv_channels, dtype=dtype), ReLU(),
-                  conv(conv_channels, conv_channels), BatchNorm2d(conv_channels, dtype=dtype), ReLU(),
-                  conv(conv_channels, width)]
+        layers = [
+            conv(width_in, conv_channels),
+            BatchNorm2d(conv_channels, dtype=dtype),
+            ReLU(),
+            conv(conv_channels, conv_channels),
+            BatchNorm2d(conv_channels, dtype=dtype),
+            ReLU(),
+            conv(conv_channels, width),
+        ]
     else:
         raise ValueError(f"Unknown synthesizer {kind!r}; choose one of: {', '.join(SYNTHESIZERS)}.")
     # Zero-initialise the last layer, as Jaderberg et al. do: training starts from zero synthetic gradients,
@@ -179,6 +209,7 @@ def build_synthesizer(kind, shape, num_classes, rng, dtype, hidden=None, conv_ch
 
 
 # --- the trainer ---------------------------------------------------------------------------------------
+
 
 class DNITrainer(Trainer):
     """Synthetic-gradient training (DNI; cDNI with `conditioned=True`). Why each default, with measurements:
@@ -211,10 +242,25 @@ class DNITrainer(Trainer):
     talks_back = True  # on those workers, each synthesizer's target comes back down a link
     pipeline_unit_name = "group(s) of blocks between synthesizers"
 
-    def __init__(self, model, make_optimizer, synthesizer="linear", interfaces=None, update_prob=1.0, sg_scale=1.0,
-                 bp_lambda=0.0, conditioned=False, label_smoothing=0.0, seed=0, synth_optimizer=None,
-                 synth_hidden=None, synth_channels=128, synth_placement="post-activation", synth_units="per-example",
-                 synth_zero_init="weight+bias"):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        synthesizer="linear",
+        interfaces=None,
+        update_prob=1.0,
+        sg_scale=1.0,
+        bp_lambda=0.0,
+        conditioned=False,
+        label_smoothing=0.0,
+        seed=0,
+        synth_optimizer=None,
+        synth_hidden=None,
+        synth_channels=128,
+        synth_placement="post-activation",
+        synth_units="per-example",
+        synth_zero_init="weight+bias",
+    ):
         super().__init__(model)
         if synth_placement not in PLACEMENTS:
             raise ValueError(f"Unknown synth_placement {synth_placement!r}; choose one of: {', '.join(PLACEMENTS)}.")
@@ -257,9 +303,11 @@ class DNITrainer(Trainer):
             for below, above in zip(groups[:-1], groups[1:]):
                 layers = list(getattr(below[-1], "layers", [below[-1]]))
                 if not isinstance(layers[-1], ACTIVATIONS):
-                    raise ValueError(f"synth_placement 'pre-activation' reads a block before its last activation, "
-                                     f"but this interface block ends with {type(layers[-1]).__name__} (mlp blocks end "
-                                     f"with their activation; conv blocks with a pool): use 'post-activation'.")
+                    raise ValueError(
+                        f"synth_placement 'pre-activation' reads a block before its last activation, "
+                        f"but this interface block ends with {type(layers[-1]).__name__} (mlp blocks end "
+                        f"with their activation; conv blocks with a pool): use 'post-activation'."
+                    )
                 below[-1] = Sequential(*layers[:-1])
                 above.insert(0, layers[-1])
         return [Sequential(*g) for g in groups]
@@ -270,22 +318,33 @@ class DNITrainer(Trainer):
             return list(range(num_blocks - 1))
         chosen = sorted(set(int(i) for i in interfaces))
         if chosen and (chosen[0] < 0 or chosen[-1] > num_blocks - 2):
-            raise ValueError(f"interfaces are indices of blocks followed by a synthesizer, in 0..{num_blocks - 2} "
-                             f"for this {num_blocks}-block model (not the classifier); got {list(interfaces)}.")
+            raise ValueError(
+                f"interfaces are indices of blocks followed by a synthesizer, in 0..{num_blocks - 2} "
+                f"for this {num_blocks}-block model (not the classifier); got {list(interfaces)}."
+            )
         return chosen
 
     def _build_synthesizers(self, bounds):
         if getattr(self.model, "input_shape", None) is None:
-            raise ValueError("DNI sizes its synthesizers from the model's activations and needs model.input_shape "
-                             "(C, H, W): build the model with tinydgl.models.build_model, or set it by hand.")
+            raise ValueError(
+                "DNI sizes its synthesizers from the model's activations and needs model.input_shape "
+                "(C, H, W): build the model with tinydgl.models.build_model, or set it by hand."
+            )
         block_shapes = block_output_shapes(self.model)
         interface_shapes = [block_shapes[b - 1] for b in bounds[1:-1]]  # the output of each group but the top
         self.num_classes, self.dtype = block_shapes[-1][0], self.model.parameters()[0].data.dtype
         rng = default_rng(self.seed)
         self.synthesizers = [
-            build_synthesizer(self.synthesizer_kind, shape, self.num_classes if self.conditioned else None, rng,
-                              self.dtype, hidden=self.synth_hidden, conv_channels=self.synth_channels,
-                              zero_init=self.synth_zero_init)
+            build_synthesizer(
+                self.synthesizer_kind,
+                shape,
+                self.num_classes if self.conditioned else None,
+                rng,
+                self.dtype,
+                hidden=self.synth_hidden,
+                conv_channels=self.synth_channels,
+                zero_init=self.synth_zero_init,
+            )
             for shape in interface_shapes
         ]
         self.synth_optimizers = [self.make_synth_optimizer(m.parameters()) for m in self.synthesizers]
@@ -461,6 +520,7 @@ class DNITrainer(Trainer):
             if scratch._held:
                 scratch.stage_learn_from_above(out * 0)
             return loss, out
+
         return run
 
     def _gradient(self, i, from_above):

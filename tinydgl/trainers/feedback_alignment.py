@@ -11,6 +11,7 @@ Papers: FA, Lillicrap et al., Nature Communications 2016; DFA, Nøkland, NeurIPS
 shallow floor, Frenkel, Lefebvre, Bol, Frontiers in Neuroscience 2021.
 Design notes (the output loss, `feedback_scale` "mean" vs "sum", which engines): docs/methods/feedback-alignment.md.
 """
+
 import math
 
 import numpy as np
@@ -24,6 +25,8 @@ from .local import LocalModule, LocalTrainer, block_output_shapes
 
 FEEDBACK_INITS = ("kaiming", "lls-dnn")
 FEEDBACK_SCALES = ("mean", "sum")
+
+
 # The output layer's loss: softmax cross-entropy (tinydgl's default), or sigmoid + binary cross-entropy
 # against one-hot targets, the DRTP reference code's (mean over N * classes, as PyTorch's BCELoss).
 def _check_scale(feedback_scale):
@@ -103,8 +106,16 @@ class DFATrainer(OutputLoss, Trainer):
     name = "dfa"
     parallel_note = "DFA needs each batch's output error sent back to every module; not yet"
 
-    def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0,
-                 feedback_scale="mean"):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        feedback_init="kaiming",
+        loss="ce",
+        label_smoothing=0.0,
+        seed=0,
+        feedback_scale="mean",
+    ):
         super().__init__(model)
         self._init_loss(loss, label_smoothing)
         self.feedback_scale = _check_scale(feedback_scale)
@@ -191,15 +202,25 @@ class DRTPTrainer(OutputLoss, LocalTrainer):
 
     name = "drtp"
 
-    def __init__(self, model, make_optimizer, feedback_init="kaiming", loss="ce", label_smoothing=0.0, seed=0,
-                 feedback_scale="mean"):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        feedback_init="kaiming",
+        loss="ce",
+        label_smoothing=0.0,
+        seed=0,
+        feedback_scale="mean",
+    ):
         super().__init__(model)
         self._init_loss(loss, label_smoothing)
         self.feedback_init, self.feedback_scale = feedback_init, _check_scale(feedback_scale)
         blocks = model.layers
         feedback = block_feedback(model, default_rng([seed, 5003]), feedback_init, _dtype(model))
-        self.modules = [RandomTargetModule(Sequential(block), b, make_optimizer, feedback_scale)
-                        for block, b in zip(blocks[:-1], feedback)]
+        self.modules = [
+            RandomTargetModule(Sequential(block), b, make_optimizer, feedback_scale)
+            for block, b in zip(blocks[:-1], feedback)
+        ]
         self.modules.append(OutputModule(Sequential(blocks[-1]), make_optimizer, self.output_loss))
 
 

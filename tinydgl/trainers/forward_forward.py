@@ -11,6 +11,7 @@ Paper: Hinton, "The Forward-Forward Algorithm", arXiv 2212.13345; reference code
 Design notes (the step, the two predictions, inputs, optimizer, differences from the reference):
 docs/methods/forward-forward.md.
 """
+
 import math
 
 import numpy as np
@@ -55,9 +56,11 @@ def _described_input(model):
     linears = [m for m in layers if isinstance(m, Linear)]
     if other or not linears:
         found = f"one with {', '.join(other)} layers" if other else "one without Linear layers"
-        raise ValueError(f"ff trains a fully connected network of its own (widths: ff_hidden) and reads only the input "
-                         f"size and classes from the model it is given, which must be fully connected (--model mlp); "
-                         f"got {found}.")
+        raise ValueError(
+            f"ff trains a fully connected network of its own (widths: ff_hidden) and reads only the input "
+            f"size and classes from the model it is given, which must be fully connected (--model mlp); "
+            f"got {found}."
+        )
     shape = getattr(model, "input_shape", None)
     classes = getattr(model, "num_classes", None) or linears[-1].out_features
     return linears[0].in_features, shape, int(classes), linears[0].weight.data.dtype
@@ -71,13 +74,26 @@ class FFTrainer(Trainer):
 
     name = "ff"
 
-    def __init__(self, model, make_optimizer, ff_hidden=(1000, 1000, 1000), ff_relu_grad="full", peer_norm=0.03,
-                 ff_predict="linear", ff_classifier_lr_scale=10.0, ff_classifier_wd_scale=10.0, input_mean=0.0,
-                 input_std=1.0, seed=0):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        ff_hidden=(1000, 1000, 1000),
+        ff_relu_grad="full",
+        peer_norm=0.03,
+        ff_predict="linear",
+        ff_classifier_lr_scale=10.0,
+        ff_classifier_wd_scale=10.0,
+        input_mean=0.0,
+        input_std=1.0,
+        seed=0,
+    ):
         hidden = [int(h) for h in ff_hidden]
         if len(hidden) < 2 or min(hidden) < 1:
-            raise ValueError(f"ff_hidden must list 2 or more positive widths (both predictions read every layer "
-                             f"but the first), got {list(ff_hidden)}.")
+            raise ValueError(
+                f"ff_hidden must list 2 or more positive widths (both predictions read every layer "
+                f"but the first), got {list(ff_hidden)}."
+            )
         if ff_relu_grad not in FF_RELU_GRADS:
             raise ValueError(f"Unknown ff_relu_grad {ff_relu_grad!r}; choose one of: {', '.join(FF_RELU_GRADS)}.")
         if ff_predict not in FF_PREDICTIONS:
@@ -87,13 +103,17 @@ class FFTrainer(Trainer):
         if not input_std > 0:
             raise ValueError(f"input_std must be positive, got {input_std}.")
         if not (ff_classifier_lr_scale > 0 and ff_classifier_wd_scale >= 0):
-            raise ValueError(f"ff_classifier_lr_scale must be positive and ff_classifier_wd_scale 0 or more, got "
-                             f"{ff_classifier_lr_scale} and {ff_classifier_wd_scale}.")
+            raise ValueError(
+                f"ff_classifier_lr_scale must be positive and ff_classifier_wd_scale 0 or more, got "
+                f"{ff_classifier_lr_scale} and {ff_classifier_wd_scale}."
+            )
         features, shape, classes, dtype = _described_input(model)
         width = shape[-1] if shape is not None else features
         if width < classes:
-            raise ValueError(f"ff writes the label into the first {classes} pixels of the first row, but the images "
-                             f"are {width} pixels wide.")
+            raise ValueError(
+                f"ff writes the label into the first {classes} pixels of the first row, but the images "
+                f"are {width} pixels wide."
+            )
         self.num_classes, self.hidden = classes, hidden
         self.ff_relu_grad, self.peer_norm, self.ff_predict = ff_relu_grad, float(peer_norm), ff_predict
         rng = default_rng([seed, 5201])
@@ -138,7 +158,7 @@ class FFTrainer(Trainer):
         labels = xp.astype(labels, flat.dtype)
         if self.input_std != 1.0 or self.input_mean != 0.0:
             labels = (labels - self.input_mean) / self.input_std
-        return xp.concat([labels, flat[:, self.num_classes:]], axis=1)
+        return xp.concat([labels, flat[:, self.num_classes :]], axis=1)
 
     def wrong_labels(self, y):
         """A uniformly drawn label other than y[i] for every i, from the seeded host generator.
@@ -224,7 +244,7 @@ class FFTrainer(Trainer):
         xp = array_namespace(x)
         n, classes = int(x.shape[0]), self.num_classes
         eye = asarray(np.eye(classes), dtype=x.dtype, like=x)
-        labelled = [self.embed(x, xp.broadcast_to(eye[c:c + 1, :], (n, classes))) for c in range(classes)]
+        labelled = [self.embed(x, xp.broadcast_to(eye[c : c + 1, :], (n, classes))) for c in range(classes)]
         rows = xp.concat(labelled, axis=0)  # label 0 for every image, then label 1, ...
         total = None
         for z in self._activities(rows)[1:]:
@@ -270,7 +290,9 @@ class FFTrainer(Trainer):
     def stats(self):
         """The last step's per-layer BCE and peer penalty and classifier loss; the last evaluation's
         accuracy and loss of both predictions (which the command's metrics JSON keeps as trainer_stats)."""
-        last_step = {k: [float(v) for v in vs] if isinstance(vs, list) else float(vs) for k, vs in self.last_step.items()}
+        last_step = {
+            k: [float(v) for v in vs] if isinstance(vs, list) else float(vs) for k, vs in self.last_step.items()
+        }
         return {"predict": self.ff_predict, "last_step": last_step, "last_evaluation": self.last_evaluation}
 
     # --- exact resume -------------------------------------------------------------------------------

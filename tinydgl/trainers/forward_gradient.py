@@ -11,18 +11,13 @@ Papers: Baydin et al. 2022, "Gradients without backpropagation"; Ren et al., ICL
 gradient with local losses"; Fournier et al., ICML 2023, "Can forward gradient match backpropagation?".
 Design notes (each option, the per-example slopes, batch norm): docs/methods/forward-gradient.md.
 """
+
 import math
 
 from .. import functional as F
 from ..backend import array_namespace, asarray, default_rng
 from .dgl import head_factory
-from .local import (
-    LocalModule,
-    LocalTrainer,
-    block_output_shapes,
-    modules_from_groups,
-    split_blocks,
-)
+from .local import LocalModule, LocalTrainer, block_output_shapes, modules_from_groups, split_blocks
 
 FG_MODES = ("weight", "activity")
 FG_LOSSES = ("global", "local")
@@ -106,8 +101,9 @@ class ForwardGradientModule(LocalModule):
                 pushes.append(push)
             # One slope per example: example n's loss along its own directions. Each example's estimate
             # then carries only its own direction's noise, not the batch's (Ren et al. section 3).
-            loss, slopes = F.softmax_cross_entropy_row_jvp(logits, y, self.logits_tangent(tangent),
-                                                           self.label_smoothing)
+            loss, slopes = F.softmax_cross_entropy_row_jvp(
+                logits, y, self.logits_tangent(tangent), self.label_smoothing
+            )
             for i, push in enumerate(pushes):
                 share = xp.reshape(slopes * (1.0 / self.directions), (-1,) + (1,) * (push.ndim - 1)) * push
                 output_grads[i] = share if output_grads[i] is None else output_grads[i] + share
@@ -132,7 +128,7 @@ class ForwardGradientModule(LocalModule):
         blocks = self.body.layers
         for k, guess in enumerate(self.local_guesses(logits, y, outputs)):
             tangent = guess  # pushed into block k's output alone, carried up to the loss
-            for block in blocks[k + 1:]:
+            for block in blocks[k + 1 :]:
                 tangent = block.jvp(tangent)
             loss, slopes = F.softmax_cross_entropy_row_jvp(logits, y, tangent, self.label_smoothing)
             # Project the global gradient on the guess, example by example: <grad L_n, guess_n> / |guess_n|^2.
@@ -155,8 +151,20 @@ class ForwardGradientTrainer(LocalTrainer):
 
     name = "fg"
 
-    def __init__(self, model, make_optimizer, fg_mode="weight", fg_loss="global", fg_directions=1, fg_guess="random",
-                 aux="linear", modules=None, boundaries=None, label_smoothing=0.0, seed=0):
+    def __init__(
+        self,
+        model,
+        make_optimizer,
+        fg_mode="weight",
+        fg_loss="global",
+        fg_directions=1,
+        fg_guess="random",
+        aux="linear",
+        modules=None,
+        boundaries=None,
+        label_smoothing=0.0,
+        seed=0,
+    ):
         super().__init__(model)
         if fg_mode not in FG_MODES:
             raise ValueError(f"fg mode must be one of {', '.join(FG_MODES)}, got {fg_mode!r}.")
@@ -167,8 +175,10 @@ class ForwardGradientTrainer(LocalTrainer):
         if fg_guess not in FG_GUESSES:
             raise ValueError(f"fg guess must be one of {', '.join(FG_GUESSES)}, got {fg_guess!r}.")
         if fg_guess == "local" and (fg_mode, fg_loss, int(fg_directions)) != ("activity", "global", 1):
-            raise ValueError("--fg-guess local projects the global loss's gradient on a local one: use it with "
-                             "--fg-mode activity --fg-loss global, and one direction (the guess is one direction).")
+            raise ValueError(
+                "--fg-guess local projects the global loss's gradient on a local one: use it with "
+                "--fg-mode activity --fg-loss global, and one direction (the guess is one direction)."
+            )
         if fg_loss == "global" and (modules is not None or boundaries):
             raise ValueError("--modules/--boundaries cut the network for local losses: use them with --fg-loss local.")
         self.fg_mode, self.fg_loss, self.fg_directions = fg_mode, fg_loss, int(fg_directions)
@@ -185,8 +195,19 @@ class ForwardGradientTrainer(LocalTrainer):
             make_head, shapes = head_factory(model, aux, seed), block_output_shapes(model)
             guess_heads = [make_head(j, shapes[j], model.layers[j]) for j in range(num_hidden)]
         self.direction_rng = default_rng(seed + 2000)  # the directions' own generator, apart from the weights'
-        self.modules = [ForwardGradientModule(m.body, m.head, make_optimizer, fg_mode, self.fg_directions,
-                                              self.direction_rng, label_smoothing, guess_heads) for m in plain]
+        self.modules = [
+            ForwardGradientModule(
+                m.body,
+                m.head,
+                make_optimizer,
+                fg_mode,
+                self.fg_directions,
+                self.direction_rng,
+                label_smoothing,
+                guess_heads,
+            )
+            for m in plain
+        ]
 
     def auxiliary_modules(self):
         guess_heads = {f"guess{j}": head for m in self.modules for j, head in enumerate(m.guess_heads or [])}
@@ -207,4 +228,3 @@ class ForwardGradientTrainer(LocalTrainer):
         for module in self.modules:
             loss, x = module.estimate_gradients(x, y)
         return loss
-

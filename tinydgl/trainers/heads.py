@@ -7,6 +7,7 @@ DGL's heads ("mlp-sr", "mlp", "cnn", "linear") follow the DGL papers' code (`aux
 local-loss heads ("pred", "sim", "predsim", `LocalLossHead`) follow Nøkland & Eidnes, "Training neural networks
 with local error signals", ICML 2019 (anokland/local-loss). Each head's layers: docs/methods/auxiliary-heads.md.
 """
+
 import math
 
 from .. import functional as F
@@ -120,6 +121,12 @@ def aux_head(kind, shape, num_classes, seed=0, dtype="float32", beta=PREDSIM_BET
     if kind == "cnn":
         layers = []
         for _ in range(2):
-            layers += [Conv2d(c, c, 3, padding=1, bias=False, rng=rng, dtype=dtype), BatchNorm2d(c, dtype=dtype), ReLU()]
+            layers += [
+                Conv2d(c, c, 3, padding=1, bias=False, rng=rng, dtype=dtype),
+                BatchNorm2d(c, dtype=dtype),
+                ReLU(),
+            ]
         return Sequential(*layers, AdaptiveAvgPool2d(2), Flatten(), Linear(width, num_classes, rng=rng, dtype=dtype))
-    return Sequential(AdaptiveAvgPool2d(2), BatchNorm2d(c, dtype=dtype), Flatten(), Linear(width, num_classes, rng=rng, dtype=dtype))
+    return Sequential(
+        AdaptiveAvgPool2d(2), BatchNorm2d(c, dtype=dtype), Flatten(), Linear(width, num_classes, rng=rng, dtype=dtype)
+    )

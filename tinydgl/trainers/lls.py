@@ -10,10 +10,21 @@ Paper: arXiv 2405.15868; official code: github.com/mapolinario94/LLS-DNN. The lo
 
     AdaptiveAvgPool2d(p) -> Flatten -> L2Normalize -> FixedLinear(B) [-> ClassScale(m) | Linear(M)] -> Scale(1/T)
 """
+
 import numpy as np
 
 from ..backend import asarray, default_rng
-from ..nn import AdaptiveAvgPool2d, ClassScale, FixedLinear, Flatten, L2Normalize, Linear, PooledLinear, Scale, Sequential
+from ..nn import (
+    AdaptiveAvgPool2d,
+    ClassScale,
+    FixedLinear,
+    Flatten,
+    L2Normalize,
+    Linear,
+    PooledLinear,
+    Scale,
+    Sequential,
+)
 from ..ops.pool import adaptive_windows
 from .local import LocalModule, LocalTrainer, block_output_shapes
 
@@ -66,8 +77,18 @@ def _pooled_features(shape, local_pool):
     return [], shape[0]
 
 
-def lls_head(shape, local_pool, n_classes, waveform="sin", temperature=0.5, modulation=None, seed=0, dtype="float32",
-             local_width=None, basis_size=None):
+def lls_head(
+    shape,
+    local_pool,
+    n_classes,
+    waveform="sin",
+    temperature=0.5,
+    modulation=None,
+    seed=0,
+    dtype="float32",
+    local_width=None,
+    basis_size=None,
+):
     """The local classifier of one block whose output has `shape` ((C, H, W) or (D,)).
 
     modulation: None (LLS), "m" (LLS-M: a learnable vector, 0.01 * N(0, 1)) or "mxm" (LLS-MxM: a learnable
@@ -119,8 +140,18 @@ class LLSTrainer(LocalTrainer):
         self.modules.append(LocalModule(Sequential(blocks[-1]), None, make_optimizer, label_smoothing))
 
     def make_head(self, shape, block, n_classes, seed, dtype):
-        return lls_head(shape, block.local_pool, n_classes, self.waveform, self.temperature, self.modulation, seed=seed,
-                        dtype=dtype, local_width=getattr(block, "local_width", None), basis_size=self.basis_size)
+        return lls_head(
+            shape,
+            block.local_pool,
+            n_classes,
+            self.waveform,
+            self.temperature,
+            self.modulation,
+            seed=seed,
+            dtype=dtype,
+            local_width=getattr(block, "local_width", None),
+            basis_size=self.basis_size,
+        )
 
 
 class LLSMTrainer(LLSTrainer):
@@ -137,8 +168,9 @@ class LLSMxMTrainer(LLSTrainer):
     name = "lls-mxm"
     modulation = "mxm"
 
-    def __init__(self, model, make_optimizer, waveform="sin", temperature=0.5, label_smoothing=0.0, seed=0,
-                 basis_size=None):
+    def __init__(
+        self, model, make_optimizer, waveform="sin", temperature=0.5, label_smoothing=0.0, seed=0, basis_size=None
+    ):
         if basis_size is not None and int(basis_size) < 1:
             raise ValueError(f"basis_size must be a positive number of basis rows, got {basis_size}.")
         self.basis_size = basis_size  # before the heads are built

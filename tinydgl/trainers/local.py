@@ -9,6 +9,7 @@ locking), which is what lets modules run in parallel.
 `LocalModule.step` is that one rule, written once; DGL, greedy, async DGL and LLS differ only in how they
 cut the network, which heads they attach, and when each module runs.
 """
+
 import copy
 import math
 
@@ -75,7 +76,7 @@ def block_output_shapes(model, stages=None):
     model.eval()
     x = asarray(np.zeros((2, *model.input_shape)), dtype=model.parameters()[0].data.dtype)
     shapes = []
-    for stage in (model.layers if stages is None else stages):
+    for stage in model.layers if stages is None else stages:
         x = stage.forward(x)
         shapes.append(tuple(x.shape[1:]))
     model.train(was_training)
@@ -99,7 +100,9 @@ def split_blocks(num_hidden, modules=None, boundaries=None):
     else:
         k = num_hidden if modules is None else int(modules)
         if not 1 <= k <= num_hidden:
-            raise ValueError(f"--modules must be between 1 and {num_hidden} (the model's hidden blocks), got {modules}.")
+            raise ValueError(
+                f"--modules must be between 1 and {num_hidden} (the model's hidden blocks), got {modules}."
+            )
         sizes = [num_hidden // k + (1 if i < num_hidden % k else 0) for i in range(k)]
         edges = [0, *np.cumsum(sizes).tolist()]
     # END SOLUTION
@@ -177,8 +180,14 @@ class ModuleChain:
         return False
 
     def state(self):
-        return [{"body": m.body.state_dict(), "head": m.head.state_dict() if m.head is not None else None,
-                 "optimizer": m.optimizer.state_dict()} for m in self.modules]
+        return [
+            {
+                "body": m.body.state_dict(),
+                "head": m.head.state_dict() if m.head is not None else None,
+                "optimizer": m.optimizer.state_dict(),
+            }
+            for m in self.modules
+        ]
 
 
 def modules_from_groups(model, groups, make_head, make_optimizer, label_smoothing=0.0):

@@ -10,6 +10,7 @@ Paper: Dellaferrera & Kreiman, "Error-driven input modulation: solving the credi
 a backward pass", ICML 2022; official code GiorgiaD/PEPITA (fully connected, learn_type "ERIN").
 Design notes (F, the optimizer, where we differ from the official code): docs/methods/pepita.md.
 """
+
 import numpy as np
 
 from .. import functional as F
@@ -30,9 +31,11 @@ def block_linear(block, last):
     other = [type(layer).__name__ for layer in block.layers if not isinstance(layer, allowed)]
     if len(linears) != 1 or other:
         found = " -> ".join(type(layer).__name__ for layer in block.layers)
-        raise ValueError(f"pepita trains fully connected blocks of Linear -> activation (the official fully connected "
-                         f"code, without batch norm or dropout), and the output block is one Linear; this model has a "
-                         f"block {found}. Use --model mlp --no-batchnorm.")
+        raise ValueError(
+            f"pepita trains fully connected blocks of Linear -> activation (the official fully connected "
+            f"code, without batch norm or dropout), and the output block is one Linear; this model has a "
+            f"block {found}. Use --model mlp --no-batchnorm."
+        )
     return linears[0]
 
 
@@ -53,8 +56,9 @@ class PEPITATrainer(Trainer):
         input_dim = int(np.prod(model.input_shape))
         dtype = model.parameters()[0].data.dtype
         # Stored as (classes, *input shape) so that project(e, F) is F e for each example, in the input's shape.
-        projection = feedback_matrix((model.num_classes, *model.input_shape), input_dim, default_rng([seed, 5005]),
-                                     "kaiming", dtype)
+        projection = feedback_matrix(
+            (model.num_classes, *model.input_shape), input_dim, default_rng([seed, 5005]), "kaiming", dtype
+        )
         self.projection = projection * pepita_f_scale
 
     def optimizers(self):

@@ -3,6 +3,7 @@
 `tinydgl.course.grading.run_tests` runs this text with `python -c` in the graded tree's Python, so it depends
 on nothing of that tree (not even tinydgl). The rest of argv goes to pytest.
 """
+
 import json
 import sys
 

@@ -4,6 +4,7 @@ first on PYTHONPATH (tests/cupy_standin/__init__.py: `subprocess_env()`). Not a 
 CUPY_STANDIN_DEVICES=n: how many GPUs it pretends to have (default 1).
 CUPY_STANDIN_STATS=path: at exit, write the host<->device syncs and copies it counted, with call sites, as JSON.
 """
+
 import atexit
 import json
 import os
@@ -22,6 +23,7 @@ for _name, _module in _modules.items():
     sys.modules[_name] = _module
 
 if os.environ.get("CUPY_STANDIN_STATS"):
+
     def _write_stats(path=os.environ["CUPY_STANDIN_STATS"]):
         with open(f"{path}.{os.getpid()}", "w") as f:
             json.dump(_fake.STATS.as_dict(), f)
