@@ -205,10 +205,11 @@ def test_loss_jvp(backend_case, name):
     y = backend_case.put(np.array([0, 3, 1, 1, 2]))
     eps = 1e-6
     with backend_case.use():
-        loss, dloss = jvp(backend_case.put(logits), y, backend_case.put(dlogits))
-        assert loss == loss_fn(backend_case.put(logits), y)[0]
-        plus = loss_fn(backend_case.put(logits + eps * dlogits), y)[0]
-        minus = loss_fn(backend_case.put(logits - eps * dlogits), y)[0]
+        # losses are device scalars (read back only where a number is needed): float() reads each here
+        loss, dloss = (float(v) for v in jvp(backend_case.put(logits), y, backend_case.put(dlogits)))
+        assert loss == float(loss_fn(backend_case.put(logits), y)[0])
+        plus = float(loss_fn(backend_case.put(logits + eps * dlogits), y)[0])
+        minus = float(loss_fn(backend_case.put(logits - eps * dlogits), y)[0])
         assert dloss == pytest.approx((plus - minus) / (2 * eps), rel=1e-6)
         gradient = loss_fn(backend_case.put(logits), y)[1]
         assert dloss == pytest.approx(_dot(gradient, dlogits), rel=1e-10)
@@ -226,9 +227,9 @@ def test_other_loss_and_softmax_jvps(backend_case):
             (F.mse_loss, F.mse_loss_jvp, b),
             (F.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits_jvp, t),
         ]:
-            _, dloss = jvp(put(a), put(target), put(d))
+            dloss = float(jvp(put(a), put(target), put(d))[1])
             fd = (loss_fn(put(a + eps * d), put(target))[0] - loss_fn(put(a - eps * d), put(target))[0]) / (2 * eps)
-            assert dloss == pytest.approx(fd, rel=1e-6)
+            assert dloss == pytest.approx(float(fd), rel=1e-6)
         for fn, jvp in [(F.softmax, F.softmax_jvp), (F.log_softmax, F.log_softmax_jvp)]:
             fd = (to_numpy(fn(put(a + eps * d))) - to_numpy(fn(put(a - eps * d)))) / (2 * eps)
             np.testing.assert_allclose(to_numpy(jvp(put(a), put(d))), fd, rtol=1e-6, atol=1e-9)
