@@ -136,11 +136,11 @@ def log_softmax_jvp(logits, dlogits):
 
 
 def softmax_cross_entropy_jvp(logits, y, dlogits, label_smoothing=0.0):
-    """logits, dlogits: (N, C), y: (N,) -> (loss: float, dloss: float), the loss and its directional
+    """logits, dlogits: (N, C), y: (N,) -> (loss, dloss: float64 scalars on the device), the loss and its directional
     derivative along dlogits: -mean over rows of <target, log_softmax_jvp(logits, dlogits)>."""
     xp = array_namespace(logits)
     loss, rows = softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing)
-    return loss, float(xp.sum(rows))
+    return loss, float64_scalar(xp.sum(rows))
 
 
 def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
@@ -157,16 +157,16 @@ def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
 def mse_loss_jvp(pred, target, dpred):
     """pred, target, dpred: same shape -> (loss: float, dloss = mean of 2 (pred - target) * dpred)."""
     loss, dloss_dpred = mse_loss(pred, target)
-    return loss, float(array_namespace(pred).sum(dloss_dpred * dpred))
+    return loss, float64_scalar(array_namespace(pred).sum(dloss_dpred * dpred))
 
 
 def sigmoid_binary_cross_entropy_jvp(logits, y, dlogits):
     """logits, dlogits: (N, C), y: (N,) -> (loss, dloss = <sigmoid(logits) - onehot, dlogits> / (N * C))."""
     loss, grad = sigmoid_binary_cross_entropy(logits, y)
-    return loss, float(array_namespace(logits).sum(grad * dlogits))
+    return loss, float64_scalar(array_namespace(logits).sum(grad * dlogits))
 
 
 def binary_cross_entropy_with_logits_jvp(logits, targets, dlogits):
     """logits, targets, dlogits: same shape -> (loss, dloss = <sigmoid(logits) - targets, dlogits> / size)."""
     loss, grad = binary_cross_entropy_with_logits(logits, targets)
-    return loss, float(array_namespace(logits).sum(grad * dlogits))
+    return loss, float64_scalar(array_namespace(logits).sum(grad * dlogits))
