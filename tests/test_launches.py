@@ -255,3 +255,21 @@ def test_each_kernel_declaration_matches_its_twin_and_cupy_parses_it():
     for kernel in KERNELS.values():
         parsed = cupy.ElementwiseKernel(kernel.in_params, kernel.out_params, kernel.operation, kernel.name)
         assert (parsed.nin, parsed.nout) == (kernel.in_params.count(",") + 1, kernel.out_params.count(",") + 1)
+
+
+def test_a_conv_on_the_gpu_takes_the_device_workspace(monkeypatch):
+    """The patch matrix of a conv is cut into batch slices that fit the CPU's 32 MiB on NumPy, and the GPU's
+    larger workspace on CuPy (each slice is its own launches): the same conv takes fewer slices there."""
+    import tinydgl.ops.conv as conv
+
+    asked = []
+    original = conv._image_slices
+    monkeypatch.setattr(conv, "_image_slices", lambda *a: asked.append(a[-1]) or original(*a))
+    x, w = np.ones((2, 3, 6, 6), np.float32), np.ones((4, 3, 3, 3), np.float32)
+    tinydgl.functional.conv2d_forward(x, w, None, 1, 1, portable=True)
+    with standin_cupy():
+        tinydgl.set_backend("cupy")
+        tinydgl.functional.conv2d_forward(asarray(x), asarray(w), None, 1, 1)
+    assert asked == [False, True]
+    # 128 images of 32x32 outputs, 3x3 over 64 channels, float32: 302 MB of patches
+    assert len(original(128, 32 * 32, 576, 4)) == 10 and len(original(128, 32 * 32, 576, 4, True)) == 1
