@@ -255,7 +255,8 @@ RECIPES = {
             files="args.py (defaults), model/small_net.py",
             authors_epochs="101 (lr x0.2 every 30)",
             note="the global loss's forward gradient along local guesses (an MLP head per block), activity "
-            "perturbation (their LocalFG-A), SGD 0.05, momentum 0.9, weight decay 5e-4, batch 128; tinydgl's "
+            "perturbation (LocalFG-A; args.py's default space is the weights, which tinydgl's local guess does "
+            "not take), SGD 0.05, momentum 0.9, weight decay 5e-4, batch 128; tinydgl's "
             "smallconv stands in for their small-net (six 3x3 convs, 64-256 channels); not followed: the step "
             "schedule and their heads' shape (pooled to 2x2, 3 layers of 1024)",
             method_options={"fg_mode": "activity", "fg_loss": "global", "fg_guess": "local", "aux": "mlp"},
