@@ -10,10 +10,13 @@ group, dx adds each kernel offset's product back (`_input_grad_by_offset`), with
 Design notes (the layout choices and why, memory): docs/design/convolution.md; lesson 3 builds it.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
-from ..backend import array_namespace, empty_like_on, is_numpy_like, zeros_like_on
+from ..backend import Array, array_namespace, empty_like_on, is_numpy_like, zeros_like_on
 from ..threads import column_sums, for_each_block, for_each_slice, is_numpy, matmul, matmul_tn
+from . import Cache
 
 # Largest patch matrix built at once (bytes). Larger batches are processed in slices of images.
 WORKSPACE_BYTES = 32 * 2**20
@@ -30,7 +33,7 @@ def _image_slices(n, rows_per_image, k, itemsize):
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def conv_output_size(size, kernel, stride, padding):
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis: (size + 2*padding - kernel) // stride + 1."""
     return (size + 2 * padding - kernel) // stride + 1
 
@@ -74,7 +77,7 @@ def _im2col_sliced(x_pad, kh, kw, stride, oh, ow):
     return xp.reshape(xp.stack(parts, axis=3), (n, oh, ow, kh, kw, c))
 
 
-def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
+def im2col(x_pad: Array, kh: int, kw: int, stride: int, groups: int = 1, portable: bool | None = None) -> Array:
     """Patch matrix of a channels-last padded input.
 
     x_pad: (N, Hp, Wp, C) -> cols: (G, M, K) with M = N*oh*ow, K = kh*kw*(C/G); row m of group g holds
@@ -102,7 +105,7 @@ def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
     return xp.reshape(xp.permute_dims(windows, (5, 0, 1, 2, 3, 4, 6)), (groups, m, kh * kw * cg))
 
 
-def col2im(dcols, x_pad_shape, kh, kw, stride, groups=1):
+def col2im(dcols: Array, x_pad_shape: tuple[int, ...], kh: int, kw: int, stride: int, groups: int = 1) -> Array:
     """Adjoint of `im2col`: dcols (G, M, K) -> d x_pad (N, Hp, Wp, C), summing overlapping patches."""
     xp = array_namespace(dcols)
     n, hp, wp, c = x_pad_shape
@@ -155,7 +158,7 @@ def _check_conv_args(x, w, b, stride, padding, groups):
         raise ValueError(f"conv2d kernel {tuple(w.shape[2:])} is larger than the padded input {tuple(x.shape[2:])}.")
 
 
-def weight_columns(w, groups=1):
+def weight_columns(w: Array, groups: int = 1) -> Array:
     """w (F, Cg, KH, KW) -> w_col (G, K, F/G) with K = KH*KW*Cg, rows ordered (kernel row, kernel column,
     channel) like im2col's columns."""
     xp = array_namespace(w)
@@ -166,7 +169,15 @@ def weight_columns(w, groups=1):
     )
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
+def conv2d_forward(
+    x: Array,
+    w: Array,
+    b: Array | None = None,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    portable: bool | None = None,
+) -> tuple[Array, Cache]:
     """Convolution of NCHW images with zero padding.
 
     x: (N, C, H, W), w: (F, C // groups, KH, KW), b: (F,) or None.
@@ -204,7 +215,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     return out, cache
 
 
-def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
+def conv2d_backward(
+    dout: Array, cache: Cache, compute_dx: bool = True, feedback: Array | None = None
+) -> tuple[Array | None, Array, Array | None]:
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) or None.
 
     `compute_dx=False` skips the input gradient (returns dx=None): a first layer, or a block whose input is
@@ -255,7 +268,7 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
     return dx, dw, db
 
 
-def conv2d_input(cache):
+def conv2d_input(cache: Cache) -> Array:
     """The input x: (N, C, H, W) a forward pass saw, recovered from its cache (an NCHW view of the padded,
     channels-last copy the cache keeps, without the padding)."""
     x_pad, _, _, x_shape, _, padding, _, _, _ = cache
@@ -264,7 +277,7 @@ def conv2d_input(cache):
     return xp.permute_dims(x_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
 
 
-def conv2d_jvp(cache, dx=None, dw=None, db=None):
+def conv2d_jvp(cache: Cache, dx: Array | None = None, dw: Array | None = None, db: Array | None = None) -> Array | None:
     """Forward mode: the output tangent of a convolution, from its forward's cache and tangents
     dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) of the input and parameters (None: that one
     does not move). Returns dout: (N, F, H_out, W_out), or None when nothing moves.

@@ -6,8 +6,11 @@ output channels-last; on NumPy they run on every core, with the same result at a
 layout and not a reduction over axes (0, 2, 3): docs/design/convolution.md, "Batch normalisation".
 """
 
-from ..backend import array_namespace, is_numpy_like
+from __future__ import annotations
+
+from ..backend import Array, array_namespace, is_numpy_like
 from ..threads import blocked_sums, column_sums, for_each_slice, map_slices
+from . import Cache
 
 
 def _as_rows(x):
@@ -116,7 +119,16 @@ def _update_running_stats(xp, running_mean, running_var, mean, var, momentum, un
     running_var[...] = (1.0 - momentum) * running_var + momentum * var * unbias
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def batchnorm_forward(
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array | None,
+    running_var: Array | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[Array, Cache]:
     """Normalise each channel to zero mean and unit variance, then scale by gamma and shift by beta.
 
     x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
@@ -151,7 +163,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return _from_rows(out, tuple(x.shape)), (centered, gamma, inv_std, training, tuple(x.shape))
 
 
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     """dout: x's shape -> dx (x's shape), dgamma (C,), dbeta (C,).
 
     In training mode the batch mean and variance depend on every input, which gives the compact form
@@ -191,7 +203,7 @@ def _batchnorm_dx(rows, centered, dgamma, dbeta, inv_std, scale, count):
     return dx
 
 
-def l2_normalize_forward(x, eps=1e-12):
+def l2_normalize_forward(x: Array, eps: float = 1e-12) -> tuple[Array, Cache]:
     """Scale each row of x: (N, D) to unit Euclidean length: out = x / max(||x||, eps), as PyTorch's
     `F.normalize` does (eps keeps an all-zero row finite). Returns out (N, D) and a cache."""
     xp = array_namespace(x)
@@ -204,7 +216,7 @@ def l2_normalize_forward(x, eps=1e-12):
     return out, (out, denom, clipped)
 
 
-def l2_normalize_backward(dout, cache):
+def l2_normalize_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, D) -> dx: (N, D).
 
     Where the norm exceeds eps, out = x / ||x|| has dx = (dout - out * <dout, out>) / ||x||; where eps was
@@ -220,7 +232,7 @@ def l2_normalize_backward(dout, cache):
     # END SOLUTION
 
 
-def length_normalize_forward(x, eps=1e-8):
+def length_normalize_forward(x: Array, eps: float = 1e-8) -> tuple[Array, Cache]:
     """Forward-Forward's length normalisation: each row of x: (N, D) divided by its root mean square,
     out = x / (sqrt(mean(x**2)) + eps), so only the direction of the row is kept (its RMS becomes 1; an
     all-zero row stays zero). Unlike `l2_normalize_forward` the scale is the RMS, not the Euclidean length
@@ -234,7 +246,7 @@ def length_normalize_forward(x, eps=1e-8):
     return x / denom, (x, rms, denom)
 
 
-def length_normalize_backward(dout, cache):
+def length_normalize_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, D) -> dx: (N, D).
 
     With r = sqrt(mean(x**2)) and d = r + eps, out = x / d and dr/dx = x / (D r), so
@@ -251,7 +263,9 @@ def length_normalize_backward(dout, cache):
 # --- forward mode ------------------------------------------------------------------------------------------
 
 
-def batchnorm_jvp(cache, dx=None, dgamma=None, dbeta=None):
+def batchnorm_jvp(
+    cache: Cache, dx: Array | None = None, dgamma: Array | None = None, dbeta: Array | None = None
+) -> Array | None:
     """Forward mode: the output tangent of batch norm for tangents dx (x's shape), dgamma, dbeta: (C,)
     (None: that one does not move). Returns dout with x's shape.
 
@@ -282,14 +296,14 @@ def batchnorm_jvp(cache, dx=None, dgamma=None, dbeta=None):
     return None if dout is None else _from_rows(dout, x_shape)
 
 
-def l2_normalize_jvp(cache, dx):
+def l2_normalize_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, D) input tangent -> dout: (N, D). The Jacobian of x / ||x|| is (I - out out^T) / ||x||, a
     symmetric matrix (dout / eps where the norm was clipped), so the tangent goes through the backward's
     formula."""
     return l2_normalize_backward(dx, cache)
 
 
-def length_normalize_jvp(cache, dx):
+def length_normalize_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, D) input tangent -> dout: (N, D). With r the row RMS and d = r + eps,
     dout = dx / d - x * <x, dx> / (D r d**2): the Jacobian I / d - x x^T / (D r d**2) is symmetric, so this
     is the backward's formula applied to the tangent."""

@@ -5,8 +5,14 @@ channels-last view of the input; outputs and gradients are NCHW views of channel
 the batch is cut into one slice per thread. Why: docs/design/convolution.md, "Pooling".
 """
 
-from ..backend import array_namespace, is_numpy_like, zeros_like_on
+from __future__ import annotations
+
+from ..backend import Array, array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices
+from . import Cache
+
+# A window's size or stride: one int for a square window, or (height, width).
+Size = int | tuple[int, int]
 
 
 def _fused(xp, *arrays):
@@ -48,7 +54,7 @@ def _nchw(x_nhwc):
     return array_namespace(x_nhwc).permute_dims(x_nhwc, (0, 3, 1, 2))
 
 
-def maxpool2d_forward(x, kernel_size, stride=None):
+def maxpool2d_forward(x: Array, kernel_size: Size, stride: Size | None = None) -> tuple[Array, Cache]:
     """Max pooling over kh x kw windows.
 
     x: (N, C, H, W). Returns out: (N, C, H_out, W_out), H_out = (H - kh) // sh + 1, and a cache.
@@ -91,7 +97,7 @@ def _maxpool_nhwc(x_nhwc, kh, kw, sh, sw, oh, ow):
     return out, winner
 
 
-def maxpool2d_backward(dout, cache):
+def maxpool2d_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W). Each window's gradient goes to its (first) max."""
     x_shape, winner, kh, kw, sh, sw = cache
     dout_nhwc = _nhwc(dout)
@@ -124,7 +130,7 @@ def _maxpool_backward_nhwc(dout_nhwc, winner, x_shape, kh, kw, sh, sw):
     return dx
 
 
-def avgpool2d_forward(x, kernel_size, stride=None):
+def avgpool2d_forward(x: Array, kernel_size: Size, stride: Size | None = None) -> tuple[Array, Cache]:
     """Average pooling over kh x kw windows. x: (N, C, H, W) -> out: (N, C, H_out, W_out), cache."""
     kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
     x_nhwc = _nhwc(x)
@@ -136,7 +142,7 @@ def avgpool2d_forward(x, kernel_size, stride=None):
     return _nchw(out * (1.0 / (kh * kw))), (tuple(x.shape), kh, kw, sh, sw)
 
 
-def avgpool2d_backward(dout, cache):
+def avgpool2d_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W); each input gets 1/(kh*kw) of each window it is in."""
     (n, c, h, w), kh, kw, sh, sw = cache
     oh, ow = dout.shape[2], dout.shape[3]
@@ -148,7 +154,7 @@ def avgpool2d_backward(dout, cache):
     return _nchw(dx)
 
 
-def adaptive_windows(size, out_size):
+def adaptive_windows(size: int, out_size: int) -> list[tuple[int, int]]:
     """PyTorch's adaptive-pooling windows: window i covers [floor(i*size/out), ceil((i+1)*size/out)).
 
     Windows may differ in length and overlap when size is not a multiple of out_size
@@ -157,7 +163,7 @@ def adaptive_windows(size, out_size):
     return [((i * size) // out_size, -((-(i + 1) * size) // out_size)) for i in range(out_size)]
 
 
-def adaptive_avgpool2d_forward(x, output_size):
+def adaptive_avgpool2d_forward(x: Array, output_size: Size) -> tuple[Array, Cache]:
     """Average-pool x: (N, C, H, W) to out: (N, C, oh, ow) with PyTorch's window rule (`adaptive_windows`).
 
     Averaging over a rectangle is separable, so we pool the rows first, then the columns:
@@ -182,7 +188,7 @@ def _adaptive_avgpool_nhwc(x_nhwc, rows, cols, xp):
     return xp.stack([xp.mean(pooled_rows[:, :, a:b, :], axis=2) for a, b in cols], axis=2)  # (n, oh, ow, C)
 
 
-def adaptive_avgpool2d_backward(dout, cache):
+def adaptive_avgpool2d_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, C, oh, ow) -> dx: (N, C, H, W), undoing the two separable means in reverse order."""
     x_shape, rows, cols = cache
     dout_nhwc = _nhwc(dout)
@@ -207,7 +213,7 @@ def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
 # --- forward mode ------------------------------------------------------------------------------------------
 
 
-def maxpool2d_jvp(cache, dx):
+def maxpool2d_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Each window's output is its winning
     input, so its tangent is that input's tangent (the winner recorded by the forward pass)."""
     _, winner, kh, kw, sh, sw = cache
@@ -229,14 +235,14 @@ def _maxpool_jvp_nhwc(dx_nhwc, winner, kh, kw, sh, sw):
     return dout
 
 
-def avgpool2d_jvp(cache, dx):
+def avgpool2d_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Averaging is linear: the forward op
     applied to the tangent."""
     _, kh, kw, sh, sw = cache
     return avgpool2d_forward(dx, (kh, kw), (sh, sw))[0]
 
 
-def adaptive_avgpool2d_jvp(cache, dx):
+def adaptive_avgpool2d_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, C, H, W) input tangent -> dout: (N, C, oh, ow): the (linear) forward op on the tangent."""
     _, rows, cols = cache
     return adaptive_avgpool2d_forward(dx, (len(rows), len(cols)))[0]
