@@ -28,6 +28,8 @@ BACKENDS = ("numpy", "cupy", "array_api_strict")
 # An array of any backend: a numpy.ndarray, a cupy.ndarray or another array-API array (array_api_strict's).
 # `Any` to the type checker, as those libraries share no base class; the docstrings give the shapes.
 Array = Any
+# An array library's namespace (`xp`): the numpy or cupy module, or an array-API namespace.
+Namespace = Any
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def gpu_count(cupy: Any) -> int:
     return count
 
 
-def _import_namespace(name: str):
+def _import_namespace(name: str) -> Namespace:
     if name == "numpy":
         return np
     if name == "cupy":
@@ -92,7 +94,7 @@ def _import_namespace(name: str):
     raise ValueError(f"Unknown backend {name!r}; choose one of {', '.join(BACKENDS)}.")
 
 
-def _make_backend(name: str, device=None) -> Backend:
+def _make_backend(name: str, device: Any = None) -> Backend:
     xp = _import_namespace(name)
     if name == "cupy" and device is not None:
         if not hasattr(device, "use"):
@@ -170,17 +172,17 @@ def use_backend(name: str, device: Any = None) -> Iterator[Backend]:
             previous_gpu.use()  # the current CuPy device too, as set_backend changed it
 
 
-def _current_gpu():
+def _current_gpu() -> Any:
     import cupy
 
     return cupy.cuda.Device()
 
 
-def _is_cupy_array(x) -> bool:
+def _is_cupy_array(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def array_namespace(*arrays: Array | None) -> Any:
+def array_namespace(*arrays: Array | None) -> Namespace:
     """The array library (`xp`) the given arrays belong to; None entries are skipped.
 
     NumPy and CuPy arrays map to the `numpy` / `cupy` modules themselves (so their fast paths are
@@ -210,7 +212,7 @@ def array_namespace(*arrays: Array | None) -> Any:
     return namespaces[0]
 
 
-def is_numpy_like(xp: Any) -> bool:
+def is_numpy_like(xp: Namespace) -> bool:
     """True for NumPy and CuPy, whose extras (`add.at`, `lib.stride_tricks`, ...) allow fast paths.
 
     Every op that takes such a fast path keeps a portable version, used on any other namespace and tested
@@ -224,7 +226,7 @@ def device_of(x: Array) -> Any:
     return None if isinstance(x, np.ndarray) else getattr(x, "device", None)
 
 
-def _resolve_dtype(xp, dtype):
+def _resolve_dtype(xp: Namespace, dtype: Any) -> Any:
     if dtype is None or not isinstance(dtype, str):
         return dtype
     return getattr(xp, dtype)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import array_namespace, asarray, is_numpy_like, to_numpy
+from .backend import Array, array_namespace, asarray, is_numpy_like, to_numpy
 from .kernels.elementwise import fused_update, has_fused_updates
 from .nn.module import Parameter
 
@@ -55,7 +55,7 @@ class Optimizer:
             if p.grad is not None:
                 self._update(p, state)
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
     # Optimizer-wide numbers besides lr and steps that a checkpoint must keep (schedule-free's averaging
@@ -108,7 +108,7 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0.")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         xp = array_namespace(p.data)
         if has_fused_updates(xp):  # the same update in one launch, p (and v) in place
             if self.momentum:
@@ -128,7 +128,7 @@ class SGD(Optimizer):
             else:
                 fused_update("sgd", xp, p.grad, self.lr, self.weight_decay, p.data)
             return
-        g = p.grad
+        g: Array = p.grad  # not None: step() skips the parameters without a gradient
         if self.weight_decay:
             g = g + self.weight_decay * p.data
         if self.momentum:
@@ -154,14 +154,14 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
 
-    def _decay(self, p, g):
+    def _decay(self, p: Parameter, g: Array) -> Array:
         return g + self.weight_decay * p.data if self.weight_decay else g
 
-    def _fused_decay(self):
+    def _fused_decay(self) -> tuple[float, float]:
         """(l2, shrink) of the fused kernel: Adam adds weight_decay * p to the gradient and shrinks nothing."""
         return self.weight_decay, 1.0
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         xp = array_namespace(p.data)
         t = state.get("t", 0) + 1  # per parameter: a block that skips a step keeps its own count
         state["t"] = t
@@ -223,13 +223,13 @@ class AdamW(Adam):
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _decay(self, p, g):
+    def _decay(self, p: Parameter, g: Array) -> Array:
         return g
 
-    def _fused_decay(self):
+    def _fused_decay(self) -> tuple[float, float]:
         return 0.0, 1 - self.lr * self.weight_decay  # the kernel shrinks p first, as _update below
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         if self.weight_decay and not has_fused_updates(array_namespace(p.data)):
             p.data = p.data * (1 - self.lr * self.weight_decay)
         super()._update(p, state)
@@ -253,7 +253,16 @@ class _ScheduleFree(Optimizer):
 
     scalar_names = ("lr_max", "weight_sum", "train_mode")
 
-    def __init__(self, params, lr, beta, weight_decay, warmup_steps, r, weight_lr_power):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        beta: float,
+        weight_decay: float,
+        warmup_steps: int,
+        r: float,
+        weight_lr_power: float,
+    ) -> None:
         super().__init__(params, lr)
         if not 0.0 < beta < 1.0:
             raise ValueError(f"The averaging coefficient (beta1 / momentum) must lie in (0, 1), got {beta}.")
@@ -275,16 +284,16 @@ class _ScheduleFree(Optimizer):
             self._move_towards_z(1 - 1 / self.beta)
             self.train_mode = False
 
-    def _move_towards_z(self, weight):
+    def _move_towards_z(self, weight: float) -> None:
         for p, state in zip(self.params, self.state):
             if "z" in state:  # a parameter that has never had a gradient has no z yet: x = y = z
                 p.data = p.data + weight * (state["z"] - p.data)
 
-    def _step_size(self, k):
+    def _step_size(self, k: int) -> float:
         """This step's learning rate (warm-up and, for Adam, bias correction folded in)."""
         raise NotImplementedError
 
-    def _update(self, p, state, lr_t, c):
+    def _averaged_update(self, p: Parameter, state: dict[str, Any], lr_t: float, c: float) -> None:
         """One parameter's step at rate lr_t, its average x moving a fraction c of the way towards z."""
         raise NotImplementedError
 
@@ -305,10 +314,10 @@ class _ScheduleFree(Optimizer):
             if p.grad is not None:
                 if "z" not in state:  # z starts at the parameter's value when it first learns
                     state["z"] = array_namespace(p.data).asarray(p.data, copy=True)
-                self._update(p, state, lr_t, c)
+                self._averaged_update(p, state, lr_t, c)
         self.steps = k + 1
 
-    def _warmup(self, k):
+    def _warmup(self, k: int) -> float:
         return (k + 1) / self.warmup_steps if k < self.warmup_steps else 1.0
 
 
@@ -339,12 +348,13 @@ class ScheduleFreeAdamW(_ScheduleFree):
         super().__init__(params, lr, betas[0], weight_decay, warmup_steps, r, weight_lr_power)
         self.beta1, self.beta2, self.eps = betas[0], betas[1], eps
 
-    def _step_size(self, k):
+    def _step_size(self, k: int) -> float:
         return self.lr * self._warmup(k) * math.sqrt(1 - self.beta2 ** (k + 1))
 
-    def _update(self, p, state, lr_t, c):
+    def _averaged_update(self, p: Parameter, state: dict[str, Any], lr_t: float, c: float) -> None:
         xp = array_namespace(p.data)
-        g, y, z = p.grad, p.data, state["z"]
+        g: Array = p.grad  # not None: step() skips the parameters without a gradient
+        y, z = p.data, state["z"]
         v = state["v"] = self.beta2 * state.get("v", xp.zeros_like(g)) + (1 - self.beta2) * (g * g)
         gh = g / (xp.sqrt(v) + self.eps)
         if self.weight_decay:
@@ -376,11 +386,12 @@ class ScheduleFreeSGD(_ScheduleFree):
         super().__init__(params, lr, momentum, weight_decay, warmup_steps, r, weight_lr_power)
         self.momentum = momentum
 
-    def _step_size(self, k):
+    def _step_size(self, k: int) -> float:
         return self.lr * self._warmup(k)
 
-    def _update(self, p, state, lr_t, c):
-        g, y, z = p.grad, p.data, state["z"]
+    def _averaged_update(self, p: Parameter, state: dict[str, Any], lr_t: float, c: float) -> None:
+        g: Array = p.grad  # not None: step() skips the parameters without a gradient
+        y, z = p.data, state["z"]
         if self.weight_decay:
             g = g + self.weight_decay * y
         y = y + c * (z - y)
@@ -450,7 +461,7 @@ class CosineLR:
 
 
 # --- per-epoch schedules for the shared loop (`tinydgl.train.fit(..., lr_schedule=NAME)`) ---------------------
-def _cooldown(epoch, epochs):
+def _cooldown(epoch: int, epochs: int) -> float:
     """Forward-Forward's reference schedule as loeweX/Forward-Forward's src/utils.py computes it, with its
     0-based epoch e0 = epoch - 1: 1 while e0 <= E // 2, then 2 (1 + E - e0) / E. So E = 1 trains at 1,
     E = 5 at 1, 1, 1, 1.2, 0.8 (a 1-based reading would give 2 and 1, 1, 1.2, 0.8, 0.4)."""
@@ -458,7 +469,7 @@ def _cooldown(epoch, epochs):
     return 1.0 if e0 <= epochs // 2 else 2.0 * (1 + epochs - e0) / epochs
 
 
-def _steps(epoch, epochs):
+def _steps(epoch: int, epochs: int) -> float:
     """x0.1 after 60% of the epochs and x0.01 after 90%: PEPITA's reference schedule (GiorgiaD/PEPITA: eta
     x0.1 at epochs 60 and 90 of 100, i.e. from 1-based epoch 61 and 91)."""
     return 0.1 ** ((epoch > 0.6 * epochs) + (epoch > 0.9 * epochs))

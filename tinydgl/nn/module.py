@@ -34,7 +34,7 @@ class Parameter:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.data.dtype})"
 
 
@@ -67,11 +67,11 @@ class Module:
     def __call__(self, x: Array) -> Array:
         return self.forward(x)
 
-    def _remember(self, cache):
+    def _remember(self, cache: Any) -> None:
         """Keep what backward needs: in training mode only, so evaluation holds no activations."""
         self._cache = cache if self.training else None
 
-    def _recall(self):
+    def _recall(self) -> Any:
         """Hand the cache to backward and drop it: a block's activations are freed as soon as it has run
         backward (this is what lets local learning hold one block's activations at a time)."""
         cache, self._cache = getattr(self, "_cache", None), None
@@ -81,7 +81,7 @@ class Module:
             )
         return cache
 
-    def _peek(self):
+    def _peek(self) -> Any:
         """The cache, for a forward-mode pass, without dropping it (backward may still follow)."""
         cache = getattr(self, "_cache", None)
         if cache is None:
@@ -162,7 +162,7 @@ class Module:
             owner.buffers[key] = asarray(np.asarray(state[name]).astype(to_numpy(old).dtype), like=old)
         return self
 
-    def _collect_buffer_owners(self, prefix, out):
+    def _collect_buffer_owners(self, prefix: str, out: dict[str, tuple[Module, str]]) -> None:
         for key in self.buffers:
             out[prefix + key] = (self, key)
         for i, child in enumerate(self.children()):
@@ -179,7 +179,7 @@ class Module:
             child.to(backend)
         return self
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
@@ -233,7 +233,7 @@ class Sequential(Module):
             layer.forget()  # skipped layers never run backward: free their activations now
         return dout if need_input_grad else None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner = "\n".join("  " + line for layer in self.layers for line in repr(layer).splitlines())
         pool = f", local_pool={self.local_pool}" if self.local_pool is not None else ""
         return f"Sequential({pool.lstrip(', ')}\n{inner}\n)" if self.layers else "Sequential()"

@@ -14,7 +14,7 @@ without `out=`. On NumPy, LeakyReLU runs those steps on every core, one slice of
 
 from __future__ import annotations
 
-from ..backend import Array, array_namespace, is_numpy_like
+from ..backend import Array, Namespace, array_namespace, is_numpy_like
 from ..threads import for_each_slice
 from . import Cache
 
@@ -36,7 +36,7 @@ def relu_backward(dout: Array, cache: Cache) -> Array:
     return dx
 
 
-def _fused(xp, *arrays):
+def _fused(xp: Namespace, *arrays: Array) -> bool:
     """Whether the fused CuPy kernels of tinydgl/kernels/elementwise.py apply."""
     from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
 
@@ -60,7 +60,7 @@ def leaky_relu_forward(x: Array, negative_slope: float = 0.01) -> tuple[Array, C
         return xp.maximum(x, negative_slope * x), (x > 0, negative_slope)
     out, positive = xp.empty_like(x), xp.empty_like(x, dtype=bool)
 
-    def rows_in(s):  # NumPy/CuPy: written straight into out and positive, on every core for NumPy
+    def rows_in(s: slice) -> None:  # NumPy/CuPy: written straight into out and positive, on every core for NumPy
         xs, outs = x[s, ...], out[s, ...]
         xp.greater(xs, 0, out=positive[s, ...])
         xp.multiply(xs, negative_slope, out=outs)
@@ -88,7 +88,7 @@ def leaky_relu_backward(dout: Array, cache: Cache) -> Array:
         return slope
     dx = xp.empty_like(dout)
 
-    def rows_in(s):  # the same steps, written into dx, on every core for NumPy
+    def rows_in(s: slice) -> None:  # the same steps, written into dx, on every core for NumPy
         dxs = dx[s, ...]
         dxs[...] = positive[s, ...]  # 1.0 where x > 0, else 0.0 ...
         xp.maximum(dxs, negative_slope, out=dxs)  # ... and now 1.0 or a, exactly

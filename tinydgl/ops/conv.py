@@ -12,6 +12,8 @@ Design notes (the layout choices and why, memory): docs/design/convolution.md; l
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..backend import Array, array_namespace, empty_like_on, is_numpy_like, zeros_like_on
@@ -22,11 +24,11 @@ from . import Cache
 WORKSPACE_BYTES = 32 * 2**20
 
 
-def _itemsize(dtype):
+def _itemsize(dtype: Any) -> int:
     return getattr(dtype, "itemsize", 8)  # array_api_strict's dtypes do not say; assume the widest
 
 
-def _image_slices(n, rows_per_image, k, itemsize):
+def _image_slices(n: int, rows_per_image: int, k: int, itemsize: int) -> list[tuple[int, int]]:
     """Consecutive (start, stop) slices of the batch whose patch matrices fit WORKSPACE_BYTES (>= 1 image)."""
     per_image = max(rows_per_image * k * itemsize, 1)
     step = max(1, WORKSPACE_BYTES // per_image)
@@ -38,7 +40,7 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _pad_channels_last(x, padding):
+def _pad_channels_last(x: Array, padding: int) -> Array:
     """x: (N, C, H, W) -> (N, H + 2p, W + 2p, C) channels-last, zero padded (a view when padding is 0)."""
     xp = array_namespace(x)
     x_nhwc = xp.permute_dims(x, (0, 2, 3, 1))
@@ -47,14 +49,14 @@ def _pad_channels_last(x, padding):
     n, h, w, c = x_nhwc.shape
     padded = zeros_like_on(x, (n, h + 2 * padding, w + 2 * padding, c))
 
-    def images_in(s):
+    def images_in(s: slice) -> None:
         padded[s, padding : padding + h, padding : padding + w, :] = x_nhwc[s, ...]
 
     for_each_slice(images_in, x_nhwc, padded)
     return padded
 
 
-def _im2col_strided(x_pad, kh, kw, stride, oh, ow):
+def _im2col_strided(x_pad: Array, kh: int, kw: int, stride: int, oh: int, ow: int) -> Array:
     """NumPy/CuPy fast path: a zero-copy (N, oh, ow, kh, kw, C) window view of the padded input."""
     xp = array_namespace(x_pad)
     n, _, _, c = x_pad.shape
@@ -65,7 +67,7 @@ def _im2col_strided(x_pad, kh, kw, stride, oh, ow):
     return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)  # CuPy's has no `writeable`
 
 
-def _im2col_sliced(x_pad, kh, kw, stride, oh, ow):
+def _im2col_sliced(x_pad: Array, kh: int, kw: int, stride: int, oh: int, ow: int) -> Array:
     """Portable path: stack the kh*kw offset slices into an (N, oh, ow, kh, kw, C) array."""
     xp = array_namespace(x_pad)
     n, _, _, c = x_pad.shape
@@ -94,7 +96,7 @@ def im2col(x_pad: Array, kh: int, kw: int, stride: int, groups: int = 1, portabl
     if groups == 1 and not portable:  # the one copy im2col must make, slice by slice (on every core for NumPy)
         cols = xp.empty((n, oh, ow, kh, kw, c), dtype=x_pad.dtype)
 
-        def images_in(s):
+        def images_in(s: slice) -> None:
             cols[s, ...] = windows[s, ...]
 
         for_each_slice(images_in, cols)
@@ -125,19 +127,19 @@ def col2im(dcols: Array, x_pad_shape: tuple[int, ...], kh: int, kw: int, stride:
     return dx_pad
 
 
-def _add_into(target, values):
+def _add_into(target: Array, values: Array) -> None:
     """target += values, in place, one slice of the first axis per thread on NumPy. `values` is an array of
     target's shape, or one that broadcasts over its first axis (a tiled bias row)."""
     per_row = values.ndim == target.ndim and values.shape[0] == target.shape[0]
 
-    def rows_in(s):
+    def rows_in(s: slice) -> None:
         part = target[s, ...]
         part += values[s, ...] if per_row else values
 
     for_each_slice(rows_in, target)
 
 
-def _check_conv_args(x, w, b, stride, padding, groups):
+def _check_conv_args(x: Array, w: Array, b: Array | None, stride: int, padding: int, groups: int) -> None:
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(
             f"conv2d expects x (N, C, H, W) and w (F, C/groups, KH, KW); got {tuple(x.shape)}, {tuple(w.shape)}."
@@ -241,7 +243,7 @@ def conv2d_backward(
         dx_pad, dw_col, db = _backward_in_blocks(dout_flat, x_pad, w_col[0, ...], kh, kw, stride, compute_dx, has_bias)
         dw = xp.reshape(xp.permute_dims(xp.reshape(dw_col, (1, kh, kw, cg, f)), (0, 4, 3, 1, 2)), w_shape)
         dx = None
-        if compute_dx:
+        if dx_pad is not None:  # compute_dx
             h, w = x_shape[2], x_shape[3]
             dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
         return dx, dw, db
@@ -304,7 +306,9 @@ def conv2d_jvp(cache: Cache, dx: Array | None = None, dw: Array | None = None, d
     return dout
 
 
-def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
+def _input_grad_by_offset(
+    dout_flat: Array, w_col: Array, x_pad_shape: tuple[int, ...], kh: int, kw: int, stride: int
+) -> Array:
     """d x_pad (N, Hp, Wp, C) from dout_flat (M, F) and w_col (K, F), for groups == 1.
 
     The same sum as col2im(dout_flat @ w_col^T), one kernel offset at a time: offset (i, j) saw the slice
@@ -347,14 +351,16 @@ def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
 BLOCK_BYTES = 2 * 2**20
 
 
-def _image_blocks(n, rows_per_image, k, itemsize):
+def _image_blocks(n: int, rows_per_image: int, k: int, itemsize: int) -> list[slice]:
     """(start, stop) image ranges whose patch matrices are about BLOCK_BYTES (at least one image)."""
     per_image = max(rows_per_image * k * itemsize, 1)
     step = max(1, BLOCK_BYTES // per_image)
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
+def _forward_in_blocks(
+    x_pad: Array, w_col: Array, b: Array | None, kh: int, kw: int, stride: int, oh: int, ow: int
+) -> Array:
     """out_flat (M, F) = im2col(x_pad) @ w_col (+ b), a block of images at a time. x_pad: (N, Hp, Wp, C)."""
     xp = array_namespace(x_pad)
     n, c = x_pad.shape[0], x_pad.shape[3]
@@ -364,7 +370,7 @@ def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
     bias = None if b is None else xp.tile(b, (ow,))  # a bias row per row of W_out*F outputs, see conv2d_forward
     blocks = _image_blocks(n, rows, k, x_pad.itemsize)
 
-    def block(i):
+    def block(i: int) -> None:
         s = blocks[i]
         cols = xp.reshape(windows[s], (-1, k))  # the copy im2col makes, one block at a time
         out = out_flat[s.start * rows : s.stop * rows]
@@ -377,7 +383,9 @@ def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
     return out_flat
 
 
-def _backward_in_blocks(dout_flat, x_pad, w_col, kh, kw, stride, compute_dx, has_bias):
+def _backward_in_blocks(
+    dout_flat: Array, x_pad: Array, w_col: Array, kh: int, kw: int, stride: int, compute_dx: bool, has_bias: bool
+) -> tuple[Array | None, Array, Array | None]:
     """(dx_pad or None, dw_col (K, F), db or None) from dout_flat (M, F), a block of images at a time: each
     block rebuilds its patch matrix for dw, adds its column sums for db, and adds each kernel offset's input
     gradient (see `_input_grad_by_offset`) onto its own images of dx_pad."""
@@ -389,16 +397,17 @@ def _backward_in_blocks(dout_flat, x_pad, w_col, kh, kw, stride, compute_dx, has
     w_offsets = xp.reshape(w_col, (kh, kw, c, f))
     dx_pad = zeros_like_on(x_pad, tuple(x_pad.shape)) if compute_dx else None
     blocks = _image_blocks(n, rows, k, x_pad.itemsize)
-    dw_parts, db_parts = [None] * len(blocks), [None] * len(blocks)
+    dw_parts: list[Array] = [None] * len(blocks)  # filled by block(i)
+    db_parts: list[Array] = [None] * len(blocks)
     ones = xp.ones_like(dout_flat[: (blocks[0].stop - blocks[0].start) * rows, 0])
 
-    def block(i):
+    def block(i: int) -> None:
         s = blocks[i]
         d = dout_flat[s.start * rows : s.stop * rows]  # (rows in the block, F)
         dw_parts[i] = xp.reshape(windows[s], (-1, k)).T @ d
         if has_bias:
             db_parts[i] = ones[: d.shape[0]] @ d
-        if compute_dx:
+        if dx_pad is not None:  # compute_dx
             dx_block = dx_pad[s]
             for a in range(kh):
                 for e in range(kw):

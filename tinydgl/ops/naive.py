@@ -4,6 +4,8 @@ against. Read these first (lesson 3); they are written for NumPy arrays and smal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from . import Cache
@@ -62,7 +64,7 @@ def conv2d_backward_naive(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, n
     return dx, dw, db
 
 
-def _windows(x, kh, kw, sh, sw):
+def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> Iterator[tuple[int, int, tuple[slice, slice]]]:
     n, c, h, w = x.shape
     for r in range((h - kh) // sh + 1):
         for s in range((w - kw) // sw + 1):

@@ -7,7 +7,7 @@ the batch is cut into one slice per thread. Why: docs/design/convolution.md, "Po
 
 from __future__ import annotations
 
-from ..backend import Array, array_namespace, is_numpy_like, zeros_like_on
+from ..backend import Array, Namespace, array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices
 from . import Cache
 
@@ -15,14 +15,14 @@ from . import Cache
 Size = int | tuple[int, int]
 
 
-def _fused(xp, *arrays):
+def _fused(xp: Namespace, *arrays: Array) -> bool:
     """Whether the fused CuPy kernels of tinydgl/kernels/elementwise.py apply."""
     from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
 
     return fused_for(xp, *arrays)
 
 
-def _pair(v, name):
+def _pair(v: Size, name: str) -> tuple[int, int]:
     if isinstance(v, int):
         return v, v
     if len(v) != 2:
@@ -30,7 +30,7 @@ def _pair(v, name):
     return int(v[0]), int(v[1])
 
 
-def _pool_geometry(x, kernel_size, stride):
+def _pool_geometry(x: Array, kernel_size: Size, stride: Size | None) -> tuple[int, int, int, int, int, int]:
     if x.ndim != 4:
         raise ValueError(f"pooling expects (N, C, H, W) input, got shape {tuple(x.shape)}.")
     kh, kw = _pair(kernel_size, "kernel_size")
@@ -41,16 +41,16 @@ def _pool_geometry(x, kernel_size, stride):
     return kh, kw, sh, sw, (h - kh) // sh + 1, (w - kw) // sw + 1
 
 
-def _window_offset(i, j, sh, sw, oh, ow):
+def _window_offset(i: int, j: int, sh: int, sw: int, oh: int, ow: int) -> tuple[slice, slice, slice, slice]:
     """The slice of a channels-last (N, H, W, C) array that picks, for every window, its element at offset (i, j)."""
     return (slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw), slice(None))
 
 
-def _nhwc(x):
+def _nhwc(x: Array) -> Array:
     return array_namespace(x).permute_dims(x, (0, 2, 3, 1))
 
 
-def _nchw(x_nhwc):
+def _nchw(x_nhwc: Array) -> Array:
     return array_namespace(x_nhwc).permute_dims(x_nhwc, (0, 3, 1, 2))
 
 
@@ -67,7 +67,7 @@ def maxpool2d_forward(x: Array, kernel_size: Size, stride: Size | None = None) -
     return _nchw(out), (tuple(x.shape), winner, kh, kw, sh, sw)
 
 
-def _maxpool_nhwc(x_nhwc, kh, kw, sh, sw, oh, ow):
+def _maxpool_nhwc(x_nhwc: Array, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int) -> tuple[Array, Array]:
     """Max pooling of channels-last images x_nhwc: (n, H, W, C) -> out: (n, oh, ow, C) and winner, the
     offset i * kw + j that won in each window."""
     xp = array_namespace(x_nhwc)
@@ -107,7 +107,9 @@ def maxpool2d_backward(dout: Array, cache: Cache) -> Array:
     return _nchw(dx)
 
 
-def _maxpool_backward_nhwc(dout_nhwc, winner, x_shape, kh, kw, sh, sw):
+def _maxpool_backward_nhwc(
+    dout_nhwc: Array, winner: Array, x_shape: tuple[int, ...], kh: int, kw: int, sh: int, sw: int
+) -> Array:
     """dout_nhwc: (n, oh, ow, C) and its windows' winners -> dx: (n, H, W, C), channels-last."""
     xp = array_namespace(dout_nhwc)
     _, c, h, w = x_shape
@@ -134,7 +136,7 @@ def avgpool2d_forward(x: Array, kernel_size: Size, stride: Size | None = None) -
     """Average pooling over kh x kw windows. x: (N, C, H, W) -> out: (N, C, H_out, W_out), cache."""
     kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
     x_nhwc = _nhwc(x)
-    out = None
+    out: Array = None  # the sum of each window's kh * kw offsets
     for i in range(kh):
         for j in range(kw):
             part = x_nhwc[_window_offset(i, j, sh, sw, oh, ow)]
@@ -182,7 +184,9 @@ def adaptive_avgpool2d_forward(x: Array, output_size: Size) -> tuple[Array, Cach
     return _nchw(out), (tuple(x.shape), rows, cols)
 
 
-def _adaptive_avgpool_nhwc(x_nhwc, rows, cols, xp):
+def _adaptive_avgpool_nhwc(
+    x_nhwc: Array, rows: list[tuple[int, int]], cols: list[tuple[int, int]], xp: Namespace
+) -> Array:
     """Channels-last images x_nhwc: (n, H, W, C) -> (n, oh, ow, C), rows first, then columns."""
     pooled_rows = xp.stack([xp.mean(x_nhwc[:, a:b, :, :], axis=1) for a, b in rows], axis=1)  # (n, oh, W, C)
     return xp.stack([xp.mean(pooled_rows[:, :, a:b, :], axis=2) for a, b in cols], axis=2)  # (n, oh, ow, C)
@@ -197,7 +201,9 @@ def adaptive_avgpool2d_backward(dout: Array, cache: Cache) -> Array:
     )
 
 
-def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
+def _adaptive_avgpool_backward_nhwc(
+    dout_nhwc: Array, x_shape: tuple[int, ...], rows: list[tuple[int, int]], cols: list[tuple[int, int]]
+) -> Array:
     """dout_nhwc: (n, oh, ow, C) -> dx: (n, H, W, C), channels-last."""
     _, c, h, w = x_shape
     n = dout_nhwc.shape[0]
@@ -223,7 +229,7 @@ def maxpool2d_jvp(cache: Cache, dx: Array) -> Array:
     )
 
 
-def _maxpool_jvp_nhwc(dx_nhwc, winner, kh, kw, sh, sw):
+def _maxpool_jvp_nhwc(dx_nhwc: Array, winner: Array, kh: int, kw: int, sh: int, sw: int) -> Array:
     """dx_nhwc: (n, H, W, C) and the windows' winners (n, oh, ow, C) -> dout: (n, oh, ow, C)."""
     xp = array_namespace(dx_nhwc)
     oh, ow = winner.shape[1], winner.shape[2]
