@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 BACKENDS = ("numpy", "cupy", "array_api_strict")
+
+# An array of any backend: a numpy.ndarray, a cupy.ndarray or another array-API array (array_api_strict's).
+# `Any` to the type checker, as those libraries share no base class; the docstrings give the shapes.
+Array = Any
+# An array library's namespace (`xp`): the numpy or cupy module, or an array-API namespace.
+Namespace = Any
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class BackendUnavailableError(ImportError):
     visible. An ImportError, so code that already catches a missing library catches this too."""
 
 
-def gpu_count(cupy) -> int:
+def gpu_count(cupy: Any) -> int:
     """How many CUDA devices CuPy sees; BackendUnavailableError (not a CUDA traceback) when it sees none."""
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -60,7 +67,7 @@ def gpu_count(cupy) -> int:
     return count
 
 
-def _import_namespace(name: str):
+def _import_namespace(name: str) -> Namespace:
     if name == "numpy":
         return np
     if name == "cupy":
@@ -87,7 +94,7 @@ def _import_namespace(name: str):
     raise ValueError(f"Unknown backend {name!r}; choose one of {', '.join(BACKENDS)}.")
 
 
-def _make_backend(name: str, device=None) -> Backend:
+def _make_backend(name: str, device: Any = None) -> Backend:
     xp = _import_namespace(name)
     if name == "cupy" and device is not None:
         if not hasattr(device, "use"):
@@ -133,7 +140,7 @@ def _current() -> Backend:
     return _active
 
 
-def set_backend(name: str = "numpy", device=None) -> Backend:
+def set_backend(name: str = "numpy", device: Any = None) -> Backend:
     """Make `name` ("numpy", "cupy" or "array_api_strict") the backend for newly created arrays.
 
     `device`: for CuPy a GPU index (or `cupy.cuda.Device`), which also becomes CuPy's current device (for this
@@ -151,37 +158,37 @@ def get_backend() -> Backend:
 
 
 @contextlib.contextmanager
-def use_backend(name: str, device=None):
+def use_backend(name: str, device: Any = None) -> Iterator[Backend]:
     """`with use_backend("array_api_strict", device): ...` switches the backend for one block."""
     global _active
     previous = _active  # None (not yet resolved) is restored as None
     previous_gpu = _current_gpu() if name.strip().lower() == "cupy" and device is not None else None
-    set_backend(name, device)
+    backend = set_backend(name, device)
     try:
-        yield _active
+        yield backend
     finally:
         _active = previous
         if previous_gpu is not None:
             previous_gpu.use()  # the current CuPy device too, as set_backend changed it
 
 
-def _current_gpu():
+def _current_gpu() -> Any:
     import cupy
 
     return cupy.cuda.Device()
 
 
-def _is_cupy_array(x) -> bool:
+def _is_cupy_array(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-def array_namespace(*arrays):
+def array_namespace(*arrays: Array | None) -> Namespace:
     """The array library (`xp`) the given arrays belong to; None entries are skipped.
 
     NumPy and CuPy arrays map to the `numpy` / `cupy` modules themselves (so their fast paths are
     available); any other array-API array maps to its `__array_namespace__()`.
     """
-    namespaces = []
+    namespaces: list[Any] = []
     for x in arrays:
         if x is None or isinstance(x, (int, float, bool)):
             continue
@@ -205,7 +212,7 @@ def array_namespace(*arrays):
     return namespaces[0]
 
 
-def is_numpy_like(xp) -> bool:
+def is_numpy_like(xp: Namespace) -> bool:
     """True for NumPy and CuPy, whose extras (`add.at`, `lib.stride_tricks`, ...) allow fast paths.
 
     Every op that takes such a fast path keeps a portable version, used on any other namespace and tested
@@ -214,18 +221,18 @@ def is_numpy_like(xp) -> bool:
     return xp is np or getattr(xp, "__name__", "") == "cupy"
 
 
-def device_of(x):
+def device_of(x: Array) -> Any:
     """The device of array `x` (None for NumPy)."""
     return None if isinstance(x, np.ndarray) else getattr(x, "device", None)
 
 
-def _resolve_dtype(xp, dtype):
+def _resolve_dtype(xp: Namespace, dtype: Any) -> Any:
     if dtype is None or not isinstance(dtype, str):
         return dtype
     return getattr(xp, dtype)
 
 
-def asarray(data, dtype=None, like=None):
+def asarray(data: Any, dtype: Any = None, like: Array | None = None) -> Array:
     """Put `data` (a NumPy array, list or scalar) on a backend's device.
 
     The backend is the one of array `like` if given (so new arrays land next to it), else the active one.
@@ -246,7 +253,7 @@ def asarray(data, dtype=None, like=None):
     return xp.asarray(data, dtype=dtype, device=device)
 
 
-def to_numpy(x) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """Copy any backend's array to a NumPy array on the host (a no-op for NumPy arrays)."""
     if isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)
@@ -261,7 +268,7 @@ def to_numpy(x) -> np.ndarray:
     return np.from_dlpack(x)
 
 
-def to_backend(x, backend: Backend | None = None):
+def to_backend(x: Array, backend: Backend | None = None) -> Array:
     """Move array `x` (from any backend) to `backend` (default: the active one), keeping its dtype."""
     backend = backend or _current()
     host = to_numpy(x)
@@ -275,7 +282,7 @@ def to_backend(x, backend: Backend | None = None):
     return backend.xp.asarray(host, device=backend.device)
 
 
-def zeros_like_on(x, shape, dtype=None):
+def zeros_like_on(x: Array, shape: tuple[int, ...], dtype: Any = None) -> Array:
     """`xp.zeros(shape)` with `x`'s namespace, device and (by default) dtype."""
     xp = array_namespace(x)
     dtype = x.dtype if dtype is None else dtype
@@ -286,7 +293,7 @@ def zeros_like_on(x, shape, dtype=None):
     return xp.zeros(shape, dtype=dtype, device=x.device)
 
 
-def empty_like_on(x, shape, dtype=None):
+def empty_like_on(x: Array, shape: tuple[int, ...], dtype: Any = None) -> Array:
     """`xp.empty(shape)` (uninitialised) with `x`'s namespace, device and (by default) dtype."""
     xp = array_namespace(x)
     dtype = x.dtype if dtype is None else dtype
@@ -295,7 +302,7 @@ def empty_like_on(x, shape, dtype=None):
     return xp.empty(shape, dtype=dtype, device=x.device)
 
 
-def arange_like(x, n, dtype=None):
+def arange_like(x: Array, n: int, dtype: Any = None) -> Array:
     """`xp.arange(n)` with `x`'s namespace and device."""
     xp = array_namespace(x)
     if xp is np or getattr(xp, "__name__", "") == "cupy":
@@ -303,7 +310,7 @@ def arange_like(x, n, dtype=None):
     return xp.arange(n, dtype=dtype, device=x.device)
 
 
-def default_rng(seed=None) -> np.random.Generator:
+def default_rng(seed: int | None = None) -> np.random.Generator:
     """A seeded host random generator; draws are moved to the device with `asarray`.
 
     Drawing on the host makes one seed give the same numbers on every backend (docs/design/backends.md).

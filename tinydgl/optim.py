@@ -12,16 +12,21 @@ On CuPy, SGD (with or without momentum, NAG), Adam and AdamW update each paramet
 up to 13); NumPy runs the readable form. TINYDGL_FUSED_KERNELS=0 turns the fused kernels off.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-from .backend import array_namespace, asarray, is_numpy_like, to_numpy
+from .backend import Array, array_namespace, asarray, is_numpy_like, to_numpy
 from .kernels.elementwise import fused_update, has_fused_updates
+from .nn.module import Parameter
 
 
 class Optimizer:
-    def __init__(self, params, lr):
+    def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("The optimizer got no parameters to train.")
@@ -30,32 +35,34 @@ class Optimizer:
         self.lr = lr
         self.base_lr = lr  # what epoch schedules (`scheduled_lr`) scale; lr is the rate in use
         self.steps = 0
-        self.state = [dict() for _ in self.params]  # per-parameter buffers (momentum, Adam moments)
+        self.state: list[dict[str, Any]] = [
+            dict() for _ in self.params
+        ]  # per-parameter buffers (momentum, Adam moments)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def train(self):
+    def train(self) -> None:
         """Put the weights that training steps from into the parameters (a no-op except for schedule-free)."""
 
-    def eval(self):
+    def eval(self) -> None:
         """Put the weights to evaluate into the parameters (a no-op except for schedule-free)."""
 
-    def step(self):
+    def step(self) -> None:
         self.steps += 1
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
                 self._update(p, state)
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
     # Optimizer-wide numbers besides lr and steps that a checkpoint must keep (schedule-free's averaging
     # weights and its train/eval mode); each is a plain float, int or bool attribute.
     scalar_names: tuple[str, ...] = ()
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """{"lr", "steps", "buffers": {"<param index>.<name>": ndarray}, "counts": {...: int},
         "scalars": {name: number}}."""
         buffers = {
@@ -68,7 +75,7 @@ class Optimizer:
         scalars = {name: getattr(self, name) for name in self.scalar_names}
         return {"lr": self.lr, "steps": self.steps, "buffers": buffers, "counts": counts, "scalars": scalars}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lr, self.steps = state["lr"], state["steps"]
         for name in self.scalar_names:
             if name in state.get("scalars", {}):
@@ -88,13 +95,20 @@ class SGD(Optimizer):
     g = grad + weight_decay * p;  v = momentum * v + g;  p -= lr * (g + momentum * v if nesterov else v)
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, lr)
         if nesterov and momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0.")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         xp = array_namespace(p.data)
         if has_fused_updates(xp):  # the same update in one launch, p (and v) in place
             if self.momentum:
@@ -114,7 +128,7 @@ class SGD(Optimizer):
             else:
                 fused_update("sgd", xp, p.grad, self.lr, self.weight_decay, p.data)
             return
-        g = p.grad
+        g: Array = p.grad  # not None: step() skips the parameters without a gradient
         if self.weight_decay:
             g = g + self.weight_decay * p.data
         if self.momentum:
@@ -128,19 +142,26 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction; `weight_decay` adds an L2 term to the gradient."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, lr)
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
 
-    def _decay(self, p, g):
+    def _decay(self, p: Parameter, g: Array) -> Array:
         return g + self.weight_decay * p.data if self.weight_decay else g
 
-    def _fused_decay(self):
+    def _fused_decay(self) -> tuple[float, float]:
         """(l2, shrink) of the fused kernel: Adam adds weight_decay * p to the gradient and shrinks nothing."""
         return self.weight_decay, 1.0
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         xp = array_namespace(p.data)
         t = state.get("t", 0) + 1  # per parameter: a block that skips a step keeps its own count
         state["t"] = t
@@ -192,16 +213,23 @@ class AdamW(Adam):
     """Adam with *decoupled* weight decay (Loshchilov & Hutter 2019): p -= lr * weight_decay * p each step,
     instead of adding the decay to the gradient where Adam's scaling would distort it."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay)
 
-    def _decay(self, p, g):
+    def _decay(self, p: Parameter, g: Array) -> Array:
         return g
 
-    def _fused_decay(self):
+    def _fused_decay(self) -> tuple[float, float]:
         return 0.0, 1 - self.lr * self.weight_decay  # the kernel shrinks p first, as _update below
 
-    def _update(self, p, state):
+    def _update(self, p: Parameter, state: dict[str, Any]) -> None:
         if self.weight_decay and not has_fused_updates(array_namespace(p.data)):
             p.data = p.data * (1 - self.lr * self.weight_decay)
         super()._update(p, state)
@@ -225,7 +253,16 @@ class _ScheduleFree(Optimizer):
 
     scalar_names = ("lr_max", "weight_sum", "train_mode")
 
-    def __init__(self, params, lr, beta, weight_decay, warmup_steps, r, weight_lr_power):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        beta: float,
+        weight_decay: float,
+        warmup_steps: int,
+        r: float,
+        weight_lr_power: float,
+    ) -> None:
         super().__init__(params, lr)
         if not 0.0 < beta < 1.0:
             raise ValueError(f"The averaging coefficient (beta1 / momentum) must lie in (0, 1), got {beta}.")
@@ -235,28 +272,32 @@ class _ScheduleFree(Optimizer):
         self.warmup_steps, self.r, self.weight_lr_power = int(warmup_steps), r, weight_lr_power
         self.lr_max, self.weight_sum, self.train_mode = -1.0, 0.0, True
 
-    def train(self):
+    def train(self) -> None:
         """x -> y = x + (1 - beta) * (z - x), i.e. beta * x + (1 - beta) * z."""
         if not self.train_mode:
             self._move_towards_z(1 - self.beta)
             self.train_mode = True
 
-    def eval(self):
+    def eval(self) -> None:
         """y -> x = y + (1 - 1 / beta) * (z - y), i.e. (y - (1 - beta) * z) / beta."""
         if self.train_mode:
             self._move_towards_z(1 - 1 / self.beta)
             self.train_mode = False
 
-    def _move_towards_z(self, weight):
+    def _move_towards_z(self, weight: float) -> None:
         for p, state in zip(self.params, self.state):
             if "z" in state:  # a parameter that has never had a gradient has no z yet: x = y = z
                 p.data = p.data + weight * (state["z"] - p.data)
 
-    def _step_size(self, k):
+    def _step_size(self, k: int) -> float:
         """This step's learning rate (warm-up and, for Adam, bias correction folded in)."""
         raise NotImplementedError
 
-    def step(self):
+    def _averaged_update(self, p: Parameter, state: dict[str, Any], lr_t: float, c: float) -> None:
+        """One parameter's step at rate lr_t, its average x moving a fraction c of the way towards z."""
+        raise NotImplementedError
+
+    def step(self) -> None:
         if not self.train_mode:
             raise RuntimeError(
                 f"{type(self).__name__}.step() in eval mode: the parameters hold the averaged "
@@ -273,10 +314,10 @@ class _ScheduleFree(Optimizer):
             if p.grad is not None:
                 if "z" not in state:  # z starts at the parameter's value when it first learns
                     state["z"] = array_namespace(p.data).asarray(p.data, copy=True)
-                self._update(p, state, lr_t, c)
+                self._averaged_update(p, state, lr_t, c)
         self.steps = k + 1
 
-    def _warmup(self, k):
+    def _warmup(self, k: int) -> float:
         return (k + 1) / self.warmup_steps if k < self.warmup_steps else 1.0
 
 
@@ -295,24 +336,25 @@ class ScheduleFreeAdamW(_ScheduleFree):
 
     def __init__(
         self,
-        params,
-        lr=0.0025,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        warmup_steps=0,
-        r=0.0,
-        weight_lr_power=2.0,
-    ):
+        params: Iterable[Parameter],
+        lr: float = 0.0025,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2.0,
+    ) -> None:
         super().__init__(params, lr, betas[0], weight_decay, warmup_steps, r, weight_lr_power)
         self.beta1, self.beta2, self.eps = betas[0], betas[1], eps
 
-    def _step_size(self, k):
+    def _step_size(self, k: int) -> float:
         return self.lr * self._warmup(k) * math.sqrt(1 - self.beta2 ** (k + 1))
 
-    def _update(self, p, state, lr_t, c):
+    def _averaged_update(self, p: Parameter, state: dict[str, Any], lr_t: float, c: float) -> None:
         xp = array_namespace(p.data)
-        g, y, z = p.grad, p.data, state["z"]
+        g: Array = p.grad  # not None: step() skips the parameters without a gradient
+        y, z = p.data, state["z"]
         v = state["v"] = self.beta2 * state.get("v", xp.zeros_like(g)) + (1 - self.beta2) * (g * g)
         gh = g / (xp.sqrt(v) + self.eps)
         if self.weight_decay:
@@ -331,15 +373,25 @@ class ScheduleFreeSGD(_ScheduleFree):
     Defaults are the official copy's (lr 1.0, momentum 0.9).
     """
 
-    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0, weight_lr_power=2.0):
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1.0,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        r: float = 0.0,
+        weight_lr_power: float = 2.0,
+    ) -> None:
         super().__init__(params, lr, momentum, weight_decay, warmup_steps, r, weight_lr_power)
         self.momentum = momentum
 
-    def _step_size(self, k):
+    def _step_size(self, k: int) -> float:
         return self.lr * self._warmup(k)
 
-    def _update(self, p, state, lr_t, c):
-        g, y, z = p.grad, p.data, state["z"]
+    def _averaged_update(self, p: Parameter, state: dict[str, Any], lr_t: float, c: float) -> None:
+        g: Array = p.grad  # not None: step() skips the parameters without a gradient
+        y, z = p.data, state["z"]
         if self.weight_decay:
             g = g + self.weight_decay * y
         y = y + c * (z - y)
@@ -354,7 +406,9 @@ class NAG(SGD):
         g = grad + weight_decay * p;  v = momentum * v + g  (v = g at the first step);  p -= lr * (g + momentum * v)
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.9, weight_decay=0.0):
+    def __init__(
+        self, params: Iterable[Parameter], lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0
+    ) -> None:
         super().__init__(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
 
 
@@ -368,7 +422,7 @@ OPTIMIZERS = {
 }
 
 
-def build_optimizer(name, params, lr, **kwargs):
+def build_optimizer(name: str, params: Iterable[Parameter], lr: float, **kwargs: Any) -> Optimizer:
     """`build_optimizer("adam", model.parameters(), lr=1e-3)`; names: sgd, adam, adamw, adamw-sf, sgd-sf, nag."""
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}.")
@@ -378,14 +432,14 @@ def build_optimizer(name, params, lr, **kwargs):
 class StepLR:
     """Multiply the learning rate by `gamma` every `step_size` calls to `step()` (call it once per epoch)."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
         self.base_lr, self.count = optimizer.lr, 0
 
-    def lr_at(self, count):
+    def lr_at(self, count: int) -> float:
         return self.base_lr * self.gamma ** (count // self.step_size)
 
-    def step(self):
+    def step(self) -> None:
         self.count += 1
         self.optimizer.lr = self.lr_at(self.count)
 
@@ -393,21 +447,21 @@ class StepLR:
 class CosineLR:
     """Cosine decay from the base rate to `min_lr` over `total` calls to `step()`, then constant."""
 
-    def __init__(self, optimizer, total, min_lr=0.0):
+    def __init__(self, optimizer: Optimizer, total: int, min_lr: float = 0.0) -> None:
         self.optimizer, self.total, self.min_lr = optimizer, total, min_lr
         self.base_lr, self.count = optimizer.lr, 0
 
-    def lr_at(self, count):
+    def lr_at(self, count: int) -> float:
         progress = min(count, self.total) / self.total
         return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
-    def step(self):
+    def step(self) -> None:
         self.count += 1
         self.optimizer.lr = self.lr_at(self.count)
 
 
 # --- per-epoch schedules for the shared loop (`tinydgl.train.fit(..., lr_schedule=NAME)`) ---------------------
-def _cooldown(epoch, epochs):
+def _cooldown(epoch: int, epochs: int) -> float:
     """Forward-Forward's reference schedule as loeweX/Forward-Forward's src/utils.py computes it, with its
     0-based epoch e0 = epoch - 1: 1 while e0 <= E // 2, then 2 (1 + E - e0) / E. So E = 1 trains at 1,
     E = 5 at 1, 1, 1, 1.2, 0.8 (a 1-based reading would give 2 and 1, 1, 1.2, 0.8, 0.4)."""
@@ -415,16 +469,20 @@ def _cooldown(epoch, epochs):
     return 1.0 if e0 <= epochs // 2 else 2.0 * (1 + epochs - e0) / epochs
 
 
-def _steps(epoch, epochs):
+def _steps(epoch: int, epochs: int) -> float:
     """x0.1 after 60% of the epochs and x0.01 after 90%: PEPITA's reference schedule (GiorgiaD/PEPITA: eta
     x0.1 at epochs 60 and 90 of 100, i.e. from 1-based epoch 61 and 91)."""
     return 0.1 ** ((epoch > 0.6 * epochs) + (epoch > 0.9 * epochs))
 
 
-LR_SCHEDULES = {"constant": lambda epoch, epochs: 1.0, "cooldown": _cooldown, "steps": _steps}
+LR_SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda epoch, epochs: 1.0,
+    "cooldown": _cooldown,
+    "steps": _steps,
+}
 
 
-def scheduled_lr(optimizers, schedule, epoch, epochs):
+def scheduled_lr(optimizers: Iterable[Optimizer], schedule: str, epoch: int, epochs: int) -> None:
     """Set every optimizer's rate for (1-based) `epoch` of `epochs`: its base_lr times the schedule's factor.
     Depends on the epoch alone, so a resumed run sets the same rates as an uninterrupted one."""
     if schedule not in LR_SCHEDULES:

@@ -13,25 +13,28 @@ an auxiliary head (DGL) or a local loss (LLS). That is what lets trainers decide
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 
-from ..backend import Backend, asarray, get_backend, to_backend, to_numpy
+from ..backend import Array, Backend, asarray, get_backend, to_backend, to_numpy
 
 
 class Parameter:
     """A trainable array, its gradient (same shape; None until a backward pass) and its tangent: the
     direction it moves in for a forward-mode pass (`Module.jvp`; None: it does not move)."""
 
-    def __init__(self, data):
+    def __init__(self, data: Array) -> None:
         self.data = data
-        self.grad = None
-        self.tangent = None
+        self.grad: Array | None = None
+        self.tangent: Array | None = None
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Parameter(shape={self.shape}, dtype={self.data.dtype})"
 
 
@@ -42,33 +45,33 @@ class Module:
     `forward(x)` and `backward(dout, need_input_grad=True)`.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.training = True
         self.buffers: dict = {}
 
     # --- the two passes -------------------------------------------------------------------------
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: Array, need_input_grad: bool = True) -> Array | None:
         """Store parameter gradients; return dx, or None when `need_input_grad` is False."""
         raise NotImplementedError
 
-    def jvp(self, dx):
+    def jvp(self, dx: Array | None) -> Array | None:
         """Forward mode, after `forward` in training mode: the output's tangent for the input's tangent dx
         (x's shape; None: the input does not move) and each parameter's `.tangent`. Reads the cache forward
         kept and leaves it for a later backward (so one forward serves many directions). Returns None when
         nothing moves."""
         raise NotImplementedError(f"{type(self).__name__} has no forward-mode derivative (jvp) yet.")
 
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         return self.forward(x)
 
-    def _remember(self, cache):
+    def _remember(self, cache: Any) -> None:
         """Keep what backward needs: in training mode only, so evaluation holds no activations."""
         self._cache = cache if self.training else None
 
-    def _recall(self):
+    def _recall(self) -> Any:
         """Hand the cache to backward and drop it: a block's activations are freed as soon as it has run
         backward (this is what lets local learning hold one block's activations at a time)."""
         cache, self._cache = getattr(self, "_cache", None), None
@@ -78,27 +81,27 @@ class Module:
             )
         return cache
 
-    def _peek(self):
+    def _peek(self) -> Any:
         """The cache, for a forward-mode pass, without dropping it (backward may still follow)."""
         cache = getattr(self, "_cache", None)
         if cache is None:
             raise RuntimeError(f"{self!r}.jvp() needs a forward pass in training mode first, and runs before backward.")
         return cache
 
-    def forget(self):
+    def forget(self) -> None:
         """Drop any stored forward cache (here and in children) without running backward."""
         self._cache = None
         for child in self.children():
             child.forget()
 
     # --- structure ------------------------------------------------------------------------------
-    def children(self) -> list["Module"]:
+    def children(self) -> list[Module]:
         return []
 
     def own_parameters(self) -> dict[str, Parameter]:
         return {k: v for k, v in vars(self).items() if isinstance(v, Parameter)}
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Yield (dotted name, Parameter) for this module and its children, in a fixed order."""
         for name, p in self.own_parameters().items():
             yield prefix + name, p
@@ -108,7 +111,7 @@ class Module:
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
 
-    def named_buffers(self, prefix=""):
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Array]]:
         for name, b in self.buffers.items():
             yield prefix + name, b
         for i, child in enumerate(self.children()):
@@ -117,17 +120,17 @@ class Module:
     def num_parameters(self) -> int:
         return int(sum(np.prod(p.shape) for p in self.parameters()))
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Module:
         self.training = mode
         for child in self.children():
             child.train(mode)
         return self
 
-    def eval(self):
+    def eval(self) -> Module:
         return self.train(False)
 
     # --- saving and moving ----------------------------------------------------------------------
@@ -137,7 +140,7 @@ class Module:
         state.update({name: to_numpy(b).copy() for name, b in self.named_buffers()})
         return state
 
-    def load_state_dict(self, state: dict):
+    def load_state_dict(self, state: dict[str, Any]) -> Module:
         """Copy arrays from `state` (as returned by `state_dict`) into this module, on its backend.
 
         Raises a KeyError naming missing or unexpected keys and a ValueError on a shape mismatch.
@@ -159,13 +162,13 @@ class Module:
             owner.buffers[key] = asarray(np.asarray(state[name]).astype(to_numpy(old).dtype), like=old)
         return self
 
-    def _collect_buffer_owners(self, prefix, out):
+    def _collect_buffer_owners(self, prefix: str, out: dict[str, tuple[Module, str]]) -> None:
         for key in self.buffers:
             out[prefix + key] = (self, key)
         for i, child in enumerate(self.children()):
             child._collect_buffer_owners(f"{prefix}{i}.", out)
 
-    def to(self, backend: Backend | None = None):
+    def to(self, backend: Backend | None = None) -> Module:
         """Move every parameter and buffer to `backend` (default: the active one), e.g. another GPU."""
         backend = backend or get_backend()
         for p in self.own_parameters().values():
@@ -176,7 +179,7 @@ class Module:
             child.to(backend)
         return self
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
@@ -188,38 +191,38 @@ class Sequential(Module):
     compute its input gradient: layers before it (a max-pool, say) are skipped entirely.
     """
 
-    def __init__(self, *layers: Module, local_pool: int | None = None):
+    def __init__(self, *layers: Module, local_pool: int | None = None) -> None:
         super().__init__()
         self.layers = list(layers)
         # Spatial size this block's output is pooled to by LLS's local loss (None: use the output as is).
         self.local_pool = local_pool
         # Width at which the official LLS code draws this block's random or trainable local matrix before
         # average-pooling its columns to the block's pooled size (None: drawn at that size; trainers/lls.py).
-        self.local_width = None
+        self.local_width: int | None = None
 
-    def children(self):
+    def children(self) -> list[Module]:
         return self.layers
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Module:
         return self.layers[i]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
-    def jvp(self, dx):
+    def jvp(self, dx: Array | None) -> Array | None:
         for layer in self.layers:
             dx = layer.jvp(dx)
         return dx
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: Array, need_input_grad: bool = True) -> Array | None:
         stop = 0
         if not need_input_grad:
             with_params = [i for i, layer in enumerate(self.layers) if layer.parameters()]
@@ -230,16 +233,16 @@ class Sequential(Module):
             layer.forget()  # skipped layers never run backward: free their activations now
         return dout if need_input_grad else None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner = "\n".join("  " + line for layer in self.layers for line in repr(layer).splitlines())
         pool = f", local_pool={self.local_pool}" if self.local_pool is not None else ""
         return f"Sequential({pool.lstrip(', ')}\n{inner}\n)" if self.layers else "Sequential()"
 
 
-def init_uniform(rng, shape, bound, dtype):
+def init_uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: Any) -> Array:
     """U(-bound, bound) drawn on the host from `rng`, placed on the active backend as `dtype`."""
     return asarray(rng.uniform(-bound, bound, size=shape), dtype=dtype)
 
 
-def init_constant(shape, value, dtype):
+def init_constant(shape: tuple[int, ...], value: float, dtype: Any) -> Array:
     return asarray(np.full(shape, value), dtype=dtype)

@@ -12,17 +12,20 @@ without `out=`. On NumPy, LeakyReLU runs those steps on every core, one slice of
 (`tinydgl.threads`); each element is computed the same way whatever the thread count.
 """
 
-from ..backend import array_namespace, is_numpy_like
+from __future__ import annotations
+
+from ..backend import Array, Namespace, array_namespace, is_numpy_like
 from ..threads import for_each_slice
+from . import Cache
 
 
-def relu_forward(x):
+def relu_forward(x: Array) -> tuple[Array, Cache]:
     """x: any shape -> out = max(x, 0), same shape; the cache is the mask of positive inputs."""
     xp = array_namespace(x)
     return xp.maximum(x, 0.0), x > 0
 
 
-def relu_backward(dout, cache):
+def relu_backward(dout: Array, cache: Cache) -> Array:
     """dout: same shape as x -> dx. The gradient passes where x > 0 (at x == 0 we use 0, as PyTorch does)."""
     xp = array_namespace(dout)
     # BEGIN SOLUTION a1-relu-backward
@@ -33,14 +36,14 @@ def relu_backward(dout, cache):
     return dx
 
 
-def _fused(xp, *arrays):
+def _fused(xp: Namespace, *arrays: Array) -> bool:
     """Whether the fused CuPy kernels of tinydgl/kernels/elementwise.py apply."""
     from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
 
     return fused_for(xp, *arrays)
 
 
-def leaky_relu_forward(x, negative_slope=0.01):
+def leaky_relu_forward(x: Array, negative_slope: float = 0.01) -> tuple[Array, Cache]:
     """x: any shape -> out = x where x > 0, else negative_slope * x."""
     xp = array_namespace(x)
     if not 0.0 <= negative_slope <= 1.0:
@@ -57,7 +60,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
         return xp.maximum(x, negative_slope * x), (x > 0, negative_slope)
     out, positive = xp.empty_like(x), xp.empty_like(x, dtype=bool)
 
-    def rows_in(s):  # NumPy/CuPy: written straight into out and positive, on every core for NumPy
+    def rows_in(s: slice) -> None:  # NumPy/CuPy: written straight into out and positive, on every core for NumPy
         xs, outs = x[s, ...], out[s, ...]
         xp.greater(xs, 0, out=positive[s, ...])
         xp.multiply(xs, negative_slope, out=outs)
@@ -67,7 +70,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
     return out, (positive, negative_slope)
 
 
-def leaky_relu_backward(dout, cache):
+def leaky_relu_backward(dout: Array, cache: Cache) -> Array:
     """dout: same shape as x -> dx = dout * (1 if x > 0 else negative_slope)."""
     positive, negative_slope = cache
     xp = array_namespace(dout)
@@ -85,7 +88,7 @@ def leaky_relu_backward(dout, cache):
         return slope
     dx = xp.empty_like(dout)
 
-    def rows_in(s):  # the same steps, written into dx, on every core for NumPy
+    def rows_in(s: slice) -> None:  # the same steps, written into dx, on every core for NumPy
         dxs = dx[s, ...]
         dxs[...] = positive[s, ...]  # 1.0 where x > 0, else 0.0 ...
         xp.maximum(dxs, negative_slope, out=dxs)  # ... and now 1.0 or a, exactly
@@ -95,7 +98,7 @@ def leaky_relu_backward(dout, cache):
     return dx
 
 
-def tanh_forward(x):
+def tanh_forward(x: Array) -> tuple[Array, Cache]:
     """x: any shape -> out = tanh(x); the cache is out (the derivative is 1 - out**2). The DRTP reference
     code's hidden activation."""
     xp = array_namespace(x)
@@ -103,7 +106,7 @@ def tanh_forward(x):
     return out, out
 
 
-def tanh_backward(dout, cache):
+def tanh_backward(dout: Array, cache: Cache) -> Array:
     """dout: same shape as x -> dx = dout * (1 - tanh(x)**2)."""
     return dout * (1.0 - cache * cache)
 
@@ -114,16 +117,16 @@ def tanh_backward(dout, cache):
 # called on the tangent.
 
 
-def relu_jvp(cache, dx):
+def relu_jvp(cache: Cache, dx: Array) -> Array:
     """dx: the input tangent, x's shape -> dout = dx where x > 0, else 0 (the cache from relu_forward)."""
     return relu_backward(dx, cache)
 
 
-def leaky_relu_jvp(cache, dx):
+def leaky_relu_jvp(cache: Cache, dx: Array) -> Array:
     """dx: the input tangent, x's shape -> dout = dx * (1 if x > 0 else negative_slope)."""
     return leaky_relu_backward(dx, cache)
 
 
-def tanh_jvp(cache, dx):
+def tanh_jvp(cache: Cache, dx: Array) -> Array:
     """dx: the input tangent, x's shape -> dout = dx * (1 - tanh(x)**2)."""
     return tanh_backward(dx, cache)

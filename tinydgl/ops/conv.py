@@ -10,10 +10,15 @@ group, dx adds each kernel offset's product back (`_input_grad_by_offset`), with
 Design notes (the layout choices and why, memory): docs/design/convolution.md; lesson 3 builds it.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
-from ..backend import array_namespace, empty_like_on, is_numpy_like, zeros_like_on
+from ..backend import Array, Namespace, array_namespace, empty_like_on, is_numpy_like, zeros_like_on
 from ..threads import column_sums, for_each_block, for_each_slice, is_numpy, matmul, matmul_tn
+from . import Cache
 
 # Largest patch matrix built at once (bytes). Larger batches are processed in slices of images. On the
 # CPU a slice stays small (its copies and products run near the caches); on a GPU every slice costs its own
@@ -23,11 +28,11 @@ WORKSPACE_BYTES = 32 * 2**20
 DEVICE_WORKSPACE_BYTES = 512 * 2**20
 
 
-def _itemsize(dtype):
+def _itemsize(dtype: Any) -> int:
     return getattr(dtype, "itemsize", 8)  # array_api_strict's dtypes do not say; assume the widest
 
 
-def _image_slices(n, rows_per_image, k, itemsize, on_device=False):
+def _image_slices(n: int, rows_per_image: int, k: int, itemsize: int, on_device: bool = False) -> list[tuple[int, int]]:
     """Consecutive (start, stop) slices of the batch whose patch matrices fit WORKSPACE_BYTES, or
     DEVICE_WORKSPACE_BYTES for GPU arrays (>= 1 image per slice)."""
     per_image = max(rows_per_image * k * itemsize, 1)
@@ -35,16 +40,16 @@ def _image_slices(n, rows_per_image, k, itemsize, on_device=False):
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def _on_gpu(xp):
+def _on_gpu(xp: Namespace) -> bool:
     return getattr(xp, "__name__", "") == "cupy"
 
 
-def conv_output_size(size, kernel, stride, padding):
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output length of a convolution along one axis: (size + 2*padding - kernel) // stride + 1."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _pad_channels_last(x, padding):
+def _pad_channels_last(x: Array, padding: int) -> Array:
     """x: (N, C, H, W) -> (N, H + 2p, W + 2p, C) channels-last, zero padded (a view when padding is 0)."""
     xp = array_namespace(x)
     x_nhwc = xp.permute_dims(x, (0, 2, 3, 1))
@@ -53,14 +58,14 @@ def _pad_channels_last(x, padding):
     n, h, w, c = x_nhwc.shape
     padded = zeros_like_on(x, (n, h + 2 * padding, w + 2 * padding, c))
 
-    def images_in(s):
+    def images_in(s: slice) -> None:
         padded[s, padding : padding + h, padding : padding + w, :] = x_nhwc[s, ...]
 
     for_each_slice(images_in, x_nhwc, padded)
     return padded
 
 
-def _im2col_strided(x_pad, kh, kw, stride, oh, ow):
+def _im2col_strided(x_pad: Array, kh: int, kw: int, stride: int, oh: int, ow: int) -> Array:
     """NumPy/CuPy fast path: a zero-copy (N, oh, ow, kh, kw, C) window view of the padded input."""
     xp = array_namespace(x_pad)
     n, _, _, c = x_pad.shape
@@ -71,7 +76,7 @@ def _im2col_strided(x_pad, kh, kw, stride, oh, ow):
     return xp.lib.stride_tricks.as_strided(x_pad, shape=shape, strides=strides)  # CuPy's has no `writeable`
 
 
-def _im2col_sliced(x_pad, kh, kw, stride, oh, ow):
+def _im2col_sliced(x_pad: Array, kh: int, kw: int, stride: int, oh: int, ow: int) -> Array:
     """Portable path: stack the kh*kw offset slices into an (N, oh, ow, kh, kw, C) array."""
     xp = array_namespace(x_pad)
     n, _, _, c = x_pad.shape
@@ -83,7 +88,7 @@ def _im2col_sliced(x_pad, kh, kw, stride, oh, ow):
     return xp.reshape(xp.stack(parts, axis=3), (n, oh, ow, kh, kw, c))
 
 
-def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
+def im2col(x_pad: Array, kh: int, kw: int, stride: int, groups: int = 1, portable: bool | None = None) -> Array:
     """Patch matrix of a channels-last padded input.
 
     x_pad: (N, Hp, Wp, C) -> cols: (G, M, K) with M = N*oh*ow, K = kh*kw*(C/G); row m of group g holds
@@ -100,7 +105,7 @@ def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
     if groups == 1 and not portable:  # the one copy im2col must make, slice by slice (on every core for NumPy)
         cols = xp.empty((n, oh, ow, kh, kw, c), dtype=x_pad.dtype)
 
-        def images_in(s):
+        def images_in(s: slice) -> None:
             cols[s, ...] = windows[s, ...]
 
         for_each_slice(images_in, cols)
@@ -111,7 +116,7 @@ def im2col(x_pad, kh, kw, stride, groups=1, portable=None):
     return xp.reshape(xp.permute_dims(windows, (5, 0, 1, 2, 3, 4, 6)), (groups, m, kh * kw * cg))
 
 
-def col2im(dcols, x_pad_shape, kh, kw, stride, groups=1):
+def col2im(dcols: Array, x_pad_shape: tuple[int, ...], kh: int, kw: int, stride: int, groups: int = 1) -> Array:
     """Adjoint of `im2col`: dcols (G, M, K) -> d x_pad (N, Hp, Wp, C), summing overlapping patches."""
     xp = array_namespace(dcols)
     n, hp, wp, c = x_pad_shape
@@ -131,19 +136,19 @@ def col2im(dcols, x_pad_shape, kh, kw, stride, groups=1):
     return dx_pad
 
 
-def _add_into(target, values):
+def _add_into(target: Array, values: Array) -> None:
     """target += values, in place, one slice of the first axis per thread on NumPy. `values` is an array of
     target's shape, or one that broadcasts over its first axis (a tiled bias row)."""
     per_row = values.ndim == target.ndim and values.shape[0] == target.shape[0]
 
-    def rows_in(s):
+    def rows_in(s: slice) -> None:
         part = target[s, ...]
         part += values[s, ...] if per_row else values
 
     for_each_slice(rows_in, target)
 
 
-def _check_conv_args(x, w, b, stride, padding, groups):
+def _check_conv_args(x: Array, w: Array, b: Array | None, stride: int, padding: int, groups: int) -> None:
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(
             f"conv2d expects x (N, C, H, W) and w (F, C/groups, KH, KW); got {tuple(x.shape)}, {tuple(w.shape)}."
@@ -164,7 +169,7 @@ def _check_conv_args(x, w, b, stride, padding, groups):
         raise ValueError(f"conv2d kernel {tuple(w.shape[2:])} is larger than the padded input {tuple(x.shape[2:])}.")
 
 
-def weight_columns(w, groups=1):
+def weight_columns(w: Array, groups: int = 1) -> Array:
     """w (F, Cg, KH, KW) -> w_col (G, K, F/G) with K = KH*KW*Cg, rows ordered (kernel row, kernel column,
     channel) like im2col's columns."""
     xp = array_namespace(w)
@@ -175,7 +180,15 @@ def weight_columns(w, groups=1):
     )
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
+def conv2d_forward(
+    x: Array,
+    w: Array,
+    b: Array | None = None,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    portable: bool | None = None,
+) -> tuple[Array, Cache]:
     """Convolution of NCHW images with zero padding.
 
     x: (N, C, H, W), w: (F, C // groups, KH, KW), b: (F,) or None.
@@ -213,7 +226,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, groups=1, portable=None):
     return out, cache
 
 
-def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
+def conv2d_backward(
+    dout: Array, cache: Cache, compute_dx: bool = True, feedback: Array | None = None
+) -> tuple[Array | None, Array, Array | None]:
     """dout: (N, F, H_out, W_out) -> dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) or None.
 
     `compute_dx=False` skips the input gradient (returns dx=None): a first layer, or a block whose input is
@@ -237,7 +252,7 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
         dx_pad, dw_col, db = _backward_in_blocks(dout_flat, x_pad, w_col[0, ...], kh, kw, stride, compute_dx, has_bias)
         dw = xp.reshape(xp.permute_dims(xp.reshape(dw_col, (1, kh, kw, cg, f)), (0, 4, 3, 1, 2)), w_shape)
         dx = None
-        if compute_dx:
+        if dx_pad is not None:  # compute_dx
             h, w = x_shape[2], x_shape[3]
             dx = xp.permute_dims(dx_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
         return dx, dw, db
@@ -264,7 +279,7 @@ def conv2d_backward(dout, cache, compute_dx=True, feedback=None):
     return dx, dw, db
 
 
-def conv2d_input(cache):
+def conv2d_input(cache: Cache) -> Array:
     """The input x: (N, C, H, W) a forward pass saw, recovered from its cache (an NCHW view of the padded,
     channels-last copy the cache keeps, without the padding)."""
     x_pad, _, _, x_shape, _, padding, _, _, _ = cache
@@ -273,7 +288,7 @@ def conv2d_input(cache):
     return xp.permute_dims(x_pad[:, padding : padding + h, padding : padding + w, :], (0, 3, 1, 2))
 
 
-def conv2d_jvp(cache, dx=None, dw=None, db=None):
+def conv2d_jvp(cache: Cache, dx: Array | None = None, dw: Array | None = None, db: Array | None = None) -> Array | None:
     """Forward mode: the output tangent of a convolution, from its forward's cache and tangents
     dx: (N, C, H, W), dw: (F, C // groups, KH, KW), db: (F,) of the input and parameters (None: that one
     does not move). Returns dout: (N, F, H_out, W_out), or None when nothing moves.
@@ -300,7 +315,9 @@ def conv2d_jvp(cache, dx=None, dw=None, db=None):
     return dout
 
 
-def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
+def _input_grad_by_offset(
+    dout_flat: Array, w_col: Array, x_pad_shape: tuple[int, ...], kh: int, kw: int, stride: int
+) -> Array:
     """d x_pad (N, Hp, Wp, C) from dout_flat (M, F) and w_col (K, F), for groups == 1.
 
     The same sum as col2im(dout_flat @ w_col^T), one kernel offset at a time: offset (i, j) saw the slice
@@ -343,14 +360,16 @@ def _input_grad_by_offset(dout_flat, w_col, x_pad_shape, kh, kw, stride):
 BLOCK_BYTES = 2 * 2**20
 
 
-def _image_blocks(n, rows_per_image, k, itemsize):
+def _image_blocks(n: int, rows_per_image: int, k: int, itemsize: int) -> list[slice]:
     """(start, stop) image ranges whose patch matrices are about BLOCK_BYTES (at least one image)."""
     per_image = max(rows_per_image * k * itemsize, 1)
     step = max(1, BLOCK_BYTES // per_image)
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
+def _forward_in_blocks(
+    x_pad: Array, w_col: Array, b: Array | None, kh: int, kw: int, stride: int, oh: int, ow: int
+) -> Array:
     """out_flat (M, F) = im2col(x_pad) @ w_col (+ b), a block of images at a time. x_pad: (N, Hp, Wp, C)."""
     xp = array_namespace(x_pad)
     n, c = x_pad.shape[0], x_pad.shape[3]
@@ -360,7 +379,7 @@ def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
     bias = None if b is None else xp.tile(b, (ow,))  # a bias row per row of W_out*F outputs, see conv2d_forward
     blocks = _image_blocks(n, rows, k, x_pad.itemsize)
 
-    def block(i):
+    def block(i: int) -> None:
         s = blocks[i]
         cols = xp.reshape(windows[s], (-1, k))  # the copy im2col makes, one block at a time
         out = out_flat[s.start * rows : s.stop * rows]
@@ -373,7 +392,9 @@ def _forward_in_blocks(x_pad, w_col, b, kh, kw, stride, oh, ow):
     return out_flat
 
 
-def _backward_in_blocks(dout_flat, x_pad, w_col, kh, kw, stride, compute_dx, has_bias):
+def _backward_in_blocks(
+    dout_flat: Array, x_pad: Array, w_col: Array, kh: int, kw: int, stride: int, compute_dx: bool, has_bias: bool
+) -> tuple[Array | None, Array, Array | None]:
     """(dx_pad or None, dw_col (K, F), db or None) from dout_flat (M, F), a block of images at a time: each
     block rebuilds its patch matrix for dw, adds its column sums for db, and adds each kernel offset's input
     gradient (see `_input_grad_by_offset`) onto its own images of dx_pad."""
@@ -385,16 +406,17 @@ def _backward_in_blocks(dout_flat, x_pad, w_col, kh, kw, stride, compute_dx, has
     w_offsets = xp.reshape(w_col, (kh, kw, c, f))
     dx_pad = zeros_like_on(x_pad, tuple(x_pad.shape)) if compute_dx else None
     blocks = _image_blocks(n, rows, k, x_pad.itemsize)
-    dw_parts, db_parts = [None] * len(blocks), [None] * len(blocks)
+    dw_parts: list[Array] = [None] * len(blocks)  # filled by block(i)
+    db_parts: list[Array] = [None] * len(blocks)
     ones = xp.ones_like(dout_flat[: (blocks[0].stop - blocks[0].start) * rows, 0])
 
-    def block(i):
+    def block(i: int) -> None:
         s = blocks[i]
         d = dout_flat[s.start * rows : s.stop * rows]  # (rows in the block, F)
         dw_parts[i] = xp.reshape(windows[s], (-1, k)).T @ d
         if has_bias:
             db_parts[i] = ones[: d.shape[0]] @ d
-        if compute_dx:
+        if dx_pad is not None:  # compute_dx
             dx_block = dx_pad[s]
             for a in range(kh):
                 for e in range(kw):

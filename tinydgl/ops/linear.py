@@ -1,9 +1,12 @@
 """Fully connected (affine) layer: out = x @ w + b."""
 
-from ..backend import array_namespace, zeros_like_on
+from __future__ import annotations
+
+from ..backend import Array, array_namespace, zeros_like_on
+from . import Cache
 
 
-def linear_forward(x, w, b=None):
+def linear_forward(x: Array, w: Array, b: Array | None = None) -> tuple[Array, Cache]:
     """x: (N, D), w: (D, M), b: (M,) or None -> out: (N, M), cache."""
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
         raise ValueError(f"linear_forward expects x (N, D) and w (D, M); got x {tuple(x.shape)}, w {tuple(w.shape)}.")
@@ -13,7 +16,9 @@ def linear_forward(x, w, b=None):
     return out, (x, w, b is not None)
 
 
-def linear_backward(dout, cache, compute_dx=True, feedback=None):
+def linear_backward(
+    dout: Array, cache: Cache, compute_dx: bool = True, feedback: Array | None = None
+) -> tuple[Array | None, Array, Array | None]:
     """dout: (N, M) -> dx: (N, D), dw: (D, M), db: (M,) or None.
 
     `compute_dx=False` returns dx=None, for a first layer whose input needs no gradient.
@@ -32,7 +37,7 @@ def linear_backward(dout, cache, compute_dx=True, feedback=None):
     return dx, dw, db
 
 
-def linear_jvp(cache, dx=None, dw=None, db=None):
+def linear_jvp(cache: Cache, dx: Array | None = None, dw: Array | None = None, db: Array | None = None) -> Array | None:
     """Forward mode: the output tangent of out = x @ w + b, from the forward's cache and tangents
     dx: (N, D), dw: (D, M), db: (M,) of the input and parameters (None: that one does not move).
     Returns dout: (N, M), or None when nothing moves.

@@ -5,10 +5,14 @@ sync on a GPU, so the training loop reads many steps' losses at once; on NumPy i
 a Python float.
 """
 
-from ..backend import arange_like, array_namespace
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Array, arange_like, array_namespace
 
 
-def float64_scalar(total):
+def float64_scalar(total: Array) -> Array:
     """A 0-d sum as a float64 scalar on its device, with no host sync: a 0-d CuPy array, or a `numpy.float64`
     (a Python float) on NumPy. Its bits are those of `float(total)`, so a loss computed from it, as
     `-float64_scalar(sum) / n`, equals the host arithmetic `-float(sum) / n` exactly."""
@@ -16,7 +20,7 @@ def float64_scalar(total):
     return total.astype(xp.float64) if hasattr(total, "astype") else xp.astype(total, xp.float64)
 
 
-def softmax(logits):
+def softmax(logits: Array) -> Array:
     """logits: (N, C) -> probabilities (N, C). Subtracting the row max first keeps exp() from overflowing."""
     xp = array_namespace(logits)
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
@@ -24,14 +28,14 @@ def softmax(logits):
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
-def log_softmax(logits):
+def log_softmax(logits: Array) -> Array:
     """logits: (N, C) -> log-probabilities (N, C), computed stably as z - max - log(sum(exp(z - max)))."""
     xp = array_namespace(logits)
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
 
 
-def one_hot(y, num_classes, dtype):
+def one_hot(y: Array, num_classes: int, dtype: Any) -> Array:
     """y: (N,) integer labels -> (N, num_classes) one-hot rows of `dtype`, on y's device."""
     xp = array_namespace(y)
     if y.ndim != 1:
@@ -39,7 +43,7 @@ def one_hot(y, num_classes, dtype):
     return xp.astype(y[:, None] == arange_like(y, num_classes, dtype=y.dtype), dtype)
 
 
-def softmax_cross_entropy(logits, y, label_smoothing=0.0):
+def softmax_cross_entropy(logits: Array, y: Array, label_smoothing: float = 0.0) -> tuple[Array, Array]:
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     logits: (N, C), y: (N,) ints in [0, C). With label smoothing s the target is (1 - s) * onehot + s / C,
@@ -63,7 +67,7 @@ def softmax_cross_entropy(logits, y, label_smoothing=0.0):
     return loss, dlogits
 
 
-def mse_loss(pred, target):
+def mse_loss(pred: Array, target: Array) -> tuple[Array, Array]:
     """Mean over all elements of (pred - target)^2. Returns (loss: float64 scalar, dpred) with pred's shape."""
     xp = array_namespace(pred)
     if tuple(pred.shape) != tuple(target.shape):
@@ -78,7 +82,7 @@ def mse_loss(pred, target):
     # END SOLUTION
 
 
-def sigmoid_binary_cross_entropy(logits, y):
+def sigmoid_binary_cross_entropy(logits: Array, y: Array) -> tuple[Array, Array]:
     """Binary cross-entropy of sigmoid(logits) against one-hot targets, the mean over all N * C elements (as
     PyTorch's BCELoss after a sigmoid, the DRTP reference code's output loss).
 
@@ -99,7 +103,7 @@ def sigmoid_binary_cross_entropy(logits, y):
     return float64_scalar(xp.sum(elementwise)) / size, (probability - target) / size
 
 
-def binary_cross_entropy_with_logits(logits, targets):
+def binary_cross_entropy_with_logits(logits: Array, targets: Array) -> tuple[Array, Array]:
     """Mean binary cross-entropy of sigmoid(logits) against float targets in [0, 1] of the same shape (as
     PyTorch's BCEWithLogitsLoss; Forward-Forward's per-layer loss, with targets 1 for positive and 0 for
     negative samples). Stable for logits of any size: max(z, 0) - z * t + log(1 + exp(-|z|)).
@@ -122,20 +126,22 @@ def binary_cross_entropy_with_logits(logits, targets):
 # A loss is a scalar: its tangent along dlogits is the inner product of its gradient with dlogits.
 
 
-def softmax_jvp(logits, dlogits):
+def softmax_jvp(logits: Array, dlogits: Array) -> Array:
     """logits, dlogits: (N, C) -> the tangent of softmax(logits): p * (dlogits - <p, dlogits>) per row."""
     xp = array_namespace(logits)
     p = softmax(logits)
     return p * (dlogits - xp.sum(p * dlogits, axis=1, keepdims=True))
 
 
-def log_softmax_jvp(logits, dlogits):
+def log_softmax_jvp(logits: Array, dlogits: Array) -> Array:
     """logits, dlogits: (N, C) -> the tangent of log_softmax(logits): dlogits - <softmax, dlogits> per row."""
     xp = array_namespace(logits)
     return dlogits - xp.sum(softmax(logits) * dlogits, axis=1, keepdims=True)
 
 
-def softmax_cross_entropy_jvp(logits, y, dlogits, label_smoothing=0.0):
+def softmax_cross_entropy_jvp(
+    logits: Array, y: Array, dlogits: Array, label_smoothing: float = 0.0
+) -> tuple[Array, Array]:
     """logits, dlogits: (N, C), y: (N,) -> (loss, dloss: float64 scalars on the device), the loss and its directional
     derivative along dlogits: -mean over rows of <target, log_softmax_jvp(logits, dlogits)>."""
     xp = array_namespace(logits)
@@ -143,7 +149,9 @@ def softmax_cross_entropy_jvp(logits, y, dlogits, label_smoothing=0.0):
     return loss, float64_scalar(xp.sum(rows))
 
 
-def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
+def softmax_cross_entropy_row_jvp(
+    logits: Array, y: Array, dlogits: Array, label_smoothing: float = 0.0
+) -> tuple[Array, Array]:
     """As `softmax_cross_entropy_jvp`, with the directional derivative left as its N terms, one per row:
     (loss: float, drows: (N,)), drows summing to dloss. Row n is the derivative of example n's share of the
     loss (activity perturbation uses them, one direction per example)."""
@@ -154,19 +162,19 @@ def softmax_cross_entropy_row_jvp(logits, y, dlogits, label_smoothing=0.0):
     return loss, xp.sum(dloss_dlogits * dlogits, axis=1)
 
 
-def mse_loss_jvp(pred, target, dpred):
+def mse_loss_jvp(pred: Array, target: Array, dpred: Array) -> tuple[Array, Array]:
     """pred, target, dpred: same shape -> (loss: float, dloss = mean of 2 (pred - target) * dpred)."""
     loss, dloss_dpred = mse_loss(pred, target)
     return loss, float64_scalar(array_namespace(pred).sum(dloss_dpred * dpred))
 
 
-def sigmoid_binary_cross_entropy_jvp(logits, y, dlogits):
+def sigmoid_binary_cross_entropy_jvp(logits: Array, y: Array, dlogits: Array) -> tuple[Array, Array]:
     """logits, dlogits: (N, C), y: (N,) -> (loss, dloss = <sigmoid(logits) - onehot, dlogits> / (N * C))."""
     loss, grad = sigmoid_binary_cross_entropy(logits, y)
     return loss, float64_scalar(array_namespace(logits).sum(grad * dlogits))
 
 
-def binary_cross_entropy_with_logits_jvp(logits, targets, dlogits):
+def binary_cross_entropy_with_logits_jvp(logits: Array, targets: Array, dlogits: Array) -> tuple[Array, Array]:
     """logits, targets, dlogits: same shape -> (loss, dloss = <sigmoid(logits) - targets, dlogits> / size)."""
     loss, grad = binary_cross_entropy_with_logits(logits, targets)
     return loss, float64_scalar(array_namespace(logits).sum(grad * dlogits))

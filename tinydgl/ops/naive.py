@@ -2,10 +2,18 @@
 against. Read these first (lesson 3); they are written for NumPy arrays and small inputs only.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+
 import numpy as np
 
+from . import Cache
 
-def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, groups=1):
+
+def conv2d_forward_naive(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride: int = 1, padding: int = 0, groups: int = 1
+) -> tuple[np.ndarray, Cache]:
     """x: (N, C, H, W), w: (F, C // groups, KH, KW), b: (F,) or None -> out: (N, F, H_out, W_out), cache."""
     n, c, h, w_in = x.shape
     f, cg, kh, kw = w.shape
@@ -27,7 +35,7 @@ def conv2d_forward_naive(x, w, b=None, stride=1, padding=0, groups=1):
     return out, (x, w, b, stride, padding, groups)
 
 
-def conv2d_backward_naive(dout, cache):
+def conv2d_backward_naive(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """dout: (N, F, H_out, W_out) -> dx, dw, db, each output pixel's gradient scattered back to its patch."""
     x, w, b, stride, padding, groups = cache
     n, f, oh, ow = dout.shape
@@ -56,14 +64,14 @@ def conv2d_backward_naive(dout, cache):
     return dx, dw, db
 
 
-def _windows(x, kh, kw, sh, sw):
+def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> Iterator[tuple[int, int, tuple[slice, slice]]]:
     n, c, h, w = x.shape
     for r in range((h - kh) // sh + 1):
         for s in range((w - kw) // sw + 1):
             yield r, s, (slice(r * sh, r * sh + kh), slice(s * sw, s * sw + kw))
 
 
-def maxpool2d_forward_naive(x, kernel_size, stride=None):
+def maxpool2d_forward_naive(x: np.ndarray, kernel_size: int, stride: int | None = None) -> tuple[np.ndarray, Cache]:
     """x: (N, C, H, W) -> out: (N, C, H_out, W_out), one window at a time."""
     stride = stride or kernel_size
     n, c, h, w = x.shape
@@ -73,7 +81,7 @@ def maxpool2d_forward_naive(x, kernel_size, stride=None):
     return out, (x, kernel_size, stride)
 
 
-def maxpool2d_backward_naive(dout, cache):
+def maxpool2d_backward_naive(dout: np.ndarray, cache: Cache) -> np.ndarray:
     """dout -> dx: each window's gradient goes to the first position of its maximum (row-major order)."""
     x, k, stride = cache
     dx = np.zeros_like(x)
@@ -90,7 +98,7 @@ def maxpool2d_backward_naive(dout, cache):
     return dx
 
 
-def avgpool2d_forward_naive(x, kernel_size, stride=None):
+def avgpool2d_forward_naive(x: np.ndarray, kernel_size: int, stride: int | None = None) -> tuple[np.ndarray, Cache]:
     """x: (N, C, H, W) -> out: (N, C, H_out, W_out), the mean of each window."""
     stride = stride or kernel_size
     n, c, h, w = x.shape
@@ -100,7 +108,7 @@ def avgpool2d_forward_naive(x, kernel_size, stride=None):
     return out, (x.shape, kernel_size, stride)
 
 
-def avgpool2d_backward_naive(dout, cache):
+def avgpool2d_backward_naive(dout: np.ndarray, cache: Cache) -> np.ndarray:
     """dout -> dx: each window's gradient shared equally among its k*k inputs."""
     x_shape, k, stride = cache
     dx = np.zeros(x_shape, dtype=dout.dtype)
@@ -109,7 +117,7 @@ def avgpool2d_backward_naive(dout, cache):
     return dx
 
 
-def adaptive_avgpool2d_forward_naive(x, output_size):
+def adaptive_avgpool2d_forward_naive(x: np.ndarray, output_size: int | tuple[int, int]) -> np.ndarray:
     """x: (N, C, H, W) -> out: (N, C, oh, ow); cell (i, j) averages rows [floor(i*H/oh), ceil((i+1)*H/oh))
     and the same rule for columns (PyTorch's adaptive pooling)."""
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size

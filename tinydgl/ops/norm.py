@@ -6,11 +6,14 @@ output channels-last; on NumPy they run on every core, with the same result at a
 layout and not a reduction over axes (0, 2, 3): docs/design/convolution.md, "Batch normalisation".
 """
 
-from ..backend import array_namespace, is_numpy_like
+from __future__ import annotations
+
+from ..backend import Array, Namespace, array_namespace, is_numpy_like
 from ..threads import blocked_sums, column_sums, for_each_slice, map_slices
+from . import Cache
 
 
-def _as_rows(x):
+def _as_rows(x: Array) -> Array:
     """x: (N, C) -> itself; (N, C, H, W) -> (N*H, W*C), channels-last (a view when x is stored so)."""
     xp = array_namespace(x)
     if x.ndim == 2:
@@ -21,7 +24,7 @@ def _as_rows(x):
     raise ValueError(f"batchnorm expects (N, C) or (N, C, H, W) input, got shape {tuple(x.shape)}.")
 
 
-def _from_rows(rows, shape):
+def _from_rows(rows: Array, shape: tuple[int, ...]) -> Array:
     """Undo `_as_rows`: back to `shape`, as an NCHW view of channels-last memory for 4-D shapes."""
     xp = array_namespace(rows)
     if len(shape) == 2:
@@ -30,19 +33,19 @@ def _from_rows(rows, shape):
     return xp.permute_dims(xp.reshape(rows, (n, h, w, c)), (0, 3, 1, 2))
 
 
-def _tiled(v, rows):
+def _tiled(v: Array, rows: Array) -> Array:
     """A per-channel vector v: (C,) repeated to line up with the W*C columns of `rows`."""
     xp = array_namespace(v)
     return xp.tile(v, (rows.shape[1] // v.shape[0],))
 
 
-def _channel_sums(rows, channels):
+def _channel_sums(rows: Array, channels: int) -> Array:
     """Per-channel sums of `rows`: ones @ rows gives one sum per column, then add up each channel's columns."""
     xp = array_namespace(rows)
     return xp.sum(xp.reshape(column_sums(rows), (-1, channels)), axis=0)
 
 
-def _channel_dots(a, b, channels):
+def _channel_dots(a: Array, b: Array, channels: int) -> Array:
     """Per-channel sums of a * b, for a and b shaped like `rows`."""
     xp = array_namespace(a, b)
     if is_numpy_like(xp):  # fast path: einsum needs no temporary array for a * b; NumPy adds blocks on all cores
@@ -51,7 +54,7 @@ def _channel_dots(a, b, channels):
     return _channel_sums(a * b, channels)
 
 
-def _scale_shift(x, scale, shift=None):
+def _scale_shift(x: Array, scale: Array, shift: Array | None = None) -> Array:
     """x * scale + shift for rows x and tiled vectors scale, shift (None: no shift), in one new array."""
     xp = array_namespace(x)
     if not is_numpy_like(xp):
@@ -61,7 +64,7 @@ def _scale_shift(x, scale, shift=None):
         return out
     out = xp.empty_like(x)
 
-    def rows_in(s):  # NumPy/CuPy: written straight into out, on every core for NumPy
+    def rows_in(s: slice) -> None:  # NumPy/CuPy: written straight into out, on every core for NumPy
         xp.multiply(x[s, ...], scale, out=out[s, ...])
         if shift is not None:
             out[s, ...] += shift
@@ -70,7 +73,7 @@ def _scale_shift(x, scale, shift=None):
     return out
 
 
-def _shifted(x, shift):
+def _shifted(x: Array, shift: Array) -> Array:
     """x - shift for rows x and a tiled vector shift, in one new array."""
     xp = array_namespace(x)
     if not is_numpy_like(xp):
@@ -80,14 +83,14 @@ def _shifted(x, shift):
     return out
 
 
-def _fused(xp, *arrays):
+def _fused(xp: Namespace, *arrays: Array) -> bool:
     """Whether to use the fused CuPy kernels of tinydgl/kernels/elementwise.py (CuPy, one dtype throughout)."""
     from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
 
     return fused_for(xp, *arrays)
 
 
-def _fused_rows(name, xp, rows, *args):
+def _fused_rows(name: str, xp: Namespace, rows: Array, *args: Array | float) -> Array:
     """Kernel `name` over rows-shaped input `rows`, into a new rows-shaped output (one launch)."""
     from ..kernels.elementwise import fused_update
 
@@ -96,7 +99,7 @@ def _fused_rows(name, xp, rows, *args):
     return out
 
 
-def _center(rows, mean, channels):
+def _center(rows: Array, mean: Array, channels: int) -> Array:
     """rows - mean, per channel (the mean tiled along the columns), in one new array."""
     xp = array_namespace(rows)
     if _fused(xp, rows, mean):
@@ -104,7 +107,9 @@ def _center(rows, mean, channels):
     return _shifted(rows, _tiled(mean, rows))
 
 
-def _update_running_stats(xp, running_mean, running_var, mean, var, momentum, unbias):
+def _update_running_stats(
+    xp: Namespace, running_mean: Array, running_var: Array, mean: Array, var: Array, momentum: float, unbias: float
+) -> None:
     """In place: running = (1 - momentum) * running + momentum * batch (the variance times `unbias`).
     On CuPy one fused kernel (tinydgl/kernels/elementwise.py) does both, instead of nine launches."""
     from ..kernels.elementwise import fused_update
@@ -116,7 +121,16 @@ def _update_running_stats(xp, running_mean, running_var, mean, var, momentum, un
     running_var[...] = (1.0 - momentum) * running_var + momentum * var * unbias
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+def batchnorm_forward(
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array | None,
+    running_var: Array | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> tuple[Array, Cache]:
     """Normalise each channel to zero mean and unit variance, then scale by gamma and shift by beta.
 
     x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
@@ -151,7 +165,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return _from_rows(out, tuple(x.shape)), (centered, gamma, inv_std, training, tuple(x.shape))
 
 
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout: Array, cache: Cache) -> tuple[Array, Array, Array]:
     """dout: x's shape -> dx (x's shape), dgamma (C,), dbeta (C,).
 
     In training mode the batch mean and variance depend on every input, which gives the compact form
@@ -175,7 +189,9 @@ def batchnorm_backward(dout, cache):
     return _from_rows(dx, x_shape), dgamma, dbeta
 
 
-def _batchnorm_dx(rows, centered, dgamma, dbeta, inv_std, scale, count):
+def _batchnorm_dx(
+    rows: Array, centered: Array, dgamma: Array, dbeta: Array, inv_std: Array, scale: Array, count: int
+) -> Array:
     """dx for some rows of dout (`rows`) and of the centred input (`centered`), given the per-channel sums
     dgamma, dbeta over the whole batch. Called once for all rows, or once per thread for its slice."""
     # The formula, as scale * (dout - mean(dout) - centered * inv_std * mean(dout * x_hat)), built in
@@ -191,7 +207,7 @@ def _batchnorm_dx(rows, centered, dgamma, dbeta, inv_std, scale, count):
     return dx
 
 
-def l2_normalize_forward(x, eps=1e-12):
+def l2_normalize_forward(x: Array, eps: float = 1e-12) -> tuple[Array, Cache]:
     """Scale each row of x: (N, D) to unit Euclidean length: out = x / max(||x||, eps), as PyTorch's
     `F.normalize` does (eps keeps an all-zero row finite). Returns out (N, D) and a cache."""
     xp = array_namespace(x)
@@ -204,7 +220,7 @@ def l2_normalize_forward(x, eps=1e-12):
     return out, (out, denom, clipped)
 
 
-def l2_normalize_backward(dout, cache):
+def l2_normalize_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, D) -> dx: (N, D).
 
     Where the norm exceeds eps, out = x / ||x|| has dx = (dout - out * <dout, out>) / ||x||; where eps was
@@ -220,7 +236,7 @@ def l2_normalize_backward(dout, cache):
     # END SOLUTION
 
 
-def length_normalize_forward(x, eps=1e-8):
+def length_normalize_forward(x: Array, eps: float = 1e-8) -> tuple[Array, Cache]:
     """Forward-Forward's length normalisation: each row of x: (N, D) divided by its root mean square,
     out = x / (sqrt(mean(x**2)) + eps), so only the direction of the row is kept (its RMS becomes 1; an
     all-zero row stays zero). Unlike `l2_normalize_forward` the scale is the RMS, not the Euclidean length
@@ -234,7 +250,7 @@ def length_normalize_forward(x, eps=1e-8):
     return x / denom, (x, rms, denom)
 
 
-def length_normalize_backward(dout, cache):
+def length_normalize_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, D) -> dx: (N, D).
 
     With r = sqrt(mean(x**2)) and d = r + eps, out = x / d and dr/dx = x / (D r), so
@@ -251,7 +267,9 @@ def length_normalize_backward(dout, cache):
 # --- forward mode ------------------------------------------------------------------------------------------
 
 
-def batchnorm_jvp(cache, dx=None, dgamma=None, dbeta=None):
+def batchnorm_jvp(
+    cache: Cache, dx: Array | None = None, dgamma: Array | None = None, dbeta: Array | None = None
+) -> Array | None:
     """Forward mode: the output tangent of batch norm for tangents dx (x's shape), dgamma, dbeta: (C,)
     (None: that one does not move). Returns dout with x's shape.
 
@@ -282,14 +300,14 @@ def batchnorm_jvp(cache, dx=None, dgamma=None, dbeta=None):
     return None if dout is None else _from_rows(dout, x_shape)
 
 
-def l2_normalize_jvp(cache, dx):
+def l2_normalize_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, D) input tangent -> dout: (N, D). The Jacobian of x / ||x|| is (I - out out^T) / ||x||, a
     symmetric matrix (dout / eps where the norm was clipped), so the tangent goes through the backward's
     formula."""
     return l2_normalize_backward(dx, cache)
 
 
-def length_normalize_jvp(cache, dx):
+def length_normalize_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, D) input tangent -> dout: (N, D). With r the row RMS and d = r + eps,
     dout = dx / d - x * <x, dx> / (D r d**2): the Jacobian I / d - x x^T / (D r d**2) is symmetric, so this
     is the backward's formula applied to the tangent."""

@@ -5,18 +5,24 @@ channels-last view of the input; outputs and gradients are NCHW views of channel
 the batch is cut into one slice per thread. Why: docs/design/convolution.md, "Pooling".
 """
 
-from ..backend import array_namespace, is_numpy_like, zeros_like_on
+from __future__ import annotations
+
+from ..backend import Array, Namespace, array_namespace, is_numpy_like, zeros_like_on
 from ..threads import map_slices
+from . import Cache
+
+# A window's size or stride: one int for a square window, or (height, width).
+Size = int | tuple[int, int]
 
 
-def _fused(xp, *arrays):
+def _fused(xp: Namespace, *arrays: Array) -> bool:
     """Whether the fused CuPy kernels of tinydgl/kernels/elementwise.py apply."""
     from ..kernels.elementwise import fused_for  # here: tinydgl.kernels imports the layers
 
     return fused_for(xp, *arrays)
 
 
-def _pair(v, name):
+def _pair(v: Size, name: str) -> tuple[int, int]:
     if isinstance(v, int):
         return v, v
     if len(v) != 2:
@@ -24,7 +30,7 @@ def _pair(v, name):
     return int(v[0]), int(v[1])
 
 
-def _pool_geometry(x, kernel_size, stride):
+def _pool_geometry(x: Array, kernel_size: Size, stride: Size | None) -> tuple[int, int, int, int, int, int]:
     if x.ndim != 4:
         raise ValueError(f"pooling expects (N, C, H, W) input, got shape {tuple(x.shape)}.")
     kh, kw = _pair(kernel_size, "kernel_size")
@@ -35,20 +41,20 @@ def _pool_geometry(x, kernel_size, stride):
     return kh, kw, sh, sw, (h - kh) // sh + 1, (w - kw) // sw + 1
 
 
-def _window_offset(i, j, sh, sw, oh, ow):
+def _window_offset(i: int, j: int, sh: int, sw: int, oh: int, ow: int) -> tuple[slice, slice, slice, slice]:
     """The slice of a channels-last (N, H, W, C) array that picks, for every window, its element at offset (i, j)."""
     return (slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw), slice(None))
 
 
-def _nhwc(x):
+def _nhwc(x: Array) -> Array:
     return array_namespace(x).permute_dims(x, (0, 2, 3, 1))
 
 
-def _nchw(x_nhwc):
+def _nchw(x_nhwc: Array) -> Array:
     return array_namespace(x_nhwc).permute_dims(x_nhwc, (0, 3, 1, 2))
 
 
-def maxpool2d_forward(x, kernel_size, stride=None):
+def maxpool2d_forward(x: Array, kernel_size: Size, stride: Size | None = None) -> tuple[Array, Cache]:
     """Max pooling over kh x kw windows.
 
     x: (N, C, H, W). Returns out: (N, C, H_out, W_out), H_out = (H - kh) // sh + 1, and a cache.
@@ -61,7 +67,7 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     return _nchw(out), (tuple(x.shape), winner, kh, kw, sh, sw)
 
 
-def _maxpool_nhwc(x_nhwc, kh, kw, sh, sw, oh, ow):
+def _maxpool_nhwc(x_nhwc: Array, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int) -> tuple[Array, Array]:
     """Max pooling of channels-last images x_nhwc: (n, H, W, C) -> out: (n, oh, ow, C) and winner, the
     offset i * kw + j that won in each window."""
     xp = array_namespace(x_nhwc)
@@ -91,7 +97,7 @@ def _maxpool_nhwc(x_nhwc, kh, kw, sh, sw, oh, ow):
     return out, winner
 
 
-def maxpool2d_backward(dout, cache):
+def maxpool2d_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W). Each window's gradient goes to its (first) max."""
     x_shape, winner, kh, kw, sh, sw = cache
     dout_nhwc = _nhwc(dout)
@@ -101,7 +107,9 @@ def maxpool2d_backward(dout, cache):
     return _nchw(dx)
 
 
-def _maxpool_backward_nhwc(dout_nhwc, winner, x_shape, kh, kw, sh, sw):
+def _maxpool_backward_nhwc(
+    dout_nhwc: Array, winner: Array, x_shape: tuple[int, ...], kh: int, kw: int, sh: int, sw: int
+) -> Array:
     """dout_nhwc: (n, oh, ow, C) and its windows' winners -> dx: (n, H, W, C), channels-last."""
     xp = array_namespace(dout_nhwc)
     _, c, h, w = x_shape
@@ -124,11 +132,11 @@ def _maxpool_backward_nhwc(dout_nhwc, winner, x_shape, kh, kw, sh, sw):
     return dx
 
 
-def avgpool2d_forward(x, kernel_size, stride=None):
+def avgpool2d_forward(x: Array, kernel_size: Size, stride: Size | None = None) -> tuple[Array, Cache]:
     """Average pooling over kh x kw windows. x: (N, C, H, W) -> out: (N, C, H_out, W_out), cache."""
     kh, kw, sh, sw, oh, ow = _pool_geometry(x, kernel_size, stride)
     x_nhwc = _nhwc(x)
-    out = None
+    out: Array = None  # the sum of each window's kh * kw offsets
     for i in range(kh):
         for j in range(kw):
             part = x_nhwc[_window_offset(i, j, sh, sw, oh, ow)]
@@ -136,7 +144,7 @@ def avgpool2d_forward(x, kernel_size, stride=None):
     return _nchw(out * (1.0 / (kh * kw))), (tuple(x.shape), kh, kw, sh, sw)
 
 
-def avgpool2d_backward(dout, cache):
+def avgpool2d_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, C, H_out, W_out) -> dx: (N, C, H, W); each input gets 1/(kh*kw) of each window it is in."""
     (n, c, h, w), kh, kw, sh, sw = cache
     oh, ow = dout.shape[2], dout.shape[3]
@@ -148,7 +156,7 @@ def avgpool2d_backward(dout, cache):
     return _nchw(dx)
 
 
-def adaptive_windows(size, out_size):
+def adaptive_windows(size: int, out_size: int) -> list[tuple[int, int]]:
     """PyTorch's adaptive-pooling windows: window i covers [floor(i*size/out), ceil((i+1)*size/out)).
 
     Windows may differ in length and overlap when size is not a multiple of out_size
@@ -157,7 +165,7 @@ def adaptive_windows(size, out_size):
     return [((i * size) // out_size, -((-(i + 1) * size) // out_size)) for i in range(out_size)]
 
 
-def adaptive_avgpool2d_forward(x, output_size):
+def adaptive_avgpool2d_forward(x: Array, output_size: Size) -> tuple[Array, Cache]:
     """Average-pool x: (N, C, H, W) to out: (N, C, oh, ow) with PyTorch's window rule (`adaptive_windows`).
 
     Averaging over a rectangle is separable, so we pool the rows first, then the columns:
@@ -176,13 +184,15 @@ def adaptive_avgpool2d_forward(x, output_size):
     return _nchw(out), (tuple(x.shape), rows, cols)
 
 
-def _adaptive_avgpool_nhwc(x_nhwc, rows, cols, xp):
+def _adaptive_avgpool_nhwc(
+    x_nhwc: Array, rows: list[tuple[int, int]], cols: list[tuple[int, int]], xp: Namespace
+) -> Array:
     """Channels-last images x_nhwc: (n, H, W, C) -> (n, oh, ow, C), rows first, then columns."""
     pooled_rows = xp.stack([xp.mean(x_nhwc[:, a:b, :, :], axis=1) for a, b in rows], axis=1)  # (n, oh, W, C)
     return xp.stack([xp.mean(pooled_rows[:, :, a:b, :], axis=2) for a, b in cols], axis=2)  # (n, oh, ow, C)
 
 
-def adaptive_avgpool2d_backward(dout, cache):
+def adaptive_avgpool2d_backward(dout: Array, cache: Cache) -> Array:
     """dout: (N, C, oh, ow) -> dx: (N, C, H, W), undoing the two separable means in reverse order."""
     x_shape, rows, cols = cache
     dout_nhwc = _nhwc(dout)
@@ -191,7 +201,9 @@ def adaptive_avgpool2d_backward(dout, cache):
     )
 
 
-def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
+def _adaptive_avgpool_backward_nhwc(
+    dout_nhwc: Array, x_shape: tuple[int, ...], rows: list[tuple[int, int]], cols: list[tuple[int, int]]
+) -> Array:
     """dout_nhwc: (n, oh, ow, C) -> dx: (n, H, W, C), channels-last."""
     _, c, h, w = x_shape
     n = dout_nhwc.shape[0]
@@ -207,7 +219,7 @@ def _adaptive_avgpool_backward_nhwc(dout_nhwc, x_shape, rows, cols):
 # --- forward mode ------------------------------------------------------------------------------------------
 
 
-def maxpool2d_jvp(cache, dx):
+def maxpool2d_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Each window's output is its winning
     input, so its tangent is that input's tangent (the winner recorded by the forward pass)."""
     _, winner, kh, kw, sh, sw = cache
@@ -217,7 +229,7 @@ def maxpool2d_jvp(cache, dx):
     )
 
 
-def _maxpool_jvp_nhwc(dx_nhwc, winner, kh, kw, sh, sw):
+def _maxpool_jvp_nhwc(dx_nhwc: Array, winner: Array, kh: int, kw: int, sh: int, sw: int) -> Array:
     """dx_nhwc: (n, H, W, C) and the windows' winners (n, oh, ow, C) -> dout: (n, oh, ow, C)."""
     xp = array_namespace(dx_nhwc)
     oh, ow = winner.shape[1], winner.shape[2]
@@ -229,14 +241,14 @@ def _maxpool_jvp_nhwc(dx_nhwc, winner, kh, kw, sh, sw):
     return dout
 
 
-def avgpool2d_jvp(cache, dx):
+def avgpool2d_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, C, H, W) input tangent -> dout: (N, C, H_out, W_out). Averaging is linear: the forward op
     applied to the tangent."""
     _, kh, kw, sh, sw = cache
     return avgpool2d_forward(dx, (kh, kw), (sh, sw))[0]
 
 
-def adaptive_avgpool2d_jvp(cache, dx):
+def adaptive_avgpool2d_jvp(cache: Cache, dx: Array) -> Array:
     """dx: (N, C, H, W) input tangent -> dout: (N, C, oh, ow): the (linear) forward op on the tangent."""
     _, rows, cols = cache
     return adaptive_avgpool2d_forward(dx, (len(rows), len(cols)))[0]

@@ -11,13 +11,16 @@ difference between the examples' cosine-similarity matrix S(h) (N x N) and that 
     other 4-D inputs are flattened.
 """
 
-from ..backend import array_namespace
+from __future__ import annotations
+
+from ..backend import Array, array_namespace
+from . import Cache
 from .losses import float64_scalar, one_hot
 
 EPS = 1e-8  # added to each row's length, as the reference code does
 
 
-def similarity_matrix_forward(x):
+def similarity_matrix_forward(x: Array) -> tuple[Array, Cache]:
     """Adjusted cosine similarity of the rows of x. x: (N, D) or (N, C, H, W) -> S: (N, N), cache."""
     xp = array_namespace(x)
     n = x.shape[0]
@@ -39,7 +42,7 @@ def similarity_matrix_forward(x):
     return xp.clip(raw, -1.0, 1.0), (shape, std_cache, xc, length, xn, inside)
 
 
-def similarity_matrix_backward(dS, cache):
+def similarity_matrix_backward(dS: Array, cache: Cache) -> Array:
     """dS: (N, N) -> dx with the input's shape."""
     xp = array_namespace(dS)
     shape, std_cache, xc, length, xn, inside = cache
@@ -59,7 +62,7 @@ def similarity_matrix_backward(dS, cache):
     return xp.reshape(scale[:, :, None] * zc, shape)
 
 
-def similarity_matrix_jvp(cache, dx):
+def similarity_matrix_jvp(cache: Cache, dx: Array) -> Array:
     """Forward mode: dx, the input's tangent (x's shape) -> dS: (N, N), the tangent of S (the cache from forward).
 
     The same steps as forward, each by its derivative: the channel std (d std = <zc, dz> / ((P - 1) std)), the
@@ -85,7 +88,7 @@ def similarity_matrix_jvp(cache, dx):
     return xp.where(inside, draw, xp.zeros_like(draw))
 
 
-def similarity_matching_loss(h, y, num_classes):
+def similarity_matching_loss(h: Array, y: Array, num_classes: int) -> tuple[Array, Array]:
     """MSE between S(h) and S(onehot(y)), the mean over the N x N entries (as F.mse_loss).
 
     h: (N, D) or (N, C, H, W) features, y: (N,) ints. Returns (loss: float, dh with h's shape).
